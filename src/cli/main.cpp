@@ -1,0 +1,54 @@
+// undo: every stage of an Unlearn-and-Distill experiment behind one program.
+#include <cstring>
+#include <iostream>
+#include <map>
+
+#include "cli/stages.h"
+#include "core/error.h"
+
+namespace {
+
+struct Command {
+  int (*run)(int, const char* const*);
+  const char* help;
+};
+
+const std::map<std::string, Command>& commands() {
+  static const std::map<std::string, Command> c = {
+      {"data", {undo::stage_data, "data prepare: extract, filter and tokenize corpora into token shards"}},
+      {"pretrain", {undo::stage_pretrain, "train the base (pretrain.target=base) or oracle model"}},
+      {"eval", {undo::stage_eval, "evaluate a checkpoint (retain/forget CE, arithmetic accuracy)"}},
+      {"export", {undo::stage_export, "export a checkpoint's weights (--format safetensors)"}},
+  };
+  return c;
+}
+
+void usage(std::ostream& os) {
+  os << "usage: undo <stage> [--config FILE] [--section.key VALUE ...] [--run-dir DIR]\n\nstages:\n";
+  for (auto& [name, c] : commands()) os << "  " << name << std::string(10 - name.size(), ' ') << c.help << "\n";
+  os << "\n`undo <stage> --help` lists every configuration key with its default.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? std::cerr : std::cout);
+    return argc < 2 ? 2 : 0;
+  }
+  auto it = commands().find(argv[1]);
+  if (it == commands().end()) {
+    std::cerr << "undo: unknown stage '" << argv[1] << "'\n";
+    usage(std::cerr);
+    return 2;
+  }
+  try {
+    return it->second.run(argc - 1, argv + 1);
+  } catch (const undo::InputError& e) {
+    std::cerr << "undo " << argv[1] << ": error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception& e) {
+    std::cerr << "undo " << argv[1] << ": fatal: " << e.what() << "\n";
+    return 1;
+  }
+}

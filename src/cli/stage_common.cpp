@@ -1,0 +1,24 @@
+#include <iostream>
+
+#include "cli/stages.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "data/tokenizer.h"
+#include "train/trainer.h"
+
+namespace undo {
+
+void prepare_run(Config& cfg) {
+  auto tok_path = join_path(cfg.data.dir, "tokenizer.model");
+  UNDO_INPUT_CHECK(file_exists(join_path(cfg.data.dir, "manifest.json")), "data.dir = '", cfg.data.dir,
+                   "' holds no prepared data (manifest.json missing): run `undo data prepare` first");
+  int tok_vocab = Tokenizer(tok_path).vocab_size();
+  if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok_vocab;
+  UNDO_INPUT_CHECK(cfg.model.vocab_size >= tok_vocab, "model.vocab_size = ", cfg.model.vocab_size,
+                   " is smaller than the tokenizer's ", tok_vocab, " in '", tok_path, "'");
+  make_dirs(cfg.run.dir);
+  write_file_atomic(join_path(cfg.run.dir, "config.ini"), to_ini(cfg));
+  configure_threads(cfg.run);
+}
+
+}  // namespace undo

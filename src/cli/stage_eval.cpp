@@ -1,0 +1,30 @@
+#include <iostream>
+
+#include "cli/stages.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "eval/evaluator.h"
+#include "model/checkpoint.h"
+#include "train/trainer.h"
+
+namespace undo {
+
+int stage_eval(int argc, const char* const* argv) {
+  Config cfg;
+  std::string model_path;
+  if (!parse_config(argc, argv, "eval", cfg, {{"model", "checkpoint to evaluate", &model_path, true}})) return 0;
+  UNDO_INPUT_CHECK(file_exists(model_path), "--model '", model_path, "' does not exist");
+  configure_threads(cfg.run);
+  CheckpointMeta meta;
+  Transformer model = load_model(model_path, &meta);
+  cfg.model = meta.model;  // windows and vocab follow the checkpoint
+  Evaluator evaluator(cfg);
+  JsonObject result;
+  result.add("model", model_path).add("stage", meta.stage).add("step", meta.step).merge(evaluator.run(model));
+  make_dirs(cfg.run.dir);
+  write_file_atomic(join_path(cfg.run.dir, "eval.json"), result.str() + "\n");
+  std::cout << result.str() << "\n";
+  return 0;
+}
+
+}  // namespace undo

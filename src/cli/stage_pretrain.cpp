@@ -1,0 +1,44 @@
+#include <chrono>
+#include <iostream>
+
+#include "cli/stages.h"
+#include "core/fs.h"
+#include "core/json.h"
+#include "train/trainer.h"
+
+namespace undo {
+
+int stage_pretrain(int argc, const char* const* argv) {
+  Config cfg;
+  if (!parse_config(argc, argv, "pretrain", cfg)) return 0;
+  prepare_run(cfg);
+  auto mix_text = cfg.pretrain.target == "base" ? cfg.data.base_mix : cfg.data.oracle_mix;
+  auto mix = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data." + cfg.pretrain.target + "_mix", mix_text),
+                                         "train", cfg.model.seq_len);
+  Evaluator evaluator(cfg);
+  Transformer model(cfg.model);
+  model->init_weights(uint64_t(cfg.run.seed));
+  CrossEntropyObjective objective(mix, cfg.model.seq_len);
+  auto t0 = std::chrono::steady_clock::now();
+  Trainer trainer(cfg, "pretrain-" + cfg.pretrain.target, model, objective, &evaluator);
+  TrainResult r = trainer.run();
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+  CheckpointMeta meta;
+  meta.model = cfg.model;
+  meta.step = r.steps_done;
+  meta.stage = "pretrain-" + cfg.pretrain.target;
+  meta.extra["tokens"] = std::to_string(r.tokens);
+  save_checkpoint(join_path(cfg.run.dir, "model.ckpt"), meta, model, nullptr);
+  JsonObject summary;
+  summary.add("stage", meta.stage).add("steps", r.steps_done).add("tokens", r.tokens).add("wall_s", wall)
+      .add("params", model->num_params());
+  JsonObject ev;
+  for (auto& [k, v] : r.final_eval) ev.add(k, v);
+  summary.add("eval", ev);
+  write_file_atomic(join_path(cfg.run.dir, "summary.json"), summary.str() + "\n");
+  std::cout << summary.str() << "\n";
+  return 0;
+}
+
+}  // namespace undo

@@ -1,0 +1,19 @@
+// One function per subcommand; each parses its config and calls the library.
+#pragma once
+#include <string>
+
+#include "core/config.h"
+
+namespace undo {
+
+int stage_data(int argc, const char* const* argv);
+int stage_pretrain(int argc, const char* const* argv);
+int stage_eval(int argc, const char* const* argv);
+int stage_export(int argc, const char* const* argv);
+
+// Shared set-up of the training stages: resolves model.vocab_size from the
+// tokenizer in data.dir, creates run.dir, writes the resolved config.ini and
+// sets the thread count. Throws InputError before any compute on bad input.
+void prepare_run(Config& cfg);
+
+}  // namespace undo

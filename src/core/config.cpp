@@ -1,0 +1,279 @@
+#include "core/config.h"
+
+#include <boost/program_options.hpp>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace po = boost::program_options;
+
+namespace undo {
+
+std::string format_double(double v) {
+  char buf[64];
+  for (int p = 1; p <= 17; ++p) {
+    std::snprintf(buf, sizeof buf, "%.*g", p, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  return buf;
+}
+
+namespace {
+
+std::string to_text(const std::string& v) { return v; }
+std::string to_text(double v) { return format_double(v); }
+std::string to_text(bool v) { return v ? "true" : "false"; }
+template <typename T>
+std::string to_text(T v) { return std::to_string(v); }
+
+// Collects keys into a Boost options description and our own registry.
+class Registry {
+ public:
+  explicit Registry(po::options_description* desc) : desc_(desc) {}
+
+  template <typename T>
+  Registry& add(const char* name, T* field, const char* help,
+                std::function<std::string(const T&)> check = {}) {
+    if (desc_) desc_->add_options()(name, po::value<T>(field)->default_value(*field, to_text(*field)), help);
+    ConfigKey k;
+    k.name = name;
+    k.help = help;
+    k.value = [field] { return to_text(*field); };
+    if (check) k.validate = [field, check] { return check(*field); };
+    keys.push_back(std::move(k));
+    return *this;
+  }
+  std::vector<ConfigKey> keys;
+
+ private:
+  po::options_description* desc_;
+};
+
+template <typename T>
+std::function<std::string(const T&)> at_least(T lo) {
+  return [lo](const T& v) { return v >= lo ? "" : "must be >= " + to_text(lo); };
+}
+template <typename T>
+std::function<std::string(const T&)> in_range(T lo, T hi) {
+  return [lo, hi](const T& v) {
+    return (v >= lo && v <= hi) ? "" : "must be in [" + to_text(lo) + ", " + to_text(hi) + "]";
+  };
+}
+std::function<std::string(const std::string&)> one_of(std::set<std::string> allowed) {
+  return [allowed](const std::string& v) {
+    if (allowed.count(v)) return std::string();
+    std::string s = "must be one of:";
+    for (auto& a : allowed) s += " " + a;
+    return s;
+  };
+}
+std::function<std::string(const std::string&)> non_empty() {
+  return [](const std::string& v) { return v.empty() ? std::string("must not be empty") : std::string(); };
+}
+std::function<std::string(const std::string&)> valid_mix(const char* key) {
+  return [key](const std::string& v) {
+    try {
+      parse_mix(key, v);
+      return std::string();
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+  };
+}
+
+void describe_into(Config& c, Registry& r) {
+  r.add("run.dir", &c.run.dir, "run directory (metrics, checkpoints, config.ini)", non_empty())
+      .add("run.seed", &c.run.seed, "seed for init, data order and sampling")
+      .add("run.threads", &c.run.threads, "intra-op threads per rank (0 = cores per rank)", at_least(0))
+      .add("run.resume", &c.run.resume, "resume from the latest valid checkpoint in run.dir");
+  r.add("model.vocab_size", &c.model.vocab_size, "vocabulary size (0 = the tokenizer's)", at_least(0))
+      .add("model.d_model", &c.model.d_model, "residual width", at_least(1))
+      .add("model.n_layers", &c.model.n_layers, "transformer blocks", at_least(1))
+      .add("model.n_heads", &c.model.n_heads, "attention heads (must divide d_model)", at_least(1))
+      .add("model.d_ff", &c.model.d_ff, "GeGLU hidden width", at_least(1))
+      .add("model.seq_len", &c.model.seq_len, "tokens per training window", at_least(2))
+      .add("model.softcap", &c.model.softcap, "logit soft-cap (0 = off)", at_least(0.0))
+      .add("model.rope_theta", &c.model.rope_theta, "rotary base", at_least(1.0))
+      .add("model.norm_eps", &c.model.norm_eps, "RMSNorm epsilon", in_range(1e-12, 1e-2));
+  r.add("data.dir", &c.data.dir, "prepared data directory", non_empty())
+      .add("data.base_mix", &c.data.base_mix, "base model pretraining mix", valid_mix("data.base_mix"))
+      .add("data.oracle_mix", &c.data.oracle_mix, "oracle pretraining mix (retain only)",
+           valid_mix("data.oracle_mix"))
+      .add("data.forget_mix", &c.data.forget_mix, "forget data (unlearning, relearning attacks)",
+           valid_mix("data.forget_mix"))
+      .add("data.retain_eval", &c.data.retain_eval, "streams whose validation CE is retain_ce", non_empty())
+      .add("data.forget_eval", &c.data.forget_eval, "streams whose validation CE is forget_ce", non_empty())
+      .add("data.setting", &c.data.setting, "prepare: arith | lang", one_of({"arith", "lang"}))
+      .add("data.sources", &c.data.sources, "prepare: unpacked packages from data/fetch")
+      .add("data.english_dirs", &c.data.english_dirs, "prepare: extra plain-text dirs (comma list)")
+      .add("data.korean_dirs", &c.data.korean_dirs, "prepare: extra plain-text Korean dirs (comma list)")
+      .add("data.tokenizer_vocab", &c.data.tokenizer_vocab, "prepare: sentencepiece vocab size",
+           at_least(300))
+      .add("data.val_fraction", &c.data.val_fraction, "prepare: share of documents held out",
+           in_range(0.001, 0.5))
+      .add("data.arith_problems", &c.data.arith_problems, "prepare: training problems per operation",
+           at_least(1))
+      .add("data.max_text_bytes", &c.data.max_text_bytes, "prepare: cap on each language's text (0 = all)",
+           at_least<int64_t>(0));
+  r.add("optim.lr", &c.optim.lr, "peak learning rate", in_range(1e-12, 10.0))
+      .add("optim.min_lr", &c.optim.min_lr, "final learning rate of the cosine schedule", in_range(0.0, 10.0))
+      .add("optim.warmup", &c.optim.warmup, "linear warmup steps", at_least(0))
+      .add("optim.schedule", &c.optim.schedule, "cosine | constant", one_of({"cosine", "constant"}))
+      .add("optim.weight_decay", &c.optim.weight_decay, "AdamW weight decay", in_range(0.0, 1.0))
+      .add("optim.beta1", &c.optim.beta1, "AdamW beta1", in_range(0.0, 0.999999))
+      .add("optim.beta2", &c.optim.beta2, "AdamW beta2", in_range(0.0, 0.999999))
+      .add("optim.eps", &c.optim.eps, "AdamW epsilon", in_range(1e-12, 1.0))
+      .add("optim.grad_clip", &c.optim.grad_clip, "global grad-norm clip (0 = off)", at_least(0.0));
+  r.add("train.steps", &c.train.steps, "optimizer steps", at_least(1))
+      .add("train.batch_size", &c.train.batch_size, "sequences per micro-batch per rank", at_least(1))
+      .add("train.accum", &c.train.accum, "micro-batches per optimizer step", at_least(1))
+      .add("train.precision", &c.train.precision, "bf16 (autocast, fp32 master weights) | fp32",
+           one_of({"bf16", "fp32"}))
+      .add("train.log_every", &c.train.log_every, "steps between training metric lines", at_least(1))
+      .add("train.eval_every", &c.train.eval_every, "steps between evaluations (0 = end only)", at_least(0))
+      .add("train.ckpt_every", &c.train.ckpt_every, "steps between checkpoints (0 = end only)", at_least(0))
+      .add("train.keep_ckpts", &c.train.keep_ckpts, "checkpoints kept besides the final one", at_least(1));
+  r.add("eval.batches", &c.eval.batches, "validation batches per stream", at_least(1))
+      .add("eval.arith_per_op", &c.eval.arith_per_op, "arithmetic problems per operation and format",
+           at_least(0))
+      .add("eval.max_new_tokens", &c.eval.max_new_tokens, "greedy tokens decoded per problem", at_least(1));
+  r.add("pretrain.target", &c.pretrain.target, "base (data.base_mix) | oracle (data.oracle_mix)",
+        one_of({"base", "oracle"}));
+}
+
+void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string, std::string>& origin,
+                  const Config& cfg) {
+  for (auto& k : keys) {
+    if (!k.validate) continue;
+    std::string why = k.validate();
+    if (!why.empty()) {
+      auto it = origin.find(k.name);
+      std::string from = it == origin.end() ? "default" : it->second;
+      throw InputError("config error: " + k.name + " = '" + k.value() + "' (from " + from + "): " + why);
+    }
+  }
+  if (cfg.model.d_model % cfg.model.n_heads != 0 || (cfg.model.d_model / cfg.model.n_heads) % 2 != 0)
+    throw InputError("config error: model.d_model = " + std::to_string(cfg.model.d_model) +
+                     " must be a multiple of 2 x model.n_heads = " + std::to_string(cfg.model.n_heads));
+  if (cfg.optim.min_lr > cfg.optim.lr)
+    throw InputError("config error: optim.min_lr = " + format_double(cfg.optim.min_lr) +
+                     " exceeds optim.lr = " + format_double(cfg.optim.lr));
+}
+
+}  // namespace
+
+std::vector<std::string> split_list(const std::string& text, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, sep)) {
+    size_t b = item.find_first_not_of(" \t"), e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) out.push_back(item.substr(b, e - b + 1));
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, const std::string& text) {
+  std::vector<std::pair<std::string, double>> mix;
+  double total = 0;
+  for (auto& part : split_list(text)) {
+    auto colon = part.find(':');
+    if (colon == std::string::npos || colon == 0)
+      throw InputError(key + " = '" + text + "': entry '" + part + "' is not stream:weight");
+    char* end = nullptr;
+    std::string w = part.substr(colon + 1);
+    double v = std::strtod(w.c_str(), &end);
+    if (w.empty() || *end != '\0' || !(v > 0) || !std::isfinite(v))
+      throw InputError(key + " = '" + text + "': weight '" + w + "' must be a positive number");
+    mix.emplace_back(part.substr(0, colon), v);
+    total += v;
+  }
+  if (mix.empty()) throw InputError(key + " = '" + text + "': empty mix");
+  for (auto& m : mix) m.second /= total;
+  return mix;
+}
+
+std::vector<ConfigKey> describe(Config& cfg) {
+  Registry r(nullptr);
+  describe_into(cfg, r);
+  return r.keys;
+}
+
+std::string to_ini(Config& cfg) {
+  std::ostringstream os;
+  std::string section;
+  os << "# resolved configuration: `undo <stage> --config THIS_FILE` reproduces the run\n";
+  for (auto& k : describe(cfg)) {
+    auto dot = k.name.find('.');
+    std::string s = k.name.substr(0, dot);
+    if (s != section) {
+      os << (section.empty() ? "" : "\n") << "[" << s << "]\n";
+      section = s;
+    }
+    os << k.name.substr(dot + 1) << " = " << k.value() << "\n";
+  }
+  return os.str();
+}
+
+bool parse_config(int argc, const char* const* argv, const std::string& stage, Config& cfg,
+                  const std::vector<StageOption>& stage_options) {
+  po::options_description keys("Configuration keys (INI [section] key = value, or --section.key VALUE)");
+  Registry r(&keys);
+  describe_into(cfg, r);
+  po::options_description general("General options");
+  std::vector<std::string> config_files;
+  general.add_options()("help,h", "print this help")(
+      "config", po::value<std::vector<std::string>>(&config_files), "INI config file (later files override)")(
+      "run-dir", po::value<std::string>(), "alias of --run.dir")("resume", "alias of --run.resume true");
+  po::options_description stage_desc("Options of `undo " + stage + "`");
+  for (auto& o : stage_options)
+    stage_desc.add_options()(o.name.c_str(), po::value<std::string>(o.value)->default_value(*o.value), o.help.c_str());
+  po::options_description all;
+  all.add(general).add(stage_desc).add(keys);
+
+  po::variables_map vm;
+  std::map<std::string, std::string> origin;
+  try {
+    // Command-line values are stored first so that they take precedence.
+    auto cl = po::command_line_parser(argc, argv).options(all).run();
+    for (auto& o : cl.options) origin[o.string_key] = "command line";
+    po::store(cl, vm);
+    if (vm.count("config")) config_files = vm["config"].as<std::vector<std::string>>();
+    for (auto it = config_files.rbegin(); it != config_files.rend(); ++it) {
+      std::ifstream in(*it);
+      if (!in) throw InputError("config error: --config '" + *it + "': cannot open file");
+      try {
+        auto parsed = po::parse_config_file(in, keys, /*allow_unregistered=*/false);
+        for (auto& o : parsed.options)
+          if (!origin.count(o.string_key)) origin[o.string_key] = *it;
+        po::store(parsed, vm);
+      } catch (const po::error& e) {
+        throw InputError("config error in " + *it + ": " + e.what());
+      }
+    }
+    if (vm.count("help")) {
+      std::cout << "usage: undo " << stage << " [--config FILE] [--section.key VALUE ...] [--run-dir DIR]\n\n"
+                << general << "\n";
+      if (!stage_options.empty()) std::cout << stage_desc << "\n";
+      std::cout << keys << "\n";
+      return false;
+    }
+    po::notify(vm);
+  } catch (const po::error& e) {
+    throw InputError(std::string("config error: ") + e.what());
+  }
+  if (vm.count("run-dir")) cfg.run.dir = vm["run-dir"].as<std::string>(), origin["run.dir"] = "command line";
+  if (vm.count("resume")) cfg.run.resume = true;
+  for (auto& o : stage_options)
+    if (o.required && o.value->empty()) throw InputError("undo " + stage + ": --" + o.name + " is required");
+  validate_all(r.keys, origin, cfg);
+  return true;
+}
+
+}  // namespace undo

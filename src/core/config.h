@@ -1,0 +1,125 @@
+// One flat configuration for every stage (nanoGPT's configurator, typed):
+// INI file sections map to "section.key", every key can be overridden on the
+// command line as --section.key VALUE, unknown keys and bad values are
+// rejected before any compute starts (InputError, exit code 2).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace undo {
+
+struct RunConfig {
+  std::string dir = "runs/default";  // where metrics, checkpoints, config.ini go
+  int64_t seed = 1234;
+  int threads = 0;                   // 0 = cores per rank
+  bool resume = false;
+};
+
+struct ModelConfig {
+  int vocab_size = 0;  // 0 = take it from the tokenizer in data.dir
+  int d_model = 64;
+  int n_layers = 2;
+  int n_heads = 4;
+  int d_ff = 256;       // hidden width of the GeGLU MLP
+  int seq_len = 64;
+  double softcap = 0;   // 0 = no logit soft-capping
+  double rope_theta = 10000;
+  double norm_eps = 1e-6;
+};
+
+struct DataConfig {
+  std::string dir = "data/prepared/tiny";  // prepared data: tokenizer, shards, manifest
+  // Mixes are "stream:weight,stream:weight"; streams are shard names in data.dir.
+  std::string base_mix = "english:0.75,addsub:0.125,muldiv:0.125";
+  std::string oracle_mix = "english:0.875,addsub:0.125";
+  std::string forget_mix = "muldiv:1";    // what unlearning and relearning attacks train on
+  std::string retain_eval = "english,addsub";  // streams whose val CE is retain_ce
+  std::string forget_eval = "muldiv";          // streams whose val CE is forget_ce
+  // `undo data prepare` keys.
+  std::string setting = "arith";  // arith | lang
+  std::string sources = "data/raw/pkgs";  // unpacked packages from data/fetch
+  std::string english_dirs = "";   // comma list of extra plain-text dirs (tests use generated text)
+  std::string korean_dirs = "";
+  int tokenizer_vocab = 1024;
+  double val_fraction = 0.05;
+  int arith_problems = 20000;       // training problems per operation
+  int64_t max_text_bytes = 0;       // 0 = all; caps each language's text (for quick presets)
+};
+
+struct OptimConfig {
+  double lr = 1e-3;
+  double min_lr = 1e-4;
+  int warmup = 10;
+  std::string schedule = "cosine";  // cosine | constant
+  double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;  // 0 = off
+};
+
+struct TrainConfig {
+  int steps = 100;
+  int batch_size = 8;  // sequences per micro-batch per rank
+  int accum = 1;       // micro-batches per optimizer step
+  std::string precision = "bf16";  // bf16 (autocast, fp32 master weights) | fp32
+  int log_every = 10;
+  int eval_every = 50;   // 0 = only at the end
+  int ckpt_every = 50;   // 0 = only at the end
+  int keep_ckpts = 2;
+};
+
+struct EvalConfig {
+  int batches = 4;          // val windows = batches x train.batch_size per stream
+  int arith_per_op = 100;   // equations and word problems each, per operation
+  int max_new_tokens = 6;
+};
+
+struct PretrainConfig {
+  std::string target = "base";  // base (base_mix) | oracle (oracle_mix)
+};
+
+struct Config {
+  RunConfig run;
+  ModelConfig model;
+  DataConfig data;
+  OptimConfig optim;
+  TrainConfig train;
+  EvalConfig eval;
+  PretrainConfig pretrain;
+};
+
+// One described key: how to print it and how to validate it.
+struct ConfigKey {
+  std::string name, help;
+  std::function<std::string()> value;      // current value as INI text
+  std::function<std::string()> validate;   // "" when fine, else what is wrong
+};
+
+// A stage's own command-line option (--model CKPT, --format NAME, ...).
+struct StageOption {
+  std::string name, help;
+  std::string* value;
+  bool required = false;
+};
+
+// Parses `argv` (after the stage name): --config FILE, --run-dir DIR, --resume,
+// --help, the stage's options and any --section.key VALUE. Throws InputError
+// naming the key, value and source on any problem. Returns false when --help
+// was asked (help printed).
+bool parse_config(int argc, const char* const* argv, const std::string& stage, Config& cfg,
+                  const std::vector<StageOption>& stage_options = {});
+
+// Every key with its current value, for `--help` and the resolved config.ini.
+std::vector<ConfigKey> describe(Config& cfg);
+std::string to_ini(Config& cfg);
+std::string format_double(double v);  // shortest text that reads back exactly
+
+// "a:0.5,b:0.5" -> {{"a",0.5},{"b",0.5}}; throws InputError naming `key`.
+std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, const std::string& text);
+std::vector<std::string> split_list(const std::string& text, char sep = ',');
+
+}  // namespace undo

@@ -1,0 +1,48 @@
+// Errors and check macros. Every failing check names the file and line, so a
+// message from a rank on a cluster can be traced without a debugger.
+#pragma once
+#include <sstream>
+#include <stdexcept>
+#include <string>
+
+namespace undo {
+
+// A failure caused by the user's input (config key, file, value). The CLI
+// exits with code 2 for these, before any compute starts where possible.
+struct InputError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// A failure of the program or its environment (I/O, corrupted file, bug).
+struct RuntimeError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+namespace detail {
+template <typename E, typename... Parts>
+[[noreturn]] void fail(const char* file, int line, const Parts&... parts) {
+  std::ostringstream os;
+  (os << ... << parts);
+  os << " [" << file << ":" << line << "]";
+  throw E(os.str());
+}
+}  // namespace detail
+
+}  // namespace undo
+
+// UNDO_CHECK(cond, "message parts", ...): throws RuntimeError naming file:line.
+#define UNDO_CHECK(cond, ...)                                                   \
+  do {                                                                          \
+    if (!(cond))                                                                \
+      ::undo::detail::fail<::undo::RuntimeError>(__FILE__, __LINE__,            \
+                                                 "check failed: " #cond ": ",  \
+                                                 __VA_ARGS__);                  \
+  } while (0)
+
+// UNDO_INPUT_CHECK: same, but the fault is the user's input (exit code 2).
+#define UNDO_INPUT_CHECK(cond, ...)                                               \
+  do {                                                                            \
+    if (!(cond)) ::undo::detail::fail<::undo::InputError>(__FILE__, __LINE__, __VA_ARGS__); \
+  } while (0)
+
+#define UNDO_FAIL(...) ::undo::detail::fail<::undo::RuntimeError>(__FILE__, __LINE__, __VA_ARGS__)

@@ -1,0 +1,30 @@
+// Minimal JSON output for metrics.jsonl and manifests: an ordered object builder.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace undo {
+
+std::string json_escape(const std::string& s);
+
+class JsonObject {
+ public:
+  JsonObject& add(const std::string& key, const std::string& value);
+  JsonObject& add(const std::string& key, const char* value) { return add(key, std::string(value)); }
+  JsonObject& add(const std::string& key, double value);
+  JsonObject& add(const std::string& key, int64_t value);
+  JsonObject& add(const std::string& key, int value) { return add(key, int64_t(value)); }
+  JsonObject& add(const std::string& key, uint64_t value) { return add(key, int64_t(value)); }
+  JsonObject& add(const std::string& key, bool value);
+  JsonObject& add_raw(const std::string& key, const std::string& json);
+  JsonObject& add(const std::string& key, const JsonObject& value) { return add_raw(key, value.str()); }
+  JsonObject& merge(const JsonObject& other);  // appends other's fields
+  std::string str() const;
+  bool empty() const { return fields_.empty(); }
+
+ private:
+  std::vector<std::pair<std::string, std::string>> fields_;
+};
+
+}  // namespace undo

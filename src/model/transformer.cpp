@@ -1,0 +1,131 @@
+#include "model/transformer.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace undo {
+
+RMSNormImpl::RMSNormImpl(int dim, double eps_) : eps(eps_) {
+  weight = register_parameter("weight", torch::zeros({dim}));
+}
+
+torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  auto xf = x.to(torch::kFloat);
+  auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
+  return (y * (1 + weight)).to(x.scalar_type());
+}
+
+namespace {
+torch::nn::Linear linear(int in, int out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); }
+
+// Rotates pairs (x[..., :h/2], x[..., h/2:]) by the position's angles.
+torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  auto half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
+}
+}  // namespace
+
+AttentionImpl::AttentionImpl(const ModelConfig& cfg)
+    : n_heads(cfg.n_heads), head_dim(cfg.d_model / cfg.n_heads) {
+  wq = register_module("wq", linear(cfg.d_model, cfg.d_model));
+  wk = register_module("wk", linear(cfg.d_model, cfg.d_model));
+  wv = register_module("wv", linear(cfg.d_model, cfg.d_model));
+  wo = register_module("wo", linear(cfg.d_model, cfg.d_model));
+}
+
+torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  auto B = x.size(0), T = x.size(1);
+  auto shape = [&](torch::Tensor t) { return t.view({B, T, n_heads, head_dim}).transpose(1, 2); };
+  auto q = apply_rope(shape(wq(x)), cos, sin);
+  auto k = apply_rope(shape(wk(x)), cos, sin);
+  auto v = shape(wv(x));
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(head_dim)));
+  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool)).triu(1);
+  scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  auto probs = torch::softmax(scores.to(torch::kFloat), -1).to(v.scalar_type());
+  auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, T, n_heads * head_dim});
+  return wo(out);
+}
+
+MlpImpl::MlpImpl(int d_model, int d_ff) {
+  gate = register_module("gate", linear(d_model, d_ff));
+  up = register_module("up", linear(d_model, d_ff));
+  down = register_module("down", linear(d_ff, d_model));
+}
+
+torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
+  return down(torch::gelu(gate(x), "tanh") * up(x));
+}
+
+BlockImpl::BlockImpl(const ModelConfig& cfg) {
+  attn_norm = register_module("attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  attn = register_module("attn", Attention(cfg));
+  mlp_norm = register_module("mlp_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  mlp = register_module("mlp", Mlp(cfg.d_model, cfg.d_ff));
+}
+
+torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  auto h = x + attn(attn_norm(x), cos, sin);
+  return h + mlp(mlp_norm(h));
+}
+
+TransformerImpl::TransformerImpl(const ModelConfig& c) : cfg(c) {
+  UNDO_CHECK(cfg.vocab_size > 0, "model.vocab_size must be resolved before building the model");
+  embed = register_module("embed", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
+  layers = register_module("layers", torch::nn::ModuleList());
+  for (int i = 0; i < cfg.n_layers; ++i) layers->push_back(Block(cfg));
+  final_norm = register_module("final_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  int hd = cfg.d_model / cfg.n_heads;
+  auto inv_freq = torch::pow(cfg.rope_theta, -torch::arange(0, hd, 2, torch::kDouble) / hd);
+  auto angles = torch::outer(torch::arange(cfg.seq_len, torch::kDouble), inv_freq);
+  rope_cos = register_buffer("rope_cos", angles.cos().to(torch::kFloat));
+  rope_sin = register_buffer("rope_sin", angles.sin().to(torch::kFloat));
+}
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden) {
+  auto T = tokens.size(1);
+  UNDO_CHECK(T <= cfg.seq_len, "sequence of ", T, " tokens exceeds model.seq_len ", cfg.seq_len);
+  // Gemma scales the tied embedding by sqrt(d) on the way in.
+  auto x = embed(tokens) * std::sqrt(double(cfg.d_model));
+  auto cos = rope_cos.narrow(0, 0, T), sin = rope_sin.narrow(0, 0, T);
+  for (auto& layer : *layers) {
+    x = layer->as<Block>()->forward(x, cos, sin);
+    if (hidden) hidden->push_back(x);
+  }
+  x = final_norm(x);
+  auto logits = torch::matmul(x, embed->weight.t()).to(torch::kFloat);
+  if (cfg.softcap > 0) logits = torch::tanh(logits / cfg.softcap) * cfg.softcap;
+  return logits;
+}
+
+void TransformerImpl::init_weights(uint64_t seed) {
+  torch::NoGradGuard no_grad;
+  auto gen = at::detail::createCPUGenerator(seed);
+  double out_std = 0.02 / std::sqrt(2.0 * cfg.n_layers);
+  for (auto& item : named_parameters()) {
+    auto& name = item.key();
+    auto& p = item.value();
+    if (p.dim() == 1) {
+      p.zero_();
+    } else {
+      bool out_proj = name.find("attn.wo") != std::string::npos || name.find("mlp.down") != std::string::npos;
+      p.normal_(0.0, out_proj ? out_std : 0.02, gen);
+    }
+  }
+}
+
+int64_t TransformerImpl::num_params() {
+  int64_t n = 0;
+  for (auto& p : parameters()) n += p.numel();
+  return n;
+}
+
+double TransformerImpl::forward_flops_per_token() const {
+  double d = cfg.d_model, f = cfg.d_ff, T = cfg.seq_len;
+  double per_layer = 2 * (4 * d * d) + 2 * (3 * d * f) + 2 * 2 * T * d;  // projections, MLP, attention
+  return cfg.n_layers * per_layer + 2 * d * cfg.vocab_size;
+}
+
+}  // namespace undo

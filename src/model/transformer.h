@@ -1,0 +1,64 @@
+// The model definition, apart from how it is trained or parallelised:
+// a decoder-only Gemma-style language model.
+#pragma once
+#include <torch/torch.h>
+
+#include "core/config.h"
+
+namespace undo {
+
+// RMSNorm with Gemma's (1 + w) scale: w starts at 0, so the UNDO noise rule
+// (vectors shrink by 1-alpha) pulls the scale towards 1, not towards 0.
+struct RMSNormImpl : torch::nn::Module {
+  RMSNormImpl(int dim, double eps);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::Tensor weight;
+  double eps;
+};
+TORCH_MODULE(RMSNorm);
+
+struct AttentionImpl : torch::nn::Module {
+  AttentionImpl(const ModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
+  int n_heads, head_dim;
+};
+TORCH_MODULE(Attention);
+
+// GeGLU: down(gelu_tanh(gate(x)) * up(x)).
+struct MlpImpl : torch::nn::Module {
+  MlpImpl(int d_model, int d_ff);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear gate{nullptr}, up{nullptr}, down{nullptr};
+};
+TORCH_MODULE(Mlp);
+
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(const ModelConfig& cfg);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
+  RMSNorm attn_norm{nullptr}, mlp_norm{nullptr};
+  Attention attn{nullptr};
+  Mlp mlp{nullptr};
+};
+TORCH_MODULE(Block);
+
+struct TransformerImpl : torch::nn::Module {
+  explicit TransformerImpl(const ModelConfig& cfg);
+  // tokens [B, T] (int64) -> logits [B, T, vocab] in float32. When `hidden`
+  // is given, it receives the residual stream after each block (for RMU).
+  torch::Tensor forward(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden = nullptr);
+  // Normal(0, 0.02) matrices, output projections scaled by 1/sqrt(2 n_layers), norm scales 0.
+  void init_weights(uint64_t seed);
+  int64_t num_params();
+  // Matrix-multiply FLOPs of a forward pass per token (for GFLOP/s figures).
+  double forward_flops_per_token() const;
+
+  ModelConfig cfg;
+  torch::nn::Embedding embed{nullptr};
+  torch::nn::ModuleList layers;
+  RMSNorm final_norm{nullptr};
+  torch::Tensor rope_cos, rope_sin;  // [seq_len, head_dim/2], buffers, not parameters
+};
+TORCH_MODULE(Transformer);
+
+}  // namespace undo

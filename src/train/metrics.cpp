@@ -1,0 +1,72 @@
+#include "train/metrics.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+#include <sstream>
+
+#include "core/fs.h"
+
+namespace undo {
+
+namespace {
+int64_t step_of(const std::string& line) {
+  auto p = line.find("\"step\": ");
+  return p == std::string::npos ? -1 : std::atoll(line.c_str() + p + 8);
+}
+}  // namespace
+
+MetricsLog::MetricsLog(const std::string& path, bool enabled, int64_t resume_step) : enabled_(enabled) {
+  if (!enabled_) return;
+  if (resume_step >= 0 && file_exists(path)) {
+    std::istringstream in(read_file(path));
+    std::string line, kept;
+    while (std::getline(in, line))
+      if (step_of(line) <= resume_step) kept += line + "\n";
+    write_file_atomic(path, kept);
+  } else if (resume_step < 0) {
+    write_file_atomic(path, "");
+  }
+  out_.open(path, std::ios::app);
+}
+
+void MetricsLog::write(const JsonObject& line) {
+  if (!enabled_) return;
+  out_ << line.str() << "\n";
+  out_.flush();
+}
+
+Progress::Progress(std::string label, int64_t total_steps, bool enabled, double interval_s)
+    : label_(std::move(label)), total_(total_steps), enabled_(enabled), tty_(::isatty(2)), interval_s_(interval_s),
+      start_(std::chrono::steady_clock::now()), last_(start_) {}
+
+void Progress::update(int64_t step, double loss, double tokens_per_s) {
+  if (!enabled_) return;
+  auto now = std::chrono::steady_clock::now();
+  double since_last = std::chrono::duration<double>(now - last_).count();
+  if (!tty_ && since_last < interval_s_ && step != total_) return;
+  if (tty_ && since_last < 0.2 && step != total_) return;
+  last_ = now;
+  double elapsed = std::chrono::duration<double>(now - start_).count();
+  double eta = step > 0 ? elapsed / double(step) * double(total_ - step) : 0;
+  char buf[256];
+  if (tty_) {
+    int width = 24, filled = int(width * step / std::max<int64_t>(total_, 1));
+    std::string bar(size_t(filled), '#');
+    bar.resize(size_t(width), '.');
+    std::snprintf(buf, sizeof buf, "\r%s [%s] %lld/%lld loss %.4f  %.0f tok/s  ETA %.0fs ", label_.c_str(),
+                  bar.c_str(), static_cast<long long>(step), static_cast<long long>(total_), loss, tokens_per_s, eta);
+  } else {
+    std::snprintf(buf, sizeof buf, "%s step %lld/%lld loss %.4f %.0f tok/s elapsed %.0fs ETA %.0fs\n",
+                  label_.c_str(), static_cast<long long>(step), static_cast<long long>(total_), loss, tokens_per_s,
+                  elapsed, eta);
+  }
+  std::cerr << buf << std::flush;
+}
+
+void Progress::finish() {
+  if (enabled_ && tty_) std::cerr << "\n";
+}
+
+}  // namespace undo

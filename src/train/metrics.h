@@ -1,0 +1,39 @@
+// DIR/metrics.jsonl (one JSON object per line) and the console progress line.
+#pragma once
+#include <chrono>
+#include <fstream>
+#include <string>
+
+#include "core/json.h"
+
+namespace undo {
+
+class MetricsLog {
+ public:
+  // `enabled` is false on every rank but 0. On resume, lines past
+  // `resume_step` (written after the checkpoint we resume from) are dropped.
+  MetricsLog(const std::string& path, bool enabled, int64_t resume_step = -1);
+  void write(const JsonObject& line);
+
+ private:
+  std::ofstream out_;
+  bool enabled_;
+};
+
+// A progress bar with tokens/s and ETA on a terminal; a plain line every
+// `interval_s` seconds otherwise (Slurm logs).
+class Progress {
+ public:
+  Progress(std::string label, int64_t total_steps, bool enabled, double interval_s = 30);
+  void update(int64_t step, double loss, double tokens_per_s);
+  void finish();
+
+ private:
+  std::string label_;
+  int64_t total_;
+  bool enabled_, tty_;
+  double interval_s_;
+  std::chrono::steady_clock::time_point start_, last_;
+};
+
+}  // namespace undo

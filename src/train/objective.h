@@ -1,0 +1,49 @@
+// What a training stage optimises. The Trainer owns the loop; an objective
+// draws its own micro-batches (it knows its data streams) and returns a loss.
+#pragma once
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "data/stream.h"
+#include "model/transformer.h"
+
+namespace undo {
+
+// Rows [begin, end) of the global batch of optimizer step `step`.
+struct MicroBatch {
+  uint64_t seed;
+  int64_t step;
+  int begin, end;
+};
+
+class Objective {
+ public:
+  virtual ~Objective() = default;
+  // Mean loss over the micro-batch's tokens. `logs` may receive extra scalars
+  // (e.g. each term of a composite loss) that the trainer averages and logs.
+  virtual torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) = 0;
+  // Parameters the optimizer updates (default: all).
+  virtual std::vector<torch::Tensor> trainable(Transformer& model) { return model->parameters(); }
+  virtual int64_t tokens_per_row() const = 0;
+};
+
+// Inputs and next-token targets from a [B, T+1] window tensor.
+torch::Tensor window_tensor(const StreamMix& mix, const MicroBatch& mb, int window);
+torch::Tensor next_token_ce(Transformer& model, const torch::Tensor& windows);
+
+// Language modelling: next-token cross-entropy on one stream mix (pretraining).
+class CrossEntropyObjective : public Objective {
+ public:
+  CrossEntropyObjective(std::shared_ptr<StreamMix> data, int window) : data_(std::move(data)), window_(window) {}
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
+  int64_t tokens_per_row() const override { return window_; }
+
+ private:
+  std::shared_ptr<StreamMix> data_;
+  int window_;
+};
+
+}  // namespace undo

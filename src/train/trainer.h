@@ -1,0 +1,48 @@
+// The one training loop every stage uses (pretrain, unlearn, distill,
+// relearn): AdamW, warmup + cosine/constant LR, gradient clipping and
+// accumulation, bf16 autocast over fp32 master weights, periodic evaluation,
+// atomic checkpoints and exact resume. Stages differ by the Objective.
+#pragma once
+#include <torch/torch.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "eval/evaluator.h"
+#include "model/checkpoint.h"
+#include "model/transformer.h"
+#include "train/objective.h"
+
+namespace undo {
+
+struct TrainResult {
+  int64_t steps_done = 0;
+  int64_t tokens = 0;  // training tokens seen, all ranks (this run and resumed ones)
+  std::vector<double> losses;  // loss of each step run in this process (for tests)
+  std::map<std::string, double> final_eval;
+};
+
+class Trainer {
+ public:
+  // `stage` names the checkpoints' stage; `evaluator` may be null.
+  Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator);
+  TrainResult run();
+  // Called after each optimizer step (tests use it to stop a run midway).
+  std::function<bool(int64_t step)> stop_after;
+
+ private:
+  void checkpoint(int64_t step);
+  Config cfg_;
+  std::string stage_;
+  Transformer model_;
+  Objective& objective_;
+  Evaluator* evaluator_;
+  std::unique_ptr<torch::optim::AdamW> optimizer_;
+};
+
+// Sets the intra-op thread count (run.threads, or the cores this rank owns).
+void configure_threads(const RunConfig& run, int local_world = 1);
+
+}  // namespace undo

@@ -1,0 +1,95 @@
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "test_util.h"
+
+using namespace undo;
+
+namespace {
+Config parse(std::vector<std::string> args) {
+  args.insert(args.begin(), "undo");
+  std::vector<const char*> argv;
+  for (auto& a : args) argv.push_back(a.c_str());
+  Config cfg;
+  parse_config(int(argv.size()), argv.data(), "test", cfg);
+  return cfg;
+}
+std::string error_of(std::vector<std::string> args) {
+  try {
+    parse(args);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "";
+}
+std::string write_ini(const std::string& text) {
+  auto path = test::temp_dir("ini") + "/c.ini";
+  std::ofstream(path) << text;
+  return path;
+}
+}  // namespace
+
+TEST(Config, FileValuesAndCommandLineOverrides) {
+  auto ini = write_ini("[model]\nd_model = 128\nn_heads = 8\n[optim]\nlr = 0.002\n");
+  Config c = parse({"--config", ini, "--optim.lr", "5e-4"});
+  EXPECT_EQ(c.model.d_model, 128);
+  EXPECT_EQ(c.model.n_heads, 8);
+  EXPECT_DOUBLE_EQ(c.optim.lr, 5e-4);  // the command line wins over the file
+}
+
+TEST(Config, UnknownKeyInFileNamesKeyAndFile) {
+  auto ini = write_ini("[model]\nd_modle = 128\n");
+  auto err = error_of({"--config", ini});
+  EXPECT_NE(err.find("d_modle"), std::string::npos) << err;
+  EXPECT_NE(err.find(ini), std::string::npos) << err;
+}
+
+TEST(Config, UnknownKeyOnCommandLine) {
+  EXPECT_NE(error_of({"--train.stepz", "3"}).find("train.stepz"), std::string::npos);
+}
+
+TEST(Config, WrongType) {
+  auto err = error_of({"--model.d_model", "wide"});
+  EXPECT_NE(err.find("wide"), std::string::npos) << err;
+  EXPECT_NE(err.find("d_model"), std::string::npos) << err;
+}
+
+TEST(Config, OutOfRangeValues) {
+  EXPECT_NE(error_of({"--optim.lr", "-0.1"}).find("optim.lr = '-0.1'"), std::string::npos);
+  EXPECT_NE(error_of({"--train.batch_size", "0"}).find("train.batch_size"), std::string::npos);
+  EXPECT_NE(error_of({"--train.precision", "fp8"}).find("must be one of"), std::string::npos);
+  EXPECT_NE(error_of({"--data.base_mix", "english:-1"}).find("data.base_mix"), std::string::npos);
+  EXPECT_NE(error_of({"--model.n_heads", "3"}).find("model.d_model"), std::string::npos);
+  auto ini = write_ini("[optim]\nmin_lr = 0.5\nlr = 0.1\n");
+  EXPECT_NE(error_of({"--config", ini}).find("min_lr"), std::string::npos);
+}
+
+TEST(Config, MissingConfigFile) {
+  EXPECT_NE(error_of({"--config", "/nonexistent/x.ini"}).find("/nonexistent/x.ini"), std::string::npos);
+}
+
+TEST(Config, ResolvedIniReproducesTheConfig) {
+  Config a = parse({"--optim.lr", "0.00123", "--model.d_model", "96", "--data.base_mix", "a:1,b:3"});
+  auto path = write_ini(to_ini(a));
+  Config b = parse({"--config", path});
+  EXPECT_EQ(to_ini(a), to_ini(b));
+  EXPECT_DOUBLE_EQ(b.optim.lr, 0.00123);
+}
+
+TEST(Config, MixParsingNormalisesWeights) {
+  auto mix = parse_mix("k", "a:1, b:3");
+  ASSERT_EQ(mix.size(), 2u);
+  EXPECT_DOUBLE_EQ(mix[1].second, 0.75);
+  EXPECT_THROW(parse_mix("k", "a"), InputError);
+}
+
+TEST(Config, CliRejectsBadValueWithExitCode2) {
+  std::string out;
+  EXPECT_EQ(test::run_undo("pretrain --optim.lr -1 --run-dir " + test::temp_dir("run"), &out), 2);
+  EXPECT_NE(out.find("optim.lr"), std::string::npos) << out;
+  EXPECT_EQ(test::run_undo("pretrain --data.dir /nonexistent --run-dir " + test::temp_dir("run2"), &out), 2);
+  EXPECT_NE(out.find("/nonexistent"), std::string::npos) << out;
+}

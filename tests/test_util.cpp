@@ -1,0 +1,97 @@
+#include "test_util.h"
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "core/fs.h"
+#include "data/prepare.h"
+#include "data/stream.h"
+
+namespace fs = std::filesystem;
+
+namespace undo::test {
+
+std::string temp_dir(const std::string& name) {
+  auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+  std::string test = info ? std::string(info->test_suite_name()) + "." + info->name() : "global";
+  auto dir = fs::current_path() / "test_tmp" / (test + "." + name);
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir.string();
+}
+
+std::string generated_english(int sentences, uint64_t seed) {
+  static const std::vector<std::string> subjects = {"The farmer", "A teacher", "My sister", "The old man",
+                                                    "Our neighbour", "The children", "A doctor", "The captain"};
+  static const std::vector<std::string> verbs = {"walked to", "looked at", "wrote about", "talked with",
+                                                 "waited for", "painted", "visited", "remembered"};
+  static const std::vector<std::string> objects = {"the river", "a small house", "the market", "the green hills",
+                                                   "an open window", "the morning train", "the quiet library",
+                                                   "the city hall"};
+  static const std::vector<std::string> tails = {"in the spring.", "after dinner.", "with great care.",
+                                                 "before the rain came.", "every Sunday.", "without a word."};
+  std::string text;
+  uint64_t h = seed;
+  auto pick = [&](const std::vector<std::string>& v) {
+    h = splitmix64(h);
+    return v[h % v.size()];
+  };
+  for (int i = 0; i < sentences; ++i) {
+    text += pick(subjects) + " " + pick(verbs) + " " + pick(objects) + " " + pick(tails);
+    text += (i % 5 == 4) ? "\n" : " ";
+  }
+  return text;
+}
+
+const std::string& tiny_data_dir() {
+  static const std::string dir = [] {
+    auto root = fs::current_path() / "test_tmp" / "tiny_data";
+    auto english = root / "english_txt";
+    fs::create_directories(english);
+    for (int i = 0; i < 40; ++i) {
+      std::ofstream(english / ("doc" + std::to_string(i) + ".txt")) << generated_english(60, uint64_t(i) + 1);
+    }
+    Config cfg;
+    cfg.data.dir = (root / "prepared").string();
+    cfg.data.setting = "arith";
+    cfg.data.sources = (root / "no_packages").string();
+    cfg.data.english_dirs = english.string();
+    cfg.data.tokenizer_vocab = 320;
+    cfg.data.arith_problems = 1500;
+    cfg.data.val_fraction = 0.1;
+    cfg.run.seed = 7;
+    prepare_data(cfg);
+    return cfg.data.dir;
+  }();
+  return dir;
+}
+
+Config tiny_config(const std::string& run_dir) {
+  Config cfg;
+  std::string ini = std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini";
+  std::string data = tiny_data_dir();
+  std::vector<std::string> args = {"test", "--config", ini, "--data.dir", data, "--run.dir", run_dir};
+  std::vector<const char*> argv;
+  for (auto& a : args) argv.push_back(a.c_str());
+  parse_config(int(argv.size()), argv.data(), "test", cfg);
+  cfg.model.vocab_size = 320;
+  return cfg;
+}
+
+int run_undo(const std::string& args, std::string* output) {
+  std::string cmd = std::string(UNDO_BINARY) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = ::pclose(p);
+  if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace undo::test

@@ -1,0 +1,21 @@
+// Shared fixtures: generated data only (no network, no package downloads).
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+
+namespace undo::test {
+
+// A fresh empty directory under the build tree, named after the running test.
+std::string temp_dir(const std::string& name);
+// English-like sentences from fixed word lists, deterministic in `seed`.
+std::string generated_english(int sentences, uint64_t seed);
+// A prepared arithmetic + generated-English data directory, built once per process.
+const std::string& tiny_data_dir();
+// The tiny config used by tests: configs/tiny.ini plus the tiny data dir and `run_dir`.
+Config tiny_config(const std::string& run_dir);
+// Runs the undo binary with `args`; returns its exit code, output in `output`.
+int run_undo(const std::string& args, std::string* output = nullptr);
+
+}  // namespace undo::test
