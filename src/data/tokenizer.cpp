@@ -1,8 +1,6 @@
 #include "data/tokenizer.h"
 
 #include <dlfcn.h>
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <cstdlib>
 #include <filesystem>
@@ -22,7 +20,7 @@ struct SpmApi {
   void (*free_buffer)(void*);
   int (*vocab_size)(void*);
   int (*eos_id)(void*);
-  int (*train)(const char*, char*, int);
+  int (*train)(const char*, unsigned, char*, int);
 };
 
 std::string shim_path() {
@@ -108,16 +106,13 @@ void Tokenizer::train(const std::string& corpus_path, const std::string& model_p
                      " --model_type=bpe --split_digits=true --byte_fallback=true"
                      " --character_coverage=0.9995 --hard_vocab_limit=false"
                      " --input_sentence_size=2000000 --shuffle_input_sentence=true"
-                     " --max_sentence_length=8192 --num_threads=2 --random_seed=" +
-                     std::to_string(seed % 2147483647);
-  // Sentencepiece logs every trainer step to stderr; its status carries errors.
-  int saved = ::dup(2), devnull = ::open("/dev/null", O_WRONLY);
-  ::dup2(devnull, 2);
+                     " --max_sentence_length=8192 --num_threads=1"
+                     // Keep text exactly: the default NFKC rule turns newlines into spaces
+                     // and collapses whitespace, which loses the documents' line structure.
+                     " --normalization_rule_name=identity --remove_extra_whitespaces=false"
+                     " --allow_whitespace_only_pieces=true --split_by_whitespace=true";
   char err[1024] = "";
-  int rc = api().train(args.c_str(), err, sizeof err);
-  ::dup2(saved, 2);
-  ::close(saved);
-  ::close(devnull);
+  int rc = api().train(args.c_str(), unsigned(seed % 2147483647), err, sizeof err);
   UNDO_CHECK(rc == 0, "tokenizer training failed: ", err);
 }
 

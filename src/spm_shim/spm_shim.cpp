@@ -3,6 +3,11 @@
 // copy of protobuf; linked normally, those symbols interpose on the libprotobuf
 // that LibTorch loads and the process crashes during static initialisation.
 // Kept local, each library resolves to its own protobuf.
+//
+// One consequence: with RTLD_DEEPBIND sentencepiece binds to libstdc++'s own
+// std::cerr, not the executable's copy-relocated (initialised) one, so any
+// log line would crash. Logging is therefore switched off here; errors still
+// come back through sentencepiece's Status values.
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
@@ -11,7 +16,18 @@
 #include <string>
 #include <vector>
 
+// Exported by libsentencepiece but not declared in its installed headers.
+namespace sentencepiece {
+void SetRandomGeneratorSeed(unsigned int seed);
+namespace logging {
+void SetMinLogLevel(int level);
+}
+}  // namespace sentencepiece
+
 namespace {
+// Runs when the module is loaded, before any sentencepiece call.
+const bool kQuiet = (sentencepiece::logging::SetMinLogLevel(100), true);
+
 void set_error(const std::string& msg, char* err, int errlen) {
   if (err && errlen > 0) {
     std::strncpy(err, msg.c_str(), size_t(errlen - 1));
@@ -69,7 +85,8 @@ __attribute__((visibility("default"))) int undo_spm_eos_id(void* h) {
   return static_cast<sentencepiece::SentencePieceProcessor*>(h)->eos_id();
 }
 
-__attribute__((visibility("default"))) int undo_spm_train(const char* args, char* err, int errlen) {
+__attribute__((visibility("default"))) int undo_spm_train(const char* args, unsigned seed, char* err, int errlen) {
+  sentencepiece::SetRandomGeneratorSeed(seed);  // sentence sampling and shuffling
   auto st = sentencepiece::SentencePieceTrainer::Train(args);
   if (!st.ok()) {
     set_error(st.ToString(), err, errlen);

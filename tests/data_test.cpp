@@ -1,0 +1,177 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/sha256.h"
+#include "data/arithmetic.h"
+#include "data/shard.h"
+#include "data/stream.h"
+#include "data/text_extract.h"
+#include "data/tokenizer.h"
+#include "test_util.h"
+
+using namespace undo;
+
+TEST(Sha256, KnownVectors) {
+  EXPECT_EQ(sha256_hex("", 0), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  std::string abc = "abc";
+  EXPECT_EQ(sha256_hex(abc.data(), 3), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  std::string m(1000, 'a');  // spans several blocks and an unaligned tail
+  Sha256 h;
+  h.update(m.substr(0, 333));
+  h.update(m.substr(333));
+  EXPECT_EQ(h.hex(), sha256_hex(m.data(), m.size()));
+}
+
+TEST(Arithmetic, OperandRangesAndExactness) {
+  for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div}) {
+    auto ps = training_problems(op, 400, 11);
+    for (auto& p : ps) {
+      switch (op) {
+        case Op::Add: EXPECT_EQ(p.answer, p.a + p.b); EXPECT_LE(p.a, 50); EXPECT_GE(p.b, 1); break;
+        case Op::Sub: EXPECT_EQ(p.answer, p.a - p.b); EXPECT_GE(p.answer, 0); EXPECT_LE(p.a, 50); break;
+        case Op::Mul: EXPECT_EQ(p.answer, p.a * p.b); EXPECT_LE(p.a, 20); EXPECT_LE(p.b, 20); break;
+        case Op::Div: EXPECT_EQ(p.a, p.answer * p.b); EXPECT_LE(p.b, 20); EXPECT_LE(p.answer, 20); break;
+      }
+    }
+  }
+}
+
+TEST(Arithmetic, DeterministicAndHeldOutTemplates) {
+  auto a = training_problems(Op::Mul, 50, 3), b = training_problems(Op::Mul, 50, 3);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(a[i].text(), b[i].text());
+  EXPECT_EQ(a[0].prompt.back(), '=');  // first problem is an equation
+  // Word-problem templates of the evaluation set never occur in training.
+  auto stem = [](const std::string& s) { return s.substr(0, s.find_first_of("0123456789")); };
+  std::set<std::string> train_stems, eval_stems;
+  for (auto& p : training_problems(Op::Add, 2000, 5))
+    if (p.format == Format::Word) train_stems.insert(stem(p.prompt));
+  for (auto& p : eval_problems(Op::Add, 100, 5)) {
+    if (p.format == Format::Word) eval_stems.insert(stem(p.prompt));
+  }
+  EXPECT_GE(train_stems.size(), 5u);
+  EXPECT_FALSE(eval_stems.empty());
+  for (auto& s : eval_stems) EXPECT_EQ(train_stems.count(s), 0u) << s;
+  EXPECT_EQ(eval_problems(Op::Div, 100, 9).size(), 200u);
+}
+
+TEST(Arithmetic, ScorerCases) {
+  long v = 0;
+  EXPECT_TRUE(parse_first_number(" 42 and 7", &v));
+  EXPECT_EQ(v, 42);
+  EXPECT_TRUE(parse_first_number("x-5", &v));
+  EXPECT_EQ(v, -5);
+  EXPECT_FALSE(parse_first_number(" no digits here", &v));  // unparsable
+}
+
+TEST(Shard, RoundTripAndCorruption) {
+  auto dir = test::temp_dir("shard");
+  std::vector<uint32_t> tokens;
+  for (uint32_t i = 0; i < 5000; ++i) tokens.push_back((i * 7919) % 1000);
+  auto path = dir + "/s.bin";
+  write_shard(path, tokens, 1000);
+  {
+    Shard s(path);
+    ASSERT_EQ(s.size(), tokens.size());
+    for (size_t i = 0; i < tokens.size(); ++i) ASSERT_EQ(s[i], tokens[i]);
+  }
+  // uint32 shards for large vocabularies.
+  write_shard(dir + "/big.bin", {70000, 3}, 80000);
+  EXPECT_EQ(Shard(dir + "/big.bin")[0], 70000u);
+  // A flipped payload bit and a truncated file are both refused, naming the file.
+  std::string bytes = read_file(path);
+  bytes[100] ^= 1;
+  write_file_atomic(dir + "/flipped.bin", bytes);
+  try {
+    Shard s(dir + "/flipped.bin");
+    FAIL() << "corrupted shard was accepted";
+  } catch (const RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find("flipped.bin"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("checksum"), std::string::npos);
+  }
+  write_file_atomic(dir + "/short.bin", read_file(path).substr(0, 1000));
+  EXPECT_THROW(Shard(dir + "/short.bin"), RuntimeError);
+}
+
+TEST(Stream, DeterministicMixAndRankSlices) {
+  const std::string& data = test::tiny_data_dir();
+  StreamMix mix(data, parse_mix("m", "english:0.5,addsub:0.25,muldiv:0.25"), "train", 16);
+  auto a = mix.batch(42, 3, 0, 8), b = mix.batch(42, 3, 0, 8);
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a, mix.batch(42, 4, 0, 8));  // the step moves the data
+  EXPECT_NE(a, mix.batch(43, 3, 0, 8));  // and so does the seed
+  // Two ranks' slices of a global batch are disjoint and together equal world size 1.
+  auto [b0, e0] = rank_slice(8, 0, 2);
+  auto [b1, e1] = rank_slice(8, 1, 2);
+  EXPECT_EQ(e0, b1);
+  auto r0 = mix.batch(42, 3, b0, e0), r1 = mix.batch(42, 3, b1, e1);
+  r0.insert(r0.end(), r1.begin(), r1.end());
+  EXPECT_EQ(r0, a);
+  EXPECT_THROW(rank_slice(7, 0, 2), InputError);
+  // Stream choice follows the weights.
+  std::vector<int64_t> w(17);
+  std::map<std::string, int> counts;
+  for (int i = 0; i < 4000; ++i) counts[mix.name(mix.sample(1, 0, uint64_t(i), w.data()))]++;
+  EXPECT_NEAR(counts["english"] / 4000.0, 0.5, 0.04);
+  EXPECT_NEAR(counts["muldiv"] / 4000.0, 0.25, 0.04);
+}
+
+TEST(Tokenizer, RoundTripEnglishKoreanDigits) {
+  auto dir = test::temp_dir("tok");
+  std::string korean = "안녕하세요. 이 문서는 도움말 페이지입니다.\n파일을 저장하려면 메뉴를 선택하십시오.\n";
+  {
+    std::ofstream corpus(dir + "/corpus.txt");
+    corpus << test::generated_english(400, 1);
+    for (int i = 0; i < 30; ++i) corpus << korean << i * 37 << " + " << i << " = " << i * 38 << "\n";
+  }
+  Tokenizer::train(dir + "/corpus.txt", dir + "/tok", 400, 1);
+  Tokenizer tok(dir + "/tok.model");
+  EXPECT_LE(tok.vocab_size(), 400);
+  for (std::string s : {std::string("The farmer walked to the river."), korean,
+                        std::string("12345 + 678 = 13023"), std::string("낯선 글자 뷁 and ünïcödé ☃")}) {
+    auto ids = tok.encode(s);
+    EXPECT_EQ(tok.decode(ids), s);  // exact, newlines included
+  }
+  // Digits are single tokens: "12345" needs at least five pieces.
+  EXPECT_GE(tok.encode("12345").size(), 5u);
+  EXPECT_THROW(Tokenizer(dir + "/missing.model"), InputError);
+}
+
+TEST(TextExtract, HtmlAndHangulFilter) {
+  std::string html =
+      "<html><head><title>T</title><script>var x=1;</script></head><body><h1>Title &amp; more</h1>"
+      "<p>First  paragraph.</p><style>p{}</style><p>한국어 문장입니다</p></body></html>";
+  std::string text = html_to_text(html);
+  EXPECT_NE(text.find("Title & more\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("First paragraph."), std::string::npos);
+  EXPECT_EQ(text.find("var x"), std::string::npos);
+  EXPECT_EQ(text.find("p{}"), std::string::npos);
+  EXPECT_GT(hangul_share("한국어 문장입니다"), 0.99);
+  EXPECT_LT(hangul_share("LibreOffice 도움말"), 0.3);  // 3 Hangul of 14 letters
+  EXPECT_EQ(hangul_share("1234 !!"), 0.0);
+  std::string mallard = "<page xmlns='http://projectmallard.org/1.0/'><info><credit>x</credit></info>"
+                        "<title>제목</title><p>본문 내용</p></page>";
+  EXPECT_EQ(xml_to_text(mallard), "제목\n\n본문 내용\n");  // one blank line between blocks
+}
+
+TEST(Prepare, ManifestAndStreams) {
+  const std::string& data = test::tiny_data_dir();
+  std::string manifest = read_file(data + "/manifest.json");
+  for (auto key : {"\"tokenizer_sha256\"", "\"english.train\"", "\"addsub.val\"", "\"muldiv.train\"",
+                   "\"tokens\"", "\"bytes\"", "\"prepare_key\""})
+    EXPECT_NE(manifest.find(key), std::string::npos) << key;
+  EXPECT_EQ(manifest.find("\"korean"), std::string::npos);
+  // Arithmetic validation problems decode back to text with the answers in it.
+  Tokenizer tok(data + "/tokenizer.model");
+  Shard val(data + "/muldiv.val.bin");
+  std::vector<int> ids;
+  for (uint64_t i = 0; i < 60; ++i) ids.push_back(int(val[i]));
+  std::string text = tok.decode(ids);
+  EXPECT_TRUE(text.find('*') != std::string::npos || text.find('/') != std::string::npos ||
+              text.find("Answer:") != std::string::npos)
+      << text;
+}

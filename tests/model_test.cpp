@@ -1,0 +1,57 @@
+#include <gtest/gtest.h>
+
+#include "model/transformer.h"
+
+using namespace undo;
+
+namespace {
+ModelConfig small_model() {
+  ModelConfig m;
+  m.vocab_size = 50;
+  m.d_model = 32;
+  m.n_layers = 2;
+  m.n_heads = 4;
+  m.d_ff = 64;
+  m.seq_len = 16;
+  return m;
+}
+}  // namespace
+
+TEST(Model, CausalMasking) {
+  Transformer model(small_model());
+  model->init_weights(3);
+  torch::NoGradGuard g;
+  auto tokens = torch::randint(50, {2, 16}, torch::kLong);
+  auto base = model->forward(tokens);
+  for (int64_t pos : {3, 9, 15}) {
+    auto changed = tokens.clone();
+    changed.index_put_({torch::indexing::Slice(), pos}, (changed.select(1, pos) + 1) % 50);
+    auto out = model->forward(changed);
+    // Logits before the changed position are untouched; at it they change.
+    EXPECT_TRUE(torch::equal(out.narrow(1, 0, pos), base.narrow(1, 0, pos))) << pos;
+    EXPECT_FALSE(torch::allclose(out.select(1, pos), base.select(1, pos)));
+  }
+}
+
+TEST(Model, GemmaNormAndTiedEmbedding) {
+  auto cfg = small_model();
+  Transformer model(cfg);
+  model->init_weights(1);
+  std::set<std::string> names;
+  for (auto& p : model->named_parameters()) names.insert(p.key());
+  EXPECT_TRUE(names.count("embed.weight"));
+  EXPECT_TRUE(names.count("layers.1.mlp.down.weight"));
+  EXPECT_TRUE(names.count("final_norm.weight"));
+  EXPECT_EQ(names.size(), size_t(2 + 2 * 9));  // embed, final norm; 2 norms + 7 matrices per block
+  // Norm scales start at 0: (1 + w) = 1, the identity scale.
+  RMSNorm norm(4, 1e-6);
+  auto x = torch::tensor({{1.0f, -1.0f, 1.0f, -1.0f}});
+  EXPECT_TRUE(torch::allclose(norm(x), x, 1e-5, 1e-5));
+  // Soft-capping bounds the logits.
+  cfg.softcap = 2.0;
+  Transformer capped(cfg);
+  capped->init_weights(1);
+  torch::NoGradGuard g;
+  for (auto& p : capped->parameters()) p.mul_(50);
+  EXPECT_LE(capped->forward(torch::randint(50, {1, 8}, torch::kLong)).abs().max().item<double>(), 2.0);
+}

@@ -1,0 +1,204 @@
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "model/checkpoint.h"
+#include "model/safetensors.h"
+#include "test_util.h"
+#include "train/schedule.h"
+#include "train/trainer.h"
+
+using namespace undo;
+
+namespace {
+
+TrainResult train(Config cfg, Transformer model, std::function<bool(int64_t)> stop = {}) {
+  auto mix = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix), "train",
+                                         cfg.model.seq_len);
+  CrossEntropyObjective objective(mix, cfg.model.seq_len);
+  Trainer trainer(cfg, "pretrain-base", model, objective, nullptr);
+  trainer.stop_after = stop;
+  return trainer.run();
+}
+
+Transformer fresh(const Config& cfg, uint64_t seed) {
+  Transformer m(cfg.model);
+  m->init_weights(seed);
+  return m;
+}
+
+void expect_same_weights(Transformer& a, Transformer& b) {
+  auto pa = a->named_parameters(), pb = b->named_parameters();
+  for (auto& p : pa) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
+}
+
+}  // namespace
+
+TEST(Schedule, WarmupCosineConstant) {
+  OptimConfig o;
+  o.lr = 1.0;
+  o.min_lr = 0.1;
+  o.warmup = 10;
+  EXPECT_DOUBLE_EQ(learning_rate(o, 0, 110), 0.1);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 9, 110), 1.0);
+  EXPECT_DOUBLE_EQ(learning_rate(o, 10, 110), 1.0);
+  EXPECT_NEAR(learning_rate(o, 60, 110), 0.55, 1e-12);
+  EXPECT_NEAR(learning_rate(o, 110, 110), 0.1, 1e-12);
+  o.schedule = "constant";
+  EXPECT_DOUBLE_EQ(learning_rate(o, 80, 110), 1.0);
+}
+
+TEST(Train, TinyModelLossFallsInBf16) {
+  Config cfg = test::tiny_config(test::temp_dir("run"));
+  cfg.train.precision = "bf16";
+  cfg.train.steps = 100;
+  cfg.train.ckpt_every = 0;
+  auto r = train(cfg, fresh(cfg, 1));
+  ASSERT_EQ(r.losses.size(), 100u);
+  EXPECT_NEAR(r.losses.front(), std::log(320.0), 0.5);  // a fresh model is near uniform
+  EXPECT_LT(r.losses.back(), 0.6 * r.losses.front());
+}
+
+TEST(Train, GradientAccumulationMatchesOneBigBatch) {
+  Config cfg = test::tiny_config(test::temp_dir("a"));
+  cfg.train.steps = 3;
+  cfg.train.batch_size = 8;
+  auto big = train(cfg, fresh(cfg, 1));
+  cfg.run.dir = test::temp_dir("b");
+  cfg.train.batch_size = 4;
+  cfg.train.accum = 2;
+  auto accumulated = train(cfg, fresh(cfg, 1));
+  for (size_t i = 0; i < 3; ++i) EXPECT_NEAR(accumulated.losses[i], big.losses[i], 1e-5 * big.losses[i]);
+}
+
+TEST(Train, ExactResumeIsBitwiseInFp32) {
+  Config cfg = test::tiny_config(test::temp_dir("full"));
+  cfg.train.steps = 12;
+  cfg.train.ckpt_every = 6;
+  Transformer full = fresh(cfg, 5);
+  auto a = train(cfg, full);
+
+  cfg.run.dir = test::temp_dir("cut");
+  auto b = train(cfg, fresh(cfg, 5), [](int64_t step) { return step == 6; });  // "killed" after step 6
+  ASSERT_EQ(b.steps_done, 6);
+  cfg.run.resume = true;
+  Transformer resumed = fresh(cfg, 999);  // different init: everything must come from the checkpoint
+  auto c = train(cfg, resumed);
+  ASSERT_EQ(c.losses.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_EQ(b.losses[i], a.losses[i]) << "step " << i;
+    EXPECT_EQ(c.losses[i], a.losses[6 + i]) << "step " << 6 + i;  // bitwise, not approximately
+  }
+  expect_same_weights(full, resumed);
+  // metrics.jsonl has one line per logged step, none duplicated by the resume.
+  std::ifstream in(cfg.run.dir + "/metrics.jsonl");
+  std::string line;
+  std::vector<std::string> steps;
+  while (std::getline(in, line)) steps.push_back(line.substr(0, line.find(',')));
+  EXPECT_EQ(steps.size(), 12u / cfg.train.log_every + 1);  // 5, 10 and the final 12
+}
+
+TEST(Checkpoint, CorruptedOrTruncatedIsRefused) {
+  Config cfg = test::tiny_config(test::temp_dir("run"));
+  Transformer model = fresh(cfg, 2);
+  CheckpointMeta meta;
+  meta.model = cfg.model;
+  meta.stage = "test";
+  auto dir = test::temp_dir("ck");
+  save_checkpoint(dir + "/m.ckpt", meta, model, nullptr);
+  Transformer loaded = load_model(dir + "/m.ckpt");
+  expect_same_weights(model, loaded);
+
+  std::string bytes = read_file(dir + "/m.ckpt");
+  std::string flipped = bytes;
+  flipped[flipped.size() / 2] ^= 0x10;
+  write_file_atomic(dir + "/flipped.ckpt", flipped);
+  write_file_atomic(dir + "/short.ckpt", bytes.substr(0, bytes.size() - 100));
+  for (auto name : {"flipped.ckpt", "short.ckpt"}) {
+    try {
+      load_model(dir + "/" + name);
+      FAIL() << name << " was loaded";
+    } catch (const RuntimeError& e) {
+      EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+    }
+  }
+  // A model of another shape is refused with the shapes named.
+  cfg.model.d_model = 32;
+  Transformer other(cfg.model);
+  try {
+    load_checkpoint(dir + "/m.ckpt", other, nullptr);
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("another shape"), std::string::npos);
+  }
+}
+
+TEST(Checkpoint, ResumeSkipsACorruptedLatestCheckpoint) {
+  Config cfg = test::tiny_config(test::temp_dir("run"));
+  cfg.train.steps = 8;
+  cfg.train.ckpt_every = 4;
+  train(cfg, fresh(cfg, 3));
+  auto latest = step_checkpoint_path(cfg.run.dir, 8);
+  std::string bytes = read_file(latest);
+  write_file_atomic(latest, bytes.substr(0, bytes.size() / 2));
+  auto found = latest_valid_checkpoint(cfg.run.dir);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(*found, step_checkpoint_path(cfg.run.dir, 4));
+}
+
+TEST(Export, SafetensorsRoundTrip) {
+  Config cfg = test::tiny_config(test::temp_dir("run"));
+  Transformer model = fresh(cfg, 4);
+  CheckpointMeta meta;
+  meta.model = cfg.model;
+  meta.stage = "test";
+  auto dir = test::temp_dir("st");
+  save_checkpoint(dir + "/m.ckpt", meta, model, nullptr);
+  std::string out;
+  ASSERT_EQ(test::run_undo("export --format safetensors --model " + dir + "/m.ckpt --out " + dir + "/m.safetensors",
+                           &out),
+            0)
+      << out;
+  auto tensors = read_safetensors(dir + "/m.safetensors");
+  auto params = model->named_parameters();
+  ASSERT_EQ(tensors.size(), params.size());
+  for (auto& p : params) {
+    ASSERT_TRUE(tensors.count(p.key())) << p.key();
+    EXPECT_TRUE(torch::equal(tensors[p.key()], p.value())) << p.key();
+  }
+  std::string header = read_file(dir + "/m.safetensors").substr(8, 200);
+  EXPECT_NE(header.find("\"__metadata__\""), std::string::npos);
+  EXPECT_EQ(test::run_undo("export --format onnx --model " + dir + "/m.ckpt", &out), 2);
+}
+
+TEST(Cli, PretrainWritesMetricsConfigAndResumes) {
+  auto dir = test::temp_dir("cli");
+  std::string ini = std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini";
+  std::string args = "pretrain --config " + ini + " --data.dir " + test::tiny_data_dir() + " --run-dir " + dir +
+                     " --train.steps 10 --train.eval_every 5 --train.ckpt_every 5";
+  std::string out;
+  ASSERT_EQ(test::run_undo(args, &out), 0) << out;
+  std::string metrics = read_file(dir + "/metrics.jsonl");
+  for (auto key : {"\"loss\"", "\"lr\"", "\"tokens_per_s\"", "\"retain_ce\"", "\"forget_ce\"", "\"retain_acc\"",
+                   "\"forget_acc\"", "\"acc_mul_word\""})
+    EXPECT_NE(metrics.find(key), std::string::npos) << key;
+  EXPECT_TRUE(file_exists(dir + "/model.ckpt"));
+  EXPECT_TRUE(file_exists(dir + "/summary.json"));
+  // The resolved config reproduces the run's settings.
+  std::string resolved = read_file(dir + "/config.ini");
+  EXPECT_NE(resolved.find("steps = 10"), std::string::npos);
+  EXPECT_NE(resolved.find("vocab_size = 320"), std::string::npos);
+  // Rerun with --resume from the resolved config: already complete, the metrics stay.
+  ASSERT_EQ(test::run_undo("pretrain --config " + dir + "/config.ini --resume", &out), 0) << out;
+  EXPECT_NE(out.find("resuming"), std::string::npos) << out;
+  // eval on the result.
+  ASSERT_EQ(test::run_undo("eval --config " + dir + "/config.ini --model " + dir + "/model.ckpt --run-dir " + dir +
+                               "/eval",
+                           &out),
+            0)
+      << out;
+  EXPECT_NE(read_file(dir + "/eval/eval.json").find("\"retain_acc\""), std::string::npos);
+}
