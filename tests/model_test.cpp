@@ -55,3 +55,18 @@ TEST(Model, GemmaNormAndTiedEmbedding) {
   for (auto& p : capped->parameters()) p.mul_(50);
   EXPECT_LE(capped->forward(torch::randint(50, {1, 8}, torch::kLong)).abs().max().item<double>(), 2.0);
 }
+
+#include "train/fused_ce.h"
+
+TEST(FusedCrossEntropy, MatchesTorchValueAndGradient) {
+  auto logits = torch::randn({37, 101}, torch::kFloat).mul_(3).requires_grad_(true);
+  auto targets = torch::randint(101, {37}, torch::kLong);
+  auto ref = torch::nn::functional::cross_entropy(logits, targets);
+  auto ref_grad = torch::autograd::grad({ref * 1.7}, {logits})[0];
+  auto ours = fused_cross_entropy(logits, targets);
+  auto our_grad = torch::autograd::grad({ours * 1.7}, {logits})[0];
+  EXPECT_NEAR(ours.item<double>(), ref.item<double>(), 1e-5);
+  EXPECT_TRUE(torch::allclose(our_grad, ref_grad, 1e-5, 1e-7));
+  // The caller's logits are left as they were.
+  EXPECT_TRUE(torch::allclose(fused_cross_entropy(logits, targets), ours));
+}

@@ -30,7 +30,7 @@ int stage_export(int argc, const char* const* argv) {
                      {"n_layers", std::to_string(c.n_layers)}, {"n_heads", std::to_string(c.n_heads)},
                      {"d_ff", std::to_string(c.d_ff)}, {"seq_len", std::to_string(c.seq_len)},
                      {"softcap", format_double(c.softcap)}, {"rope_theta", format_double(c.rope_theta)},
-                     {"norm_eps", format_double(c.norm_eps)}, {"tied_embeddings", "true"}});
+                     {"norm_eps", format_double(c.norm_eps)}, {"gelu", c.gelu}, {"tied_embeddings", "true"}});
   std::cout << out << "\n";
   return 0;
 }

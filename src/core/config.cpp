@@ -100,7 +100,9 @@ void describe_into(Config& c, Registry& r) {
       .add("model.seq_len", &c.model.seq_len, "tokens per training window", at_least(2))
       .add("model.softcap", &c.model.softcap, "logit soft-cap (0 = off)", at_least(0.0))
       .add("model.rope_theta", &c.model.rope_theta, "rotary base", at_least(1.0))
-      .add("model.norm_eps", &c.model.norm_eps, "RMSNorm epsilon", in_range(1e-12, 1e-2));
+      .add("model.norm_eps", &c.model.norm_eps, "RMSNorm epsilon", in_range(1e-12, 1e-2))
+      .add("model.gelu", &c.model.gelu, "GeGLU activation: erf (exact) | tanh (Gemma's approximation)",
+           one_of({"erf", "tanh"}));
   r.add("data.dir", &c.data.dir, "prepared data directory", non_empty())
       .add("data.base_mix", &c.data.base_mix, "base model pretraining mix", valid_mix("data.base_mix"))
       .add("data.oracle_mix", &c.data.oracle_mix, "oracle pretraining mix (retain only)",

@@ -28,6 +28,9 @@ struct ModelConfig {
   double softcap = 0;   // 0 = no logit soft-capping
   double rope_theta = 10000;
   double norm_eps = 1e-6;
+  // GeGLU activation: exact (erf) or Gemma's tanh approximation. erf is the
+  // default because LibTorch 1.13's bf16 tanh-GELU CPU kernel is 10x slower.
+  std::string gelu = "erf";
 };
 
 struct DataConfig {

@@ -24,7 +24,7 @@ namespace fs = std::filesystem;
 namespace undo {
 namespace {
 
-constexpr int kManifestVersion = 1;
+constexpr int kManifestVersion = 2;  // part of the preparation key: bump when the output changes
 
 std::vector<std::string> files_under(const std::string& dir, const std::vector<std::string>& exts) {
   std::vector<std::string> out;
@@ -100,12 +100,6 @@ std::string fetched_inputs_json(const std::string& sources) {
     items += (items.empty() ? "" : ", ") + o.str();
   }
   return "[" + items + "]";
-}
-
-std::string docs_to_problem_text(const std::vector<Problem>& ps) {
-  std::string s;
-  for (auto& p : ps) s += p.text() + "\n";
-  return s;
 }
 
 }  // namespace
@@ -210,7 +204,9 @@ bool prepare_data(const Config& cfg) {
                              {"muldiv", {Op::Mul, Op::Div}}}) {
       auto& val = split_text[std::string(name) + ".val"];
       val.clear();
-      for (Op op : ops) val.push_back(docs_to_problem_text(training_problems(op, n_val, ~uint64_t(cfg.run.seed))));
+      // One document per problem, as in training.
+      for (Op op : ops)
+        for (auto& p : training_problems(op, n_val, ~uint64_t(cfg.run.seed))) val.push_back(p.text());
     }
   }
 

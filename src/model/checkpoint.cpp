@@ -24,7 +24,7 @@ std::string meta_text(const CheckpointMeta& m) {
   os << "stage=" << m.stage << "\nstep=" << m.step << "\nvocab_size=" << c.vocab_size << "\nd_model=" << c.d_model
      << "\nn_layers=" << c.n_layers << "\nn_heads=" << c.n_heads << "\nd_ff=" << c.d_ff << "\nseq_len=" << c.seq_len
      << "\nsoftcap=" << format_double(c.softcap) << "\nrope_theta=" << format_double(c.rope_theta)
-     << "\nnorm_eps=" << format_double(c.norm_eps) << "\n";
+     << "\nnorm_eps=" << format_double(c.norm_eps) << "\ngelu=" << c.gelu << "\n";
   for (auto& [k, v] : m.extra) os << "x." << k << "=" << v << "\n";
   return os.str();
 }
@@ -54,6 +54,7 @@ CheckpointMeta parse_meta(const std::string& text, const std::string& path) {
   m.model.softcap = std::stod(get("softcap"));
   m.model.rope_theta = std::stod(get("rope_theta"));
   m.model.norm_eps = std::stod(get("norm_eps"));
+  m.model.gelu = get("gelu");
   for (auto& [k, v] : kv)
     if (k.rfind("x.", 0) == 0) m.extra[k.substr(2)] = v;
   return m;
@@ -121,7 +122,7 @@ CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, torc
   const auto& a = meta.model;
   const auto& b = model->cfg;
   UNDO_INPUT_CHECK(a.vocab_size == b.vocab_size && a.d_model == b.d_model && a.n_layers == b.n_layers &&
-                       a.n_heads == b.n_heads && a.d_ff == b.d_ff,
+                       a.n_heads == b.n_heads && a.d_ff == b.d_ff && a.gelu == b.gelu,
                    "checkpoint '", path, "' holds a model of another shape (d_model ", a.d_model, ", layers ",
                    a.n_layers, ", vocab ", a.vocab_size, ") than configured (d_model ", b.d_model, ", layers ",
                    b.n_layers, ", vocab ", b.vocab_size, ")");

@@ -49,21 +49,21 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   return wo(out);
 }
 
-MlpImpl::MlpImpl(int d_model, int d_ff) {
+MlpImpl::MlpImpl(int d_model, int d_ff, std::string gelu_) : gelu(gelu_ == "tanh" ? "tanh" : "none") {
   gate = register_module("gate", linear(d_model, d_ff));
   up = register_module("up", linear(d_model, d_ff));
   down = register_module("down", linear(d_ff, d_model));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return down(torch::gelu(gate(x), "tanh") * up(x));
+  return down(torch::gelu(gate(x), gelu) * up(x));
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg) {
   attn_norm = register_module("attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
   attn = register_module("attn", Attention(cfg));
   mlp_norm = register_module("mlp_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  mlp = register_module("mlp", Mlp(cfg.d_model, cfg.d_ff));
+  mlp = register_module("mlp", Mlp(cfg.d_model, cfg.d_ff, cfg.gelu));
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {

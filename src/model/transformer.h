@@ -25,11 +25,12 @@ struct AttentionImpl : torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
-// GeGLU: down(gelu_tanh(gate(x)) * up(x)).
+// GeGLU: down(gelu(gate(x)) * up(x)).
 struct MlpImpl : torch::nn::Module {
-  MlpImpl(int d_model, int d_ff);
+  MlpImpl(int d_model, int d_ff, std::string gelu);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear gate{nullptr}, up{nullptr}, down{nullptr};
+  std::string gelu;  // "none" (erf) or "tanh", in torch's spelling
 };
 TORCH_MODULE(Mlp);
 

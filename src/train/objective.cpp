@@ -1,5 +1,7 @@
 #include "train/objective.h"
 
+#include "train/fused_ce.h"
+
 namespace undo {
 
 torch::Tensor window_tensor(const StreamMix& mix, const MicroBatch& mb, int window) {
@@ -11,7 +13,7 @@ torch::Tensor next_token_ce(Transformer& model, const torch::Tensor& windows) {
   auto T = windows.size(1) - 1;
   auto logits = model->forward(windows.narrow(1, 0, T));
   auto targets = windows.narrow(1, 1, T);
-  return torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}));
+  return fused_cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}));
 }
 
 torch::Tensor CrossEntropyObjective::loss(Transformer& model, const MicroBatch& mb,

@@ -1,6 +1,9 @@
 #include "train/trainer.h"
 
+#include <malloc.h>
+
 #include <chrono>
+#include <limits>
 #include <iostream>
 #include <thread>
 
@@ -12,7 +15,14 @@
 
 namespace undo {
 
+void keep_freed_memory() {
+  ::mallopt(M_MMAP_MAX, 0);
+  ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
+  ::mallopt(M_TOP_PAD, 64 << 20);
+}
+
 void configure_threads(const RunConfig& run, int local_world) {
+  keep_freed_memory();
   int n = run.threads;
   if (n <= 0) n = std::max(1, int(std::thread::hardware_concurrency()) / std::max(1, local_world));
   at::set_num_threads(n);

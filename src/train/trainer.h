@@ -42,7 +42,15 @@ class Trainer {
   std::unique_ptr<torch::optim::AdamW> optimizer_;
 };
 
-// Sets the intra-op thread count (run.threads, or the cores this rank owns).
+// Sets the intra-op thread count (run.threads, or the cores this rank owns)
+// and keeps freed tensor memory in the process (see keep_freed_memory).
 void configure_threads(const RunConfig& run, int local_world = 1);
+
+// glibc serves large blocks (every activation and logits tensor) with mmap and
+// unmaps them on free, so each step faults every page in anew; in a VM that
+// made elementwise ops 70x slower than their arithmetic (docs/PERFORMANCE.md).
+// This keeps all blocks in the heap and the heap untrimmed, so that freed
+// buffers are reused. Peak memory is unchanged; it is just not returned early.
+void keep_freed_memory();
 
 }  // namespace undo

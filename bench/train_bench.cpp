@@ -1,0 +1,81 @@
+// Training throughput of undo's real Trainer on a fixed random batch (so that
+// data loading is excluded, as in bench/reference.py). Prints one JSON line.
+//   build/undo_bench --model.d_model 256 --model.n_layers 4 ... (any config key)
+#include <chrono>
+#include <iostream>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "train/trainer.h"
+
+using namespace undo;
+
+namespace {
+class FixedBatchObjective : public Objective {
+ public:
+  FixedBatchObjective(int vocab, int rows, int window)
+      : window_(window), data_(torch::randint(vocab, {rows, window + 1}, torch::kLong)) {}
+  torch::Tensor loss(Transformer& model, const MicroBatch&, std::map<std::string, double>*) override {
+    return next_token_ce(model, data_);
+  }
+  int64_t tokens_per_row() const override { return window_; }
+
+ private:
+  int window_;
+  torch::Tensor data_;
+};
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    Config cfg;
+    // Defaults: the benchmark shape of the foundation issue.
+    cfg.model.vocab_size = 4096;
+    cfg.model.d_model = 256;
+    cfg.model.n_layers = 4;
+    cfg.model.n_heads = 4;
+    cfg.model.d_ff = 768;
+    cfg.model.seq_len = 128;
+    cfg.train.batch_size = 32;
+    cfg.train.steps = 23;
+    cfg.train.log_every = 1000;
+    cfg.train.ckpt_every = 1000000;
+    cfg.run.threads = 2;
+    cfg.run.dir = "/tmp/undo_bench";
+    if (!parse_config(argc, argv, "bench", cfg)) return 0;
+    const int warmup = 3;
+    configure_threads(cfg.run);
+    Transformer model(cfg.model);
+    model->init_weights(0);
+    FixedBatchObjective objective(cfg.model.vocab_size, cfg.train.batch_size, cfg.model.seq_len);
+    Trainer trainer(cfg, "bench", model, objective, nullptr);
+    std::chrono::steady_clock::time_point t0;
+    // UNDO_PROFILE=trace.json records the timed steps as a Chrome trace.
+    std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+    trainer.stop_after = [&](int64_t step) {
+      if (step == warmup) {
+        t0 = std::chrono::steady_clock::now();
+        if (const char* path = std::getenv("UNDO_PROFILE"))
+          profile = std::make_unique<torch::autograd::profiler::RecordProfile>(path);
+      }
+      return step == cfg.train.steps - 1;  // before the final checkpoint
+    };
+    trainer.run();
+    profile.reset();
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    int steps = cfg.train.steps - 1 - warmup;
+    double tokens = double(steps) * cfg.train.batch_size * cfg.train.accum * cfg.model.seq_len;
+    // Training = forward + backward = 3x the forward's matmul FLOPs.
+    double gflops = 3 * model->forward_flops_per_token() * tokens / secs / 1e9;
+    JsonObject j;
+    j.add("impl", "undo").add("tokens_per_s", tokens / secs).add("step_ms", 1000 * secs / steps)
+        .add("model_gflops", gflops).add("params", model->num_params()).add("precision", cfg.train.precision)
+        .add("threads", at::get_num_threads());
+    std::cout << j.str() << std::endl;
+    return 0;
+  } catch (const std::exception& e) {
+    std::cerr << "undo_bench: " << e.what() << "\n";
+    return 2;
+  }
+}
