@@ -1,5 +1,7 @@
 #include "data/prepare.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -156,7 +158,11 @@ bool prepare_data(const Config& cfg) {
               << "), skipping\n";
     return false;
   }
-  make_dirs(d.dir);
+  // Everything is written into a private temporary directory that is renamed
+  // into place at the end: a cut run or a concurrent one never leaves half a preparation.
+  const std::string out = d.dir + ".tmp." + std::to_string(::getpid());
+  fs::remove_all(out);
+  make_dirs(out);
 
   // 1. Documents per stream.
   std::map<std::string, std::vector<Document>> streams;
@@ -211,7 +217,7 @@ bool prepare_data(const Config& cfg) {
   }
 
   // 3. Tokenizer, trained on (a sample of) the training documents of every stream.
-  std::string corpus_path = join_path(d.dir, "tokenizer_corpus.txt.tmp");
+  std::string corpus_path = join_path(out, "tokenizer_corpus.txt");
   {
     std::ofstream corpus(corpus_path, std::ios::binary);
     const size_t per_stream_cap = 16u << 20;
@@ -225,7 +231,7 @@ bool prepare_data(const Config& cfg) {
       }
     }
   }
-  std::string prefix = join_path(d.dir, "tokenizer");
+  std::string prefix = join_path(out, "tokenizer");
   Tokenizer::train(corpus_path, prefix, d.tokenizer_vocab, uint64_t(cfg.run.seed));
   fs::remove(corpus_path);
   fs::remove(prefix + ".vocab");
@@ -241,7 +247,7 @@ bool prepare_data(const Config& cfg) {
       tokens.push_back(uint32_t(tok.eos_id()));
       bytes += t.size();
     }
-    write_shard(join_path(d.dir, name + ".bin"), tokens, uint32_t(tok.vocab_size()));
+    write_shard(join_path(out, name + ".bin"), tokens, uint32_t(tok.vocab_size()));
     JsonObject s;
     s.add("documents", uint64_t(docs.size())).add("bytes", uint64_t(bytes)).add("tokens", uint64_t(tokens.size()));
     stream_json.add(name, s);
@@ -262,7 +268,16 @@ bool prepare_data(const Config& cfg) {
       .add_raw("inputs", fetched_inputs_json(d.sources))
       .add("english_dirs", d.english_dirs)
       .add("streams", stream_json);
-  write_file_atomic(manifest_path, m.str() + "\n");
+  write_file_atomic(join_path(out, "manifest.json"), m.str() + "\n");
+  fs::remove_all(d.dir);
+  std::error_code ec;
+  fs::rename(out, d.dir, ec);
+  if (ec) {
+    // Another process put its preparation there first: keep it if it is the same one.
+    fs::remove_all(out);
+    UNDO_CHECK(file_exists(manifest_path) && read_file(manifest_path).find(prep_key) != std::string::npos,
+               "cannot move the prepared data into ", d.dir, ": ", ec.message());
+  }
   return true;
 }
 
