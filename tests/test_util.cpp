@@ -82,8 +82,8 @@ Config tiny_config(const std::string& run_dir) {
   return cfg;
 }
 
-int run_undo(const std::string& args, std::string* output) {
-  std::string cmd = std::string(UNDO_BINARY) + " " + args + " 2>&1";
+namespace {
+int run_command(const std::string& cmd, std::string* output) {
   FILE* p = ::popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
@@ -92,6 +92,28 @@ int run_undo(const std::string& args, std::string* output) {
   int status = ::pclose(p);
   if (output) *output = out;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+}  // namespace
+
+int run_undo(const std::string& args, std::string* output) {
+  return run_command(std::string(UNDO_BINARY) + " " + args + " 2>&1", output);
+}
+
+int run_undo_mpi(int np, const std::string& args, std::string* output, const std::string& env) {
+  std::string cmd = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + env + " mpirun -np " +
+                    std::to_string(np) + " --oversubscribe --bind-to none " + UNDO_BINARY + " " + args + " 2>&1";
+  return run_command(cmd, output);
+}
+
+std::vector<double> losses_of(const std::string& metrics_path) {
+  std::vector<double> out;
+  std::ifstream in(metrics_path);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto p = line.find("\"loss\": ");
+    if (p != std::string::npos) out.push_back(std::stod(line.substr(p + 8)));
+  }
+  return out;
 }
 
 }  // namespace undo::test

@@ -17,5 +17,9 @@ const std::string& tiny_data_dir();
 Config tiny_config(const std::string& run_dir);
 // Runs the undo binary with `args`; returns its exit code, output in `output`.
 int run_undo(const std::string& args, std::string* output = nullptr);
+// The same under `mpirun -np N` (as root where needed, threads unbound).
+int run_undo_mpi(int np, const std::string& args, std::string* output = nullptr, const std::string& env = "");
+// The "loss" of each line of a metrics.jsonl that has one.
+std::vector<double> losses_of(const std::string& metrics_path);
 
 }  // namespace undo::test

@@ -5,6 +5,8 @@
 
 #include "cli/stages.h"
 #include "core/error.h"
+#include "dist/communicator.h"
+#include "dist/launch.h"
 
 namespace {
 
@@ -42,13 +44,22 @@ int main(int argc, char** argv) {
     usage(std::cerr);
     return 2;
   }
+  // In a job of several ranks every message names its rank.
+  std::string who = "undo " + std::string(argv[1]);
   try {
-    return it->second.run(argc - 1, argv + 1);
+    auto launch = undo::detect_launch();
+    if (launch.world > 1) who = "rank " + std::to_string(launch.rank) + ": " + who;
+  } catch (const std::exception&) {
+  }
+  try {
+    int rc = it->second.run(argc - 1, argv + 1);
+    undo::shutdown_distributed();
+    return rc;
   } catch (const undo::InputError& e) {
-    std::cerr << "undo " << argv[1] << ": error: " << e.what() << "\n";
+    std::cerr << who << ": error: " << e.what() << "\n";
     return 2;
   } catch (const std::exception& e) {
-    std::cerr << "undo " << argv[1] << ": fatal: " << e.what() << "\n";
+    std::cerr << who << ": fatal: " << e.what() << "\n";
     return 1;
   }
 }

@@ -4,9 +4,15 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "data/tokenizer.h"
+#include "dist/communicator.h"
 #include "train/trainer.h"
 
 namespace undo {
+
+bool is_writer() {
+  auto comm = distributed();
+  return !comm || comm->rank() == 0;
+}
 
 void prepare_run(Config& cfg) {
   auto tok_path = join_path(cfg.data.dir, "tokenizer.model");
@@ -16,9 +22,12 @@ void prepare_run(Config& cfg) {
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok_vocab;
   UNDO_INPUT_CHECK(cfg.model.vocab_size >= tok_vocab, "model.vocab_size = ", cfg.model.vocab_size,
                    " is smaller than the tokenizer's ", tok_vocab, " in '", tok_path, "'");
-  make_dirs(cfg.run.dir);
-  write_file_atomic(join_path(cfg.run.dir, "config.ini"), to_ini(cfg));
-  configure_threads(cfg.run);
+  auto comm = init_distributed(cfg.dist);
+  if (!comm || comm->rank() == 0) {
+    make_dirs(cfg.run.dir);
+    write_file_atomic(join_path(cfg.run.dir, "config.ini"), to_ini(cfg));
+  }
+  configure_threads(cfg.run, comm ? comm->local_world() : 1);
 }
 
 }  // namespace undo

@@ -24,6 +24,7 @@ int stage_pretrain(int argc, const char* const* argv) {
   TrainResult r = trainer.run();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
+  if (!is_writer()) return 0;
   CheckpointMeta meta;
   meta.model = cfg.model;
   meta.step = r.steps_done;

@@ -12,8 +12,12 @@ int stage_eval(int argc, const char* const* argv);
 int stage_export(int argc, const char* const* argv);
 
 // Shared set-up of the training stages: resolves model.vocab_size from the
-// tokenizer in data.dir, creates run.dir, writes the resolved config.ini and
-// sets the thread count. Throws InputError before any compute on bad input.
+// tokenizer in data.dir, joins the job's ranks (when launched on several),
+// creates run.dir, writes the resolved config.ini (rank 0) and sets the
+// thread count. Throws InputError before any compute on bad input.
 void prepare_run(Config& cfg);
+
+// True on rank 0 or in a single-process run: the rank that writes files.
+bool is_writer();
 
 }  // namespace undo

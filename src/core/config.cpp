@@ -145,6 +145,14 @@ void describe_into(Config& c, Registry& r) {
       .add("eval.arith_per_op", &c.eval.arith_per_op, "arithmetic problems per operation and format",
            at_least(0))
       .add("eval.max_new_tokens", &c.eval.max_new_tokens, "greedy tokens decoded per problem", at_least(1));
+  r.add("dist.backend", &c.dist.backend, "auto | gloo | nccl (nccl needs LibTorch with CUDA)",
+        one_of({"auto", "gloo", "nccl"}))
+      .add("dist.bucket_mb", &c.dist.bucket_mb, "gradient all-reduce bucket size in MB", in_range(0.001, 4096.0))
+      .add("dist.zero", &c.dist.zero, "ZeRO stage: 0 (replicated optimizer) | 1 (sharded)", in_range(0, 1))
+      .add("dist.timeout_s", &c.dist.timeout_s, "seconds a collective may wait before a rank counts as lost",
+           in_range(0.5, 86400.0))
+      .add("dist.store", &c.dist.store, "rendezvous: tcp | file", one_of({"tcp", "file"}))
+      .add("dist.store_path", &c.dist.store_path, "file rendezvous path (shared by all ranks)");
   r.add("pretrain.target", &c.pretrain.target, "base (data.base_mix) | oracle (data.oracle_mix)",
         one_of({"base", "oracle"}));
 }

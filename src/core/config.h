@@ -81,6 +81,15 @@ struct EvalConfig {
   int max_new_tokens = 6;
 };
 
+struct DistConfig {
+  std::string backend = "auto";  // auto (nccl with CUDA and a GPU per rank, else gloo) | gloo | nccl
+  double bucket_mb = 25;         // gradient all-reduce bucket size
+  int zero = 0;                  // 1 = ZeRO stage 1: optimizer state sharded across ranks
+  double timeout_s = 300;        // a collective that waits longer means a rank is lost
+  std::string store = "tcp";     // tcp (rank 0 serves, address sent over MPI or MASTER_ADDR) | file
+  std::string store_path = "";   // file store: a path on a filesystem all ranks share
+};
+
 struct PretrainConfig {
   std::string target = "base";  // base (base_mix) | oracle (oracle_mix)
 };
@@ -92,6 +101,7 @@ struct Config {
   OptimConfig optim;
   TrainConfig train;
   EvalConfig eval;
+  DistConfig dist;
   PretrainConfig pretrain;
 };
 

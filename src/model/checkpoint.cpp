@@ -82,7 +82,17 @@ std::pair<std::string, std::string> read_verified(const std::string& path) {
 }  // namespace
 
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
-                     torch::optim::Optimizer* optimizer) {
+                     AdamW* optimizer) {
+  write_checkpoint_bytes(path, checkpoint_bytes(meta, model, optimizer));
+}
+
+void write_checkpoint_bytes(const std::string& path, const std::string& bytes) {
+  auto dir = fs::path(path).parent_path();
+  if (!dir.empty()) make_dirs(dir.string());
+  write_file_atomic(path, bytes);
+}
+
+std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, AdamW* optimizer) {
   torch::serialize::OutputArchive archive;
   for (auto& p : model->named_parameters()) archive.write("model." + p.key(), p.value().detach());
   if (optimizer) {
@@ -108,15 +118,14 @@ void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transf
   h.update(payload);
   auto d = h.digest();
   std::memcpy(&header[24], d.data(), 32);
-  make_dirs(fs::path(path).parent_path().string().empty() ? "." : fs::path(path).parent_path().string());
-  write_file_atomic(path, header + meta_str + payload);
+  return header + meta_str + payload;
 }
 
 CheckpointMeta read_checkpoint_meta(const std::string& path) {
   return parse_meta(read_verified(path).first, path);
 }
 
-CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, torch::optim::Optimizer* optimizer) {
+CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, AdamW* optimizer) {
   auto [meta_str, payload] = read_verified(path);
   CheckpointMeta meta = parse_meta(meta_str, path);
   const auto& a = meta.model;

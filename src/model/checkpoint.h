@@ -13,6 +13,7 @@
 #include <string>
 
 #include "model/transformer.h"
+#include "train/adamw.h"
 
 namespace undo {
 
@@ -24,14 +25,18 @@ struct CheckpointMeta {
 };
 
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
-                     torch::optim::Optimizer* optimizer);
+                     AdamW* optimizer);
+// The two halves of save_checkpoint, for distributed runs: every rank must
+// build the bytes (a sharded optimizer gathers its state), one rank writes them.
+std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, AdamW* optimizer);
+void write_checkpoint_bytes(const std::string& path, const std::string& bytes);
 
 // Reads only the header and meta (verifying the whole file's checksum).
 CheckpointMeta read_checkpoint_meta(const std::string& path);
 
 // Loads weights into `model` (whose config must match) and, when given, the
 // optimizer state; restores the RNG. Throws on a corrupted or foreign file.
-CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, torch::optim::Optimizer* optimizer);
+CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, AdamW* optimizer);
 
 // Builds a model from a checkpoint file's own config and loads its weights.
 Transformer load_model(const std::string& path, CheckpointMeta* meta = nullptr);

@@ -25,8 +25,12 @@ class Objective {
   // Mean loss over the micro-batch's tokens. `logs` may receive extra scalars
   // (e.g. each term of a composite loss) that the trainer averages and logs.
   virtual torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) = 0;
-  // Parameters the optimizer updates (default: all).
-  virtual std::vector<torch::Tensor> trainable(Transformer& model) { return model->parameters(); }
+  // Parameters the optimizer updates, by name (default: all).
+  virtual std::vector<std::pair<std::string, torch::Tensor>> trainable(Transformer& model) {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (auto& p : model->named_parameters()) out.emplace_back(p.key(), p.value());
+    return out;
+  }
   virtual int64_t tokens_per_row() const = 0;
 };
 

@@ -3,8 +3,9 @@
 #include <malloc.h>
 
 #include <chrono>
-#include <limits>
+#include <csignal>
 #include <iostream>
+#include <limits>
 #include <thread>
 
 #include "core/error.h"
@@ -28,12 +29,25 @@ void configure_threads(const RunConfig& run, int local_world) {
   at::set_num_threads(n);
 }
 
+namespace {
+// Test-only fault injection: UNDO_FAULT_STOP="RANK:STEP" makes that rank stop
+// answering (SIGSTOP) before that step, as a hung node would.
+void maybe_inject_fault(int rank, int64_t step) {
+  static const char* spec = std::getenv("UNDO_FAULT_STOP");
+  if (!spec) return;
+  int r = -1;
+  long long s = -1;
+  if (std::sscanf(spec, "%d:%lld", &r, &s) == 2 && r == rank && s == step) std::raise(SIGSTOP);
+}
+}  // namespace
+
 Trainer::Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator)
-    : cfg_(cfg), stage_(std::move(stage)), model_(std::move(model)), objective_(objective), evaluator_(evaluator) {
-  auto& o = cfg_.optim;
-  optimizer_ = std::make_unique<torch::optim::AdamW>(
-      objective_.trainable(model_),
-      torch::optim::AdamWOptions(o.lr).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay));
+    : cfg_(cfg), stage_(std::move(stage)), model_(std::move(model)), objective_(objective), evaluator_(evaluator),
+      comm_(distributed()) {
+  auto named = objective_.trainable(model_);
+  for (auto& [name, p] : named) trainable_.push_back(p);
+  optimizer_ = std::make_unique<AdamW>(named, cfg_.optim, comm_, cfg_.dist.zero == 1);
+  if (comm_) reducer_ = std::make_unique<GradReducer>(trainable_, comm_, cfg_.dist.bucket_mb);
 }
 
 void Trainer::checkpoint(int64_t step) {
@@ -41,27 +55,35 @@ void Trainer::checkpoint(int64_t step) {
   meta.model = model_->cfg;
   meta.step = step;
   meta.stage = stage_;
-  save_checkpoint(step_checkpoint_path(cfg_.run.dir, step), meta, model_, optimizer_.get());
+  std::string bytes = checkpoint_bytes(meta, model_, optimizer_.get());  // collective under ZeRO-1
+  if (!is_root()) return;
+  write_checkpoint_bytes(step_checkpoint_path(cfg_.run.dir, step), bytes);
   prune_checkpoints(cfg_.run.dir, cfg_.train.keep_ckpts);
 }
 
 TrainResult Trainer::run() {
   const auto& t = cfg_.train;
-  make_dirs(cfg_.run.dir);
+  const int rank = comm_ ? comm_->rank() : 0, world = comm_ ? comm_->world() : 1;
+  if (is_root()) make_dirs(cfg_.run.dir);
   int64_t start = 0;
   if (cfg_.run.resume) {
     if (auto path = latest_valid_checkpoint(cfg_.run.dir)) {
       auto meta = load_checkpoint(*path, model_, optimizer_.get());
       start = meta.step;
-      std::cerr << stage_ << ": resuming from " << *path << " at step " << start << "\n";
-    } else {
+      if (is_root()) std::cerr << stage_ << ": resuming from " << *path << " at step " << start << "\n";
+    } else if (is_root()) {
       std::cerr << stage_ << ": --resume given but no valid checkpoint in " << cfg_.run.dir << ", starting fresh\n";
     }
   }
-  MetricsLog metrics(join_path(cfg_.run.dir, "metrics.jsonl"), true, cfg_.run.resume ? start : -1);
-  Progress progress(stage_, t.steps, true);
+  // Every rank starts from rank 0's weights, whatever it initialised or loaded.
+  if (comm_) {
+    torch::NoGradGuard no_grad;
+    comm_->broadcast(model_->parameters(), 0);
+  }
+  MetricsLog metrics(join_path(cfg_.run.dir, "metrics.jsonl"), is_root(), cfg_.run.resume ? start : -1);
+  Progress progress(stage_, t.steps, is_root());
   const bool bf16 = t.precision == "bf16";
-  const int64_t tokens_per_step = int64_t(t.batch_size) * t.accum * objective_.tokens_per_row();
+  const int64_t tokens_per_step = int64_t(world) * t.batch_size * t.accum * objective_.tokens_per_row();
   TrainResult result;
   result.tokens = start * tokens_per_step;
   model_->train();
@@ -69,27 +91,33 @@ TrainResult Trainer::run() {
   auto window_clock = std::chrono::steady_clock::now();
   int64_t window_tokens = 0;
   for (int64_t step = start; step < t.steps; ++step) {
+    maybe_inject_fault(rank, step);
     double lr = learning_rate(cfg_.optim, step, t.steps);
-    for (auto& group : optimizer_->param_groups())
-      static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
     optimizer_->zero_grad();
     double step_loss = 0;
     std::map<std::string, double> extra;
     for (int micro = 0; micro < t.accum; ++micro) {
-      MicroBatch mb{uint64_t(cfg_.run.seed), step, micro * t.batch_size, (micro + 1) * t.batch_size};
+      // Global rows of this micro-batch: world x batch_size, this rank's slice of them.
+      int begin = (micro * world + rank) * t.batch_size;
+      MicroBatch mb{uint64_t(cfg_.run.seed), step, begin, begin + t.batch_size};
       torch::Tensor loss;
       {
         AutocastGuard autocast(bf16, false);
         loss = objective_.loss(model_, mb, &extra);
       }
+      if (reducer_) reducer_->arm(micro == t.accum - 1);
       (loss / t.accum).backward();
       step_loss += loss.item<double>() / t.accum;
     }
+    if (reducer_) reducer_->finish();
+    if (comm_) {
+      step_loss = comm_->mean(step_loss);
+      for (auto& [k, v] : extra) v = comm_->mean(v);
+    }
     UNDO_CHECK(std::isfinite(step_loss), stage_, ": loss is ", step_loss, " at step ", step);
     double grad_norm = 0;
-    if (cfg_.optim.grad_clip > 0)
-      grad_norm = torch::nn::utils::clip_grad_norm_(objective_.trainable(model_), cfg_.optim.grad_clip);
-    optimizer_->step();
+    if (cfg_.optim.grad_clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(trainable_, cfg_.optim.grad_clip);
+    optimizer_->step(lr);
 
     result.tokens += tokens_per_step;
     window_tokens += tokens_per_step;
@@ -108,6 +136,7 @@ TrainResult Trainer::run() {
       window_tokens = 0;
     }
     bool last = done == t.steps;
+    // Every rank evaluates (identically), so none waits on another's evaluation.
     if (evaluator_ && ((t.eval_every > 0 && done % t.eval_every == 0) || last)) {
       JsonObject line;
       line.add("step", done).add("tokens", result.tokens).merge(evaluator_->run(model_));

@@ -1,7 +1,8 @@
 // The one training loop every stage uses (pretrain, unlearn, distill,
 // relearn): AdamW, warmup + cosine/constant LR, gradient clipping and
-// accumulation, bf16 autocast over fp32 master weights, periodic evaluation,
-// atomic checkpoints and exact resume. Stages differ by the Objective.
+// accumulation, bf16 autocast over fp32 master weights, data parallelism over
+// the job's ranks, periodic evaluation, atomic checkpoints and exact resume.
+// Stages differ by the Objective.
 #pragma once
 #include <torch/torch.h>
 
@@ -10,36 +11,45 @@
 #include <string>
 
 #include "core/config.h"
+#include "dist/communicator.h"
+#include "dist/grad_reducer.h"
 #include "eval/evaluator.h"
 #include "model/checkpoint.h"
 #include "model/transformer.h"
+#include "train/adamw.h"
 #include "train/objective.h"
 
 namespace undo {
 
 struct TrainResult {
   int64_t steps_done = 0;
-  int64_t tokens = 0;  // training tokens seen, all ranks (this run and resumed ones)
-  std::vector<double> losses;  // loss of each step run in this process (for tests)
+  int64_t tokens = 0;          // training tokens, all ranks (this run and resumed ones)
+  std::vector<double> losses;  // loss of each step run in this process, averaged over ranks
   std::map<std::string, double> final_eval;
 };
 
 class Trainer {
  public:
-  // `stage` names the checkpoints' stage; `evaluator` may be null.
+  // `stage` names the checkpoints' stage; `evaluator` may be null. The
+  // communicator is the job's (distributed()), null for one process.
   Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator);
   TrainResult run();
-  // Called after each optimizer step (tests use it to stop a run midway).
+  // Called after each optimizer step (tests and benchmarks stop a run midway with it).
   std::function<bool(int64_t step)> stop_after;
 
  private:
   void checkpoint(int64_t step);
+  bool is_root() const { return !comm_ || comm_->rank() == 0; }
+
   Config cfg_;
   std::string stage_;
   Transformer model_;
   Objective& objective_;
   Evaluator* evaluator_;
-  std::unique_ptr<torch::optim::AdamW> optimizer_;
+  std::shared_ptr<Communicator> comm_;
+  std::vector<torch::Tensor> trainable_;
+  std::unique_ptr<AdamW> optimizer_;
+  std::unique_ptr<GradReducer> reducer_;
 };
 
 // Sets the intra-op thread count (run.threads, or the cores this rank owns)

@@ -1,0 +1,236 @@
+#include "dist/communicator.h"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <future>
+#include <map>
+#include <torch/csrc/distributed/c10d/FileStore.hpp>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef UNDO_WITH_NCCL
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
+
+#include "core/error.h"
+
+namespace undo {
+namespace {
+
+using ms = std::chrono::milliseconds;
+constexpr int kHeartbeatMs = 250;
+
+std::shared_ptr<Communicator>& global_comm() {
+  static std::shared_ptr<Communicator> c;
+  return c;
+}
+
+std::string heartbeat_key(int rank) { return "undo/alive/" + std::to_string(rank); }
+
+c10::intrusive_ptr<c10d::TCPStore> tcp_store(const std::string& host, int port, bool server, int world,
+                                             ms timeout) {
+  c10d::TCPStoreOptions o;
+  o.port = uint16_t(port);
+  o.isServer = server;
+  if (server) o.numWorkers = size_t(world);
+  o.waitWorkers = false;
+  o.timeout = timeout;
+  return c10::make_intrusive<c10d::TCPStore>(host, o);
+}
+
+}  // namespace
+
+void Communicator::Pending::wait() {
+  if (!work_) return;
+  try {
+    work_->wait();
+  } catch (const std::exception& e) {
+    comm_->lost(what_, e.what());
+  }
+  work_.reset();
+}
+
+Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch) : cfg_(cfg), launch_(launch) {
+  const ms timeout(int64_t(cfg.timeout_s * 1000));
+  bool use_mpi = cfg.store == "tcp" && (launch.launcher == "mpi" || launch.launcher == "slurm");
+  if (use_mpi) {
+    int provided = 0;
+    MPI_Init_thread(nullptr, nullptr, MPI_THREAD_SERIALIZED, &provided);
+    mpi_initialised_ = true;
+    int mpi_rank = 0, mpi_world = 0;
+    MPI_Comm_rank(MPI_COMM_WORLD, &mpi_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &mpi_world);
+    UNDO_CHECK(mpi_rank == launch.rank && mpi_world == launch.world, "MPI says rank ", mpi_rank, " of ", mpi_world,
+               ", the launcher's environment ", launch.rank, " of ", launch.world);
+  }
+  if (cfg.store == "file") {
+    UNDO_INPUT_CHECK(!cfg.store_path.empty(), "dist.store = file needs dist.store_path (a path all ranks share)");
+    store_ = c10::make_intrusive<c10d::FileStore>(cfg.store_path, launch.world);
+  } else {
+    // One host: loopback. Several: rank 0's hostname, which the others must resolve.
+    char host[256] = "127.0.0.1";
+    if (launch.local_world != launch.world) ::gethostname(host, sizeof host);
+    if (launch.rank == 0) {
+      int port = 0;
+      if (const char* p = std::getenv("MASTER_PORT"); p && !use_mpi) port = std::atoi(p);
+      auto server = tcp_store("0.0.0.0", port, true, launch.world, timeout);
+      store_port_ = server->getPort();
+      store_ = server;
+    }
+    if (use_mpi) {
+      MPI_Bcast(&store_port_, 1, MPI_INT, 0, MPI_COMM_WORLD);
+      MPI_Bcast(host, sizeof host, MPI_CHAR, 0, MPI_COMM_WORLD);
+    } else {
+      const char* addr = std::getenv("MASTER_ADDR");
+      const char* port = std::getenv("MASTER_PORT");
+      UNDO_INPUT_CHECK(addr && port, "rank ", launch.rank,
+                       ": launched without MPI: set MASTER_ADDR and MASTER_PORT, or dist.store = file");
+      std::snprintf(host, sizeof host, "%s", addr);
+      store_port_ = std::atoi(port);
+    }
+    store_host_ = host;
+    if (launch.rank != 0) store_ = tcp_store(store_host_, store_port_, false, launch.world, timeout);
+  }
+  auto store = c10::make_intrusive<c10d::PrefixStore>("undo", store_);
+
+  backend_ = cfg.backend;
+  if (backend_ == "auto") {
+    backend_ = "gloo";
+#ifdef UNDO_WITH_NCCL
+    if (torch::cuda::is_available() && int(torch::cuda::device_count()) >= launch.local_world) backend_ = "nccl";
+#endif
+  }
+  if (backend_ == "nccl") {
+#ifdef UNDO_WITH_NCCL
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = timeout;
+    pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, launch.rank, launch.world, opts);
+#else
+    throw InputError("dist.backend = nccl: this build's LibTorch has no CUDA (see docs/ARCHITECTURE.md)");
+#endif
+  } else {
+    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+    opts->devices.push_back(launch.local_world == launch.world
+                                ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                                : c10d::ProcessGroupGloo::createDefaultDevice());
+    pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store, launch.rank, launch.world, opts);
+  }
+  if (cfg.store == "tcp") heartbeat_ = std::thread([this] { heartbeat_loop(); });
+}
+
+Communicator::~Communicator() {
+  stop_ = true;
+  if (heartbeat_.joinable()) heartbeat_.join();
+  pg_.reset();
+  store_.reset();
+  if (mpi_initialised_) MPI_Finalize();
+}
+
+void Communicator::heartbeat_loop() {
+  // A connection of its own: the store client is not shared between threads.
+  c10::intrusive_ptr<c10d::Store> client;
+  try {
+    client = tcp_store(store_host_, store_port_, false, launch_.world, ms(int64_t(cfg_.timeout_s * 1000)));
+    while (!stop_) {
+      client->add(heartbeat_key(launch_.rank), 1);
+      std::this_thread::sleep_for(ms(kHeartbeatMs));
+    }
+  } catch (const std::exception&) {
+    // The store is gone (rank 0 died or the job is ending): the collectives report it.
+  }
+}
+
+std::string Communicator::diagnose() {
+  if (cfg_.store != "tcp") return "cannot tell which rank was lost (no heartbeats with dist.store = file)";
+  try {
+    auto client = tcp_store(store_host_, store_port_, false, launch_.world, ms(3000));
+    auto read = [&] {
+      std::vector<int64_t> v(size_t(launch_.world));
+      for (int r = 0; r < launch_.world; ++r) v[size_t(r)] = client->add(heartbeat_key(r), 0);
+      return v;
+    };
+    auto before = read();
+    std::this_thread::sleep_for(ms(4 * kHeartbeatMs));
+    auto after = read();
+    std::string lost;
+    for (int r = 0; r < launch_.world; ++r)
+      if (after[size_t(r)] == before[size_t(r)]) lost += (lost.empty() ? "" : ", ") + std::to_string(r);
+    if (lost.empty()) return "every rank's heartbeat is still moving (a slow rank, or a timeout too short?)";
+    return "lost rank " + lost + " (its heartbeat stopped)";
+  } catch (const std::exception&) {
+    return "lost rank 0 (it hosts the rendezvous store, which no longer answers)";
+  }
+}
+
+void Communicator::lost(const std::string& what, const std::string& error) {
+  // A stopped rank 0 still accepts connections to its store (the kernel does)
+  // but never answers: the diagnosis gets a deadline of its own.
+  auto result = std::make_shared<std::promise<std::string>>();
+  auto answer = result->get_future();
+  std::thread([this, result] {
+    try {
+      result->set_value(diagnose());
+    } catch (...) {
+    }
+  }).detach();
+  std::string who = answer.wait_for(std::chrono::seconds(8)) == std::future_status::ready
+                        ? answer.get()
+                        : "lost rank 0 (it hosts the rendezvous store, which no longer answers)";
+  std::fprintf(stderr, "rank %d: %s failed: %s\nrank %d: %s; exiting\n", rank(), what.c_str(), error.c_str(),
+               rank(), who.c_str());
+  std::fflush(stderr);
+  std::_Exit(3);
+}
+
+void Communicator::broadcast(std::vector<torch::Tensor> tensors, int root) {
+  c10d::BroadcastOptions o;
+  o.rootRank = root;
+  for (auto& t : tensors) {
+    std::vector<torch::Tensor> one{t};
+    Pending(pg_->broadcast(one, o), this, "broadcast").wait();
+  }
+}
+
+Communicator::Pending Communicator::allreduce_sum_async(torch::Tensor t, const std::string& what) {
+  std::vector<torch::Tensor> one{std::move(t)};
+  try {
+    return Pending(pg_->allreduce(one), this, what);
+  } catch (const std::exception& e) {
+    lost(what, e.what());
+  }
+}
+
+void Communicator::allreduce_sum(torch::Tensor t, const std::string& what) {
+  allreduce_sum_async(std::move(t), what).wait();
+}
+
+double Communicator::mean(double value) {
+  auto t = torch::tensor({value}, torch::kDouble);
+  allreduce_sum(t, "all-reduce of a metric");
+  return t.item<double>() / world();
+}
+
+void Communicator::barrier() {
+  try {
+    pg_->barrier()->wait();
+  } catch (const std::exception& e) {
+    lost("barrier", e.what());
+  }
+}
+
+std::shared_ptr<Communicator> init_distributed(const DistConfig& cfg) {
+  auto& c = global_comm();
+  if (c) return c;
+  LaunchInfo launch = detect_launch();
+  if (launch.world > 1) c = std::make_shared<Communicator>(cfg, launch);
+  return c;
+}
+
+std::shared_ptr<Communicator> distributed() { return global_comm(); }
+
+void shutdown_distributed() { global_comm().reset(); }
+
+}  // namespace undo

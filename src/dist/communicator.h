@@ -1,0 +1,85 @@
+// The ranks of a job and the collectives between them, over LibTorch's c10d
+// (Gloo on CPU; NCCL where LibTorch has CUDA). World size 1 needs none of it.
+//
+// Rendezvous: MPI starts the job (mpirun, or srun with PMIx); rank 0 opens a
+// c10d TCPStore on a free port and broadcasts host:port over MPI. Without MPI,
+// MASTER_ADDR/MASTER_PORT (torchrun style) or a FileStore on a shared path.
+//
+// Failure: every rank bumps a heartbeat counter in the store from a thread.
+// When a collective fails (it times out after dist.timeout_s), the rank looks
+// for the counters that stopped moving, prints which rank was lost, and exits
+// with code 3 at once (a half-dead process group cannot be shut down cleanly).
+#pragma once
+#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
+#include <torch/torch.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "core/config.h"
+#include "dist/launch.h"
+
+namespace undo {
+
+class Communicator {
+ public:
+  // A pending collective; wait() turns a failure into the lost-rank report.
+  class Pending {
+   public:
+    Pending() = default;
+    Pending(c10::intrusive_ptr<c10d::Work> work, Communicator* comm, std::string what)
+        : work_(std::move(work)), comm_(comm), what_(std::move(what)) {}
+    void wait();
+    bool active() const { return bool(work_); }
+
+   private:
+    c10::intrusive_ptr<c10d::Work> work_;
+    Communicator* comm_ = nullptr;
+    std::string what_;
+  };
+
+  Communicator(const DistConfig& cfg, const LaunchInfo& launch);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const { return launch_.rank; }
+  int world() const { return launch_.world; }
+  int local_world() const { return launch_.local_world; }
+  const std::string& backend() const { return backend_; }
+
+  void broadcast(std::vector<torch::Tensor> tensors, int root);  // in place, blocking
+  Pending allreduce_sum_async(torch::Tensor t, const std::string& what);
+  void allreduce_sum(torch::Tensor t, const std::string& what);
+  double mean(double value);  // of a scalar over ranks
+  void barrier();
+
+  // Prints "rank R: <what> failed: <error>; <who is lost>" and exits with code 3.
+  [[noreturn]] void lost(const std::string& what, const std::string& error);
+
+ private:
+  std::string diagnose();
+  void heartbeat_loop();
+
+  DistConfig cfg_;
+  LaunchInfo launch_;
+  std::string backend_;
+  bool mpi_initialised_ = false;
+  std::string store_host_;
+  int store_port_ = 0;
+  c10::intrusive_ptr<c10d::Store> store_;
+  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  std::atomic<bool> stop_{false};
+  std::thread heartbeat_;
+};
+
+// The job's communicator: created by init_distributed when the launcher says
+// world > 1, else null (every caller treats null as a single process).
+std::shared_ptr<Communicator> init_distributed(const DistConfig& cfg);
+std::shared_ptr<Communicator> distributed();
+void shutdown_distributed();  // at normal exit: stops heartbeats, finalises MPI
+
+}  // namespace undo

@@ -1,0 +1,87 @@
+#include "train/adamw.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "dist/communicator.h"
+
+namespace undo {
+
+AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, const OptimConfig& cfg,
+             std::shared_ptr<Communicator> comm, bool zero)
+    : params_(std::move(params)), cfg_(cfg), comm_(std::move(comm)), zero_(zero && comm_ != nullptr) {
+  int world = comm_ ? comm_->world() : 1;
+  // Owners balance the number of elements: largest first onto the lightest rank.
+  std::vector<size_t> order(params_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(),
+                   [&](size_t a, size_t b) { return params_[a].second.numel() > params_[b].second.numel(); });
+  std::vector<int64_t> load(size_t(world), 0);
+  owner_.assign(params_.size(), 0);
+  for (size_t i : order) {
+    int r = int(std::min_element(load.begin(), load.end()) - load.begin());
+    owner_[i] = zero_ ? r : (comm_ ? comm_->rank() : 0);
+    load[size_t(r)] += params_[i].second.numel();
+  }
+  int me = comm_ ? comm_->rank() : 0;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    bool mine = owner_[i] == me;
+    exp_avg_.push_back(mine ? torch::zeros_like(params_[i].second) : torch::Tensor());
+    exp_avg_sq_.push_back(mine ? torch::zeros_like(params_[i].second) : torch::Tensor());
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& [name, p] : params_)
+    if (p.grad().defined()) p.mutable_grad().zero_();
+}
+
+void AdamW::step(double lr) {
+  torch::NoGradGuard no_grad;
+  ++step_;
+  const double bc1 = 1 - std::pow(cfg_.beta1, double(step_));
+  const double bc2 = 1 - std::pow(cfg_.beta2, double(step_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto& p = params_[i].second;
+    if (!exp_avg_[i].defined() || !p.grad().defined()) continue;
+    auto& g = p.grad();
+    p.mul_(1 - lr * cfg_.weight_decay);
+    exp_avg_[i].mul_(cfg_.beta1).add_(g, 1 - cfg_.beta1);
+    exp_avg_sq_[i].mul_(cfg_.beta2).addcmul_(g, g, 1 - cfg_.beta2);
+    auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bc2)).add_(cfg_.eps);
+    p.addcdiv_(exp_avg_[i], denom, -lr / bc1);
+  }
+  if (zero_) {
+    // Every parameter's new value comes from its owner.
+    for (size_t i = 0; i < params_.size(); ++i) comm_->broadcast({params_[i].second}, owner_[i]);
+  }
+}
+
+void AdamW::save(torch::serialize::OutputArchive& archive) {
+  archive.write("step", torch::tensor(step_));
+  for (size_t i = 0; i < params_.size(); ++i) {
+    torch::Tensor m = exp_avg_[i], v = exp_avg_sq_[i];
+    if (zero_) {
+      if (!m.defined()) m = torch::empty_like(params_[i].second), v = torch::empty_like(params_[i].second);
+      comm_->broadcast({m, v}, owner_[i]);
+    }
+    archive.write("exp_avg." + params_[i].first, m);
+    archive.write("exp_avg_sq." + params_[i].first, v);
+  }
+}
+
+void AdamW::load(torch::serialize::InputArchive& archive) {
+  torch::NoGradGuard no_grad;
+  torch::Tensor step;
+  archive.read("step", step);
+  step_ = step.item<int64_t>();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    torch::Tensor m, v;
+    UNDO_CHECK(archive.try_read("exp_avg." + params_[i].first, m) &&
+                   archive.try_read("exp_avg_sq." + params_[i].first, v),
+               "optimizer state lacks parameter ", params_[i].first);
+    if (exp_avg_[i].defined()) exp_avg_[i].copy_(m), exp_avg_sq_[i].copy_(v);
+  }
+}
+
+}  // namespace undo

@@ -1,0 +1,46 @@
+// AdamW with the same arithmetic as torch.optim.AdamW, but with its state in
+// named tensors that can be sharded across ranks (ZeRO stage 1) and saved as
+// one consolidated checkpoint, whatever the world size of the run.
+#pragma once
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/config.h"
+
+namespace undo {
+
+class Communicator;
+
+class AdamW {
+ public:
+  // `comm` null or `zero` false: every rank keeps and updates everything.
+  // With ZeRO-1 each parameter has one owner rank that holds its state and
+  // updates it; the new values are then broadcast from the owner.
+  AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, const OptimConfig& cfg,
+        std::shared_ptr<Communicator> comm, bool zero);
+
+  void zero_grad();
+  void step(double lr);
+  int64_t steps() const { return step_; }
+  int owner(size_t i) const { return owner_[i]; }
+  const std::vector<std::pair<std::string, torch::Tensor>>& params() const { return params_; }
+
+  // Consolidated state: on every rank, each owner's shards are broadcast first;
+  // only the caller decides who writes.
+  void save(torch::serialize::OutputArchive& archive);
+  void load(torch::serialize::InputArchive& archive);
+
+ private:
+  std::vector<std::pair<std::string, torch::Tensor>> params_;
+  std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;  // undefined where this rank is not the owner
+  std::vector<int> owner_;
+  OptimConfig cfg_;
+  std::shared_ptr<Communicator> comm_;
+  bool zero_;
+  int64_t step_ = 0;
+};
+
+}  // namespace undo

@@ -1,0 +1,90 @@
+// Data parallelism through the real CLI under mpirun: world-size invariance,
+// ZeRO-1, resume across world sizes, and a lost rank.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "core/fs.h"
+#include "model/checkpoint.h"
+#include "test_util.h"
+
+using namespace undo;
+
+namespace {
+
+std::string common_args(const std::string& dir, int steps) {
+  return "pretrain --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+         test::tiny_data_dir() + " --run-dir " + dir + " --train.steps " + std::to_string(steps) +
+         " --train.log_every 1 --train.eval_every 0 --run.threads 1";
+}
+
+void expect_curves_match(const std::vector<double>& a, const std::vector<double>& b, double rel) {
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], rel * std::abs(a[i])) << "step " << i + 1;
+}
+
+}  // namespace
+
+// Global batch 8 either way: 1 rank x 8 rows, or 2 ranks x 4 rows.
+TEST(Distributed, WorldSizeInvarianceFp32WithAndWithoutZero) {
+  std::string out;
+  auto one = test::temp_dir("w1"), two = test::temp_dir("w2"), zero = test::temp_dir("w2zero");
+  ASSERT_EQ(test::run_undo(common_args(one, 12)), 0);
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(two, 12) + " --train.batch_size 4", &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(zero, 12) + " --train.batch_size 4 --dist.zero 1", &out), 0) << out;
+  expect_curves_match(test::losses_of(one + "/metrics.jsonl"), test::losses_of(two + "/metrics.jsonl"), 1e-5);
+  expect_curves_match(test::losses_of(one + "/metrics.jsonl"), test::losses_of(zero + "/metrics.jsonl"), 1e-5);
+  // Only rank 0 writes: one metrics line per step, not two.
+  EXPECT_EQ(test::losses_of(two + "/metrics.jsonl").size(), 12u);
+}
+
+// bf16 rounds differently when the batch is split: the documented tolerance is 1e-3 relative.
+TEST(Distributed, WorldSizeInvarianceBf16WithinTolerance) {
+  std::string out;
+  auto one = test::temp_dir("b1"), two = test::temp_dir("b2");
+  std::string bf16 = " --train.precision bf16";
+  ASSERT_EQ(test::run_undo(common_args(one, 12) + bf16), 0);
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(two, 12) + bf16 + " --train.batch_size 4", &out), 0) << out;
+  expect_curves_match(test::losses_of(one + "/metrics.jsonl"), test::losses_of(two + "/metrics.jsonl"), 1e-3);
+}
+
+// Checkpoints are consolidated: saved at world size 2 (ZeRO-1), resumed at 1, and back.
+TEST(Distributed, ResumeAcrossWorldSizes) {
+  std::string out;
+  std::string constant = " --optim.schedule constant --train.ckpt_every 6";
+  auto whole = test::temp_dir("whole"), cut = test::temp_dir("cut"), back = test::temp_dir("back");
+  ASSERT_EQ(test::run_undo(common_args(whole, 12) + constant), 0);
+  auto reference = test::losses_of(whole + "/metrics.jsonl");
+
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(cut, 6) + constant + " --train.batch_size 4 --dist.zero 1", &out), 0)
+      << out;
+  ASSERT_EQ(test::run_undo(common_args(cut, 12) + constant + " --resume", &out), 0) << out;
+  EXPECT_NE(out.find("resuming"), std::string::npos) << out;
+  expect_curves_match(reference, test::losses_of(cut + "/metrics.jsonl"), 1e-5);
+
+  ASSERT_EQ(test::run_undo(common_args(back, 6) + constant), 0);
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(back, 12) + constant + " --train.batch_size 4 --dist.zero 1 --resume",
+                               &out),
+            0)
+      << out;
+  expect_curves_match(reference, test::losses_of(back + "/metrics.jsonl"), 1e-5);
+}
+
+// Rank 1 stops answering before step 5: rank 0 must give up within dist.timeout_s
+// (plus the diagnosis), name rank 1, exit non-zero, and leave step 4's checkpoint intact.
+TEST(Distributed, LostRankIsNamedAndEveryoneExits) {
+  std::string out;
+  auto dir = test::temp_dir("lost");
+  auto t0 = std::chrono::steady_clock::now();
+  int rc = test::run_undo_mpi(2, common_args(dir, 12) + " --train.batch_size 4 --dist.timeout_s 3 --train.ckpt_every 2",
+                              &out, "UNDO_FAULT_STOP=1:5");
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(rc, 0) << out;
+  EXPECT_LT(secs, 60) << out;
+  EXPECT_NE(out.find("rank 0: lost rank 1"), std::string::npos) << out;
+  auto latest = latest_valid_checkpoint(dir);
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_EQ(*latest, step_checkpoint_path(dir, 4));
+  EXPECT_EQ(read_checkpoint_meta(*latest).step, 4);
+}
