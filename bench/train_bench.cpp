@@ -45,7 +45,9 @@ int main(int argc, char** argv) {
     cfg.run.dir = "/tmp/undo_bench";
     if (!parse_config(argc, argv, "bench", cfg)) return 0;
     const int warmup = 3;
-    configure_threads(cfg.run);
+    auto comm = init_distributed(cfg.dist);  // under mpirun: data parallel, as in training
+    const int world = comm ? comm->world() : 1;
+    configure_threads(cfg.run, comm ? comm->local_world() : 1);
     Transformer model(cfg.model);
     model->init_weights(0);
     FixedBatchObjective objective(cfg.model.vocab_size, cfg.train.batch_size, cfg.model.seq_len);
@@ -65,14 +67,16 @@ int main(int argc, char** argv) {
     profile.reset();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     int steps = cfg.train.steps - 1 - warmup;
-    double tokens = double(steps) * cfg.train.batch_size * cfg.train.accum * cfg.model.seq_len;
+    double tokens = double(steps) * world * cfg.train.batch_size * cfg.train.accum * cfg.model.seq_len;
     // Training = forward + backward = 3x the forward's matmul FLOPs.
     double gflops = 3 * model->forward_flops_per_token() * tokens / secs / 1e9;
     JsonObject j;
-    j.add("impl", "undo").add("tokens_per_s", tokens / secs).add("step_ms", 1000 * secs / steps)
+    j.add("impl", "undo").add("world", world).add("tokens_per_s", tokens / secs)
+        .add("tokens_per_s_per_rank", tokens / secs / world).add("step_ms", 1000 * secs / steps)
         .add("model_gflops", gflops).add("params", model->num_params()).add("precision", cfg.train.precision)
         .add("threads", at::get_num_threads());
-    std::cout << j.str() << std::endl;
+    if (!comm || comm->rank() == 0) std::cout << j.str() << std::endl;
+    shutdown_distributed();
     return 0;
   } catch (const std::exception& e) {
     std::cerr << "undo_bench: " << e.what() << "\n";
