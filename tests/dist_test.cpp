@@ -88,3 +88,19 @@ TEST(Distributed, LostRankIsNamedAndEveryoneExits) {
   EXPECT_EQ(*latest, step_checkpoint_path(dir, 4));
   EXPECT_EQ(read_checkpoint_meta(*latest).step, 4);
 }
+
+// Run by CTest with the Slurm fixture (SLURM_CONF set): the same training as
+// one rank, as 2 tasks of srun with PMIx, gives the same curve.
+TEST(Slurm, SrunTwoTasksMatchOneRank) {
+  ASSERT_NE(std::getenv("SLURM_CONF"), nullptr) << "run through ctest (the Slurm fixture sets SLURM_CONF)";
+  std::string out;
+  auto one = test::temp_dir("one"), two = test::temp_dir("two");
+  ASSERT_EQ(test::run_undo(common_args(one, 12)), 0);
+  std::string cmd = "srun -n 2 --mpi=pmix " + std::string(UNDO_BINARY) + " " + common_args(two, 12) +
+                    " --train.batch_size 4 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  ASSERT_EQ(::pclose(p), 0) << out;
+  expect_curves_match(test::losses_of(one + "/metrics.jsonl"), test::losses_of(two + "/metrics.jsonl"), 1e-5);
+}
