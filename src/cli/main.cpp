@@ -19,6 +19,7 @@ const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> c = {
       {"data", {undo::stage_data, "data prepare: extract, filter and tokenize corpora into token shards"}},
       {"pretrain", {undo::stage_pretrain, "train the base (pretrain.target=base) or oracle model"}},
+      {"unlearn", {undo::stage_unlearn, "unlearn the forget data from --base (graddiff | maxent | rmu, +SAM)"}},
       {"eval", {undo::stage_eval, "evaluate a checkpoint (retain/forget CE, arithmetic accuracy)"}},
       {"export", {undo::stage_export, "export a checkpoint's weights (--format safetensors)"}},
   };

@@ -155,6 +155,18 @@ void describe_into(Config& c, Registry& r) {
       .add("dist.store_path", &c.dist.store_path, "file rendezvous path (shared by all ranks)");
   r.add("pretrain.target", &c.pretrain.target, "base (data.base_mix) | oracle (data.oracle_mix)",
         one_of({"base", "oracle"}));
+  r.add("unlearn.method", &c.unlearn.method, "graddiff | maxent | rmu", one_of({"graddiff", "maxent", "rmu"}))
+      .add("unlearn.steps", &c.unlearn.steps, "unlearning steps", at_least(1))
+      .add("unlearn.lr", &c.unlearn.lr, "constant learning rate of unlearning", in_range(1e-12, 1.0))
+      .add("unlearn.retain_coef", &c.unlearn.retain_coef,
+           "weight of the retain CE (GradDiff a: paper 1 language, 15 arithmetic; MaxEnt 1)", at_least(0.0))
+      .add("unlearn.sam_rho", &c.unlearn.sam_rho, "SAM radius (0 = off; paper 0.01-0.05)", in_range(0.0, 1.0))
+      .add("unlearn.rmu_layers", &c.unlearn.rmu_layers, "RMU: blocks whose mlp.down is trained (\"\" = 0..rmu_layer)")
+      .add("unlearn.rmu_layer", &c.unlearn.rmu_layer, "RMU: block l whose output is steered (-1 = middle)",
+           at_least(-1))
+      .add("unlearn.rmu_c", &c.unlearn.rmu_c, "RMU steering coefficient c (paper 6.5)", at_least(0.0))
+      .add("unlearn.rmu_alpha", &c.unlearn.rmu_alpha, "RMU retain weight (paper 1200)", at_least(0.0))
+      .add("unlearn.rmu_retain_term", &c.unlearn.rmu_retain_term, "RMU: keep the retain term (default on)");
 }
 
 void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string, std::string>& origin,

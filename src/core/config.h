@@ -90,6 +90,20 @@ struct DistConfig {
   std::string store_path = "";   // file store: a path on a filesystem all ranks share
 };
 
+// `undo unlearn`: the stage's own budget (spec: AdamW, weight decay 0, clip 1.0, constant LR).
+struct UnlearnConfig {
+  std::string method = "maxent";  // graddiff | maxent | rmu
+  int steps = 50;
+  double lr = 4e-5;
+  double retain_coef = 1.0;      // GradDiff's a (paper: 1 language, 15 arithmetic); MaxEnt's retain weight
+  double sam_rho = 0;            // > 0 wraps the method in sharpness-aware minimisation
+  std::string rmu_layers = "";   // layers whose MLP down-projection RMU trains ("" = 0..rmu_layer)
+  int rmu_layer = -1;            // l: residual stream after this block (-1 = the middle block)
+  double rmu_c = 6.5;            // steering coefficient c
+  double rmu_alpha = 1200;       // weight of the retain term
+  bool rmu_retain_term = true;   // the original code left it off in two settings by mistake
+};
+
 struct PretrainConfig {
   std::string target = "base";  // base (base_mix) | oracle (oracle_mix)
 };
@@ -103,6 +117,7 @@ struct Config {
   EvalConfig eval;
   DistConfig dist;
   PretrainConfig pretrain;
+  UnlearnConfig unlearn;
 };
 
 // One described key: how to print it and how to validate it.

@@ -100,6 +100,15 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, std::vector<
   return logits;
 }
 
+torch::Tensor TransformerImpl::hidden_after(const torch::Tensor& tokens, int layer) {
+  UNDO_CHECK(layer >= 0 && layer < cfg.n_layers, "layer ", layer, " outside the model's ", cfg.n_layers, " blocks");
+  auto T = tokens.size(1);
+  auto x = embed(tokens) * std::sqrt(double(cfg.d_model));
+  auto cos = rope_cos.narrow(0, 0, T), sin = rope_sin.narrow(0, 0, T);
+  for (int i = 0; i <= layer; ++i) x = layers[size_t(i)]->as<Block>()->forward(x, cos, sin);
+  return x;
+}
+
 void TransformerImpl::init_weights(uint64_t seed) {
   torch::NoGradGuard no_grad;
   auto gen = at::detail::createCPUGenerator(seed);

@@ -48,6 +48,8 @@ struct TransformerImpl : torch::nn::Module {
   // tokens [B, T] (int64) -> logits [B, T, vocab] in float32. When `hidden`
   // is given, it receives the residual stream after each block (for RMU).
   torch::Tensor forward(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden = nullptr);
+  // The residual stream after block `layer` (0-based), without computing the rest.
+  torch::Tensor hidden_after(const torch::Tensor& tokens, int layer);
   // Normal(0, 0.02) matrices, output projections scaled by 1/sqrt(2 n_layers), norm scales 0.
   void init_weights(uint64_t seed);
   int64_t num_params();

@@ -32,6 +32,8 @@ class Objective {
     return out;
   }
   virtual int64_t tokens_per_row() const = 0;
+  // Called after each micro-batch's backward, before gradients are reduced (SAM restores weights here).
+  virtual void after_backward(Transformer& model) {}
 };
 
 // Inputs and next-token targets from a [B, T+1] window tensor.

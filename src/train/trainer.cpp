@@ -107,6 +107,7 @@ TrainResult Trainer::run() {
       }
       if (reducer_) reducer_->arm(micro == t.accum - 1);
       (loss / t.accum).backward();
+      objective_.after_backward(model_);
       step_loss += loss.item<double>() / t.accum;
     }
     if (reducer_) reducer_->finish();

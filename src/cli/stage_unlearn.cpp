@@ -1,0 +1,56 @@
+#include <chrono>
+#include <iostream>
+
+#include "cli/stages.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/json.h"
+#include "train/objectives/unlearning.h"
+#include "train/trainer.h"
+
+namespace undo {
+
+int stage_unlearn(int argc, const char* const* argv) {
+  Config cfg;
+  std::string base_path;
+  if (!parse_config(argc, argv, "unlearn", cfg, {{"base", "checkpoint of the model to unlearn", &base_path, true}}))
+    return 0;
+  UNDO_INPUT_CHECK(file_exists(base_path), "--base '", base_path, "' does not exist");
+  CheckpointMeta base_meta = read_checkpoint_meta(base_path);
+  cfg.model = base_meta.model;  // the model's shape is the checkpoint's
+  // The spec's unlearning optimiser: AdamW, weight decay 0, clip 1.0, constant LR.
+  cfg.train.steps = cfg.unlearn.steps;
+  cfg.optim.lr = cfg.unlearn.lr;
+  cfg.optim.min_lr = cfg.unlearn.lr;
+  cfg.optim.schedule = "constant";
+  cfg.optim.warmup = 0;
+  cfg.optim.weight_decay = 0;
+  cfg.optim.grad_clip = 1.0;
+  cfg.train.eval_every = std::min(cfg.train.eval_every, cfg.unlearn.steps);
+  cfg.train.ckpt_every = std::min(cfg.train.ckpt_every, cfg.unlearn.steps);
+  prepare_run(cfg);
+  Transformer model = load_model(base_path);
+  auto objective = make_unlearning_objective(cfg, model);
+  Evaluator evaluator(cfg);
+  std::string stage = "unlearn-" + cfg.unlearn.method + (cfg.unlearn.sam_rho > 0 ? "-sam" : "");
+  auto t0 = std::chrono::steady_clock::now();
+  Trainer trainer(cfg, stage, model, *objective, &evaluator);
+  TrainResult r = trainer.run();
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (!is_writer()) return 0;
+  CheckpointMeta meta;
+  meta.model = cfg.model;
+  meta.step = r.steps_done;
+  meta.stage = stage;
+  meta.extra["base"] = base_path;
+  save_checkpoint(join_path(cfg.run.dir, "model.ckpt"), meta, model, nullptr);
+  JsonObject summary, ev;
+  for (auto& [k, v] : r.final_eval) ev.add(k, v);
+  summary.add("stage", stage).add("base", base_path).add("steps", r.steps_done).add("tokens", r.tokens)
+      .add("wall_s", wall).add("eval", ev);
+  write_file_atomic(join_path(cfg.run.dir, "summary.json"), summary.str() + "\n");
+  std::cout << summary.str() << "\n";
+  return 0;
+}
+
+}  // namespace undo

@@ -1,0 +1,29 @@
+#include "model/noise.h"
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace undo {
+
+void apply_undo_noise(Transformer& model, double alpha, double beta, uint64_t seed) {
+  UNDO_CHECK(alpha >= 0 && alpha <= 1 && beta >= 0 && beta <= 1, "alpha ", alpha, " and beta ", beta,
+             " must lie in [0, 1]");
+  torch::NoGradGuard no_grad;
+  auto gen = at::detail::createCPUGenerator(seed);
+  for (auto& item : model->named_parameters()) {
+    auto& p = item.value();
+    if (p.dim() >= 2) {
+      // Xavier-uniform as torch.nn.init computes it: fan_in = size(1), fan_out = size(0).
+      double fan_in = double(p.size(1)), fan_out = double(p.size(0));
+      for (int64_t d = 2; d < p.dim(); ++d) fan_in *= double(p.size(d)), fan_out *= double(p.size(d));
+      double bound = std::sqrt(6.0 / (fan_in + fan_out));
+      auto noise = torch::empty_like(p).uniform_(-bound, bound, gen);
+      p.mul_(1 - alpha).add_(noise, alpha * beta);
+    } else {
+      p.mul_(1 - alpha);
+    }
+  }
+}
+
+}  // namespace undo
