@@ -1,8 +1,10 @@
 #include <iostream>
 
+#include "cli/stage_result.h"
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "data/tokenizer.h"
 #include "dist/communicator.h"
 #include "train/trainer.h"
@@ -12,6 +14,25 @@ namespace undo {
 bool is_writer() {
   auto comm = distributed();
   return !comm || comm->rank() == 0;
+}
+
+void write_stage_result(const Config& cfg, const std::string& stage, Transformer& model, const TrainResult& r,
+                        double wall_s, const std::map<std::string, std::string>& extra) {
+  CheckpointMeta meta;
+  meta.model = model->cfg;
+  meta.step = r.steps_done;
+  meta.stage = stage;
+  meta.extra = extra;
+  meta.extra["tokens"] = std::to_string(r.tokens);
+  save_checkpoint(join_path(cfg.run.dir, "model.ckpt"), meta, model, nullptr);
+  JsonObject summary, ev;
+  summary.add("stage", stage);
+  for (auto& [k, v] : extra) summary.add(k, v);
+  summary.add("steps", r.steps_done).add("tokens", r.tokens).add("wall_s", wall_s).add("params", model->num_params());
+  for (auto& [k, v] : r.final_eval) ev.add(k, v);
+  summary.add("eval", ev);
+  write_file_atomic(join_path(cfg.run.dir, "summary.json"), summary.str() + "\n");
+  std::cout << summary.str() << "\n";
 }
 
 void prepare_run(Config& cfg) {

@@ -1,6 +1,7 @@
 #include <chrono>
 #include <iostream>
 
+#include "cli/stage_result.h"
 #include "cli/stages.h"
 #include "core/fs.h"
 #include "core/json.h"
@@ -24,21 +25,7 @@ int stage_pretrain(int argc, const char* const* argv) {
   TrainResult r = trainer.run();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  if (!is_writer()) return 0;
-  CheckpointMeta meta;
-  meta.model = cfg.model;
-  meta.step = r.steps_done;
-  meta.stage = "pretrain-" + cfg.pretrain.target;
-  meta.extra["tokens"] = std::to_string(r.tokens);
-  save_checkpoint(join_path(cfg.run.dir, "model.ckpt"), meta, model, nullptr);
-  JsonObject summary;
-  summary.add("stage", meta.stage).add("steps", r.steps_done).add("tokens", r.tokens).add("wall_s", wall)
-      .add("params", model->num_params());
-  JsonObject ev;
-  for (auto& [k, v] : r.final_eval) ev.add(k, v);
-  summary.add("eval", ev);
-  write_file_atomic(join_path(cfg.run.dir, "summary.json"), summary.str() + "\n");
-  std::cout << summary.str() << "\n";
+  if (is_writer()) write_stage_result(cfg, "pretrain-" + cfg.pretrain.target, model, r, wall);
   return 0;
 }
 

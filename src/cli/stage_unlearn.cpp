@@ -1,6 +1,7 @@
 #include <chrono>
 #include <iostream>
 
+#include "cli/stage_result.h"
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -37,19 +38,7 @@ int stage_unlearn(int argc, const char* const* argv) {
   Trainer trainer(cfg, stage, model, *objective, &evaluator);
   TrainResult r = trainer.run();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  if (!is_writer()) return 0;
-  CheckpointMeta meta;
-  meta.model = cfg.model;
-  meta.step = r.steps_done;
-  meta.stage = stage;
-  meta.extra["base"] = base_path;
-  save_checkpoint(join_path(cfg.run.dir, "model.ckpt"), meta, model, nullptr);
-  JsonObject summary, ev;
-  for (auto& [k, v] : r.final_eval) ev.add(k, v);
-  summary.add("stage", stage).add("base", base_path).add("steps", r.steps_done).add("tokens", r.tokens)
-      .add("wall_s", wall).add("eval", ev);
-  write_file_atomic(join_path(cfg.run.dir, "summary.json"), summary.str() + "\n");
-  std::cout << summary.str() << "\n";
+  if (is_writer()) write_stage_result(cfg, stage, model, r, wall, {{"base", base_path}});
   return 0;
 }
 

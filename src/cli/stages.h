@@ -21,4 +21,5 @@ void prepare_run(Config& cfg);
 // True on rank 0 or in a single-process run: the rank that writes files.
 bool is_writer();
 
+
 }  // namespace undo

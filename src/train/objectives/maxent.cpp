@@ -10,16 +10,9 @@ torch::Tensor kl_uniform_to_model(const torch::Tensor& logits) {
   return -std::log(V) - logp.mean(-1).mean();
 }
 
-MaxEntObjective::MaxEntObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
-                                 double retain_coef)
-    : forget_(std::move(forget)), retain_(std::move(retain)), window_(window), a_(retain_coef) {}
-
 torch::Tensor MaxEntObjective::loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) {
-  auto forget = window_tensor(*forget_, mb, window_);
-  auto kl = kl_uniform_to_model(model->forward(forget.narrow(1, 0, window_)));
-  MicroBatch rb = mb;
-  rb.seed = retain_seed(mb.seed);
-  auto ce_retain = next_token_ce(model, window_tensor(*retain_, rb, window_));
+  auto kl = kl_uniform_to_model(model->forward(forget_windows(mb).narrow(1, 0, window_)));
+  auto ce_retain = next_token_ce(model, retain_windows(mb));
   if (logs) {
     (*logs)["kl_uniform"] += kl.item<double>();
     (*logs)["retain_ce"] += ce_retain.item<double>();

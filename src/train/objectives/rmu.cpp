@@ -5,7 +5,7 @@ namespace undo {
 
 RmuObjective::RmuObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
                            const UnlearnConfig& cfg, Transformer frozen, uint64_t seed)
-    : forget_(std::move(forget)), retain_(std::move(retain)), window_(window), cfg_(cfg), frozen_(std::move(frozen)) {
+    : ForgetRetainObjective(std::move(forget), std::move(retain), window), cfg_(cfg), frozen_(std::move(frozen)) {
   int n = frozen_->cfg.n_layers;
   layer_ = cfg.rmu_layer < 0 ? n / 2 : cfg.rmu_layer;
   UNDO_INPUT_CHECK(layer_ < n, "unlearn.rmu_layer = ", cfg.rmu_layer, " but the model has ", n, " blocks");
@@ -37,16 +37,14 @@ std::vector<std::pair<std::string, torch::Tensor>> RmuObjective::trainable(Trans
 }
 
 torch::Tensor RmuObjective::loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) {
-  auto forget = window_tensor(*forget_, mb, window_).narrow(1, 0, window_);
+  auto forget = forget_windows(mb).narrow(1, 0, window_);
   auto h_forget = model->hidden_after(forget, layer_).to(torch::kFloat);
   auto target = (cfg_.rmu_c * u_).expand_as(h_forget);
   auto steer = torch::mse_loss(h_forget, target);
   torch::Tensor total = steer;
   if (logs) (*logs)["rmu_forget_mse"] += steer.item<double>();
   if (cfg_.rmu_retain_term) {
-    MicroBatch rb = mb;
-    rb.seed = retain_seed(mb.seed);
-    auto retain = window_tensor(*retain_, rb, window_).narrow(1, 0, window_);
+    auto retain = retain_windows(mb).narrow(1, 0, window_);
     torch::Tensor h_frozen;
     {
       torch::NoGradGuard no_grad;

@@ -15,49 +15,61 @@ namespace undo {
 // Forget windows use the micro-batch's seed, retain windows a derived one.
 uint64_t retain_seed(uint64_t seed);
 
-class GradDiffObjective : public Objective {
+// What every unlearning method draws: a forget and a retain window per row.
+class ForgetRetainObjective : public Objective {
  public:
-  GradDiffObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
-                    double retain_coef);
-  torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
+  ForgetRetainObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window)
+      : forget_(std::move(forget)), retain_(std::move(retain)), window_(window) {}
   int64_t tokens_per_row() const override { return 2 * window_; }
 
- private:
+ protected:
+  // [rows, window + 1] token windows (inputs and shifted targets).
+  torch::Tensor forget_windows(const MicroBatch& mb) const { return window_tensor(*forget_, mb, window_); }
+  torch::Tensor retain_windows(const MicroBatch& mb) const {
+    MicroBatch rb = mb;
+    rb.seed = retain_seed(mb.seed);
+    return window_tensor(*retain_, rb, window_);
+  }
   std::shared_ptr<StreamMix> forget_, retain_;
   int window_;
+};
+
+class GradDiffObjective : public ForgetRetainObjective {
+ public:
+  GradDiffObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
+                    double retain_coef)
+      : ForgetRetainObjective(std::move(forget), std::move(retain), window), a_(retain_coef) {}
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
+
+ private:
   double a_;
 };
 
 // KL(U || p) per position = -log V - mean_v log p_v, averaged over positions.
 torch::Tensor kl_uniform_to_model(const torch::Tensor& logits);
 
-class MaxEntObjective : public Objective {
+class MaxEntObjective : public ForgetRetainObjective {
  public:
   MaxEntObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
-                  double retain_coef);
+                  double retain_coef)
+      : ForgetRetainObjective(std::move(forget), std::move(retain), window), a_(retain_coef) {}
   torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
-  int64_t tokens_per_row() const override { return 2 * window_; }
 
  private:
-  std::shared_ptr<StreamMix> forget_, retain_;
-  int window_;
   double a_;
 };
 
-class RmuObjective : public Objective {
+class RmuObjective : public ForgetRetainObjective {
  public:
   // `frozen` is a copy of the model before unlearning (the retain target).
   RmuObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
                const UnlearnConfig& cfg, Transformer frozen, uint64_t seed);
   torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
   std::vector<std::pair<std::string, torch::Tensor>> trainable(Transformer& model) override;
-  int64_t tokens_per_row() const override { return 2 * window_; }
   int layer() const { return layer_; }
   const torch::Tensor& control() const { return u_; }  // the fixed random unit vector u
 
  private:
-  std::shared_ptr<StreamMix> forget_, retain_;
-  int window_;
   UnlearnConfig cfg_;
   Transformer frozen_;
   int layer_;
