@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/fs.h"
 #include "model/checkpoint.h"
 #include "model/noise.h"
 #include "test_util.h"
@@ -254,4 +255,53 @@ TEST(Cli, UnlearnStageRunsFromABaseCheckpoint) {
                            &out),
             2);
   EXPECT_NE(out.find("/nope.ckpt"), std::string::npos);
+}
+
+#include "train/objectives/distill.h"
+
+TEST(Distill, ForwardKlEqualsItsFormula) {
+  auto t = torch::tensor({{1.0f, 0.0f, -2.0f}}), s = torch::tensor({{0.0f, 0.5f, 0.5f}});
+  auto pt = torch::softmax(t.to(torch::kDouble), -1), ps = torch::softmax(s.to(torch::kDouble), -1);
+  double kl = (pt * (pt.log() - ps.log())).sum().item<double>();
+  EXPECT_NEAR(forward_kl(t, s).item<double>(), kl, 1e-6);
+  EXPECT_NEAR(forward_kl(t, t).item<double>(), 0.0, 1e-7);
+}
+
+TEST(Distill, StudentEqualToTeacherHasZeroLossAndTheTeacherGetsNoGradient) {
+  Transformer teacher = trained_model(), student = trained_model();
+  DistillObjective obj(mix("english:0.5,muldiv:0.5"), 32, teacher);
+  auto loss = obj.loss(student, MicroBatch{3, 0, 0, 4}, nullptr);
+  EXPECT_NEAR(loss.item<double>(), 0.0, 1e-6);
+  EXPECT_EQ(obj.teacher_tokens(), 4 * 32);
+  apply_undo_noise(student, 0.5, 0.1, 1);
+  auto noised = obj.loss(student, MicroBatch{3, 0, 0, 4}, nullptr);
+  EXPECT_GT(noised.item<double>(), 0.01);
+  noised.backward();
+  for (auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
+  EXPECT_TRUE(student->embed->weight.grad().defined());
+}
+
+TEST(Cli, DistillStopsWhenRetainIsRecoveredAndLogsCompute) {
+  Transformer m = trained_model();
+  auto dir = test::temp_dir("distill");
+  CheckpointMeta meta;
+  meta.model = m->cfg;
+  meta.stage = "unlearn-maxent";
+  save_checkpoint(dir + "/teacher.ckpt", meta, m, nullptr);
+  std::string common = "distill --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                       test::tiny_data_dir() + " --teacher " + dir + "/teacher.ckpt --eval.arith_per_op 0" +
+                       " --distill.check_every 5 --distill.steps 30";
+  std::string out;
+  // alpha = 0: the student is the teacher, so the rule stops at the first check.
+  ASSERT_EQ(test::run_undo(common + " --run-dir " + dir + "/a0 --distill.init noised --distill.alpha 0", &out), 0) << out;
+  std::string summary = read_file(dir + "/a0/summary.json");
+  EXPECT_NE(summary.find("\"stopped_at\": \"5\""), std::string::npos) << summary;
+  EXPECT_NE(summary.find("\"teacher_forward_tokens\": \"1280\""), std::string::npos) << summary;  // 5 x 8 x 32
+  // A random student with the rule off trains the full budget and its KL falls.
+  ASSERT_EQ(test::run_undo(common + " --run-dir " + dir + "/rand --distill.stop_metric none --distill.lr 1e-2", &out), 0)
+      << out;
+  EXPECT_EQ(read_checkpoint_meta(dir + "/rand/model.ckpt").step, 30);
+  auto kl = test::losses_of(dir + "/rand/metrics.jsonl");
+  ASSERT_GE(kl.size(), 2u);
+  EXPECT_LT(kl.back(), 0.7 * kl.front());
 }

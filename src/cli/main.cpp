@@ -20,6 +20,7 @@ const std::map<std::string, Command>& commands() {
       {"data", {undo::stage_data, "data prepare: extract, filter and tokenize corpora into token shards"}},
       {"pretrain", {undo::stage_pretrain, "train the base (pretrain.target=base) or oracle model"}},
       {"unlearn", {undo::stage_unlearn, "unlearn the forget data from --base (graddiff | maxent | rmu, +SAM)"}},
+      {"distill", {undo::stage_distill, "distill --teacher into a random (Unlearn-and-Distill) or noised (UNDO) student"}},
       {"eval", {undo::stage_eval, "evaluate a checkpoint (retain/forget CE, arithmetic accuracy)"}},
       {"export", {undo::stage_export, "export a checkpoint's weights (--format safetensors)"}},
   };

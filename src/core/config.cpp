@@ -167,6 +167,20 @@ void describe_into(Config& c, Registry& r) {
       .add("unlearn.rmu_c", &c.unlearn.rmu_c, "RMU steering coefficient c (paper 6.5)", at_least(0.0))
       .add("unlearn.rmu_alpha", &c.unlearn.rmu_alpha, "RMU retain weight (paper 1200)", at_least(0.0))
       .add("unlearn.rmu_retain_term", &c.unlearn.rmu_retain_term, "RMU: keep the retain term (default on)");
+  r.add("distill.init", &c.distill.init, "student start: random (Unlearn-and-Distill) | noised (UNDO)",
+        one_of({"random", "noised"}))
+      .add("distill.alpha", &c.distill.alpha, "UNDO noise alpha", in_range(0.0, 1.0))
+      .add("distill.beta", &c.distill.beta, "UNDO noise beta", in_range(0.0, 1.0))
+      .add("distill.steps", &c.distill.steps, "maximum distillation steps", at_least(1))
+      .add("distill.lr", &c.distill.lr, "peak learning rate (paper: 9e-4 language, 7e-4 arithmetic)",
+           in_range(1e-12, 1.0))
+      .add("distill.min_lr", &c.distill.min_lr, "final cosine learning rate (paper: 7e-4 / 7e-5)", in_range(0.0, 1.0))
+      .add("distill.warmup", &c.distill.warmup, "warmup steps (paper 50)", at_least(0))
+      .add("distill.check_every", &c.distill.check_every, "steps between stopping-rule checks", at_least(1))
+      .add("distill.stop_metric", &c.distill.stop_metric, "auto | retain_ce | retain_acc | none",
+           one_of({"auto", "retain_ce", "retain_acc", "none"}))
+      .add("distill.stop_tol", &c.distill.stop_tol, "retain_ce: relative gap; retain_acc: absolute gap",
+           in_range(0.0, 10.0));
 }
 
 void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string, std::string>& origin,

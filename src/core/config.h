@@ -104,6 +104,20 @@ struct UnlearnConfig {
   bool rmu_retain_term = true;   // the original code left it off in two settings by mistake
 };
 
+// `undo distill`: the student, its budget and the stopping rule (undo-spec.md).
+struct DistillConfig {
+  std::string init = "random";  // random (Unlearn-and-Distill) | noised (UNDO: the teacher, noised)
+  double alpha = 1.0;           // UNDO noise: interpolation towards noise
+  double beta = 0.1;            // UNDO noise: scale of the Xavier draw
+  int steps = 1000;
+  double lr = 7e-4;
+  double min_lr = 7e-5;
+  int warmup = 50;
+  int check_every = 20;          // evaluations of the stopping rule (spec: 50 language, 20 arithmetic)
+  std::string stop_metric = "auto";  // auto (retain_acc with arithmetic, else retain_ce) | retain_ce | retain_acc | none
+  double stop_tol = 0.05;        // retain_ce: relative gap; retain_acc: absolute gap to the teacher
+};
+
 struct PretrainConfig {
   std::string target = "base";  // base (base_mix) | oracle (oracle_mix)
 };
@@ -118,6 +132,7 @@ struct Config {
   DistConfig dist;
   PretrainConfig pretrain;
   UnlearnConfig unlearn;
+  DistillConfig distill;
 };
 
 // One described key: how to print it and how to validate it.

@@ -1,0 +1,90 @@
+#include <chrono>
+#include <cmath>
+#include <iostream>
+
+#include "cli/stage_result.h"
+#include "cli/stages.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "model/noise.h"
+#include "train/objectives/distill.h"
+
+namespace undo {
+
+int stage_distill(int argc, const char* const* argv) {
+  Config cfg;
+  std::string teacher_path;
+  if (!parse_config(argc, argv, "distill", cfg, {{"teacher", "checkpoint of the (unlearned) teacher", &teacher_path, true}}))
+    return 0;
+  UNDO_INPUT_CHECK(file_exists(teacher_path), "--teacher '", teacher_path, "' does not exist");
+  CheckpointMeta teacher_meta = read_checkpoint_meta(teacher_path);
+  const auto& d = cfg.distill;
+  // A noised student is the teacher's architecture; a random one may be any (model.* keys).
+  if (d.init == "noised") cfg.model = teacher_meta.model;
+  UNDO_INPUT_CHECK(cfg.model.vocab_size == 0 || cfg.model.vocab_size == teacher_meta.model.vocab_size,
+                   "model.vocab_size = ", cfg.model.vocab_size, " differs from the teacher's ",
+                   teacher_meta.model.vocab_size);
+  cfg.model.vocab_size = teacher_meta.model.vocab_size;
+  cfg.model.seq_len = teacher_meta.model.seq_len;
+  cfg.train.steps = d.steps;
+  cfg.optim.lr = d.lr;
+  cfg.optim.min_lr = std::min(d.min_lr, d.lr);
+  cfg.optim.warmup = d.warmup;
+  cfg.optim.schedule = "cosine";
+  cfg.train.eval_every = d.check_every;
+  prepare_run(cfg);
+
+  Transformer teacher = load_model(teacher_path);
+  Transformer student(cfg.model);
+  if (d.init == "noised") {
+    load_checkpoint(teacher_path, student, nullptr);
+    apply_undo_noise(student, d.alpha, d.beta, uint64_t(cfg.run.seed));
+  } else {
+    student->init_weights(uint64_t(cfg.run.seed));
+  }
+  // Distillation data: the base pretraining mix, unlabelled.
+  auto data = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix), "train",
+                                          cfg.model.seq_len);
+  DistillObjective objective(data, cfg.model.seq_len, teacher);
+  Evaluator evaluator(cfg);
+
+  // The stopping rule: the student has recovered the teacher's retain performance.
+  evaluator.run(teacher);
+  auto target = evaluator.last();
+  std::string metric = d.stop_metric;
+  if (metric == "auto") metric = target.count("retain_acc") ? "retain_acc" : "retain_ce";
+  UNDO_INPUT_CHECK(metric == "none" || target.count(metric), "distill.stop_metric = ", metric,
+                   " is not measured for this data (no arithmetic evaluation)");
+  int64_t stopped_at = -1;
+  auto recovered = [&](const std::map<std::string, double>& now) {
+    if (metric == "retain_ce") return (now.at(metric) - target.at(metric)) / target.at(metric) < d.stop_tol;
+    return target.at(metric) - now.at(metric) <= d.stop_tol;
+  };
+
+  std::string stage = "distill-" + d.init;
+  auto t0 = std::chrono::steady_clock::now();
+  Trainer trainer(cfg, stage, student, objective, &evaluator);
+  trainer.stop_after = [&](int64_t step) {
+    if (metric == "none" || step % d.check_every != 0 || !recovered(evaluator.last())) return false;
+    stopped_at = step;
+    return true;
+  };
+  TrainResult r = trainer.run();
+  double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  int64_t teacher_tokens = objective.teacher_tokens();
+  if (auto comm = distributed()) teacher_tokens = int64_t(std::llround(comm->mean(double(teacher_tokens)) * comm->world()));
+  if (!is_writer()) return 0;
+  if (stopped_at > 0) std::cerr << stage << ": retain " << metric << " recovered at step " << stopped_at << "\n";
+  std::map<std::string, std::string> extra = {{"teacher", teacher_path},
+                                              {"init", d.init},
+                                              {"alpha", format_double(d.init == "noised" ? d.alpha : 1.0)},
+                                              {"beta", format_double(d.beta)},
+                                              {"stop_metric", metric},
+                                              {"stopped_at", std::to_string(stopped_at)},
+                                              {"teacher_forward_tokens", std::to_string(teacher_tokens)}};
+  if (metric != "none") extra["teacher_" + metric] = format_double(target.at(metric));
+  write_stage_result(cfg, stage, student, r, wall, extra);
+  return 0;
+}
+
+}  // namespace undo
