@@ -12,6 +12,7 @@
 #include "data/stream.h"
 #include "data/text_extract.h"
 #include "data/tokenizer.h"
+#include "eval/evaluator.h"
 #include "test_util.h"
 
 using namespace undo;
@@ -66,6 +67,14 @@ TEST(Arithmetic, ScorerCases) {
   EXPECT_TRUE(parse_first_number("x-5", &v));
   EXPECT_EQ(v, -5);
   EXPECT_FALSE(parse_first_number(" no digits here", &v));  // unparsable
+}
+
+TEST(Arithmetic, AnswerScorer) {
+  EXPECT_TRUE(answer_correct(" 19\n7 + 1", 19));   // right: the first number counts
+  EXPECT_FALSE(answer_correct(" 18", 19));          // wrong
+  EXPECT_FALSE(answer_correct(" 190", 19));         // a longer number is not a match
+  EXPECT_FALSE(answer_correct(" nineteen", 19));    // unparsable
+  EXPECT_FALSE(answer_correct("", 19));
 }
 
 TEST(Shard, RoundTripAndCorruption) {

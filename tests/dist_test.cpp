@@ -39,6 +39,19 @@ TEST(Distributed, WorldSizeInvarianceFp32WithAndWithoutZero) {
   EXPECT_EQ(test::losses_of(two + "/metrics.jsonl").size(), 12u);
 }
 
+// The file rendezvous (a path on a shared filesystem) instead of MPI + TCPStore.
+TEST(Distributed, FileStoreRendezvous) {
+  std::string out;
+  auto one = test::temp_dir("f1"), two = test::temp_dir("f2");
+  ASSERT_EQ(test::run_undo(common_args(one, 4)), 0);
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(two, 4) + " --train.batch_size 4 --dist.store file --dist.store_path " +
+                                      two + "/rendezvous",
+                               &out),
+            0)
+      << out;
+  expect_curves_match(test::losses_of(one + "/metrics.jsonl"), test::losses_of(two + "/metrics.jsonl"), 1e-5);
+}
+
 // bf16 rounds differently when the batch is split: the documented tolerance is 1e-3 relative.
 TEST(Distributed, WorldSizeInvarianceBf16WithinTolerance) {
   std::string out;

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -171,6 +172,23 @@ TEST(Export, SafetensorsRoundTrip) {
   }
   std::string header = read_file(dir + "/m.safetensors").substr(8, 200);
   EXPECT_NE(header.find("\"__metadata__\""), std::string::npos);
+  // Python reads it with nothing but json and numpy (what the safetensors library does underneath).
+  std::string py =
+      "import json, struct, sys, numpy as np\n"
+      "b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]\n"
+      "h = json.loads(b[8:8 + n]); h.pop('__metadata__')\n"
+      "w = h['embed.weight']; s, e = w['data_offsets']\n"
+      "a = np.frombuffer(b[8 + n + s:8 + n + e], dtype=np.float32).reshape(w['shape'])\n"
+      "print(len(h), a.shape[0], a.shape[1], repr(float(a[3, 5])))\n";
+  std::ofstream(dir + "/read.py") << py;
+  FILE* p = ::popen(("/usr/bin/python3 " + dir + "/read.py " + dir + "/m.safetensors").c_str(), "r");
+  char buf[256] = "";
+  ASSERT_NE(std::fgets(buf, sizeof buf, p), nullptr);
+  ASSERT_EQ(::pclose(p), 0);
+  std::ostringstream want;
+  want << params.size() << " " << cfg.model.vocab_size << " " << cfg.model.d_model << " ";
+  EXPECT_EQ(std::string(buf).rfind(want.str(), 0), 0u) << buf;
+  EXPECT_NEAR(std::stod(std::string(buf).substr(want.str().size())), model->embed->weight[3][5].item<double>(), 0);
   EXPECT_EQ(test::run_undo("export --format onnx --model " + dir + "/m.ckpt", &out), 2);
 }
 
