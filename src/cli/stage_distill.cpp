@@ -14,10 +14,10 @@ namespace undo {
 int stage_distill(int argc, const char* const* argv) {
   Config cfg;
   std::string teacher_path;
-  if (!parse_config(argc, argv, "distill", cfg, {{"teacher", "checkpoint of the (unlearned) teacher", &teacher_path, true}}))
+  if (!parse_config(argc, argv, "distill", cfg, {{"teacher", "checkpoint of the (unlearned) teacher", &teacher_path, true, true}}))
     return 0;
-  UNDO_INPUT_CHECK(file_exists(teacher_path), "--teacher '", teacher_path, "' does not exist");
-  CheckpointMeta teacher_meta = read_checkpoint_meta(teacher_path);
+  CheckpointMeta teacher_meta;
+  Transformer teacher = load_model(teacher_path, &teacher_meta);
   const auto& d = cfg.distill;
   // A noised student is the teacher's architecture; a random one may be any (model.* keys).
   if (d.init == "noised") cfg.model = teacher_meta.model;
@@ -34,10 +34,11 @@ int stage_distill(int argc, const char* const* argv) {
   cfg.train.eval_every = d.check_every;
   prepare_run(cfg);
 
-  Transformer teacher = load_model(teacher_path);
   Transformer student(cfg.model);
   if (d.init == "noised") {
-    load_checkpoint(teacher_path, student, nullptr);
+    torch::NoGradGuard no_grad;
+    auto source = teacher->named_parameters();
+    for (auto& p : student->named_parameters()) p.value().copy_(source[p.key()]);
     apply_undo_noise(student, d.alpha, d.beta, uint64_t(cfg.run.seed));
   } else {
     student->init_weights(uint64_t(cfg.run.seed));

@@ -12,8 +12,7 @@ namespace undo {
 int stage_eval(int argc, const char* const* argv) {
   Config cfg;
   std::string model_path;
-  if (!parse_config(argc, argv, "eval", cfg, {{"model", "checkpoint to evaluate", &model_path, true}})) return 0;
-  UNDO_INPUT_CHECK(file_exists(model_path), "--model '", model_path, "' does not exist");
+  if (!parse_config(argc, argv, "eval", cfg, {{"model", "checkpoint to evaluate", &model_path, true, true}})) return 0;
   configure_threads(cfg.run);
   CheckpointMeta meta;
   Transformer model = load_model(model_path, &meta);

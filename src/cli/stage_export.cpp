@@ -12,12 +12,11 @@ int stage_export(int argc, const char* const* argv) {
   Config cfg;
   std::string model_path, format = "safetensors", out;
   if (!parse_config(argc, argv, "export", cfg,
-                    {{"model", "checkpoint to export", &model_path, true},
+                    {{"model", "checkpoint to export", &model_path, true, true},
                      {"format", "output format (safetensors)", &format, false},
                      {"out", "output file (default: next to the checkpoint)", &out, false}}))
     return 0;
   UNDO_INPUT_CHECK(format == "safetensors", "--format '", format, "' is not supported (safetensors)");
-  UNDO_INPUT_CHECK(file_exists(model_path), "--model '", model_path, "' does not exist");
   CheckpointMeta meta;
   Transformer model = load_model(model_path, &meta);
   if (out.empty()) out = model_path.substr(0, model_path.rfind('.')) + ".safetensors";

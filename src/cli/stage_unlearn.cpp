@@ -14,10 +14,10 @@ namespace undo {
 int stage_unlearn(int argc, const char* const* argv) {
   Config cfg;
   std::string base_path;
-  if (!parse_config(argc, argv, "unlearn", cfg, {{"base", "checkpoint of the model to unlearn", &base_path, true}}))
+  if (!parse_config(argc, argv, "unlearn", cfg, {{"base", "checkpoint of the model to unlearn", &base_path, true, true}}))
     return 0;
-  UNDO_INPUT_CHECK(file_exists(base_path), "--base '", base_path, "' does not exist");
-  CheckpointMeta base_meta = read_checkpoint_meta(base_path);
+  CheckpointMeta base_meta;
+  Transformer model = load_model(base_path, &base_meta);
   cfg.model = base_meta.model;  // the model's shape is the checkpoint's
   // The spec's unlearning optimiser: AdamW, weight decay 0, clip 1.0, constant LR.
   cfg.train.steps = cfg.unlearn.steps;
@@ -30,7 +30,6 @@ int stage_unlearn(int argc, const char* const* argv) {
   cfg.train.eval_every = std::min(cfg.train.eval_every, cfg.unlearn.steps);
   cfg.train.ckpt_every = std::min(cfg.train.ckpt_every, cfg.unlearn.steps);
   prepare_run(cfg);
-  Transformer model = load_model(base_path);
   auto objective = make_unlearning_objective(cfg, model);
   Evaluator evaluator(cfg);
   std::string stage = "unlearn-" + cfg.unlearn.method + (cfg.unlearn.sam_rho > 0 ? "-sam" : "");

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -306,8 +307,11 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
   }
   if (vm.count("run-dir")) cfg.run.dir = vm["run-dir"].as<std::string>(), origin["run.dir"] = "command line";
   if (vm.count("resume")) cfg.run.resume = true;
-  for (auto& o : stage_options)
+  for (auto& o : stage_options) {
     if (o.required && o.value->empty()) throw InputError("undo " + stage + ": --" + o.name + " is required");
+    if (o.existing_file && !o.value->empty() && !std::filesystem::is_regular_file(*o.value))
+      throw InputError("--" + o.name + " '" + *o.value + "' does not exist");
+  }
   validate_all(r.keys, origin, cfg);
   return true;
 }

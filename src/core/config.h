@@ -147,6 +147,7 @@ struct StageOption {
   std::string name, help;
   std::string* value;
   bool required = false;
+  bool existing_file = false;  // when given, it must name an existing file
 };
 
 // Parses `argv` (after the stage name): --config FILE, --run-dir DIR, --resume,

@@ -125,9 +125,10 @@ CheckpointMeta read_checkpoint_meta(const std::string& path) {
   return parse_meta(read_verified(path).first, path);
 }
 
-CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, AdamW* optimizer) {
-  auto [meta_str, payload] = read_verified(path);
-  CheckpointMeta meta = parse_meta(meta_str, path);
+namespace {
+// Loads a verified payload into `model` (and `optimizer`); the file is read once by the caller.
+void load_payload(const std::string& path, const CheckpointMeta& meta, const std::string& payload,
+                  Transformer& model, AdamW* optimizer) {
   const auto& a = meta.model;
   const auto& b = model->cfg;
   UNDO_INPUT_CHECK(a.vocab_size == b.vocab_size && a.d_model == b.d_model && a.n_layers == b.n_layers &&
@@ -156,13 +157,21 @@ CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, Adam
     at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle on the global generator
     gen.set_state(rng);
   }
+}
+}  // namespace
+
+CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, AdamW* optimizer) {
+  auto [meta_str, payload] = read_verified(path);
+  CheckpointMeta meta = parse_meta(meta_str, path);
+  load_payload(path, meta, payload, model, optimizer);
   return meta;
 }
 
 Transformer load_model(const std::string& path, CheckpointMeta* meta_out) {
-  CheckpointMeta meta = read_checkpoint_meta(path);
+  auto [meta_str, payload] = read_verified(path);
+  CheckpointMeta meta = parse_meta(meta_str, path);
   Transformer model(meta.model);
-  load_checkpoint(path, model, nullptr);
+  load_payload(path, meta, payload, model, nullptr);
   if (meta_out) *meta_out = meta;
   return model;
 }

@@ -112,8 +112,15 @@ TrainResult Trainer::run() {
     }
     if (reducer_) reducer_->finish();
     if (comm_) {
-      step_loss = comm_->mean(step_loss);
-      for (auto& [k, v] : extra) v = comm_->mean(v);
+      // The loss and every logged scalar, averaged over ranks in one collective.
+      std::vector<double> values{step_loss};
+      for (auto& [k, v] : extra) values.push_back(v);
+      auto packed = torch::tensor(values, torch::kDouble);
+      comm_->allreduce_sum(packed, "all-reduce of the step's metrics");
+      packed.div_(world);
+      step_loss = packed[0].item<double>();
+      size_t i = 1;
+      for (auto& [k, v] : extra) v = packed[int64_t(i++)].item<double>();
     }
     UNDO_CHECK(std::isfinite(step_loss), stage_, ": loss is ", step_loss, " at step ", step);
     double grad_norm = 0;
