@@ -117,3 +117,32 @@ TEST(Slurm, SrunTwoTasksMatchOneRank) {
   ASSERT_EQ(::pclose(p), 0) << out;
   expect_curves_match(test::losses_of(one + "/metrics.jsonl"), test::losses_of(two + "/metrics.jsonl"), 1e-5);
 }
+
+// A logit cache built by 2 ranks (each on its slice, merged by rank 0) holds the
+// same bytes as one built by 1 rank, and a 2-rank student distils from it.
+TEST(Distributed, LogitCacheBuiltOnTwoRanksEqualsOneRank) {
+  std::string out;
+  auto dir = test::temp_dir("cache2");
+  ASSERT_EQ(test::run_undo(common_args(dir + "/teacher", 2)), 0);
+  std::string cache = "cache-logits --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                      test::tiny_data_dir() + " --teacher " + dir + "/teacher/model.ckpt --tokens 3000 --run.threads 1";
+  ASSERT_EQ(test::run_undo(cache + " --out " + dir + "/one.h5 --run-dir " + dir + "/c1", &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(2, cache + " --out " + dir + "/two.h5 --run-dir " + dir + "/c2", &out), 0) << out;
+  auto field = [](const std::string& json, const std::string& key) {
+    auto at = json.find("\"" + key + "\": ");
+    return at == std::string::npos ? std::string() : json.substr(at, json.find(',', at) - at);
+  };
+  auto one = read_file(dir + "/one.h5.json"), two = read_file(dir + "/two.h5.json");
+  EXPECT_FALSE(field(one, "content_sha256").empty());
+  EXPECT_EQ(field(one, "content_sha256"), field(two, "content_sha256"));
+  EXPECT_EQ(field(one, "rows"), field(two, "rows"));
+  ASSERT_EQ(test::run_undo_mpi(2, "distill --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                                      test::tiny_data_dir() + " --teacher " + dir + "/teacher/model.ckpt" +
+                                      " --cache-file " + dir + "/two.h5 --distill.cache require --distill.steps 4" +
+                                      " --distill.stop_metric none --eval.arith_per_op 0 --train.batch_size 4" +
+                                      " --run.threads 1 --run-dir " + dir + "/student",
+                                  &out),
+            0)
+      << out;
+  EXPECT_EQ(read_checkpoint_meta(dir + "/student/model.ckpt").step, 4);
+}

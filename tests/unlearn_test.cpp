@@ -5,30 +5,16 @@
 #include "core/fs.h"
 #include "model/checkpoint.h"
 #include "model/noise.h"
+#include "fixtures.h"
 #include "test_util.h"
 #include "train/objectives/unlearning.h"
 #include "train/trainer.h"
 
 using namespace undo;
+using test::tiny_model;
+using test::trained_tiny_model;
 
 namespace {
-
-Transformer tiny_model(uint64_t seed) {
-  ModelConfig m;
-  m.vocab_size = 320;
-  m.d_model = 32;
-  m.n_layers = 2;
-  m.n_heads = 4;
-  m.d_ff = 64;
-  m.seq_len = 32;
-  Transformer t(m);
-  t->init_weights(seed);
-  return t;
-}
-
-std::shared_ptr<StreamMix> mix(const std::string& text) {
-  return std::make_shared<StreamMix>(test::tiny_data_dir(), parse_mix("m", text), "train", 32);
-}
 
 // Cross-entropy written out from probabilities in double, independent of the library's kernels.
 double manual_ce(Transformer& model, const torch::Tensor& w) {
@@ -36,26 +22,6 @@ double manual_ce(Transformer& model, const torch::Tensor& w) {
   auto p = torch::softmax(logits, -1);
   auto target = w.narrow(1, 1, 32).unsqueeze(-1);
   return -p.gather(-1, target).log().mean().item<double>();
-}
-
-// A model trained for a while on the tiny data (once per process).
-Transformer trained_model() {
-  static std::string path = [] {
-    Config cfg = test::tiny_config(test::temp_dir("pretrained"));
-    cfg.train.steps = 150;
-    cfg.optim.lr = 1e-2;
-    cfg.train.ckpt_every = 0;
-    Transformer m = tiny_model(1);
-    auto data = mix(cfg.data.base_mix);
-    CrossEntropyObjective ce(data, 32);
-    Trainer(cfg, "pretrain-base", m, ce, nullptr).run();
-    CheckpointMeta meta;
-    meta.model = m->cfg;
-    meta.stage = "pretrain-base";
-    save_checkpoint(cfg.run.dir + "/model.ckpt", meta, m, nullptr);
-    return cfg.run.dir + "/model.ckpt";
-  }();
-  return load_model(path);
 }
 
 double stream_ce(Transformer& model, const std::string& stream) {
@@ -112,7 +78,7 @@ TEST(UndoNoise, AlphaOneBetaOneIsAFreshXavierInit) {
 
 TEST(UnlearningLoss, GradDiffEqualsItsFormula) {
   Transformer m = tiny_model(2);
-  auto forget = mix("muldiv:1"), retain = mix("english:1");
+  auto forget = test::tiny_mix("muldiv:1"), retain = test::tiny_mix("english:1");
   GradDiffObjective obj(forget, retain, 32, 15.0);
   MicroBatch mb{42, 3, 0, 4};
   double loss = obj.loss(m, mb, nullptr).item<double>();
@@ -132,7 +98,7 @@ TEST(UnlearningLoss, MaxEntEqualsItsFormula) {
   EXPECT_NEAR(kl_uniform_to_model(torch::zeros({2, 3, 7})).item<double>(), 0.0, 1e-6);  // uniform already (fp32)
 
   Transformer m = tiny_model(2);
-  auto forget = mix("muldiv:1"), retain = mix("english:1");
+  auto forget = test::tiny_mix("muldiv:1"), retain = test::tiny_mix("english:1");
   MaxEntObjective obj(forget, retain, 32, 1.0);
   MicroBatch mb{42, 3, 0, 4};
   double loss = obj.loss(m, mb, nullptr).item<double>();
@@ -151,7 +117,7 @@ TEST(UnlearningLoss, RmuEqualsItsFormulaAndTrainsOnlyDownProjections) {
   u.rmu_layer = 1;
   u.rmu_c = 6.5;
   u.rmu_alpha = 100;
-  auto forget = mix("muldiv:1"), retain = mix("english:1");
+  auto forget = test::tiny_mix("muldiv:1"), retain = test::tiny_mix("english:1");
   {
     torch::NoGradGuard g;
     m->layers[0]->as<Block>()->mlp->down->weight.add_(0.01);  // the model has moved away from the frozen copy
@@ -177,7 +143,7 @@ TEST(UnlearningLoss, RmuEqualsItsFormulaAndTrainsOnlyDownProjections) {
 }
 
 TEST(Unlearning, MaxEntRaisesForgetCeTowardsUniformKeepsRetain) {
-  Transformer m = trained_model();
+  Transformer m = trained_tiny_model();
   double forget0 = stream_ce(m, "muldiv"), retain0 = stream_ce(m, "english"), uniform = std::log(320.0);
   Config cfg = test::tiny_config(test::temp_dir("maxent"));
   cfg.train.steps = 30;
@@ -195,7 +161,7 @@ TEST(Unlearning, MaxEntRaisesForgetCeTowardsUniformKeepsRetain) {
 }
 
 TEST(Unlearning, RmuSteersForgetActivationsTowardsCU) {
-  Transformer m = trained_model();
+  Transformer m = trained_tiny_model();
   Config cfg = test::tiny_config(test::temp_dir("rmu"));
   cfg.unlearn.method = "rmu";
   cfg.unlearn.rmu_layer = 1;
@@ -208,7 +174,7 @@ TEST(Unlearning, RmuSteersForgetActivationsTowardsCU) {
   auto obj = make_unlearning_objective(cfg, m);
   auto* rmu = dynamic_cast<RmuObjective*>(obj.get());
   ASSERT_NE(rmu, nullptr);
-  auto forget = mix(cfg.data.forget_mix);
+  auto forget = test::tiny_mix(cfg.data.forget_mix);
   auto probe = window_tensor(*forget, MicroBatch{999, 0, 0, 16}, 32).narrow(1, 0, 32);
   auto distance = [&] {
     torch::NoGradGuard g;
@@ -223,7 +189,7 @@ TEST(Unlearning, RmuSteersForgetActivationsTowardsCU) {
 
 TEST(Unlearning, SamTakesTheGradientAtPerturbedWeightsAndRestoresThem) {
   Transformer m = tiny_model(4);
-  auto forget = mix("muldiv:1"), retain = mix("english:1");
+  auto forget = test::tiny_mix("muldiv:1"), retain = test::tiny_mix("english:1");
   SamObjective sam(std::make_unique<GradDiffObjective>(forget, retain, 32, 1.0), 0.05);
   auto before = m->embed->weight.clone();
   MicroBatch mb{42, 0, 0, 4};
@@ -237,7 +203,7 @@ TEST(Unlearning, SamTakesTheGradientAtPerturbedWeightsAndRestoresThem) {
 }
 
 TEST(Cli, UnlearnStageRunsFromABaseCheckpoint) {
-  Transformer m = trained_model();
+  Transformer m = trained_tiny_model();
   auto dir = test::temp_dir("cli");
   CheckpointMeta meta;
   meta.model = m->cfg;
@@ -255,53 +221,4 @@ TEST(Cli, UnlearnStageRunsFromABaseCheckpoint) {
                            &out),
             2);
   EXPECT_NE(out.find("/nope.ckpt"), std::string::npos);
-}
-
-#include "train/objectives/distill.h"
-
-TEST(Distill, ForwardKlEqualsItsFormula) {
-  auto t = torch::tensor({{1.0f, 0.0f, -2.0f}}), s = torch::tensor({{0.0f, 0.5f, 0.5f}});
-  auto pt = torch::softmax(t.to(torch::kDouble), -1), ps = torch::softmax(s.to(torch::kDouble), -1);
-  double kl = (pt * (pt.log() - ps.log())).sum().item<double>();
-  EXPECT_NEAR(forward_kl(t, s).item<double>(), kl, 1e-6);
-  EXPECT_NEAR(forward_kl(t, t).item<double>(), 0.0, 1e-7);
-}
-
-TEST(Distill, StudentEqualToTeacherHasZeroLossAndTheTeacherGetsNoGradient) {
-  Transformer teacher = trained_model(), student = trained_model();
-  DistillObjective obj(mix("english:0.5,muldiv:0.5"), 32, teacher);
-  auto loss = obj.loss(student, MicroBatch{3, 0, 0, 4}, nullptr);
-  EXPECT_NEAR(loss.item<double>(), 0.0, 1e-6);
-  EXPECT_EQ(obj.teacher_tokens(), 4 * 32);
-  apply_undo_noise(student, 0.5, 0.1, 1);
-  auto noised = obj.loss(student, MicroBatch{3, 0, 0, 4}, nullptr);
-  EXPECT_GT(noised.item<double>(), 0.01);
-  noised.backward();
-  for (auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
-  EXPECT_TRUE(student->embed->weight.grad().defined());
-}
-
-TEST(Cli, DistillStopsWhenRetainIsRecoveredAndLogsCompute) {
-  Transformer m = trained_model();
-  auto dir = test::temp_dir("distill");
-  CheckpointMeta meta;
-  meta.model = m->cfg;
-  meta.stage = "unlearn-maxent";
-  save_checkpoint(dir + "/teacher.ckpt", meta, m, nullptr);
-  std::string common = "distill --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
-                       test::tiny_data_dir() + " --teacher " + dir + "/teacher.ckpt --eval.arith_per_op 0" +
-                       " --distill.check_every 5 --distill.steps 30";
-  std::string out;
-  // alpha = 0: the student is the teacher, so the rule stops at the first check.
-  ASSERT_EQ(test::run_undo(common + " --run-dir " + dir + "/a0 --distill.init noised --distill.alpha 0", &out), 0) << out;
-  std::string summary = read_file(dir + "/a0/summary.json");
-  EXPECT_NE(summary.find("\"stopped_at\": \"5\""), std::string::npos) << summary;
-  EXPECT_NE(summary.find("\"teacher_forward_tokens\": \"1280\""), std::string::npos) << summary;  // 5 x 8 x 32
-  // A random student with the rule off trains the full budget and its KL falls.
-  ASSERT_EQ(test::run_undo(common + " --run-dir " + dir + "/rand --distill.stop_metric none --distill.lr 1e-2", &out), 0)
-      << out;
-  EXPECT_EQ(read_checkpoint_meta(dir + "/rand/model.ckpt").step, 30);
-  auto kl = test::losses_of(dir + "/rand/metrics.jsonl");
-  ASSERT_GE(kl.size(), 2u);
-  EXPECT_LT(kl.back(), 0.7 * kl.front());
 }

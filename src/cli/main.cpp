@@ -20,6 +20,7 @@ const std::map<std::string, Command>& commands() {
       {"data", {undo::stage_data, "data prepare: extract, filter and tokenize corpora into token shards"}},
       {"pretrain", {undo::stage_pretrain, "train the base (pretrain.target=base) or oracle model"}},
       {"unlearn", {undo::stage_unlearn, "unlearn the forget data from --base (graddiff | maxent | rmu, +SAM)"}},
+      {"cache-logits", {undo::stage_cache_logits, "run --teacher over the distillation stream into an HDF5 top-k logit cache"}},
       {"distill", {undo::stage_distill, "distill --teacher into a random (Unlearn-and-Distill) or noised (UNDO) student"}},
       {"eval", {undo::stage_eval, "evaluate a checkpoint (retain/forget CE, arithmetic accuracy)"}},
       {"export", {undo::stage_export, "export a checkpoint's weights (--format safetensors)"}},
@@ -29,7 +30,7 @@ const std::map<std::string, Command>& commands() {
 
 void usage(std::ostream& os) {
   os << "usage: undo <stage> [--config FILE] [--section.key VALUE ...] [--run-dir DIR]\n\nstages:\n";
-  for (auto& [name, c] : commands()) os << "  " << name << std::string(10 - name.size(), ' ') << c.help << "\n";
+  for (auto& [name, c] : commands()) os << "  " << name << std::string(14 - name.size(), ' ') << c.help << "\n";
   os << "\n`undo <stage> --help` lists every configuration key with its default.\n";
 }
 

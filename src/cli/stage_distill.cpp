@@ -8,13 +8,17 @@
 #include "core/fs.h"
 #include "model/noise.h"
 #include "train/objectives/distill.h"
+#include "train/teacher_cache.h"
 
 namespace undo {
 
 int stage_distill(int argc, const char* const* argv) {
   Config cfg;
-  std::string teacher_path;
-  if (!parse_config(argc, argv, "distill", cfg, {{"teacher", "checkpoint of the (unlearned) teacher", &teacher_path, true, true}}))
+  std::string teacher_path, cache_file;
+  if (!parse_config(argc, argv, "distill", cfg,
+                    {{"teacher", "checkpoint of the (unlearned) teacher", &teacher_path, true, true},
+                     {"cache-file", "teacher-logit cache to use (default: distill.cache_dir, named by its key)",
+                      &cache_file}}))
     return 0;
   CheckpointMeta teacher_meta;
   Transformer teacher = load_model(teacher_path, &teacher_meta);
@@ -43,10 +47,23 @@ int stage_distill(int argc, const char* const* argv) {
   } else {
     student->init_weights(uint64_t(cfg.run.seed));
   }
-  // Distillation data: the base pretraining mix, unlabelled.
-  auto data = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix), "train",
-                                          cfg.model.seq_len);
-  DistillObjective objective(data, cfg.model.seq_len, teacher);
+  // Distillation data: the base pretraining mix, unlabelled, as a numbered stream.
+  auto comm = distributed();
+  DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix),
+                                                   "train", cfg.model.seq_len),
+                       uint64_t(cfg.distill.data_seed), uint64_t(cfg.distill.data_offset),
+                       int64_t(cfg.train.batch_size) * cfg.train.accum * (comm ? comm->world() : 1)};
+  std::unique_ptr<DistillObjective> objective;
+  TeacherCache cache;
+  if (d.cache == "off") {
+    UNDO_INPUT_CHECK(cache_file.empty(), "--cache-file given with distill.cache = off");
+    objective = std::make_unique<DistillObjective>(stream, teacher);
+  } else {
+    auto key = teacher_cache_key(cfg, teacher_path, cfg.data.base_mix, cfg.model.vocab_size);
+    uint64_t rows = uint64_t(d.steps) * uint64_t(stream.global_batch);
+    cache = ensure_teacher_cache(cfg, key, rows, teacher, d.cache, cache_file);
+    objective = std::make_unique<DistillObjective>(stream, std::make_shared<LogitCacheReader>(cache.path));
+  }
   Evaluator evaluator(cfg);
 
   // The stopping rule: the student has recovered the teacher's retain performance.
@@ -64,7 +81,7 @@ int stage_distill(int argc, const char* const* argv) {
 
   std::string stage = "distill-" + d.init;
   auto t0 = std::chrono::steady_clock::now();
-  Trainer trainer(cfg, stage, student, objective, &evaluator);
+  Trainer trainer(cfg, stage, student, *objective, &evaluator);
   trainer.stop_after = [&](int64_t step) {
     if (metric == "none" || step % d.check_every != 0 || !recovered(evaluator.last())) return false;
     stopped_at = step;
@@ -72,8 +89,10 @@ int stage_distill(int argc, const char* const* argv) {
   };
   TrainResult r = trainer.run();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  int64_t teacher_tokens = objective.teacher_tokens();
-  if (auto comm = distributed()) teacher_tokens = int64_t(std::llround(comm->mean(double(teacher_tokens)) * comm->world()));
+  // Teacher compute: spent online in this run, or what the cache cost when built.
+  int64_t teacher_tokens = objective->teacher_tokens();
+  if (comm) teacher_tokens = int64_t(std::llround(comm->mean(double(teacher_tokens)) * comm->world()));
+  if (d.cache != "off") teacher_tokens = cache.teacher_tokens;
   if (!is_writer()) return 0;
   if (stopped_at > 0) std::cerr << stage << ": retain " << metric << " recovered at step " << stopped_at << "\n";
   std::map<std::string, std::string> extra = {{"teacher", teacher_path},
@@ -82,7 +101,9 @@ int stage_distill(int argc, const char* const* argv) {
                                               {"beta", format_double(d.beta)},
                                               {"stop_metric", metric},
                                               {"stopped_at", std::to_string(stopped_at)},
-                                              {"teacher_forward_tokens", std::to_string(teacher_tokens)}};
+                                              {"teacher_forward_tokens", std::to_string(teacher_tokens)},
+                                              {"teacher_logits", d.cache == "off" ? "online" : cache.path},
+                                              {"cache_built", cache.built ? "1" : "0"}};
   if (metric != "none") extra["teacher_" + metric] = format_double(target.at(metric));
   write_stage_result(cfg, stage, student, r, wall, extra);
   return 0;

@@ -181,7 +181,15 @@ void describe_into(Config& c, Registry& r) {
       .add("distill.stop_metric", &c.distill.stop_metric, "auto | retain_ce | retain_acc | none",
            one_of({"auto", "retain_ce", "retain_acc", "none"}))
       .add("distill.stop_tol", &c.distill.stop_tol, "retain_ce: relative gap; retain_acc: absolute gap",
-           in_range(0.0, 10.0));
+           in_range(0.0, 10.0))
+      .add("distill.data_seed", &c.distill.data_seed, "seed of the distillation stream (shared by all students)")
+      .add("distill.data_offset", &c.distill.data_offset, "first sequence of the distillation stream", at_least(0))
+      .add("distill.cache", &c.distill.cache, "teacher logits: auto (cache, built if missing) | off (online) | require",
+           one_of({"auto", "off", "require"}))
+      .add("distill.cache_dir", &c.distill.cache_dir, "directory of teacher-logit caches")
+      .add("distill.cache_k", &c.distill.cache_k, "top-k log-probs cached per position", at_least(1))
+      .add("distill.cache_dtype", &c.distill.cache_dtype, "cached log-prob type", one_of({"f16", "f32"}))
+      .add("distill.cache_deflate", &c.distill.cache_deflate, "deflate level of the cache (0 = off)", in_range(0, 9));
 }
 
 void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string, std::string>& origin,

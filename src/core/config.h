@@ -116,6 +116,16 @@ struct DistillConfig {
   int check_every = 20;          // evaluations of the stopping rule (spec: 50 language, 20 arithmetic)
   std::string stop_metric = "auto";  // auto (retain_acc with arithmetic, else retain_ce) | retain_ce | retain_acc | none
   double stop_tol = 0.05;        // retain_ce: relative gap; retain_acc: absolute gap to the teacher
+  // The distillation stream is numbered apart from the student's seed, so one
+  // teacher pass (a logit cache) serves students of every seed and alpha.
+  int data_seed = 1;
+  int data_offset = 0;           // first sequence of the stream
+  // Teacher-logit cache (cache/logit_cache.h).
+  std::string cache = "auto";    // auto (use a matching cache, build it if missing) | off (online teacher) | require
+  std::string cache_dir = "cache/logits";
+  int cache_k = 32;              // top-k log-probs kept per position (capped at the vocab)
+  std::string cache_dtype = "f16";  // f16 | f32
+  int cache_deflate = 0;         // 0 = off, 1-9 = deflate level
 };
 
 struct PretrainConfig {

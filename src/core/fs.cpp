@@ -1,6 +1,7 @@
 #include "core/fs.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -54,6 +55,16 @@ void make_dirs(const std::string& path) {
 
 std::string join_path(const std::string& a, const std::string& b) {
   return (std::filesystem::path(a) / b).string();
+}
+
+FileLock::FileLock(const std::string& path) {
+  fd_ = ::open(path.c_str(), O_RDWR | O_CREAT, 0644);
+  UNDO_CHECK(fd_ >= 0, "cannot open lock file ", path, ": ", std::strerror(errno));
+  while (::flock(fd_, LOCK_EX) != 0) UNDO_CHECK(errno == EINTR, "cannot lock ", path, ": ", std::strerror(errno));
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing releases the lock
 }
 
 }  // namespace undo

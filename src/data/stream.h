@@ -25,7 +25,12 @@ class StreamMix {
   int sample(uint64_t seed, uint64_t step, uint64_t index, int64_t* out) const;
   // Fills the rows [begin, end) of a global batch of `global` sequences.
   std::vector<int64_t> batch(uint64_t seed, uint64_t step, int begin, int end) const;
+  // Sequence `n` of a flat stream (distillation numbers its windows, so that
+  // a cache of teacher outputs is indexed by them): independent of batching.
+  int sequence(uint64_t seed, uint64_t n, int64_t* out) const { return sample(seed, kFlatStep, n, out); }
   const std::string& name(int stream) const { return names_[stream]; }
+  int window() const { return window_; }
+  static constexpr uint64_t kFlatStep = ~uint64_t(0);
 
  private:
   std::vector<std::unique_ptr<Shard>> shards_;

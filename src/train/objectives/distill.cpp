@@ -1,5 +1,7 @@
 #include "train/objectives/distill.h"
 
+#include "core/error.h"
+
 namespace undo {
 
 torch::Tensor forward_kl(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits) {
@@ -8,22 +10,125 @@ torch::Tensor forward_kl(const torch::Tensor& teacher_logits, const torch::Tenso
   return (log_t.exp() * (log_t - log_s)).sum(-1).mean();
 }
 
-DistillObjective::DistillObjective(std::shared_ptr<StreamMix> data, int window, Transformer teacher)
-    : data_(std::move(data)), window_(window), teacher_(std::move(teacher)) {
+TopKTargets teacher_topk(const torch::Tensor& teacher_logits, int k) {
+  auto logp = torch::log_softmax(teacher_logits.to(torch::kFloat), -1);
+  auto top = logp.topk(k, -1, /*largest=*/true, /*sorted=*/true);
+  auto values = std::get<0>(top), ids = std::get<1>(top);
+  // The leftover mass from the logits themselves (not 1 - sum, which cancels).
+  auto rest = logp.scatter(-1, ids, -std::numeric_limits<float>::infinity()).logsumexp(-1);
+  return {ids, values, rest};
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// The bucketed KL as one autograd node, like fused_cross_entropy: the only
+// passes over the vocabulary are the forward's log-sum-exp and the backward's
+// softmax. With q = softmax(x), s = q at the k ids, S = sum s, P = sum p_top
+// and c = p_rest / (1 - S) (0 without a leftover bucket):
+//   loss  = sum_k p_k (lt_k - log s_k) + p_rest (lt_rest - log(1 - S))
+//   dx_j  = q_j (P - c S) + [j in top-k] (c s_j - p_j)
+struct FusedTopKKl : torch::autograd::Function<FusedTopKKl> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits, const torch::Tensor& ids,
+                               const torch::Tensor& logp, const torch::Tensor& rest_logp) {
+    auto x = logits.to(torch::kFloat);
+    auto lse = x.logsumexp(-1, /*keepdim=*/true);
+    auto log_s = x.gather(-1, ids) - lse;
+    auto s = log_s.exp();
+    auto left = 1 - s.sum(-1);  // the student's mass outside the top-k
+    auto p = logp.exp(), p_rest = rest_logp.exp();
+    // A rest bucket counts where the teacher has leftover mass; the clamp only
+    // guards a student whose k ids hold all of its mass to rounding.
+    auto use_rest = (p_rest > 0).logical_and(left > 1e-30f);
+    auto safe_left = left.clamp_min(1e-30f);
+    auto rest_term = torch::where(use_rest, p_rest * (torch::where(use_rest, rest_logp, torch::zeros_like(rest_logp)) -
+                                                      safe_left.log()),
+                                  torch::zeros_like(p_rest));
+    auto per_pos = (p * (logp - log_s)).sum(-1) + rest_term;
+    auto c = torch::where(use_rest, p_rest / safe_left, torch::zeros_like(p_rest));
+    ctx->save_for_backward({x, lse, ids, p, s, c});
+    ctx->saved_data["dtype"] = static_cast<int64_t>(logits.scalar_type());
+    return per_pos.mean();
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto v = ctx->get_saved_variables();
+    auto x = v[0], lse = v[1], ids = v[2], p = v[3], s = v[4], c = v[5];
+    double positions = double(x.numel() / x.size(-1));
+    double scale = grad_out[0].item<double>() / positions;
+    auto row = (p.sum(-1) - c * s.sum(-1)).unsqueeze(-1);
+    auto grad = (x - lse).exp_().mul_(row);  // out of place: x may be the caller's logits
+    grad.scatter_add_(-1, ids, c.unsqueeze(-1) * s - p);
+    grad.mul_(scale);
+    auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
+    return {grad.to(dtype), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor topk_forward_kl(const TopKTargets& teacher, const torch::Tensor& student_logits) {
+  return FusedTopKKl::apply(student_logits, teacher.ids, teacher.logp, teacher.rest_logp);
+}
+
+TopKTargets targets_of(const LogitRows& r, const LogitCacheKey& key, torch::Tensor* tokens) {
+  const int64_t n = int64_t(r.count), T = key.window, K = key.k;
+  auto u32 = [](const std::vector<uint32_t>& v, std::vector<int64_t> shape) {
+    return torch::from_blob(const_cast<uint32_t*>(v.data()), {int64_t(v.size())}, torch::kInt)
+        .to(torch::kLong)
+        .bitwise_and(int64_t(0xffffffff))
+        .reshape(shape);
+  };
+  TopKTargets t;
+  t.ids = u32(r.ids, {n, T, K});
+  if (key.dtype == "f16")  // raw half bits, converted here (HDF5 1.10 cannot)
+    t.logp = torch::from_blob(const_cast<uint16_t*>(r.logp_f16.data()), {n, T, K}, torch::kHalf).to(torch::kFloat);
+  else
+    t.logp = torch::from_blob(const_cast<float*>(r.logp_f32.data()), {n, T, K}, torch::kFloat).clone();
+  t.rest_logp = torch::from_blob(const_cast<float*>(r.rest_logp.data()), {n, T}, torch::kFloat).clone();
+  if (tokens) *tokens = u32(r.tokens, {n, T});
+  return t;
+}
+
+torch::Tensor DistillStream::inputs(uint64_t first_row, int64_t count) const {
+  const int T = mix->window();
+  std::vector<int64_t> buf(size_t(count) * size_t(T + 1));
+  for (int64_t i = 0; i < count; ++i) mix->sequence(seed, offset + first_row + uint64_t(i), &buf[size_t(i) * (T + 1)]);
+  return torch::from_blob(buf.data(), {count, T + 1}, torch::kLong).narrow(1, 0, T).clone();
+}
+
+torch::Tensor DistillStream::inputs(const MicroBatch& mb) const { return inputs(row(mb), mb.end - mb.begin); }
+
+DistillObjective::DistillObjective(DistillStream stream, Transformer teacher)
+    : stream_(std::move(stream)), teacher_(std::move(teacher)) {
   teacher_->eval();
   for (auto& p : teacher_->parameters()) p.requires_grad_(false);
 }
 
+DistillObjective::DistillObjective(DistillStream stream, std::shared_ptr<LogitCacheReader> cache)
+    : stream_(std::move(stream)), cache_(std::move(cache)) {}
+
 torch::Tensor DistillObjective::loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) {
-  // The inputs only: every position's next-token distribution is a target.
-  auto inputs = window_tensor(*data_, mb, window_).narrow(1, 0, window_);
-  torch::Tensor teacher_logits;
-  {
-    torch::NoGradGuard no_grad;
-    teacher_logits = teacher_->forward(inputs);
+  auto inputs = stream_.inputs(mb);
+  torch::Tensor kl;
+  if (cache_) {
+    torch::Tensor cached_tokens;
+    auto targets = targets_of(cache_->read(stream_.row(mb), mb.end - mb.begin), cache_->key(), &cached_tokens);
+    // The cache must hold this very stream: a different data dir fails here.
+    UNDO_CHECK(torch::equal(cached_tokens, inputs), "logit cache rows ", stream_.row(mb),
+               "+ hold other tokens than the distillation stream (data.dir changed since the cache was built?)");
+    kl = topk_forward_kl(targets, model->forward(inputs));
+  } else {
+    torch::Tensor teacher_logits;
+    {
+      torch::NoGradGuard no_grad;
+      teacher_logits = teacher_->forward(inputs);
+    }
+    teacher_tokens_ += inputs.numel();
+    kl = forward_kl(teacher_logits, model->forward(inputs));
   }
-  teacher_tokens_ += inputs.numel();
-  auto kl = forward_kl(teacher_logits, model->forward(inputs));
   if (logs) (*logs)["kl"] += kl.item<double>();
   return kl;
 }

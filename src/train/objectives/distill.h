@@ -1,7 +1,10 @@
-// Distillation on outputs: forward KL(teacher || student) over the whole
-// vocabulary, temperature 1, next-token positions, mean over tokens, no CE
-// term (undo-spec.md). The teacher runs online, in the same step.
+// Distillation on outputs: forward KL(teacher || student), temperature 1,
+// every next-token position, mean over tokens, no CE term (undo-spec.md).
+// The teacher's distribution comes either from the teacher itself, run in the
+// same step (online), or from a logit cache of its top-k (cached): there the
+// k log-probs plus the leftover mass as one more bucket form the target.
 #pragma once
+#include "cache/logit_cache.h"
 #include "train/objective.h"
 
 namespace undo {
@@ -9,17 +12,42 @@ namespace undo {
 // KL(p_t || p_s) per position, averaged: sum_v p_t (log p_t - log p_s).
 torch::Tensor forward_kl(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits);
 
+// The teacher's top-k of each position: ids [.., k] (long), log-probs [.., k]
+// and the log of the leftover mass [..] (-inf when k = vocab).
+struct TopKTargets {
+  torch::Tensor ids, logp, rest_logp;
+};
+TopKTargets teacher_topk(const torch::Tensor& teacher_logits, int k);
+// KL over the k + 1 buckets (top-k ids, everything else), averaged over positions.
+torch::Tensor topk_forward_kl(const TopKTargets& teacher, const torch::Tensor& student_logits);
+// Rows of a cache as tensors (ids long, log-probs float, leftover float) and the input tokens.
+TopKTargets targets_of(const LogitRows& rows, const LogitCacheKey& key, torch::Tensor* tokens);
+
+// The distillation stream: its windows are numbered (StreamMix::sequence), the
+// row r of step s's global batch being sequence offset + s * global_batch + r,
+// whatever the world size, so that row n of a cache serves any student.
+struct DistillStream {
+  std::shared_ptr<StreamMix> mix;
+  uint64_t seed = 0, offset = 0;
+  int64_t global_batch = 0;
+  uint64_t row(const MicroBatch& mb) const { return uint64_t(mb.step) * uint64_t(global_batch) + uint64_t(mb.begin); }
+  // Input tokens of the micro-batch's rows [B, window].
+  torch::Tensor inputs(const MicroBatch& mb) const;
+  torch::Tensor inputs(uint64_t first_row, int64_t count) const;
+};
+
 class DistillObjective : public Objective {
  public:
-  DistillObjective(std::shared_ptr<StreamMix> data, int window, Transformer teacher);
+  DistillObjective(DistillStream stream, Transformer teacher);                      // online teacher
+  DistillObjective(DistillStream stream, std::shared_ptr<LogitCacheReader> cache);  // cached teacher
   torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
-  int64_t tokens_per_row() const override { return window_; }
-  int64_t teacher_tokens() const { return teacher_tokens_; }  // teacher forward tokens spent (this rank)
+  int64_t tokens_per_row() const override { return stream_.mix->window(); }
+  int64_t teacher_tokens() const { return teacher_tokens_; }  // teacher forward tokens spent here (this rank)
 
  private:
-  std::shared_ptr<StreamMix> data_;
-  int window_;
-  Transformer teacher_;
+  DistillStream stream_;
+  Transformer teacher_{nullptr};
+  std::shared_ptr<LogitCacheReader> cache_;
   int64_t teacher_tokens_ = 0;
 };
 

@@ -1,0 +1,50 @@
+#include <iostream>
+
+#include "cli/stages.h"
+#include "core/error.h"
+#include "core/json.h"
+#include "dist/communicator.h"
+#include "model/checkpoint.h"
+#include "train/teacher_cache.h"
+
+namespace undo {
+
+// `undo cache-logits`: one teacher pass over the distillation stream into the
+// HDF5 cache that `undo distill` (distill.cache = auto | require) reads.
+int stage_cache_logits(int argc, const char* const* argv) {
+  Config cfg;
+  std::string teacher_path, mix, tokens_text, out;
+  if (!parse_config(argc, argv, "cache-logits", cfg,
+                    {{"teacher", "checkpoint of the teacher", &teacher_path, true, true},
+                     {"data", "stream mix to run it over (default data.base_mix, what distill reads)", &mix},
+                     {"tokens", "positions to cache (rounded up to whole windows)", &tokens_text, true},
+                     {"out", "cache file (default: distill.cache_dir, named by its key)", &out}}))
+    return 0;
+  int64_t tokens = 0;
+  try {
+    size_t used = 0;
+    tokens = std::stoll(tokens_text, &used);
+    UNDO_INPUT_CHECK(used == tokens_text.size() && tokens > 0, "");
+  } catch (const std::exception&) {
+    throw InputError("--tokens = '" + tokens_text + "': expected a positive integer");
+  }
+  if (mix.empty()) mix = cfg.data.base_mix;
+  parse_mix("--data", mix);
+  CheckpointMeta meta;
+  Transformer teacher = load_model(teacher_path, &meta);
+  cfg.model = meta.model;
+  prepare_run(cfg);
+  UNDO_INPUT_CHECK(cfg.model.vocab_size == meta.model.vocab_size, "the teacher's vocabulary (", meta.model.vocab_size,
+                   ") does not match the tokenizer of data.dir");
+  uint64_t rows = uint64_t((tokens + cfg.model.seq_len - 1) / cfg.model.seq_len);
+  auto key = teacher_cache_key(cfg, teacher_path, mix, cfg.model.vocab_size);
+  auto cache = ensure_teacher_cache(cfg, key, rows, teacher, "auto", out);
+  if (!is_writer()) return 0;
+  JsonObject o;
+  o.add("cache", cache.path).add("built", cache.built).add("rows", int64_t(rows)).add("key_sha256", key.digest())
+      .add("teacher_tokens", cache.teacher_tokens);
+  std::cout << o.str() << "\n";
+  return 0;
+}
+
+}  // namespace undo

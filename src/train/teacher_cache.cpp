@@ -1,0 +1,208 @@
+#include "train/teacher_cache.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/sha256.h"
+#include "data/stream.h"
+#include "dist/communicator.h"
+#include "model/precision.h"
+#include "train/objectives/distill.h"
+
+namespace undo {
+
+namespace {
+
+std::string canonical_mix(const std::string& spec) {
+  auto mix = parse_mix("--data", spec);
+  double total = 0;
+  for (auto& m : mix) total += m.second;
+  std::ostringstream os;
+  for (size_t i = 0; i < mix.size(); ++i) os << (i ? "," : "") << mix[i].first << ":" << mix[i].second / total;
+  return os.str();
+}
+
+std::string stream_mix_of(const LogitCacheKey& key) { return key.stream.substr(0, key.stream.find('|')); }
+
+// What is wrong with the file at `path` for `key` and `rows` ("" = usable).
+// A foreign key throws: such a file is never used, rebuilt over or deleted.
+std::string check_existing(const std::string& path, const LogitCacheKey& key, uint64_t rows) {
+  if (!file_exists(path)) return "missing";
+  std::unique_ptr<LogitCacheReader> reader;
+  try {
+    reader = std::make_unique<LogitCacheReader>(path);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  auto diff = reader->key().mismatch(key);
+  UNDO_INPUT_CHECK(diff.empty(), "logit cache '", path, "' was made with another key: ", diff);
+  if (reader->rows() < rows)
+    return "it has " + std::to_string(reader->rows()) + " rows, " + std::to_string(rows) + " are needed";
+  try {
+    reader->verify();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+// Runs the teacher over rows [begin, end) of the stream into a part file.
+void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teacher, uint64_t begin, uint64_t end,
+                const std::string& part) {
+  if (end <= begin) return;
+  DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("--data", stream_mix_of(key)), "train",
+                                                   key.window),
+                       key.seed, key.offset, 0};
+  LogitCacheWriter writer(part, key, end - begin, 0);
+  teacher->eval();
+  torch::NoGradGuard no_grad;
+  const int64_t batch = cfg.train.batch_size;
+  for (uint64_t at = begin; at < end; at += uint64_t(batch)) {
+    int64_t n = int64_t(std::min<uint64_t>(uint64_t(batch), end - at));
+    auto inputs = stream.inputs(at, n);
+    torch::Tensor logits;
+    {
+      AutocastGuard autocast(cfg.train.precision == "bf16", false);
+      logits = teacher->forward(inputs);
+    }
+    auto top = teacher_topk(logits, key.k);
+    LogitRows rows;
+    rows.first = at - begin;
+    rows.count = uint64_t(n);
+    auto as_u32 = [](const torch::Tensor& t) {
+      auto c = t.to(torch::kLong).contiguous();
+      return std::vector<uint32_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+    };
+    rows.tokens = as_u32(inputs);
+    rows.ids = as_u32(top.ids);
+    if (key.dtype == "f16") {
+      auto h = top.logp.to(torch::kHalf).contiguous();  // rounded by torch, stored as raw bits
+      auto* p = reinterpret_cast<const uint16_t*>(h.data_ptr<at::Half>());
+      rows.logp_f16.assign(p, p + h.numel());
+    } else {
+      auto f = top.logp.contiguous();
+      rows.logp_f32.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+    }
+    auto r = top.rest_logp.contiguous();
+    rows.rest_logp.assign(r.data_ptr<float>(), r.data_ptr<float>() + r.numel());
+    writer.write(rows);
+  }
+}
+
+// Temporaries of a builder that died (we hold the lock: nobody else writes them).
+void remove_stale_temporaries(const std::string& file) {
+  namespace fs = std::filesystem;
+  fs::path p(file);
+  auto dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
+  std::string prefix = p.filename().string() + ".tmp.";
+  for (auto& e : fs::directory_iterator(dir))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) fs::remove(e.path());
+}
+
+}  // namespace
+
+LogitCacheKey teacher_cache_key(const Config& cfg, const std::string& teacher_path, const std::string& mix_spec,
+                                int vocab) {
+  LogitCacheKey key;
+  key.teacher_sha256 = sha256_file(teacher_path);
+  key.tokenizer_sha256 = sha256_file(join_path(cfg.data.dir, "tokenizer.model"));
+  key.stream = canonical_mix(mix_spec) + "|train|" + std::to_string(cfg.model.seq_len);
+  key.seed = uint64_t(cfg.distill.data_seed);
+  key.offset = uint64_t(cfg.distill.data_offset);
+  key.k = std::min(cfg.distill.cache_k, vocab);
+  key.dtype = cfg.distill.cache_dtype;
+  key.vocab = vocab;
+  key.window = cfg.model.seq_len;
+  return key;
+}
+
+std::string teacher_cache_path(const Config& cfg, const LogitCacheKey& key) {
+  return join_path(cfg.distill.cache_dir, "logits-" + key.digest().substr(0, 20) + ".h5");
+}
+
+TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, uint64_t rows, Transformer& teacher,
+                                  const std::string& mode, std::string file) {
+  if (file.empty()) file = teacher_cache_path(cfg, key);
+  auto comm = distributed();
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
+  TeacherCache result{file, false, 0};
+
+  // Rank 0 decides under the lock (held until the cache is in place); the
+  // others learn the decision and rank 0's pid, which names the part files.
+  std::unique_ptr<FileLock> lock;
+  int64_t decision = 0;  // 0 use, 1 build, -1 rank 0 failed
+  if (rank == 0) {
+    try {
+      auto dir = std::filesystem::path(file).parent_path().string();
+      if (!dir.empty()) make_dirs(dir);
+      lock = std::make_unique<FileLock>(file + ".lock");
+      auto problem = check_existing(file, key, rows);
+      if (!problem.empty()) {
+        UNDO_INPUT_CHECK(mode != "require", "distill.cache = require, but logit cache '", file, "' is not usable: ",
+                         problem);
+        if (problem != "missing") std::cerr << "logit cache '" << file << "': " << problem << "; rebuilding\n";
+        remove_stale_temporaries(file);
+        decision = 1;
+      }
+    } catch (...) {
+      if (!comm) throw;
+      decision = -1;
+      auto tell = torch::tensor({decision, int64_t(::getpid())}, torch::kLong);
+      comm->broadcast({tell}, 0);
+      throw;
+    }
+  }
+  int64_t tag = ::getpid();
+  if (comm) {
+    auto tell = torch::tensor({decision, tag}, torch::kLong);
+    comm->broadcast({tell}, 0);
+    decision = tell[0].item<int64_t>();
+    tag = tell[1].item<int64_t>();
+    UNDO_INPUT_CHECK(decision >= 0, "logit cache '", file, "': rank 0 refused it (its error says why)");
+  }
+
+  if (decision == 1) {
+    const std::string tmp = file + ".tmp." + std::to_string(tag);
+    auto part_of = [&](int r) { return tmp + ".part" + std::to_string(r); };
+    // Each rank takes whole batches of the same global grid, so that every row
+    // is computed in the same batch (same kernels, same bits) at any world size.
+    const uint64_t batch = uint64_t(cfg.train.batch_size), batches = (rows + batch - 1) / batch;
+    auto slice = [&](int r) {
+      return std::make_pair(std::min(rows, batch * (batches * uint64_t(r) / uint64_t(world))),
+                            std::min(rows, batch * (batches * uint64_t(r + 1) / uint64_t(world))));
+    };
+    auto [begin, end] = slice(rank);
+    build_part(cfg, key, teacher, begin, end, part_of(rank));
+    if (comm) comm->barrier();
+    if (rank == 0) {
+      {
+        LogitCacheWriter out(tmp, key, rows, cfg.distill.cache_deflate);
+        for (int r = 0; r < world; ++r) {
+          auto [b, e] = slice(r);
+          if (e > b) copy_rows(LogitCacheReader(part_of(r), /*unfinished_ok=*/true), out, b);
+        }
+        out.finish(int64_t(rows) * key.window);
+      }
+      for (int r = 0; r < world; ++r) std::remove(part_of(r).c_str());
+      UNDO_CHECK(std::rename(tmp.c_str(), file.c_str()) == 0, "cannot rename ", tmp, " to ", file);
+      LogitCacheReader done(file);
+      write_file_atomic(file + ".json", logit_cache_manifest(done, file));
+      std::cerr << "logit cache '" << file << "': built, " << rows << " sequences x " << key.window
+                << " positions, top-" << key.k << " " << key.dtype << "\n";
+    }
+    result.built = true;
+  } else if (rank == 0) {
+    std::cerr << "logit cache '" << file << "': verified, reusing it\n";
+  }
+  if (comm) comm->barrier();  // the file is in place before any rank opens it
+  result.teacher_tokens = LogitCacheReader(file).teacher_tokens();
+  return result;
+}
+
+}  // namespace undo

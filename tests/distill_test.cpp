@@ -1,0 +1,307 @@
+// Distillation: the KL objectives, and the HDF5 teacher-logit cache that lets
+// one teacher pass serve many students.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "cache/logit_cache.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "fixtures.h"
+#include "model/checkpoint.h"
+#include "model/noise.h"
+#include "test_util.h"
+#include "train/objectives/distill.h"
+
+using namespace undo;
+
+namespace {
+
+DistillStream tiny_stream(int64_t global_batch = 8) {
+  return DistillStream{test::tiny_mix("english:0.5,muldiv:0.5"), 7, 0, global_batch};
+}
+
+LogitCacheKey test_key(int vocab, int k, const std::string& dtype) {
+  LogitCacheKey key;
+  key.teacher_sha256 = std::string(64, 'a');
+  key.tokenizer_sha256 = std::string(64, 'b');
+  key.stream = "english:1|train|4";
+  key.seed = 3;
+  key.k = k;
+  key.dtype = dtype;
+  key.vocab = vocab;
+  key.window = 4;
+  return key;
+}
+
+// Random rows with the key's shapes; ids in [0, vocab).
+LogitRows random_rows(const LogitCacheKey& key, uint64_t first, uint64_t count, uint64_t seed) {
+  torch::manual_seed(seed);
+  LogitRows r;
+  r.first = first;
+  r.count = count;
+  size_t pos = count * size_t(key.window), n = pos * size_t(key.k);
+  auto ids = torch::randint(key.vocab, {int64_t(n)}, torch::kLong);
+  for (int64_t i = 0; i < int64_t(n); ++i) r.ids.push_back(uint32_t(ids[i].item<int64_t>()));
+  for (size_t i = 0; i < pos; ++i) r.tokens.push_back(r.ids[i]);
+  auto logp = -torch::rand({int64_t(n)}) * 20;
+  if (key.dtype == "f16") {
+    auto h = logp.to(torch::kHalf);
+    auto* p = reinterpret_cast<const uint16_t*>(h.data_ptr<at::Half>());
+    r.logp_f16.assign(p, p + n);
+  } else {
+    r.logp_f32.assign(logp.data_ptr<float>(), logp.data_ptr<float>() + n);
+  }
+  auto rest = -torch::rand({int64_t(pos)}) * 5;
+  r.rest_logp.assign(rest.data_ptr<float>(), rest.data_ptr<float>() + pos);
+  r.rest_logp[0] = -std::numeric_limits<float>::infinity();  // k = vocab leaves no mass
+  return r;
+}
+
+std::string tiny_ini() { return std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini"; }
+
+// A teacher checkpoint: the trained tiny model, saved as an unlearning stage would.
+std::string save_teacher(const std::string& dir, Transformer m) {
+  CheckpointMeta meta;
+  meta.model = m->cfg;
+  meta.stage = "unlearn-maxent";
+  save_checkpoint(dir + "/teacher.ckpt", meta, m, nullptr);
+  return dir + "/teacher.ckpt";
+}
+
+}  // namespace
+
+TEST(Distill, ForwardKlEqualsItsFormula) {
+  auto t = torch::tensor({{1.0f, 0.0f, -2.0f}}), s = torch::tensor({{0.0f, 0.5f, 0.5f}});
+  auto pt = torch::softmax(t.to(torch::kDouble), -1), ps = torch::softmax(s.to(torch::kDouble), -1);
+  double kl = (pt * (pt.log() - ps.log())).sum().item<double>();
+  EXPECT_NEAR(forward_kl(t, s).item<double>(), kl, 1e-6);
+  EXPECT_NEAR(forward_kl(t, t).item<double>(), 0.0, 1e-7);
+}
+
+TEST(Distill, StudentEqualToTeacherHasZeroLossAndTheTeacherGetsNoGradient) {
+  Transformer teacher = test::trained_tiny_model(), student = test::trained_tiny_model();
+  DistillObjective obj(tiny_stream(), teacher);
+  auto loss = obj.loss(student, MicroBatch{3, 0, 0, 4}, nullptr);
+  EXPECT_NEAR(loss.item<double>(), 0.0, 1e-6);
+  EXPECT_EQ(obj.teacher_tokens(), 4 * 32);
+  apply_undo_noise(student, 0.5, 0.1, 1);
+  auto noised = obj.loss(student, MicroBatch{3, 0, 0, 4}, nullptr);
+  EXPECT_GT(noised.item<double>(), 0.01);
+  noised.backward();
+  for (auto& p : teacher->parameters()) EXPECT_FALSE(p.grad().defined());
+  EXPECT_TRUE(student->embed->weight.grad().defined());
+}
+
+TEST(Distill, StreamRowsDependOnTheGlobalRowOnly) {
+  auto stream = tiny_stream(8);
+  // Step 1, rows 4..7 (rank 1 of 2) are sequences 12..15, as one process reading them directly.
+  EXPECT_TRUE(torch::equal(stream.inputs(MicroBatch{99, 1, 4, 8}), stream.inputs(12, 4)));
+  EXPECT_FALSE(torch::equal(stream.inputs(12, 4), stream.inputs(13, 4)));
+}
+
+TEST(Distill, TopKLossWithTheWholeVocabEqualsTheFullKl) {
+  Transformer teacher = test::trained_tiny_model(), student = test::tiny_model(5);
+  auto inputs = tiny_stream().inputs(0, 4);
+  torch::NoGradGuard g;
+  auto t = teacher->forward(inputs), s = student->forward(inputs);
+  double full = forward_kl(t, s).item<double>();
+  EXPECT_NEAR(topk_forward_kl(teacher_topk(t, 320), s).item<double>(), full, 1e-4);
+  // Fewer buckets can only lose information: the bucketed KL is a lower bound.
+  double k32 = topk_forward_kl(teacher_topk(t, 32), s).item<double>();
+  EXPECT_LE(k32, full + 1e-6);
+  EXPECT_GT(k32, 0.5 * full);
+}
+
+// The fused loss and its hand-derived gradient against autograd on the plain formula, in double.
+TEST(Distill, TopKLossAndGradientMatchTheFormula) {
+  torch::manual_seed(4);
+  auto teacher = torch::randn({6, 50}) * 3, student = torch::randn({6, 50}, torch::kDouble) * 2;
+  for (int k : {1, 7, 50}) {
+    auto t = teacher_topk(teacher, k);
+    auto x = student.clone().requires_grad_(true);
+    auto log_s = torch::log_softmax(x, -1);
+    auto log_s_top = log_s.gather(-1, t.ids);
+    auto left = 1 - log_s_top.exp().sum(-1);
+    auto lt = t.logp.to(torch::kDouble), rest = t.rest_logp.to(torch::kDouble);
+    auto expected = (lt.exp() * (lt - log_s_top)).sum(-1);
+    if (k < 50) expected = expected + rest.exp() * (rest - left.log());
+    expected.mean().backward();
+    auto y = student.to(torch::kFloat).requires_grad_(true);
+    auto fused = topk_forward_kl(t, y);
+    fused.backward();
+    EXPECT_NEAR(fused.item<double>(), expected.mean().item<double>(), 1e-5) << "k=" << k;
+    EXPECT_TRUE(torch::allclose(y.grad().to(torch::kDouble), x.grad(), 1e-5, 1e-7)) << "k=" << k;
+  }
+}
+
+TEST(LogitCache, WritesAndReadsBackExactly) {
+  auto dir = test::temp_dir("cache_rw");
+  for (auto [vocab, dtype] : {std::pair{320, "f16"}, {70000, "f32"}}) {  // uint16 and uint32 ids
+    auto key = test_key(vocab, 3, dtype);
+    auto path = dir + "/c-" + dtype + ".h5";
+    auto a = random_rows(key, 0, 5, 1), b = random_rows(key, 5, 2, 2);
+    {
+      LogitCacheWriter w(path, key, 7, dtype == std::string("f16") ? 4 : 0);
+      w.write(b);  // any order
+      w.write(a);
+      w.finish(28);
+    }
+    LogitCacheReader r(path);
+    EXPECT_EQ(r.key().mismatch(key), "");
+    EXPECT_EQ(r.rows(), 7u);
+    EXPECT_EQ(r.teacher_tokens(), 28);
+    EXPECT_NO_THROW(r.verify());
+    auto back = r.read(5, 2);
+    EXPECT_EQ(back.tokens, b.tokens);
+    EXPECT_EQ(back.ids, b.ids);
+    EXPECT_EQ(back.logp_f16, b.logp_f16);
+    EXPECT_EQ(back.logp_f32, b.logp_f32);
+    EXPECT_EQ(std::memcmp(back.rest_logp.data(), b.rest_logp.data(), b.rest_logp.size() * 4), 0);
+    EXPECT_THROW(r.read(6, 2), RuntimeError);
+  }
+}
+
+TEST(LogitCache, OpensInPythonWithH5py) {
+  // Debian's python3-h5py lives in the system interpreter (not a pyenv one first on PATH).
+  const std::string python = "/usr/bin/python3";
+  if (std::system((python + " -c 'import h5py' 2>/dev/null").c_str()) != 0)
+    GTEST_FAIL() << "python3-h5py is missing (launch/setup installs it)";
+  auto dir = test::temp_dir("cache_h5py");
+  auto key = test_key(320, 3, "f16");
+  auto rows = random_rows(key, 0, 2, 3);
+  {
+    LogitCacheWriter w(dir + "/c.h5", key, 2, 0);
+    w.write(rows);
+    w.finish(8);
+  }
+  // docs/LOGIT_CACHE.md's recipe: float16 log-probs, ids, attributes.
+  std::string script = dir + "/read.py";
+  std::ofstream(script) << "import h5py, numpy as np, sys\n"
+                           "f = h5py.File(sys.argv[1], 'r')\n"
+                           "lp = f['topk_logp'][...]\n"
+                           "assert lp.dtype == np.float16, lp.dtype\n"
+                           "assert f['topk_ids'].dtype == np.uint16\n"
+                           "print(f.attrs['k'], f.attrs['dtype'].decode(), lp.shape, repr(float(lp[1, 2, 0])),\n"
+                           "      int(f['topk_ids'][1, 2, 0]), float(f['rest_logp'][0, 0]))\n";
+  auto out = test::temp_dir("cache_h5py_out") + "/out.txt";
+  ASSERT_EQ(std::system((python + " " + script + " " + dir + "/c.h5 > " + out).c_str()), 0);
+  float expected = torch::from_blob(&rows.logp_f16[(1 * 4 + 2) * 3], {1}, torch::kHalf).item<float>();
+  auto text = read_file(out);
+  EXPECT_NE(text.find("3 f16 (2, 4, 3)"), std::string::npos) << text;
+  EXPECT_NEAR(std::stod(text.substr(text.find(") ") + 2)), expected, 0.0) << text;
+  EXPECT_NE(text.find(" " + std::to_string(rows.ids[(1 * 4 + 2) * 3]) + " -inf"), std::string::npos) << text;
+}
+
+TEST(LogitCache, TruncatedOrBitFlippedFilesAreDetected) {
+  auto dir = test::temp_dir("cache_corrupt");
+  auto key = test_key(320, 8, "f32");
+  {
+    LogitCacheWriter w(dir + "/good.h5", key, 64, 0);
+    for (uint64_t i = 0; i < 64; i += 16) w.write(random_rows(key, i, 16, i));
+    w.finish(256);
+  }
+  auto good = read_file(dir + "/good.h5");
+  write_file_atomic(dir + "/cut.h5", good.substr(0, good.size() / 2));
+  try {
+    LogitCacheReader r(dir + "/cut.h5");
+    r.verify();
+    ADD_FAILURE() << "a truncated cache was accepted";
+  } catch (const RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find(dir + "/cut.h5"), std::string::npos) << e.what();
+  }
+  // One bit in the middle of the data (the datasets take most of the file).
+  std::string flipped = good;
+  flipped[flipped.size() * 6 / 10] ^= 0x10;
+  write_file_atomic(dir + "/flip.h5", flipped);
+  try {
+    LogitCacheReader r(dir + "/flip.h5");
+    r.verify();
+    ADD_FAILURE() << "a bit-flipped cache was accepted";
+  } catch (const RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find("corrupted"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(dir + "/flip.h5"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Cli, CachedDistillationMatchesOnlineAndOneTeacherPassServesManyStudents) {
+  auto dir = test::temp_dir("distill_cache");
+  auto teacher = save_teacher(dir, test::trained_tiny_model());
+  std::string common = "distill --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() + " --teacher " +
+                       teacher + " --eval.arith_per_op 0 --distill.stop_metric none --distill.lr 1e-2" +
+                       " --distill.cache_dir " + dir + "/cache";
+  const std::string steps = " --distill.steps 12";
+  std::string out;
+  ASSERT_EQ(test::run_undo(common + steps + " --distill.cache off --run-dir " + dir + "/online", &out), 0) << out;
+  // k = vocab in float32: the cached target is the teacher's whole distribution.
+  std::string exact = " --distill.cache_k 320 --distill.cache_dtype f32";
+  ASSERT_EQ(test::run_undo(common + steps + exact + " --run-dir " + dir + "/cached", &out), 0) << out;
+  auto online = test::losses_of(dir + "/online/metrics.jsonl"), cached = test::losses_of(dir + "/cached/metrics.jsonl");
+  ASSERT_EQ(online.size(), cached.size());
+  for (size_t i = 0; i < online.size(); ++i) EXPECT_NEAR(cached[i], online[i], 1e-4 * std::max(1.0, online[i]));
+  auto summary = read_file(dir + "/cached/summary.json");
+  EXPECT_NE(summary.find("\"cache_built\": \"1\""), std::string::npos) << summary;
+  EXPECT_NE(summary.find("\"teacher_forward_tokens\": \"3072\""), std::string::npos) << summary;  // 12 x 8 x 32
+  // A second student (another seed, noised) reuses the cache; --cache require insists on one.
+  ASSERT_EQ(test::run_undo(common + steps + exact + " --distill.cache require --run.seed 7 --distill.init noised"
+                                            " --distill.alpha 0.5 --run-dir " + dir + "/second",
+                           &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("reusing"), std::string::npos) << out;
+  EXPECT_NE(read_file(dir + "/second/summary.json").find("\"cache_built\": \"0\""), std::string::npos);
+  // More steps than the cache holds: require refuses, naming the file.
+  EXPECT_EQ(test::run_undo(common + exact + " --distill.cache require --distill.steps 20 --run-dir " + dir + "/long",
+                           &out),
+            2);
+  EXPECT_NE(out.find("rows"), std::string::npos) << out;
+}
+
+TEST(Cli, CacheOfAnotherTeacherIsRefusedAndCorruptionIsReported) {
+  auto dir = test::temp_dir("cache_foreign");
+  auto teacher_a = save_teacher(dir, test::trained_tiny_model());
+  make_dirs(dir + "/b");
+  auto teacher_b = save_teacher(dir + "/b", test::tiny_model(9));
+  std::string base = " --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir();
+  std::string out;
+  ASSERT_EQ(test::run_undo("cache-logits" + base + " --teacher " + teacher_a + " --tokens 2000 --out " + dir +
+                               "/a.h5 --run-dir " + dir + "/cache_run",
+                           &out),
+            0)
+      << out;
+  EXPECT_TRUE(file_exists(dir + "/a.h5.json"));
+  std::string distill = "distill" + base + " --eval.arith_per_op 0 --distill.steps 4 --distill.stop_metric none" +
+                        " --run-dir " + dir + "/student --cache-file " + dir + "/a.h5";
+  EXPECT_EQ(test::run_undo(distill + " --teacher " + teacher_b, &out), 2);
+  EXPECT_NE(out.find("another key: teacher_sha256"), std::string::npos) << out;
+  // Teacher A's own cache serves it, until a bit flips.
+  ASSERT_EQ(test::run_undo(distill + " --teacher " + teacher_a + " --distill.cache require", &out), 0) << out;
+  auto bytes = read_file(dir + "/a.h5");
+  bytes[bytes.size() * 6 / 10] ^= 0x01;
+  write_file_atomic(dir + "/a.h5", bytes);
+  EXPECT_EQ(test::run_undo(distill + " --teacher " + teacher_a + " --distill.cache require", &out), 2);
+  EXPECT_NE(out.find("corrupted"), std::string::npos) << out;
+}
+
+TEST(Cli, TwoConcurrentCacheWritersLeaveOneValidCache) {
+  auto dir = test::temp_dir("cache_race");
+  auto teacher = save_teacher(dir, test::trained_tiny_model());
+  std::string cmd = "cache-logits --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() + " --teacher " +
+                    teacher + " --tokens 20000 --distill.cache_dir " + dir + "/cache --run.threads 1";
+  // Both start at once; the lock makes one build and the other wait and reuse.
+  std::string script = "cd " + dir + " && (" + UNDO_BINARY + " " + cmd + " --run-dir r1 > a.log 2>&1 & " +
+                       UNDO_BINARY + " " + cmd + " --run-dir r2 > b.log 2>&1 & wait)";
+  ASSERT_EQ(std::system(script.c_str()), 0);
+  auto a = read_file(dir + "/a.log"), b = read_file(dir + "/b.log");
+  int built = int(a.find("\"built\": true") != std::string::npos) + int(b.find("\"built\": true") != std::string::npos);
+  int reused = int(a.find("\"built\": false") != std::string::npos) + int(b.find("\"built\": false") != std::string::npos);
+  EXPECT_EQ(built, 1) << a << b;
+  EXPECT_EQ(reused, 1) << a << b;
+  std::vector<std::string> files;
+  for (auto& e : std::filesystem::directory_iterator(dir + "/cache")) files.push_back(e.path().filename().string());
+  std::sort(files.begin(), files.end());
+  ASSERT_EQ(files.size(), 3u) << "expected the cache, its manifest and its lock";  // no temporaries left
+  EXPECT_NO_THROW(LogitCacheReader(dir + "/cache/" + files[0]).verify());
+  EXPECT_EQ(files[1], files[0] + ".json");
+}
