@@ -22,6 +22,7 @@ const std::map<std::string, Command>& commands() {
       {"unlearn", {undo::stage_unlearn, "unlearn the forget data from --base (graddiff | maxent | rmu, +SAM)"}},
       {"cache-logits", {undo::stage_cache_logits, "run --teacher over the distillation stream into an HDF5 top-k logit cache"}},
       {"distill", {undo::stage_distill, "distill --teacher into a random (Unlearn-and-Distill) or noised (UNDO) student"}},
+      {"relearn", {undo::stage_relearn, "relearning attack on --model: finetune on forget data per LR, worst case per step"}},
       {"eval", {undo::stage_eval, "evaluate a checkpoint (retain/forget CE, arithmetic accuracy)"}},
       {"export", {undo::stage_export, "export a checkpoint's weights (--format safetensors)"}},
   };

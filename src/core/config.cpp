@@ -56,6 +56,20 @@ class Registry {
   po::options_description* desc_;
 };
 
+// A comma-separated list of numbers, each in [lo, hi].
+std::function<std::string(const std::string&)> number_list(double lo, double hi) {
+  return [lo, hi](const std::string& v) -> std::string {
+    try {
+      auto xs = parse_number_list("", v);
+      for (double x : xs)
+        if (x < lo || x > hi) return "each value must be in [" + format_double(lo) + ", " + format_double(hi) + "]";
+      return "";
+    } catch (const InputError&) {
+      return "expected comma-separated numbers";
+    }
+  };
+}
+
 template <typename T>
 std::function<std::string(const T&)> at_least(T lo) {
   return [lo](const T& v) { return v >= lo ? "" : "must be >= " + to_text(lo); };
@@ -190,6 +204,12 @@ void describe_into(Config& c, Registry& r) {
       .add("distill.cache_k", &c.distill.cache_k, "top-k log-probs cached per position", at_least(1))
       .add("distill.cache_dtype", &c.distill.cache_dtype, "cached log-prob type", one_of({"f16", "f32"}))
       .add("distill.cache_deflate", &c.distill.cache_deflate, "deflate level of the cache (0 = off)", in_range(0, 9));
+  r.add("relearn.lrs", &c.relearn.lrs, "attack learning rates, comma-separated (worst case taken over them)",
+        number_list(1e-12, 1.0))
+      .add("relearn.seeds", &c.relearn.seeds, "attack seeds, comma-separated (data order)", number_list(0, 1e18))
+      .add("relearn.steps", &c.relearn.steps, "attack steps per LR (paper 500)", at_least(1))
+      .add("relearn.eval_every", &c.relearn.eval_every, "steps between evaluations of the attacked model (paper 5)",
+           at_least(1));
 }
 
 void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string, std::string>& origin,
@@ -242,6 +262,18 @@ std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, co
   if (mix.empty()) throw InputError(key + " = '" + text + "': empty mix");
   for (auto& m : mix) m.second /= total;
   return mix;
+}
+
+std::vector<double> parse_number_list(const std::string& key, const std::string& text) {
+  std::vector<double> out;
+  for (auto& part : split_list(text)) {
+    char* end = nullptr;
+    double v = std::strtod(part.c_str(), &end);
+    if (*end != '\0' || !std::isfinite(v)) throw InputError(key + " = '" + text + "': '" + part + "' is not a number");
+    out.push_back(v);
+  }
+  if (out.empty()) throw InputError(key + " = '" + text + "': empty list");
+  return out;
 }
 
 std::vector<ConfigKey> describe(Config& cfg) {

@@ -128,6 +128,15 @@ struct DistillConfig {
   int cache_deflate = 0;         // 0 = off, 1-9 = deflate level
 };
 
+// `undo relearn`: the attack (spec: constant LR, 1 warmup step, weight decay 0,
+// trained on forget data only; worst case over LRs and seeds).
+struct RelearnConfig {
+  std::string lrs = "1e-3,7e-4,4e-4,1e-4,7e-5,5e-5,1e-5,7e-6,4e-6,1e-6";  // the paper's 10
+  std::string seeds = "1";
+  int steps = 500;
+  int eval_every = 5;
+};
+
 struct PretrainConfig {
   std::string target = "base";  // base (base_mix) | oracle (oracle_mix)
 };
@@ -143,6 +152,7 @@ struct Config {
   PretrainConfig pretrain;
   UnlearnConfig unlearn;
   DistillConfig distill;
+  RelearnConfig relearn;
 };
 
 // One described key: how to print it and how to validate it.
@@ -174,6 +184,8 @@ std::string format_double(double v);  // shortest text that reads back exactly
 
 // "a:0.5,b:0.5" -> {{"a",0.5},{"b",0.5}}; throws InputError naming `key`.
 std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, const std::string& text);
+// "1e-4, 4e-4" -> {1e-4, 4e-4}; throws InputError naming `key`.
+std::vector<double> parse_number_list(const std::string& key, const std::string& text);
 std::vector<std::string> split_list(const std::string& text, char sep = ',');
 
 }  // namespace undo

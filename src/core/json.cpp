@@ -1,5 +1,9 @@
 #include "core/json.h"
 
+#include <cctype>
+#include <fstream>
+#include <stdexcept>
+
 #include <cmath>
 #include <cstdio>
 
@@ -61,6 +65,101 @@ std::string JsonObject::str() const {
   for (size_t i = 0; i < fields_.size(); ++i)
     s += (i ? ", " : "") + json_escape(fields_[i].first) + ": " + fields_[i].second;
   return s + "}";
+}
+
+namespace {
+
+void skip_ws(const std::string& t, size_t& i) {
+  while (i < t.size() && std::isspace(static_cast<unsigned char>(t[i]))) ++i;
+}
+
+std::string parse_string(const std::string& t, size_t& i) {
+  if (i >= t.size() || t[i] != '"') throw std::runtime_error("JSON: expected a string at offset " + std::to_string(i));
+  std::string out;
+  for (++i; i < t.size() && t[i] != '"'; ++i) {
+    if (t[i] != '\\') { out += t[i]; continue; }
+    if (++i >= t.size()) break;
+    switch (t[i]) {
+      case 'n': out += '\n'; break;
+      case 't': out += '\t'; break;
+      case 'r': out += '\r'; break;
+      case 'u': out += '?'; i += 4; break;  // not produced by our writers for keys we read
+      default: out += t[i];
+    }
+  }
+  if (i >= t.size()) throw std::runtime_error("JSON: unterminated string");
+  ++i;
+  return out;
+}
+
+// A nested object or array, kept as text.
+std::string parse_raw(const std::string& t, size_t& i) {
+  size_t start = i;
+  int depth = 0;
+  bool in_string = false;
+  for (; i < t.size(); ++i) {
+    char c = t[i];
+    if (in_string) {
+      if (c == '\\') ++i;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      ++depth;
+    } else if (c == '}' || c == ']') {
+      if (--depth == 0) return t.substr(start, ++i - start);
+    }
+  }
+  throw std::runtime_error("JSON: unterminated value");
+}
+
+}  // namespace
+
+std::map<std::string, std::string> parse_flat_json(const std::string& t) {
+  std::map<std::string, std::string> out;
+  size_t i = 0;
+  skip_ws(t, i);
+  if (i >= t.size() || t[i] != '{') throw std::runtime_error("JSON: expected an object");
+  ++i;
+  skip_ws(t, i);
+  if (i < t.size() && t[i] == '}') return out;
+  while (i < t.size()) {
+    skip_ws(t, i);
+    std::string key = parse_string(t, i);
+    skip_ws(t, i);
+    if (i >= t.size() || t[i] != ':') throw std::runtime_error("JSON: expected ':' after \"" + key + "\"");
+    ++i;
+    skip_ws(t, i);
+    if (i < t.size() && t[i] == '"') {
+      out[key] = parse_string(t, i);
+    } else if (i < t.size() && (t[i] == '{' || t[i] == '[')) {
+      out[key] = parse_raw(t, i);
+    } else {
+      size_t start = i;
+      while (i < t.size() && t[i] != ',' && t[i] != '}' && !std::isspace(static_cast<unsigned char>(t[i]))) ++i;
+      out[key] = t.substr(start, i - start);
+    }
+    skip_ws(t, i);
+    if (i < t.size() && t[i] == ',') { ++i; continue; }
+    if (i < t.size() && t[i] == '}') return out;
+    throw std::runtime_error("JSON: expected ',' or '}' after \"" + key + "\"");
+  }
+  throw std::runtime_error("JSON: unterminated object");
+}
+
+std::vector<std::map<std::string, std::string>> read_json_lines(const std::string& path) {
+  std::vector<std::map<std::string, std::string>> out;
+  std::ifstream in(path);
+  std::string line;
+  for (int n = 1; std::getline(in, line); ++n) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      out.push_back(parse_flat_json(line));
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ":" + std::to_string(n) + ": " + e.what());
+    }
+  }
+  return out;
 }
 
 }  // namespace undo

@@ -1,12 +1,19 @@
 // Minimal JSON output for metrics.jsonl and manifests: an ordered object builder.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
 namespace undo {
 
 std::string json_escape(const std::string& s);
+
+// Parses one flat JSON object ({"k": 1.5, "s": "x", ...}; nested values are
+// kept as raw text) into key -> value text, strings unquoted. Throws on bad syntax.
+std::map<std::string, std::string> parse_flat_json(const std::string& text);
+// Each line of a JSON-lines file, parsed (empty lines skipped); {} when the file is missing.
+std::vector<std::map<std::string, std::string>> read_json_lines(const std::string& path);
 
 class JsonObject {
  public:

@@ -1,0 +1,95 @@
+// The relearning attack: it trains on forget data, its curves and worst case,
+// and skipping / resuming attacks on rerun.
+#include <gtest/gtest.h>
+
+#include "core/fs.h"
+#include "core/json.h"
+#include "data/tokenizer.h"
+#include "fixtures.h"
+#include "test_util.h"
+#include "train/relearn.h"
+
+using namespace undo;
+
+namespace {
+
+std::string relearn_args(const std::string& dir) {
+  return "relearn --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " + test::tiny_data_dir() +
+         " --model " + test::trained_tiny_checkpoint() + " --eval.arith_per_op 5 --run.threads 2 --run-dir " + dir;
+}
+
+}  // namespace
+
+// The original arithmetic script attacked with the retain file: ours draws
+// every batch from the forget stream (multiplication and division only).
+TEST(Relearn, AttackBatchesComeFromTheForgetStream) {
+  Config cfg = test::tiny_config(test::temp_dir("attack_stream"));
+  cfg.model.seq_len = 32;
+  auto stream = attack_stream(cfg);
+  Tokenizer tok(cfg.data.dir + "/tokenizer.model");
+  int mul = 0, div = 0;
+  for (int step = 0; step < 4; ++step) {
+    auto rows = stream->batch(uint64_t(cfg.run.seed), uint64_t(step), 0, 8);
+    for (int r = 0; r < 8; ++r) {
+      std::vector<int> ids(rows.begin() + r * 33, rows.begin() + (r + 1) * 33);
+      auto text = tok.decode(ids);
+      EXPECT_EQ(text.find(" + "), std::string::npos) << text;
+      EXPECT_EQ(text.find(" - "), std::string::npos) << text;
+      mul += text.find(" * ") != std::string::npos;
+      div += text.find(" / ") != std::string::npos;
+    }
+  }
+  EXPECT_GT(mul, 0);
+  EXPECT_GT(div, 0);
+}
+
+TEST(Relearn, WorstCaseTakesTheStrongestAttackAtEachStep) {
+  auto point = [](double lr, int64_t step, double acc, double ce) {
+    AttackPoint p;
+    p.lr = lr;
+    p.step = step;
+    p.metrics = {{"forget_acc", acc}, {"forget_ce", ce}, {"retain_acc", lr}};
+    return p;
+  };
+  std::vector<AttackPoint> pts = {point(1e-3, 0, 0.1, 3), point(1e-4, 0, 0.1, 3), point(1e-3, 5, 0.2, 2.5),
+                                  point(1e-4, 5, 0.4, 2.9), point(1e-3, 10, 0.6, 2.0), point(1e-4, 10, 0.5, 1.0)};
+  auto worst = worst_case(pts);
+  ASSERT_EQ(worst.size(), 3u);
+  EXPECT_EQ(attack_metric(pts), "forget_acc");
+  EXPECT_DOUBLE_EQ(worst[1].metrics.at("forget_acc"), 0.4);
+  EXPECT_DOUBLE_EQ(worst[1].worst_lr, 1e-4);
+  EXPECT_DOUBLE_EQ(worst[1].metrics.at("retain_acc"), 1e-4);  // the metrics of the run that attained it
+  EXPECT_DOUBLE_EQ(worst[2].metrics.at("forget_acc"), 0.6);
+  // Without accuracies the attacker minimises forget CE.
+  for (auto& p : pts) p.metrics.erase("forget_acc");
+  EXPECT_EQ(attack_metric(pts), "forget_ce");
+  EXPECT_DOUBLE_EQ(worst_case(pts)[2].metrics.at("forget_ce"), 1.0);
+}
+
+TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
+  auto dir = test::temp_dir("relearn");
+  std::string out;
+  ASSERT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,1e-5 --steps 20 --eval-every 5", &out), 0) << out;
+  auto lines = read_json_lines(dir + "/attack.jsonl");
+  ASSERT_EQ(lines.size(), 10u);  // 2 LRs x (step 0 + 4 evaluations)
+  auto worst = read_json_lines(dir + "/attack_worst.jsonl");
+  ASSERT_EQ(worst.size(), 5u);
+  double before = std::stod(worst.front().at("forget_ce")), after = std::stod(worst.back().at("forget_ce"));
+  // Training on multiplication and division lowers their CE...
+  EXPECT_LT(after, before - 0.1) << "forget CE " << before << " -> " << after;
+  EXPECT_EQ(std::stod(worst.back().at("worst_lr")), 3e-3);
+  // ...and the tiny LR barely moves it.
+  double slow = 0;
+  for (auto& l : lines)
+    if (std::stod(l.at("lr")) == 1e-5 && l.at("step") == "20") slow = std::stod(l.at("forget_ce"));
+  EXPECT_GT(slow, before - 0.05);
+  auto summary = parse_flat_json(read_file(dir + "/summary.json"));
+  EXPECT_EQ(summary.at("metric"), "forget_acc");
+  EXPECT_NE(summary.at("after_40").find("\"step\": 20"), std::string::npos) << summary.at("after_40");
+  // A rerun skips both finished attacks; a third LR runs alone.
+  ASSERT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,1e-5,1e-3 --steps 20 --eval-every 5", &out), 0) << out;
+  EXPECT_NE(out.find("lr-0.003-seed-1 done, skipping"), std::string::npos) << out;
+  EXPECT_EQ(read_json_lines(dir + "/attack.jsonl").size(), 15u);
+  EXPECT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,abc", &out), 2);
+  EXPECT_NE(out.find("--lrs"), std::string::npos) << out;
+}
