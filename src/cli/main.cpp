@@ -23,6 +23,8 @@ const std::map<std::string, Command>& commands() {
       {"cache-logits", {undo::stage_cache_logits, "run --teacher over the distillation stream into an HDF5 top-k logit cache"}},
       {"distill", {undo::stage_distill, "distill --teacher into a random (Unlearn-and-Distill) or noised (UNDO) student"}},
       {"relearn", {undo::stage_relearn, "relearning attack on --model: finetune on forget data per LR, worst case per step"}},
+      {"sweep", {undo::stage_sweep, "sweep plan|run|status|collect --spec FILE --out DIR: the grid as a job graph, local or Slurm"}},
+      {"report", {undo::stage_report, "report DIR: relearning curves and compute-vs-robustness plots (SVG, PNG) + Markdown"}},
       {"eval", {undo::stage_eval, "evaluate a checkpoint (retain/forget CE, arithmetic accuracy)"}},
       {"export", {undo::stage_export, "export a checkpoint's weights (--format safetensors)"}},
   };
@@ -59,6 +61,9 @@ int main(int argc, char** argv) {
     int rc = it->second.run(argc - 1, argv + 1);
     undo::shutdown_distributed();
     return rc;
+  } catch (const undo::Preempted& e) {
+    std::cerr << who << ": " << e.what() << "\n";
+    return undo::kExitPreempted;
   } catch (const undo::InputError& e) {
     std::cerr << who << ": error: " << e.what() << "\n";
     return 2;

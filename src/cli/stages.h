@@ -12,6 +12,8 @@ int stage_unlearn(int argc, const char* const* argv);
 int stage_distill(int argc, const char* const* argv);
 int stage_cache_logits(int argc, const char* const* argv);
 int stage_relearn(int argc, const char* const* argv);
+int stage_sweep(int argc, const char* const* argv);
+int stage_report(int argc, const char* const* argv);
 int stage_eval(int argc, const char* const* argv);
 int stage_export(int argc, const char* const* argv);
 

@@ -18,6 +18,14 @@ struct RuntimeError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// A run stopped by a signal (SIGUSR1 / SIGTERM: Slurm's warning before the
+// time limit, or preemption) after writing a checkpoint. The CLI exits with
+// kExitPreempted so that a job script knows to requeue, and a rerun resumes.
+struct Preempted : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+constexpr int kExitPreempted = 75;  // EX_TEMPFAIL
+
 namespace detail {
 template <typename E, typename... Parts>
 [[noreturn]] void fail(const char* file, int line, const Parts&... parts) {

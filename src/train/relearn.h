@@ -7,22 +7,12 @@
 
 #include "core/config.h"
 #include "core/json.h"
+#include "results/attack_curve.h"
 #include "data/stream.h"
 #include "eval/evaluator.h"
 #include "model/transformer.h"
 
 namespace undo {
-
-// One evaluation of one attack: the model after `step` steps at `lr` (seed `seed`).
-struct AttackPoint {
-  double lr = 0;  // 0 in a worst-case curve (the LR that attained it is in `worst_lr`)
-  int64_t seed = 0;
-  int64_t step = 0;
-  std::map<std::string, double> metrics;  // forget_ce, retain_ce, and with arithmetic forget_acc, retain_acc
-  double worst_lr = 0;
-  JsonObject to_json() const;
-  static AttackPoint from_json(const std::map<std::string, std::string>& line);
-};
 
 // The data an attack trains on: the forget mix (data.forget_mix), train split.
 std::shared_ptr<StreamMix> attack_stream(const Config& cfg);
@@ -33,12 +23,6 @@ void run_attack(const Config& cfg, double lr, Transformer& model, Evaluator& eva
 // The curve of a finished attack: `before` at step 0, then the evaluation lines of its metrics.jsonl.
 std::string attack_curve_jsonl(const Config& cfg, double lr, const std::map<std::string, double>& before);
 
-// The attacker's result at each evaluated step: the best forget performance
-// over all LRs and seeds (highest forget_acc where measured, else lowest
-// forget_ce); the other metrics are those of the run that attained it.
-std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points);
-// The forget metric the worst case maximises ("forget_acc") or minimises ("forget_ce").
-std::string attack_metric(const std::vector<AttackPoint>& points);
 // Before the attack (step 0), after 40 steps (or the last evaluation before), and at the end.
 JsonObject attack_summary(const std::vector<AttackPoint>& worst, const Config& cfg);
 

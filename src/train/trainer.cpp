@@ -3,6 +3,7 @@
 #include <malloc.h>
 
 #include <chrono>
+#include <atomic>
 #include <csignal>
 #include <iostream>
 #include <limits>
@@ -38,6 +39,21 @@ void maybe_inject_fault(int rank, int64_t step) {
   int r = -1;
   long long s = -1;
   if (std::sscanf(spec, "%d:%lld", &r, &s) == 2 && r == rank && s == step) std::raise(SIGSTOP);
+  // UNDO_FAULT_EXIT=STEP: the process dies at once before that step, as a killed job would.
+  static const char* exit_at = std::getenv("UNDO_FAULT_EXIT");
+  if (exit_at && std::atoll(exit_at) == step) std::_Exit(137);
+}
+
+// SIGUSR1 / SIGTERM ask the run to checkpoint at the end of the current step and stop.
+std::atomic<int> g_stop_signal{0};
+void on_stop_signal(int sig) { g_stop_signal.store(sig); }
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
 }
 }  // namespace
 
@@ -81,6 +97,7 @@ TrainResult Trainer::run() {
     comm_->broadcast(model_->parameters(), 0);
   }
   MetricsLog metrics(join_path(cfg_.run.dir, "metrics.jsonl"), is_root(), cfg_.run.resume ? start : -1);
+  install_stop_handlers();
   Progress progress(stage_, t.steps, is_root());
   const bool bf16 = t.precision == "bf16";
   const int64_t tokens_per_step = int64_t(world) * t.batch_size * t.accum * objective_.tokens_per_row();
@@ -111,15 +128,18 @@ TrainResult Trainer::run() {
       step_loss += loss.item<double>() / t.accum;
     }
     if (reducer_) reducer_->finish();
+    // A stop signal seen by any rank stops every rank after this same step.
+    double stop_requested = g_stop_signal.load() != 0 ? 1.0 : 0.0;
     if (comm_) {
-      // The loss and every logged scalar, averaged over ranks in one collective.
-      std::vector<double> values{step_loss};
+      // The loss, the stop flag and every logged scalar, averaged over ranks in one collective.
+      std::vector<double> values{step_loss, stop_requested};
       for (auto& [k, v] : extra) values.push_back(v);
       auto packed = torch::tensor(values, torch::kDouble);
       comm_->allreduce_sum(packed, "all-reduce of the step's metrics");
       packed.div_(world);
       step_loss = packed[0].item<double>();
-      size_t i = 1;
+      stop_requested = packed[1].item<double>();
+      size_t i = 2;
       for (auto& [k, v] : extra) v = packed[int64_t(i++)].item<double>();
     }
     UNDO_CHECK(std::isfinite(step_loss), stage_, ": loss is ", step_loss, " at step ", step);
@@ -151,8 +171,14 @@ TrainResult Trainer::run() {
       metrics.write(line);
       result.final_eval = evaluator_->last();
     }
-    if ((t.ckpt_every > 0 && done % t.ckpt_every == 0) || last) checkpoint(done);
+    bool stop = stop_requested > 0 && !last;
+    if ((t.ckpt_every > 0 && done % t.ckpt_every == 0) || last || stop) checkpoint(done);
     result.steps_done = done;
+    if (stop) {
+      progress.finish();
+      throw Preempted(stage_ + ": stop signal received; checkpointed at step " + std::to_string(done) +
+                      " in " + cfg_.run.dir + " (rerun with --resume to continue)");
+    }
     if (stop_after && stop_after(done)) break;
   }
   progress.finish();

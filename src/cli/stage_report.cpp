@@ -1,0 +1,158 @@
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "cli/stages.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "results/chart.h"
+
+namespace undo {
+
+namespace {
+
+using Row = std::map<std::string, std::string>;
+
+std::vector<Row> read_csv(const std::string& path) {
+  UNDO_INPUT_CHECK(file_exists(path), "'", path, "' is missing: run `undo sweep collect` first");
+  std::ifstream in(path);
+  std::string line;
+  std::vector<std::string> header;
+  std::vector<Row> rows;
+  auto split = [](const std::string& l) {
+    std::vector<std::string> out;
+    std::string cell;
+    std::istringstream ss(l);
+    while (std::getline(ss, cell, ',')) out.push_back(cell);
+    if (!l.empty() && l.back() == ',') out.push_back("");
+    return out;
+  };
+  if (std::getline(in, line)) header = split(line);
+  for (int n = 2; std::getline(in, line); ++n) {
+    if (line.empty()) continue;
+    auto cells = split(line);
+    UNDO_INPUT_CHECK(cells.size() == header.size(), path, ":", n, ": ", cells.size(), " cells, the header has ",
+                     header.size());
+    Row r;
+    for (size_t i = 0; i < header.size(); ++i) r[header[i]] = cells[i];
+    rows.push_back(r);
+  }
+  return rows;
+}
+
+double num(const Row& r, const std::string& k) {
+  auto it = r.find(k);
+  return it == r.end() || it->second.empty() ? NAN : std::strtod(it->second.c_str(), nullptr);
+}
+
+std::string cell(double v, int digits = 3) {
+  if (!std::isfinite(v)) return "-";
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(digits);
+  os << v;
+  return os.str();
+}
+
+}  // namespace
+
+// `undo report DIR`: plots and a Markdown summary of a collected sweep.
+int stage_report(int argc, const char* const* argv) {
+  if (argc != 2 || std::string(argv[1]).rfind("--", 0) == 0) {
+    std::cerr << "usage: undo report DIR   (DIR: a sweep's --out, after `undo sweep collect`)\n";
+    return argc == 2 && std::string(argv[1]) == "--help" ? 0 : 2;
+  }
+  std::string dir = argv[1];
+  auto results = read_csv(join_path(dir, "results.csv"));
+  auto curves = read_csv(join_path(dir, "curves.csv"));
+  UNDO_INPUT_CHECK(!results.empty(), join_path(dir, "results.csv"), " has no rows");
+  const std::string metric = results.front().at("metric");
+  const bool acc = metric == "forget_acc";
+  const std::string forget_label = acc ? "forget accuracy" : "forget CE";
+  std::string out = join_path(dir, "report");
+  make_dirs(out);
+
+  // 1. Relearning curves: the worst case over LRs, one line per model.
+  Chart relearn{"Relearning attack (worst case over LRs)", "attack step", forget_label, {}, {}};
+  std::vector<std::string> order;
+  std::map<std::string, Series> by_model;
+  for (auto& r : curves) {
+    auto& s = by_model[r.at("model")];
+    if (s.name.empty()) {
+      s.name = r.at("model");
+      order.push_back(s.name);
+    }
+    s.points.emplace_back(num(r, "step"), num(r, "forget"));
+  }
+  for (auto& name : order) relearn.series.push_back(by_model[name]);
+
+  // 2. Compute against robustness: each student, the unlearned teacher and the oracle.
+  Chart tradeoff{"Compute vs robustness", "distillation compute / oracle pretraining", "robustness", {}, {}};
+  std::map<std::string, Series> students;  // per method
+  std::map<std::string, double> seen_models;
+  Series unlearn_pts{"unlearned teacher", {}, false, true, {}};
+  for (auto& r : results) {
+    if (seen_models.count(r.at("model"))) continue;
+    seen_models[r.at("model")] = 1;
+    if (r.at("role") == "student") {
+      auto& s = students[r.at("method")];
+      s.name = "UNDO / U&D (" + r.at("method") + ")";
+      s.line = false;
+      s.markers = true;
+      s.points.emplace_back(num(r, "compute_vs_oracle"), num(r, "robustness"));
+      s.labels.push_back(num(r, "alpha") >= 1 ? "U&D" : "a=" + r.at("alpha"));
+    } else if (r.at("role") == "unlearn") {
+      unlearn_pts.points.emplace_back(num(r, "compute_vs_oracle"), 0.0);
+      unlearn_pts.labels.push_back(r.at("method"));
+    }
+  }
+  for (auto& [m, s] : students) tradeoff.series.push_back(s);
+  if (!unlearn_pts.points.empty()) tradeoff.series.push_back(unlearn_pts);
+  tradeoff.hlines = {{"oracle = 1", 1.0}, {"unlearn only = 0", 0.0}};
+
+  for (auto& [name, chart] : {std::pair{"relearn_curves", relearn}, {"compute_robustness", tradeoff}}) {
+    write_file_atomic(join_path(out, std::string(name) + ".svg"), render_svg(chart));
+    write_file_atomic(join_path(out, std::string(name) + ".png"), render_png(chart));
+  }
+
+  // 3. The Markdown summary: one row per model, worst case over the attack LRs.
+  struct Summary {
+    Row first;
+    double worst40 = NAN;
+  };
+  std::vector<std::string> models;
+  std::map<std::string, Summary> per;
+  for (auto& r : results) {
+    auto& s = per[r.at("model")];
+    if (s.first.empty()) {
+      s.first = r;
+      models.push_back(r.at("model"));
+    }
+    double v = num(r, "forget_after40");
+    if (std::isfinite(v) && (!std::isfinite(s.worst40) || (acc ? v > s.worst40 : v < s.worst40))) s.worst40 = v;
+  }
+  std::ostringstream md;
+  std::string r_name = acc ? "retain acc" : "retain CE", f_name = acc ? "forget acc" : "forget CE";
+  md << "# Sweep report: " << dir << "\n\n"
+     << "Worst case over attack LRs (" << (acc ? "highest forget accuracy" : "lowest forget CE")
+     << "). Robustness = (P - P_unlearn) / (P_oracle - P_unlearn) on the worst-case forget metric after the "
+        "full attack; compute = training tokens / the oracle's pretraining tokens.\n\n"
+     << "| model | role | alpha | compute | " << r_name << " before | " << f_name << " before | " << f_name
+     << " after 40 | " << f_name << " after all | robustness |\n|---|---|---|---|---|---|---|---|---|\n";
+  for (auto& m : models) {
+    auto& s = per[m];
+    md << "| " << m << " | " << s.first.at("role") << " | " << (s.first.at("alpha").empty() ? "-" : s.first.at("alpha"))
+       << " | " << cell(num(s.first, "compute_vs_oracle"), 2) << " | " << cell(num(s.first, "retain_before")) << " | "
+       << cell(num(s.first, "forget_before")) << " | " << cell(s.worst40) << " | "
+       << cell(num(s.first, "worst_forget_final")) << " | " << cell(num(s.first, "robustness"), 2) << " |\n";
+  }
+  md << "\n![relearning curves](relearn_curves.svg)\n\n![compute vs robustness](compute_robustness.svg)\n";
+  write_file_atomic(join_path(out, "report.md"), md.str());
+  std::cout << md.str();
+  std::cerr << "report: " << out << "/{report.md, relearn_curves.svg/.png, compute_robustness.svg/.png}\n";
+  return 0;
+}
+
+}  // namespace undo

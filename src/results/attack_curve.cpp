@@ -1,0 +1,76 @@
+#include "results/attack_curve.h"
+
+#include <cstdlib>
+
+#include "core/error.h"
+
+namespace undo {
+
+JsonObject AttackPoint::to_json() const {
+  JsonObject o;
+  if (lr > 0) o.add("lr", lr).add("seed", seed);
+  else o.add("worst_lr", worst_lr);
+  o.add("step", step);
+  for (auto& [k, v] : metrics) o.add(k, v);
+  return o;
+}
+
+AttackPoint AttackPoint::from_json(const std::map<std::string, std::string>& line) {
+  AttackPoint p;
+  for (auto& [k, v] : line) {
+    double x = std::strtod(v.c_str(), nullptr);
+    if (k == "lr") p.lr = x;
+    else if (k == "seed") p.seed = int64_t(x);
+    else if (k == "step") p.step = int64_t(x);
+    else if (k == "worst_lr") p.worst_lr = x;
+    else if (k != "tokens") p.metrics[k] = x;
+  }
+  return p;
+}
+
+std::string attack_metric(const std::vector<AttackPoint>& points) {
+  for (auto& p : points)
+    if (p.metrics.count("forget_acc")) return "forget_acc";
+  return "forget_ce";
+}
+
+std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points) {
+  const std::string metric = attack_metric(points);
+  const bool higher_is_worse = metric == "forget_acc";  // worse for the defender
+  std::map<int64_t, AttackPoint> by_step;
+  for (auto& p : points) {
+    auto it = p.metrics.find(metric);
+    if (it == p.metrics.end()) continue;
+    auto found = by_step.find(p.step);
+    bool better_attack = found == by_step.end() ||
+                         (higher_is_worse ? it->second > found->second.metrics.at(metric)
+                                          : it->second < found->second.metrics.at(metric));
+    if (!better_attack) continue;
+    AttackPoint w = p;
+    w.worst_lr = p.lr;
+    w.lr = 0;
+    w.seed = 0;
+    by_step[p.step] = w;
+  }
+  std::vector<AttackPoint> out;
+  for (auto& [step, p] : by_step) out.push_back(p);
+  return out;
+}
+
+JsonObject attack_point_metrics(const AttackPoint& p) {
+  JsonObject m;
+  m.add("step", p.step).add("worst_lr", p.worst_lr);
+  for (auto& [k, v] : p.metrics)
+    if (k == "forget_ce" || k == "retain_ce" || k == "forget_acc" || k == "retain_acc") m.add(k, v);
+  return m;
+}
+
+const AttackPoint& worst_at_or_before(const std::vector<AttackPoint>& worst, int64_t step) {
+  UNDO_CHECK(!worst.empty(), "no attack evaluations");
+  const AttackPoint* best = &worst.front();
+  for (auto& p : worst)
+    if (p.step <= step) best = &p;
+  return *best;
+}
+
+}  // namespace undo

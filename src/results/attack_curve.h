@@ -1,0 +1,35 @@
+// Relearning-attack curves: one evaluation per (LR, seed, step), and the
+// attacker's worst case over LRs and seeds. Torch-free: the sweep's collect
+// and report read them too.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/json.h"
+
+namespace undo {
+
+// One evaluation of one attack: the model after `step` steps at `lr` (seed `seed`).
+struct AttackPoint {
+  double lr = 0;  // 0 in a worst-case curve (the LR that attained it is in `worst_lr`)
+  int64_t seed = 0;
+  int64_t step = 0;
+  std::map<std::string, double> metrics;  // forget_ce, retain_ce, and with arithmetic forget_acc, retain_acc
+  double worst_lr = 0;
+  JsonObject to_json() const;
+  static AttackPoint from_json(const std::map<std::string, std::string>& line);
+};
+
+// The attacker's result at each evaluated step: the best forget performance
+// over all LRs and seeds (highest forget_acc where measured, else lowest
+// forget_ce); the other metrics are those of the run that attained it.
+std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points);
+// The forget metric the worst case maximises ("forget_acc") or minimises ("forget_ce").
+std::string attack_metric(const std::vector<AttackPoint>& points);
+// The forget and retain metrics of a worst-case point, as a JSON object with its step and LR.
+JsonObject attack_point_metrics(const AttackPoint& p);
+// The worst-case point at `step` or the last one before it.
+const AttackPoint& worst_at_or_before(const std::vector<AttackPoint>& worst, int64_t step);
+
+}  // namespace undo

@@ -1,0 +1,120 @@
+#include "sweep/collect.h"
+
+#include <cmath>
+#include <iostream>
+#include <map>
+#include <sstream>
+
+#include "core/config.h"
+#include "core/fs.h"
+#include "core/json.h"
+#include "results/attack_curve.h"
+#include "sweep/state.h"
+
+namespace undo {
+
+namespace {
+
+std::string fmt(double v) { return std::isfinite(v) ? format_double(v) : ""; }
+
+double summary_number(const Job& j, const std::string& key) {
+  auto path = j.dir + "/summary.json";
+  if (!file_exists(path)) return NAN;
+  auto s = parse_flat_json(read_file(path));
+  auto it = s.find(key);
+  return it == s.end() ? NAN : std::strtod(it->second.c_str(), nullptr);
+}
+
+std::string retain_of(const std::string& metric) { return metric == "forget_acc" ? "retain_acc" : "retain_ce"; }
+
+double metric_at(const AttackPoint& p, const std::string& m) {
+  auto it = p.metrics.find(m);
+  return it == p.metrics.end() ? NAN : it->second;
+}
+
+}  // namespace
+
+int collect_results(const Plan& plan) {
+  // Attack points per attacked model, and per (model, lr).
+  std::map<std::string, std::vector<AttackPoint>> by_model;
+  std::map<std::string, std::map<double, std::vector<AttackPoint>>> by_model_lr;
+  std::map<std::string, int> missing_attacks;
+  for (auto& j : plan.jobs) {
+    if (j.kind != "relearn") continue;
+    const std::string& model = j.tags.at("model");
+    if (!job_done(j)) {
+      missing_attacks[model]++;
+      continue;
+    }
+    for (auto& line : read_json_lines(j.dir + "/attack.jsonl")) {
+      auto p = AttackPoint::from_json(line);
+      by_model[model].push_back(p);
+      by_model_lr[model][p.lr].push_back(p);
+    }
+  }
+  int skipped = 0;
+  std::string metric;
+  std::map<std::string, double> worst_final;  // per model id
+  for (auto& [model, pts] : by_model) {
+    if (missing_attacks.count(model)) continue;
+    metric = attack_metric(pts);
+    worst_final[model] = metric_at(worst_case(pts).back(), metric);
+  }
+  auto find_role = [&](const std::string& role, const std::string& method) -> const Job* {
+    for (auto& j : plan.jobs)
+      if (j.tags.count("role") && j.tags.at("role") == role && (method.empty() || j.tags.at("method") == method))
+        return &j;
+    return nullptr;
+  };
+  const Job* oracle = find_role("oracle", "");
+  double oracle_tokens = oracle ? summary_number(*oracle, "tokens") : NAN;
+
+  std::ostringstream csv, curves;
+  csv << "model,role,method,alpha,beta,seed,attack_lr,metric,forget_before,retain_before,forget_after40,retain_after40,"
+         "forget_final,retain_final,attack_steps,train_tokens,compute_vs_oracle,teacher_forward_tokens,"
+         "worst_forget_final,robustness\n";
+  curves << "model,role,method,alpha,step,worst_lr,forget,retain\n";
+  for (auto& j : plan.jobs) {
+    const std::string role = j.tags.count("role") ? j.tags.at("role") : "";
+    if (role != "base" && role != "oracle" && role != "unlearn" && role != "student") continue;
+    if (!by_model.count(j.id) || missing_attacks.count(j.id)) {
+      ++skipped;
+      continue;
+    }
+    const std::string method = j.tags.count("method") ? j.tags.at("method") : "";
+    auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
+    double tokens = summary_number(j, "tokens");
+    double compute = role == "base" ? NAN : tokens / oracle_tokens;
+    double teacher_tokens = role == "student" ? summary_number(j, "teacher_forward_tokens") : NAN;
+    // Robustness: where the worst-case forget metric sits between the unlearned
+    // teacher (0) and the oracle (1) after the full attack.
+    double robustness = NAN;
+    const Job* unlearn = method.empty() ? nullptr : find_role("unlearn", method);
+    if (unlearn && oracle && worst_final.count(unlearn->id) && worst_final.count(oracle->id)) {
+      double pu = worst_final[unlearn->id], po = worst_final[oracle->id];
+      if (std::abs(po - pu) > 1e-12) robustness = (worst_final[j.id] - pu) / (po - pu);
+    }
+    if (role == "oracle") robustness = 1;
+    for (auto& [lr, pts] : by_model_lr[j.id]) {
+      auto curve = worst_case(pts);  // one LR: its own curve, by step
+      const auto &b = worst_at_or_before(curve, 0), &m = worst_at_or_before(curve, 40), &e = curve.back();
+      std::string r = retain_of(metric);
+      csv << j.name << "," << role << "," << method << "," << tag("alpha") << "," << tag("beta") << "," << tag("seed")
+          << "," << fmt(lr) << "," << metric << "," << fmt(metric_at(b, metric)) << "," << fmt(metric_at(b, r)) << ","
+          << fmt(metric_at(m, metric)) << "," << fmt(metric_at(m, r)) << "," << fmt(metric_at(e, metric)) << ","
+          << fmt(metric_at(e, r)) << "," << e.step << "," << (std::isfinite(tokens) ? std::to_string(int64_t(tokens)) : "") << "," << fmt(compute) << ","
+          << fmt(teacher_tokens) << "," << fmt(worst_final[j.id]) << "," << fmt(robustness) << "\n";
+    }
+    for (auto& p : worst_case(by_model[j.id]))
+      curves << j.name << "," << role << "," << method << "," << tag("alpha") << "," << p.step << ","
+             << fmt(p.worst_lr) << "," << fmt(metric_at(p, metric)) << "," << fmt(metric_at(p, retain_of(metric)))
+             << "\n";
+  }
+  write_file_atomic(plan.out + "/results.csv", csv.str());
+  write_file_atomic(plan.out + "/curves.csv", curves.str());
+  std::cerr << "sweep: wrote " << plan.out << "/results.csv and curves.csv"
+            << (skipped ? " (" + std::to_string(skipped) + " model(s) left out: attacks not all done)" : "") << "\n";
+  return skipped;
+}
+
+}  // namespace undo

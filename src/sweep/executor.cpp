@@ -1,0 +1,185 @@
+#include "sweep/executor.h"
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "sweep/state.h"
+
+extern char** environ;
+
+namespace undo {
+
+namespace {
+
+pid_t spawn_script(const std::string& script) {
+  pid_t pid = 0;
+  std::vector<std::string> args = {"/bin/bash", script};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  int rc = posix_spawn(&pid, "/bin/bash", nullptr, nullptr, argv.data(), environ);
+  UNDO_CHECK(rc == 0, "cannot start ", script, ": ", std::strerror(rc));
+  return pid;
+}
+
+// Runs a shell command, returning its standard output; throws on failure.
+std::string run_capture(const std::string& cmd) {
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  UNDO_CHECK(p, "cannot run ", cmd);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  int rc = pclose(p);
+  UNDO_CHECK(rc == 0, "`", cmd, "` failed: ", out);
+  return out;
+}
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+  for (size_t at = s.find(from); at != std::string::npos; at = s.find(from, at + to.size())) s.replace(at, from.size(), to);
+  return s;
+}
+
+}  // namespace
+
+int run_local(const Plan& plan, int slots) {
+  if (slots <= 0) {
+    int cores = int(std::thread::hardware_concurrency());
+    slots = std::max(1, cores / (plan.spec.ranks * plan.spec.threads));
+  }
+  write_job_scripts(plan, false);
+  std::map<pid_t, const Job*> running;
+  std::set<std::string> failed_now, started;
+  int failures = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  for (;;) {
+    // Launch what is ready: not done, every dependency done, not failed in this run.
+    for (auto& j : plan.jobs) {
+      if (int(running.size()) >= slots) break;
+      if (started.count(j.id) || job_done(j)) continue;
+      bool ready = true;
+      for (auto& d : j.deps) ready = ready && job_done(plan.job(d));
+      if (!ready) continue;
+      std::remove((j.dir + "/job.failed").c_str());
+      pid_t pid = spawn_script(j.dir + "/cmd.sh");
+      running[pid] = &j;
+      started.insert(j.id);
+      std::fprintf(stderr, "sweep [%6.0fs] start  %s\n", elapsed(), (j.name + "-" + j.id).c_str());
+    }
+    if (running.empty()) break;
+    int status = 0;
+    pid_t pid = ::waitpid(-1, &status, 0);
+    if (pid < 0) {
+      UNDO_CHECK(errno == EINTR, "waitpid: ", std::strerror(errno));
+      continue;
+    }
+    auto it = running.find(pid);
+    if (it == running.end()) continue;
+    const Job& j = *it->second;
+    running.erase(it);
+    int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (rc == 0 && job_done(j)) {
+      std::fprintf(stderr, "sweep [%6.0fs] done   %s\n", elapsed(), (j.name + "-" + j.id).c_str());
+    } else {
+      ++failures;
+      failed_now.insert(j.id);
+      std::fprintf(stderr, "sweep [%6.0fs] FAILED %s (exit %d): %s\n", elapsed(), (j.name + "-" + j.id).c_str(), rc,
+                   log_tail(j, 3).c_str());
+    }
+  }
+  int blocked = 0;
+  for (auto& j : plan.jobs)
+    if (!job_done(j) && !failed_now.count(j.id)) ++blocked;
+  if (blocked) std::fprintf(stderr, "sweep: %d job(s) not run because a dependency failed\n", blocked);
+  return failures;
+}
+
+std::vector<std::string> submit_slurm(const Plan& plan, const std::string& template_path) {
+  UNDO_INPUT_CHECK(file_exists(template_path), "Slurm template '", template_path, "' does not exist");
+  const std::string tmpl = read_file(template_path);
+  write_job_scripts(plan, true);
+  const auto& s = plan.spec.slurm;
+  std::string dir = plan.out + "/slurm";
+  make_dirs(dir);
+  std::map<std::string, std::string> array_of_kind;  // kind -> submitted array id
+  std::vector<std::string> ids;
+  for (auto& kind : job_kinds()) {
+    std::vector<const Job*> tasks;
+    std::set<std::string> needs;
+    for (auto& j : plan.jobs) {
+      if (j.kind != kind || job_done(j)) continue;
+      tasks.push_back(&j);
+      for (auto& d : j.deps)
+        if (!job_done(plan.job(d))) needs.insert(plan.job(d).kind);
+    }
+    if (tasks.empty()) continue;
+    std::string list;
+    for (auto* j : tasks) list += j->dir + "\n";
+    write_file_atomic(dir + "/" + kind + ".tasks", list);
+    std::string sbatch_lines;
+    if (!s.partition.empty()) sbatch_lines += "#SBATCH --partition=" + s.partition + "\n";
+    if (!s.account.empty()) sbatch_lines += "#SBATCH --account=" + s.account + "\n";
+    std::istringstream extra(s.extra);
+    for (std::string e; std::getline(extra, e, ';');)
+      if (!e.empty()) sbatch_lines += "#SBATCH " + e + "\n";
+    std::string script = tmpl;
+    for (auto& [key, value] :
+         std::vector<std::pair<std::string, std::string>>{{"@NAME@", "undo-" + kind},
+                                                          {"@ARRAY@", "0-" + std::to_string(tasks.size() - 1) + "%" +
+                                                                          std::to_string(s.max_parallel)},
+                                                          {"@TIME@", s.time},
+                                                          {"@NODES@", std::to_string(s.nodes)},
+                                                          {"@NTASKS@", std::to_string(plan.spec.ranks)},
+                                                          {"@CPUS_PER_TASK@", std::to_string(plan.spec.threads)},
+                                                          {"@SIGNAL_S@", std::to_string(s.signal_s)},
+                                                          {"@OUTPUT@", dir + "/" + kind + "-%A_%a.out"},
+                                                          {"@EXTRA@", sbatch_lines},
+                                                          {"@TASKS@", dir + "/" + kind + ".tasks"}})
+      script = replace_all(script, key, value);
+    write_file_atomic(dir + "/" + kind + ".sbatch", script);
+    std::string cmd = "sbatch --parsable";
+    std::string dep;
+    for (auto& k : needs)
+      if (array_of_kind.count(k)) dep += ":" + array_of_kind[k];
+    if (!dep.empty()) cmd += " --dependency=afterok" + dep + " --kill-on-invalid-dep=yes";
+    cmd += " " + shell_quote(dir + "/" + kind + ".sbatch");
+    std::string id = run_capture(cmd);
+    id = id.substr(0, id.find_first_of(";\n"));
+    array_of_kind[kind] = id;
+    ids.push_back(id);
+    for (size_t i = 0; i < tasks.size(); ++i)
+      write_file_atomic(tasks[i]->dir + "/job.submitted", "slurm " + id + "_" + std::to_string(i) + "\n");
+    std::cerr << "sweep: submitted " << kind << " as array " << id << " (" << tasks.size() << " tasks"
+              << (dep.empty() ? "" : ", afterok" + dep) << ")\n";
+  }
+  return ids;
+}
+
+bool wait_slurm(const std::vector<std::string>& array_ids, double timeout_s) {
+  auto t0 = std::chrono::steady_clock::now();
+  for (;;) {
+    // Pending array tasks show as ID_[2-5%2], running ones as ID_3.
+    std::istringstream out(run_capture("squeue -h -o %i"));
+    bool any = false;
+    for (std::string line; std::getline(out, line);)
+      for (auto& id : array_ids) any = any || line.rfind(id + "_", 0) == 0 || line == id;
+    if (!any) return true;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s) return false;
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+}
+
+}  // namespace undo

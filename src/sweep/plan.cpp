@@ -1,0 +1,224 @@
+#include "sweep/plan.h"
+
+#include <algorithm>
+#include <iomanip>
+#include <sstream>
+
+#include <unistd.h>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/sha256.h"
+
+namespace undo {
+
+namespace {
+
+std::string num(double v) { return format_double(v); }
+
+std::string absolute(const std::string& p) {
+  if (!p.empty() && p[0] == '/') return p;
+  char buf[4096];
+  return getcwd(buf, sizeof buf) ? std::string(buf) + "/" + p : p;
+}
+
+}  // namespace
+
+const std::vector<std::string>& job_kinds() {
+  static const std::vector<std::string> k = {"data", "pretrain", "unlearn", "cache", "distill", "relearn"};
+  return k;
+}
+
+std::string shell_quote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) out += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return out + "'";
+}
+
+const Job& Plan::job(const std::string& id) const {
+  for (auto& j : jobs)
+    if (j.id == id) return j;
+  UNDO_FAIL("no job with id ", id);
+}
+
+std::string Plan::command(const Job& j, bool slurm) const {
+  std::ostringstream os;
+  if (spec.ranks > 1) {
+    if (slurm) os << "srun -n " << spec.ranks << " --mpi=pmix ";
+    else os << "mpirun -np " << spec.ranks << " --bind-to none --oversubscribe ";
+  }
+  os << shell_quote(undo_binary);
+  for (auto& a : j.args) os << " " << shell_quote(a);
+  os << " --run-dir " << shell_quote(j.dir) << " --resume";
+  return os.str();
+}
+
+Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::string& undo_binary) {
+  Plan plan;
+  plan.spec = spec;
+  plan.out = absolute(out_dir);
+  plan.undo_binary = absolute(undo_binary);
+  // The resolved config, for budgets and estimates.
+  {
+    std::vector<std::string> args = {"sweep", "--config", spec.config};
+    for (auto& [k, v] : spec.overrides) args.insert(args.end(), {k, v});
+    std::vector<const char*> argv;
+    for (auto& a : args) argv.push_back(a.c_str());
+    parse_config(int(argv.size()), argv.data(), "sweep", plan.cfg);
+  }
+  const Config& cfg = plan.cfg;
+  const std::string config_sha = sha256_file(spec.config);
+  std::vector<std::string> common = {"--config", absolute(spec.config)};
+  for (auto& [k, v] : spec.overrides) common.insert(common.end(), {k, v});
+  common.insert(common.end(), {"--run.threads", std::to_string(spec.threads)});
+  const double global_batch = double(cfg.train.batch_size) * cfg.train.accum * spec.ranks;
+  const double window = cfg.model.seq_len;
+
+  auto add = [&](std::string kind, std::string name, std::vector<std::string> args, std::vector<std::string> deps,
+                 double est_tokens, std::map<std::string, std::string> tags) -> const Job& {
+    Sha256 h;
+    h.update("undo-sweep-job-v1\n" + kind + "\nconfig_sha256=" + config_sha + "\n");
+    for (auto& a : args) h.update(a + "\n");
+    for (auto& d : deps) h.update("dep=" + d + "\n");
+    Job j;
+    j.id = h.hex().substr(0, 12);
+    for (auto& existing : plan.jobs)
+      if (existing.id == j.id) return existing;  // the same work, already planned: share it
+    j.kind = std::move(kind);
+    j.name = std::move(name);
+    j.args = std::move(args);
+    j.deps = std::move(deps);
+    j.dir = plan.out + "/jobs/" + j.name + "-" + j.id;
+    j.est_tokens = est_tokens;
+    j.tags = std::move(tags);
+    j.tags["name"] = j.name;
+    plan.jobs.push_back(std::move(j));
+    return plan.jobs.back();
+  };
+  auto with = [&](std::vector<std::string> head, std::vector<std::string> tail) {
+    head.insert(head.end(), common.begin(), common.end());
+    head.insert(head.end(), tail.begin(), tail.end());
+    return head;
+  };
+  auto ckpt = [](const Job& j) { return j.dir + "/model.ckpt"; };
+
+  std::vector<std::string> data_deps;
+  if (spec.prepare_data) data_deps.push_back(add("data", "data", with({"data", "prepare"}, {}), {}, 0, {{"role", "data"}}).id);
+  std::vector<std::string> models;  // ids of every model to attack
+  double pretrain_tokens = double(cfg.train.steps) * global_batch * window;
+  const std::string base_id =
+      add("pretrain", "base", with({"pretrain"}, {"--pretrain.target", "base"}), data_deps, pretrain_tokens,
+          {{"role", "base"}}).id;
+  const std::string oracle_id =
+      add("pretrain", "oracle", with({"pretrain"}, {"--pretrain.target", "oracle"}), data_deps, pretrain_tokens,
+          {{"role", "oracle"}}).id;
+  models.insert(models.end(), {base_id, oracle_id});
+  for (auto& method : spec.methods) {
+    const std::string teacher_id =
+        add("unlearn", "unlearn-" + method,
+            with({"unlearn"}, {"--base", ckpt(plan.job(base_id)), "--unlearn.method", method}), {base_id},
+            2.0 * cfg.unlearn.steps * global_batch * window, {{"role", "unlearn"}, {"method", method}}).id;
+    models.push_back(teacher_id);
+    std::string teacher = ckpt(plan.job(teacher_id));
+    std::vector<std::string> student_deps = {teacher_id};
+    const double distill_tokens = double(cfg.distill.steps) * global_batch * window;
+    if (spec.cache) {
+      student_deps.push_back(
+          add("cache", "cache-" + method,
+              with({"cache-logits"}, {"--teacher", teacher, "--tokens", std::to_string(int64_t(distill_tokens)),
+                                      "--distill.cache_dir", plan.out + "/cache"}),
+              {teacher_id}, distill_tokens / 3, {{"role", "cache"}, {"method", method}}).id);
+    }
+    for (int64_t seed : spec.seeds) {
+      for (double alpha : spec.alphas) {
+        for (double beta : spec.betas) {
+          bool fresh = alpha >= 1.0;  // Unlearn-and-Distill: a random student, beta plays no part
+          std::vector<std::string> tail = {"--teacher", teacher, "--run.seed", std::to_string(seed),
+                                           "--distill.cache", spec.cache ? "require" : "off",
+                                           "--distill.cache_dir", plan.out + "/cache"};
+          if (fresh) tail.insert(tail.end(), {"--distill.init", "random"});
+          else tail.insert(tail.end(), {"--distill.init", "noised", "--distill.alpha", num(alpha), "--distill.beta", num(beta)});
+          std::string name = "distill-" + method + "-a" + num(alpha) + (fresh ? "" : "-b" + num(beta)) + "-s" +
+                             std::to_string(seed);
+          models.push_back(add("distill", name, with({"distill"}, tail), student_deps,
+                               distill_tokens * (spec.cache ? 1.0 : 4.0 / 3.0),
+                               {{"role", "student"}, {"method", method}, {"alpha", num(fresh ? 1.0 : alpha)},
+                                {"beta", fresh ? "" : num(beta)}, {"seed", std::to_string(seed)},
+                                {"teacher", teacher_id}}).id);
+        }
+      }
+    }
+  }
+  // Every model is attacked at every LR (one job each, so LRs run in parallel).
+  std::vector<std::string> seen;
+  for (auto& model_id : models) {
+    if (std::find(seen.begin(), seen.end(), model_id) != seen.end()) continue;
+    seen.push_back(model_id);
+    const Job& m = plan.job(model_id);
+    std::string model_name = m.name, model_path = ckpt(m);
+    for (double lr : spec.attack_lrs) {
+      add("relearn", "relearn-" + model_name + "-lr" + num(lr),
+          with({"relearn"}, {"--model", model_path, "--lrs", num(lr), "--steps", std::to_string(spec.attack_steps),
+                             "--eval-every", std::to_string(spec.attack_eval_every)}),
+          {model_id}, double(spec.attack_steps) * global_batch * window,
+          {{"role", "attack"}, {"model", model_id}, {"lr", num(lr)}});
+    }
+  }
+  // Order by kind (dependencies always point to an earlier kind).
+  std::stable_sort(plan.jobs.begin(), plan.jobs.end(), [](const Job& a, const Job& b) {
+    auto rank = [](const std::string& k) {
+      auto& ks = job_kinds();
+      return std::find(ks.begin(), ks.end(), k) - ks.begin();
+    };
+    return rank(a.kind) < rank(b.kind);
+  });
+  return plan;
+}
+
+std::string plan_text(const Plan& plan) {
+  std::ostringstream os;
+  double total = 0;
+  os << std::left << std::setw(9) << "kind" << std::setw(58) << "job" << std::right << std::setw(14)
+     << "est_tokens" << "  needs\n";
+  for (auto& j : plan.jobs) {
+    total += j.est_tokens;
+    os << std::left << std::setw(9) << j.kind << std::setw(58) << (j.name + "-" + j.id) << std::right
+       << std::setw(14) << std::fixed << std::setprecision(0) << j.est_tokens << "  ";
+    for (size_t i = 0; i < j.deps.size(); ++i) os << (i ? ", " : "") << plan.job(j.deps[i]).name;
+    os << "\n";
+  }
+  os << plan.jobs.size() << " jobs, " << std::fixed << std::setprecision(0) << total
+     << " training-token equivalents in all (forward-only passes count 1/3)\n";
+  return os.str();
+}
+
+void write_job_scripts(const Plan& plan, bool slurm) {
+  for (auto& j : plan.jobs) {
+    make_dirs(j.dir);
+    std::ostringstream s;
+    s << "#!/usr/bin/env bash\n"
+      << "# undo sweep job " << j.name << " (" << j.id << "), written by `undo sweep run`; safe to rerun:\n"
+      << "# a finished stage is not rerun by the sweep, a cut one resumes from its checkpoint.\n"
+      << "dir=" << shell_quote(j.dir) << "\n"
+      << "rm -f \"$dir/job.failed\"\n"
+      << "echo \"pid $$ host $(hostname) started $(date -u +%FT%TZ)${SLURM_JOB_ID:+ slurm $SLURM_JOB_ID}\" > "
+         "\"$dir/job.running\"\n"
+      << "echo \"== $(date -u +%FT%TZ) $(hostname)${SLURM_JOB_ID:+ slurm job $SLURM_JOB_ID}\" >> \"$dir/log\"\n"
+      << plan.command(j, slurm) << " >> \"$dir/log\" 2>&1 &\n"
+      << "child=$!\n"
+      << "# The warning signal (sbatch --signal) or a TERM: the stage checkpoints and exits 75.\n"
+      << "trap 'kill -USR1 $child 2>/dev/null' USR1 TERM\n"
+      << "while :; do wait $child; rc=$?; kill -0 $child 2>/dev/null || break; done\n"
+      << "rm -f \"$dir/job.running\"\n"
+      << "if [[ $rc -eq 0 ]]; then echo \"finished $(date -u +%FT%TZ)\" > \"$dir/job.done\"; exit 0; fi\n"
+      << "if [[ $rc -eq 75 && -n ${SLURM_JOB_ID:-} ]]; then\n"
+      << "  echo \"checkpointed, requeueing\" >> \"$dir/log\"\n"
+      << "  scontrol requeue \"${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}\" && exit 0\n"
+      << "fi\n"
+      << "echo \"exit code $rc $(date -u +%FT%TZ)\" > \"$dir/job.failed\"\n"
+      << "exit $rc\n";
+    write_file_atomic(j.dir + "/cmd.sh", s.str());
+  }
+}
+
+}  // namespace undo

@@ -1,0 +1,136 @@
+#include "sweep/spec.h"
+
+#include <fstream>
+#include <functional>
+#include <map>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/fs.h"
+
+namespace undo {
+
+namespace {
+
+std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r"), e = s.find_last_not_of(" \t\r");
+  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
+}
+
+std::vector<std::string> split_commas(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= text.size()) {
+    size_t comma = text.find(',', start);
+    auto item = trim(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
+    if (!item.empty()) out.push_back(item);
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+int to_int(const std::string& where, const std::string& v, int lo) {
+  size_t used = 0;
+  int x = 0;
+  try {
+    x = std::stoi(v, &used);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  UNDO_INPUT_CHECK(used == v.size() && used > 0 && x >= lo, where, " = '", v, "': expected an integer >= ", lo);
+  return x;
+}
+
+}  // namespace
+
+SweepSpec read_sweep_spec(const std::string& path) {
+  UNDO_INPUT_CHECK(file_exists(path), "sweep spec '", path, "' does not exist");
+  SweepSpec spec;
+  spec.path = path;
+  std::ifstream in(path);
+  std::string line, section;
+  using Setter = std::function<void(const std::string& where, const std::string& value)>;
+  std::map<std::string, Setter> keys = {
+      {"sweep.config", [&](auto&, auto& v) { spec.config = v; }},
+      {"sweep.methods",
+       [&](auto& w, auto& v) {
+         spec.methods = split_commas(v);
+         for (auto& m : spec.methods)
+           UNDO_INPUT_CHECK(m == "maxent" || m == "graddiff" || m == "rmu", w, ": unknown method '", m, "'");
+       }},
+      {"sweep.alphas", [&](auto& w, auto& v) {
+         spec.alphas = parse_number_list(w, v);
+         for (double a : spec.alphas) UNDO_INPUT_CHECK(a > 0 && a <= 1, w, ": alpha ", a, " outside (0, 1]");
+       }},
+      {"sweep.betas", [&](auto& w, auto& v) {
+         spec.betas = parse_number_list(w, v);
+         for (double b : spec.betas) UNDO_INPUT_CHECK(b >= 0 && b <= 1, w, ": beta ", b, " outside [0, 1]");
+       }},
+      {"sweep.seeds", [&](auto& w, auto& v) {
+         spec.seeds.clear();
+         for (double s : parse_number_list(w, v)) spec.seeds.push_back(int64_t(s));
+       }},
+      {"sweep.attack_lrs", [&](auto& w, auto& v) {
+         spec.attack_lrs = parse_number_list(w, v);
+         for (double lr : spec.attack_lrs) UNDO_INPUT_CHECK(lr > 0 && lr < 1, w, ": LR ", lr, " outside (0, 1)");
+       }},
+      {"sweep.attack_steps", [&](auto& w, auto& v) { spec.attack_steps = to_int(w, v, 1); }},
+      {"sweep.attack_eval_every", [&](auto& w, auto& v) { spec.attack_eval_every = to_int(w, v, 1); }},
+      {"sweep.ranks", [&](auto& w, auto& v) { spec.ranks = to_int(w, v, 1); }},
+      {"sweep.threads", [&](auto& w, auto& v) { spec.threads = to_int(w, v, 1); }},
+      {"sweep.cache", [&](auto& w, auto& v) { spec.cache = to_int(w, v, 0) != 0; }},
+      {"sweep.prepare_data", [&](auto& w, auto& v) { spec.prepare_data = to_int(w, v, 0) != 0; }},
+      {"slurm.partition", [&](auto&, auto& v) { spec.slurm.partition = v; }},
+      {"slurm.account", [&](auto&, auto& v) { spec.slurm.account = v; }},
+      {"slurm.time", [&](auto&, auto& v) { spec.slurm.time = v; }},
+      {"slurm.nodes", [&](auto& w, auto& v) { spec.slurm.nodes = to_int(w, v, 1); }},
+      {"slurm.max_parallel", [&](auto& w, auto& v) { spec.slurm.max_parallel = to_int(w, v, 1); }},
+      {"slurm.signal_s", [&](auto& w, auto& v) { spec.slurm.signal_s = to_int(w, v, 0); }},
+      {"slurm.extra", [&](auto&, auto& v) { spec.slurm.extra = v; }},
+  };
+  for (int n = 1; std::getline(in, line); ++n) {
+    auto t = trim(line);
+    if (t.empty() || t[0] == '#' || t[0] == ';') continue;
+    std::string where = path + ":" + std::to_string(n);
+    if (t.front() == '[') {
+      UNDO_INPUT_CHECK(t.back() == ']', where, ": bad section header '", t, "'");
+      section = trim(t.substr(1, t.size() - 2));
+      continue;
+    }
+    auto eq = t.find('=');
+    UNDO_INPUT_CHECK(eq != std::string::npos && !section.empty(), where, ": expected 'key = value' inside a [section]");
+    auto key = section + "." + trim(t.substr(0, eq));
+    auto value = trim(t.substr(eq + 1));
+    if (auto hash = value.find(" #"); hash != std::string::npos) value = trim(value.substr(0, hash));
+    if (auto semi = value.find(" ;"); semi != std::string::npos) value = trim(value.substr(0, semi));
+    if (section == "sweep" || section == "slurm") {
+      auto it = keys.find(key);
+      UNDO_INPUT_CHECK(it != keys.end(), where, ": unknown sweep key '", key, "'");
+      it->second(where + ": " + key, value);
+    } else {
+      spec.overrides.emplace_back("--" + key, value);
+    }
+  }
+  UNDO_INPUT_CHECK(!spec.config.empty(), path, ": [sweep] config = FILE is required");
+  UNDO_INPUT_CHECK(file_exists(spec.config), path, ": sweep.config '", spec.config, "' does not exist");
+  UNDO_INPUT_CHECK(!spec.methods.empty() && !spec.alphas.empty() && !spec.seeds.empty() && !spec.attack_lrs.empty(),
+                   path, ": methods, alphas, seeds and attack_lrs must not be empty");
+  // The overrides must be keys the stages accept, with valid values: check now, not in job 17.
+  std::vector<std::string> args = {"sweep", "--config", spec.config};
+  for (auto& [k, v] : spec.overrides) {
+    args.push_back(k);
+    args.push_back(v);
+  }
+  std::vector<const char*> argv;
+  for (auto& a : args) argv.push_back(a.c_str());
+  Config cfg;
+  try {
+    parse_config(int(argv.size()), argv.data(), "sweep", cfg);
+  } catch (const InputError& e) {
+    throw InputError(path + ": " + e.what());
+  }
+  return spec;
+}
+
+}  // namespace undo

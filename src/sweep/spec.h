@@ -1,0 +1,60 @@
+// A sweep spec: one INI file naming the setting (a base config), the grid and
+// how to run it. [sweep] and [slurm] are the sweep's own keys (unknown ones
+// are errors); every other section is a config override applied to every
+// stage (e.g. [train] steps = 200), validated against the config registry.
+//
+//   [sweep]
+//   config = configs/demo-arith.ini    ; the setting
+//   methods = maxent,graddiff           ; unlearning methods (one teacher each)
+//   alphas = 1,0.6,0.3                  ; 1 = Unlearn-and-Distill (random student), <1 = UNDO (noised)
+//   betas = 0.1
+//   seeds = 1                           ; student seeds
+//   attack_lrs = 1e-3,4e-4,1e-4
+//   attack_steps = 100
+//   attack_eval_every = 10
+//   ranks = 1                           ; per job (mpirun -np / srun -n)
+//   threads = 2                         ; per rank
+//   cache = 1                           ; one teacher-logit cache per teacher (0 = online teacher)
+//   prepare_data = 1                    ; first job: undo data prepare (0: data.dir is ready)
+//   [slurm]
+//   partition = ...                     ; account, time, nodes, max_parallel (%N), signal_s, extra
+#pragma once
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace undo {
+
+struct SlurmSettings {
+  std::string partition, account;
+  std::string time = "01:00:00";
+  int nodes = 1;
+  int max_parallel = 8;  // array throttle %N
+  int signal_s = 120;    // SIGUSR1 this long before the time limit: checkpoint and requeue
+  std::string extra;     // more #SBATCH lines, ';'-separated (e.g. "--gres=gpu:1;--mem=32G")
+};
+
+struct SweepSpec {
+  std::string path;    // the spec file
+  std::string config;  // base config of every stage
+  std::vector<std::string> methods = {"maxent"};
+  std::vector<double> alphas = {1.0};
+  std::vector<double> betas = {0.1};
+  std::vector<int64_t> seeds = {1};
+  std::vector<double> attack_lrs = {1e-3, 4e-4, 1e-4};
+  int attack_steps = 100;
+  int attack_eval_every = 10;
+  int ranks = 1;
+  int threads = 2;
+  bool cache = true;
+  bool prepare_data = true;  // a first job runs `undo data prepare` (0: data.dir is prepared already)
+  SlurmSettings slurm;
+  // "--section.key", "value" pairs from the other sections, in file order.
+  std::vector<std::pair<std::string, std::string>> overrides;
+};
+
+// Reads and validates the spec (and its overrides against the config) before
+// anything runs; errors name the file, line and key.
+SweepSpec read_sweep_spec(const std::string& path);
+
+}  // namespace undo
