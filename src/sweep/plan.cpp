@@ -213,7 +213,8 @@ void write_job_scripts(const Plan& plan, bool slurm) {
       << "if [[ $rc -eq 0 ]]; then echo \"finished $(date -u +%FT%TZ)\" > \"$dir/job.done\"; exit 0; fi\n"
       << "if [[ $rc -eq 75 && -n ${SLURM_JOB_ID:-} ]]; then\n"
       << "  echo \"checkpointed, requeueing\" >> \"$dir/log\"\n"
-      << "  scontrol requeue \"${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}\" && exit 0\n"
+      << "  task=\"${SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}${SLURM_ARRAY_TASK_ID:+_$SLURM_ARRAY_TASK_ID}\"\n"
+      << "  scontrol requeue \"$task\" && exit 0\n"
       << "fi\n"
       << "echo \"exit code $rc $(date -u +%FT%TZ)\" > \"$dir/job.failed\"\n"
       << "exit $rc\n";

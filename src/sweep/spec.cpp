@@ -1,5 +1,6 @@
 #include "sweep/spec.h"
 
+#include <algorithm>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -109,7 +110,11 @@ SweepSpec read_sweep_spec(const std::string& path) {
       UNDO_INPUT_CHECK(it != keys.end(), where, ": unknown sweep key '", key, "'");
       it->second(where + ": " + key, value);
     } else {
-      spec.overrides.emplace_back("--" + key, value);
+      // A key given twice: the later value wins, as in the stages' own INI files.
+      auto same = std::find_if(spec.overrides.begin(), spec.overrides.end(),
+                               [&](const auto& o) { return o.first == "--" + key; });
+      if (same != spec.overrides.end()) same->second = value;
+      else spec.overrides.emplace_back("--" + key, value);
     }
   }
   UNDO_INPUT_CHECK(!spec.config.empty(), path, ": [sweep] config = FILE is required");

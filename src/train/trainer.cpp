@@ -32,16 +32,17 @@ void configure_threads(const RunConfig& run, int local_world) {
 
 namespace {
 // Test-only fault injection: UNDO_FAULT_STOP="RANK:STEP" makes that rank stop
-// answering (SIGSTOP) before that step, as a hung node would.
+// answering (SIGSTOP) before that step, as a hung node would; UNDO_FAULT_EXIT=STEP
+// kills the process there.
 void maybe_inject_fault(int rank, int64_t step) {
+  // UNDO_FAULT_EXIT=STEP: the process dies at once before that step, as a killed job would.
+  static const char* exit_at = std::getenv("UNDO_FAULT_EXIT");
+  if (exit_at && std::atoll(exit_at) == step) std::_Exit(137);
   static const char* spec = std::getenv("UNDO_FAULT_STOP");
   if (!spec) return;
   int r = -1;
   long long s = -1;
   if (std::sscanf(spec, "%d:%lld", &r, &s) == 2 && r == rank && s == step) std::raise(SIGSTOP);
-  // UNDO_FAULT_EXIT=STEP: the process dies at once before that step, as a killed job would.
-  static const char* exit_at = std::getenv("UNDO_FAULT_EXIT");
-  if (exit_at && std::atoll(exit_at) == step) std::_Exit(137);
 }
 
 // SIGUSR1 / SIGTERM ask the run to checkpoint at the end of the current step and stop.

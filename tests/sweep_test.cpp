@@ -1,0 +1,236 @@
+// The sweep launcher: grid expansion and sharing, the local executor (a failing
+// job reported, its dependants not started; a killed job resumed on rerun),
+// collect and report, and the Slurm executor against the local one.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+
+#include <unistd.h>
+
+#include "core/fs.h"
+#include "core/json.h"
+#include "sweep/plan.h"
+#include "sweep/state.h"
+#include "test_util.h"
+
+using namespace undo;
+
+namespace {
+
+// A sweep spec over the tests' tiny data: small budgets, `grid` lines in [sweep].
+std::string write_spec(const std::string& dir, const std::string& grid, const std::string& extra = "") {
+  std::string path = dir + "/spec.ini";
+  std::ofstream(path) << "[sweep]\nconfig = " << UNDO_SOURCE_DIR << "/configs/tiny.ini\nprepare_data = 0\nthreads = 1\n"
+                      << "attack_steps = 10\nattack_eval_every = 5\n" << grid << "\n[data]\ndir = " << test::tiny_data_dir()
+                      << "\n[train]\nsteps = 30\n[unlearn]\nsteps = 5\nlr = 1e-3\n[distill]\nsteps = 10\ncheck_every = 5\n"
+                      << "[eval]\narith_per_op = 5\nbatches = 1\n" << extra;
+  return path;
+}
+
+const std::string kSmallGrid = "methods = maxent\nalphas = 1\nattack_lrs = 1e-3";
+
+std::string sweep(const std::string& action, const std::string& spec, const std::string& out, int* rc,
+                  const std::string& env = "", const std::string& more = "") {
+  std::string output;
+  std::string cmd = (env.empty() ? "" : "env " + env + " ") + std::string(UNDO_BINARY) + " sweep " + action +
+                    " --spec " + spec + " --out " + out + " " + more + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof buf, p)) output.append(buf, n);
+  int status = ::pclose(p);
+  *rc = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return output;
+}
+
+int count_kind(const Plan& plan, const std::string& kind) {
+  return int(std::count_if(plan.jobs.begin(), plan.jobs.end(), [&](const Job& j) { return j.kind == kind; }));
+}
+
+}  // namespace
+
+TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
+  auto dir = test::temp_dir("sweep_grid");
+  auto spec = write_spec(dir, "methods = maxent,graddiff\nalphas = 1,0.5,0.3\nbetas = 0.1,0.05\nseeds = 1,2\n"
+                              "attack_lrs = 1e-3,1e-4");
+  Plan plan = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);
+  EXPECT_EQ(count_kind(plan, "data"), 0);
+  EXPECT_EQ(count_kind(plan, "pretrain"), 2);  // one base, one oracle
+  EXPECT_EQ(count_kind(plan, "unlearn"), 2);   // one teacher per method
+  EXPECT_EQ(count_kind(plan, "cache"), 2);     // one logit cache per teacher
+  // Per method and seed: one Unlearn-and-Distill student (beta plays no part) + 2 alphas x 2 betas.
+  EXPECT_EQ(count_kind(plan, "distill"), 2 * 2 * (1 + 2 * 2));
+  EXPECT_EQ(count_kind(plan, "relearn"), (2 + 2 + 20) * 2);  // every model at every LR
+  std::set<std::string> ids, dirs;
+  for (auto& j : plan.jobs) {
+    ids.insert(j.id);
+    dirs.insert(j.dir);
+    for (auto& d : j.deps) EXPECT_NO_THROW(plan.job(d));
+  }
+  EXPECT_EQ(ids.size(), plan.jobs.size());
+  EXPECT_EQ(dirs.size(), plan.jobs.size());
+  // Students of a method share its teacher's one cache.
+  std::set<std::string> caches_used;
+  for (auto& j : plan.jobs)
+    if (j.kind == "distill") caches_used.insert(j.deps.back());
+  EXPECT_EQ(caches_used.size(), 2u);
+  // Content addressing: the same spec plans the same ids; another attack grid keeps the models' ids;
+  // another pretraining budget changes everything downstream of it.
+  Plan again = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);
+  EXPECT_EQ(again.jobs.front().id, plan.jobs.front().id);
+  auto other = write_spec(test::temp_dir("sweep_grid_lr"), "methods = maxent\nattack_lrs = 5e-4");
+  Plan lr_only = make_plan(read_sweep_spec(other), dir + "/out", UNDO_BINARY);
+  EXPECT_EQ(lr_only.jobs[0].id, plan.jobs[0].id);
+  auto longer = write_spec(test::temp_dir("sweep_grid_long"), "methods = maxent", "[pretrain]\ntarget = base\n");
+  Plan changed = make_plan(read_sweep_spec(longer), dir + "/out", UNDO_BINARY);
+  EXPECT_NE(changed.jobs[0].id, plan.jobs[0].id);
+  // `plan` prints the graph with estimated compute.
+  int rc = 0;
+  auto text = sweep("plan", spec, dir + "/out", &rc);
+  EXPECT_EQ(rc, 0) << text;
+  EXPECT_NE(text.find(std::to_string(plan.jobs.size()) + " jobs"), std::string::npos) << text;
+  EXPECT_NE(text.find("unlearn-graddiff"), std::string::npos) << text;
+}
+
+TEST(Sweep, BadSpecsAreRefusedBeforeAnythingRuns) {
+  auto dir = test::temp_dir("sweep_bad");
+  int rc = 0;
+  auto out = sweep("plan", write_spec(dir, "methods = maxent\nalphas = 1.5"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("alpha 1.5"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, "methods = maxent\nlrs = 1"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("unknown sweep key 'sweep.lrs'"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, "methods = maxent", "[train]\nstepz = 3\n"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("stepz"), std::string::npos) << out;
+}
+
+TEST(Sweep, LocalRunCollectsAndReports) {
+  auto dir = test::temp_dir("sweep_local");
+  auto spec = write_spec(dir, "methods = maxent\nalphas = 1,0.5\nattack_lrs = 3e-3,1e-3");
+  int rc = 0;
+  auto out = sweep("run", spec, dir + "/out", &rc, "", "--jobs 2");
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("16 jobs: 16 done"), std::string::npos) << out;
+  auto csv = read_file(dir + "/out/results.csv");
+  // 5 models x 2 LRs, plus the header.
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 11) << csv;
+  EXPECT_NE(csv.find("distill-maxent-a0.5-b0.1-s1,student,maxent,0.5,0.1,1,0.003,forget_acc"), std::string::npos)
+      << csv;
+  // A second run finds everything done and runs nothing.
+  out = sweep("run", spec, dir + "/out", &rc);
+  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(out.find("start"), std::string::npos) << out;
+  std::string report;
+  ASSERT_EQ(test::run_undo("report " + dir + "/out", &report), 0) << report;
+  for (auto f : {"report.md", "relearn_curves.svg", "relearn_curves.png", "compute_robustness.svg",
+                 "compute_robustness.png"})
+    EXPECT_TRUE(file_exists(dir + "/out/report/" + f)) << f;
+  EXPECT_EQ(read_file(dir + "/out/report/relearn_curves.png").substr(0, 8), "\x89PNG\r\n\x1a\n");
+  EXPECT_NE(read_file(dir + "/out/report/relearn_curves.svg").find("distill-maxent-a0.5-b0.1-s1"), std::string::npos);
+}
+
+TEST(Sweep, AFailingJobIsReportedAndItsDependantsAreNotStarted) {
+  auto dir = test::temp_dir("sweep_fail");
+  // RMU steering a block the model does not have: the unlearning job fails at run time.
+  auto spec = write_spec(dir, "methods = rmu\nalphas = 1\nattack_lrs = 1e-3", "[unlearn]\nrmu_layer = 9\n");
+  int rc = 0;
+  auto out = sweep("run", spec, dir + "/out", &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("FAILED unlearn-rmu"), std::string::npos) << out;
+  auto status = sweep("status", spec, dir + "/out", &rc);
+  Plan plan = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);
+  for (auto& j : plan.jobs) {
+    auto s = job_status(plan, j);
+    bool downstream = j.name.find("rmu") != std::string::npos;
+    if (j.kind == "unlearn") {
+      EXPECT_EQ(s.state, JobState::Failed);
+      EXPECT_NE(s.reason.find("rmu_layer"), std::string::npos) << s.reason;  // the log's tail says why
+    } else if (downstream) {
+      EXPECT_EQ(s.state, JobState::Blocked) << j.name;
+      EXPECT_FALSE(file_exists(j.dir + "/log")) << j.name << " was started";
+    } else {
+      EXPECT_EQ(s.state, JobState::Done) << j.name;  // base, oracle and their attacks are not lost
+    }
+  }
+  EXPECT_NE(status.find("blocked"), std::string::npos) << status;
+  // The models that finished are collected.
+  auto csv = read_file(dir + "/out/results.csv");
+  EXPECT_NE(csv.find("\nbase,base"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\noracle,oracle"), std::string::npos) << csv;
+}
+
+TEST(Sweep, AKilledJobResumesFromItsCheckpointOnRerun) {
+  auto dir = test::temp_dir("sweep_kill");
+  auto spec = write_spec(dir, kSmallGrid);
+  int rc = 0;
+  // Every job dies at step 25 as if killed (after the step-20 checkpoint): only pretraining gets that far.
+  auto out = sweep("run", spec, dir + "/out", &rc, "UNDO_FAULT_EXIT=25");
+  EXPECT_NE(rc, 0) << out;
+  Plan plan = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);
+  const Job& base = plan.jobs[0];
+  ASSERT_EQ(base.name, "base");
+  EXPECT_FALSE(job_done(base));
+  EXPECT_TRUE(file_exists(base.dir + "/ckpt/step_00000020.ckpt"));
+  out = sweep("run", spec, dir + "/out", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  EXPECT_NE(read_file(base.dir + "/log").find("resuming from"), std::string::npos);
+  EXPECT_EQ(test::losses_of(base.dir + "/metrics.jsonl").size(), 6u);  // steps 5..30 logged once each
+}
+
+// Run by CTest with the Slurm fixture: the same sweep through sbatch (job
+// arrays, afterok dependencies) gives the same results table as the local executor.
+TEST(Slurm, SweepThroughSbatchMatchesTheLocalExecutor) {
+  ASSERT_NE(std::getenv("SLURM_CONF"), nullptr) << "run through ctest (the Slurm fixture sets SLURM_CONF)";
+  auto dir = test::temp_dir("sweep_slurm");
+  auto spec = write_spec(dir, "methods = maxent\nalphas = 1,0.5\nattack_lrs = 1e-3",
+                         "[slurm]\ntime = 00:10:00\nmax_parallel = 2\n");
+  int rc = 0;
+  auto local = sweep("run", spec, dir + "/local", &rc);
+  ASSERT_EQ(rc, 0) << local;
+  auto out = sweep("run", spec, dir + "/slurm", &rc, "", "--executor slurm --wait --wait-timeout 500");
+  ASSERT_EQ(rc, 0) << out << read_file(dir + "/slurm/slurm/pretrain.sbatch");
+  EXPECT_NE(out.find("afterok"), std::string::npos) << out;
+  auto sbatch = read_file(dir + "/slurm/slurm/relearn.sbatch");
+  EXPECT_NE(sbatch.find("#SBATCH --array=0-4%2"), std::string::npos) << sbatch;  // 5 models x 1 LR
+  EXPECT_NE(sbatch.find("#SBATCH --signal=B:USR1@120"), std::string::npos) << sbatch;
+  EXPECT_EQ(read_file(dir + "/slurm/results.csv"), read_file(dir + "/local/results.csv"));
+  // Resubmitting a finished sweep submits nothing.
+  out = sweep("run", spec, dir + "/slurm", &rc, "", "--executor slurm");
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("submitted 0 array(s)"), std::string::npos) << out;
+}
+
+// The warning signal Slurm sends before the time limit (here sent by hand to
+// the batch shell): the stage checkpoints, the task requeues itself, and the
+// requeued task resumes from that checkpoint and finishes.
+TEST(Slurm, SignalledJobCheckpointsRequeuesAndResumes) {
+  ASSERT_NE(std::getenv("SLURM_CONF"), nullptr) << "run through ctest (the Slurm fixture sets SLURM_CONF)";
+  auto dir = test::temp_dir("sweep_requeue");
+  auto spec = write_spec(dir, kSmallGrid, "[train]\nsteps = 600\nlog_every = 10\nckpt_every = 1000\n");
+  int rc = 0;
+  auto out = sweep("run", spec, dir + "/out", &rc, "", "--executor slurm");
+  ASSERT_EQ(rc, 0) << out;
+  Plan plan = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);
+  const Job& base = plan.jobs[0];
+  ASSERT_EQ(base.name, "base");
+  auto submitted = read_file(base.dir + "/job.submitted");  // "slurm ARRAY_0"
+  std::string task = submitted.substr(6, submitted.find('\n') - 6);
+  // Wait until base is training, then signal its batch shell as --signal=B:USR1 would.
+  for (int i = 0; i < 600 && test::losses_of(base.dir + "/metrics.jsonl").size() < 2; ++i) usleep(100000);
+  ASSERT_GE(test::losses_of(base.dir + "/metrics.jsonl").size(), 2u) << read_file(base.dir + "/log");
+  ASSERT_EQ(std::system(("scancel --batch --signal=USR1 " + task).c_str()), 0);
+  std::string array = task.substr(0, task.find('_'));
+  for (int i = 0; i < 3000; ++i) {  // up to 5 minutes for the whole sweep
+    if (job_done(plan.jobs.back()) || job_status(plan, plan.jobs.back()).state == JobState::Blocked) break;
+    usleep(100000);
+  }
+  auto log = read_file(base.dir + "/log");
+  EXPECT_NE(log.find("stop signal received; checkpointed at step"), std::string::npos) << log;
+  EXPECT_NE(log.find("checkpointed, requeueing"), std::string::npos) << log;
+  EXPECT_NE(log.find("resuming from"), std::string::npos) << log;
+  EXPECT_TRUE(job_done(base)) << log;
+  for (auto& j : plan.jobs) EXPECT_TRUE(job_done(j)) << j.name << ": " << log_tail(j, 5);
+}
