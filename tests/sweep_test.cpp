@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <set>
 
@@ -233,4 +234,19 @@ TEST(Slurm, SignalledJobCheckpointsRequeuesAndResumes) {
   EXPECT_NE(log.find("resuming from"), std::string::npos) << log;
   EXPECT_TRUE(job_done(base)) << log;
   for (auto& j : plan.jobs) EXPECT_TRUE(job_done(j)) << j.name << ": " << log_tail(j, 5);
+}
+
+// The shipped specs (the main job's and the paper-scale Slurm example) parse and plan.
+TEST(Sweep, ShippedSpecsPlan) {
+  std::string root = UNDO_SOURCE_DIR;
+  auto cwd = std::filesystem::current_path();
+  std::filesystem::current_path(root);  // their config paths are relative to the repository
+  Plan demo = make_plan(read_sweep_spec("configs/demo-arith-sweep.ini"), test::temp_dir("spec_demo"), UNDO_BINARY);
+  Plan paper = make_plan(read_sweep_spec("slurm/paper-arith-sweep.ini"), test::temp_dir("spec_paper"), UNDO_BINARY);
+  std::filesystem::current_path(cwd);
+  EXPECT_EQ(count_kind(demo, "distill"), 3);
+  EXPECT_EQ(count_kind(demo, "relearn"), 6 * 3);
+  EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6);
+  EXPECT_EQ(paper.spec.ranks, 4);
+  EXPECT_NE(paper.command(paper.jobs.back(), true).find("srun -n 4 --mpi=pmix"), std::string::npos);
 }

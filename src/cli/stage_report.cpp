@@ -49,6 +49,8 @@ double num(const Row& r, const std::string& k) {
 
 std::string cell(double v, int digits = 3) {
   if (!std::isfinite(v)) return "-";
+  v += 0.0;  // no "-0.000"
+  if (std::abs(v) < 0.5 * std::pow(10.0, -digits)) v = 0;
   std::ostringstream os;
   os.setf(std::ios::fixed);
   os.precision(digits);

@@ -58,6 +58,7 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
   plan.spec = spec;
   plan.out = absolute(out_dir);
   plan.undo_binary = absolute(undo_binary);
+  plan.cwd = absolute(".");
   // The resolved config, for budgets and estimates.
   {
     std::vector<std::string> args = {"sweep", "--config", spec.config};
@@ -199,6 +200,7 @@ void write_job_scripts(const Plan& plan, bool slurm) {
     s << "#!/usr/bin/env bash\n"
       << "# undo sweep job " << j.name << " (" << j.id << "), written by `undo sweep run`; safe to rerun:\n"
       << "# a finished stage is not rerun by the sweep, a cut one resumes from its checkpoint.\n"
+      << "cd " << shell_quote(plan.cwd) << " || exit 1\n"
       << "dir=" << shell_quote(j.dir) << "\n"
       << "rm -f \"$dir/job.failed\"\n"
       << "echo \"pid $$ host $(hostname) started $(date -u +%FT%TZ)${SLURM_JOB_ID:+ slurm $SLURM_JOB_ID}\" > "

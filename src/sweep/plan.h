@@ -34,6 +34,7 @@ struct Plan {
   Config cfg;  // the resolved base config + overrides
   std::string out;
   std::string undo_binary;
+  std::string cwd;  // where relative paths of the config (data.dir, ...) resolve: jobs run here
   std::vector<Job> jobs;  // topologically ordered
   const Job& job(const std::string& id) const;
   // The shell command of a job: launcher prefix (mpirun / srun for ranks > 1), binary, args, run dir.
