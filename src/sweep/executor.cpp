@@ -70,6 +70,11 @@ int run_local(const Plan& plan, int slots) {
     for (auto& j : plan.jobs) {
       if (int(running.size()) >= slots) break;
       if (started.count(j.id) || job_done(j)) continue;
+      if (job_status(plan, j).state == JobState::Running) {  // another sweep process runs it now
+        started.insert(j.id);
+        std::fprintf(stderr, "sweep: %s is running elsewhere; not starting it again\n", (j.name + "-" + j.id).c_str());
+        continue;
+      }
       bool ready = true;
       for (auto& d : j.deps) ready = ready && job_done(plan.job(d));
       if (!ready) continue;
@@ -114,16 +119,38 @@ std::vector<std::string> submit_slurm(const Plan& plan, const std::string& templ
   const auto& s = plan.spec.slurm;
   std::string dir = plan.out + "/slurm";
   make_dirs(dir);
+  // Tasks of an earlier submission still queued or running are not submitted again.
+  std::set<std::string> in_queue;
+  {
+    std::istringstream q(run_capture("squeue -h -r -o %i"));
+    for (std::string id; std::getline(q, id);) in_queue.insert(id);
+  }
+  auto task_of = [](const Job& j) {
+    auto marker = read_file(j.dir + "/job.submitted");  // "slurm ARRAY_TASK"
+    auto id = marker.substr(marker.find(' ') + 1);
+    return id.substr(0, id.find('\n'));
+  };
+  auto already_queued = [&](const Job& j) {
+    return file_exists(j.dir + "/job.submitted") && in_queue.count(task_of(j)) > 0;
+  };
   std::map<std::string, std::string> array_of_kind;  // kind -> submitted array id
   std::vector<std::string> ids;
   for (auto& kind : job_kinds()) {
     std::vector<const Job*> tasks;
-    std::set<std::string> needs;
+    std::set<std::string> needs, needs_tasks;
     for (auto& j : plan.jobs) {
       if (j.kind != kind || job_done(j)) continue;
+      if (already_queued(j)) {
+        std::cerr << "sweep: " << j.name << "-" << j.id << " is already queued or running\n";
+        continue;
+      }
       tasks.push_back(&j);
-      for (auto& d : j.deps)
-        if (!job_done(plan.job(d))) needs.insert(plan.job(d).kind);
+      for (auto& d : j.deps) {
+        const Job& dep = plan.job(d);
+        if (job_done(dep)) continue;
+        if (already_queued(dep)) needs_tasks.insert(task_of(dep));  // from an earlier submission
+        else needs.insert(dep.kind);
+      }
     }
     if (tasks.empty()) continue;
     std::string list;
@@ -154,6 +181,7 @@ std::vector<std::string> submit_slurm(const Plan& plan, const std::string& templ
     std::string dep;
     for (auto& k : needs)
       if (array_of_kind.count(k)) dep += ":" + array_of_kind[k];
+    for (auto& t : needs_tasks) dep += ":" + t;
     if (!dep.empty()) cmd += " --dependency=afterok" + dep + " --kill-on-invalid-dep=yes";
     cmd += " " + shell_quote(dir + "/" + kind + ".sbatch");
     std::string id = run_capture(cmd);

@@ -202,7 +202,7 @@ void write_job_scripts(const Plan& plan, bool slurm) {
       << "# a finished stage is not rerun by the sweep, a cut one resumes from its checkpoint.\n"
       << "cd " << shell_quote(plan.cwd) << " || exit 1\n"
       << "dir=" << shell_quote(j.dir) << "\n"
-      << "rm -f \"$dir/job.failed\"\n"
+      << "rm -f \"$dir/job.failed\" \"$dir/job.submitted\"\n"
       << "echo \"pid $$ host $(hostname) started $(date -u +%FT%TZ)${SLURM_JOB_ID:+ slurm $SLURM_JOB_ID}\" > "
          "\"$dir/job.running\"\n"
       << "echo \"== $(date -u +%FT%TZ) $(hostname)${SLURM_JOB_ID:+ slurm job $SLURM_JOB_ID}\" >> \"$dir/log\"\n"
