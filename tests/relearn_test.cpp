@@ -88,7 +88,7 @@ TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
   EXPECT_NE(summary.at("after_40").find("\"step\": 20"), std::string::npos) << summary.at("after_40");
   // A rerun skips both finished attacks; a third LR runs alone.
   ASSERT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,1e-5,1e-3 --steps 20 --eval-every 5", &out), 0) << out;
-  EXPECT_NE(out.find("lr-0.003-seed-1 done, skipping"), std::string::npos) << out;
+  EXPECT_NE(out.find("lr-0.003-seed-1-steps-20-every-5 done, skipping"), std::string::npos) << out;
   EXPECT_EQ(read_json_lines(dir + "/attack.jsonl").size(), 15u);
   EXPECT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,abc", &out), 2);
   EXPECT_NE(out.find("--lrs"), std::string::npos) << out;

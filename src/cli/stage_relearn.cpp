@@ -32,9 +32,11 @@ int positive_int(const std::string& flag, const std::string& text, int fallback)
   throw InputError(flag + " = '" + text + "': expected a positive integer");
 }
 
-std::string lr_dir_name(double lr, int64_t seed) {
+// The attack's own run directory names everything that shapes its curve, so
+// that a rerun with another budget does not take an old curve for its own.
+std::string attack_dir_name(double lr, int64_t seed, const RelearnConfig& r) {
   std::ostringstream os;
-  os << "lr-" << format_double(lr) << "-seed-" << seed;
+  os << "lr-" << format_double(lr) << "-seed-" << seed << "-steps-" << r.steps << "-every-" << r.eval_every;
   return os.str();
 }
 
@@ -78,7 +80,7 @@ int stage_relearn(int argc, const char* const* argv) {
     for (double lr : parse_number_list("--lrs", cfg.relearn.lrs)) {
       Config c = cfg;
       c.run.seed = int64_t(seed);
-      c.run.dir = join_path(cfg.run.dir, "attacks/" + lr_dir_name(lr, c.run.seed));
+      c.run.dir = join_path(cfg.run.dir, "attacks/" + attack_dir_name(lr, c.run.seed, cfg.relearn));
       c.run.resume = true;  // a cut attack continues from its checkpoint
       auto curve_path = join_path(c.run.dir, "curve.jsonl");
       if (!file_exists(curve_path)) {
