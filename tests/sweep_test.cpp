@@ -240,9 +240,10 @@ TEST(Slurm, SignalledJobCheckpointsRequeuesAndResumes) {
 TEST(Sweep, ShippedSpecsPlan) {
   std::string root = UNDO_SOURCE_DIR;
   auto cwd = std::filesystem::current_path();
-  std::filesystem::current_path(root);  // their config paths are relative to the repository
-  Plan demo = make_plan(read_sweep_spec("configs/demo-arith-sweep.ini"), test::temp_dir("spec_demo"), UNDO_BINARY);
-  Plan paper = make_plan(read_sweep_spec("slurm/paper-arith-sweep.ini"), test::temp_dir("spec_paper"), UNDO_BINARY);
+  auto demo_out = test::temp_dir("spec_demo"), paper_out = test::temp_dir("spec_paper");  // under the build tree
+  std::filesystem::current_path(root);  // the specs' config paths are relative to the repository
+  Plan demo = make_plan(read_sweep_spec("configs/demo-arith-sweep.ini"), demo_out, UNDO_BINARY);
+  Plan paper = make_plan(read_sweep_spec("slurm/paper-arith-sweep.ini"), paper_out, UNDO_BINARY);
   std::filesystem::current_path(cwd);
   EXPECT_EQ(count_kind(demo, "distill"), 3);
   EXPECT_EQ(count_kind(demo, "relearn"), 6 * 3);
