@@ -238,33 +238,35 @@ LogitRows LogitCacheReader::read(uint64_t first, uint64_t count) const {
   r.rest_logp.resize(count * sizes[3]);
   void* bufs[4] = {r.tokens.data(), r.ids.data(), f16 ? (void*)r.logp_f16.data() : r.logp_f32.data(),
                    r.rest_logp.data()};
-  hid_t mem_types[4] = {H5T_NATIVE_UINT32, H5T_NATIVE_UINT32, f16 ? m.f16.get() : H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT};
-  for (int i = 0; i < 4; ++i) {
-    auto file_space = h5::select_rows(m.sets[i], first, count);
-    auto dims = h5::dims_of(m.sets[i]);
-    dims[0] = count;
-    auto mem = h5::memory_space(dims);
-    H5_CHECK(H5Dread(m.sets[i], mem_types[i], mem, file_space, H5P_DEFAULT, bufs[i]), "read ", kDatasets[i],
-             " rows ", first, "..", first + count, " of logit cache '", m.path, "' (corrupted?)");
-  }
+  for (int i = 0; i < 4; ++i) read_dataset(i, first, count, bufs[i]);
   return r;
 }
 
+void LogitCacheReader::read_dataset(int i, uint64_t first, uint64_t count, void* buf) const {
+  const auto& m = *impl_;
+  bool f16 = m.key.dtype == "f16";
+  hid_t mem_types[4] = {H5T_NATIVE_UINT32, H5T_NATIVE_UINT32, f16 ? m.f16.get() : H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT};
+  auto file_space = h5::select_rows(m.sets[i], first, count);
+  auto dims = h5::dims_of(m.sets[i]);
+  dims[0] = count;
+  auto mem = h5::memory_space(dims);
+  H5_CHECK(H5Dread(m.sets[i], mem_types[i], mem, file_space, H5P_DEFAULT, buf), "read ", kDatasets[i], " rows ",
+           first, "..", first + count, " of logit cache '", m.path, "' (corrupted?)");
+}
+
 std::string LogitCacheReader::content_sha256(uint64_t block) const {
+  // Dataset by dataset (the order the checksum is defined in), each read once.
+  const auto& m = *impl_;
+  auto sizes = row_sizes(m.key);
+  const size_t value_bytes[4] = {4, 4, m.key.dtype == "f16" ? size_t(2) : size_t(4), 4};
   Sha256 h;
+  std::vector<char> buf;
   for (int i = 0; i < 4; ++i)
-    for (uint64_t at = 0; at < impl_->rows; at += block) {
-      auto r = read(at, std::min(block, impl_->rows - at));
-      // Hash the values as stored (ids widened to u32 in memory: hash those).
-      switch (i) {
-        case 0: h.update(r.tokens.data(), r.tokens.size() * 4); break;
-        case 1: h.update(r.ids.data(), r.ids.size() * 4); break;
-        case 2:
-          if (impl_->key.dtype == "f16") h.update(r.logp_f16.data(), r.logp_f16.size() * 2);
-          else h.update(r.logp_f32.data(), r.logp_f32.size() * 4);
-          break;
-        default: h.update(r.rest_logp.data(), r.rest_logp.size() * 4);
-      }
+    for (uint64_t at = 0; at < m.rows; at += block) {
+      uint64_t n = std::min(block, m.rows - at);
+      buf.resize(n * sizes[i] * value_bytes[i]);
+      read_dataset(i, at, n, buf.data());
+      h.update(buf.data(), buf.size());
     }
   return h.hex();
 }

@@ -78,6 +78,8 @@ class LogitCacheReader {
   LogitRows read(uint64_t first, uint64_t count) const;
 
  private:
+  // Rows of one dataset into `buf`, as stored (ids and tokens widened to uint32).
+  void read_dataset(int dataset, uint64_t first, uint64_t count, void* buf) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

@@ -59,15 +59,7 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
   plan.out = absolute(out_dir);
   plan.undo_binary = absolute(undo_binary);
   plan.cwd = absolute(".");
-  // The resolved config, for budgets and estimates.
-  {
-    std::vector<std::string> args = {"sweep", "--config", spec.config};
-    for (auto& [k, v] : spec.overrides) args.insert(args.end(), {k, v});
-    std::vector<const char*> argv;
-    for (auto& a : args) argv.push_back(a.c_str());
-    parse_config(int(argv.size()), argv.data(), "sweep", plan.cfg);
-  }
-  const Config& cfg = plan.cfg;
+  const Config& cfg = spec.cfg;  // budgets and estimates
   const std::string config_sha = sha256_file(spec.config);
   std::vector<std::string> common = {"--config", absolute(spec.config)};
   for (auto& [k, v] : spec.overrides) common.insert(common.end(), {k, v});

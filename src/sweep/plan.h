@@ -31,7 +31,6 @@ const std::vector<std::string>& job_kinds();
 
 struct Plan {
   SweepSpec spec;
-  Config cfg;  // the resolved base config + overrides
   std::string out;
   std::string undo_binary;
   std::string cwd;  // where relative paths of the config (data.dir, ...) resolve: jobs run here

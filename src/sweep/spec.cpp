@@ -18,19 +18,6 @@ std::string trim(const std::string& s) {
   return b == std::string::npos ? "" : s.substr(b, e - b + 1);
 }
 
-std::vector<std::string> split_commas(const std::string& text) {
-  std::vector<std::string> out;
-  size_t start = 0;
-  while (start <= text.size()) {
-    size_t comma = text.find(',', start);
-    auto item = trim(text.substr(start, comma == std::string::npos ? std::string::npos : comma - start));
-    if (!item.empty()) out.push_back(item);
-    if (comma == std::string::npos) break;
-    start = comma + 1;
-  }
-  return out;
-}
-
 int to_int(const std::string& where, const std::string& v, int lo) {
   size_t used = 0;
   int x = 0;
@@ -56,7 +43,7 @@ SweepSpec read_sweep_spec(const std::string& path) {
       {"sweep.config", [&](auto&, auto& v) { spec.config = v; }},
       {"sweep.methods",
        [&](auto& w, auto& v) {
-         spec.methods = split_commas(v);
+         spec.methods = split_list(v);
          for (auto& m : spec.methods)
            UNDO_INPUT_CHECK(m == "maxent" || m == "graddiff" || m == "rmu", w, ": unknown method '", m, "'");
        }},
@@ -129,9 +116,8 @@ SweepSpec read_sweep_spec(const std::string& path) {
   }
   std::vector<const char*> argv;
   for (auto& a : args) argv.push_back(a.c_str());
-  Config cfg;
   try {
-    parse_config(int(argv.size()), argv.data(), "sweep", cfg);
+    parse_config(int(argv.size()), argv.data(), "sweep", spec.cfg);
   } catch (const InputError& e) {
     throw InputError(path + ": " + e.what());
   }

@@ -23,6 +23,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/config.h"
+
 namespace undo {
 
 struct SlurmSettings {
@@ -51,6 +53,7 @@ struct SweepSpec {
   SlurmSettings slurm;
   // "--section.key", "value" pairs from the other sections, in file order.
   std::vector<std::pair<std::string, std::string>> overrides;
+  Config cfg;  // the setting's config with the overrides applied (validated when the spec is read)
 };
 
 // Reads and validates the spec (and its overrides against the config) before

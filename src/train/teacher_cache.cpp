@@ -20,11 +20,9 @@ namespace undo {
 namespace {
 
 std::string canonical_mix(const std::string& spec) {
-  auto mix = parse_mix("--data", spec);
-  double total = 0;
-  for (auto& m : mix) total += m.second;
   std::ostringstream os;
-  for (size_t i = 0; i < mix.size(); ++i) os << (i ? "," : "") << mix[i].first << ":" << mix[i].second / total;
+  for (auto& [stream, weight] : parse_mix("--data", spec))  // weights come back normalised
+    os << (os.tellp() > 0 ? "," : "") << stream << ":" << weight;
   return os.str();
 }
 
