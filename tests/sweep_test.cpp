@@ -223,9 +223,14 @@ TEST(Slurm, SignalledJobCheckpointsRequeuesAndResumes) {
   for (int i = 0; i < 600 && test::losses_of(base.dir + "/metrics.jsonl").size() < 2; ++i) usleep(100000);
   ASSERT_GE(test::losses_of(base.dir + "/metrics.jsonl").size(), 2u) << read_file(base.dir + "/log");
   ASSERT_EQ(std::system(("scancel --batch --signal=USR1 " + task).c_str()), 0);
-  std::string array = task.substr(0, task.find('_'));
-  for (int i = 0; i < 3000; ++i) {  // up to 5 minutes for the whole sweep
-    if (job_done(plan.jobs.back()) || job_status(plan, plan.jobs.back()).state == JobState::Blocked) break;
+  // Up to 5 minutes for the whole sweep: until every job has finished (tasks of one array end in any order).
+  for (int i = 0; i < 3000; ++i) {
+    bool settled = true;
+    for (auto& j : plan.jobs) {
+      auto state = job_status(plan, j).state;
+      settled = settled && (state == JobState::Done || state == JobState::Failed || state == JobState::Blocked);
+    }
+    if (settled) break;
     usleep(100000);
   }
   auto log = read_file(base.dir + "/log");
