@@ -93,3 +93,15 @@ TEST(Config, CliRejectsBadValueWithExitCode2) {
   EXPECT_EQ(test::run_undo("pretrain --data.dir /nonexistent --run-dir " + test::temp_dir("run2"), &out), 2);
   EXPECT_NE(out.find("/nonexistent"), std::string::npos) << out;
 }
+
+// Numbers given as command-line flags (not config keys) are checked whole: "3x" is not 3.
+TEST(Config, FlagNumbersAreCheckedWhole) {
+  EXPECT_EQ(parse_integer("--jobs", "3", 0), 3);
+  EXPECT_EQ(parse_integer("--jobs", "0", 0), 0);
+  for (auto bad : {"3x", "1.5", "-1", "", "two"}) EXPECT_THROW(parse_integer("--jobs", bad, 0), InputError) << bad;
+  EXPECT_DOUBLE_EQ(parse_real("--wait-timeout", "2.5", 0), 2.5);
+  for (auto bad : {"2.5s", "-1", "nan", "inf"}) EXPECT_THROW(parse_real("--wait-timeout", bad, 0), InputError) << bad;
+  std::string out;
+  EXPECT_EQ(test::run_undo("sweep run --spec none.ini --out " + test::temp_dir("jobs") + " --jobs two", &out), 2);
+  EXPECT_NE(out.find("--jobs = 'two'"), std::string::npos) << out;
+}

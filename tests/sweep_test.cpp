@@ -254,5 +254,6 @@ TEST(Sweep, ShippedSpecsPlan) {
   EXPECT_EQ(count_kind(demo, "relearn"), 6 * 3);
   EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6);
   EXPECT_EQ(paper.spec.ranks, 4);
+  EXPECT_EQ(paper.spec.cfg.run.device, "cuda");  // the paper presets train on GPUs
   EXPECT_NE(paper.command(paper.jobs.back(), true).find("srun -n 4 --mpi=pmix"), std::string::npos);
 }

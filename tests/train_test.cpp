@@ -192,6 +192,26 @@ TEST(Export, SafetensorsRoundTrip) {
   EXPECT_EQ(test::run_undo("export --format onnx --model " + dir + "/m.ckpt", &out), 2);
 }
 
+// run.device = cuda trains on the GPU where there is one; where there is none
+// (a CPU-only LibTorch, as in CI) it is refused before anything is written.
+TEST(Cli, CudaDeviceWithoutAGpuIsRefusedBeforeAnyFileIsWritten) {
+  auto dir = test::temp_dir("device") + "/run";
+  std::string args = "pretrain --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                     test::tiny_data_dir() + " --run-dir " + dir + " --train.steps 2 --run.device cuda";
+  std::string out;
+  int rc = test::run_undo(args, &out);
+  if (torch::cuda::is_available()) {
+    EXPECT_EQ(rc, 0) << out;
+    EXPECT_TRUE(file_exists(dir + "/model.ckpt"));
+  } else {
+    EXPECT_EQ(rc, 2) << out;
+    EXPECT_NE(out.find("run.device = cuda"), std::string::npos) << out;
+    EXPECT_FALSE(std::filesystem::exists(dir));
+  }
+  EXPECT_EQ(test::run_undo("pretrain --run.device tpu --run-dir " + dir, &out), 2);
+  EXPECT_NE(out.find("run.device"), std::string::npos) << out;
+}
+
 TEST(Cli, PretrainWritesMetricsConfigAndResumes) {
   auto dir = test::temp_dir("cli");
   std::string ini = std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini";

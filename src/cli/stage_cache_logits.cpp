@@ -20,20 +20,14 @@ int stage_cache_logits(int argc, const char* const* argv) {
                      {"tokens", "positions to cache (rounded up to whole windows)", &tokens_text, true},
                      {"out", "cache file (default: distill.cache_dir, named by its key)", &out}}))
     return 0;
-  int64_t tokens = 0;
-  try {
-    size_t used = 0;
-    tokens = std::stoll(tokens_text, &used);
-    UNDO_INPUT_CHECK(used == tokens_text.size() && tokens > 0, "");
-  } catch (const std::exception&) {
-    throw InputError("--tokens = '" + tokens_text + "': expected a positive integer");
-  }
+  const int64_t tokens = parse_integer("--tokens", tokens_text, 1);
   if (mix.empty()) mix = cfg.data.base_mix;
   parse_mix("--data", mix);
   CheckpointMeta meta;
   Transformer teacher = load_model(teacher_path, &meta);
   cfg.model = meta.model;
   prepare_run(cfg);
+  teacher->to(compute_device());
   UNDO_INPUT_CHECK(cfg.model.vocab_size == meta.model.vocab_size, "the teacher's vocabulary (", meta.model.vocab_size,
                    ") does not match the tokenizer of data.dir");
   uint64_t rows = uint64_t((tokens + cfg.model.seq_len - 1) / cfg.model.seq_len);

@@ -7,6 +7,8 @@
 #include "core/json.h"
 #include "data/tokenizer.h"
 #include "dist/communicator.h"
+#include "dist/launch.h"
+#include "model/device.h"
 #include "train/trainer.h"
 
 namespace undo {
@@ -43,6 +45,8 @@ void prepare_run(Config& cfg) {
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok_vocab;
   UNDO_INPUT_CHECK(cfg.model.vocab_size >= tok_vocab, "model.vocab_size = ", cfg.model.vocab_size,
                    " is smaller than the tokenizer's ", tok_vocab, " in '", tok_path, "'");
+  // The device first: dist.backend = auto picks NCCL for ranks that compute on GPUs.
+  select_compute_device(cfg.run.device, detect_launch().local_rank);
   auto comm = init_distributed(cfg.dist);
   if (!comm || comm->rank() == 0) {
     make_dirs(cfg.run.dir);

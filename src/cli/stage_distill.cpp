@@ -37,6 +37,7 @@ int stage_distill(int argc, const char* const* argv) {
   cfg.optim.schedule = "cosine";
   cfg.train.eval_every = d.check_every;
   prepare_run(cfg);
+  teacher->to(compute_device());
 
   Transformer student(cfg.model);
   if (d.init == "noised") {
@@ -47,6 +48,7 @@ int stage_distill(int argc, const char* const* argv) {
   } else {
     student->init_weights(uint64_t(cfg.run.seed));
   }
+  student->to(compute_device());
   // Distillation data: the base pretraining mix, unlabelled, as a numbered stream.
   auto comm = distributed();
   DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix),

@@ -14,8 +14,10 @@ int stage_eval(int argc, const char* const* argv) {
   std::string model_path;
   if (!parse_config(argc, argv, "eval", cfg, {{"model", "checkpoint to evaluate", &model_path, true, true}})) return 0;
   configure_threads(cfg.run);
+  select_compute_device(cfg.run.device, 0);
   CheckpointMeta meta;
   Transformer model = load_model(model_path, &meta);
+  model->to(compute_device());
   cfg.model = meta.model;  // windows and vocab follow the checkpoint
   Evaluator evaluator(cfg);
   JsonObject result;

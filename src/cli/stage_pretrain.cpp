@@ -18,7 +18,8 @@ int stage_pretrain(int argc, const char* const* argv) {
                                          "train", cfg.model.seq_len);
   Evaluator evaluator(cfg);
   Transformer model(cfg.model);
-  model->init_weights(uint64_t(cfg.run.seed));
+  model->init_weights(uint64_t(cfg.run.seed));  // on CPU: the init is the same on every device
+  model->to(compute_device());
   CrossEntropyObjective objective(mix, cfg.model.seq_len);
   auto t0 = std::chrono::steady_clock::now();
   Trainer trainer(cfg, "pretrain-" + cfg.pretrain.target, model, objective, &evaluator);

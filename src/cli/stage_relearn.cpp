@@ -22,14 +22,7 @@ void override_from_flag(const std::string& flag, const std::string& value, std::
 }
 
 int positive_int(const std::string& flag, const std::string& text, int fallback) {
-  if (text.empty()) return fallback;
-  try {
-    size_t used = 0;
-    int v = std::stoi(text, &used);
-    if (used == text.size() && v > 0) return v;
-  } catch (const std::exception&) {
-  }
-  throw InputError(flag + " = '" + text + "': expected a positive integer");
+  return text.empty() ? fallback : int(parse_integer(flag, text, 1));
 }
 
 // The attack's own run directory names everything that shapes its curve, so
@@ -72,6 +65,7 @@ int stage_relearn(int argc, const char* const* argv) {
   std::map<std::string, double> before;
   {
     Transformer model = load_model(model_path);
+    model->to(compute_device());
     evaluator.run(model);
     before = evaluator.last();
   }
@@ -85,6 +79,7 @@ int stage_relearn(int argc, const char* const* argv) {
       auto curve_path = join_path(c.run.dir, "curve.jsonl");
       if (!file_exists(curve_path)) {
         Transformer model = load_model(model_path);
+        model->to(compute_device());
         run_attack(c, lr, model, evaluator);
         if (is_writer()) write_file_atomic(curve_path, attack_curve_jsonl(c, lr, before));
       } else if (is_writer()) {

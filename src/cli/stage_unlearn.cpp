@@ -30,6 +30,7 @@ int stage_unlearn(int argc, const char* const* argv) {
   cfg.train.eval_every = std::min(cfg.train.eval_every, cfg.unlearn.steps);
   cfg.train.ckpt_every = std::min(cfg.train.ckpt_every, cfg.unlearn.steps);
   prepare_run(cfg);
+  model->to(compute_device());
   auto objective = make_unlearning_objective(cfg, model);
   Evaluator evaluator(cfg);
   std::string stage = "unlearn-" + cfg.unlearn.method + (cfg.unlearn.sam_rho > 0 ? "-sam" : "");

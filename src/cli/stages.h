@@ -3,6 +3,7 @@
 #include <string>
 
 #include "core/config.h"
+#include "model/device.h"
 
 namespace undo {
 
@@ -19,8 +20,9 @@ int stage_export(int argc, const char* const* argv);
 
 // Shared set-up of the training stages: resolves model.vocab_size from the
 // tokenizer in data.dir, joins the job's ranks (when launched on several),
-// creates run.dir, writes the resolved config.ini (rank 0) and sets the
-// thread count. Throws InputError before any compute on bad input.
+// creates run.dir, writes the resolved config.ini (rank 0), sets the thread
+// count and selects the compute device (run.device); the stage then moves its
+// models there. Throws InputError before any compute on bad input.
 void prepare_run(Config& cfg);
 
 // True on rank 0 or in a single-process run: the rank that writes files.

@@ -106,6 +106,8 @@ void describe_into(Config& c, Registry& r) {
   r.add("run.dir", &c.run.dir, "run directory (metrics, checkpoints, config.ini)", non_empty())
       .add("run.seed", &c.run.seed, "seed for init, data order and sampling")
       .add("run.threads", &c.run.threads, "intra-op threads per rank (0 = cores per rank)", at_least(0))
+      .add("run.device", &c.run.device, "where models train: cpu | cuda (rank r takes GPU r % GPUs per node)",
+           one_of({"cpu", "cuda"}))
       .add("run.resume", &c.run.resume, "resume from the latest valid checkpoint in run.dir");
   r.add("model.vocab_size", &c.model.vocab_size, "vocabulary size (0 = the tokenizer's)", at_least(0))
       .add("model.d_model", &c.model.d_model, "residual width", at_least(1))
@@ -160,7 +162,7 @@ void describe_into(Config& c, Registry& r) {
       .add("eval.arith_per_op", &c.eval.arith_per_op, "arithmetic problems per operation and format",
            at_least(0))
       .add("eval.max_new_tokens", &c.eval.max_new_tokens, "greedy tokens decoded per problem", at_least(1));
-  r.add("dist.backend", &c.dist.backend, "auto | gloo | nccl (nccl needs LibTorch with CUDA)",
+  r.add("dist.backend", &c.dist.backend, "auto (nccl with run.device = cuda in a CUDA build, else gloo) | gloo | nccl",
         one_of({"auto", "gloo", "nccl"}))
       .add("dist.bucket_mb", &c.dist.bucket_mb, "gradient all-reduce bucket size in MB", in_range(0.001, 4096.0))
       .add("dist.zero", &c.dist.zero, "ZeRO stage: 0 (replicated optimizer) | 1 (sharded)", in_range(0, 1))
@@ -262,6 +264,26 @@ std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, co
   if (mix.empty()) throw InputError(key + " = '" + text + "': empty mix");
   for (auto& m : mix) m.second /= total;
   return mix;
+}
+
+int64_t parse_integer(const std::string& key, const std::string& text, int64_t min) {
+  try {
+    size_t used = 0;
+    long long v = std::stoll(text, &used);
+    if (used == text.size() && v >= min) return v;
+  } catch (const std::exception&) {
+  }
+  throw InputError(key + " = '" + text + "': expected an integer >= " + std::to_string(min));
+}
+
+double parse_real(const std::string& key, const std::string& text, double min) {
+  try {
+    size_t used = 0;
+    double v = std::stod(text, &used);
+    if (used == text.size() && std::isfinite(v) && v >= min) return v;
+  } catch (const std::exception&) {
+  }
+  throw InputError(key + " = '" + text + "': expected a number >= " + format_double(min));
 }
 
 std::vector<double> parse_number_list(const std::string& key, const std::string& text) {

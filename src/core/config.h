@@ -15,6 +15,7 @@ struct RunConfig {
   std::string dir = "runs/default";  // where metrics, checkpoints, config.ini go
   int64_t seed = 1234;
   int threads = 0;                   // 0 = cores per rank
+  std::string device = "cpu";        // cpu | cuda (each rank takes GPU local_rank % visible GPUs)
   bool resume = false;
 };
 
@@ -186,6 +187,9 @@ std::string format_double(double v);  // shortest text that reads back exactly
 std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, const std::string& text);
 // "1e-4, 4e-4" -> {1e-4, 4e-4}; throws InputError naming `key`.
 std::vector<double> parse_number_list(const std::string& key, const std::string& text);
+// A whole integer (double) of at least `min`, for command-line flags; throws InputError naming `key`.
+int64_t parse_integer(const std::string& key, const std::string& text, int64_t min);
+double parse_real(const std::string& key, const std::string& text, double min);
 std::vector<std::string> split_list(const std::string& text, char sep = ',');
 
 }  // namespace undo

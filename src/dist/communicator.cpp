@@ -16,6 +16,7 @@
 #endif
 
 #include "core/error.h"
+#include "model/device.h"
 
 namespace undo {
 namespace {
@@ -51,6 +52,11 @@ void Communicator::Pending::wait() {
     comm_->lost(what_, e.what());
   }
   work_.reset();
+  if (result_.defined()) {
+    torch::NoGradGuard no_grad;
+    result_.copy_(staged_);
+    staged_ = result_ = torch::Tensor();
+  }
 }
 
 Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch) : cfg_(cfg), launch_(launch) {
@@ -100,13 +106,15 @@ Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch) : cf
   if (backend_ == "auto") {
     backend_ = "gloo";
 #ifdef UNDO_WITH_NCCL
-    if (torch::cuda::is_available() && int(torch::cuda::device_count()) >= launch.local_world) backend_ = "nccl";
+    if (computing_on_cuda()) backend_ = "nccl";  // ranks that compute on GPUs reduce there
 #endif
   }
   if (backend_ == "nccl") {
 #ifdef UNDO_WITH_NCCL
     auto opts = c10d::ProcessGroupNCCL::Options::create();
     opts->timeout = timeout;
+    UNDO_INPUT_CHECK(torch::cuda::device_count() > 0, "dist.backend = nccl, but no GPU is visible to rank ", launch.rank);
+    device_ = c10::Device(c10::kCUDA, c10::DeviceIndex(launch.local_rank % int(torch::cuda::device_count())));
     pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, launch.rank, launch.world, opts);
 #else
     throw InputError("dist.backend = nccl: this build's LibTorch has no CUDA (see docs/ARCHITECTURE.md)");
@@ -189,15 +197,23 @@ void Communicator::broadcast(std::vector<torch::Tensor> tensors, int root) {
   c10d::BroadcastOptions o;
   o.rootRank = root;
   for (auto& t : tensors) {
-    std::vector<torch::Tensor> one{t};
+    bool staged = t.device() != device_;
+    std::vector<torch::Tensor> one{staged ? t.to(device_) : t};
     Pending(pg_->broadcast(one, o), this, "broadcast").wait();
+    if (staged) {
+      torch::NoGradGuard no_grad;
+      t.copy_(one[0]);
+    }
   }
 }
 
 Communicator::Pending Communicator::allreduce_sum_async(torch::Tensor t, const std::string& what) {
-  std::vector<torch::Tensor> one{std::move(t)};
+  bool staged = t.device() != device_;
+  std::vector<torch::Tensor> one{staged ? t.to(device_) : t};
   try {
-    return Pending(pg_->allreduce(one), this, what);
+    Pending p(pg_->allreduce(one), this, what);
+    if (staged) p.staged_ = one[0], p.result_ = t;
+    return p;
   } catch (const std::exception& e) {
     lost(what, e.what());
   }

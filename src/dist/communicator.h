@@ -36,9 +36,11 @@ class Communicator {
     bool active() const { return bool(work_); }
 
    private:
+    friend class Communicator;
     c10::intrusive_ptr<c10d::Work> work_;
     Communicator* comm_ = nullptr;
     std::string what_;
+    torch::Tensor staged_, result_;  // a copy on the backend's device, and where wait() puts it back
   };
 
   Communicator(const DistConfig& cfg, const LaunchInfo& launch);
@@ -48,8 +50,12 @@ class Communicator {
 
   int rank() const { return launch_.rank; }
   int world() const { return launch_.world; }
+  int local_rank() const { return launch_.local_rank; }
   int local_world() const { return launch_.local_world; }
   const std::string& backend() const { return backend_; }
+  // Where the backend's collectives run: this rank's GPU for NCCL, the CPU for
+  // Gloo. Tensors elsewhere are copied there and back.
+  c10::Device device() const { return device_; }
 
   void broadcast(std::vector<torch::Tensor> tensors, int root);  // in place, blocking
   Pending allreduce_sum_async(torch::Tensor t, const std::string& what);
@@ -67,6 +73,7 @@ class Communicator {
   DistConfig cfg_;
   LaunchInfo launch_;
   std::string backend_;
+  c10::Device device_{c10::kCPU};
   bool mpi_initialised_ = false;
   std::string store_host_;
   int store_port_ = 0;

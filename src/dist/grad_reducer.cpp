@@ -26,7 +26,7 @@ GradReducer::GradReducer(std::vector<torch::Tensor> params, std::shared_ptr<Comm
   for (auto& b : buckets_) {
     int64_t total = 0;
     for (size_t k : b.members) total += params_[k].numel();
-    b.flat = torch::zeros({total}, torch::kFloat);
+    b.flat = torch::zeros({total}, params_[b.members[0]].options().dtype(torch::kFloat));
   }
   for (size_t k = 0; k < params_.size(); ++k)
     hook_ids_.push_back(params_[k].register_hook([this, k](torch::Tensor grad) { on_grad(k, grad); }));

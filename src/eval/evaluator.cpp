@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "model/device.h"
 #include "model/precision.h"
 
 namespace undo {
@@ -20,8 +21,8 @@ double shard_ce(Transformer& model, const Shard& shard, int window, int n_window
     for (int r = 0; r < rows; ++r)
       for (int i = 0; i <= window; ++i)
         buf[size_t(r) * (window + 1) + size_t(i)] = shard[uint64_t(start + r) * uint64_t(window) + uint64_t(i)];
-    auto w = torch::from_blob(buf.data(), {rows, window + 1}, torch::kLong);
-    AutocastGuard autocast(bf16, false);
+    auto w = torch::from_blob(buf.data(), {rows, window + 1}, torch::kLong).to(compute_device());
+    AutocastGuard autocast(bf16, computing_on_cuda());
     auto logits = model->forward(w.narrow(1, 0, window));
     auto ce = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
                                                    w.narrow(1, 1, window).reshape({-1}));
@@ -52,14 +53,14 @@ std::vector<std::string> greedy_complete(Transformer& model, const Tokenizer& to
     if (room <= 0) continue;
     std::vector<int64_t> buf;
     for (size_t i : idx) buf.insert(buf.end(), prompts[i].begin(), prompts[i].end());
-    auto seq = torch::from_blob(buf.data(), {int64_t(idx.size()), int64_t(len)}, torch::kLong).clone();
+    auto seq = torch::from_blob(buf.data(), {int64_t(idx.size()), int64_t(len)}, torch::kLong).clone().to(compute_device());
     for (int64_t t = 0; t < room; ++t) {
-      AutocastGuard autocast(bf16, false);
+      AutocastGuard autocast(bf16, computing_on_cuda());
       auto logits = model->forward(seq);
       auto next = logits.select(1, seq.size(1) - 1).argmax(-1, true);
       seq = torch::cat({seq, next}, 1);
     }
-    auto gen = seq.narrow(1, int64_t(len), room).contiguous();
+    auto gen = seq.narrow(1, int64_t(len), room).to(torch::kCPU).contiguous();
     auto acc = gen.accessor<int64_t, 2>();
     for (size_t r = 0; r < idx.size(); ++r) {
       std::vector<int> ids;

@@ -94,7 +94,7 @@ void write_checkpoint_bytes(const std::string& path, const std::string& bytes) {
 
 std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, AdamW* optimizer) {
   torch::serialize::OutputArchive archive;
-  for (auto& p : model->named_parameters()) archive.write("model." + p.key(), p.value().detach());
+  for (auto& p : model->named_parameters()) archive.write("model." + p.key(), p.value().detach().to(torch::kCPU));
   if (optimizer) {
     torch::serialize::OutputArchive opt;
     optimizer->save(opt);

@@ -18,7 +18,8 @@ void apply_undo_noise(Transformer& model, double alpha, double beta, uint64_t se
       double fan_in = double(p.size(1)), fan_out = double(p.size(0));
       for (int64_t d = 2; d < p.dim(); ++d) fan_in *= double(p.size(d)), fan_out *= double(p.size(d));
       double bound = std::sqrt(6.0 / (fan_in + fan_out));
-      auto noise = torch::empty_like(p).uniform_(-bound, bound, gen);
+      // Drawn on CPU, so a GPU run gets the same noise as a CPU one.
+      auto noise = torch::empty(p.sizes(), p.options().device(torch::kCPU)).uniform_(-bound, bound, gen).to(p.device());
       p.mul_(1 - alpha).add_(noise, alpha * beta);
     } else {
       p.mul_(1 - alpha);

@@ -65,8 +65,8 @@ void AdamW::save(torch::serialize::OutputArchive& archive) {
       if (!m.defined()) m = torch::empty_like(params_[i].second), v = torch::empty_like(params_[i].second);
       comm_->broadcast({m, v}, owner_[i]);
     }
-    archive.write("exp_avg." + params_[i].first, m);
-    archive.write("exp_avg_sq." + params_[i].first, v);
+    archive.write("exp_avg." + params_[i].first, m.to(torch::kCPU));  // files load on any device
+    archive.write("exp_avg_sq." + params_[i].first, v.to(torch::kCPU));
   }
 }
 

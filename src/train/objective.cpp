@@ -1,12 +1,13 @@
 #include "train/objective.h"
 
+#include "model/device.h"
 #include "train/fused_ce.h"
 
 namespace undo {
 
 torch::Tensor window_tensor(const StreamMix& mix, const MicroBatch& mb, int window) {
   auto rows = mix.batch(mb.seed, uint64_t(mb.step), mb.begin, mb.end);
-  return torch::from_blob(rows.data(), {mb.end - mb.begin, window + 1}, torch::kLong).clone();
+  return torch::from_blob(rows.data(), {mb.end - mb.begin, window + 1}, torch::kLong).clone().to(compute_device());
 }
 
 torch::Tensor next_token_ce(Transformer& model, const torch::Tensor& windows) {

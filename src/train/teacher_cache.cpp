@@ -12,6 +12,7 @@
 #include "core/sha256.h"
 #include "data/stream.h"
 #include "dist/communicator.h"
+#include "model/device.h"
 #include "model/precision.h"
 #include "train/objectives/distill.h"
 
@@ -66,7 +67,7 @@ void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teache
     auto inputs = stream.inputs(at, n);
     torch::Tensor logits;
     {
-      AutocastGuard autocast(cfg.train.precision == "bf16", false);
+      AutocastGuard autocast(cfg.train.precision == "bf16", computing_on_cuda());
       logits = teacher->forward(inputs);
     }
     auto top = teacher_topk(logits, key.k);
@@ -74,20 +75,20 @@ void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teache
     rows.first = at - begin;
     rows.count = uint64_t(n);
     auto as_u32 = [](const torch::Tensor& t) {
-      auto c = t.to(torch::kLong).contiguous();
+      auto c = t.to(torch::kCPU).to(torch::kLong).contiguous();
       return std::vector<uint32_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
     };
     rows.tokens = as_u32(inputs);
     rows.ids = as_u32(top.ids);
     if (key.dtype == "f16") {
-      auto h = top.logp.to(torch::kHalf).contiguous();  // rounded by torch, stored as raw bits
+      auto h = top.logp.to(torch::kHalf).to(torch::kCPU).contiguous();  // rounded by torch, stored as raw bits
       auto* p = reinterpret_cast<const uint16_t*>(h.data_ptr<at::Half>());
       rows.logp_f16.assign(p, p + h.numel());
     } else {
-      auto f = top.logp.contiguous();
+      auto f = top.logp.to(torch::kCPU).contiguous();
       rows.logp_f32.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
     }
-    auto r = top.rest_logp.contiguous();
+    auto r = top.rest_logp.to(torch::kCPU).contiguous();
     rows.rest_logp.assign(r.data_ptr<float>(), r.data_ptr<float>() + r.numel());
     writer.write(rows);
   }

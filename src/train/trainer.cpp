@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "model/device.h"
 #include "model/precision.h"
 #include "train/metrics.h"
 #include "train/schedule.h"
@@ -120,7 +121,7 @@ TrainResult Trainer::run() {
       MicroBatch mb{uint64_t(cfg_.run.seed), step, begin, begin + t.batch_size};
       torch::Tensor loss;
       {
-        AutocastGuard autocast(bf16, false);
+        AutocastGuard autocast(bf16, computing_on_cuda());
         loss = objective_.loss(model_, mb, &extra);
       }
       if (reducer_) reducer_->arm(micro == t.accum - 1);

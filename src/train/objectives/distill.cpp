@@ -1,6 +1,7 @@
 #include "train/objectives/distill.h"
 
 #include "core/error.h"
+#include "model/device.h"
 
 namespace undo {
 
@@ -88,7 +89,10 @@ TopKTargets targets_of(const LogitRows& r, const LogitCacheKey& key, torch::Tens
   else
     t.logp = torch::from_blob(const_cast<float*>(r.logp_f32.data()), {n, T, K}, torch::kFloat).clone();
   t.rest_logp = torch::from_blob(const_cast<float*>(r.rest_logp.data()), {n, T}, torch::kFloat).clone();
-  if (tokens) *tokens = u32(r.tokens, {n, T});
+  // Rows arrive on the CPU; the loss runs where the student is.
+  const auto device = compute_device();
+  t.ids = t.ids.to(device), t.logp = t.logp.to(device), t.rest_logp = t.rest_logp.to(device);
+  if (tokens) *tokens = u32(r.tokens, {n, T}).to(device);
   return t;
 }
 
@@ -96,7 +100,7 @@ torch::Tensor DistillStream::inputs(uint64_t first_row, int64_t count) const {
   const int T = mix->window();
   std::vector<int64_t> buf(size_t(count) * size_t(T + 1));
   for (int64_t i = 0; i < count; ++i) mix->sequence(seed, offset + first_row + uint64_t(i), &buf[size_t(i) * (T + 1)]);
-  return torch::from_blob(buf.data(), {count, T + 1}, torch::kLong).narrow(1, 0, T).clone();
+  return torch::from_blob(buf.data(), {count, T + 1}, torch::kLong).narrow(1, 0, T).clone().to(compute_device());
 }
 
 torch::Tensor DistillStream::inputs(const MicroBatch& mb) const { return inputs(row(mb), mb.end - mb.begin); }

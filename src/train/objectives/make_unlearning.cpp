@@ -17,6 +17,7 @@ std::unique_ptr<Objective> make_unlearning_objective(const Config& cfg, Transfor
     obj = std::make_unique<MaxEntObjective>(forget, retain, T, u.retain_coef);
   } else {
     Transformer frozen(model->cfg);
+    frozen->to(model->parameters()[0].device());
     {
       torch::NoGradGuard no_grad;
       auto src = model->named_parameters();

@@ -22,6 +22,7 @@ RmuObjective::RmuObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<St
   auto gen = at::detail::createCPUGenerator(seed);
   u_ = torch::rand({frozen_->cfg.d_model}, gen);  // the RMU paper's u: uniform [0,1), normalised
   u_ /= u_.norm();
+  u_ = u_.to(frozen_->parameters()[0].device());
   frozen_->eval();
   for (auto& p : frozen_->parameters()) p.requires_grad_(false);
 }

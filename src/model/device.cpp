@@ -1,0 +1,33 @@
+#include "model/device.h"
+
+#include <torch/cuda.h>
+
+#include "core/error.h"
+
+namespace undo {
+namespace {
+c10::Device& current() {
+  static c10::Device device(c10::kCPU);
+  return device;
+}
+}  // namespace
+
+void select_compute_device(const std::string& name, int local_rank) {
+  if (name == "cpu") {
+    current() = c10::Device(c10::kCPU);
+    return;
+  }
+  UNDO_INPUT_CHECK(name == "cuda", "run.device = '", name, "': expected cpu or cuda");
+  UNDO_INPUT_CHECK(torch::cuda::is_available(), "run.device = cuda, but ",
+                   torch::cuda::device_count() == 0 ? "no GPU is visible to this process"
+                                                    : "CUDA is not usable here",
+                   " (a CPU-only LibTorch sees none: build against LibTorch with CUDA, docs/ARCHITECTURE.md)");
+  int gpus = int(torch::cuda::device_count());
+  current() = c10::Device(c10::kCUDA, c10::DeviceIndex(local_rank % gpus));
+}
+
+c10::Device compute_device() { return current(); }
+
+bool computing_on_cuda() { return current().is_cuda(); }
+
+}  // namespace undo

@@ -1,0 +1,19 @@
+// Where models and batches live: run.device. Every stage moves its models
+// there after prepare_run and every data path moves its batches there; on CPU
+// those moves are no-ops. Checkpoints and caches are always written from CPU
+// copies, so files made on a GPU load anywhere.
+#pragma once
+#include <c10/core/Device.h>
+
+#include <string>
+
+namespace undo {
+
+// "cpu" or "cuda"; with cuda, rank `local_rank` of a node takes GPU
+// local_rank % (visible GPUs). Fails with an InputError naming run.device when
+// this LibTorch has no CUDA or no GPU is visible.
+void select_compute_device(const std::string& name, int local_rank);
+c10::Device compute_device();  // CPU until select_compute_device runs
+bool computing_on_cuda();
+
+}  // namespace undo
