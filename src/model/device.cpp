@@ -1,5 +1,6 @@
 #include "model/device.h"
 
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <torch/cuda.h>
 
 #include "core/error.h"
@@ -24,6 +25,8 @@ void select_compute_device(const std::string& name, int local_rank) {
                    " (a CPU-only LibTorch sees none: build against LibTorch with CUDA, docs/ARCHITECTURE.md)");
   int gpus = int(torch::cuda::device_count());
   current() = c10::Device(c10::kCUDA, c10::DeviceIndex(local_rank % gpus));
+  // Also the process's current GPU, so that NCCL and allocations without an explicit device land there.
+  c10::impl::getDeviceGuardImpl(c10::kCUDA)->setDevice(current());
 }
 
 c10::Device compute_device() { return current(); }
