@@ -99,6 +99,8 @@ TEST(Config, FlagNumbersAreCheckedWhole) {
   EXPECT_EQ(parse_integer("--jobs", "3", 0), 3);
   EXPECT_EQ(parse_integer("--jobs", "0", 0), 0);
   for (auto bad : {"3x", "1.5", "-1", "", "two"}) EXPECT_THROW(parse_integer("--jobs", bad, 0), InputError) << bad;
+  EXPECT_EQ(parse_integer("--jobs", "7", 0, 7), 7);
+  EXPECT_THROW(parse_integer("--jobs", "8", 0, 7), InputError);
   EXPECT_DOUBLE_EQ(parse_real("--wait-timeout", "2.5", 0), 2.5);
   for (auto bad : {"2.5s", "-1", "nan", "inf"}) EXPECT_THROW(parse_real("--wait-timeout", bad, 0), InputError) << bad;
   std::string out;

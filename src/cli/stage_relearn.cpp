@@ -22,7 +22,7 @@ void override_from_flag(const std::string& flag, const std::string& value, std::
 }
 
 int positive_int(const std::string& flag, const std::string& text, int fallback) {
-  return text.empty() ? fallback : int(parse_integer(flag, text, 1));
+  return text.empty() ? fallback : int(parse_integer(flag, text, 1, std::numeric_limits<int>::max()));
 }
 
 // The attack's own run directory names everything that shapes its curve, so

@@ -54,7 +54,7 @@ int stage_sweep(int argc, const char* const* argv) {
     else if (a == "--out") out = value();
     else if (a == "--executor") executor = value();
     else if (a == "--template") tmpl = value();
-    else if (a == "--jobs") jobs = int(parse_integer("--jobs", value(), 0));
+    else if (a == "--jobs") jobs = int(parse_integer("--jobs", value(), 0, std::numeric_limits<int>::max()));
     else if (a == "--wait") wait = true;
     else if (a == "--wait-timeout") wait_timeout = parse_real("--wait-timeout", value(), 0);
     else throw InputError("undo sweep: unknown option '" + a + "'\n" + kUsage);

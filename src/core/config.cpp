@@ -266,11 +266,11 @@ std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, co
   return mix;
 }
 
-int64_t parse_integer(const std::string& key, const std::string& text, int64_t min) {
+int64_t parse_integer(const std::string& key, const std::string& text, int64_t min, int64_t max) {
   try {
     size_t used = 0;
     long long v = std::stoll(text, &used);
-    if (used == text.size() && v >= min) return v;
+    if (used == text.size() && v >= min && v <= max) return v;
   } catch (const std::exception&) {
   }
   throw InputError(key + " = '" + text + "': expected an integer >= " + std::to_string(min));

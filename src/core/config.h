@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <limits>
 #include <map>
 #include <string>
 #include <vector>
@@ -187,8 +188,9 @@ std::string format_double(double v);  // shortest text that reads back exactly
 std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, const std::string& text);
 // "1e-4, 4e-4" -> {1e-4, 4e-4}; throws InputError naming `key`.
 std::vector<double> parse_number_list(const std::string& key, const std::string& text);
-// A whole integer (double) of at least `min`, for command-line flags; throws InputError naming `key`.
-int64_t parse_integer(const std::string& key, const std::string& text, int64_t min);
+// A whole integer in [min, max], for command-line flags and sweep specs; throws InputError naming `key`.
+int64_t parse_integer(const std::string& key, const std::string& text, int64_t min,
+                      int64_t max = std::numeric_limits<int64_t>::max());
 double parse_real(const std::string& key, const std::string& text, double min);
 std::vector<std::string> split_list(const std::string& text, char sep = ',');
 

@@ -19,15 +19,7 @@ std::string trim(const std::string& s) {
 }
 
 int to_int(const std::string& where, const std::string& v, int lo) {
-  size_t used = 0;
-  int x = 0;
-  try {
-    x = std::stoi(v, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  UNDO_INPUT_CHECK(used == v.size() && used > 0 && x >= lo, where, " = '", v, "': expected an integer >= ", lo);
-  return x;
+  return int(parse_integer(where, v, lo, std::numeric_limits<int>::max()));
 }
 
 }  // namespace
