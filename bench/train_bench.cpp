@@ -1,12 +1,16 @@
 // Training throughput of undo's real Trainer on a fixed random batch (so that
 // data loading is excluded, as in bench/reference.py). Prints one JSON line.
 //   build/undo_bench --model.d_model 256 --model.n_layers 4 ... (any config key)
+// --run.device cuda runs the model, the batch and the optimizer on the GPU, and
+// the clock starts and stops only after the GPU's queued work is done.
 #include <chrono>
 #include <iostream>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/json.h"
+#include "dist/launch.h"
+#include "model/device.h"
 #include "train/trainer.h"
 
 using namespace undo;
@@ -15,8 +19,8 @@ namespace {
 class FixedBatchObjective : public Objective {
  public:
   FixedBatchObjective(int vocab, int rows, int window)
-      : window_(window), data_(torch::randint(vocab, {rows, window + 1}, torch::kLong)) {}
-  torch::Tensor loss(Transformer& model, const MicroBatch&, std::map<std::string, double>*) override {
+      : window_(window), data_(torch::randint(vocab, {rows, window + 1}, torch::kLong).to(compute_device())) {}
+  torch::Tensor loss(Transformer& model, const MicroBatch&, StepLogs*) override {
     return next_token_ce(model, data_);
   }
   int64_t tokens_per_row() const override { return window_; }
@@ -45,11 +49,13 @@ int main(int argc, char** argv) {
     cfg.run.dir = "/tmp/undo_bench";
     if (!parse_config(argc, argv, "bench", cfg)) return 0;
     const int warmup = 3;
+    select_compute_device(cfg.run.device, detect_launch().local_rank);
     auto comm = init_distributed(cfg.dist);  // under mpirun: data parallel, as in training
     const int world = comm ? comm->world() : 1;
     configure_threads(cfg.run, comm ? comm->local_world() : 1);
     Transformer model(cfg.model);
     model->init_weights(0);
+    model->to(compute_device());
     FixedBatchObjective objective(cfg.model.vocab_size, cfg.train.batch_size, cfg.model.seq_len);
     Trainer trainer(cfg, "bench", model, objective, nullptr);
     std::chrono::steady_clock::time_point t0;
@@ -57,6 +63,7 @@ int main(int argc, char** argv) {
     std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
     trainer.stop_after = [&](int64_t step) {
       if (step == warmup) {
+        synchronize_compute_device();
         t0 = std::chrono::steady_clock::now();
         if (const char* path = std::getenv("UNDO_PROFILE"))
           profile = std::make_unique<torch::autograd::profiler::RecordProfile>(path);
@@ -64,6 +71,7 @@ int main(int argc, char** argv) {
       return step == cfg.train.steps - 1;  // before the final checkpoint
     };
     trainer.run();
+    synchronize_compute_device();
     profile.reset();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     int steps = cfg.train.steps - 1 - warmup;
@@ -74,7 +82,7 @@ int main(int argc, char** argv) {
     j.add("impl", "undo").add("world", world).add("tokens_per_s", tokens / secs)
         .add("tokens_per_s_per_rank", tokens / secs / world).add("step_ms", 1000 * secs / steps)
         .add("model_gflops", gflops).add("params", model->num_params()).add("precision", cfg.train.precision)
-        .add("threads", at::get_num_threads());
+        .add("threads", at::get_num_threads()).add("device", cfg.run.device).add("torch", TORCH_VERSION);
     if (!comm || comm->rank() == 0) std::cout << j.str() << std::endl;
     shutdown_distributed();
     return 0;

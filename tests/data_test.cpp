@@ -10,8 +10,8 @@
 #include "data/arithmetic.h"
 #include "data/shard.h"
 #include "data/stream.h"
-#include "data/text_extract.h"
-#include "data/tokenizer.h"
+#include "data/eval_prompts.h"
+#include "data/vocabulary.h"
 #include "eval/evaluator.h"
 #include "test_util.h"
 
@@ -129,58 +129,3 @@ TEST(Stream, DeterministicMixAndRankSlices) {
   EXPECT_NEAR(counts["muldiv"] / 4000.0, 0.25, 0.04);
 }
 
-TEST(Tokenizer, RoundTripEnglishKoreanDigits) {
-  auto dir = test::temp_dir("tok");
-  std::string korean = "안녕하세요. 이 문서는 도움말 페이지입니다.\n파일을 저장하려면 메뉴를 선택하십시오.\n";
-  {
-    std::ofstream corpus(dir + "/corpus.txt");
-    corpus << test::generated_english(400, 1);
-    for (int i = 0; i < 30; ++i) corpus << korean << i * 37 << " + " << i << " = " << i * 38 << "\n";
-  }
-  Tokenizer::train(dir + "/corpus.txt", dir + "/tok", 400, 1);
-  Tokenizer tok(dir + "/tok.model");
-  EXPECT_LE(tok.vocab_size(), 400);
-  for (std::string s : {std::string("The farmer walked to the river."), korean,
-                        std::string("12345 + 678 = 13023"), std::string("낯선 글자 뷁 and ünïcödé ☃")}) {
-    auto ids = tok.encode(s);
-    EXPECT_EQ(tok.decode(ids), s);  // exact, newlines included
-  }
-  // Digits are single tokens: "12345" needs at least five pieces.
-  EXPECT_GE(tok.encode("12345").size(), 5u);
-  EXPECT_THROW(Tokenizer(dir + "/missing.model"), InputError);
-}
-
-TEST(TextExtract, HtmlAndHangulFilter) {
-  std::string html =
-      "<html><head><title>T</title><script>var x=1;</script></head><body><h1>Title &amp; more</h1>"
-      "<p>First  paragraph.</p><style>p{}</style><p>한국어 문장입니다</p></body></html>";
-  std::string text = html_to_text(html);
-  EXPECT_NE(text.find("Title & more\n"), std::string::npos) << text;
-  EXPECT_NE(text.find("First paragraph."), std::string::npos);
-  EXPECT_EQ(text.find("var x"), std::string::npos);
-  EXPECT_EQ(text.find("p{}"), std::string::npos);
-  EXPECT_GT(hangul_share("한국어 문장입니다"), 0.99);
-  EXPECT_LT(hangul_share("LibreOffice 도움말"), 0.3);  // 3 Hangul of 14 letters
-  EXPECT_EQ(hangul_share("1234 !!"), 0.0);
-  std::string mallard = "<page xmlns='http://projectmallard.org/1.0/'><info><credit>x</credit></info>"
-                        "<title>제목</title><p>본문 내용</p></page>";
-  EXPECT_EQ(xml_to_text(mallard), "제목\n\n본문 내용\n");  // one blank line between blocks
-}
-
-TEST(Prepare, ManifestAndStreams) {
-  const std::string& data = test::tiny_data_dir();
-  std::string manifest = read_file(data + "/manifest.json");
-  for (auto key : {"\"tokenizer_sha256\"", "\"english.train\"", "\"addsub.val\"", "\"muldiv.train\"",
-                   "\"tokens\"", "\"bytes\"", "\"prepare_key\""})
-    EXPECT_NE(manifest.find(key), std::string::npos) << key;
-  EXPECT_EQ(manifest.find("\"korean"), std::string::npos);
-  // Arithmetic validation problems decode back to text with the answers in it.
-  Tokenizer tok(data + "/tokenizer.model");
-  Shard val(data + "/muldiv.val.bin");
-  std::vector<int> ids;
-  for (uint64_t i = 0; i < 60; ++i) ids.push_back(int(val[i]));
-  std::string text = tok.decode(ids);
-  EXPECT_TRUE(text.find('*') != std::string::npos || text.find('/') != std::string::npos ||
-              text.find("Answer:") != std::string::npos)
-      << text;
-}

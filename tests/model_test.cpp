@@ -33,6 +33,18 @@ TEST(Model, CausalMasking) {
   }
 }
 
+TEST(Model, FusedAttentionEqualsMaskedSoftmax) {
+  // The model attends through scaled_dot_product_attention; it must be the
+  // masked-softmax formula, in fp32 and under bf16 autocast alike.
+  torch::manual_seed(5);
+  auto q = torch::randn({2, 4, 16, 8}), k = torch::randn({2, 4, 16, 8}), v = torch::randn({2, 4, 16, 8});
+  auto fused = torch::scaled_dot_product_attention(q, k, v, {}, 0.0, true);
+  EXPECT_TRUE(torch::allclose(fused, masked_softmax_attention(q, k, v), 1e-5, 1e-5));
+  auto qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16), vb = v.to(torch::kBFloat16);
+  auto fused_bf16 = torch::scaled_dot_product_attention(qb, kb, vb, {}, 0.0, true).to(torch::kFloat);
+  EXPECT_TRUE(torch::allclose(fused_bf16, masked_softmax_attention(qb, kb, vb).to(torch::kFloat), 2e-2, 2e-2));
+}
+
 TEST(Model, GemmaNormAndTiedEmbedding) {
   auto cfg = small_model();
   Transformer model(cfg);

@@ -4,7 +4,7 @@
 
 #include "core/fs.h"
 #include "core/json.h"
-#include "data/tokenizer.h"
+#include "data/vocabulary.h"
 #include "fixtures.h"
 #include "test_util.h"
 #include "train/relearn.h"
@@ -26,7 +26,7 @@ TEST(Relearn, AttackBatchesComeFromTheForgetStream) {
   Config cfg = test::tiny_config(test::temp_dir("attack_stream"));
   cfg.model.seq_len = 32;
   auto stream = attack_stream(cfg);
-  Tokenizer tok(cfg.data.dir + "/tokenizer.model");
+  Vocabulary tok(cfg.data.dir + "/vocab.bin");
   int mul = 0, div = 0;
   for (int step = 0; step < 4; ++step) {
     auto rows = stream->batch(uint64_t(cfg.run.seed), uint64_t(step), 0, 8);

@@ -8,7 +8,6 @@
 #include <fstream>
 
 #include "core/fs.h"
-#include "data/prepare.h"
 #include "data/stream.h"
 
 namespace fs = std::filesystem;
@@ -47,6 +46,17 @@ std::string generated_english(int sentences, uint64_t seed) {
   return text;
 }
 
+int run_command(const std::string& cmd, std::string* output) {
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  int status = ::pclose(p);
+  if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
 const std::string& tiny_data_dir() {
   static const std::string dir = [] {
     auto root = fs::current_path() / "test_tmp" / "tiny_data";
@@ -55,17 +65,16 @@ const std::string& tiny_data_dir() {
     for (int i = 0; i < 40; ++i) {
       std::ofstream(english / ("doc" + std::to_string(i) + ".txt")) << generated_english(60, uint64_t(i) + 1);
     }
-    Config cfg;
-    cfg.data.dir = (root / "prepared").string();
-    cfg.data.setting = "arith";
-    cfg.data.sources = (root / "no_packages").string();
-    cfg.data.english_dirs = english.string();
-    cfg.data.tokenizer_vocab = 320;
-    cfg.data.arith_problems = 1500;
-    cfg.data.val_fraction = 0.1;
-    cfg.run.seed = 7;
-    prepare_data(cfg);
-    return cfg.data.dir;
+    // Prepared by the real program, as users run it: tokenizing happens only there.
+    std::string prepared = (root / "prepared").string(), out;
+    int rc = run_command(std::string(UNDO_DATA_BINARY) + " prepare --data.dir " + prepared +
+                             " --data.setting arith --data.sources " + (root / "no_packages").string() +
+                             " --data.english_dirs " + english.string() +
+                             " --data.tokenizer_vocab 320 --data.arith_problems 1500 --data.val_fraction 0.1"
+                             " --run.seed 7 2>&1",
+                         &out);
+    if (rc != 0) throw std::runtime_error("undo-data prepare failed for the test data:\n" + out);
+    return prepared;
   }();
   return dir;
 }
@@ -82,18 +91,6 @@ Config tiny_config(const std::string& run_dir) {
   return cfg;
 }
 
-namespace {
-int run_command(const std::string& cmd, std::string* output) {
-  FILE* p = ::popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int status = ::pclose(p);
-  if (output) *output = out;
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-}  // namespace
 
 int run_undo(const std::string& args, std::string* output) {
   return run_command(std::string(UNDO_BINARY) + " " + args + " 2>&1", output);

@@ -15,6 +15,8 @@ std::string generated_english(int sentences, uint64_t seed);
 const std::string& tiny_data_dir();
 // The tiny config used by tests: configs/tiny.ini plus the tiny data dir and `run_dir`.
 Config tiny_config(const std::string& run_dir);
+// Runs a shell command; returns its exit code, its standard output in `output`.
+int run_command(const std::string& cmd, std::string* output = nullptr);
 // Runs the undo binary with `args`; returns its exit code, output in `output`.
 int run_undo(const std::string& args, std::string* output = nullptr);
 // The same under `mpirun -np N` (as root where needed, threads unbound).

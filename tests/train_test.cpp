@@ -1,11 +1,13 @@
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/sha256.h"
 #include "model/checkpoint.h"
 #include "model/safetensors.h"
 #include "test_util.h"
@@ -102,6 +104,29 @@ TEST(Train, ExactResumeIsBitwiseInFp32) {
   EXPECT_EQ(steps.size(), 12u / cfg.train.log_every + 1);  // 5, 10 and the final 12
 }
 
+TEST(Train, FusedAdamWMatchesTheFormula) {
+  // optim.fused uses LibTorch's fused kernel; optim.fused = false spells out
+  // torch.optim.AdamW's arithmetic. Same gradients, same weights (to rounding).
+  OptimConfig o;
+  o.weight_decay = 0.1;
+  torch::manual_seed(3);
+  auto a = torch::randn({40, 30}), b = a.clone(), start = a.clone();
+  std::vector<std::pair<std::string, torch::Tensor>> pa{{"w", a}}, pb{{"w", b}};
+  o.fused = true;
+  AdamW fused(pa, o, nullptr, false);
+  o.fused = false;
+  AdamW reference(pb, o, nullptr, false);
+  for (int step = 0; step < 6; ++step) {
+    auto g = torch::randn({40, 30});
+    a.mutable_grad() = g.clone();
+    b.mutable_grad() = g.clone();
+    fused.step(1e-2);
+    reference.step(1e-2);
+    EXPECT_TRUE(torch::allclose(a, b, 1e-5, 1e-6)) << "step " << step << ": " << (a - b).abs().max().item<double>();
+  }
+  EXPECT_GT((a - start).abs().max().item<double>(), 1e-2) << "the optimizer moved the weights";
+}
+
 TEST(Checkpoint, CorruptedOrTruncatedIsRefused) {
   Config cfg = test::tiny_config(test::temp_dir("run"));
   Transformer model = fresh(cfg, 2);
@@ -134,6 +159,45 @@ TEST(Checkpoint, CorruptedOrTruncatedIsRefused) {
     FAIL();
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("another shape"), std::string::npos);
+  }
+}
+
+TEST(Checkpoint, ThePayloadOfAnotherLibTorchIsLoadedOrRefusedByName) {
+  Config cfg = test::tiny_config(test::temp_dir("run"));
+  Transformer model = fresh(cfg, 2);
+  CheckpointMeta meta;
+  meta.model = cfg.model;
+  meta.stage = "test";
+  auto dir = test::temp_dir("ck");
+  save_checkpoint(dir + "/now.ckpt", meta, model, nullptr);
+  EXPECT_EQ(read_checkpoint_meta(dir + "/now.ckpt").libtorch, TORCH_VERSION);
+  // A file that says another version wrote it loads when its archive reads (names and shapes are checked).
+  meta.libtorch = "1.13.1";
+  save_checkpoint(dir + "/old.ckpt", meta, model, nullptr);
+  Transformer loaded = load_model(dir + "/old.ckpt");
+  expect_same_weights(model, loaded);
+  // One whose archive this LibTorch cannot read is refused, naming the file and both versions.
+  std::string bytes = read_file(dir + "/old.ckpt");
+  uint32_t meta_bytes;
+  std::memcpy(&meta_bytes, bytes.data() + 12, 4);
+  std::string meta_str = bytes.substr(56, meta_bytes), payload(4096, 'x');
+  uint64_t payload_bytes = payload.size();
+  std::string forged = bytes.substr(0, 56);
+  std::memcpy(&forged[16], &payload_bytes, 8);
+  Sha256 h;
+  h.update(meta_str);
+  h.update(payload);
+  auto d = h.digest();
+  std::memcpy(&forged[24], d.data(), 32);
+  write_file_atomic(dir + "/unreadable.ckpt", forged + meta_str + payload);
+  try {
+    load_model(dir + "/unreadable.ckpt");
+    FAIL() << "an unreadable payload was loaded";
+  } catch (const InputError& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("unreadable.ckpt"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("1.13.1"), std::string::npos) << msg;
+    EXPECT_NE(msg.find(TORCH_VERSION), std::string::npos) << msg;
   }
 }
 
@@ -173,6 +237,8 @@ TEST(Export, SafetensorsRoundTrip) {
   std::string header = read_file(dir + "/m.safetensors").substr(8, 200);
   EXPECT_NE(header.find("\"__metadata__\""), std::string::npos);
   // Python reads it with nothing but json and numpy (what the safetensors library does underneath).
+  if (std::system((std::string(UNDO_PYTHON) + " -c 'import numpy' 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "numpy is missing from " << UNDO_PYTHON << ": skipped (launch/setup installs it; CI runs it)";
   std::string py =
       "import json, struct, sys, numpy as np\n"
       "b = open(sys.argv[1], 'rb').read(); n = struct.unpack('<Q', b[:8])[0]\n"
@@ -181,7 +247,7 @@ TEST(Export, SafetensorsRoundTrip) {
       "a = np.frombuffer(b[8 + n + s:8 + n + e], dtype=np.float32).reshape(w['shape'])\n"
       "print(len(h), a.shape[0], a.shape[1], repr(float(a[3, 5])))\n";
   std::ofstream(dir + "/read.py") << py;
-  FILE* p = ::popen(("/usr/bin/python3 " + dir + "/read.py " + dir + "/m.safetensors").c_str(), "r");
+  FILE* p = ::popen((std::string(UNDO_PYTHON) + " " + dir + "/read.py " + dir + "/m.safetensors").c_str(), "r");
   char buf[256] = "";
   ASSERT_NE(std::fgets(buf, sizeof buf, p), nullptr);
   ASSERT_EQ(::pclose(p), 0);
@@ -210,6 +276,13 @@ TEST(Cli, CudaDeviceWithoutAGpuIsRefusedBeforeAnyFileIsWritten) {
   }
   EXPECT_EQ(test::run_undo("pretrain --run.device tpu --run-dir " + dir, &out), 2);
   EXPECT_NE(out.find("run.device"), std::string::npos) << out;
+  // NCCL for ranks on the CPU (or from a LibTorch without CUDA) is refused by name, before any file.
+  EXPECT_EQ(test::run_undo("pretrain --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                               test::tiny_data_dir() + " --dist.backend nccl --run-dir " + dir,
+                           &out),
+            2);
+  EXPECT_NE(out.find("dist.backend = nccl"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir));
 }
 
 TEST(Cli, PretrainWritesMetricsConfigAndResumes) {

@@ -5,7 +5,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
-#include "data/tokenizer.h"
+#include "data/vocabulary.h"
 #include "dist/communicator.h"
 #include "dist/launch.h"
 #include "model/device.h"
@@ -38,15 +38,21 @@ void write_stage_result(const Config& cfg, const std::string& stage, Transformer
 }
 
 void prepare_run(Config& cfg) {
-  auto tok_path = join_path(cfg.data.dir, "tokenizer.model");
+  auto vocab_path = join_path(cfg.data.dir, "vocab.bin");
   UNDO_INPUT_CHECK(file_exists(join_path(cfg.data.dir, "manifest.json")), "data.dir = '", cfg.data.dir,
                    "' holds no prepared data (manifest.json missing): run `undo data prepare` first");
-  int tok_vocab = Tokenizer(tok_path).vocab_size();
+  int tok_vocab = Vocabulary(vocab_path).size();
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok_vocab;
   UNDO_INPUT_CHECK(cfg.model.vocab_size >= tok_vocab, "model.vocab_size = ", cfg.model.vocab_size,
-                   " is smaller than the tokenizer's ", tok_vocab, " in '", tok_path, "'");
+                   " is smaller than the tokenizer's ", tok_vocab, " in '", vocab_path, "'");
   // The device first: dist.backend = auto picks NCCL for ranks that compute on GPUs.
   select_compute_device(cfg.run.device, detect_launch().local_rank);
+#ifndef UNDO_WITH_NCCL
+  UNDO_INPUT_CHECK(cfg.dist.backend != "nccl", "dist.backend = nccl: this build's LibTorch has no CUDA, hence no "
+                   "NCCL (use gloo or auto, or build against a LibTorch with CUDA: docs/ARCHITECTURE.md)");
+#endif
+  UNDO_INPUT_CHECK(cfg.dist.backend != "nccl" || computing_on_cuda(), "dist.backend = nccl reduces on GPUs, but run.device = ",
+                   cfg.run.device, " (use dist.backend = gloo or auto for ranks that compute on the CPU)");
   auto comm = init_distributed(cfg.dist);
   if (!comm || comm->rank() == 0) {
     make_dirs(cfg.run.dir);

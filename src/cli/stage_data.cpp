@@ -1,21 +1,28 @@
-#include <iostream>
+// `undo data ...` runs the torch-free `undo-data` program in this process's
+// place (execv: same PID, same exit code), so that sentencepiece is never
+// loaded next to LibTorch. It is looked for next to the running executable.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <vector>
 
 #include "cli/stages.h"
 #include "core/error.h"
-#include "data/prepare.h"
 
 namespace undo {
 
 int stage_data(int argc, const char* const* argv) {
-  std::string action = argc >= 2 ? argv[1] : "";
-  UNDO_INPUT_CHECK(action == "prepare" || action == "--help",
-                   "usage: undo data prepare [--config FILE] [--data.key VALUE ...]");
-  Config cfg;
-  int skip = action == "prepare" ? 1 : 0;  // parse_config skips argv[0]
-  if (!parse_config(argc - skip, argv + skip, "data prepare", cfg)) return 0;
-  prepare_data(cfg);
-  std::cout << cfg.data.dir << "\n";
-  return 0;
+  std::error_code ec;
+  auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  UNDO_CHECK(!ec, "cannot find the running executable: ", ec.message());
+  std::string tool = (exe.parent_path() / "undo-data").string();
+  std::vector<char*> args{const_cast<char*>(tool.c_str())};
+  for (int i = 1; i < argc; ++i) args.push_back(const_cast<char*>(argv[i]));
+  args.push_back(nullptr);
+  ::execv(tool.c_str(), args.data());
+  UNDO_FAIL("cannot run '", tool, "' (built next to undo): ", std::strerror(errno));
 }
 
 }  // namespace undo

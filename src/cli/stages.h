@@ -7,7 +7,7 @@
 
 namespace undo {
 
-int stage_data(int argc, const char* const* argv);
+int stage_data(int argc, const char* const* argv);  // execs undo-data (no LibTorch there)
 int stage_pretrain(int argc, const char* const* argv);
 int stage_unlearn(int argc, const char* const* argv);
 int stage_distill(int argc, const char* const* argv);
@@ -19,7 +19,7 @@ int stage_eval(int argc, const char* const* argv);
 int stage_export(int argc, const char* const* argv);
 
 // Shared set-up of the training stages: resolves model.vocab_size from the
-// tokenizer in data.dir, joins the job's ranks (when launched on several),
+// vocabulary in data.dir, joins the job's ranks (when launched on several),
 // creates run.dir, writes the resolved config.ini (rank 0), sets the thread
 // count and selects the compute device (run.device); the stage then moves its
 // models there. Throws InputError before any compute on bad input.

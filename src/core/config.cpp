@@ -148,7 +148,8 @@ void describe_into(Config& c, Registry& r) {
       .add("optim.beta1", &c.optim.beta1, "AdamW beta1", in_range(0.0, 0.999999))
       .add("optim.beta2", &c.optim.beta2, "AdamW beta2", in_range(0.0, 0.999999))
       .add("optim.eps", &c.optim.eps, "AdamW epsilon", in_range(1e-12, 1.0))
-      .add("optim.grad_clip", &c.optim.grad_clip, "global grad-norm clip (0 = off)", at_least(0.0));
+      .add("optim.grad_clip", &c.optim.grad_clip, "global grad-norm clip (0 = off)", at_least(0.0))
+      .add("optim.fused", &c.optim.fused, "AdamW as LibTorch's fused kernel (false: per-tensor ops, same arithmetic)");
   r.add("train.steps", &c.train.steps, "optimizer steps", at_least(1))
       .add("train.batch_size", &c.train.batch_size, "sequences per micro-batch per rank", at_least(1))
       .add("train.accum", &c.train.accum, "micro-batches per optimizer step", at_least(1))

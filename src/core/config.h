@@ -64,6 +64,7 @@ struct OptimConfig {
   double beta2 = 0.95;
   double eps = 1e-8;
   double grad_clip = 1.0;  // 0 = off
+  bool fused = true;       // one fused AdamW kernel (LibTorch's, CPU and CUDA) instead of per-tensor ops
 };
 
 struct TrainConfig {

@@ -30,6 +30,8 @@ Problem make_problem(Op op, Format format, uint64_t seed, bool held_out_template
 
 // `n` problems of `op`, half equations and half word problems, deterministic in `seed`.
 std::vector<Problem> training_problems(Op op, int n, uint64_t seed);
+// The seed of the evaluation set: fixed, so every run of a setting is scored on the same problems.
+constexpr uint64_t kEvalProblemSeed = 20250606;
 // `per_format` equations plus `per_format` word problems (held-out templates).
 std::vector<Problem> eval_problems(Op op, int per_format, uint64_t seed);
 

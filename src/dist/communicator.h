@@ -10,7 +10,7 @@
 // for the counters that stopped moving, prints which rank was lost, and exits
 // with code 3 at once (a half-dead process group cannot be shut down cleanly).
 #pragma once
-#include <torch/csrc/distributed/c10d/ProcessGroup.hpp>
+#include <torch/csrc/distributed/c10d/Backend.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
 #include <torch/torch.h>
 
@@ -78,7 +78,9 @@ class Communicator {
   std::string store_host_;
   int store_port_ = 0;
   c10::intrusive_ptr<c10d::Store> store_;
-  c10::intrusive_ptr<c10d::ProcessGroup> pg_;
+  // LibTorch 2.x: Gloo and NCCL are c10d::Backends (a ProcessGroup is a
+  // dispatcher over them that undo does not need).
+  c10::intrusive_ptr<c10d::Backend> pg_;
   std::atomic<bool> stop_{false};
   std::thread heartbeat_;
 };

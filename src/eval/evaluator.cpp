@@ -36,16 +36,16 @@ bool answer_correct(const std::string& generated, long answer) {
   return parse_first_number(generated, &v) && v == answer;
 }
 
-std::vector<std::string> greedy_complete(Transformer& model, const Tokenizer& tok, const std::vector<Problem>& ps,
-                                         int max_new_tokens, bool bf16) {
+std::vector<std::string> greedy_complete(Transformer& model, const Vocabulary& vocab,
+                                         const std::vector<EvalPrompt>& ps, int max_new_tokens, bool bf16) {
   torch::NoGradGuard no_grad;
   std::vector<std::string> out(ps.size());
   // Group prompts by token length so that each batch needs no padding.
   std::map<size_t, std::vector<size_t>> by_len;
   std::vector<std::vector<int>> prompts(ps.size());
   for (size_t i = 0; i < ps.size(); ++i) {
-    prompts[i] = tok.encode(ps[i].prompt);
-    prompts[i].insert(prompts[i].begin(), tok.eos_id());
+    prompts[i] = ps[i].ids;
+    prompts[i].insert(prompts[i].begin(), vocab.eos_id());
     by_len[prompts[i].size()].push_back(i);
   }
   for (auto& [len, idx] : by_len) {
@@ -64,14 +64,12 @@ std::vector<std::string> greedy_complete(Transformer& model, const Tokenizer& to
     auto acc = gen.accessor<int64_t, 2>();
     for (size_t r = 0; r < idx.size(); ++r) {
       std::vector<int> ids;
-      for (int64_t t = 0; t < room && acc[int64_t(r)][t] != tok.eos_id(); ++t) ids.push_back(int(acc[int64_t(r)][t]));
-      out[idx[r]] = tok.decode(ids);
+      for (int64_t t = 0; t < room && acc[int64_t(r)][t] != vocab.eos_id(); ++t) ids.push_back(int(acc[int64_t(r)][t]));
+      out[idx[r]] = vocab.decode(ids);
     }
   }
   return out;
 }
-
-std::vector<Problem> arithmetic_eval_set(Op op, int per_format) { return eval_problems(op, per_format, 20250606); }
 
 Evaluator::Evaluator(const Config& cfg) : cfg_(cfg) {
   retain_ = split_list(cfg.data.retain_eval);
@@ -84,8 +82,8 @@ Evaluator::Evaluator(const Config& cfg) : cfg_(cfg) {
     }
   bool arith = shards_.count("addsub") || shards_.count("muldiv");
   if (arith && cfg.eval.arith_per_op > 0) {
-    tok_ = std::make_unique<Tokenizer>(join_path(cfg.data.dir, "tokenizer.model"));
-    for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div}) problems_[op] = arithmetic_eval_set(op, cfg.eval.arith_per_op);
+    vocab_ = std::make_unique<Vocabulary>(join_path(cfg.data.dir, "vocab.bin"));
+    problems_ = read_eval_prompts(join_path(cfg.data.dir, "eval_prompts.jsonl"), cfg.eval.arith_per_op, vocab_->size());
   }
 }
 
@@ -106,17 +104,17 @@ JsonObject Evaluator::run(Transformer& model) {
   last_["retain_ce"] = mean_of(retain_);
   last_["forget_ce"] = mean_of(forget_);
   for (auto& [name, v] : ce) last_["ce_" + name] = v;
-  if (tok_) {
+  if (vocab_) {
     std::map<Op, double> acc_op;
     for (auto& [op, ps] : problems_) {
-      auto gen = greedy_complete(model, *tok_, ps, cfg_.eval.max_new_tokens, bf16);
+      auto gen = greedy_complete(model, *vocab_, ps, cfg_.eval.max_new_tokens, bf16);
       std::map<Format, std::pair<int, int>> per_format;
       int correct = 0;
       for (size_t i = 0; i < ps.size(); ++i) {
-        bool ok = answer_correct(gen[i], ps[i].answer);
+        bool ok = answer_correct(gen[i], ps[i].problem.answer);
         correct += ok;
-        per_format[ps[i].format].first += ok;
-        per_format[ps[i].format].second += 1;
+        per_format[ps[i].problem.format].first += ok;
+        per_format[ps[i].problem.format].second += 1;
       }
       acc_op[op] = double(correct) / double(ps.size());
       for (auto& [f, c] : per_format)

@@ -12,7 +12,8 @@
 #include "core/json.h"
 #include "data/arithmetic.h"
 #include "data/shard.h"
-#include "data/tokenizer.h"
+#include "data/eval_prompts.h"
+#include "data/vocabulary.h"
 #include "model/transformer.h"
 
 namespace undo {
@@ -23,12 +24,9 @@ double shard_ce(Transformer& model, const Shard& shard, int window, int n_window
 // True when the first number in `generated` equals `answer` (the scorer).
 bool answer_correct(const std::string& generated, long answer);
 
-// Greedy completions of each problem's prompt (after a document separator).
-std::vector<std::string> greedy_complete(Transformer& model, const Tokenizer& tok, const std::vector<Problem>& ps,
-                                         int max_new_tokens, bool bf16);
-
-// The fixed held-out problem set (independent of the run's seed).
-std::vector<Problem> arithmetic_eval_set(Op op, int per_format);
+// Greedy completions of each prompt (after a document separator), decoded.
+std::vector<std::string> greedy_complete(Transformer& model, const Vocabulary& vocab,
+                                         const std::vector<EvalPrompt>& prompts, int max_new_tokens, bool bf16);
 
 class Evaluator {
  public:
@@ -42,8 +40,8 @@ class Evaluator {
   Config cfg_;
   std::map<std::string, std::unique_ptr<Shard>> shards_;
   std::vector<std::string> retain_, forget_;
-  std::unique_ptr<Tokenizer> tok_;
-  std::map<Op, std::vector<Problem>> problems_;
+  std::unique_ptr<Vocabulary> vocab_;
+  std::map<Op, std::vector<EvalPrompt>> problems_;
   std::map<std::string, double> last_;
 };
 

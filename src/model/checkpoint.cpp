@@ -24,7 +24,8 @@ std::string meta_text(const CheckpointMeta& m) {
   os << "stage=" << m.stage << "\nstep=" << m.step << "\nvocab_size=" << c.vocab_size << "\nd_model=" << c.d_model
      << "\nn_layers=" << c.n_layers << "\nn_heads=" << c.n_heads << "\nd_ff=" << c.d_ff << "\nseq_len=" << c.seq_len
      << "\nsoftcap=" << format_double(c.softcap) << "\nrope_theta=" << format_double(c.rope_theta)
-     << "\nnorm_eps=" << format_double(c.norm_eps) << "\ngelu=" << c.gelu << "\n";
+     << "\nnorm_eps=" << format_double(c.norm_eps) << "\ngelu=" << c.gelu
+     << "\nlibtorch=" << (m.libtorch.empty() ? std::string(TORCH_VERSION) : m.libtorch) << "\n";
   for (auto& [k, v] : m.extra) os << "x." << k << "=" << v << "\n";
   return os.str();
 }
@@ -55,6 +56,7 @@ CheckpointMeta parse_meta(const std::string& text, const std::string& path) {
   m.model.rope_theta = std::stod(get("rope_theta"));
   m.model.norm_eps = std::stod(get("norm_eps"));
   m.model.gelu = get("gelu");
+  if (kv.count("libtorch")) m.libtorch = kv["libtorch"];
   for (auto& [k, v] : kv)
     if (k.rfind("x.", 0) == 0) m.extra[k.substr(2)] = v;
   return m;
@@ -138,7 +140,15 @@ void load_payload(const std::string& path, const CheckpointMeta& meta, const std
                    b.n_layers, ", vocab ", b.vocab_size, ")");
   std::istringstream in(payload);
   torch::serialize::InputArchive archive;
-  archive.load_from(in);
+  try {
+    archive.load_from(in);
+  } catch (const c10::Error& e) {
+    std::string what = e.what_without_backtrace();
+    throw InputError("checkpoint '" + path + "' was written by LibTorch " +
+                     (meta.libtorch.empty() ? std::string("(unrecorded, before 2.x)") : meta.libtorch) +
+                     " and this build's LibTorch " + TORCH_VERSION + " cannot read its payload: " +
+                     what.substr(0, what.find('\n')));
+  }
   torch::NoGradGuard no_grad;
   for (auto& p : model->named_parameters()) {
     torch::Tensor t;

@@ -5,6 +5,8 @@
 // File layout (little-endian):
 //   char[8] "UNDOCKPT", u32 version, u32 meta_bytes, u64 payload_bytes,
 //   u8[32] sha256(meta + payload), meta (key=value lines), payload (torch archive)
+// The meta names the LibTorch version that wrote the archive; a payload that
+// this LibTorch cannot read is refused with both versions and the file named.
 #pragma once
 #include <torch/torch.h>
 
@@ -21,6 +23,9 @@ struct CheckpointMeta {
   ModelConfig model;
   int64_t step = 0;
   std::string stage;  // pretrain, unlearn, distill, ...
+  // The LibTorch version that wrote the payload (empty when saving: this
+  // build's; "" on load for files from before it was recorded).
+  std::string libtorch;
   std::map<std::string, std::string> extra;
 };
 

@@ -33,4 +33,14 @@ c10::Device compute_device() { return current(); }
 
 bool computing_on_cuda() { return current().is_cuda(); }
 
+at::Tensor to_compute_device(const at::Tensor& host) {
+  if (!computing_on_cuda()) return host;
+  // The pinned copy stays alive until its transfer ends (LibTorch's caching host allocator tracks it).
+  return host.pin_memory().to(current(), /*non_blocking=*/true);
+}
+
+void synchronize_compute_device() {
+  if (computing_on_cuda()) torch::cuda::synchronize(current().index());
+}
+
 }  // namespace undo

@@ -3,6 +3,7 @@
 // those moves are no-ops. Checkpoints and caches are always written from CPU
 // copies, so files made on a GPU load anywhere.
 #pragma once
+#include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
 
 #include <string>
@@ -15,5 +16,11 @@ namespace undo {
 void select_compute_device(const std::string& name, int local_rank);
 c10::Device compute_device();  // CPU until select_compute_device runs
 bool computing_on_cuda();
+// A batch built on the host, on the compute device. On a GPU it goes through
+// pinned memory and does not block: the copy overlaps the step already queued.
+// `host` must own its memory (not a from_blob view of a buffer about to die).
+at::Tensor to_compute_device(const at::Tensor& host);
+// Waits for the GPU's queued work (a no-op on the CPU): for timings only.
+void synchronize_compute_device();
 
 }  // namespace undo

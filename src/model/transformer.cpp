@@ -41,12 +41,19 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   auto q = apply_rope(shape(wq(x)), cos, sin);
   auto k = apply_rope(shape(wk(x)), cos, sin);
   auto v = shape(wv(x));
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(head_dim)));
-  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(x.device())).triu(1);
+  // Scaled-dot-product attention: flash kernels on GPUs (and a fused CPU
+  // kernel), never a [T, T] score matrix in memory; masked_softmax_attention
+  // is the same arithmetic spelled out, for tests and reference.
+  auto out = torch::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true);
+  return wo(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
+}
+
+torch::Tensor masked_softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  auto T = q.size(-2);
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(-1))));
+  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
   scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
-  auto probs = torch::softmax(scores.to(torch::kFloat), -1).to(v.scalar_type());
-  auto out = torch::matmul(probs, v).transpose(1, 2).reshape({B, T, n_heads * head_dim});
-  return wo(out);
+  return torch::matmul(torch::softmax(scores.to(torch::kFloat), -1).to(v.scalar_type()), v);
 }
 
 MlpImpl::MlpImpl(int d_model, int d_ff, std::string gelu_) : gelu(gelu_ == "tanh" ? "tanh" : "none") {

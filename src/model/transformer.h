@@ -25,6 +25,9 @@ struct AttentionImpl : torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
+// Causal attention of q, k, v [B, H, T, hd] written out: scores, mask, softmax in fp32.
+torch::Tensor masked_softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
+
 // GeGLU: down(gelu(gate(x)) * up(x)).
 struct MlpImpl : torch::nn::Module {
   MlpImpl(int d_model, int d_ff, std::string gelu);

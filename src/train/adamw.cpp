@@ -28,6 +28,7 @@ AdamW::AdamW(std::vector<std::pair<std::string, torch::Tensor>> params, const Op
     bool mine = owner_[i] == me;
     exp_avg_.push_back(mine ? torch::zeros_like(params_[i].second) : torch::Tensor());
     exp_avg_sq_.push_back(mine ? torch::zeros_like(params_[i].second) : torch::Tensor());
+    step_count_.push_back(mine ? torch::zeros({}, params_[i].second.options().dtype(torch::kFloat)) : torch::Tensor());
   }
 }
 
@@ -39,6 +40,28 @@ void AdamW::zero_grad() {
 void AdamW::step(double lr) {
   torch::NoGradGuard no_grad;
   ++step_;
+  if (cfg_.fused) {
+    std::vector<torch::Tensor> p, g, m, v, steps;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!exp_avg_[i].defined() || !params_[i].second.grad().defined()) continue;
+      p.push_back(params_[i].second), g.push_back(params_[i].second.grad());
+      m.push_back(exp_avg_[i]), v.push_back(exp_avg_sq_[i]), steps.push_back(step_count_[i]);
+    }
+    if (!p.empty()) {
+      torch::_foreach_add_(steps, 1);  // the kernel reads the step count it is given
+      at::_fused_adamw_(p, g, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, cfg_.beta1, cfg_.beta2, cfg_.weight_decay,
+                        cfg_.eps, /*amsgrad=*/false, /*maximize=*/false);
+    }
+  } else {
+    per_tensor_step(lr);
+  }
+  if (zero_) {
+    // Every parameter's new value comes from its owner.
+    for (size_t i = 0; i < params_.size(); ++i) comm_->broadcast({params_[i].second}, owner_[i]);
+  }
+}
+
+void AdamW::per_tensor_step(double lr) {
   const double bc1 = 1 - std::pow(cfg_.beta1, double(step_));
   const double bc2 = 1 - std::pow(cfg_.beta2, double(step_));
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -50,10 +73,7 @@ void AdamW::step(double lr) {
     exp_avg_sq_[i].mul_(cfg_.beta2).addcmul_(g, g, 1 - cfg_.beta2);
     auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bc2)).add_(cfg_.eps);
     p.addcdiv_(exp_avg_[i], denom, -lr / bc1);
-  }
-  if (zero_) {
-    // Every parameter's new value comes from its owner.
-    for (size_t i = 0; i < params_.size(); ++i) comm_->broadcast({params_[i].second}, owner_[i]);
+    step_count_[i].fill_(double(step_));
   }
 }
 
@@ -80,7 +100,7 @@ void AdamW::load(torch::serialize::InputArchive& archive) {
     UNDO_CHECK(archive.try_read("exp_avg." + params_[i].first, m) &&
                    archive.try_read("exp_avg_sq." + params_[i].first, v),
                "optimizer state lacks parameter ", params_[i].first);
-    if (exp_avg_[i].defined()) exp_avg_[i].copy_(m), exp_avg_sq_[i].copy_(v);
+    if (exp_avg_[i].defined()) exp_avg_[i].copy_(m), exp_avg_sq_[i].copy_(v), step_count_[i].fill_(double(step_));
   }
 }
 

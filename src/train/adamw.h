@@ -1,6 +1,8 @@
 // AdamW with the same arithmetic as torch.optim.AdamW, but with its state in
 // named tensors that can be sharded across ranks (ZeRO stage 1) and saved as
-// one consolidated checkpoint, whatever the world size of the run.
+// one consolidated checkpoint, whatever the world size of the run. The update
+// is LibTorch's fused AdamW kernel (optim.fused, on CPUs and GPUs alike), or
+// the same formula as per-tensor ops.
 #pragma once
 #include <torch/torch.h>
 
@@ -34,8 +36,11 @@ class AdamW {
   void load(torch::serialize::InputArchive& archive);
 
  private:
+  void per_tensor_step(double lr);  // optim.fused = false: the formula as separate ops
+
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;  // undefined where this rank is not the owner
+  std::vector<torch::Tensor> step_count_;  // the fused kernel's per-parameter step (a float scalar on the device)
   std::vector<int> owner_;
   OptimConfig cfg_;
   std::shared_ptr<Communicator> comm_;

@@ -19,7 +19,7 @@ struct FusedCrossEntropy : torch::autograd::Function<FusedCrossEntropy> {
   static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
     auto saved = ctx->get_saved_variables();
     auto x = saved[0], lse = saved[1], targets = saved[2];
-    double scale = grad_out[0].item<double>() / double(x.size(0));
+    auto scale = grad_out[0].to(torch::kFloat) / double(x.size(0));  // a tensor: no host synchronisation
     // softmax(x) - onehot(target), scaled. Out of place: x may be the caller's own logits.
     auto grad = (x - lse.unsqueeze(1)).exp_();
     grad.scatter_add_(1, targets.unsqueeze(1), torch::full({x.size(0), 1}, -1.0f, x.options()));

@@ -5,9 +5,19 @@
 
 namespace undo {
 
+void add_log(StepLogs* logs, const std::string& key, const torch::Tensor& value) {
+  if (!logs) return;
+  auto v = value.detach().to(torch::kFloat);
+  auto it = logs->find(key);
+  if (it == logs->end())
+    logs->emplace(key, v);
+  else
+    it->second = it->second + v;
+}
+
 torch::Tensor window_tensor(const StreamMix& mix, const MicroBatch& mb, int window) {
   auto rows = mix.batch(mb.seed, uint64_t(mb.step), mb.begin, mb.end);
-  return torch::from_blob(rows.data(), {mb.end - mb.begin, window + 1}, torch::kLong).clone().to(compute_device());
+  return to_compute_device(torch::from_blob(rows.data(), {mb.end - mb.begin, window + 1}, torch::kLong).clone());
 }
 
 torch::Tensor next_token_ce(Transformer& model, const torch::Tensor& windows) {
@@ -18,7 +28,7 @@ torch::Tensor next_token_ce(Transformer& model, const torch::Tensor& windows) {
 }
 
 torch::Tensor CrossEntropyObjective::loss(Transformer& model, const MicroBatch& mb,
-                                          std::map<std::string, double>*) {
+                                          StepLogs*) {
   return next_token_ce(model, window_tensor(*data_, mb, window_));
 }
 

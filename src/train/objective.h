@@ -19,12 +19,19 @@ struct MicroBatch {
   int begin, end;
 };
 
+// Extra scalars an objective reports for a step, kept as (detached) tensors
+// on the compute device: reading them would synchronise the host with a GPU,
+// so the trainer reads them only when it logs.
+using StepLogs = std::map<std::string, torch::Tensor>;
+// logs[key] += value (detached); a null `logs` is ignored.
+void add_log(StepLogs* logs, const std::string& key, const torch::Tensor& value);
+
 class Objective {
  public:
   virtual ~Objective() = default;
   // Mean loss over the micro-batch's tokens. `logs` may receive extra scalars
   // (e.g. each term of a composite loss) that the trainer averages and logs.
-  virtual torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) = 0;
+  virtual torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) = 0;
   // Parameters the optimizer updates, by name (default: all).
   virtual std::vector<std::pair<std::string, torch::Tensor>> trainable(Transformer& model) {
     std::vector<std::pair<std::string, torch::Tensor>> out;
@@ -44,7 +51,7 @@ torch::Tensor next_token_ce(Transformer& model, const torch::Tensor& windows);
 class CrossEntropyObjective : public Objective {
  public:
   CrossEntropyObjective(std::shared_ptr<StreamMix> data, int window) : data_(std::move(data)), window_(window) {}
-  torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
   int64_t tokens_per_row() const override { return window_; }
 
  private:

@@ -46,6 +46,19 @@ void maybe_inject_fault(int rank, int64_t step) {
   if (std::sscanf(spec, "%d:%lld", &r, &s) == 2 && r == rank && s == step) std::raise(SIGSTOP);
 }
 
+// torch::nn::utils::clip_grad_norm_ returns the norm as a double, which waits
+// for the GPU; this returns it as a tensor and scales the gradients on the device.
+torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+  std::vector<torch::Tensor> grads;
+  for (auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return torch::zeros({}, torch::kDouble);
+  auto total = torch::stack(torch::_foreach_norm(grads)).to(torch::kDouble).norm();
+  auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
+  torch::_foreach_mul_(grads, coef.to(grads[0].scalar_type()));
+  return total;
+}
+
 // SIGUSR1 / SIGTERM ask the run to checkpoint at the end of the current step and stop.
 std::atomic<int> g_stop_signal{0};
 void on_stop_signal(int sig) { g_stop_signal.store(sig); }
@@ -107,14 +120,21 @@ TrainResult Trainer::run() {
   result.tokens = start * tokens_per_step;
   model_->train();
 
+  // No host synchronisation inside a step on a GPU: the loss, the logged
+  // scalars and the gradient norm stay device tensors, and the host reads
+  // them (and the ranks agree on a stop signal) only at "sync" steps, those
+  // that log, evaluate or checkpoint. On the CPU a read costs nothing, so every
+  // step is a sync step there and a stop signal is honoured after one step.
+  const bool sync_every_step = !computing_on_cuda();
+  std::vector<torch::Tensor> step_losses;  // read once, at the end
   auto window_clock = std::chrono::steady_clock::now();
   int64_t window_tokens = 0;
   for (int64_t step = start; step < t.steps; ++step) {
     maybe_inject_fault(rank, step);
     double lr = learning_rate(cfg_.optim, step, t.steps);
     optimizer_->zero_grad();
-    double step_loss = 0;
-    std::map<std::string, double> extra;
+    torch::Tensor loss_sum;
+    StepLogs extra;
     for (int micro = 0; micro < t.accum; ++micro) {
       // Global rows of this micro-batch: world x batch_size, this rank's slice of them.
       int begin = (micro * world + rank) * t.batch_size;
@@ -127,47 +147,58 @@ TrainResult Trainer::run() {
       if (reducer_) reducer_->arm(micro == t.accum - 1);
       (loss / t.accum).backward();
       objective_.after_backward(model_);
-      step_loss += loss.item<double>() / t.accum;
+      auto l = loss.detach().to(torch::kDouble) / t.accum;
+      loss_sum = loss_sum.defined() ? loss_sum + l : l;
     }
     if (reducer_) reducer_->finish();
-    // A stop signal seen by any rank stops every rank after this same step.
-    double stop_requested = g_stop_signal.load() != 0 ? 1.0 : 0.0;
+    int64_t done = step + 1;
+    bool last = done == t.steps;
+    bool eval_now = evaluator_ && ((t.eval_every > 0 && done % t.eval_every == 0) || last);
+    bool sync = sync_every_step || last || eval_now || done % t.log_every == 0 ||
+                (t.ckpt_every > 0 && done % t.ckpt_every == 0);
+    // The loss, this rank's stop flag and every logged scalar in one tensor: one
+    // all-reduce averages them over ranks, one copy brings them to the host.
+    std::vector<torch::Tensor> parts{loss_sum.reshape({1}),
+                                     torch::full({1}, g_stop_signal.load() != 0 ? 1.0 : 0.0,
+                                                 loss_sum.options())};
+    for (auto& [k, v] : extra) parts.push_back(v.to(torch::kDouble).reshape({1}));
+    auto packed = torch::cat(parts);
     if (comm_) {
-      // The loss, the stop flag and every logged scalar, averaged over ranks in one collective.
-      std::vector<double> values{step_loss, stop_requested};
-      for (auto& [k, v] : extra) values.push_back(v);
-      auto packed = torch::tensor(values, torch::kDouble);
       comm_->allreduce_sum(packed, "all-reduce of the step's metrics");
       packed.div_(world);
-      step_loss = packed[0].item<double>();
-      stop_requested = packed[1].item<double>();
-      size_t i = 2;
-      for (auto& [k, v] : extra) v = packed[int64_t(i++)].item<double>();
     }
-    UNDO_CHECK(std::isfinite(step_loss), stage_, ": loss is ", step_loss, " at step ", step);
-    double grad_norm = 0;
-    if (cfg_.optim.grad_clip > 0) grad_norm = torch::nn::utils::clip_grad_norm_(trainable_, cfg_.optim.grad_clip);
+    step_losses.push_back(packed[0]);
+    torch::Tensor grad_norm_t;
+    if (cfg_.optim.grad_clip > 0) grad_norm_t = clip_grad_norm(trainable_, cfg_.optim.grad_clip);
     optimizer_->step(lr);
 
     result.tokens += tokens_per_step;
     window_tokens += tokens_per_step;
-    result.losses.push_back(step_loss);
-    int64_t done = step + 1;
+    double step_loss = 0, stop_requested = 0;
+    if (sync) {
+      auto host = packed.to(torch::kCPU);
+      auto h = host.accessor<double, 1>();
+      step_loss = h[0];
+      stop_requested = h[1];
+      int64_t i = 2;
+      for (auto& [k, v] : extra) v = host[i++];
+      UNDO_CHECK(std::isfinite(step_loss), stage_, ": loss is ", step_loss, " at step ", step);
+    }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_clock).count();
     double tps = secs > 0 ? double(window_tokens) / secs : 0;
-    progress.update(done, step_loss, tps);
-    if (done % t.log_every == 0 || done == t.steps) {
+    if (sync) progress.update(done, step_loss, tps);
+    if (done % t.log_every == 0 || last) {
+      double grad_norm = grad_norm_t.defined() ? grad_norm_t.item<double>() : 0.0;
       JsonObject line;
       line.add("step", done).add("tokens", result.tokens).add("loss", step_loss).add("lr", lr)
           .add("grad_norm", grad_norm).add("tokens_per_s", tps);
-      for (auto& [k, v] : extra) line.add(k, v / t.accum);
+      for (auto& [k, v] : extra) line.add(k, v.item<double>() / t.accum);
       metrics.write(line);
       window_clock = std::chrono::steady_clock::now();
       window_tokens = 0;
     }
-    bool last = done == t.steps;
     // Every rank evaluates (identically), so none waits on another's evaluation.
-    if (evaluator_ && ((t.eval_every > 0 && done % t.eval_every == 0) || last)) {
+    if (eval_now) {
       JsonObject line;
       line.add("step", done).add("tokens", result.tokens).merge(evaluator_->run(model_));
       metrics.write(line);
@@ -184,6 +215,10 @@ TrainResult Trainer::run() {
     if (stop_after && stop_after(done)) break;
   }
   progress.finish();
+  if (!step_losses.empty()) {
+    auto all = torch::stack(step_losses).to(torch::kCPU);
+    result.losses.assign(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());
+  }
   return result;
 }
 

@@ -5,12 +5,6 @@
 
 namespace undo {
 
-torch::Tensor forward_kl(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits) {
-  auto log_t = torch::log_softmax(teacher_logits.to(torch::kFloat), -1);
-  auto log_s = torch::log_softmax(student_logits.to(torch::kFloat), -1);
-  return (log_t.exp() * (log_t - log_s)).sum(-1).mean();
-}
-
 TopKTargets teacher_topk(const torch::Tensor& teacher_logits, int k) {
   auto logp = torch::log_softmax(teacher_logits.to(torch::kFloat), -1);
   auto top = logp.topk(k, -1, /*largest=*/true, /*sorted=*/true);
@@ -58,7 +52,7 @@ struct FusedTopKKl : torch::autograd::Function<FusedTopKKl> {
     auto v = ctx->get_saved_variables();
     auto x = v[0], lse = v[1], ids = v[2], p = v[3], s = v[4], c = v[5];
     double positions = double(x.numel() / x.size(-1));
-    double scale = grad_out[0].item<double>() / positions;
+    auto scale = grad_out[0].to(torch::kFloat) / positions;  // a tensor: no host synchronisation
     auto row = (p.sum(-1) - c * s.sum(-1)).unsqueeze(-1);
     auto grad = (x - lse).exp_().mul_(row);  // out of place: x may be the caller's logits
     grad.scatter_add_(-1, ids, c.unsqueeze(-1) * s - p);
@@ -68,7 +62,41 @@ struct FusedTopKKl : torch::autograd::Function<FusedTopKKl> {
   }
 };
 
+// The full-vocabulary KL(teacher || student) as one autograd node. With
+// p = softmax(t), q = softmax(x), per position
+//   loss = sum_j p_j (t_j - x_j) - lse(t) + lse(x)      (sum_j p_j = 1)
+//   dx_j = q_j - p_j
+// so neither log-softmax is ever stored: the node keeps the two logit tensors
+// it was given (no copies when they are fp32 already) and their log-sum-exps,
+// and the backward writes the gradient into one fresh [.., V] buffer.
+struct FusedFullKl : torch::autograd::Function<FusedFullKl> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& student_logits,
+                               const torch::Tensor& teacher_logits) {
+    auto x = student_logits.to(torch::kFloat), t = teacher_logits.to(torch::kFloat);
+    auto lse_x = x.logsumexp(-1, /*keepdim=*/true), lse_t = t.logsumexp(-1, /*keepdim=*/true);
+    auto p = (t - lse_t).exp_();
+    auto per_pos = p.mul_(t - x).sum(-1) - lse_t.squeeze(-1) + lse_x.squeeze(-1);
+    ctx->save_for_backward({x, t, lse_x, lse_t});
+    ctx->saved_data["dtype"] = static_cast<int64_t>(student_logits.scalar_type());
+    return per_pos.mean();
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto v = ctx->get_saved_variables();
+    auto x = v[0], t = v[1], lse_x = v[2], lse_t = v[3];
+    auto scale = grad_out[0].to(torch::kFloat) / double(x.numel() / x.size(-1));
+    auto grad = (x - lse_x).exp_();
+    grad.sub_((t - lse_t).exp_()).mul_(scale);
+    auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
+    return {grad.to(dtype), torch::Tensor()};
+  }
+};
+
 }  // namespace
+
+torch::Tensor forward_kl(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits) {
+  return FusedFullKl::apply(student_logits, teacher_logits);
+}
 
 torch::Tensor topk_forward_kl(const TopKTargets& teacher, const torch::Tensor& student_logits) {
   return FusedTopKKl::apply(student_logits, teacher.ids, teacher.logp, teacher.rest_logp);
@@ -90,17 +118,20 @@ TopKTargets targets_of(const LogitRows& r, const LogitCacheKey& key, torch::Tens
     t.logp = torch::from_blob(const_cast<float*>(r.logp_f32.data()), {n, T, K}, torch::kFloat).clone();
   t.rest_logp = torch::from_blob(const_cast<float*>(r.rest_logp.data()), {n, T}, torch::kFloat).clone();
   // Rows arrive on the CPU; the loss runs where the student is.
-  const auto device = compute_device();
-  t.ids = t.ids.to(device), t.logp = t.logp.to(device), t.rest_logp = t.rest_logp.to(device);
-  if (tokens) *tokens = u32(r.tokens, {n, T}).to(device);
+  t.ids = to_compute_device(t.ids), t.logp = to_compute_device(t.logp), t.rest_logp = to_compute_device(t.rest_logp);
+  if (tokens) *tokens = u32(r.tokens, {n, T});  // stays on the host: it is only compared there
   return t;
 }
 
-torch::Tensor DistillStream::inputs(uint64_t first_row, int64_t count) const {
+torch::Tensor DistillStream::host_inputs(uint64_t first_row, int64_t count) const {
   const int T = mix->window();
   std::vector<int64_t> buf(size_t(count) * size_t(T + 1));
   for (int64_t i = 0; i < count; ++i) mix->sequence(seed, offset + first_row + uint64_t(i), &buf[size_t(i) * (T + 1)]);
-  return torch::from_blob(buf.data(), {count, T + 1}, torch::kLong).narrow(1, 0, T).clone().to(compute_device());
+  return torch::from_blob(buf.data(), {count, T + 1}, torch::kLong).narrow(1, 0, T).clone();
+}
+
+torch::Tensor DistillStream::inputs(uint64_t first_row, int64_t count) const {
+  return to_compute_device(host_inputs(first_row, count));
 }
 
 torch::Tensor DistillStream::inputs(const MicroBatch& mb) const { return inputs(row(mb), mb.end - mb.begin); }
@@ -114,17 +145,19 @@ DistillObjective::DistillObjective(DistillStream stream, Transformer teacher)
 DistillObjective::DistillObjective(DistillStream stream, std::shared_ptr<LogitCacheReader> cache)
     : stream_(std::move(stream)), cache_(std::move(cache)) {}
 
-torch::Tensor DistillObjective::loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) {
-  auto inputs = stream_.inputs(mb);
+torch::Tensor DistillObjective::loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) {
   torch::Tensor kl;
   if (cache_) {
     torch::Tensor cached_tokens;
     auto targets = targets_of(cache_->read(stream_.row(mb), mb.end - mb.begin), cache_->key(), &cached_tokens);
     // The cache must hold this very stream: a different data dir fails here.
-    UNDO_CHECK(torch::equal(cached_tokens, inputs), "logit cache rows ", stream_.row(mb),
+    // Compared on the host, where both are, so that a GPU step does not wait for it.
+    auto host = stream_.host_inputs(stream_.row(mb), mb.end - mb.begin);
+    UNDO_CHECK(torch::equal(cached_tokens, host), "logit cache rows ", stream_.row(mb),
                "+ hold other tokens than the distillation stream (data.dir changed since the cache was built?)");
-    kl = topk_forward_kl(targets, model->forward(inputs));
+    kl = topk_forward_kl(targets, model->forward(to_compute_device(host)));
   } else {
+    auto inputs = stream_.inputs(mb);
     torch::Tensor teacher_logits;
     {
       torch::NoGradGuard no_grad;
@@ -133,7 +166,7 @@ torch::Tensor DistillObjective::loss(Transformer& model, const MicroBatch& mb, s
     teacher_tokens_ += inputs.numel();
     kl = forward_kl(teacher_logits, model->forward(inputs));
   }
-  if (logs) (*logs)["kl"] += kl.item<double>();
+  if (logs) add_log(logs, "kl", kl);
   return kl;
 }
 

@@ -33,14 +33,15 @@ struct DistillStream {
   uint64_t row(const MicroBatch& mb) const { return uint64_t(mb.step) * uint64_t(global_batch) + uint64_t(mb.begin); }
   // Input tokens of the micro-batch's rows [B, window].
   torch::Tensor inputs(const MicroBatch& mb) const;
-  torch::Tensor inputs(uint64_t first_row, int64_t count) const;
+  torch::Tensor inputs(uint64_t first_row, int64_t count) const;  // on the compute device
+  torch::Tensor host_inputs(uint64_t first_row, int64_t count) const;
 };
 
 class DistillObjective : public Objective {
  public:
   DistillObjective(DistillStream stream, Transformer teacher);                      // online teacher
   DistillObjective(DistillStream stream, std::shared_ptr<LogitCacheReader> cache);  // cached teacher
-  torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
   int64_t tokens_per_row() const override { return stream_.mix->window(); }
   int64_t teacher_tokens() const { return teacher_tokens_; }  // teacher forward tokens spent here (this rank)
 

@@ -37,13 +37,13 @@ std::vector<std::pair<std::string, torch::Tensor>> RmuObjective::trainable(Trans
   return out;
 }
 
-torch::Tensor RmuObjective::loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) {
+torch::Tensor RmuObjective::loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) {
   auto forget = forget_windows(mb).narrow(1, 0, window_);
   auto h_forget = model->hidden_after(forget, layer_).to(torch::kFloat);
   auto target = (cfg_.rmu_c * u_).expand_as(h_forget);
   auto steer = torch::mse_loss(h_forget, target);
   torch::Tensor total = steer;
-  if (logs) (*logs)["rmu_forget_mse"] += steer.item<double>();
+  if (logs) add_log(logs, "rmu_forget_mse", steer);
   if (cfg_.rmu_retain_term) {
     auto retain = retain_windows(mb).narrow(1, 0, window_);
     torch::Tensor h_frozen;
@@ -52,7 +52,7 @@ torch::Tensor RmuObjective::loss(Transformer& model, const MicroBatch& mb, std::
       h_frozen = frozen_->hidden_after(retain, layer_).to(torch::kFloat);
     }
     auto keep = torch::mse_loss(model->hidden_after(retain, layer_).to(torch::kFloat), h_frozen);
-    if (logs) (*logs)["rmu_retain_mse"] += keep.item<double>();
+    if (logs) add_log(logs, "rmu_retain_mse", keep);
     total = total + cfg_.rmu_alpha * keep;
   }
   return total;

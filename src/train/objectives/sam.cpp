@@ -6,16 +6,19 @@ namespace undo {
 // at theta + rho g/|g| (g the gradient at theta); the weights go back to theta
 // right after that backward pass. In a distributed run g is each rank's own
 // (m-sharpness), which saves a second all-reduce.
-torch::Tensor SamObjective::loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) {
+torch::Tensor SamObjective::loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) {
   params_.clear();
   for (auto& [name, p] : inner_->trainable(model)) params_.push_back(p);
   auto first = inner_->loss(model, mb, nullptr);
   auto grads = torch::autograd::grad({first}, params_, {}, /*retain_graph=*/false, /*create_graph=*/false,
                                      /*allow_unused=*/true);
-  double sq = 0;
+  // The norm stays a tensor: no host synchronisation inside the step.
+  std::vector<torch::Tensor> defined;
   for (auto& g : grads)
-    if (g.defined()) sq += g.to(torch::kDouble).pow(2).sum().item<double>();
-  double scale = rho_ / (std::sqrt(sq) + 1e-12);
+    if (g.defined()) defined.push_back(g.to(torch::kFloat));
+  auto norm = defined.empty() ? torch::zeros({}, params_[0].options().dtype(torch::kFloat))
+                              : torch::stack(torch::_foreach_norm(defined)).norm();
+  auto scale = rho_ / (norm + 1e-12);
   offsets_.clear();
   {
     torch::NoGradGuard no_grad;
@@ -25,7 +28,7 @@ torch::Tensor SamObjective::loss(Transformer& model, const MicroBatch& mb, std::
       offsets_.push_back(e);
     }
   }
-  if (logs) (*logs)["sam_grad_norm"] += std::sqrt(sq);
+  add_log(logs, "sam_grad_norm", norm);
   return inner_->loss(model, mb, logs);
 }
 

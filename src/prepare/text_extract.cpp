@@ -1,4 +1,4 @@
-#include "data/text_extract.h"
+#include "prepare/text_extract.h"
 
 #include <libxml/HTMLparser.h>
 #include <libxml/parser.h>

@@ -1,0 +1,65 @@
+#include "data/eval_prompts.h"
+
+#include <sstream>
+
+#include "core/config.h"
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/json.h"
+
+namespace undo {
+
+void write_eval_prompts(const std::string& path, const std::vector<EvalPrompt>& prompts) {
+  std::string out;
+  for (auto& e : prompts) {
+    std::string ids;
+    for (int id : e.ids) ids += (ids.empty() ? "" : " ") + std::to_string(id);
+    const Problem& p = e.problem;
+    JsonObject o;
+    o.add("op", op_name(p.op)).add("format", format_name(p.format)).add("a", p.a).add("b", p.b);
+    o.add("answer", p.answer).add("prompt", p.prompt).add("ids", ids);
+    out += o.str() + "\n";
+  }
+  write_file_atomic(path, out);
+}
+
+std::map<Op, std::vector<EvalPrompt>> read_eval_prompts(const std::string& path, int per_format, int vocab_size) {
+  UNDO_INPUT_CHECK(file_exists(path), "'", path, "' is missing: prepare the data again (`undo data prepare`)");
+  std::map<Op, std::vector<EvalPrompt>> out;
+  std::map<std::pair<Op, Format>, int> taken;
+  int line = 0;
+  for (auto& row : read_json_lines(path)) {
+    ++line;
+    auto field = [&](const char* k) -> const std::string& {
+      auto it = row.find(k);
+      UNDO_INPUT_CHECK(it != row.end(), path, ": line ", line, " lacks \"", k, "\"");
+      return it->second;
+    };
+    auto number = [&](const char* k) {
+      return int(parse_integer(path + ": line " + std::to_string(line) + " \"" + k + "\"", field(k), -1000000, 1000000));
+    };
+    EvalPrompt e;
+    try {
+      e.problem = {op_from_name(field("op")), format_from_name(field("format")), number("a"), number("b"),
+                   number("answer"), field("prompt")};
+    } catch (const RuntimeError& err) {
+      throw InputError(path + ": line " + std::to_string(line) + ": " + err.what());
+    }
+    std::istringstream ids(field("ids"));
+    for (std::string t; ids >> t;)
+      e.ids.push_back(int(parse_integer(path + ": line " + std::to_string(line) + " \"ids\"", t, 0, vocab_size - 1)));
+    UNDO_INPUT_CHECK(!e.ids.empty(), path, ": line ", line, " has no token ids");
+    int& n = taken[{e.problem.op, e.problem.format}];
+    if (n < per_format) out[e.problem.op].push_back(std::move(e)), ++n;
+  }
+  for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div})
+    for (Format f : {Format::Equation, Format::Word}) {
+      int n = taken[std::make_pair(op, f)];
+      UNDO_INPUT_CHECK(n == per_format, "'", path, "' holds ", n, " ", op_name(op), " ",
+                       format_name(f), " problems; eval.arith_per_op = ", per_format, " asks for more (at most ",
+                       kEvalPromptsPerFormat, ")");
+    }
+  return out;
+}
+
+}  // namespace undo

@@ -1,0 +1,28 @@
+// The held-out arithmetic evaluation set of a prepared data directory
+// (DATA/eval_prompts.jsonl), tokenized by `undo data prepare` so that the
+// evaluator, which runs with LibTorch, never needs the tokenizer: one JSON
+// object a line with op, format, a, b, answer, prompt and the prompt's token
+// ids ("ids": "12 7 431"), kPerFormat equations then kPerFormat word problems
+// per operation, in eval_problems() order.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "data/arithmetic.h"
+
+namespace undo {
+
+struct EvalPrompt {
+  Problem problem;
+  std::vector<int> ids;  // the prompt's tokens (without the leading document separator)
+};
+
+constexpr int kEvalPromptsPerFormat = 500;
+
+void write_eval_prompts(const std::string& path, const std::vector<EvalPrompt>& prompts);
+// The first `per_format` equations and word problems of each operation; an
+// InputError naming the file when it holds fewer, or a bad line.
+std::map<Op, std::vector<EvalPrompt>> read_eval_prompts(const std::string& path, int per_format, int vocab_size);
+
+}  // namespace undo

@@ -1,0 +1,38 @@
+// The sentencepiece BPE tokenizer, trained on the prepared corpus: digits split
+// into single tokens (so arithmetic is learnable), byte fallback (nothing is
+// ever unencodable). Only `undo-data` links it: sentencepiece carries its own
+// protobuf, which crashes LibTorch 2.x processes that load it, so every
+// process with LibTorch works from token ids and the decoding table
+// (data/vocabulary.h) that `undo data prepare` writes next to the shards.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "data/vocabulary.h"
+
+namespace undo {
+
+class SpmTokenizer {
+ public:
+  explicit SpmTokenizer(const std::string& model_path);
+  ~SpmTokenizer();
+  std::vector<int> encode(const std::string& text) const;
+  std::string decode(const std::vector<int>& ids) const;  // sentencepiece's own decoder
+  int vocab_size() const;
+  int eos_id() const;  // separator between packed documents
+
+  // The id -> bytes table that Vocabulary decodes with, without sentencepiece.
+  std::vector<VocabPiece> pieces() const;
+
+  // Trains on the lines of `corpus_path` and writes MODEL_PREFIX.model/.vocab.
+  static void train(const std::string& corpus_path, const std::string& model_prefix, int vocab_size,
+                    uint64_t seed);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace undo

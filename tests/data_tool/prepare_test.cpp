@@ -1,0 +1,143 @@
+// Tests of the data-preparation side (undo-data): the sentencepiece tokenizer,
+// the decoding table it hands to the LibTorch processes, text extraction and
+// a whole preparation. This binary links sentencepiece and never LibTorch.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "data/eval_prompts.h"
+#include "data/shard.h"
+#include "data/vocabulary.h"
+#include "prepare/spm_tokenizer.h"
+#include "prepare/text_extract.h"
+#include "test_util.h"
+
+using namespace undo;
+
+TEST(Tokenizer, RoundTripEnglishKoreanDigits) {
+  auto dir = test::temp_dir("tok");
+  std::string korean = "안녕하세요. 이 문서는 도움말 페이지입니다.\n파일을 저장하려면 메뉴를 선택하십시오.\n";
+  {
+    std::ofstream corpus(dir + "/corpus.txt");
+    corpus << test::generated_english(400, 1);
+    for (int i = 0; i < 30; ++i) corpus << korean << i * 37 << " + " << i << " = " << i * 38 << "\n";
+  }
+  SpmTokenizer::train(dir + "/corpus.txt", dir + "/tok", 400, 1);
+  SpmTokenizer tok(dir + "/tok.model");
+  EXPECT_LE(tok.vocab_size(), 400);
+  Vocabulary vocab(tok.pieces(), tok.eos_id(), true);
+  for (std::string s : {std::string("The farmer walked to the river."), korean,
+                        std::string("12345 + 678 = 13023"), std::string("낯선 글자 뷁 and ünïcödé ☃"),
+                        std::string("  two leading spaces"), std::string(" 7 * 8 = 56\n\nend ")}) {
+    auto ids = tok.encode(s);
+    EXPECT_EQ(tok.decode(ids), s);  // exact, newlines included
+    EXPECT_EQ(vocab.decode(ids), s) << "the LibTorch side decodes like sentencepiece";
+    // A model's continuation starts anywhere: every suffix decodes alike too.
+    for (size_t from = 1; from < ids.size(); ++from) {
+      std::vector<int> tail(ids.begin() + long(from), ids.end());
+      if (vocab.pieces()[size_t(tail[0])].kind == PieceKind::Byte) continue;  // a cut UTF-8 sequence: spm writes U+FFFD
+      EXPECT_EQ(vocab.decode(tail), tok.decode(tail)) << s << " from token " << from;
+    }
+  }
+  // Every single text or control piece, and the separator inside a sequence.
+  for (int id = 0; id < tok.vocab_size(); ++id)
+    if (vocab.pieces()[size_t(id)].kind != PieceKind::Byte) EXPECT_EQ(vocab.decode({id}), tok.decode({id})) << id;
+  auto two = tok.encode("one two");
+  two.insert(two.begin() + 1, tok.eos_id());
+  EXPECT_EQ(vocab.decode(two), tok.decode(two));
+  // Digits are single tokens: "12345" needs at least five pieces.
+  EXPECT_GE(tok.encode("12345").size(), 5u);
+  EXPECT_THROW(SpmTokenizer(dir + "/missing.model"), InputError);
+}
+
+TEST(TextExtract, HtmlAndHangulFilter) {
+  std::string html =
+      "<html><head><title>T</title><script>var x=1;</script></head><body><h1>Title &amp; more</h1>"
+      "<p>First  paragraph.</p><style>p{}</style><p>한국어 문장입니다</p></body></html>";
+  std::string text = html_to_text(html);
+  EXPECT_NE(text.find("Title & more\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("First paragraph."), std::string::npos);
+  EXPECT_EQ(text.find("var x"), std::string::npos);
+  EXPECT_EQ(text.find("p{}"), std::string::npos);
+  EXPECT_GT(hangul_share("한국어 문장입니다"), 0.99);
+  EXPECT_LT(hangul_share("LibreOffice 도움말"), 0.3);  // 3 Hangul of 14 letters
+  EXPECT_EQ(hangul_share("1234 !!"), 0.0);
+  std::string mallard = "<page xmlns='http://projectmallard.org/1.0/'><info><credit>x</credit></info>"
+                        "<title>제목</title><p>본문 내용</p></page>";
+  EXPECT_EQ(xml_to_text(mallard), "제목\n\n본문 내용\n");  // one blank line between blocks
+}
+
+TEST(Prepare, ManifestAndStreams) {
+  const std::string& data = test::tiny_data_dir();
+  std::string manifest = read_file(data + "/manifest.json");
+  for (auto key : {"\"tokenizer_sha256\"", "\"vocab_sha256\"", "\"english.train\"", "\"addsub.val\"", "\"muldiv.train\"",
+                   "\"tokens\"", "\"bytes\"", "\"prepare_key\""})
+    EXPECT_NE(manifest.find(key), std::string::npos) << key;
+  EXPECT_EQ(manifest.find("\"korean"), std::string::npos);
+  // Arithmetic validation problems decode back to text with the answers in it.
+  SpmTokenizer tok(data + "/tokenizer.model");
+  Shard val(data + "/muldiv.val.bin");
+  std::vector<int> ids;
+  for (uint64_t i = 0; i < 60; ++i) ids.push_back(int(val[i]));
+  std::string text = tok.decode(ids);
+  EXPECT_TRUE(text.find('*') != std::string::npos || text.find('/') != std::string::npos ||
+              text.find("Answer:") != std::string::npos)
+      << text;
+}
+
+TEST(Vocabulary, FileRoundTripAndCorruptionIsRefusedByName) {
+  auto dir = test::temp_dir("vocab");
+  Vocabulary v({{PieceKind::Control, ""}, {PieceKind::Text, " the"}, {PieceKind::Byte, "\xC3"}, {PieceKind::Text, "x"}},
+               0, true);
+  v.write(dir + "/vocab.bin");
+  Vocabulary back(dir + "/vocab.bin");
+  EXPECT_EQ(back.size(), 4);
+  EXPECT_EQ(back.eos_id(), 0);
+  EXPECT_EQ(back.decode({1, 0, 1, 3}), "the thex");
+  std::string bytes = read_file(dir + "/vocab.bin");
+  auto refused = [&](std::string content, const char* why) {
+    write_file_atomic(dir + "/bad.bin", content);
+    try {
+      Vocabulary bad(dir + "/bad.bin");
+      ADD_FAILURE() << "accepted: " << why;
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(dir + "/bad.bin"), std::string::npos) << e.what();
+    }
+  };
+  std::string flipped = bytes;
+  flipped.back() ^= 1;
+  refused(flipped, "a flipped byte");
+  refused(bytes.substr(0, bytes.size() - 1), "truncated");
+  refused(bytes.substr(0, 20), "a cut header");
+  refused("UNDOCKPT" + bytes.substr(8), "another file's magic");
+  std::string huge = bytes;
+  huge[12] = '\xff', huge[13] = '\xff', huge[14] = '\xff', huge[15] = '\x7f';  // n_pieces = 2^31 - 1
+  refused(huge, "an absurd piece count");
+  EXPECT_THROW(Vocabulary(dir + "/missing.bin"), InputError);
+}
+
+TEST(Prepare, EvalPromptsAreTokenizedHeldOutProblems) {
+  const std::string& data = test::tiny_data_dir();
+  SpmTokenizer tok(data + "/tokenizer.model");
+  auto by_op = read_eval_prompts(data + "/eval_prompts.jsonl", kEvalPromptsPerFormat, tok.vocab_size());
+  ASSERT_EQ(by_op.size(), 4u);
+  for (auto& [op, prompts] : by_op) {
+    auto expected = eval_problems(op, kEvalPromptsPerFormat, kEvalProblemSeed);
+    ASSERT_EQ(prompts.size(), expected.size());
+    for (size_t i = 0; i < prompts.size(); ++i) {
+      EXPECT_EQ(prompts[i].problem.prompt, expected[i].prompt);
+      EXPECT_EQ(prompts[i].problem.answer, expected[i].answer);
+      EXPECT_EQ(prompts[i].ids, tok.encode(expected[i].prompt));
+    }
+  }
+  // The evaluator asks for the first N of each format; more than were prepared is refused by name.
+  EXPECT_EQ(read_eval_prompts(data + "/eval_prompts.jsonl", 3, tok.vocab_size()).at(Op::Mul).size(), 6u);
+  try {
+    read_eval_prompts(data + "/eval_prompts.jsonl", kEvalPromptsPerFormat + 1, tok.vocab_size());
+    ADD_FAILURE() << "accepted more prompts than were prepared";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("eval.arith_per_op"), std::string::npos) << e.what();
+  }
+}
