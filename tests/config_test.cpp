@@ -4,6 +4,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/stage_settings.h"
 #include "test_util.h"
 
 using namespace undo;
@@ -106,4 +107,48 @@ TEST(Config, FlagNumbersAreCheckedWhole) {
   std::string out;
   EXPECT_EQ(test::run_undo("sweep run --spec none.ini --out " + test::temp_dir("jobs") + " --jobs two", &out), 2);
   EXPECT_NE(out.find("--jobs = 'two'"), std::string::npos) << out;
+}
+
+// A stage's own budget replaces the general optim/train keys; a command-line
+// flag it would silently replace is refused, naming the key to use instead.
+TEST(StageSettings, ACommandLineKeyAStageWouldReplaceIsRefusedByName) {
+  auto refusal = [](std::vector<std::string> args, TrainingStage stage) -> std::string {
+    Config cfg = parse(args);
+    try {
+      apply_stage_settings(cfg, stage, 1e-4);
+    } catch (const InputError& e) {
+      return e.what();
+    }
+    return "";
+  };
+  std::string e = refusal({"--optim.weight_decay", "0.1"}, TrainingStage::Unlearn);
+  EXPECT_NE(e.find("optim.weight_decay"), std::string::npos) << e;
+  EXPECT_NE(e.find("undo unlearn"), std::string::npos) << e;
+  e = refusal({"--optim.lr", "1e-3"}, TrainingStage::Unlearn);
+  EXPECT_NE(e.find("unlearn.lr"), std::string::npos) << e;
+  e = refusal({"--train.steps", "7"}, TrainingStage::Distill);
+  EXPECT_NE(e.find("distill.steps"), std::string::npos) << e;
+  e = refusal({"--train.eval_every", "3"}, TrainingStage::Relearn);
+  EXPECT_NE(e.find("relearn.eval_every"), std::string::npos) << e;
+  e = refusal({"--optim.grad_clip", "0"}, TrainingStage::Relearn);
+  EXPECT_NE(e.find("clip 1.0"), std::string::npos) << e;
+  // The same value as the stage's, a key the stage does not set, or one from a
+  // config file (the shared config's pretraining budget) is fine.
+  EXPECT_EQ(refusal({"--optim.weight_decay", "0"}, TrainingStage::Unlearn), "");
+  EXPECT_EQ(refusal({"--optim.weight_decay", "0.1"}, TrainingStage::Distill), "");
+  EXPECT_EQ(refusal({"--unlearn.lr", "1e-3", "--train.batch_size", "4"}, TrainingStage::Unlearn), "");
+  auto ini = write_ini("[optim]\nlr = 3e-3\nweight_decay = 0.1\n[train]\nsteps = 3000\n");
+  EXPECT_EQ(refusal({"--config", ini}, TrainingStage::Unlearn), "");
+  // What each stage then trains with.
+  Config cfg = parse({"--config", ini, "--unlearn.steps", "9", "--unlearn.lr", "2e-5"});
+  apply_stage_settings(cfg, TrainingStage::Unlearn);
+  EXPECT_EQ(cfg.train.steps, 9);
+  EXPECT_EQ(cfg.optim.lr, 2e-5);
+  EXPECT_EQ(cfg.optim.weight_decay, 0.0);
+  EXPECT_EQ(cfg.optim.schedule, "constant");
+  cfg = parse({"--config", ini, "--relearn.steps", "11"});
+  apply_stage_settings(cfg, TrainingStage::Relearn, 4e-4);
+  EXPECT_EQ(cfg.train.steps, 11);
+  EXPECT_EQ(cfg.optim.lr, 4e-4);
+  EXPECT_EQ(cfg.optim.warmup, 1);
 }

@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "core/error.h"
@@ -58,6 +59,35 @@ TEST(Arithmetic, DeterministicAndHeldOutTemplates) {
   EXPECT_FALSE(eval_stems.empty());
   for (auto& s : eval_stems) EXPECT_EQ(train_stems.count(s), 0u) << s;
   EXPECT_EQ(eval_problems(Op::Div, 100, 9).size(), 200u);
+}
+
+TEST(Arithmetic, HeldOutOperandsAreNeverTrainedOn) {
+  std::map<Op, size_t> pool{{Op::Add, 625}, {Op::Sub, 319}, {Op::Mul, 100}, {Op::Div, 100}};
+  for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div}) {
+    EXPECT_EQ(held_out_operands(op).size(), pool[op]) << op_name(op);
+    std::set<std::pair<int, int>> trained;
+    for (auto& p : training_problems(op, 20000, 1234)) {
+      EXPECT_FALSE(is_held_out(op, p.a, p.b)) << p.text();
+      trained.insert({p.a, p.b});
+    }
+    // 20000 draws reach every training problem: the split, not chance, keeps the held-out ones out.
+    EXPECT_EQ(trained.size() + pool[op], op == Op::Add ? 2500u : op == Op::Sub ? 1275u : 400u) << op_name(op);
+    for (auto& p : validation_problems(op, 500, 99)) EXPECT_TRUE(is_held_out(op, p.a, p.b)) << p.text();
+    auto eval = eval_problems(op, kEvalMaxPerFormat, kEvalProblemSeed);
+    std::set<std::string> equations;
+    for (auto& p : eval) {
+      EXPECT_TRUE(is_held_out(op, p.a, p.b)) << p.text();
+      if (p.format == Format::Equation) equations.insert(p.prompt);
+    }
+    EXPECT_EQ(equations.size(), size_t(kEvalMaxPerFormat)) << "distinct evaluation equations";
+    // A smaller evaluation set is a prefix of the larger one, per format.
+    auto small = eval_problems(op, 7, kEvalProblemSeed);
+    for (int i = 0; i < 7; ++i) {
+      EXPECT_EQ(small[size_t(i)].text(), eval[size_t(i)].text());
+      EXPECT_EQ(small[size_t(7 + i)].text(), eval[size_t(kEvalMaxPerFormat + i)].text());
+    }
+  }
+  EXPECT_THROW(eval_problems(Op::Mul, kEvalMaxPerFormat + 1, 1), RuntimeError);
 }
 
 TEST(Arithmetic, ScorerCases) {

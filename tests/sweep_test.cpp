@@ -76,6 +76,11 @@ TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
   for (auto& j : plan.jobs)
     if (j.kind == "distill") caches_used.insert(j.deps.back());
   EXPECT_EQ(caches_used.size(), 2u);
+  // The spec's [train] steps is the pretraining budget: stages with budgets of their own do not get it.
+  for (auto& j : plan.jobs) {
+    bool has_steps = std::find(j.args.begin(), j.args.end(), "--train.steps") != j.args.end();
+    EXPECT_EQ(has_steps, j.kind == "pretrain" || j.kind == "cache") << j.name;
+  }
   // Content addressing: the same spec plans the same ids; another attack grid keeps the models' ids;
   // another pretraining budget changes everything downstream of it.
   Plan again = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);

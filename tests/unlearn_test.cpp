@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <filesystem>
+
 #include <cmath>
 
 #include "core/fs.h"
@@ -221,4 +223,12 @@ TEST(Cli, UnlearnStageRunsFromABaseCheckpoint) {
                            &out),
             2);
   EXPECT_NE(out.find("/nope.ckpt"), std::string::npos);
+  // A general key the stage replaces is refused by name before anything is written.
+  EXPECT_EQ(test::run_undo("unlearn --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                               test::tiny_data_dir() + " --base " + dir + "/base.ckpt --run-dir " + dir +
+                               "/refused --optim.weight_decay 0.1",
+                           &out),
+            2);
+  EXPECT_NE(out.find("optim.weight_decay"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/refused"));
 }

@@ -6,6 +6,7 @@
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/stage_settings.h"
 #include "model/noise.h"
 #include "train/objectives/distill.h"
 #include "train/teacher_cache.h"
@@ -30,12 +31,7 @@ int stage_distill(int argc, const char* const* argv) {
                    teacher_meta.model.vocab_size);
   cfg.model.vocab_size = teacher_meta.model.vocab_size;
   cfg.model.seq_len = teacher_meta.model.seq_len;
-  cfg.train.steps = d.steps;
-  cfg.optim.lr = d.lr;
-  cfg.optim.min_lr = std::min(d.min_lr, d.lr);
-  cfg.optim.warmup = d.warmup;
-  cfg.optim.schedule = "cosine";
-  cfg.train.eval_every = d.check_every;
+  apply_stage_settings(cfg, TrainingStage::Distill);  // the distill.* budget and schedule
   prepare_run(cfg);
   teacher->to(compute_device());
 

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/stage_settings.h"
 #include "model/checkpoint.h"
 #include "train/relearn.h"
 #include "train/trainer.h"
@@ -55,6 +56,9 @@ int stage_relearn(int argc, const char* const* argv) {
   cfg.relearn.eval_every = positive_int("--eval-every", eval_every, cfg.relearn.eval_every);
   for (double lr : parse_number_list("--lrs", cfg.relearn.lrs))
     UNDO_INPUT_CHECK(lr > 0 && lr < 1, "--lrs: learning rate ", lr, " is outside (0, 1)");
+  // Refuse general keys the attack sets itself before anything runs (each attack applies them again).
+  Config check = cfg;
+  apply_stage_settings(check, TrainingStage::Relearn, parse_number_list("--lrs", cfg.relearn.lrs).at(0));
   CheckpointMeta meta = read_checkpoint_meta(model_path);
   cfg.model = meta.model;
   prepare_run(cfg);

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/stage_settings.h"
 #include "train/objectives/unlearning.h"
 #include "train/trainer.h"
 
@@ -19,16 +20,7 @@ int stage_unlearn(int argc, const char* const* argv) {
   CheckpointMeta base_meta;
   Transformer model = load_model(base_path, &base_meta);
   cfg.model = base_meta.model;  // the model's shape is the checkpoint's
-  // The spec's unlearning optimiser: AdamW, weight decay 0, clip 1.0, constant LR.
-  cfg.train.steps = cfg.unlearn.steps;
-  cfg.optim.lr = cfg.unlearn.lr;
-  cfg.optim.min_lr = cfg.unlearn.lr;
-  cfg.optim.schedule = "constant";
-  cfg.optim.warmup = 0;
-  cfg.optim.weight_decay = 0;
-  cfg.optim.grad_clip = 1.0;
-  cfg.train.eval_every = std::min(cfg.train.eval_every, cfg.unlearn.steps);
-  cfg.train.ckpt_every = std::min(cfg.train.ckpt_every, cfg.unlearn.steps);
+  apply_stage_settings(cfg, TrainingStage::Unlearn);  // the spec's optimiser, the unlearn.* budget
   prepare_run(cfg);
   model->to(compute_device());
   auto objective = make_unlearning_objective(cfg, model);

@@ -160,8 +160,9 @@ void describe_into(Config& c, Registry& r) {
       .add("train.ckpt_every", &c.train.ckpt_every, "steps between checkpoints (0 = end only)", at_least(0))
       .add("train.keep_ckpts", &c.train.keep_ckpts, "checkpoints kept besides the final one", at_least(1));
   r.add("eval.batches", &c.eval.batches, "validation batches per stream", at_least(1))
-      .add("eval.arith_per_op", &c.eval.arith_per_op, "arithmetic problems per operation and format",
-           at_least(0))
+      .add("eval.arith_per_op", &c.eval.arith_per_op,
+           "held-out arithmetic problems per operation and format (at most 100: every held-out product)",
+           in_range(0, 100))
       .add("eval.max_new_tokens", &c.eval.max_new_tokens, "greedy tokens decoded per problem", at_least(1));
   r.add("dist.backend", &c.dist.backend, "auto (nccl with run.device = cuda in a CUDA build, else gloo) | gloo | nccl",
         one_of({"auto", "gloo", "nccl"}))
@@ -376,6 +377,7 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
       throw InputError("--" + o.name + " '" + *o.value + "' does not exist");
   }
   validate_all(r.keys, origin, cfg);
+  for (auto& [k, v] : origin) cfg.origin[k] = v;
   return true;
 }
 

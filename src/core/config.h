@@ -156,6 +156,9 @@ struct Config {
   UnlearnConfig unlearn;
   DistillConfig distill;
   RelearnConfig relearn;
+  // Where each key given explicitly came from ("command line" or a config
+  // file's path); keys absent here have their defaults. Filled by parse_config.
+  std::map<std::string, std::string> origin;
 };
 
 // One described key: how to print it and how to validate it.

@@ -1,5 +1,6 @@
 #include "data/arithmetic.h"
 
+#include <algorithm>
 #include <cctype>
 
 #include "core/error.h"
@@ -75,44 +76,99 @@ Format format_from_name(const std::string& name) {
   UNDO_FAIL("unknown problem format '", name, "'");
 }
 
-Problem make_problem(Op op, Format format, uint64_t seed, bool held_out_templates) {
-  uint64_t h1 = splitmix64(seed), h2 = splitmix64(h1), h3 = splitmix64(h2);
-  Problem p{op, format, 0, 0, 0, ""};
-  bool small = op == Op::Mul || op == Op::Div;
-  int range = small ? 20 : 50;
-  int x = 1 + int(h1 % uint64_t(range)), y = 1 + int(h2 % uint64_t(range));
-  static const char* symbols[] = {"+", "-", "*", "/"};
+namespace {
+
+struct Pools {
+  std::vector<std::pair<int, int>> train, held_out;
+};
+
+// Every problem of `op` by its written operands, ranked by a hash of (op, a, b):
+// the first quarter is held out. Fixed for all runs, settings and seeds.
+const Pools& pools(Op op) {
+  static const std::vector<Pools> all = [] {
+    std::vector<Pools> out(4);
+    for (Op o : {Op::Add, Op::Sub, Op::Mul, Op::Div}) {
+      std::vector<std::pair<int, int>> ab;
+      int range = (o == Op::Mul || o == Op::Div) ? 20 : 50;
+      for (int x = 1; x <= range; ++x)
+        for (int y = 1; y <= range; ++y) {
+          if (o == Op::Sub && x < y) continue;  // a >= b: the result is never negative
+          ab.push_back(o == Op::Div ? std::make_pair(x * y, y) : std::make_pair(x, y));
+        }
+      auto rank = [o](const std::pair<int, int>& p) {
+        return splitmix64(0x5eed0fa11ULL ^ (uint64_t(o) << 40) ^ (uint64_t(p.first) << 20) ^ uint64_t(p.second));
+      };
+      std::sort(ab.begin(), ab.end(), [&](auto& l, auto& r) { return rank(l) < rank(r); });
+      size_t held = (ab.size() + 3) / 4;
+      out[size_t(o)].held_out.assign(ab.begin(), ab.begin() + long(held));
+      out[size_t(o)].train.assign(ab.begin() + long(held), ab.end());
+    }
+    return out;
+  }();
+  return all[size_t(op)];
+}
+
+Problem problem_of(Op op, Format format, std::pair<int, int> ab, uint64_t template_hash, bool held_out) {
+  Problem p{op, format, ab.first, ab.second, 0, ""};
   switch (op) {
-    case Op::Add: p.a = x; p.b = y; p.answer = x + y; break;
-    case Op::Sub: p.a = std::max(x, y); p.b = std::min(x, y); p.answer = p.a - p.b; break;
-    case Op::Mul: p.a = x; p.b = y; p.answer = x * y; break;
-    case Op::Div: p.a = x * y; p.b = y; p.answer = x; break;
+    case Op::Add: p.answer = p.a + p.b; break;
+    case Op::Sub: p.answer = p.a - p.b; break;
+    case Op::Mul: p.answer = p.a * p.b; break;
+    case Op::Div: p.answer = p.a / p.b; break;
   }
+  static const char* symbols[] = {"+", "-", "*", "/"};
   if (format == Format::Equation) {
     p.prompt = std::to_string(p.a) + " " + symbols[int(op)] + " " + std::to_string(p.b) + " =";
   } else {
     const auto& ts = kTemplates[int(op)];
     int n_train = int(ts.size()) - kHeldOut;
-    int idx = held_out_templates ? n_train + int(h3 % kHeldOut) : int(h3 % uint64_t(n_train));
+    int idx = held_out ? n_train + int(template_hash % kHeldOut) : int(template_hash % uint64_t(n_train));
     p.prompt = fill(ts[size_t(idx)], p.a, p.b);
   }
   return p;
 }
 
-std::vector<Problem> training_problems(Op op, int n, uint64_t seed) {
+std::vector<Problem> drawn_problems(Op op, int n, uint64_t seed, bool held_out) {
   std::vector<Problem> out;
   for (int i = 0; i < n; ++i)
     out.push_back(make_problem(op, i % 2 ? Format::Word : Format::Equation,
-                               splitmix64(seed * 4 + uint64_t(op)) ^ uint64_t(i), false));
+                               splitmix64(seed * 4 + uint64_t(op)) ^ uint64_t(i), held_out));
   return out;
 }
 
+}  // namespace
+
+bool is_held_out(Op op, int a, int b) {
+  const auto& h = pools(op).held_out;
+  return std::find(h.begin(), h.end(), std::make_pair(a, b)) != h.end();
+}
+
+const std::vector<std::pair<int, int>>& held_out_operands(Op op) { return pools(op).held_out; }
+
+Problem make_problem(Op op, Format format, uint64_t seed, bool held_out) {
+  uint64_t h1 = splitmix64(seed), h2 = splitmix64(h1);
+  const auto& pool = held_out ? pools(op).held_out : pools(op).train;
+  return problem_of(op, format, pool[h1 % pool.size()], h2, held_out);
+}
+
+std::vector<Problem> training_problems(Op op, int n, uint64_t seed) { return drawn_problems(op, n, seed, false); }
+
+std::vector<Problem> validation_problems(Op op, int n, uint64_t seed) { return drawn_problems(op, n, seed, true); }
+
 std::vector<Problem> eval_problems(Op op, int per_format, uint64_t seed) {
+  UNDO_CHECK(per_format >= 0 && per_format <= kEvalMaxPerFormat, "at most ", kEvalMaxPerFormat,
+             " evaluation problems per format, asked for ", per_format);
+  // The held-out operands in an order fixed by `seed`: distinct problems, and prefixes of each other.
+  auto order = pools(op).held_out;
+  uint64_t h = splitmix64(~seed * 8 + uint64_t(op));
+  for (size_t i = order.size(); i > 1; --i) {
+    h = splitmix64(h);
+    std::swap(order[i - 1], order[h % i]);
+  }
   std::vector<Problem> out;
   for (Format f : {Format::Equation, Format::Word})
     for (int i = 0; i < per_format; ++i)
-      out.push_back(make_problem(op, f, splitmix64(~seed * 8 + uint64_t(op) * 2 + uint64_t(f)) ^ uint64_t(i),
-                                 f == Format::Word));
+      out.push_back(problem_of(op, f, order[size_t(i)], splitmix64(h ^ uint64_t(i)), true));
   return out;
 }
 

@@ -2,7 +2,7 @@
 // (DATA/eval_prompts.jsonl), tokenized by `undo data prepare` so that the
 // evaluator, which runs with LibTorch, never needs the tokenizer: one JSON
 // object a line with op, format, a, b, answer, prompt and the prompt's token
-// ids ("ids": "12 7 431"), kPerFormat equations then kPerFormat word problems
+// ids ("ids": "12 7 431"), kEvalPromptsPerFormat equations then as many word problems
 // per operation, in eval_problems() order.
 #pragma once
 #include <map>
@@ -18,7 +18,7 @@ struct EvalPrompt {
   std::vector<int> ids;  // the prompt's tokens (without the leading document separator)
 };
 
-constexpr int kEvalPromptsPerFormat = 500;
+constexpr int kEvalPromptsPerFormat = kEvalMaxPerFormat;  // every held-out multiplication (the smallest pool)
 
 void write_eval_prompts(const std::string& path, const std::vector<EvalPrompt>& prompts);
 // The first `per_format` equations and word problems of each operation; an

@@ -28,7 +28,7 @@ namespace fs = std::filesystem;
 namespace undo {
 namespace {
 
-constexpr int kManifestVersion = 3;  // part of the preparation key: bump when the output changes
+constexpr int kManifestVersion = 4;  // part of the preparation key: bump when the output changes
 
 std::vector<std::string> files_under(const std::string& dir, const std::vector<std::string>& exts) {
   std::vector<std::string> out;
@@ -217,7 +217,7 @@ bool prepare_data(const Config& cfg) {
       if (mine.empty() && other.size() > 1) mine.push_back(other.back()), other.pop_back();
     }
   }
-  // Arithmetic validation streams are fresh problems rather than a held-out share.
+  // Arithmetic validation streams: problems drawn from the held-out operands and templates only.
   if (d.setting == "arith") {
     int n_val = std::max(200, int(d.arith_problems * d.val_fraction));
     for (auto [name, ops] : {std::pair<const char*, std::vector<Op>>{"addsub", {Op::Add, Op::Sub}},
@@ -226,7 +226,7 @@ bool prepare_data(const Config& cfg) {
       val.clear();
       // One document per problem, as in training.
       for (Op op : ops)
-        for (auto& p : training_problems(op, n_val, ~uint64_t(cfg.run.seed))) val.push_back(p.text());
+        for (auto& p : validation_problems(op, n_val, ~uint64_t(cfg.run.seed))) val.push_back(p.text());
     }
   }
 

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
+#include "core/stage_settings.h"
 
 namespace undo {
 
@@ -88,8 +89,14 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
     plan.jobs.push_back(std::move(j));
     return plan.jobs.back();
   };
-  auto with = [&](std::vector<std::string> head, std::vector<std::string> tail) {
-    head.insert(head.end(), common.begin(), common.end());
+  // A stage that sets a general key itself (core/stage_settings.h) would refuse
+  // the spec's override of it, which is meant for pretraining: it is left out there.
+  auto with = [&](std::vector<std::string> head, std::vector<std::string> tail,
+                  std::vector<std::string> owned = {}) {
+    for (size_t i = 0; i < common.size(); i += 2) {
+      bool skip = std::find(owned.begin(), owned.end(), common[i].substr(2)) != owned.end();
+      if (!skip) head.insert(head.end(), {common[i], common[i + 1]});
+    }
     head.insert(head.end(), tail.begin(), tail.end());
     return head;
   };
@@ -109,7 +116,9 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
   for (auto& method : spec.methods) {
     const std::string teacher_id =
         add("unlearn", "unlearn-" + method,
-            with({"unlearn"}, {"--base", ckpt(plan.job(base_id)), "--unlearn.method", method}), {base_id},
+            with({"unlearn"}, {"--base", ckpt(plan.job(base_id)), "--unlearn.method", method},
+                 stage_owned_keys(TrainingStage::Unlearn)),
+            {base_id},
             2.0 * cfg.unlearn.steps * global_batch * window, {{"role", "unlearn"}, {"method", method}}).id;
     models.push_back(teacher_id);
     std::string teacher = ckpt(plan.job(teacher_id));
@@ -133,7 +142,8 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
           else tail.insert(tail.end(), {"--distill.init", "noised", "--distill.alpha", num(alpha), "--distill.beta", num(beta)});
           std::string name = "distill-" + method + "-a" + num(alpha) + (fresh ? "" : "-b" + num(beta)) + "-s" +
                              std::to_string(seed);
-          models.push_back(add("distill", name, with({"distill"}, tail), student_deps,
+          models.push_back(add("distill", name, with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)),
+                               student_deps,
                                distill_tokens * (spec.cache ? 1.0 : 4.0 / 3.0),
                                {{"role", "student"}, {"method", method}, {"alpha", num(fresh ? 1.0 : alpha)},
                                 {"beta", fresh ? "" : num(beta)}, {"seed", std::to_string(seed)},
@@ -151,8 +161,10 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
     std::string model_name = m.name, model_path = ckpt(m);
     for (double lr : spec.attack_lrs) {
       add("relearn", "relearn-" + model_name + "-lr" + num(lr),
-          with({"relearn"}, {"--model", model_path, "--lrs", num(lr), "--steps", std::to_string(spec.attack_steps),
-                             "--eval-every", std::to_string(spec.attack_eval_every)}),
+          with({"relearn"},
+               {"--model", model_path, "--lrs", num(lr), "--steps", std::to_string(spec.attack_steps),
+                "--eval-every", std::to_string(spec.attack_eval_every)},
+               stage_owned_keys(TrainingStage::Relearn)),
           {model_id}, double(spec.attack_steps) * global_batch * window,
           {{"role", "attack"}, {"model", model_id}, {"lr", num(lr)}});
     }

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/stage_settings.h"
 #include "train/trainer.h"
 
 namespace undo {
@@ -16,17 +17,7 @@ std::shared_ptr<StreamMix> attack_stream(const Config& cfg) {
 
 void run_attack(const Config& base, double lr, Transformer& model, Evaluator& evaluator) {
   Config cfg = base;
-  cfg.train.steps = cfg.relearn.steps;
-  cfg.train.eval_every = cfg.relearn.eval_every;
-  cfg.train.ckpt_every = std::min(cfg.train.ckpt_every > 0 ? cfg.train.ckpt_every : cfg.relearn.steps,
-                                  cfg.relearn.steps);
-  cfg.train.keep_ckpts = 1;
-  cfg.optim.lr = lr;
-  cfg.optim.min_lr = lr;
-  cfg.optim.schedule = "constant";
-  cfg.optim.warmup = 1;
-  cfg.optim.weight_decay = 0;
-  cfg.optim.grad_clip = 1.0;
+  apply_stage_settings(cfg, TrainingStage::Relearn, lr);  // relearn.* budget, the spec's attack optimiser
   CrossEntropyObjective attack(attack_stream(cfg), cfg.model.seq_len);
   Trainer(cfg, "relearn", model, attack, &evaluator).run();
 }

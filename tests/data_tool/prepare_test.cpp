@@ -3,12 +3,16 @@
 // a whole preparation. This binary links sentencepiece and never LibTorch.
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "core/error.h"
 #include "core/fs.h"
 #include "data/eval_prompts.h"
 #include "data/shard.h"
+#include "data/stream.h"
 #include "data/vocabulary.h"
 #include "prepare/spm_tokenizer.h"
 #include "prepare/text_extract.h"
@@ -140,4 +144,87 @@ TEST(Prepare, EvalPromptsAreTokenizedHeldOutProblems) {
   } catch (const InputError& e) {
     EXPECT_NE(std::string(e.what()).find("eval.arith_per_op"), std::string::npos) << e.what();
   }
+}
+
+namespace {
+
+// The documents of a shard, decoded (the separator splits them).
+std::vector<std::string> documents(const std::string& shard_path, const Vocabulary& vocab) {
+  Shard shard(shard_path);
+  std::vector<std::string> docs;
+  std::vector<int> ids;
+  for (uint64_t i = 0; i < shard.size(); ++i) {
+    int id = int(shard[i]);
+    if (id == vocab.eos_id()) {
+      if (!ids.empty()) docs.push_back(vocab.decode(ids));
+      ids.clear();
+    } else {
+      ids.push_back(id);
+    }
+  }
+  if (!ids.empty()) docs.push_back(vocab.decode(ids));
+  return docs;
+}
+
+// Every validation document and every evaluation prompt is absent from every
+// training stream of a prepared directory (the attack trains on those too).
+void expect_held_out(const std::string& data, const std::vector<std::string>& streams) {
+  Vocabulary vocab(data + "/vocab.bin");
+  std::set<std::string> trained;
+  for (auto& s : streams)
+    for (auto& d : documents(data + "/" + s + ".train.bin", vocab)) trained.insert(d);
+  ASSERT_FALSE(trained.empty());
+  for (auto& s : streams) {
+    auto val = documents(data + "/" + s + ".val.bin", vocab);
+    ASSERT_FALSE(val.empty()) << s;
+    for (auto& d : val) EXPECT_EQ(trained.count(d), 0u) << s << ".val document also trained on: " << d.substr(0, 80);
+  }
+  if (!file_exists(data + "/eval_prompts.jsonl")) return;
+  auto prompts = read_eval_prompts(data + "/eval_prompts.jsonl", kEvalPromptsPerFormat, vocab.size());
+  std::set<std::string> trained_prompts;  // a trained problem's text up to its answer
+  for (auto& d : trained)
+    if (auto at = d.rfind(' '); at != std::string::npos) trained_prompts.insert(d.substr(0, at));
+  size_t checked = 0;
+  for (auto& [op, ps] : prompts)
+    for (auto& p : ps) {
+      EXPECT_EQ(trained_prompts.count(p.problem.prompt), 0u) << "evaluation problem trained on: " << p.problem.prompt;
+      EXPECT_EQ(trained.count(p.problem.text()), 0u) << p.problem.text();
+      ++checked;
+    }
+  EXPECT_EQ(checked, size_t(4 * 2 * kEvalPromptsPerFormat));
+  // Equations in the training streams never use held-out operands.
+  for (auto& d : trained) {
+    int a, b;
+    char sym;
+    if (std::sscanf(d.c_str(), "%d %c %d =", &a, &sym, &b) != 3) continue;
+    Op op = sym == '+' ? Op::Add : sym == '-' ? Op::Sub : sym == '*' ? Op::Mul : Op::Div;
+    EXPECT_FALSE(is_held_out(op, a, b)) << d;
+  }
+}
+
+}  // namespace
+
+TEST(Prepare, NoEvaluatedProblemOrDocumentIsTrainedOnInAnySetting) {
+  // The arithmetic setting: the tests' data (English, add/sub, mul/div).
+  expect_held_out(test::tiny_data_dir(), {"english", "addsub", "muldiv"});
+  // The language setting on plain-text directories: English and Korean documents.
+  auto dir = test::temp_dir("lang");
+  std::filesystem::create_directories(dir + "/en");
+  std::filesystem::create_directories(dir + "/ko");
+  const std::vector<std::string> ko_words = {"도움말", "문서", "파일을", "저장하려면", "메뉴를", "선택하십시오",
+                                             "페이지", "설정", "글꼴", "표"};
+  for (int i = 0; i < 30; ++i) {
+    std::ofstream(dir + "/en/doc" + std::to_string(i) + ".txt") << test::generated_english(40, uint64_t(i) + 100);
+    std::string ko;
+    for (int w = 0; w < 200; ++w) ko += ko_words[splitmix64(uint64_t(i * 1000 + w)) % ko_words.size()] + (w % 12 == 11 ? ".\n" : " ");
+    std::ofstream(dir + "/ko/doc" + std::to_string(i) + ".txt") << ko;
+  }
+  std::string out;
+  ASSERT_EQ(test::run_command(std::string(UNDO_DATA_BINARY) + " prepare --data.dir " + dir + "/prepared" +
+                                  " --data.setting lang --data.sources " + dir + "/none --data.english_dirs " + dir +
+                                  "/en --data.korean_dirs " + dir + "/ko --data.tokenizer_vocab 400 2>&1",
+                              &out),
+            0)
+      << out;
+  expect_held_out(dir + "/prepared", {"english", "korean"});
 }
