@@ -6,6 +6,7 @@
 #include "core/json.h"
 #include "data/vocabulary.h"
 #include "fixtures.h"
+#include "results/support.h"
 #include "test_util.h"
 #include "train/relearn.h"
 
@@ -92,4 +93,37 @@ TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
   EXPECT_EQ(read_json_lines(dir + "/attack.jsonl").size(), 15u);
   EXPECT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,abc", &out), 2);
   EXPECT_NE(out.find("--lrs"), std::string::npos) << out;
+}
+
+// The report prints robustness bare only when the attack moved the oracle and
+// the grid, seeds and evaluation are large enough (results/support.h).
+TEST(Report, RobustnessIsSupportedOnlyByAStrongEnoughAttackAndEnoughData) {
+  SweepEvidence e;
+  e.accuracy = true;
+  e.has_oracle = true;
+  e.oracle_before = 0.02;
+  e.oracle_after = 0.06;  // the published main job's oracle: it hardly relearned
+  e.attack_lrs = 10, e.attack_steps = 500, e.seeds = 3, e.eval_per_op_format = 100;
+  Support s = judge_support(e);
+  EXPECT_FALSE(s.attack_strong) << s.attack_note;
+  EXPECT_FALSE(s.supported());
+  e.oracle_after = 0.40;
+  s = judge_support(e);
+  EXPECT_TRUE(s.attack_strong);
+  EXPECT_TRUE(s.supported()) << s.gaps.size();
+  e.attack_lrs = 3, e.attack_steps = 100, e.seeds = 1, e.eval_per_op_format = 50;  // the main job's subset
+  s = judge_support(e);
+  EXPECT_TRUE(s.attack_strong);
+  ASSERT_EQ(s.gaps.size(), 3u);  // 3 LRs, 1 seed, 50 problems; 100 steps is enough
+  EXPECT_EQ(s.gaps[0], "3 attack LRs (< 5)");
+  // CE metrics: the oracle's forget CE must fall by 10%.
+  SweepEvidence ce;
+  ce.accuracy = false;
+  ce.has_oracle = true;
+  ce.oracle_before = 5.8, ce.oracle_after = 5.5;
+  ce.attack_lrs = 10, ce.attack_steps = 500, ce.seeds = 3, ce.eval_windows = 128;
+  EXPECT_FALSE(judge_support(ce).attack_strong);
+  ce.oracle_after = 4.0;
+  EXPECT_TRUE(judge_support(ce).supported());
+  EXPECT_FALSE(judge_support(SweepEvidence{}).attack_strong) << "no oracle, no judgement";
 }

@@ -1,13 +1,16 @@
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <limits>
 #include <map>
+#include <set>
 #include <sstream>
 
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "results/chart.h"
+#include "results/support.h"
 
 namespace undo {
 
@@ -58,6 +61,33 @@ std::string cell(double v, int digits = 3) {
   return os.str();
 }
 
+// What the results say about their own strength (results/support.h).
+SweepEvidence evidence_of(const std::vector<Row>& results, bool acc) {
+  SweepEvidence e;
+  e.accuracy = acc;
+  std::map<std::string, std::set<std::string>> lrs_per_model, seeds_per_config;
+  e.attack_steps = std::numeric_limits<int>::max();
+  for (auto& r : results) {
+    lrs_per_model[r.at("model")].insert(r.at("attack_lr"));
+    e.attack_steps = std::min(e.attack_steps, int(num(r, "attack_steps")));
+    if (r.at("role") == "student")
+      seeds_per_config[r.at("method") + "|" + r.at("alpha") + "|" + r.at("beta")].insert(r.at("seed"));
+    if (r.at("role") == "oracle" && !e.has_oracle) {
+      e.has_oracle = true;
+      e.oracle_before = num(r, "forget_before");
+      e.oracle_after = num(r, "worst_forget_final");
+    }
+    auto eval_n = [&](const char* k) { double v = num(r, k); return std::isfinite(v) ? int64_t(v) : int64_t(0); };
+    e.eval_per_op_format = int(eval_n("eval_per_op_format"));
+    e.eval_windows = eval_n("eval_windows");
+  }
+  e.attack_lrs = std::numeric_limits<int>::max();
+  for (auto& [m, lrs] : lrs_per_model) e.attack_lrs = std::min(e.attack_lrs, int(lrs.size()));
+  e.seeds = seeds_per_config.empty() ? 1 : std::numeric_limits<int>::max();
+  for (auto& [c, seeds] : seeds_per_config) e.seeds = std::min(e.seeds, int(seeds.size()));
+  return e;
+}
+
 }  // namespace
 
 // `undo report DIR`: plots and a Markdown summary of a collected sweep.
@@ -75,6 +105,8 @@ int stage_report(int argc, const char* const* argv) {
   const std::string forget_label = acc ? "forget accuracy" : "forget CE";
   std::string out = join_path(dir, "report");
   make_dirs(out);
+  // Robustness is printed bare only when the results can carry it (results/support.h).
+  const Support support = judge_support(evidence_of(results, acc));
 
   // 1. Relearning curves: the worst case over LRs, one line per model.
   Chart relearn{"Relearning attack (worst case over LRs)", "attack step", forget_label, {}, {}};
@@ -91,7 +123,10 @@ int stage_report(int argc, const char* const* argv) {
   for (auto& name : order) relearn.series.push_back(by_model[name]);
 
   // 2. Compute against robustness: each student, the unlearned teacher and the oracle.
-  Chart tradeoff{"Compute vs robustness", "distillation compute / oracle pretraining", "robustness", {}, {}};
+  std::string tradeoff_title = !support.attack_strong ? "Compute vs robustness (WITHHELD: attack too weak to judge)"
+                               : !support.supported() ? "Compute vs robustness (UNSUPPORTED: see report.md)"
+                                                      : "Compute vs robustness";
+  Chart tradeoff{tradeoff_title, "distillation compute / oracle pretraining", "robustness", {}, {}};
   std::map<std::string, Series> students;  // per method
   std::map<std::string, double> seen_models;
   Series unlearn_pts{"unlearned teacher", {}, false, true, {}};
@@ -105,6 +140,13 @@ int stage_report(int argc, const char* const* argv) {
       s.markers = true;
       s.points.emplace_back(num(r, "compute_vs_oracle"), num(r, "robustness"));
       s.labels.push_back(num(r, "alpha") >= 1 ? "U&D" : "a=" + r.at("alpha"));
+    } else if (r.at("role") == "control") {
+      auto& s = students["~control"];  // after the methods
+      s.name = "distilled base (control)";
+      s.line = false;
+      s.markers = true;
+      s.points.emplace_back(num(r, "compute_vs_oracle"), num(r, "robustness"));
+      s.labels.push_back("ctrl s" + r.at("seed"));
     } else if (r.at("role") == "unlearn") {
       unlearn_pts.points.emplace_back(num(r, "compute_vs_oracle"), 0.0);
       unlearn_pts.labels.push_back(r.at("method"));
@@ -135,9 +177,33 @@ int stage_report(int argc, const char* const* argv) {
     double v = num(r, "forget_after40");
     if (std::isfinite(v) && (!std::isfinite(s.worst40) || (acc ? v > s.worst40 : v < s.worst40))) s.worst40 = v;
   }
+  const SupportThresholds thresholds;
+  std::string gaps;
+  for (auto& g : support.gaps) gaps += (gaps.empty() ? "" : ", ") + g;
+  auto robustness_cell = [&](const Row& r) {
+    if (!support.attack_strong) return std::string("withheld");
+    std::string v = cell(num(r, "robustness"), 2);
+    return support.supported() || v == "-" ? v : v + " (unsupported)";
+  };
   std::ostringstream md;
   std::string r_name = acc ? "retain acc" : "retain CE", f_name = acc ? "forget acc" : "forget CE";
-  md << "# Sweep report: " << dir << "\n\n"
+  md << "# Sweep report: " << dir << "\n\n";
+  if (!support.attack_strong)
+    md << "**Attack too weak to judge:** " << support.attack_note
+       << ". Models that did not relearn cannot be told from models the attack could not move, so no robustness "
+          "figure is given.\n\n";
+  else if (!support.supported())
+    md << "**Robustness figures unsupported:** " << gaps << ". They are shown, marked, but carry no claim (the "
+       << "attack itself was strong enough: " << support.attack_note << ").\n\n";
+  else
+    md << "Supported: " << support.attack_note << "; the attack grid, seeds and evaluation meet the thresholds.\n\n";
+  md << "Thresholds for a supported figure: the oracle relearns (" << (acc ? "forget accuracy +" : "forget CE -")
+     << (acc ? cell(thresholds.min_oracle_gain_acc, 2) : cell(100 * thresholds.min_oracle_drop_ce, 0) + "%")
+     << "), at least " << thresholds.min_attack_lrs << " attack LRs and " << thresholds.min_attack_steps
+     << " attack steps, " << thresholds.min_seeds << " seeds, "
+     << (acc ? std::to_string(thresholds.min_eval_per_op_format) + " evaluation problems per operation and format"
+             : std::to_string(thresholds.min_eval_windows) + " validation windows")
+     << ".\n\n"
      << "Worst case over attack LRs (" << (acc ? "highest forget accuracy" : "lowest forget CE")
      << "). Robustness = (P - P_unlearn) / (P_oracle - P_unlearn) on the worst-case forget metric after the "
         "full attack; compute = training tokens / the oracle's pretraining tokens.\n\n"
@@ -148,7 +214,7 @@ int stage_report(int argc, const char* const* argv) {
     md << "| " << m << " | " << s.first.at("role") << " | " << (s.first.at("alpha").empty() ? "-" : s.first.at("alpha"))
        << " | " << cell(num(s.first, "compute_vs_oracle"), 2) << " | " << cell(num(s.first, "retain_before")) << " | "
        << cell(num(s.first, "forget_before")) << " | " << cell(s.worst40) << " | "
-       << cell(num(s.first, "worst_forget_final")) << " | " << cell(num(s.first, "robustness"), 2) << " |\n";
+       << cell(num(s.first, "worst_forget_final")) << " | " << robustness_cell(s.first) << " |\n";
   }
   md << "\n![relearning curves](relearn_curves.svg)\n\n![compute vs robustness](compute_robustness.svg)\n";
   write_file_atomic(join_path(out, "report.md"), md.str());

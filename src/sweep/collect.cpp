@@ -69,14 +69,18 @@ int collect_results(const Plan& plan) {
   const Job* oracle = find_role("oracle", "");
   double oracle_tokens = oracle ? summary_number(*oracle, "tokens") : NAN;
 
+  // How much each evaluation scores: the report judges from it whether a figure is supported.
+  const Config& cfg = plan.spec.cfg;
+  const int eval_per_op = metric == "forget_acc" ? cfg.eval.arith_per_op : 0;
+  const int64_t eval_windows = int64_t(cfg.eval.batches) * cfg.train.batch_size;
   std::ostringstream csv, curves;
   csv << "model,role,method,alpha,beta,seed,attack_lr,metric,forget_before,retain_before,forget_after40,retain_after40,"
          "forget_final,retain_final,attack_steps,train_tokens,compute_vs_oracle,teacher_forward_tokens,"
-         "worst_forget_final,robustness\n";
+         "worst_forget_final,robustness,eval_per_op_format,eval_windows\n";
   curves << "model,role,method,alpha,step,worst_lr,forget,retain\n";
   for (auto& j : plan.jobs) {
     const std::string role = j.tags.count("role") ? j.tags.at("role") : "";
-    if (role != "base" && role != "oracle" && role != "unlearn" && role != "student") continue;
+    if (role != "base" && role != "oracle" && role != "unlearn" && role != "student" && role != "control") continue;
     if (!by_model.count(j.id) || missing_attacks.count(j.id)) {
       ++skipped;
       continue;
@@ -85,11 +89,12 @@ int collect_results(const Plan& plan) {
     auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
     double tokens = summary_number(j, "tokens");
     double compute = role == "base" ? NAN : tokens / oracle_tokens;
-    double teacher_tokens = role == "student" ? summary_number(j, "teacher_forward_tokens") : NAN;
+    double teacher_tokens = role == "student" || role == "control" ? summary_number(j, "teacher_forward_tokens") : NAN;
     // Robustness: where the worst-case forget metric sits between the unlearned
     // teacher (0) and the oracle (1) after the full attack.
     double robustness = NAN;
-    const Job* unlearn = method.empty() ? nullptr : find_role("unlearn", method);
+    // The control belongs to no method: it is measured against the first method's teacher.
+    const Job* unlearn = role == "control" ? find_role("unlearn", "") : method.empty() ? nullptr : find_role("unlearn", method);
     if (unlearn && oracle && worst_final.count(unlearn->id) && worst_final.count(oracle->id)) {
       double pu = worst_final[unlearn->id], po = worst_final[oracle->id];
       if (std::abs(po - pu) > 1e-12) robustness = (worst_final[j.id] - pu) / (po - pu);
@@ -103,7 +108,8 @@ int collect_results(const Plan& plan) {
           << "," << fmt(lr) << "," << metric << "," << fmt(metric_at(b, metric)) << "," << fmt(metric_at(b, r)) << ","
           << fmt(metric_at(m, metric)) << "," << fmt(metric_at(m, r)) << "," << fmt(metric_at(e, metric)) << ","
           << fmt(metric_at(e, r)) << "," << e.step << "," << (std::isfinite(tokens) ? std::to_string(int64_t(tokens)) : "") << "," << fmt(compute) << ","
-          << fmt(teacher_tokens) << "," << fmt(worst_final[j.id]) << "," << fmt(robustness) << "\n";
+          << fmt(teacher_tokens) << "," << fmt(worst_final[j.id]) << "," << fmt(robustness) << ","
+          << eval_per_op << "," << eval_windows << "\n";
     }
     for (auto& p : worst_case(by_model[j.id]))
       curves << j.name << "," << role << "," << method << "," << tag("alpha") << "," << p.step << ","

@@ -152,6 +152,30 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
       }
     }
   }
+  // The distilled-base control, per seed: the base distilled with the
+  // Unlearn-and-Distill recipe (a random student, the same budget and
+  // stopping rule). A student that relearns no faster than this control owes
+  // its robustness to distillation itself, not to the unlearning before it.
+  {
+    const std::string base = ckpt(plan.job(base_id));
+    const double distill_tokens = double(cfg.distill.steps) * global_batch * window;
+    std::vector<std::string> deps = {base_id};
+    if (spec.cache)
+      deps.push_back(add("cache", "cache-base",
+                         with({"cache-logits"}, {"--teacher", base, "--tokens", std::to_string(int64_t(distill_tokens)),
+                                                 "--distill.cache_dir", plan.out + "/cache"}),
+                         {base_id}, distill_tokens / 3, {{"role", "cache"}, {"method", ""}}).id);
+    for (int64_t seed : spec.seeds) {
+      std::vector<std::string> tail = {"--teacher", base, "--run.seed", std::to_string(seed), "--distill.cache",
+                                       spec.cache ? "require" : "off", "--distill.cache_dir", plan.out + "/cache",
+                                       "--distill.init", "random"};
+      models.push_back(add("distill", "control-distilled-base-s" + std::to_string(seed),
+                           with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)), deps,
+                           distill_tokens * (spec.cache ? 1.0 : 4.0 / 3.0),
+                           {{"role", "control"}, {"method", ""}, {"alpha", "1"}, {"beta", ""},
+                            {"seed", std::to_string(seed)}, {"teacher", base_id}}).id);
+    }
+  }
   // Every model is attacked at every LR (one job each, so LRs run in parallel).
   std::vector<std::string> seen;
   for (auto& model_id : models) {

@@ -43,9 +43,10 @@ struct SweepSpec {
   std::vector<double> alphas = {1.0};
   std::vector<double> betas = {0.1};
   std::vector<int64_t> seeds = {1};
-  std::vector<double> attack_lrs = {1e-3, 4e-4, 1e-4};
-  int attack_steps = 100;
-  int attack_eval_every = 10;
+  // The paper's attack by default: 10 LRs, 500 steps, an evaluation every 5.
+  std::vector<double> attack_lrs = {1e-3, 7e-4, 4e-4, 1e-4, 7e-5, 5e-5, 1e-5, 7e-6, 4e-6, 1e-6};
+  int attack_steps = 500;
+  int attack_eval_every = 5;
   int ranks = 1;
   int threads = 2;
   bool cache = true;
