@@ -2,10 +2,13 @@
 // and skipping / resuming attacks on rerun.
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "core/fs.h"
 #include "core/json.h"
 #include "data/vocabulary.h"
 #include "fixtures.h"
+#include "results/bootstrap.h"
 #include "results/support.h"
 #include "test_util.h"
 #include "train/relearn.h"
@@ -126,4 +129,24 @@ TEST(Report, RobustnessIsSupportedOnlyByAStrongEnoughAttackAndEnoughData) {
   ce.oracle_after = 4.0;
   EXPECT_TRUE(judge_support(ce).supported());
   EXPECT_FALSE(judge_support(SweepEvidence{}).attack_strong) << "no oracle, no judgement";
+}
+
+TEST(Report, BootstrapIntervalOfTheMeanOverSeeds) {
+  auto one = bootstrap_mean({0.7});
+  EXPECT_DOUBLE_EQ(one.mean, 0.7);
+  EXPECT_TRUE(std::isnan(one.lo) && std::isnan(one.hi)) << "one seed has no interval";
+  auto ci = bootstrap_mean({0.2, 0.4, 0.9});
+  EXPECT_NEAR(ci.mean, 0.5, 1e-12);
+  EXPECT_EQ(ci.n, 3);
+  // The percentile interval lies within the sample's range and around the mean; it is deterministic.
+  EXPECT_GE(ci.lo, 0.2);
+  EXPECT_LE(ci.hi, 0.9);
+  EXPECT_LT(ci.lo, ci.mean);
+  EXPECT_GT(ci.hi, ci.mean);
+  auto again = bootstrap_mean({0.2, 0.4, 0.9});
+  EXPECT_EQ(again.lo, ci.lo);
+  EXPECT_EQ(again.hi, ci.hi);
+  // A tight sample gives a tight interval.
+  auto tight = bootstrap_mean({0.50, 0.51, 0.49, 0.50, 0.52});
+  EXPECT_LT(tight.hi - tight.lo, 0.03);
 }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include <unistd.h>
 
@@ -149,6 +150,35 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   }
   if (withheld) EXPECT_NE(md.find("| withheld |"), std::string::npos) << md;
   EXPECT_NE(csv.find(",eval_per_op_format,eval_windows"), std::string::npos);
+  // Compute counts the teacher's forward pass, alone and shared by the two students of its cache.
+  std::istringstream lines(csv);
+  std::string header_line, line;
+  std::getline(lines, header_line);
+  auto cells = [](const std::string& l) {
+    std::vector<std::string> out;
+    std::string c;
+    std::istringstream ss(l);
+    while (std::getline(ss, c, ',')) out.push_back(c);
+    return out;
+  };
+  auto header = cells(header_line);
+  auto col = [&](const char* name) { return size_t(std::find(header.begin(), header.end(), name) - header.begin()); };
+  for (auto name : {"teacher_compute_alone", "teacher_compute_amortised", "total_compute_alone",
+                    "total_compute_amortised", "robustness_mean", "robustness_ci_lo"})
+    ASSERT_LT(col(name), header.size()) << name;
+  bool checked = false;
+  while (std::getline(lines, line)) {
+    auto c = cells(line);
+    if (c[0] != "distill-maxent-a1-s1") continue;
+    double alone = std::stod(c[col("teacher_compute_alone")]), shared = std::stod(c[col("teacher_compute_amortised")]);
+    EXPECT_GT(alone, 0);
+    EXPECT_NEAR(shared, alone / 2, 1e-12);
+    EXPECT_NEAR(std::stod(c[col("total_compute_alone")]) - std::stod(c[col("total_compute_amortised")]), alone / 2, 1e-9);
+    checked = true;
+  }
+  EXPECT_TRUE(checked) << csv;
+  EXPECT_NE(md.find("total compute (teacher shared / alone)"), std::string::npos) << md;
+  EXPECT_NE(md.find("Robustness per configuration"), std::string::npos) << md;
 }
 
 TEST(Sweep, AFailingJobIsReportedAndItsDependantsAreNotStarted) {

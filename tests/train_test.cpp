@@ -33,6 +33,15 @@ Transformer fresh(const Config& cfg, uint64_t seed) {
   return m;
 }
 
+// A fresh tiny model (seed 2) and the meta it is saved with.
+std::pair<Transformer, CheckpointMeta> tiny_model_and_meta() {
+  Config cfg = test::tiny_config(test::temp_dir("run"));
+  CheckpointMeta meta;
+  meta.model = cfg.model;
+  meta.stage = "test";
+  return {fresh(cfg, 2), meta};
+}
+
 void expect_same_weights(Transformer& a, Transformer& b) {
   auto pa = a->named_parameters(), pb = b->named_parameters();
   for (auto& p : pa) EXPECT_TRUE(torch::equal(p.value(), pb[p.key()])) << p.key();
@@ -128,11 +137,8 @@ TEST(Train, FusedAdamWMatchesTheFormula) {
 }
 
 TEST(Checkpoint, CorruptedOrTruncatedIsRefused) {
+  auto [model, meta] = tiny_model_and_meta();
   Config cfg = test::tiny_config(test::temp_dir("run"));
-  Transformer model = fresh(cfg, 2);
-  CheckpointMeta meta;
-  meta.model = cfg.model;
-  meta.stage = "test";
   auto dir = test::temp_dir("ck");
   save_checkpoint(dir + "/m.ckpt", meta, model, nullptr);
   Transformer loaded = load_model(dir + "/m.ckpt");
@@ -163,11 +169,7 @@ TEST(Checkpoint, CorruptedOrTruncatedIsRefused) {
 }
 
 TEST(Checkpoint, ThePayloadOfAnotherLibTorchIsLoadedOrRefusedByName) {
-  Config cfg = test::tiny_config(test::temp_dir("run"));
-  Transformer model = fresh(cfg, 2);
-  CheckpointMeta meta;
-  meta.model = cfg.model;
-  meta.stage = "test";
+  auto [model, meta] = tiny_model_and_meta();
   auto dir = test::temp_dir("ck");
   save_checkpoint(dir + "/now.ckpt", meta, model, nullptr);
   EXPECT_EQ(read_checkpoint_meta(dir + "/now.ckpt").libtorch, TORCH_VERSION);

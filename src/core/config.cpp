@@ -131,7 +131,15 @@ void describe_into(Config& c, Registry& r) {
       .add("data.setting", &c.data.setting, "prepare: arith | lang", one_of({"arith", "lang"}))
       .add("data.sources", &c.data.sources, "prepare: unpacked packages from data/fetch")
       .add("data.english_dirs", &c.data.english_dirs, "prepare: extra plain-text dirs (comma list)")
-      .add("data.korean_dirs", &c.data.korean_dirs, "prepare: extra plain-text Korean dirs (comma list)")
+      .add("data.forget_language", &c.data.forget_language,
+           "prepare (lang): the forget language's stream name (use it in the mixes)", non_empty())
+      .add("data.forget_script", &c.data.forget_script,
+           "prepare (lang): the forget script's Unicode ranges, hex, comma list (Hangul: AC00-D7A3)", non_empty())
+      .add("data.forget_script_share", &c.data.forget_script_share,
+           "prepare (lang): share of a line's letters in forget_script for the line to be kept", in_range(0.0, 1.0))
+      .add("data.forget_sources", &c.data.forget_sources,
+           "prepare (lang): PACKAGE/PATH dirs under data.sources holding the forget language's text (comma list)")
+      .add("data.forget_dirs", &c.data.forget_dirs, "prepare (lang): extra plain-text forget-language dirs (comma list)")
       .add("data.tokenizer_vocab", &c.data.tokenizer_vocab, "prepare: sentencepiece vocab size",
            at_least(300))
       .add("data.val_fraction", &c.data.val_fraction, "prepare: share of documents held out",

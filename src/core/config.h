@@ -47,7 +47,17 @@ struct DataConfig {
   std::string setting = "arith";  // arith | lang
   std::string sources = "data/raw/pkgs";  // unpacked packages from data/fetch
   std::string english_dirs = "";   // comma list of extra plain-text dirs (tests use generated text)
-  std::string korean_dirs = "";
+  // The language setting's forget language: its stream's name, the Unicode
+  // ranges of its script (a line is kept when they hold forget_script_share of
+  // its letters), where its text is (PACKAGE/PATH under data.sources, one
+  // document per file) and extra plain-text dirs. Korean by default.
+  std::string forget_language = "korean";
+  std::string forget_script = "AC00-D7A3";  // comma list of hex code-point ranges (Hangul syllables)
+  double forget_script_share = 0.3;
+  std::string forget_sources =
+      "libreoffice-help-ko/usr/share/libreoffice/help/ko,gnome-user-docs/usr/share/help/ko,"
+      "installation-guide-amd64/usr/share/doc/installation-guide-amd64/ko,debian-faq-ko/usr/share/doc/debian/FAQ/ko";
+  std::string forget_dirs = "";
   int tokenizer_vocab = 1024;
   double val_fraction = 0.05;
   int arith_problems = 20000;       // training problems per operation

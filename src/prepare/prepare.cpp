@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -30,13 +31,14 @@ namespace {
 
 constexpr int kManifestVersion = 4;  // part of the preparation key: bump when the output changes
 
+// Regular files under `dir` with one of `exts` ("" = no extension; none given = every file).
 std::vector<std::string> files_under(const std::string& dir, const std::vector<std::string>& exts) {
   std::vector<std::string> out;
   if (!fs::is_directory(dir)) return out;
   for (auto& e : fs::recursive_directory_iterator(dir)) {
     if (!e.is_regular_file()) continue;
     auto ext = e.path().extension().string();
-    if (std::find(exts.begin(), exts.end(), ext) != exts.end()) out.push_back(e.path().string());
+    if (exts.empty() || std::find(exts.begin(), exts.end(), ext) != exts.end()) out.push_back(e.path().string());
   }
   std::sort(out.begin(), out.end());  // directory order is not deterministic
   return out;
@@ -49,12 +51,14 @@ void add_plain_dirs(const std::string& list, std::vector<Document>& docs) {
   }
 }
 
-// Keeps lines that are mostly Hangul and not identical to the English page.
-std::string korean_lines(const std::string& text, const std::set<std::string>& english_lines) {
+// Keeps lines mostly in the forget language's script that are not also English
+// text (translated help pages fall back to English line by line).
+std::string forget_lines(const std::string& text, const std::vector<CodePointRange>& script, double share,
+                         const std::set<std::string>& english_lines) {
   std::istringstream in(text);
   std::string line, out;
   while (std::getline(in, line))
-    if (hangul_share(line) >= 0.3 && !english_lines.count(line)) out += line + "\n";
+    if (script_share(line, script) >= share && !english_lines.count(line)) out += line + "\n";
   return out;
 }
 
@@ -131,29 +135,33 @@ std::vector<Document> collect_english(const DataConfig& cfg) {
   dedupe(prose);  // navigation and help-page boilerplate
   docs.insert(docs.end(), prose.begin(), prose.end());
   add_plain_dirs(cfg.english_dirs, docs);
-  cap_bytes(docs, cfg.max_text_bytes);
   return docs;
 }
 
-std::vector<Document> collect_korean(const DataConfig& cfg) {
+std::vector<Document> collect_forget_language(const DataConfig& cfg, const std::vector<Document>& english) {
+  auto script = parse_code_point_ranges("data.forget_script", cfg.forget_script);
+  std::set<std::string> english_lines;
+  for (auto& d : english)
+    for (auto& line : lines_of(d.text)) english_lines.insert(line);
   std::vector<Document> docs;
-  std::string lo_ko = join_path(cfg.sources, "libreoffice-help-ko/usr/share/libreoffice/help/ko");
-  std::string lo_en = join_path(cfg.sources, "libreoffice-help-en-us/usr/share/libreoffice/help/en-US");
-  for (auto& f : files_under(lo_ko, {".html"})) {
-    std::string en_page = join_path(lo_en, fs::relative(f, lo_ko).string());
-    std::set<std::string> en_lines;
-    if (file_exists(en_page)) en_lines = lines_of(html_to_text(read_file(en_page)));
-    docs.push_back({"libreoffice-help-ko", korean_lines(html_to_text(read_file(f)), en_lines)});
+  for (auto& source : split_list(cfg.forget_sources)) {
+    // PACKAGE/PATH: a package that data/fetch unpacked, and where its text is.
+    std::string package = source.substr(0, source.find('/'));
+    std::string dir = join_path(cfg.sources, source);
+    for (auto& f : files_under(dir, {})) {
+      // HTML and XML by their extension; any other file is plain text unless it
+      // is binary (fortune files are named like "2001.03", their indexes ".dat").
+      auto ext = fs::path(f).extension().string();
+      std::string raw = read_file(f);
+      if (raw.find('\0') != std::string::npos) continue;
+      std::string text = ext == ".page" || ext == ".xml"                    ? xml_to_text(raw)
+                         : ext == ".html" || ext == ".htm" || ext == ".xhtml" ? html_to_text(raw)
+                                                                            : raw;
+      docs.push_back({package, forget_lines(text, script, cfg.forget_script_share, english_lines)});
+    }
   }
-  for (auto& f : files_under(join_path(cfg.sources, "gnome-user-docs/usr/share/help/ko"), {".page"}))
-    docs.push_back({"gnome-user-docs", korean_lines(xml_to_text(read_file(f)), {})});
-  for (auto& f : files_under(join_path(cfg.sources, "installation-guide-amd64/usr/share/doc/installation-guide-amd64/ko"),
-                             {".html"}))
-    docs.push_back({"installation-guide-amd64", korean_lines(html_to_text(read_file(f)), {})});
-  for (auto& f : files_under(join_path(cfg.sources, "debian-faq-ko/usr/share/doc/debian/FAQ/ko"), {".html", ".txt"}))
-    docs.push_back({"debian-faq-ko", korean_lines(html_to_text(read_file(f)), {})});
   dedupe(docs);
-  add_plain_dirs(cfg.korean_dirs, docs);
+  add_plain_dirs(cfg.forget_dirs, docs);
   cap_bytes(docs, cfg.max_text_bytes);
   return docs;
 }
@@ -162,7 +170,9 @@ bool prepare_data(const Config& cfg) {
   const DataConfig& d = cfg.data;
   // Everything that determines the output, hashed: a re-run with the same key is skipped.
   std::ostringstream key;
-  key << kManifestVersion << '|' << d.setting << '|' << d.sources << '|' << d.english_dirs << '|' << d.korean_dirs << '|'
+  key << kManifestVersion << '|' << d.setting << '|' << d.sources << '|' << d.english_dirs << '|' << d.forget_language
+      << '|' << d.forget_script << '|' << format_double(d.forget_script_share) << '|' << d.forget_sources << '|'
+      << d.forget_dirs << '|'
       << d.tokenizer_vocab << '|' << format_double(d.val_fraction) << '|' << d.arith_problems << '|'
       << d.max_text_bytes << '|' << cfg.run.seed << '|' << fetched_inputs_json(d.sources);
   std::string prep_key = sha256_hex(key.str().data(), key.str().size());
@@ -172,20 +182,37 @@ bool prepare_data(const Config& cfg) {
               << "), skipping\n";
     return false;
   }
+  if (d.setting == "lang") {  // bad settings stop here, before anything is written
+    bool plain = !d.forget_language.empty() &&
+                 std::all_of(d.forget_language.begin(), d.forget_language.end(),
+                             [](char c) { return std::islower(static_cast<unsigned char>(c)) || c == '_'; });
+    UNDO_INPUT_CHECK(plain && d.forget_language != "english", "data.forget_language = '", d.forget_language,
+                     "': a stream name of lowercase letters, other than english");
+    parse_code_point_ranges("data.forget_script", d.forget_script);
+  }
   // Everything is written into a private temporary directory that is renamed
   // into place at the end: a cut run or a concurrent one never leaves half a preparation.
   const std::string out = d.dir + ".tmp." + std::to_string(::getpid());
   fs::remove_all(out);
   make_dirs(out);
+  // A preparation that fails (bad input found late, a full disk) leaves nothing behind.
+  struct RemoveUnlessRenamed {
+    const std::string& dir;
+    ~RemoveUnlessRenamed() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);  // a no-op once the directory has been renamed into place
+    }
+  } cleanup{out};
 
   // 1. Documents per stream.
   std::map<std::string, std::vector<Document>> streams;
-  streams["english"] = collect_english(d);
+  auto english = collect_english(d);
   if (d.setting == "lang") {
-    streams["korean"] = collect_korean(d);
-    UNDO_INPUT_CHECK(!streams["korean"].empty(), "no Korean text under data.sources = '", d.sources,
-                     "' (run data/fetch) and none in data.korean_dirs");
-    UNDO_INPUT_CHECK(!streams["english"].empty(), "no English text under data.sources = '", d.sources, "'");
+    streams[d.forget_language] = collect_forget_language(d, english);
+    UNDO_INPUT_CHECK(!streams[d.forget_language].empty(), "no ", d.forget_language,
+                     " text in data.forget_sources = '", d.forget_sources, "' under data.sources = '", d.sources,
+                     "' (run data/fetch with those packages) and none in data.forget_dirs");
+    UNDO_INPUT_CHECK(!english.empty(), "no English text under data.sources = '", d.sources, "'");
   } else {
     for (auto [name, ops] : {std::pair<const char*, std::vector<Op>>{"addsub", {Op::Add, Op::Sub}},
                              {"muldiv", {Op::Mul, Op::Div}}}) {
@@ -195,12 +222,13 @@ bool prepare_data(const Config& cfg) {
       for (int i = 0; i < d.arith_problems; ++i)
         for (auto& problems : per_op) docs.push_back({"arithmetic", problems[size_t(i)].text()});
     }
-    if (streams["english"].empty()) {
-      std::cerr << "data: warning: no English text found (data.sources/data.english_dirs); the arith "
-                   "setting will have only the arithmetic streams\n";
-      streams.erase("english");
-    }
   }
+  cap_bytes(english, d.max_text_bytes);
+  if (!english.empty())
+    streams["english"] = std::move(english);
+  else
+    std::cerr << "data: warning: no English text found (data.sources/data.english_dirs); the arith "
+                 "setting will have only the arithmetic streams\n";
 
   // 2. Train/val split by document, deterministic in the seed.
   std::map<std::string, std::vector<std::string>> split_text;  // "<stream>.<split>" -> docs

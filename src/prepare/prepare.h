@@ -13,9 +13,11 @@ struct Document {
   std::string text;
 };
 
-// Collects English and Korean documents from DataConfig::sources (see data/fetch).
+// English documents from DataConfig::sources (see data/fetch) and english_dirs, uncapped.
 std::vector<Document> collect_english(const DataConfig& cfg);
-std::vector<Document> collect_korean(const DataConfig& cfg);
+// The forget language's documents (data.forget_*): lines mostly in its script
+// and not also in `english`, one document per file, capped at max_text_bytes.
+std::vector<Document> collect_forget_language(const DataConfig& cfg, const std::vector<Document>& english);
 
 // Runs the whole preparation. Returns false when DIR already holds a
 // preparation of the same inputs and settings (nothing is redone).

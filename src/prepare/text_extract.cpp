@@ -1,5 +1,7 @@
 #include "prepare/text_extract.h"
 
+#include "core/error.h"
+
 #include <libxml/HTMLparser.h>
 #include <libxml/parser.h>
 
@@ -52,8 +54,36 @@ std::string xml_to_text(const std::string& xml) {
   return tidy_text(out);
 }
 
-double hangul_share(const std::string& line) {
-  int letters = 0, hangul = 0;
+std::vector<CodePointRange> parse_code_point_ranges(const std::string& key, const std::string& text) {
+  std::vector<CodePointRange> out;
+  std::string item;
+  std::istringstream in(text);
+  while (std::getline(in, item, ',')) {
+    auto dash = item.find('-');
+    auto hex = [&](const std::string& h) {
+      size_t used = 0;
+      unsigned long v = 0;
+      try {
+        v = std::stoul(h, &used, 16);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      UNDO_INPUT_CHECK(!h.empty() && used == h.size() && v <= 0x10FFFF, key, " = '", text, "': '", h,
+                       "' is not a hexadecimal code point");
+      return uint32_t(v);
+    };
+    CodePointRange r;
+    r.first = hex(item.substr(0, dash));
+    r.last = dash == std::string::npos ? r.first : hex(item.substr(dash + 1));
+    UNDO_INPUT_CHECK(r.first <= r.last, key, " = '", text, "': range ", item, " is empty");
+    out.push_back(r);
+  }
+  UNDO_INPUT_CHECK(!out.empty(), key, " = '", text, "': no ranges");
+  return out;
+}
+
+double script_share(const std::string& line, const std::vector<CodePointRange>& script) {
+  int letters = 0, in_script = 0;
   for (size_t i = 0; i < line.size();) {
     unsigned char c = static_cast<unsigned char>(line[i]);
     uint32_t cp;
@@ -67,13 +97,15 @@ double hangul_share(const std::string& line) {
       cp = (cp << 6) | (static_cast<unsigned char>(line[i + size_t(k)]) & 0x3f);
     i += size_t(len);
     bool ascii_letter = cp < 0x80 && std::isalpha(int(cp));
-    bool is_hangul = cp >= 0xAC00 && cp <= 0xD7A3;
-    // Latin-1/extended letters, CJK and other scripts count as letters too.
-    bool other_letter = cp >= 0xC0 && !is_hangul && !(cp >= 0x2000 && cp <= 0x2BFF) && !(cp >= 0x3000 && cp <= 0x303F);
-    if (ascii_letter || is_hangul || other_letter) ++letters;
-    if (is_hangul) ++hangul;
+    bool ours = false;
+    for (auto& r : script) ours = ours || (cp >= r.first && cp <= r.last);
+    // Latin-1/extended letters, CJK and other scripts count as letters too
+    // (not punctuation, symbols or CJK punctuation).
+    bool other_letter = cp >= 0xC0 && !(cp >= 0x2000 && cp <= 0x2BFF) && !(cp >= 0x3000 && cp <= 0x303F);
+    if (ascii_letter || ours || other_letter) ++letters;
+    if (ours) ++in_script;
   }
-  return letters ? double(hangul) / letters : 0.0;
+  return letters ? double(in_script) / letters : 0.0;
 }
 
 std::string tidy_text(const std::string& text) {

@@ -1,6 +1,8 @@
 // Turning the fetched packages' files into plain text documents.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace undo {
 
@@ -9,8 +11,15 @@ namespace undo {
 std::string html_to_text(const std::string& html);
 std::string xml_to_text(const std::string& xml);
 
-// Share of Hangul syllables (U+AC00..U+D7A3) among the letters of a UTF-8 line.
-double hangul_share(const std::string& line);
+// Unicode code-point ranges naming a script (data.forget_script).
+struct CodePointRange {
+  uint32_t first = 0, last = 0;
+};
+// "AC00-D7A3,3130-318F" -> ranges; an InputError naming `key` on bad text.
+std::vector<CodePointRange> parse_code_point_ranges(const std::string& key, const std::string& text);
+
+// Share of a UTF-8 line's letters that lie in `script`.
+double script_share(const std::string& line, const std::vector<CodePointRange>& script);
 
 // Collapses runs of blank lines and trims trailing spaces.
 std::string tidy_text(const std::string& text);

@@ -9,6 +9,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "results/attack_curve.h"
+#include "results/bootstrap.h"
 #include "sweep/state.h"
 
 namespace undo {
@@ -73,33 +74,76 @@ int collect_results(const Plan& plan) {
   const Config& cfg = plan.spec.cfg;
   const int eval_per_op = metric == "forget_acc" ? cfg.eval.arith_per_op : 0;
   const int64_t eval_windows = int64_t(cfg.eval.batches) * cfg.train.batch_size;
-  std::ostringstream csv, curves;
-  csv << "model,role,method,alpha,beta,seed,attack_lr,metric,forget_before,retain_before,forget_after40,retain_after40,"
-         "forget_final,retain_final,attack_steps,train_tokens,compute_vs_oracle,teacher_forward_tokens,"
-         "worst_forget_final,robustness,eval_per_op_format,eval_windows\n";
-  curves << "model,role,method,alpha,step,worst_lr,forget,retain\n";
+  // Per attacked model: its robustness, and the compute that made it.
+  struct ModelFigures {
+    double tokens = NAN, compute = NAN, teacher_tokens = NAN, robustness = NAN;
+    double teacher_alone = NAN, teacher_amortised = NAN, unlearn = NAN;
+  };
+  std::map<std::string, ModelFigures> figures;
+  std::map<std::string, int> students_per_teacher;  // students sharing one teacher pass (its cache)
+  for (auto& j : plan.jobs)
+    if (j.tags.count("role") && (j.tags.at("role") == "student" || j.tags.at("role") == "control"))
+      students_per_teacher[j.tags.at("teacher")]++;
+  auto role_of = [](const Job& j) { return j.tags.count("role") ? j.tags.at("role") : std::string(); };
   for (auto& j : plan.jobs) {
-    const std::string role = j.tags.count("role") ? j.tags.at("role") : "";
+    const std::string role = role_of(j);
     if (role != "base" && role != "oracle" && role != "unlearn" && role != "student" && role != "control") continue;
-    if (!by_model.count(j.id) || missing_attacks.count(j.id)) {
-      ++skipped;
-      continue;
-    }
+    if (!by_model.count(j.id) || missing_attacks.count(j.id)) continue;
     const std::string method = j.tags.count("method") ? j.tags.at("method") : "";
-    auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
-    double tokens = summary_number(j, "tokens");
-    double compute = role == "base" ? NAN : tokens / oracle_tokens;
-    double teacher_tokens = role == "student" || role == "control" ? summary_number(j, "teacher_forward_tokens") : NAN;
+    ModelFigures f;
+    f.tokens = summary_number(j, "tokens");
+    f.compute = role == "base" ? NAN : f.tokens / oracle_tokens;
+    if (role == "student" || role == "control") {
+      // Compute, honestly: the teacher's forward pass (1/3 of a training token's
+      // FLOPs per token), alone and shared by the students of one cache, and the
+      // unlearning that made the teacher.
+      f.teacher_tokens = summary_number(j, "teacher_forward_tokens");
+      f.teacher_alone = f.teacher_tokens / 3 / oracle_tokens;
+      f.teacher_amortised = f.teacher_alone / std::max(1, students_per_teacher[j.tags.at("teacher")]);
+      const Job* teacher = role == "student" ? find_role("unlearn", method) : nullptr;
+      f.unlearn = teacher ? summary_number(*teacher, "tokens") / oracle_tokens : 0.0;
+    }
     // Robustness: where the worst-case forget metric sits between the unlearned
-    // teacher (0) and the oracle (1) after the full attack.
-    double robustness = NAN;
-    // The control belongs to no method: it is measured against the first method's teacher.
+    // teacher (0) and the oracle (1) after the full attack. The control belongs
+    // to no method: it is measured against the first method's teacher.
     const Job* unlearn = role == "control" ? find_role("unlearn", "") : method.empty() ? nullptr : find_role("unlearn", method);
     if (unlearn && oracle && worst_final.count(unlearn->id) && worst_final.count(oracle->id)) {
       double pu = worst_final[unlearn->id], po = worst_final[oracle->id];
-      if (std::abs(po - pu) > 1e-12) robustness = (worst_final[j.id] - pu) / (po - pu);
+      if (std::abs(po - pu) > 1e-12) f.robustness = (worst_final[j.id] - pu) / (po - pu);
     }
-    if (role == "oracle") robustness = 1;
+    if (role == "oracle") f.robustness = 1;
+    figures[j.id] = f;
+  }
+  // Mean and 95% bootstrap interval of robustness over the seeds of each configuration.
+  auto config_of = [&](const Job& j) {
+    auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
+    return role_of(j) + "|" + tag("method") + "|" + tag("alpha") + "|" + tag("beta");
+  };
+  std::map<std::string, std::vector<double>> seeds_of;
+  for (auto& j : plan.jobs)
+    if (figures.count(j.id) && std::isfinite(figures[j.id].robustness)) seeds_of[config_of(j)].push_back(figures[j.id].robustness);
+  std::map<std::string, Interval> interval_of;
+  for (auto& [c, values] : seeds_of) interval_of[c] = bootstrap_mean(values);
+
+  std::ostringstream csv, curves;
+  csv << "model,role,method,alpha,beta,seed,attack_lr,metric,forget_before,retain_before,forget_after40,retain_after40,"
+         "forget_final,retain_final,attack_steps,train_tokens,compute_vs_oracle,teacher_forward_tokens,"
+         "teacher_compute_alone,teacher_compute_amortised,unlearn_compute,total_compute_alone,"
+         "total_compute_amortised,worst_forget_final,robustness,robustness_mean,robustness_ci_lo,robustness_ci_hi,"
+         "robustness_seeds,eval_per_op_format,eval_windows\n";
+  curves << "model,role,method,alpha,step,worst_lr,forget,retain\n";
+  for (auto& j : plan.jobs) {
+    const std::string role = role_of(j);
+    if (role != "base" && role != "oracle" && role != "unlearn" && role != "student" && role != "control") continue;
+    if (!figures.count(j.id)) {
+      ++skipped;
+      continue;
+    }
+    const ModelFigures& f = figures[j.id];
+    const std::string method = j.tags.count("method") ? j.tags.at("method") : "";
+    auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
+    double total_alone = f.compute + f.teacher_alone + f.unlearn, total_amortised = f.compute + f.teacher_amortised + f.unlearn;
+    Interval ci = interval_of.count(config_of(j)) ? interval_of[config_of(j)] : Interval{NAN, NAN, NAN, 0};
     for (auto& [lr, pts] : by_model_lr[j.id]) {
       auto curve = worst_case(pts);  // one LR: its own curve, by step
       const auto &b = worst_at_or_before(curve, 0), &m = worst_at_or_before(curve, 40), &e = curve.back();
@@ -107,9 +151,12 @@ int collect_results(const Plan& plan) {
       csv << j.name << "," << role << "," << method << "," << tag("alpha") << "," << tag("beta") << "," << tag("seed")
           << "," << fmt(lr) << "," << metric << "," << fmt(metric_at(b, metric)) << "," << fmt(metric_at(b, r)) << ","
           << fmt(metric_at(m, metric)) << "," << fmt(metric_at(m, r)) << "," << fmt(metric_at(e, metric)) << ","
-          << fmt(metric_at(e, r)) << "," << e.step << "," << (std::isfinite(tokens) ? std::to_string(int64_t(tokens)) : "") << "," << fmt(compute) << ","
-          << fmt(teacher_tokens) << "," << fmt(worst_final[j.id]) << "," << fmt(robustness) << ","
-          << eval_per_op << "," << eval_windows << "\n";
+          << fmt(metric_at(e, r)) << "," << e.step << ","
+          << (std::isfinite(f.tokens) ? std::to_string(int64_t(f.tokens)) : "") << "," << fmt(f.compute) << ","
+          << fmt(f.teacher_tokens) << "," << fmt(f.teacher_alone) << "," << fmt(f.teacher_amortised) << ","
+          << fmt(f.unlearn) << "," << fmt(total_alone) << "," << fmt(total_amortised) << ","
+          << fmt(worst_final[j.id]) << "," << fmt(f.robustness) << "," << fmt(ci.mean) << "," << fmt(ci.lo) << ","
+          << fmt(ci.hi) << "," << ci.n << "," << eval_per_op << "," << eval_windows << "\n";
     }
     for (auto& p : worst_case(by_model[j.id]))
       curves << j.name << "," << role << "," << method << "," << tag("alpha") << "," << p.step << ","

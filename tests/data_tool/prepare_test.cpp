@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -65,9 +66,15 @@ TEST(TextExtract, HtmlAndHangulFilter) {
   EXPECT_NE(text.find("First paragraph."), std::string::npos);
   EXPECT_EQ(text.find("var x"), std::string::npos);
   EXPECT_EQ(text.find("p{}"), std::string::npos);
-  EXPECT_GT(hangul_share("한국어 문장입니다"), 0.99);
-  EXPECT_LT(hangul_share("LibreOffice 도움말"), 0.3);  // 3 Hangul of 14 letters
-  EXPECT_EQ(hangul_share("1234 !!"), 0.0);
+  auto hangul = parse_code_point_ranges("data.forget_script", "AC00-D7A3");
+  EXPECT_GT(script_share("한국어 문장입니다", hangul), 0.99);
+  EXPECT_LT(script_share("LibreOffice 도움말", hangul), 0.3);  // 3 Hangul of 14 letters
+  EXPECT_EQ(script_share("1234 !!", hangul), 0.0);
+  auto cyrillic = parse_code_point_ranges("data.forget_script", "0400-04FF,0500-052F");
+  EXPECT_GT(script_share("Привет, мир", cyrillic), 0.99);
+  EXPECT_EQ(script_share("한국어", cyrillic), 0.0);
+  for (auto bad : {"", "zz", "D7A3-AC00", "110000", "AC00-"})
+    EXPECT_THROW(parse_code_point_ranges("data.forget_script", bad), InputError) << bad;
   std::string mallard = "<page xmlns='http://projectmallard.org/1.0/'><info><credit>x</credit></info>"
                         "<title>제목</title><p>본문 내용</p></page>";
   EXPECT_EQ(xml_to_text(mallard), "제목\n\n본문 내용\n");  // one blank line between blocks
@@ -222,9 +229,51 @@ TEST(Prepare, NoEvaluatedProblemOrDocumentIsTrainedOnInAnySetting) {
   std::string out;
   ASSERT_EQ(test::run_command(std::string(UNDO_DATA_BINARY) + " prepare --data.dir " + dir + "/prepared" +
                                   " --data.setting lang --data.sources " + dir + "/none --data.english_dirs " + dir +
-                                  "/en --data.korean_dirs " + dir + "/ko --data.tokenizer_vocab 400 2>&1",
+                                  "/en --data.forget_dirs " + dir + "/ko --data.tokenizer_vocab 400 2>&1",
                               &out),
             0)
       << out;
   expect_held_out(dir + "/prepared", {"english", "korean"});
+}
+
+// The forget language is a setting: the same protocol on Russian from a
+// package directory, by configuration alone.
+TEST(Prepare, AnotherForgetLanguageByConfigurationAlone) {
+  auto dir = test::temp_dir("russian");
+  std::filesystem::create_directories(dir + "/en");
+  std::filesystem::create_directories(dir + "/pkgs/help-ru/usr/share/help/ru");
+  for (int i = 0; i < 20; ++i) {
+    std::ofstream(dir + "/en/doc" + std::to_string(i) + ".txt") << test::generated_english(40, uint64_t(i) + 300);
+    // A help page whose translation falls back to English on some lines, as translated help does.
+    std::ofstream(dir + "/pkgs/help-ru/usr/share/help/ru/page" + std::to_string(i) + ".html")
+        << "<html><body><h1>Справка номер " << i << "</h1><p>Чтобы сохранить файл, выберите меню Файл.</p>"
+        << "<p>Press Ctrl+S to save the file.</p><p>Откройте диалог параметров и нажмите кнопку " << i * 7
+        << ".</p></body></html>";
+  }
+  std::string out;
+  std::string args = std::string(UNDO_DATA_BINARY) + " prepare --data.dir " + dir + "/prepared --data.setting lang" +
+                     " --data.sources " + dir + "/pkgs --data.english_dirs " + dir + "/en" +
+                     " --data.forget_language russian --data.forget_script 0400-04FF" +
+                     " --data.forget_sources help-ru/usr/share/help/ru --data.tokenizer_vocab 400 2>&1";
+  ASSERT_EQ(test::run_command(args, &out), 0) << out;
+  std::string manifest = read_file(dir + "/prepared/manifest.json");
+  EXPECT_NE(manifest.find("\"russian.train\""), std::string::npos) << manifest;
+  EXPECT_EQ(manifest.find("korean"), std::string::npos) << manifest;
+  Vocabulary vocab(dir + "/prepared/vocab.bin");
+  auto script = parse_code_point_ranges("data.forget_script", "0400-04FF");
+  size_t lines = 0;
+  for (auto split : {"train", "val"})
+    for (auto& doc : documents(dir + "/prepared/russian." + std::string(split) + ".bin", vocab)) {
+      std::istringstream in(doc);
+      for (std::string line; std::getline(in, line);) {
+        if (line.empty()) continue;
+        EXPECT_GE(script_share(line, script), 0.3) << line;  // the English fallback lines are gone
+        ++lines;
+      }
+    }
+  EXPECT_GE(lines, 40u);
+  expect_held_out(dir + "/prepared", {"english", "russian"});
+  // A bad script or stream name is refused by key, before anything is written.
+  EXPECT_EQ(test::run_command(args + " --data.forget_script XYZ", &out), 2) << out;
+  EXPECT_NE(out.find("data.forget_script"), std::string::npos) << out;
 }
