@@ -25,7 +25,8 @@ struct AttentionImpl : torch::nn::Module {
 };
 TORCH_MODULE(Attention);
 
-// Causal attention of q, k, v [B, H, T, hd] written out: scores, mask, softmax in fp32.
+// Causal attention of q, k, v [B, H, T, hd] written out: scores, mask, softmax in fp32
+// (the CPU path; GPUs use scaled_dot_product_attention, tested equal).
 torch::Tensor masked_softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
 
 // GeGLU: down(gelu(gate(x)) * up(x)).
