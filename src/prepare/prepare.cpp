@@ -110,6 +110,18 @@ std::string fetched_inputs_json(const std::string& sources) {
   return "[" + items + "]";
 }
 
+// True when `dir` may be replaced by a new preparation: it does not exist, is an
+// empty directory, or holds an earlier preparation (its manifest has a prepare_key).
+// Anything else is the user's, and a preparation never deletes it.
+bool replaceable(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::exists(fs::symlink_status(dir, ec))) return true;
+  if (!fs::is_directory(fs::symlink_status(dir, ec))) return false;
+  if (fs::is_empty(dir, ec)) return true;
+  std::string manifest = join_path(dir, "manifest.json");
+  return file_exists(manifest) && read_file(manifest).find("\"prepare_key\"") != std::string::npos;
+}
+
 }  // namespace
 
 std::vector<Document> collect_english(const DataConfig& cfg) {
@@ -182,6 +194,9 @@ bool prepare_data(const Config& cfg) {
               << "), skipping\n";
     return false;
   }
+  UNDO_INPUT_CHECK(replaceable(d.dir), "data.dir = '", d.dir,
+                   "' exists and is not a prepared data directory (no undo manifest.json in it): refusing to "
+                   "replace it; name another data.dir, or remove it yourself");
   if (d.setting == "lang") {  // bad settings stop here, before anything is written
     bool plain = !d.forget_language.empty() &&
                  std::all_of(d.forget_language.begin(), d.forget_language.end(),
@@ -322,6 +337,9 @@ bool prepare_data(const Config& cfg) {
       .add("english_dirs", d.english_dirs)
       .add("streams", stream_json);
   write_file_atomic(join_path(out, "manifest.json"), m.str() + "\n");
+  // Only an earlier preparation is replaced (checked again: the directory may have changed meanwhile).
+  UNDO_INPUT_CHECK(replaceable(d.dir), "data.dir = '", d.dir, "' changed while preparing and is not a prepared "
+                   "data directory: refusing to replace it");
   fs::remove_all(d.dir);
   std::error_code ec;
   fs::rename(out, d.dir, ec);

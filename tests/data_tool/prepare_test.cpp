@@ -277,3 +277,27 @@ TEST(Prepare, AnotherForgetLanguageByConfigurationAlone) {
   EXPECT_EQ(test::run_command(args + " --data.forget_script XYZ", &out), 2) << out;
   EXPECT_NE(out.find("data.forget_script"), std::string::npos) << out;
 }
+
+// `undo data prepare` replaces only an earlier preparation: a data.dir holding
+// anything else (or naming a file) is refused by name and left as it was.
+TEST(Prepare, NeverDeletesWhatItDidNotCreate) {
+  auto dir = test::temp_dir("user_files");
+  std::filesystem::create_directories(dir + "/mine");
+  write_file_atomic(dir + "/mine/precious.txt", "keep me");
+  write_file_atomic(dir + "/a-file", "keep me too");
+  std::string base = std::string(UNDO_DATA_BINARY) + " prepare --data.setting arith --data.arith_problems 50" +
+                     " --data.sources " + dir + "/none --data.tokenizer_vocab 400 --data.dir ";
+  for (auto target : {dir + "/mine", dir + "/a-file"}) {
+    std::string out;
+    EXPECT_EQ(test::run_command(base + target + " 2>&1", &out), 2) << out;
+    EXPECT_NE(out.find("data.dir = '" + target + "'"), std::string::npos) << out;
+  }
+  EXPECT_EQ(read_file(dir + "/mine/precious.txt"), "keep me");
+  EXPECT_EQ(read_file(dir + "/a-file"), "keep me too");
+  // An earlier preparation, or an empty directory, is replaced as before.
+  std::filesystem::create_directories(dir + "/empty");
+  std::string out;
+  ASSERT_EQ(test::run_command(base + dir + "/empty 2>&1", &out), 0) << out;
+  ASSERT_EQ(test::run_command(base + dir + "/empty --run.seed 9 2>&1", &out), 0) << out;
+  EXPECT_NE(read_file(dir + "/empty/manifest.json").find("\"seed\": 9"), std::string::npos);
+}
