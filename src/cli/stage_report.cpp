@@ -61,6 +61,11 @@ std::string cell(double v, int digits = 3) {
   return os.str();
 }
 
+// A student's or control's configuration, whose seeds are pooled.
+std::string config_key(const Row& r) {
+  return r.at("role") + "|" + r.at("method") + "|" + r.at("alpha") + "|" + r.at("beta");
+}
+
 // What the results say about their own strength (results/support.h).
 SweepEvidence evidence_of(const std::vector<Row>& results, bool acc) {
   SweepEvidence e;
@@ -70,8 +75,7 @@ SweepEvidence evidence_of(const std::vector<Row>& results, bool acc) {
   for (auto& r : results) {
     lrs_per_model[r.at("model")].insert(r.at("attack_lr"));
     e.attack_steps = std::min(e.attack_steps, int(num(r, "attack_steps")));
-    if (r.at("role") == "student")
-      seeds_per_config[r.at("method") + "|" + r.at("alpha") + "|" + r.at("beta")].insert(r.at("seed"));
+    if (r.at("role") == "student") seeds_per_config[config_key(r)].insert(r.at("seed"));
     if (r.at("role") == "oracle" && !e.has_oracle) {
       e.has_oracle = true;
       e.oracle_before = num(r, "forget_before");
@@ -233,8 +237,7 @@ int stage_report(int argc, const char* const* argv) {
   for (auto& m : models) {
     auto& r = per[m].first;
     if (r.at("role") != "student" && r.at("role") != "control") continue;
-    std::string c = r.at("role") + "|" + r.at("method") + "|" + r.at("alpha") + "|" + r.at("beta");
-    if (!configs_seen.insert(c).second) continue;
+    if (!configs_seen.insert(config_key(r)).second) continue;
     std::string mean = support.attack_strong ? cell(num(r, "robustness_mean"), 2) : "withheld";
     std::string ci = !support.attack_strong || !std::isfinite(num(r, "robustness_ci_lo"))
                          ? "-"

@@ -85,9 +85,12 @@ int collect_results(const Plan& plan) {
     if (j.tags.count("role") && (j.tags.at("role") == "student" || j.tags.at("role") == "control"))
       students_per_teacher[j.tags.at("teacher")]++;
   auto role_of = [](const Job& j) { return j.tags.count("role") ? j.tags.at("role") : std::string(); };
+  auto attacked = [](const std::string& role) {
+    return role == "base" || role == "oracle" || role == "unlearn" || role == "student" || role == "control";
+  };
   for (auto& j : plan.jobs) {
     const std::string role = role_of(j);
-    if (role != "base" && role != "oracle" && role != "unlearn" && role != "student" && role != "control") continue;
+    if (!attacked(role)) continue;
     if (!by_model.count(j.id) || missing_attacks.count(j.id)) continue;
     const std::string method = j.tags.count("method") ? j.tags.at("method") : "";
     ModelFigures f;
@@ -134,7 +137,7 @@ int collect_results(const Plan& plan) {
   curves << "model,role,method,alpha,step,worst_lr,forget,retain\n";
   for (auto& j : plan.jobs) {
     const std::string role = role_of(j);
-    if (role != "base" && role != "oracle" && role != "unlearn" && role != "student" && role != "control") continue;
+    if (!attacked(role)) continue;
     if (!figures.count(j.id)) {
       ++skipped;
       continue;
@@ -143,7 +146,8 @@ int collect_results(const Plan& plan) {
     const std::string method = j.tags.count("method") ? j.tags.at("method") : "";
     auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
     double total_alone = f.compute + f.teacher_alone + f.unlearn, total_amortised = f.compute + f.teacher_amortised + f.unlearn;
-    Interval ci = interval_of.count(config_of(j)) ? interval_of[config_of(j)] : Interval{NAN, NAN, NAN, 0};
+    auto found = interval_of.find(config_of(j));
+    Interval ci = found != interval_of.end() ? found->second : Interval{NAN, NAN, NAN, 0};
     for (auto& [lr, pts] : by_model_lr[j.id]) {
       auto curve = worst_case(pts);  // one LR: its own curve, by step
       const auto &b = worst_at_or_before(curve, 0), &m = worst_at_or_before(curve, 40), &e = curve.back();

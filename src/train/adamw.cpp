@@ -73,7 +73,6 @@ void AdamW::per_tensor_step(double lr) {
     exp_avg_sq_[i].mul_(cfg_.beta2).addcmul_(g, g, 1 - cfg_.beta2);
     auto denom = (exp_avg_sq_[i].sqrt() / std::sqrt(bc2)).add_(cfg_.eps);
     p.addcdiv_(exp_avg_[i], denom, -lr / bc1);
-    step_count_[i].fill_(double(step_));
   }
 }
 

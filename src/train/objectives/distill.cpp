@@ -166,7 +166,7 @@ torch::Tensor DistillObjective::loss(Transformer& model, const MicroBatch& mb, S
     teacher_tokens_ += inputs.numel();
     kl = forward_kl(teacher_logits, model->forward(inputs));
   }
-  if (logs) add_log(logs, "kl", kl);
+  add_log(logs, "kl", kl);
   return kl;
 }
 

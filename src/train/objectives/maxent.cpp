@@ -13,10 +13,8 @@ torch::Tensor kl_uniform_to_model(const torch::Tensor& logits) {
 torch::Tensor MaxEntObjective::loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) {
   auto kl = kl_uniform_to_model(model->forward(forget_windows(mb).narrow(1, 0, window_)));
   auto ce_retain = next_token_ce(model, retain_windows(mb));
-  if (logs) {
-    add_log(logs, "kl_uniform", kl);
-    add_log(logs, "retain_ce", ce_retain);
-  }
+  add_log(logs, "kl_uniform", kl);
+  add_log(logs, "retain_ce", ce_retain);
   return kl + a_ * ce_retain;
 }
 

@@ -43,7 +43,7 @@ torch::Tensor RmuObjective::loss(Transformer& model, const MicroBatch& mb, StepL
   auto target = (cfg_.rmu_c * u_).expand_as(h_forget);
   auto steer = torch::mse_loss(h_forget, target);
   torch::Tensor total = steer;
-  if (logs) add_log(logs, "rmu_forget_mse", steer);
+  add_log(logs, "rmu_forget_mse", steer);
   if (cfg_.rmu_retain_term) {
     auto retain = retain_windows(mb).narrow(1, 0, window_);
     torch::Tensor h_frozen;
@@ -52,7 +52,7 @@ torch::Tensor RmuObjective::loss(Transformer& model, const MicroBatch& mb, StepL
       h_frozen = frozen_->hidden_after(retain, layer_).to(torch::kFloat);
     }
     auto keep = torch::mse_loss(model->hidden_after(retain, layer_).to(torch::kFloat), h_frozen);
-    if (logs) add_log(logs, "rmu_retain_mse", keep);
+    add_log(logs, "rmu_retain_mse", keep);
     total = total + cfg_.rmu_alpha * keep;
   }
   return total;
