@@ -119,13 +119,15 @@ TEST(Slurm, SrunTwoTasksMatchOneRank) {
 }
 
 // A logit cache built by 2 ranks (each on its slice, merged by rank 0) holds the
-// same bytes as one built by 1 rank, and a 2-rank student distils from it.
+// same bytes as one built by 1 rank, its tail draws included, and a 2-rank
+// student distils from it.
 TEST(Distributed, LogitCacheBuiltOnTwoRanksEqualsOneRank) {
   std::string out;
   auto dir = test::temp_dir("cache2");
   ASSERT_EQ(test::run_undo(common_args(dir + "/teacher", 2)), 0);
   std::string cache = "cache-logits --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
-                      test::tiny_data_dir() + " --teacher " + dir + "/teacher/model.ckpt --tokens 3000 --run.threads 1";
+                      test::tiny_data_dir() + " --teacher " + dir + "/teacher/model.ckpt --tokens 3000 --run.threads 1" +
+                      " --distill.cache_samples 8";  // the tail draws too
   ASSERT_EQ(test::run_undo(cache + " --out " + dir + "/one.h5 --run-dir " + dir + "/c1", &out), 0) << out;
   ASSERT_EQ(test::run_undo_mpi(2, cache + " --out " + dir + "/two.h5 --run-dir " + dir + "/c2", &out), 0) << out;
   auto field = [](const std::string& json, const std::string& key) {
@@ -139,6 +141,7 @@ TEST(Distributed, LogitCacheBuiltOnTwoRanksEqualsOneRank) {
   ASSERT_EQ(test::run_undo_mpi(2, "distill --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
                                       test::tiny_data_dir() + " --teacher " + dir + "/teacher/model.ckpt" +
                                       " --cache-file " + dir + "/two.h5 --distill.cache require --distill.steps 4" +
+                                      " --distill.cache_samples 8" +
                                       " --distill.stop_metric none --eval.arith_per_op 0 --train.batch_size 4" +
                                       " --run.threads 1 --run-dir " + dir + "/student",
                                   &out),

@@ -22,13 +22,14 @@ DistillStream tiny_stream(int64_t global_batch = 8) {
   return DistillStream{test::tiny_mix("english:0.5,muldiv:0.5"), 7, 0, global_batch};
 }
 
-LogitCacheKey test_key(int vocab, int k, const std::string& dtype) {
+LogitCacheKey test_key(int vocab, int k, const std::string& dtype, int samples = 0) {
   LogitCacheKey key;
   key.teacher_sha256 = std::string(64, 'a');
   key.tokenizer_sha256 = std::string(64, 'b');
   key.stream = "english:1|train|4";
   key.seed = 3;
   key.k = k;
+  key.samples = samples;
   key.dtype = dtype;
   key.vocab = vocab;
   key.window = 4;
@@ -56,6 +57,11 @@ LogitRows random_rows(const LogitCacheKey& key, uint64_t first, uint64_t count, 
   auto rest = -torch::rand({int64_t(pos)}) * 5;
   r.rest_logp.assign(rest.data_ptr<float>(), rest.data_ptr<float>() + pos);
   r.rest_logp[0] = -std::numeric_limits<float>::infinity();  // k = vocab leaves no mass
+  size_t draws = pos * size_t(key.samples);
+  auto tail = torch::randint(key.vocab, {int64_t(draws)}, torch::kLong);
+  auto tail_logp = -torch::rand({int64_t(draws)}) * 20;
+  for (size_t i = 0; i < draws; ++i) r.tail_ids.push_back(uint32_t(tail[int64_t(i)].item<int64_t>()));
+  r.tail_logp.assign(tail_logp.data_ptr<float>(), tail_logp.data_ptr<float>() + draws);
   return r;
 }
 
@@ -119,9 +125,9 @@ TEST(Distill, TopKLossWithTheWholeVocabEqualsTheFullKl) {
   torch::NoGradGuard g;
   auto t = teacher->forward(inputs), s = student->forward(inputs);
   double full = forward_kl(t, s).item<double>();
-  EXPECT_NEAR(topk_forward_kl(teacher_topk(t, 320), s).item<double>(), full, 1e-4);
+  EXPECT_NEAR(cached_forward_kl(teacher_targets(t, 320), s).item<double>(), full, 1e-4);
   // Fewer buckets can only lose information: the bucketed KL is a lower bound.
-  double k32 = topk_forward_kl(teacher_topk(t, 32), s).item<double>();
+  double k32 = cached_forward_kl(teacher_targets(t, 32), s).item<double>();
   EXPECT_LE(k32, full + 1e-6);
   EXPECT_GT(k32, 0.5 * full);
 }
@@ -131,7 +137,7 @@ TEST(Distill, TopKLossAndGradientMatchTheFormula) {
   torch::manual_seed(4);
   auto teacher = torch::randn({6, 50}) * 3, student = torch::randn({6, 50}, torch::kDouble) * 2;
   for (int k : {1, 7, 50}) {
-    auto t = teacher_topk(teacher, k);
+    auto t = teacher_targets(teacher, k);
     auto x = student.clone().requires_grad_(true);
     auto log_s = torch::log_softmax(x, -1);
     auto log_s_top = log_s.gather(-1, t.ids);
@@ -141,17 +147,72 @@ TEST(Distill, TopKLossAndGradientMatchTheFormula) {
     if (k < 50) expected = expected + rest.exp() * (rest - left.log());
     expected.mean().backward();
     auto y = student.to(torch::kFloat).requires_grad_(true);
-    auto fused = topk_forward_kl(t, y);
+    auto fused = cached_forward_kl(t, y);
     fused.backward();
     EXPECT_NEAR(fused.item<double>(), expected.mean().item<double>(), 1e-5) << "k=" << k;
     EXPECT_TRUE(torch::allclose(y.grad().to(torch::kDouble), x.grad(), 1e-5, 1e-7)) << "k=" << k;
   }
 }
 
+// The draws come from the leftover mass only, carry the teacher's own
+// log-probs, and depend on the seed alone.
+TEST(Distill, TailDrawsComeFromOutsideTheTopKWithTheTeachersLogProbs) {
+  torch::manual_seed(5);
+  auto logits = torch::randn({3, 7, 40}) * 2;
+  auto t = teacher_targets(logits, 6, 16, 99);
+  ASSERT_EQ(t.tail_ids.sizes(), (std::vector<int64_t>{3, 7, 16}));
+  auto in_top = (t.tail_ids.unsqueeze(-1) == t.ids.unsqueeze(-2)).any(-1);
+  EXPECT_FALSE(in_top.any().item<bool>());
+  auto logp = torch::log_softmax(logits, -1);
+  EXPECT_TRUE(torch::equal(t.tail_logp, logp.gather(-1, t.tail_ids)));
+  EXPECT_TRUE(torch::equal(teacher_targets(logits, 6, 16, 99).tail_ids, t.tail_ids));
+  EXPECT_FALSE(torch::equal(teacher_targets(logits, 6, 16, 100).tail_ids, t.tail_ids));
+}
+
+// Exact in expectation: averaged over many independent draws, the sampled loss
+// and its gradient are the full KL's, which the top-k bound is not. And one
+// draw's fused gradient is autograd's on the estimator's formula.
+TEST(Distill, SampledLossAndGradientAreUnbiasedForTheFullKl) {
+  torch::manual_seed(6);
+  const int64_t P = 4, V = 60, N = 20000, k = 5, s = 4;
+  auto teacher = torch::randn({P, V}) * 1.5, student = torch::randn({P, V});
+  auto x = student.clone().requires_grad_(true);
+  auto full = forward_kl(teacher, x);
+  full.backward();
+  auto full_grad = x.grad().clone();
+  // N replicas of the P positions, each with its own draws.
+  auto targets = teacher_targets(teacher.expand({N, P, V}).contiguous(), k, s, 1);
+  auto y = student.clone().requires_grad_(true);
+  auto sampled = cached_forward_kl(targets, y.expand({N, P, V}));
+  sampled.backward();
+  // The mean of N estimates: its sampling error is about 1e-3 of the KL here.
+  EXPECT_NEAR(sampled.item<double>(), full.item<double>(), 0.01 * full.item<double>());
+  EXPECT_LT((y.grad() - full_grad).abs().max().item<double>(), 0.02 * full_grad.abs().max().item<double>());
+  double bound = cached_forward_kl(teacher_targets(teacher, k), student).item<double>();
+  EXPECT_LT(bound, 0.9 * full.item<double>());  // so the check above could fail
+  // One draw: the fused node against autograd on sum_t w_t (lt_t - log q_t), in double.
+  auto one = teacher_targets(teacher, k, s, 2);
+  auto xd = student.to(torch::kDouble).requires_grad_(true);
+  auto log_q = torch::log_softmax(xd, -1);
+  auto w_tail = (one.rest_logp.to(torch::kDouble).exp() / double(s)).unsqueeze(-1);
+  auto expected = (one.logp.to(torch::kDouble).exp() * (one.logp.to(torch::kDouble) - log_q.gather(-1, one.ids))).sum(-1) +
+                  (w_tail * (one.tail_logp.to(torch::kDouble) - log_q.gather(-1, one.tail_ids))).sum(-1);
+  expected.mean().backward();
+  auto z = student.clone().requires_grad_(true);
+  auto fused = cached_forward_kl(one, z);
+  fused.backward();
+  EXPECT_NEAR(fused.item<double>(), expected.mean().item<double>(), 1e-5);
+  EXPECT_TRUE(torch::allclose(z.grad().to(torch::kDouble), xd.grad(), 1e-5, 1e-7));
+  // With k = vocab nothing is left: the draws weigh nothing and the loss is the full KL.
+  EXPECT_NEAR(cached_forward_kl(teacher_targets(teacher, int(V), s, 3), student).item<double>(), full.item<double>(),
+              1e-5);
+}
+
 TEST(LogitCache, WritesAndReadsBackExactly) {
   auto dir = test::temp_dir("cache_rw");
-  for (auto [vocab, dtype] : {std::pair{320, "f16"}, {70000, "f32"}}) {  // uint16 and uint32 ids
-    auto key = test_key(vocab, 3, dtype);
+  // uint16 and uint32 ids, with and without tail draws
+  for (auto [vocab, dtype, samples] : {std::tuple{320, "f16", 2}, {70000, "f32", 0}}) {
+    auto key = test_key(vocab, 3, dtype, samples);
     auto path = dir + "/c-" + dtype + ".h5";
     auto a = random_rows(key, 0, 5, 1), b = random_rows(key, 5, 2, 2);
     {
@@ -171,6 +232,9 @@ TEST(LogitCache, WritesAndReadsBackExactly) {
     EXPECT_EQ(back.logp_f16, b.logp_f16);
     EXPECT_EQ(back.logp_f32, b.logp_f32);
     EXPECT_EQ(std::memcmp(back.rest_logp.data(), b.rest_logp.data(), b.rest_logp.size() * 4), 0);
+    EXPECT_EQ(back.tail_ids, b.tail_ids);
+    EXPECT_EQ(back.tail_logp, b.tail_logp);
+    EXPECT_EQ(back.tail_ids.size(), size_t(2 * 4 * samples));
     EXPECT_THROW(r.read(6, 2), RuntimeError);
   }
 }
@@ -181,7 +245,7 @@ TEST(LogitCache, OpensInPythonWithH5py) {
   if (std::system((python + " -c 'import h5py' 2>/dev/null").c_str()) != 0)
     GTEST_SKIP() << "h5py is missing from " << python << ": skipped (launch/setup installs it; CI runs it)";
   auto dir = test::temp_dir("cache_h5py");
-  auto key = test_key(320, 3, "f16");
+  auto key = test_key(320, 3, "f16", 5);
   auto rows = random_rows(key, 0, 2, 3);
   {
     LogitCacheWriter w(dir + "/c.h5", key, 2, 0);
@@ -195,6 +259,8 @@ TEST(LogitCache, OpensInPythonWithH5py) {
                            "lp = f['topk_logp'][...]\n"
                            "assert lp.dtype == np.float16, lp.dtype\n"
                            "assert f['topk_ids'].dtype == np.uint16\n"
+                           "assert f['tail_ids'].shape == (2, 4, 5) and f['tail_logp'].dtype == np.float32\n"
+                           "assert f.attrs['samples'] == 5 and f.attrs['format_version'] == 2\n"
                            "print(f.attrs['k'], f.attrs['dtype'].decode(), lp.shape, repr(float(lp[1, 2, 0])),\n"
                            "      int(f['topk_ids'][1, 2, 0]), float(f['rest_logp'][0, 0]))\n";
   auto out = test::temp_dir("cache_h5py_out") + "/out.txt";

@@ -12,9 +12,52 @@ namespace undo {
 
 namespace {
 
-const char* kDatasets[] = {"tokens", "topk_ids", "topk_logp", "rest_logp"};
-
 hid_t id_file_type(int vocab) { return vocab <= 65536 ? H5T_STD_U16LE : H5T_STD_U32LE; }
+
+// One dataset of the file: its name, shape [rows, window] or [rows, window,
+// inner], values per row, its types on disk and in memory (ids and tokens are
+// widened to uint32 in memory; log-probs are never converted: raw half bits or
+// floats), and bytes per value in memory.
+struct Dataset {
+  const char* name;
+  size_t inner;  // 0: two dimensions
+  size_t per_row;
+  hid_t file_type, mem_type;
+  size_t value_bytes;
+};
+
+// The datasets of a file of this key, in checksum order. `f16` is the
+// float16 type (h5::float16_type), owned by the caller.
+std::vector<Dataset> datasets_of(const LogitCacheKey& key, hid_t f16) {
+  const size_t w = size_t(key.window), k = size_t(key.k), s = size_t(key.samples);
+  const bool half = key.dtype == "f16";
+  const hid_t ids = id_file_type(key.vocab);
+  std::vector<Dataset> d = {{"tokens", 0, w, ids, H5T_NATIVE_UINT32, 4},
+                            {"topk_ids", k, w * k, ids, H5T_NATIVE_UINT32, 4},
+                            {"topk_logp", k, w * k, half ? f16 : H5T_IEEE_F32LE, half ? f16 : H5T_NATIVE_FLOAT,
+                             half ? size_t(2) : size_t(4)},
+                            {"rest_logp", 0, w, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4}};
+  if (s > 0) {
+    d.push_back({"tail_ids", s, w * s, ids, H5T_NATIVE_UINT32, 4});
+    d.push_back({"tail_logp", s, w * s, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 4});
+  }
+  return d;
+}
+
+// The memory buffer of each dataset in `r` and its length in values, in datasets_of's order.
+std::vector<std::pair<void*, size_t>> buffers_of(LogitRows& r, const LogitCacheKey& key) {
+  const bool half = key.dtype == "f16";
+  std::vector<std::pair<void*, size_t>> b = {
+      {r.tokens.data(), r.tokens.size()},
+      {r.ids.data(), r.ids.size()},
+      {half ? (void*)r.logp_f16.data() : r.logp_f32.data(), half ? r.logp_f16.size() : r.logp_f32.size()},
+      {r.rest_logp.data(), r.rest_logp.size()}};
+  if (key.samples > 0) {
+    b.push_back({r.tail_ids.data(), r.tail_ids.size()});
+    b.push_back({r.tail_logp.data(), r.tail_logp.size()});
+  }
+  return b;
+}
 
 // Key fields as root attributes, one per field, so that h5py shows them plainly.
 void write_key(hid_t file, const LogitCacheKey& key) {
@@ -26,6 +69,7 @@ void write_key(hid_t file, const LogitCacheKey& key) {
   h5::write_attr(file, "seed", int64_t(key.seed));
   h5::write_attr(file, "offset", int64_t(key.offset));
   h5::write_attr(file, "k", int64_t(key.k));
+  h5::write_attr(file, "samples", int64_t(key.samples));
   h5::write_attr(file, "dtype", key.dtype);
   h5::write_attr(file, "vocab", int64_t(key.vocab));
   h5::write_attr(file, "window", int64_t(key.window));
@@ -40,16 +84,16 @@ LogitCacheKey read_key(hid_t file) {
   key.seed = uint64_t(h5::read_int_attr(file, "seed"));
   key.offset = uint64_t(h5::read_int_attr(file, "offset"));
   key.k = int(h5::read_int_attr(file, "k"));
+  key.samples = int(h5::read_int_attr(file, "samples"));
   key.dtype = h5::read_string_attr(file, "dtype");
   key.vocab = int(h5::read_int_attr(file, "vocab"));
   key.window = int(h5::read_int_attr(file, "window"));
+  // Checked before any shape is derived from them: a crafted file must not size buffers.
+  UNDO_CHECK(key.window >= 1 && key.vocab >= 1 && key.k >= 1 && key.k <= key.vocab && key.samples >= 0 &&
+                 key.samples <= 1 << 16 && (key.dtype == "f16" || key.dtype == "f32"),
+             "implausible key: window=", key.window, " vocab=", key.vocab, " k=", key.k, " samples=", key.samples,
+             " dtype=", key.dtype);
   return key;
-}
-
-// Element counts per row of each dataset.
-std::vector<size_t> row_sizes(const LogitCacheKey& key) {
-  size_t w = size_t(key.window), k = size_t(key.k);
-  return {w, w * k, w * k, w};
 }
 
 }  // namespace
@@ -58,7 +102,7 @@ std::string LogitCacheKey::canonical() const {
   std::ostringstream os;
   os << "format_version=" << kLogitCacheVersion << "\nteacher_sha256=" << teacher_sha256
      << "\ntokenizer_sha256=" << tokenizer_sha256 << "\nstream=" << stream << "\nseed=" << seed
-     << "\noffset=" << offset << "\nk=" << k << "\ndtype=" << dtype << "\nvocab=" << vocab << "\nwindow=" << window
+     << "\noffset=" << offset << "\nk=" << k << "\nsamples=" << samples << "\ndtype=" << dtype << "\nvocab=" << vocab << "\nwindow=" << window
      << "\n";
   return os.str();
 }
@@ -79,6 +123,7 @@ std::string LogitCacheKey::mismatch(const LogitCacheKey& o) const {
   field("seed", seed, o.seed);
   field("offset", offset, o.offset);
   field("k", k, o.k);
+  field("samples", samples, o.samples);
   field("dtype", dtype, o.dtype);
   field("vocab", vocab, o.vocab);
   field("window", window, o.window);
@@ -92,61 +137,58 @@ struct LogitCacheWriter::Impl {
   LogitCacheKey key;
   uint64_t rows;
   h5::Handle file;
-  h5::Handle sets[4];
   h5::Handle f16;
+  std::vector<Dataset> layout;
+  std::vector<h5::Handle> sets;
 };
 
 LogitCacheWriter::LogitCacheWriter(const std::string& path, const LogitCacheKey& key, uint64_t rows,
                                    int deflate_level)
-    : impl_(new Impl{path, key, rows, {}, {}, h5::float16_type()}) {
+    : impl_(new Impl{path, key, rows, {}, h5::float16_type(), {}, {}}) {
   h5::quiet_errors();
-  UNDO_CHECK(key.k >= 1 && key.k <= key.vocab && key.window >= 1 && rows >= 1, "logit cache '", path,
-             "': bad shape k=", key.k, " vocab=", key.vocab, " window=", key.window, " rows=", rows);
+  UNDO_CHECK(key.k >= 1 && key.k <= key.vocab && key.window >= 1 && rows >= 1 && key.samples >= 0, "logit cache '",
+             path, "': bad shape k=", key.k, " samples=", key.samples, " vocab=", key.vocab, " window=", key.window,
+             " rows=", rows);
   UNDO_CHECK(key.dtype == "f16" || key.dtype == "f32", "logit cache dtype '", key.dtype, "' (f16 | f32)");
   auto& m = *impl_;
   m.file = h5::Handle(H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "create '", path, "'"),
                       H5Fclose);
-  hsize_t R = rows, W = hsize_t(key.window), K = hsize_t(key.k);
-  std::vector<std::vector<hsize_t>> dims = {{R, W}, {R, W, K}, {R, W, K}, {R, W}};
-  hid_t types[4] = {id_file_type(key.vocab), id_file_type(key.vocab),
-                    key.dtype == "f16" ? m.f16.get() : H5T_IEEE_F32LE, H5T_IEEE_F32LE};
-  for (int i = 0; i < 4; ++i) {
-    auto chunk = dims[i];
+  m.layout = datasets_of(key, m.f16);
+  for (auto& d : m.layout) {
+    std::vector<hsize_t> dims = {hsize_t(rows), hsize_t(key.window)};
+    if (d.inner > 0) dims.push_back(hsize_t(d.inner));
+    auto chunk = dims;
     chunk[0] = 1;  // one sequence per chunk: a micro-batch reads whole chunks
     h5::Handle dcpl(H5_CHECK(H5Pcreate(H5P_DATASET_CREATE), "dataset properties"), H5Pclose);
-    H5_CHECK(H5Pset_chunk(dcpl, int(chunk.size()), chunk.data()), "chunk ", kDatasets[i]);
+    H5_CHECK(H5Pset_chunk(dcpl, int(chunk.size()), chunk.data()), "chunk ", d.name);
     if (deflate_level > 0) {
-      H5_CHECK(H5Pset_shuffle(dcpl), "shuffle ", kDatasets[i]);
-      H5_CHECK(H5Pset_deflate(dcpl, unsigned(deflate_level)), "deflate ", kDatasets[i]);
+      H5_CHECK(H5Pset_shuffle(dcpl), "shuffle ", d.name);
+      H5_CHECK(H5Pset_deflate(dcpl, unsigned(deflate_level)), "deflate ", d.name);
     }
-    auto space = h5::memory_space(dims[i]);
-    m.sets[i] = h5::Handle(H5_CHECK(H5Dcreate2(m.file, kDatasets[i], types[i], space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
-                                    "create dataset ", kDatasets[i], " in '", path, "'"),
-                           H5Dclose);
+    auto space = h5::memory_space(dims);
+    m.sets.emplace_back(H5_CHECK(H5Dcreate2(m.file, d.name, d.file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT),
+                                 "create dataset ", d.name, " in '", path, "'"),
+                        H5Dclose);
   }
   write_key(m.file, key);
 }
 
 LogitCacheWriter::~LogitCacheWriter() = default;
 
-void LogitCacheWriter::write(const LogitRows& r) {
+void LogitCacheWriter::write(const LogitRows& rows) {
   auto& m = *impl_;
-  UNDO_CHECK(r.first + r.count <= m.rows, "logit cache '", m.path, "': rows ", r.first, "+", r.count, " past ", m.rows);
-  auto sizes = row_sizes(m.key);
-  bool f16 = m.key.dtype == "f16";
-  const void* bufs[4] = {r.tokens.data(), r.ids.data(), f16 ? (const void*)r.logp_f16.data() : r.logp_f32.data(),
-                         r.rest_logp.data()};
-  size_t have[4] = {r.tokens.size(), r.ids.size(), f16 ? r.logp_f16.size() : r.logp_f32.size(), r.rest_logp.size()};
-  // Memory types: no conversion for the log-probs (raw half bits or floats).
-  hid_t mem_types[4] = {H5T_NATIVE_UINT32, H5T_NATIVE_UINT32, f16 ? m.f16.get() : H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT};
-  for (int i = 0; i < 4; ++i) {
-    UNDO_CHECK(have[i] == r.count * sizes[i], "logit cache rows: ", kDatasets[i], " has ", have[i], " values, expected ",
-               r.count * sizes[i]);
-    auto file_space = h5::select_rows(m.sets[i], r.first, r.count);
+  UNDO_CHECK(rows.first + rows.count <= m.rows, "logit cache '", m.path, "': rows ", rows.first, "+", rows.count,
+             " past ", m.rows);
+  auto bufs = buffers_of(const_cast<LogitRows&>(rows), m.key);  // only read from
+  for (size_t i = 0; i < m.layout.size(); ++i) {
+    const auto& d = m.layout[i];
+    UNDO_CHECK(bufs[i].second == rows.count * d.per_row, "logit cache rows: ", d.name, " has ", bufs[i].second,
+               " values, expected ", rows.count * d.per_row);
+    auto file_space = h5::select_rows(m.sets[i], rows.first, rows.count);
     auto dims = h5::dims_of(m.sets[i]);
-    dims[0] = r.count;
+    dims[0] = rows.count;
     auto mem = h5::memory_space(dims);
-    H5_CHECK(H5Dwrite(m.sets[i], mem_types[i], mem, file_space, H5P_DEFAULT, bufs[i]), "write ", kDatasets[i], " of '",
+    H5_CHECK(H5Dwrite(m.sets[i], d.mem_type, mem, file_space, H5P_DEFAULT, bufs[i].first), "write ", d.name, " of '",
              m.path, "'");
   }
 }
@@ -157,7 +199,7 @@ void LogitCacheWriter::finish(int64_t teacher_tokens) {
   std::string sha;
   {
     // Hash what is on disk, read back through the same path a reader takes.
-    for (auto& s : m.sets) s.reset();
+    m.sets.clear();
     m.file.reset();
     LogitCacheReader reader(m.path, /*unfinished_ok=*/true);
     sha = reader.content_sha256();
@@ -178,8 +220,9 @@ struct LogitCacheReader::Impl {
   int64_t teacher_tokens = 0;
   std::string content_sha;
   h5::Handle file;
-  h5::Handle sets[4];
   h5::Handle f16;
+  std::vector<Dataset> layout;
+  std::vector<h5::Handle> sets;
 };
 
 LogitCacheReader::LogitCacheReader(const std::string& path, bool unfinished_ok) : impl_(new Impl) {
@@ -201,16 +244,17 @@ LogitCacheReader::LogitCacheReader(const std::string& path, bool unfinished_ok) 
       m.teacher_tokens = h5::read_int_attr(m.file, "teacher_tokens");
       m.content_sha = h5::read_string_attr(m.file, "content_sha256");
     }
-    auto sizes = row_sizes(m.key);
-    for (int i = 0; i < 4; ++i) {
-      m.sets[i] = h5::Handle(H5_CHECK(H5Dopen2(m.file, kDatasets[i], H5P_DEFAULT), "open dataset ", kDatasets[i]),
-                             H5Dclose);
+    m.layout = datasets_of(m.key, m.f16);
+    for (size_t i = 0; i < m.layout.size(); ++i) {
+      const auto& d = m.layout[i];
+      m.sets.emplace_back(H5_CHECK(H5Dopen2(m.file, d.name, H5P_DEFAULT), "open dataset ", d.name), H5Dclose);
       auto dims = h5::dims_of(m.sets[i]);
-      if (unfinished_ok && i == 0) m.rows = dims[0];
+      if (unfinished_ok && i == 0 && !dims.empty()) m.rows = dims[0];
       size_t per_row = 1;
-      for (size_t d = 1; d < dims.size(); ++d) per_row *= size_t(dims[d]);
-      UNDO_CHECK(!dims.empty() && dims[0] == m.rows && per_row == sizes[i], "dataset ", kDatasets[i],
-                 " has the wrong shape for rows=", m.rows, " window=", m.key.window, " k=", m.key.k);
+      for (size_t k = 1; k < dims.size(); ++k) per_row *= size_t(dims[k]);
+      UNDO_CHECK(!dims.empty() && dims[0] == m.rows && per_row == d.per_row, "dataset ", d.name,
+                 " has the wrong shape for rows=", m.rows, " window=", m.key.window, " k=", m.key.k,
+                 " samples=", m.key.samples);
     }
   } catch (const std::exception& e) {
     UNDO_FAIL("logit cache '", path, "' is unreadable: ", e.what());
@@ -230,41 +274,38 @@ LogitRows LogitCacheReader::read(uint64_t first, uint64_t count) const {
   LogitRows r;
   r.first = first;
   r.count = count;
-  auto sizes = row_sizes(m.key);
-  bool f16 = m.key.dtype == "f16";
-  r.tokens.resize(count * sizes[0]);
-  r.ids.resize(count * sizes[1]);
-  (f16 ? (void)r.logp_f16.resize(count * sizes[2]) : r.logp_f32.resize(count * sizes[2]));
-  r.rest_logp.resize(count * sizes[3]);
-  void* bufs[4] = {r.tokens.data(), r.ids.data(), f16 ? (void*)r.logp_f16.data() : r.logp_f32.data(),
-                   r.rest_logp.data()};
-  for (int i = 0; i < 4; ++i) read_dataset(i, first, count, bufs[i]);
+  const size_t w = size_t(m.key.window), k = size_t(m.key.k), s = size_t(m.key.samples);
+  r.tokens.resize(count * w);
+  r.ids.resize(count * w * k);
+  (m.key.dtype == "f16" ? (void)r.logp_f16.resize(count * w * k) : r.logp_f32.resize(count * w * k));
+  r.rest_logp.resize(count * w);
+  r.tail_ids.resize(count * w * s);
+  r.tail_logp.resize(count * w * s);
+  auto bufs = buffers_of(r, m.key);
+  for (size_t i = 0; i < bufs.size(); ++i) read_dataset(i, first, count, bufs[i].first);
   return r;
 }
 
-void LogitCacheReader::read_dataset(int i, uint64_t first, uint64_t count, void* buf) const {
+void LogitCacheReader::read_dataset(size_t i, uint64_t first, uint64_t count, void* buf) const {
   const auto& m = *impl_;
-  bool f16 = m.key.dtype == "f16";
-  hid_t mem_types[4] = {H5T_NATIVE_UINT32, H5T_NATIVE_UINT32, f16 ? m.f16.get() : H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT};
+  const auto& d = m.layout[i];
   auto file_space = h5::select_rows(m.sets[i], first, count);
   auto dims = h5::dims_of(m.sets[i]);
   dims[0] = count;
   auto mem = h5::memory_space(dims);
-  H5_CHECK(H5Dread(m.sets[i], mem_types[i], mem, file_space, H5P_DEFAULT, buf), "read ", kDatasets[i], " rows ",
-           first, "..", first + count, " of logit cache '", m.path, "' (corrupted?)");
+  H5_CHECK(H5Dread(m.sets[i], d.mem_type, mem, file_space, H5P_DEFAULT, buf), "read ", d.name, " rows ", first, "..",
+           first + count, " of logit cache '", m.path, "' (corrupted?)");
 }
 
 std::string LogitCacheReader::content_sha256(uint64_t block) const {
   // Dataset by dataset (the order the checksum is defined in), each read once.
   const auto& m = *impl_;
-  auto sizes = row_sizes(m.key);
-  const size_t value_bytes[4] = {4, 4, m.key.dtype == "f16" ? size_t(2) : size_t(4), 4};
   Sha256 h;
   std::vector<char> buf;
-  for (int i = 0; i < 4; ++i)
+  for (size_t i = 0; i < m.layout.size(); ++i)
     for (uint64_t at = 0; at < m.rows; at += block) {
       uint64_t n = std::min(block, m.rows - at);
-      buf.resize(n * sizes[i] * value_bytes[i]);
+      buf.resize(n * m.layout[i].per_row * m.layout[i].value_bytes);
       read_dataset(i, at, n, buf.data());
       h.update(buf.data(), buf.size());
     }
@@ -302,6 +343,7 @@ std::string logit_cache_manifest(const LogitCacheReader& cache, const std::strin
       .add("seed", int64_t(k.seed))
       .add("offset", int64_t(k.offset))
       .add("k", k.k)
+      .add("samples", k.samples)
       .add("dtype", k.dtype)
       .add("vocab", k.vocab)
       .add("window", k.window)

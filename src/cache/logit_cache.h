@@ -1,11 +1,16 @@
 // The teacher-logit cache: one HDF5 file holding, for every position of a
 // fixed sequence of windows of the distillation stream, the teacher's top-k
-// token ids, their log-probabilities and the log of the leftover mass.
+// token ids, their log-probabilities, the log of the leftover mass and, when
+// samples > 0, tokens drawn from that leftover mass (so that a student can be
+// trained on an estimate of the full-vocabulary KL that is exact in
+// expectation, not only on its top-k lower bound).
 // Layout (docs/LOGIT_CACHE.md has the h5py recipe):
 //   /tokens    [rows, window]     uint16|uint32  the input tokens (checks the stream)
 //   /topk_ids  [rows, window, k]  uint16|uint32  ids, most probable first
 //   /topk_logp [rows, window, k]  float16|float32  log p_teacher(id)
 //   /rest_logp [rows, window]     float32        log(1 - sum of the top-k p); -inf when k = vocab
+//   /tail_ids  [rows, window, s]  uint16|uint32  s draws from p_teacher outside the top-k (samples > 0 only)
+//   /tail_logp [rows, window, s]  float32        log p_teacher of each draw
 // Datasets are chunked per sequence, optionally deflated. Root attributes hold
 // the key (what produced the file), rows, the teacher's forward tokens, and
 // content_sha256 (over every dataset's raw bytes, in the order above).
@@ -17,7 +22,9 @@
 
 namespace undo {
 
-constexpr int kLogitCacheVersion = 1;
+// 2: the tail samples (and `samples` in the key). Version 1 files are refused by
+// name; `distill.cache = auto` rebuilds them.
+constexpr int kLogitCacheVersion = 2;
 
 // Everything that determines the cache's content except its length.
 struct LogitCacheKey {
@@ -27,6 +34,7 @@ struct LogitCacheKey {
   uint64_t seed = 0;             // the distillation stream's seed (distill.data_seed)
   uint64_t offset = 0;           // its first sequence
   int k = 32;
+  int samples = 0;               // draws from the leftover mass per position (0 = top-k only)
   std::string dtype = "f16";     // of topk_logp: f16 | f32
   int vocab = 0;
   int window = 0;
@@ -46,6 +54,8 @@ struct LogitRows {
   std::vector<uint16_t> logp_f16;    // count * window * k (dtype f16)
   std::vector<float> logp_f32;       // count * window * k (dtype f32)
   std::vector<float> rest_logp;      // count * window
+  std::vector<uint32_t> tail_ids;    // count * window * samples
+  std::vector<float> tail_logp;      // count * window * samples
 };
 
 // Creates the file (truncating) and writes row ranges in any order; finish()
@@ -79,7 +89,7 @@ class LogitCacheReader {
 
  private:
   // Rows of one dataset into `buf`, as stored (ids and tokens widened to uint32).
-  void read_dataset(int dataset, uint64_t first, uint64_t count, void* buf) const;
+  void read_dataset(size_t dataset, uint64_t first, uint64_t count, void* buf) const;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };

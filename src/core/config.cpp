@@ -214,6 +214,8 @@ void describe_into(Config& c, Registry& r) {
            one_of({"auto", "off", "require"}))
       .add("distill.cache_dir", &c.distill.cache_dir, "directory of teacher-logit caches")
       .add("distill.cache_k", &c.distill.cache_k, "top-k log-probs cached per position", at_least(1))
+      .add("distill.cache_samples", &c.distill.cache_samples,
+           "draws per position from the teacher's mass outside the top-k (0 = top-k only)", in_range(0, 4096))
       .add("distill.cache_dtype", &c.distill.cache_dtype, "cached log-prob type", one_of({"f16", "f32"}))
       .add("distill.cache_deflate", &c.distill.cache_deflate, "deflate level of the cache (0 = off)", in_range(0, 9));
   r.add("relearn.lrs", &c.relearn.lrs, "attack learning rates, comma-separated (worst case taken over them)",

@@ -51,6 +51,13 @@ std::string check_existing(const std::string& path, const LogitCacheKey& key, ui
   return "";
 }
 
+// The seed of the tail draws of the batch that starts at `row`.
+uint64_t draw_seed(uint64_t stream_seed, uint64_t row) {
+  uint64_t x = stream_seed * 0x9E3779B97F4A7C15ull ^ (row + 0x632BE59BD9B4E019ull);
+  x ^= x >> 31, x *= 0xBF58476D1CE4E5B9ull, x ^= x >> 29;
+  return x;
+}
+
 // Runs the teacher over rows [begin, end) of the stream into a part file.
 void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teacher, uint64_t begin, uint64_t end,
                 const std::string& part) {
@@ -70,13 +77,19 @@ void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teache
       AutocastGuard autocast(cfg.train.precision == "bf16", computing_on_cuda());
       logits = teacher->forward(inputs);
     }
-    auto top = teacher_topk(logits, key.k);
+    // The draws' generator is seeded by the stream's seed and the batch's first
+    // row, and ranks build whole batches of one grid: the same draws at any world size.
+    auto top = teacher_targets(logits, key.k, key.samples, draw_seed(key.seed, at));
     LogitRows rows;
     rows.first = at - begin;
     rows.count = uint64_t(n);
     auto as_u32 = [](const torch::Tensor& t) {
       auto c = t.to(torch::kCPU).to(torch::kLong).contiguous();
       return std::vector<uint32_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
+    };
+    auto as_f32 = [](const torch::Tensor& t) {
+      auto c = t.to(torch::kCPU).contiguous();
+      return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
     };
     rows.tokens = as_u32(inputs);
     rows.ids = as_u32(top.ids);
@@ -85,11 +98,13 @@ void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teache
       auto* p = reinterpret_cast<const uint16_t*>(h.data_ptr<at::Half>());
       rows.logp_f16.assign(p, p + h.numel());
     } else {
-      auto f = top.logp.to(torch::kCPU).contiguous();
-      rows.logp_f32.assign(f.data_ptr<float>(), f.data_ptr<float>() + f.numel());
+      rows.logp_f32 = as_f32(top.logp);
     }
-    auto r = top.rest_logp.to(torch::kCPU).contiguous();
-    rows.rest_logp.assign(r.data_ptr<float>(), r.data_ptr<float>() + r.numel());
+    rows.rest_logp = as_f32(top.rest_logp);
+    if (key.samples > 0) {
+      rows.tail_ids = as_u32(top.tail_ids);
+      rows.tail_logp = as_f32(top.tail_logp);
+    }
     writer.write(rows);
   }
 }
@@ -115,6 +130,7 @@ LogitCacheKey teacher_cache_key(const Config& cfg, const std::string& teacher_pa
   key.seed = uint64_t(cfg.distill.data_seed);
   key.offset = uint64_t(cfg.distill.data_offset);
   key.k = std::min(cfg.distill.cache_k, vocab);
+  key.samples = key.k < vocab ? cfg.distill.cache_samples : 0;  // nothing is left over to draw from
   key.dtype = cfg.distill.cache_dtype;
   key.vocab = vocab;
   key.window = cfg.model.seq_len;
@@ -193,7 +209,8 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
       LogitCacheReader done(file);
       write_file_atomic(file + ".json", logit_cache_manifest(done, file));
       std::cerr << "logit cache '" << file << "': built, " << rows << " sequences x " << key.window
-                << " positions, top-" << key.k << " " << key.dtype << "\n";
+                << " positions, top-" << key.k << " " << key.dtype
+                << (key.samples ? " + " + std::to_string(key.samples) + " tail draws" : std::string()) << "\n";
     }
     result.built = true;
   } else if (rank == 0) {

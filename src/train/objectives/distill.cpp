@@ -1,17 +1,37 @@
 #include "train/objectives/distill.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "core/error.h"
 #include "model/device.h"
 
 namespace undo {
 
-TopKTargets teacher_topk(const torch::Tensor& teacher_logits, int k) {
+TeacherTargets teacher_targets(const torch::Tensor& teacher_logits, int k, int samples, uint64_t seed) {
   auto logp = torch::log_softmax(teacher_logits.to(torch::kFloat), -1);
   auto top = logp.topk(k, -1, /*largest=*/true, /*sorted=*/true);
-  auto values = std::get<0>(top), ids = std::get<1>(top);
+  TeacherTargets t;
+  t.logp = std::get<0>(top), t.ids = std::get<1>(top);
   // The leftover mass from the logits themselves (not 1 - sum, which cancels).
-  auto rest = logp.scatter(-1, ids, -std::numeric_limits<float>::infinity()).logsumexp(-1);
-  return {ids, values, rest};
+  auto outside = logp.scatter(-1, t.ids, -std::numeric_limits<float>::infinity());
+  t.rest_logp = outside.logsumexp(-1);
+  if (samples > 0) {
+    // Draws from the leftover mass, renormalised. A position without any
+    // (k = vocab) draws uniformly: its draws weigh p_rest = 0. The draws are
+    // made on the CPU, by one generator, so that a cache's content depends on
+    // the logits and the seed only.
+    const int64_t V = logp.size(-1);
+    auto rest = t.rest_logp.reshape({-1, 1});
+    auto probs = torch::where(torch::isfinite(rest), (outside.reshape({-1, V}) - rest).exp(),
+                              torch::ones({1, V}, logp.options()));
+    auto gen = at::detail::createCPUGenerator(seed);
+    auto draws = torch::multinomial(probs.to(torch::kCPU), samples, /*replacement=*/true, gen);
+    auto shape = t.rest_logp.sizes().vec();
+    shape.push_back(samples);
+    t.tail_ids = draws.to(logp.device()).reshape(shape);
+    t.tail_logp = logp.gather(-1, t.tail_ids);
+  }
+  return t;
 }
 
 namespace {
@@ -62,6 +82,38 @@ struct FusedTopKKl : torch::autograd::Function<FusedTopKKl> {
   }
 };
 
+// The sampled estimate of the full KL as one autograd node. The target is
+// sparse: weight w = p at the k top ids and p_rest / s at each of the s draws
+// from the leftover mass (a token drawn twice counts twice), with the teacher's
+// log-prob lt there. With log q = x - lse(x), per position
+//   loss = sum_t w_t (lt_t - log q_t)       E[loss] = KL(p || q)
+//   dx_j = q_j W - sum_t w_t [id_t = j]     E[dx]   = q - p,  W = sum_t w_t
+// since E over the draws of sum_draws (p_rest / s) f(j) = sum_{j outside} p_j f(j).
+struct FusedSampledKl : torch::autograd::Function<FusedSampledKl> {
+  static torch::Tensor forward(AutogradContext* ctx, const torch::Tensor& logits, const torch::Tensor& ids,
+                               const torch::Tensor& weights, const torch::Tensor& teacher_logp) {
+    auto x = logits.to(torch::kFloat);
+    auto lse = x.logsumexp(-1, /*keepdim=*/true);
+    auto log_q = x.gather(-1, ids) - lse;
+    // A weightless draw (no leftover mass) may carry lt = -inf: it adds nothing.
+    auto terms = torch::where(weights > 0, weights * (teacher_logp - log_q), torch::zeros_like(weights));
+    ctx->save_for_backward({x, lse, ids, weights});
+    ctx->saved_data["dtype"] = static_cast<int64_t>(logits.scalar_type());
+    return terms.sum(-1).mean();
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_out) {
+    auto v = ctx->get_saved_variables();
+    auto x = v[0], lse = v[1], ids = v[2], w = v[3];
+    auto scale = grad_out[0].to(torch::kFloat) / double(x.numel() / x.size(-1));
+    auto grad = (x - lse).exp_().mul_(w.sum(-1, /*keepdim=*/true));
+    grad.scatter_add_(-1, ids, -w);
+    grad.mul_(scale);
+    auto dtype = static_cast<torch::ScalarType>(ctx->saved_data["dtype"].toInt());
+    return {grad.to(dtype), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 // The full-vocabulary KL(teacher || student) as one autograd node. With
 // p = softmax(t), q = softmax(x), per position
 //   loss = sum_j p_j (t_j - x_j) - lse(t) + lse(x)      (sum_j p_j = 1)
@@ -98,19 +150,25 @@ torch::Tensor forward_kl(const torch::Tensor& teacher_logits, const torch::Tenso
   return FusedFullKl::apply(student_logits, teacher_logits);
 }
 
-torch::Tensor topk_forward_kl(const TopKTargets& teacher, const torch::Tensor& student_logits) {
-  return FusedTopKKl::apply(student_logits, teacher.ids, teacher.logp, teacher.rest_logp);
+torch::Tensor cached_forward_kl(const TeacherTargets& teacher, const torch::Tensor& student_logits) {
+  if (!teacher.tail_ids.defined())
+    return FusedTopKKl::apply(student_logits, teacher.ids, teacher.logp, teacher.rest_logp);
+  const int64_t s = teacher.tail_ids.size(-1);
+  auto tail_w = (teacher.rest_logp.exp() / double(s)).unsqueeze(-1).expand_as(teacher.tail_logp);
+  return FusedSampledKl::apply(student_logits, torch::cat({teacher.ids, teacher.tail_ids}, -1),
+                               torch::cat({teacher.logp.exp(), tail_w}, -1),
+                               torch::cat({teacher.logp, teacher.tail_logp}, -1));
 }
 
-TopKTargets targets_of(const LogitRows& r, const LogitCacheKey& key, torch::Tensor* tokens) {
-  const int64_t n = int64_t(r.count), T = key.window, K = key.k;
+TeacherTargets targets_of(const LogitRows& r, const LogitCacheKey& key, torch::Tensor* tokens) {
+  const int64_t n = int64_t(r.count), T = key.window, K = key.k, S = key.samples;
   auto u32 = [](const std::vector<uint32_t>& v, std::vector<int64_t> shape) {
     return torch::from_blob(const_cast<uint32_t*>(v.data()), {int64_t(v.size())}, torch::kInt)
         .to(torch::kLong)
         .bitwise_and(int64_t(0xffffffff))
         .reshape(shape);
   };
-  TopKTargets t;
+  TeacherTargets t;
   t.ids = u32(r.ids, {n, T, K});
   if (key.dtype == "f16")  // raw half bits, converted here (HDF5 1.10 cannot)
     t.logp = torch::from_blob(const_cast<uint16_t*>(r.logp_f16.data()), {n, T, K}, torch::kHalf).to(torch::kFloat);
@@ -119,6 +177,11 @@ TopKTargets targets_of(const LogitRows& r, const LogitCacheKey& key, torch::Tens
   t.rest_logp = torch::from_blob(const_cast<float*>(r.rest_logp.data()), {n, T}, torch::kFloat).clone();
   // Rows arrive on the CPU; the loss runs where the student is.
   t.ids = to_compute_device(t.ids), t.logp = to_compute_device(t.logp), t.rest_logp = to_compute_device(t.rest_logp);
+  if (S > 0) {
+    t.tail_ids = to_compute_device(u32(r.tail_ids, {n, T, S}));
+    t.tail_logp = to_compute_device(
+        torch::from_blob(const_cast<float*>(r.tail_logp.data()), {n, T, S}, torch::kFloat).clone());
+  }
   if (tokens) *tokens = u32(r.tokens, {n, T});  // stays on the host: it is only compared there
   return t;
 }
@@ -155,7 +218,7 @@ torch::Tensor DistillObjective::loss(Transformer& model, const MicroBatch& mb, S
     auto host = stream_.host_inputs(stream_.row(mb), mb.end - mb.begin);
     UNDO_CHECK(torch::equal(cached_tokens, host), "logit cache rows ", stream_.row(mb),
                "+ hold other tokens than the distillation stream (data.dir changed since the cache was built?)");
-    kl = topk_forward_kl(targets, model->forward(to_compute_device(host)));
+    kl = cached_forward_kl(targets, model->forward(to_compute_device(host)));
   } else {
     auto inputs = stream_.inputs(mb);
     torch::Tensor teacher_logits;
