@@ -89,7 +89,7 @@ TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
   auto other = write_spec(test::temp_dir("sweep_grid_lr"), "methods = maxent\nattack_lrs = 5e-4");
   Plan lr_only = make_plan(read_sweep_spec(other), dir + "/out", UNDO_BINARY);
   EXPECT_EQ(lr_only.jobs[0].id, plan.jobs[0].id);
-  auto longer = write_spec(test::temp_dir("sweep_grid_long"), "methods = maxent", "[pretrain]\ntarget = base\n");
+  auto longer = write_spec(test::temp_dir("sweep_grid_long"), "methods = maxent", "[train]\nsteps = 31\n");
   Plan changed = make_plan(read_sweep_spec(longer), dir + "/out", UNDO_BINARY);
   EXPECT_NE(changed.jobs[0].id, plan.jobs[0].id);
   // `plan` prints the graph with estimated compute.
@@ -98,6 +98,71 @@ TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
   EXPECT_EQ(rc, 0) << text;
   EXPECT_NE(text.find(std::to_string(plan.jobs.size()) + " jobs"), std::string::npos) << text;
   EXPECT_NE(text.find("unlearn-graddiff"), std::string::npos) << text;
+}
+
+// Several distillation signals: one cache per teacher and cached signal, a
+// student per signal (named by it), online students without a cache, and the
+// control on the first signal. A job's own key replaces the spec's override.
+TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
+  auto dir = test::temp_dir("sweep_signals");
+  auto spec = write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top8,top8+s4,online",
+                         "[distill]\ncache_k = 16\n");
+  Plan plan = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);
+  EXPECT_EQ(count_kind(plan, "cache"), 2 + 1);
+  EXPECT_EQ(count_kind(plan, "distill"), 3 + 1);
+  auto arg = [](const Job& j, const std::string& key) {
+    auto it = std::find(j.args.begin(), j.args.end(), key);
+    EXPECT_EQ(std::count(j.args.begin(), j.args.end(), key), it == j.args.end() ? 0 : 1) << j.name << " " << key;
+    return it == j.args.end() ? std::string() : *(it + 1);
+  };
+  std::set<std::string> names;
+  for (auto& j : plan.jobs) {
+    if (j.kind != "distill") continue;
+    names.insert(j.name);
+    if (j.tags.at("signal") == "online") {
+      EXPECT_EQ(arg(j, "--distill.cache"), "off");
+      EXPECT_EQ(j.deps.size(), 1u);  // the teacher only
+    } else {
+      EXPECT_EQ(arg(j, "--distill.cache"), "require");
+      EXPECT_EQ(arg(j, "--distill.cache_k"), "8");
+      EXPECT_EQ(arg(j, "--distill.cache_samples"), j.tags.at("signal") == "top8+s4" ? "4" : "0");
+      EXPECT_EQ(arg(plan.job(j.deps.back()), "--distill.cache_samples"), arg(j, "--distill.cache_samples"));
+    }
+  }
+  EXPECT_EQ(names, (std::set<std::string>{"distill-maxent-top8-a1-s1", "distill-maxent-top8+s4-a1-s1",
+                                          "distill-maxent-online-a1-s1", "control-distilled-base-top8-s1"}));
+  int rc = 0;
+  auto out = sweep("plan", write_spec(dir, kSmallGrid + "\ncache = 1\nsignals = top8"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("sweep.cache and sweep.signals both given"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, kSmallGrid + "\nsignals = top8,full"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("distillation signal 'full'"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, kSmallGrid + "\nmetric = accuracy"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("metric 'accuracy'"), std::string::npos) << out;
+}
+
+// A run with a sampled and an online signal, robustness on forget CE: both
+// students train, results and report carry the signal, and the metric is CE.
+TEST(Sweep, SampledAndOnlineSignalsRunAndReportOnForgetCe) {
+  auto dir = test::temp_dir("sweep_signals_run");
+  auto spec = write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top8+s4,online\n"
+                              "metric = forget_ce");
+  int rc = 0;
+  auto out = sweep("run", spec, dir + "/out", &rc, "", "--jobs 2");
+  ASSERT_EQ(rc, 0) << out;
+  auto csv = read_file(dir + "/out/results.csv");
+  EXPECT_NE(csv.find("distill-maxent-top8+s4-a1-s1,student,maxent,1,,top8+s4,1,0.001,forget_ce"), std::string::npos)
+      << csv;
+  EXPECT_NE(csv.find("distill-maxent-online-a1-s1,student,maxent,1,,online,1,0.001,forget_ce"), std::string::npos)
+      << csv;
+  std::string report;
+  ASSERT_EQ(test::run_undo("report " + dir + "/out", &report), 0) << report;
+  std::string md = read_file(dir + "/out/report/report.md");
+  EXPECT_NE(md.find("| student | maxent | 1 | - | top8+s4 | 1 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("| student | maxent | 1 | - | online | 1 |"), std::string::npos) << md;
+  EXPECT_NE(md.find("forget CE / retain CE before"), std::string::npos) << md;
 }
 
 TEST(Sweep, BadSpecsAreRefusedBeforeAnythingRuns) {
@@ -125,7 +190,8 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   // 6 models (the distilled-base control among them) x 2 LRs, plus the header.
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 13) << csv;
   EXPECT_NE(csv.find("control-distilled-base-s1,control,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find("distill-maxent-a0.5-b0.1-s1,student,maxent,0.5,0.1,1,0.003,forget_acc"), std::string::npos)
+  EXPECT_NE(csv.find("distill-maxent-a0.5-b0.1-s1,student,maxent,0.5,0.1,top32,1,0.003,forget_acc"),
+            std::string::npos)
       << csv;
   // A second run finds everything done and runs nothing.
   out = sweep("run", spec, dir + "/out", &rc);

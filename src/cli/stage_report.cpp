@@ -61,9 +61,15 @@ std::string cell(double v, int digits = 3) {
   return os.str();
 }
 
+// A column that older results.csv files lack ("" there).
+std::string field(const Row& r, const std::string& k) {
+  auto it = r.find(k);
+  return it == r.end() ? std::string() : it->second;
+}
+
 // A student's or control's configuration, whose seeds are pooled.
 std::string config_key(const Row& r) {
-  return r.at("role") + "|" + r.at("method") + "|" + r.at("alpha") + "|" + r.at("beta");
+  return r.at("role") + "|" + r.at("method") + "|" + r.at("alpha") + "|" + r.at("beta") + "|" + field(r, "signal");
 }
 
 // What the results say about their own strength (results/support.h).
@@ -167,9 +173,11 @@ int stage_report(int argc, const char* const* argv) {
   }
 
   // 3. The Markdown summary: one row per model, worst case over the attack LRs.
+  // The retain metric shown after 40 and after all steps is that of the LR
+  // that attained the worst-case forget metric there.
   struct Summary {
     Row first;
-    double worst40 = NAN;
+    double worst40 = NAN, retain40 = NAN, retain_final = NAN;
   };
   std::vector<std::string> models;
   std::map<std::string, Summary> per;
@@ -180,7 +188,9 @@ int stage_report(int argc, const char* const* argv) {
       models.push_back(r.at("model"));
     }
     double v = num(r, "forget_after40");
-    if (std::isfinite(v) && (!std::isfinite(s.worst40) || (acc ? v > s.worst40 : v < s.worst40))) s.worst40 = v;
+    if (std::isfinite(v) && (!std::isfinite(s.worst40) || (acc ? v > s.worst40 : v < s.worst40)))
+      s.worst40 = v, s.retain40 = num(r, "retain_after40");
+    if (num(r, "forget_final") == num(r, "worst_forget_final")) s.retain_final = num(r, "retain_final");
   }
   const SupportThresholds thresholds;
   std::string gaps;
@@ -215,9 +225,11 @@ int stage_report(int argc, const char* const* argv) {
         "student's training tokens; total compute adds the unlearning that made the teacher and the teacher's "
         "forward pass (a third of a training token per token), shared by the students of its cache or alone. "
         "Against the oracle (1.00) on total compute is the comparison the paper's claim rests on.\n\n"
-     << "| model | role | alpha | distillation compute | total compute (teacher shared / alone) | " << r_name
-     << " before | " << f_name << " before | " << f_name << " after 40 | " << f_name
-     << " after all | robustness |\n|---|---|---|---|---|---|---|---|---|---|\n";
+     << "Each model's " << r_name << " is shown before the attack next to its forget metric, and after 40 and "
+        "all steps for the LR that attained the worst case there; the base's and the teacher's rows give the "
+        "students' retain reference.\n\n"
+     << "| model | role | alpha | distillation compute | total compute (teacher shared / alone) | " << f_name
+     << " / " << r_name << " before | after 40 | after all | robustness |\n|---|---|---|---|---|---|---|---|---|\n";
   for (auto& m : models) {
     auto& s = per[m];
     md << "| " << m << " | " << s.first.at("role") << " | " << (s.first.at("alpha").empty() ? "-" : s.first.at("alpha"))
@@ -225,14 +237,14 @@ int stage_report(int argc, const char* const* argv) {
        << (std::isfinite(num(s.first, "total_compute_amortised"))
                ? cell(num(s.first, "total_compute_amortised"), 2) + " / " + cell(num(s.first, "total_compute_alone"), 2)
                : "-")
-       << " | " << cell(num(s.first, "retain_before")) << " | "
-       << cell(num(s.first, "forget_before")) << " | " << cell(s.worst40) << " | "
-       << cell(num(s.first, "worst_forget_final")) << " | " << robustness_cell(s.first) << " |\n";
+       << " | " << cell(num(s.first, "forget_before")) << " / " << cell(num(s.first, "retain_before")) << " | "
+       << cell(s.worst40) << " / " << cell(s.retain40) << " | " << cell(num(s.first, "worst_forget_final")) << " / "
+       << cell(s.retain_final) << " | " << robustness_cell(s.first) << " |\n";
   }
   // Robustness per configuration over its seeds: mean and 95% bootstrap interval.
   md << "\nRobustness per configuration, over its seeds: mean and 95% bootstrap interval (no interval with "
-        "one seed).\n\n| role | method | alpha | beta | seeds | robustness mean | 95% interval |\n"
-        "|---|---|---|---|---|---|---|\n";
+        "one seed).\n\n| role | method | alpha | beta | signal | seeds | robustness mean | 95% interval |\n"
+        "|---|---|---|---|---|---|---|---|\n";
   std::set<std::string> configs_seen;
   for (auto& m : models) {
     auto& r = per[m].first;
@@ -244,7 +256,8 @@ int stage_report(int argc, const char* const* argv) {
                          : "[" + cell(num(r, "robustness_ci_lo"), 2) + ", " + cell(num(r, "robustness_ci_hi"), 2) + "]";
     if (support.attack_strong && !support.supported()) mean += " (unsupported)";
     md << "| " << r.at("role") << " | " << (r.at("method").empty() ? "-" : r.at("method")) << " | " << r.at("alpha")
-       << " | " << (r.at("beta").empty() ? "-" : r.at("beta")) << " | " << r.at("robustness_seeds") << " | " << mean
+       << " | " << (r.at("beta").empty() ? "-" : r.at("beta")) << " | "
+       << (field(r, "signal").empty() ? "-" : field(r, "signal")) << " | " << r.at("robustness_seeds") << " | " << mean
        << " | " << ci << " |\n";
   }
   md << "\n![relearning curves](relearn_curves.svg)\n\n![compute vs robustness](compute_robustness.svg)\n";

@@ -34,8 +34,8 @@ std::string attack_metric(const std::vector<AttackPoint>& points) {
   return "forget_ce";
 }
 
-std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points) {
-  const std::string metric = attack_metric(points);
+std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points, std::string metric) {
+  if (metric.empty()) metric = attack_metric(points);
   const bool higher_is_worse = metric == "forget_acc";  // worse for the defender
   std::map<int64_t, AttackPoint> by_step;
   for (auto& p : points) {

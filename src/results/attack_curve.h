@@ -23,8 +23,9 @@ struct AttackPoint {
 
 // The attacker's result at each evaluated step: the best forget performance
 // over all LRs and seeds (highest forget_acc where measured, else lowest
-// forget_ce); the other metrics are those of the run that attained it.
-std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points);
+// forget_ce, or by `metric` when given); the other metrics are those of the
+// run that attained it.
+std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points, std::string metric = "");
 // The forget metric the worst case maximises ("forget_acc") or minimises ("forget_ce").
 std::string attack_metric(const std::vector<AttackPoint>& points);
 // The forget and retain metrics of a worst-case point, as a JSON object with its step and LR.

@@ -58,8 +58,8 @@ int collect_results(const Plan& plan) {
   std::map<std::string, double> worst_final;  // per model id
   for (auto& [model, pts] : by_model) {
     if (missing_attacks.count(model)) continue;
-    metric = attack_metric(pts);
-    worst_final[model] = metric_at(worst_case(pts).back(), metric);
+    metric = plan.spec.metric == "auto" ? attack_metric(pts) : plan.spec.metric;
+    worst_final[model] = metric_at(worst_case(pts, metric).back(), metric);
   }
   auto find_role = [&](const std::string& role, const std::string& method) -> const Job* {
     for (auto& j : plan.jobs)
@@ -80,10 +80,16 @@ int collect_results(const Plan& plan) {
     double teacher_alone = NAN, teacher_amortised = NAN, unlearn = NAN;
   };
   std::map<std::string, ModelFigures> figures;
-  std::map<std::string, int> students_per_teacher;  // students sharing one teacher pass (its cache)
+  // The students that share one teacher pass: those of one cache (teacher and
+  // signal). An online student runs the teacher itself.
+  auto pass_of = [](const Job& j) {
+    auto signal = j.tags.count("signal") ? j.tags.at("signal") : std::string();
+    return signal == "online" ? j.id : j.tags.at("teacher") + "|" + signal;
+  };
+  std::map<std::string, int> students_per_pass;
   for (auto& j : plan.jobs)
     if (j.tags.count("role") && (j.tags.at("role") == "student" || j.tags.at("role") == "control"))
-      students_per_teacher[j.tags.at("teacher")]++;
+      students_per_pass[pass_of(j)]++;
   auto role_of = [](const Job& j) { return j.tags.count("role") ? j.tags.at("role") : std::string(); };
   auto attacked = [](const std::string& role) {
     return role == "base" || role == "oracle" || role == "unlearn" || role == "student" || role == "control";
@@ -102,7 +108,7 @@ int collect_results(const Plan& plan) {
       // unlearning that made the teacher.
       f.teacher_tokens = summary_number(j, "teacher_forward_tokens");
       f.teacher_alone = f.teacher_tokens / 3 / oracle_tokens;
-      f.teacher_amortised = f.teacher_alone / std::max(1, students_per_teacher[j.tags.at("teacher")]);
+      f.teacher_amortised = f.teacher_alone / std::max(1, students_per_pass[pass_of(j)]);
       const Job* teacher = role == "student" ? find_role("unlearn", method) : nullptr;
       f.unlearn = teacher ? summary_number(*teacher, "tokens") / oracle_tokens : 0.0;
     }
@@ -120,7 +126,7 @@ int collect_results(const Plan& plan) {
   // Mean and 95% bootstrap interval of robustness over the seeds of each configuration.
   auto config_of = [&](const Job& j) {
     auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
-    return role_of(j) + "|" + tag("method") + "|" + tag("alpha") + "|" + tag("beta");
+    return role_of(j) + "|" + tag("method") + "|" + tag("alpha") + "|" + tag("beta") + "|" + tag("signal");
   };
   std::map<std::string, std::vector<double>> seeds_of;
   for (auto& j : plan.jobs)
@@ -129,7 +135,7 @@ int collect_results(const Plan& plan) {
   for (auto& [c, values] : seeds_of) interval_of[c] = bootstrap_mean(values);
 
   std::ostringstream csv, curves;
-  csv << "model,role,method,alpha,beta,seed,attack_lr,metric,forget_before,retain_before,forget_after40,retain_after40,"
+  csv << "model,role,method,alpha,beta,signal,seed,attack_lr,metric,forget_before,retain_before,forget_after40,retain_after40,"
          "forget_final,retain_final,attack_steps,train_tokens,compute_vs_oracle,teacher_forward_tokens,"
          "teacher_compute_alone,teacher_compute_amortised,unlearn_compute,total_compute_alone,"
          "total_compute_amortised,worst_forget_final,robustness,robustness_mean,robustness_ci_lo,robustness_ci_hi,"
@@ -149,10 +155,10 @@ int collect_results(const Plan& plan) {
     auto found = interval_of.find(config_of(j));
     Interval ci = found != interval_of.end() ? found->second : Interval{NAN, NAN, NAN, 0};
     for (auto& [lr, pts] : by_model_lr[j.id]) {
-      auto curve = worst_case(pts);  // one LR: its own curve, by step
+      auto curve = worst_case(pts, metric);  // one LR: its own curve, by step
       const auto &b = worst_at_or_before(curve, 0), &m = worst_at_or_before(curve, 40), &e = curve.back();
       std::string r = retain_of(metric);
-      csv << j.name << "," << role << "," << method << "," << tag("alpha") << "," << tag("beta") << "," << tag("seed")
+      csv << j.name << "," << role << "," << method << "," << tag("alpha") << "," << tag("beta") << "," << tag("signal") << "," << tag("seed")
           << "," << fmt(lr) << "," << metric << "," << fmt(metric_at(b, metric)) << "," << fmt(metric_at(b, r)) << ","
           << fmt(metric_at(m, metric)) << "," << fmt(metric_at(m, r)) << "," << fmt(metric_at(e, metric)) << ","
           << fmt(metric_at(e, r)) << "," << e.step << ","
@@ -162,7 +168,7 @@ int collect_results(const Plan& plan) {
           << fmt(worst_final[j.id]) << "," << fmt(f.robustness) << "," << fmt(ci.mean) << "," << fmt(ci.lo) << ","
           << fmt(ci.hi) << "," << ci.n << "," << eval_per_op << "," << eval_windows << "\n";
     }
-    for (auto& p : worst_case(by_model[j.id]))
+    for (auto& p : worst_case(by_model[j.id], metric))
       curves << j.name << "," << role << "," << method << "," << tag("alpha") << "," << p.step << ","
              << fmt(p.worst_lr) << "," << fmt(metric_at(p, metric)) << "," << fmt(metric_at(p, retain_of(metric)))
              << "\n";

@@ -91,10 +91,14 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
   };
   // A stage that sets a general key itself (core/stage_settings.h) would refuse
   // the spec's override of it, which is meant for pretraining: it is left out there.
+  // A stage that sets a general key itself (core/stage_settings.h) would refuse
+  // the spec's override of it, which is meant for pretraining: it is left out
+  // there. A key the job sets itself (in `tail`) replaces the spec's.
   auto with = [&](std::vector<std::string> head, std::vector<std::string> tail,
                   std::vector<std::string> owned = {}) {
     for (size_t i = 0; i < common.size(); i += 2) {
-      bool skip = std::find(owned.begin(), owned.end(), common[i].substr(2)) != owned.end();
+      bool skip = std::find(owned.begin(), owned.end(), common[i].substr(2)) != owned.end() ||
+                  std::find(tail.begin(), tail.end(), common[i]) != tail.end();
       if (!skip) head.insert(head.end(), {common[i], common[i + 1]});
     }
     head.insert(head.end(), tail.begin(), tail.end());
@@ -113,6 +117,41 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
       add("pretrain", "oracle", with({"pretrain"}, {"--pretrain.target", "oracle"}), data_deps, pretrain_tokens,
           {{"role", "oracle"}}).id;
   models.insert(models.end(), {base_id, oracle_id});
+
+  // Distilling from a teacher with one signal: its cache job (none online), and
+  // the arguments and dependencies of a student. Names carry the signal when a
+  // sweep compares several.
+  const double distill_tokens = double(cfg.distill.steps) * global_batch * window;
+  const bool several_signals = spec.signals.size() > 1;
+  struct Teaching {
+    std::vector<std::string> args, deps;
+    std::string suffix;  // "-<signal>" or ""
+    double tokens = 0;   // a student's, the teacher's online forward pass included
+  };
+  auto teaching = [&](const DistillSignal& signal, const std::string& teacher_id, const std::string& cache_name,
+                      const std::string& method) {
+    const std::string teacher = ckpt(plan.job(teacher_id));
+    Teaching t;
+    t.suffix = several_signals ? "-" + signal.name : "";
+    t.deps = {teacher_id};
+    t.args = {"--teacher", teacher, "--distill.cache_dir", plan.out + "/cache"};
+    if (signal.online) {
+      t.args.insert(t.args.end(), {"--distill.cache", "off"});
+      t.tokens = distill_tokens * 4.0 / 3.0;
+      return t;
+    }
+    std::vector<std::string> shape = {"--distill.cache_k", std::to_string(signal.k), "--distill.cache_samples",
+                                      std::to_string(signal.samples)};
+    std::vector<std::string> cache_tail = {"--teacher", teacher, "--tokens", std::to_string(int64_t(distill_tokens)),
+                                           "--distill.cache_dir", plan.out + "/cache"};
+    cache_tail.insert(cache_tail.end(), shape.begin(), shape.end());
+    t.deps.push_back(add("cache", cache_name + t.suffix, with({"cache-logits"}, cache_tail), {teacher_id},
+                         distill_tokens / 3, {{"role", "cache"}, {"method", method}, {"signal", signal.name}}).id);
+    t.args.insert(t.args.end(), {"--distill.cache", "require"});
+    t.args.insert(t.args.end(), shape.begin(), shape.end());
+    t.tokens = distill_tokens;
+    return t;
+  };
   for (auto& method : spec.methods) {
     const std::string teacher_id =
         add("unlearn", "unlearn-" + method,
@@ -121,59 +160,43 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
             {base_id},
             2.0 * cfg.unlearn.steps * global_batch * window, {{"role", "unlearn"}, {"method", method}}).id;
     models.push_back(teacher_id);
-    std::string teacher = ckpt(plan.job(teacher_id));
-    std::vector<std::string> student_deps = {teacher_id};
-    const double distill_tokens = double(cfg.distill.steps) * global_batch * window;
-    if (spec.cache) {
-      student_deps.push_back(
-          add("cache", "cache-" + method,
-              with({"cache-logits"}, {"--teacher", teacher, "--tokens", std::to_string(int64_t(distill_tokens)),
-                                      "--distill.cache_dir", plan.out + "/cache"}),
-              {teacher_id}, distill_tokens / 3, {{"role", "cache"}, {"method", method}}).id);
-    }
-    for (int64_t seed : spec.seeds) {
-      for (double alpha : spec.alphas) {
-        for (double beta : spec.betas) {
-          bool fresh = alpha >= 1.0;  // Unlearn-and-Distill: a random student, beta plays no part
-          std::vector<std::string> tail = {"--teacher", teacher, "--run.seed", std::to_string(seed),
-                                           "--distill.cache", spec.cache ? "require" : "off",
-                                           "--distill.cache_dir", plan.out + "/cache"};
-          if (fresh) tail.insert(tail.end(), {"--distill.init", "random"});
-          else tail.insert(tail.end(), {"--distill.init", "noised", "--distill.alpha", num(alpha), "--distill.beta", num(beta)});
-          std::string name = "distill-" + method + "-a" + num(alpha) + (fresh ? "" : "-b" + num(beta)) + "-s" +
-                             std::to_string(seed);
-          models.push_back(add("distill", name, with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)),
-                               student_deps,
-                               distill_tokens * (spec.cache ? 1.0 : 4.0 / 3.0),
-                               {{"role", "student"}, {"method", method}, {"alpha", num(fresh ? 1.0 : alpha)},
-                                {"beta", fresh ? "" : num(beta)}, {"seed", std::to_string(seed)},
-                                {"teacher", teacher_id}}).id);
+    for (auto& signal : spec.signals) {
+      Teaching t = teaching(signal, teacher_id, "cache-" + method, method);
+      for (int64_t seed : spec.seeds) {
+        for (double alpha : spec.alphas) {
+          for (double beta : spec.betas) {
+            bool fresh = alpha >= 1.0;  // Unlearn-and-Distill: a random student, beta plays no part
+            std::vector<std::string> tail = t.args;
+            tail.insert(tail.end(), {"--run.seed", std::to_string(seed)});
+            if (fresh) tail.insert(tail.end(), {"--distill.init", "random"});
+            else tail.insert(tail.end(), {"--distill.init", "noised", "--distill.alpha", num(alpha), "--distill.beta", num(beta)});
+            std::string name = "distill-" + method + t.suffix + "-a" + num(alpha) + (fresh ? "" : "-b" + num(beta)) +
+                               "-s" + std::to_string(seed);
+            models.push_back(add("distill", name, with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)),
+                                 t.deps, t.tokens,
+                                 {{"role", "student"}, {"method", method}, {"alpha", num(fresh ? 1.0 : alpha)},
+                                  {"beta", fresh ? "" : num(beta)}, {"seed", std::to_string(seed)},
+                                  {"teacher", teacher_id}, {"signal", signal.name}}).id);
+          }
         }
       }
     }
   }
   // The distilled-base control, per seed: the base distilled with the
   // Unlearn-and-Distill recipe (a random student, the same budget and
-  // stopping rule). A student that relearns no faster than this control owes
-  // its robustness to distillation itself, not to the unlearning before it.
+  // stopping rule, the first signal). A student that relearns no faster than
+  // this control owes its robustness to distillation itself, not to the
+  // unlearning before it.
   {
-    const std::string base = ckpt(plan.job(base_id));
-    const double distill_tokens = double(cfg.distill.steps) * global_batch * window;
-    std::vector<std::string> deps = {base_id};
-    if (spec.cache)
-      deps.push_back(add("cache", "cache-base",
-                         with({"cache-logits"}, {"--teacher", base, "--tokens", std::to_string(int64_t(distill_tokens)),
-                                                 "--distill.cache_dir", plan.out + "/cache"}),
-                         {base_id}, distill_tokens / 3, {{"role", "cache"}, {"method", ""}}).id);
+    const DistillSignal& signal = spec.signals.front();
+    Teaching t = teaching(signal, base_id, "cache-base", "");
     for (int64_t seed : spec.seeds) {
-      std::vector<std::string> tail = {"--teacher", base, "--run.seed", std::to_string(seed), "--distill.cache",
-                                       spec.cache ? "require" : "off", "--distill.cache_dir", plan.out + "/cache",
-                                       "--distill.init", "random"};
-      models.push_back(add("distill", "control-distilled-base-s" + std::to_string(seed),
-                           with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)), deps,
-                           distill_tokens * (spec.cache ? 1.0 : 4.0 / 3.0),
+      std::vector<std::string> tail = t.args;
+      tail.insert(tail.end(), {"--run.seed", std::to_string(seed), "--distill.init", "random"});
+      models.push_back(add("distill", "control-distilled-base" + t.suffix + "-s" + std::to_string(seed),
+                           with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)), t.deps, t.tokens,
                            {{"role", "control"}, {"method", ""}, {"alpha", "1"}, {"beta", ""},
-                            {"seed", std::to_string(seed)}, {"teacher", base_id}}).id);
+                            {"seed", std::to_string(seed)}, {"teacher", base_id}, {"signal", signal.name}}).id);
     }
   }
   // Every model is attacked at every LR (one job each, so LRs run in parallel).

@@ -24,12 +24,30 @@ int to_int(const std::string& where, const std::string& v, int lo) {
 
 }  // namespace
 
+DistillSignal parse_distill_signal(const std::string& where, const std::string& text) {
+  DistillSignal s;
+  s.name = text;
+  if (text == "online") {
+    s.online = true;
+    return s;
+  }
+  auto plus = text.find("+s");
+  UNDO_INPUT_CHECK(text.rfind("top", 0) == 0 && text.size() > 3, where, ": distillation signal '", text,
+                   "' is not online, top<k> or top<k>+s<samples>");
+  s.k = int(parse_integer(where + " (" + text + ")", text.substr(3, plus == std::string::npos ? std::string::npos : plus - 3),
+                          1, 1 << 20));
+  if (plus != std::string::npos)
+    s.samples = int(parse_integer(where + " (" + text + ")", text.substr(plus + 2), 0, 4096));
+  return s;
+}
+
 SweepSpec read_sweep_spec(const std::string& path) {
   UNDO_INPUT_CHECK(file_exists(path), "sweep spec '", path, "' does not exist");
   SweepSpec spec;
   spec.path = path;
   std::ifstream in(path);
   std::string line, section;
+  bool cache_given = false;
   using Setter = std::function<void(const std::string& where, const std::string& value)>;
   std::map<std::string, Setter> keys = {
       {"sweep.config", [&](auto&, auto& v) { spec.config = v; }},
@@ -59,7 +77,20 @@ SweepSpec read_sweep_spec(const std::string& path) {
       {"sweep.attack_eval_every", [&](auto& w, auto& v) { spec.attack_eval_every = to_int(w, v, 1); }},
       {"sweep.ranks", [&](auto& w, auto& v) { spec.ranks = to_int(w, v, 1); }},
       {"sweep.threads", [&](auto& w, auto& v) { spec.threads = to_int(w, v, 1); }},
-      {"sweep.cache", [&](auto& w, auto& v) { spec.cache = to_int(w, v, 0) != 0; }},
+      {"sweep.cache", [&](auto& w, auto& v) { spec.cache = to_int(w, v, 0) != 0, cache_given = true; }},
+      {"sweep.signals", [&](auto& w, auto& v) {
+         spec.signals.clear();
+         for (auto& name : split_list(v)) {
+           auto signal = parse_distill_signal(w, name);
+           for (auto& other : spec.signals) UNDO_INPUT_CHECK(other.name != name, w, ": signal '", name, "' twice");
+           spec.signals.push_back(signal);
+         }
+       }},
+      {"sweep.metric", [&](auto& w, auto& v) {
+         UNDO_INPUT_CHECK(v == "auto" || v == "forget_acc" || v == "forget_ce", w, ": metric '", v,
+                          "' (auto | forget_acc | forget_ce)");
+         spec.metric = v;
+       }},
       {"sweep.prepare_data", [&](auto& w, auto& v) { spec.prepare_data = to_int(w, v, 0) != 0; }},
       {"slurm.partition", [&](auto&, auto& v) { spec.slurm.partition = v; }},
       {"slurm.account", [&](auto&, auto& v) { spec.slurm.account = v; }},
@@ -113,6 +144,20 @@ SweepSpec read_sweep_spec(const std::string& path) {
   } catch (const InputError& e) {
     throw InputError(path + ": " + e.what());
   }
+  UNDO_INPUT_CHECK(!(cache_given && !spec.signals.empty()), path,
+                   ": sweep.cache and sweep.signals both given (signals names the cache of each: top<k>, or online)");
+  if (spec.signals.empty()) {
+    DistillSignal s;
+    if (spec.cache) {
+      s.k = spec.cfg.distill.cache_k, s.samples = spec.cfg.distill.cache_samples;
+      s.name = "top" + std::to_string(s.k) + (s.samples ? "+s" + std::to_string(s.samples) : "");
+    } else {
+      s.online = true, s.name = "online";
+    }
+    spec.signals.push_back(s);
+  }
+  UNDO_INPUT_CHECK(spec.metric != "forget_acc" || spec.cfg.data.setting == "arith", path,
+                   ": sweep.metric = forget_acc needs the arithmetic setting (data.setting = arith)");
   return spec;
 }
 

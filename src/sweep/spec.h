@@ -15,6 +15,8 @@
 //   ranks = 1                           ; per job (mpirun -np / srun -n)
 //   threads = 2                         ; per rank
 //   cache = 1                           ; one teacher-logit cache per teacher (0 = online teacher)
+//   signals = top32,top32+s32,online    ; instead of cache: the distillation signals compared
+//   metric = auto                       ; robustness on: auto | forget_acc | forget_ce
 //   prepare_data = 1                    ; first job: undo data prepare (0: data.dir is ready)
 //   [slurm]
 //   partition = ...                     ; account, time, nodes, max_parallel (%N), signal_s, extra
@@ -36,6 +38,17 @@ struct SlurmSettings {
   std::string extra;     // more #SBATCH lines, ';'-separated (e.g. "--gres=gpu:1;--mem=32G")
 };
 
+// What a student learns the teacher's distribution from: the teacher run
+// online in every step (the full-vocabulary KL), or its logit cache with the
+// top k and s draws from the rest (train/objectives/distill.h). Written
+// "online", "top<k>" or "top<k>+s<s>".
+struct DistillSignal {
+  std::string name;
+  bool online = false;
+  int k = 0, samples = 0;
+};
+DistillSignal parse_distill_signal(const std::string& where, const std::string& text);
+
 struct SweepSpec {
   std::string path;    // the spec file
   std::string config;  // base config of every stage
@@ -50,6 +63,11 @@ struct SweepSpec {
   int ranks = 1;
   int threads = 2;
   bool cache = true;
+  // The signals every student configuration is distilled with (the first also
+  // serves the distilled-base control). Default: one, from `cache` and the
+  // config's distill.cache_k / distill.cache_samples.
+  std::vector<DistillSignal> signals;
+  std::string metric = "auto";  // the forget metric robustness is computed on (auto: accuracy where measured)
   bool prepare_data = true;  // a first job runs `undo data prepare` (0: data.dir is prepared already)
   SlurmSettings slurm;
   // "--section.key", "value" pairs from the other sections, in file order.
