@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -14,6 +15,7 @@
 #include "data/eval_prompts.h"
 #include "data/vocabulary.h"
 #include "eval/evaluator.h"
+#include "fixtures.h"
 #include "test_util.h"
 
 using namespace undo;
@@ -105,6 +107,37 @@ TEST(Arithmetic, AnswerScorer) {
   EXPECT_FALSE(answer_correct(" 190", 19));         // a longer number is not a match
   EXPECT_FALSE(answer_correct(" nineteen", 19));    // unparsable
   EXPECT_FALSE(answer_correct("", 19));
+}
+
+// Answer CE: -log p(answer | separator, prompt), by one teacher-forced pass per
+// batch of equal shapes, equals the sum over the answer's tokens scored alone.
+TEST(Evaluator, AnswerNllIsTheTeacherForcedLogLikelihoodOfTheAnswer) {
+  Vocabulary vocab(test::tiny_data_dir() + "/vocab.bin");
+  auto prompts = read_eval_prompts(test::tiny_data_dir() + "/eval_prompts.jsonl", 3, vocab.size()).at(Op::Mul);
+  Transformer model = test::trained_tiny_model();
+  auto nll = answer_nll(model, vocab.eos_id(), prompts, false);
+  ASSERT_EQ(nll.size(), prompts.size());
+  torch::NoGradGuard no_grad;
+  int scored = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    // A problem longer than the window is not scored.
+    if (prompts[i].ids.size() + prompts[i].answer_ids.size() > size_t(model->cfg.seq_len)) {
+      EXPECT_TRUE(std::isnan(nll[i])) << prompts[i].problem.prompt;
+      continue;
+    }
+    ++scored;
+    std::vector<int64_t> seq = {vocab.eos_id()};
+    seq.insert(seq.end(), prompts[i].ids.begin(), prompts[i].ids.end());
+    double expected = 0;
+    for (int id : prompts[i].answer_ids) {
+      auto logits = model->forward(torch::tensor(seq, torch::kLong).unsqueeze(0));
+      expected -= torch::log_softmax(logits[0][-1].to(torch::kDouble), -1)[id].item<double>();
+      seq.push_back(id);
+    }
+    EXPECT_NEAR(nll[i], expected, 1e-4 * expected) << prompts[i].problem.prompt;
+    EXPECT_GT(nll[i], 0);
+  }
+  EXPECT_GE(scored, 3);  // the equations fit
 }
 
 TEST(Shard, RoundTripAndCorruption) {

@@ -68,6 +68,11 @@ TEST(Relearn, WorstCaseTakesTheStrongestAttackAtEachStep) {
   for (auto& p : pts) p.metrics.erase("forget_acc");
   EXPECT_EQ(attack_metric(pts), "forget_ce");
   EXPECT_DOUBLE_EQ(worst_case(pts)[2].metrics.at("forget_ce"), 1.0);
+  // A metric asked for by name, and the metric helpers.
+  EXPECT_DOUBLE_EQ(worst_case(pts, "retain_acc")[2].metrics.at("retain_acc"), 1e-3);
+  EXPECT_TRUE(relearned_when_higher("forget_acc"));
+  EXPECT_FALSE(relearned_when_higher("forget_answer_ce"));
+  EXPECT_EQ(retain_metric_of("forget_answer_ce"), "retain_answer_ce");
 }
 
 TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
@@ -87,6 +92,13 @@ TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
   for (auto& l : lines)
     if (std::stod(l.at("lr")) == 1e-5 && l.at("step") == "20") slow = std::stod(l.at("forget_ce"));
   EXPECT_GT(slow, before - 0.05);
+  // The held-out answers' NLL falls too: the attack teaches the answers, not only the text around them.
+  std::vector<AttackPoint> points;
+  for (auto& l : lines) points.push_back(AttackPoint::from_json(l));
+  auto by_answers = worst_case(points, "forget_answer_ce");
+  double answers_before = by_answers.front().metrics.at("forget_answer_ce");
+  double answers_after = by_answers.back().metrics.at("forget_answer_ce");
+  EXPECT_LT(answers_after, answers_before) << "forget answer CE " << answers_before << " -> " << answers_after;
   auto summary = parse_flat_json(read_file(dir + "/summary.json"));
   EXPECT_EQ(summary.at("metric"), "forget_acc");
   EXPECT_NE(summary.at("after_40").find("\"step\": 20"), std::string::npos) << summary.at("after_40");
@@ -102,7 +114,7 @@ TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
 // the grid, seeds and evaluation are large enough (results/support.h).
 TEST(Report, RobustnessIsSupportedOnlyByAStrongEnoughAttackAndEnoughData) {
   SweepEvidence e;
-  e.accuracy = true;
+  e.metric = "forget_acc";
   e.has_oracle = true;
   e.oracle_before = 0.02;
   e.oracle_after = 0.06;  // the published main job's oracle: it hardly relearned
@@ -121,13 +133,22 @@ TEST(Report, RobustnessIsSupportedOnlyByAStrongEnoughAttackAndEnoughData) {
   EXPECT_EQ(s.gaps[0], "3 attack LRs (< 5)");
   // CE metrics: the oracle's forget CE must fall by 10%.
   SweepEvidence ce;
-  ce.accuracy = false;
+  ce.metric = "forget_ce";
   ce.has_oracle = true;
   ce.oracle_before = 5.8, ce.oracle_after = 5.5;
   ce.attack_lrs = 10, ce.attack_steps = 500, ce.seeds = 3, ce.eval_windows = 128;
   EXPECT_FALSE(judge_support(ce).attack_strong);
   ce.oracle_after = 4.0;
   EXPECT_TRUE(judge_support(ce).supported());
+  // Answer CE falls like a CE but scores problems: their number is what must be large enough.
+  SweepEvidence answers = ce;
+  answers.metric = "forget_answer_ce";
+  answers.eval_per_op_format = 50;
+  auto a = judge_support(answers);
+  EXPECT_TRUE(a.attack_strong) << a.attack_note;
+  EXPECT_NE(a.attack_note.find("forget answer CE"), std::string::npos) << a.attack_note;
+  ASSERT_EQ(a.gaps.size(), 1u);
+  EXPECT_EQ(a.gaps[0], "50 problems per operation and format (< 100)");
   EXPECT_FALSE(judge_support(SweepEvidence{}).attack_strong) << "no oracle, no judgement";
 }
 

@@ -214,7 +214,9 @@ TEST(Sweep, LocalRunCollectsAndReports) {
     EXPECT_NE(md.find("2 attack LRs (< 5)"), std::string::npos) << md;
     EXPECT_NE(md.find("(unsupported)"), std::string::npos) << md;
   }
-  if (withheld) EXPECT_NE(md.find("| withheld |"), std::string::npos) << md;
+  if (withheld) {
+    EXPECT_NE(md.find("| withheld |"), std::string::npos) << md;
+  }
   EXPECT_NE(csv.find(",eval_per_op_format,eval_windows"), std::string::npos);
   // Compute counts the teacher's forward pass, alone and shared by the two students of its cache.
   std::istringstream lines(csv);

@@ -73,9 +73,9 @@ std::string config_key(const Row& r) {
 }
 
 // What the results say about their own strength (results/support.h).
-SweepEvidence evidence_of(const std::vector<Row>& results, bool acc) {
+SweepEvidence evidence_of(const std::vector<Row>& results, const std::string& metric) {
   SweepEvidence e;
-  e.accuracy = acc;
+  e.metric = metric;
   std::map<std::string, std::set<std::string>> lrs_per_model, seeds_per_config;
   e.attack_steps = std::numeric_limits<int>::max();
   for (auto& r : results) {
@@ -111,12 +111,14 @@ int stage_report(int argc, const char* const* argv) {
   auto curves = read_csv(join_path(dir, "curves.csv"));
   UNDO_INPUT_CHECK(!results.empty(), join_path(dir, "results.csv"), " has no rows");
   const std::string metric = results.front().at("metric");
-  const bool acc = metric == "forget_acc";
-  const std::string forget_label = acc ? "forget accuracy" : "forget CE";
+  UNDO_INPUT_CHECK(metric == "forget_acc" || metric == "forget_ce" || metric == "forget_answer_ce", dir,
+                   "/results.csv: unknown metric '", metric, "'");
+  const bool acc = metric == "forget_acc", answers = metric == "forget_answer_ce";
+  const std::string forget_label = acc ? "forget accuracy" : answers ? "forget answer CE (nats)" : "forget CE";
   std::string out = join_path(dir, "report");
   make_dirs(out);
   // Robustness is printed bare only when the results can carry it (results/support.h).
-  const Support support = judge_support(evidence_of(results, acc));
+  const Support support = judge_support(evidence_of(results, metric));
 
   // 1. Relearning curves: the worst case over LRs, one line per model.
   Chart relearn{"Relearning attack (worst case over LRs)", "attack step", forget_label, {}, {}};
@@ -201,7 +203,8 @@ int stage_report(int argc, const char* const* argv) {
     return support.supported() || v == "-" ? v : v + " (unsupported)";
   };
   std::ostringstream md;
-  std::string r_name = acc ? "retain acc" : "retain CE", f_name = acc ? "forget acc" : "forget CE";
+  std::string r_name = acc ? "retain acc" : answers ? "retain answer CE" : "retain CE",
+              f_name = acc ? "forget acc" : answers ? "forget answer CE" : "forget CE";
   md << "# Sweep report: " << dir << "\n\n";
   if (!support.attack_strong)
     md << "**Attack too weak to judge:** " << support.attack_note
@@ -212,14 +215,18 @@ int stage_report(int argc, const char* const* argv) {
        << "attack itself was strong enough: " << support.attack_note << ").\n\n";
   else
     md << "Supported: " << support.attack_note << "; the attack grid, seeds and evaluation meet the thresholds.\n\n";
-  md << "Thresholds for a supported figure: the oracle relearns (" << (acc ? "forget accuracy +" : "forget CE -")
+  if (answers)
+    md << "Metric: forget answer CE, the negative log-likelihood (nats) of each held-out problem's answer given its "
+          "prompt, averaged over multiplication and division, equations and word problems (retain: addition and "
+          "subtraction). Lower means more of the capability; it is used where accuracy sits at its floor.\n\n";
+  md << "Thresholds for a supported figure: the oracle relearns (" << (acc ? "forget accuracy +" : f_name + " -")
      << (acc ? cell(thresholds.min_oracle_gain_acc, 2) : cell(100 * thresholds.min_oracle_drop_ce, 0) + "%")
      << "), at least " << thresholds.min_attack_lrs << " attack LRs and " << thresholds.min_attack_steps
      << " attack steps, " << thresholds.min_seeds << " seeds, "
-     << (acc ? std::to_string(thresholds.min_eval_per_op_format) + " evaluation problems per operation and format"
+     << (metric != "forget_ce" ? std::to_string(thresholds.min_eval_per_op_format) + " evaluation problems per operation and format"
              : std::to_string(thresholds.min_eval_windows) + " validation windows")
      << ".\n\n"
-     << "Worst case over attack LRs (" << (acc ? "highest forget accuracy" : "lowest forget CE")
+     << "Worst case over attack LRs (" << (acc ? "highest " : "lowest ") << f_name
      << "). Robustness = (P - P_unlearn) / (P_oracle - P_unlearn) on the worst-case forget metric after the "
         "full attack. Compute is relative to the oracle's pretraining tokens: distillation compute is the "
         "student's training tokens; total compute adds the unlearning that made the teacher and the teacher's "

@@ -12,12 +12,15 @@ namespace undo {
 void write_eval_prompts(const std::string& path, const std::vector<EvalPrompt>& prompts) {
   std::string out;
   for (auto& e : prompts) {
-    std::string ids;
-    for (int id : e.ids) ids += (ids.empty() ? "" : " ") + std::to_string(id);
+    auto joined = [](const std::vector<int>& v) {
+      std::string s;
+      for (int id : v) s += (s.empty() ? "" : " ") + std::to_string(id);
+      return s;
+    };
     const Problem& p = e.problem;
     JsonObject o;
     o.add("op", op_name(p.op)).add("format", format_name(p.format)).add("a", p.a).add("b", p.b);
-    o.add("answer", p.answer).add("prompt", p.prompt).add("ids", ids);
+    o.add("answer", p.answer).add("prompt", p.prompt).add("ids", joined(e.ids)).add("answer_ids", joined(e.answer_ids));
     out += o.str() + "\n";
   }
   write_file_atomic(path, out);
@@ -45,10 +48,16 @@ std::map<Op, std::vector<EvalPrompt>> read_eval_prompts(const std::string& path,
     } catch (const RuntimeError& err) {
       throw InputError(path + ": line " + std::to_string(line) + ": " + err.what());
     }
-    std::istringstream ids(field("ids"));
-    for (std::string t; ids >> t;)
-      e.ids.push_back(int(parse_integer(path + ": line " + std::to_string(line) + " \"ids\"", t, 0, vocab_size - 1)));
-    UNDO_INPUT_CHECK(!e.ids.empty(), path, ": line ", line, " has no token ids");
+    auto tokens = [&](const char* k) {
+      std::vector<int> v;
+      std::istringstream in(field(k));
+      for (std::string t; in >> t;)
+        v.push_back(int(parse_integer(path + ": line " + std::to_string(line) + " \"" + k + "\"", t, 0, vocab_size - 1)));
+      UNDO_INPUT_CHECK(!v.empty(), path, ": line ", line, " has no \"", k, "\" tokens");
+      return v;
+    };
+    e.ids = tokens("ids");
+    e.answer_ids = tokens("answer_ids");
     int& n = taken[{e.problem.op, e.problem.format}];
     if (n < per_format) out[e.problem.op].push_back(std::move(e)), ++n;
   }

@@ -1,9 +1,10 @@
 // The held-out arithmetic evaluation set of a prepared data directory
 // (DATA/eval_prompts.jsonl), tokenized by `undo data prepare` so that the
 // evaluator, which runs with LibTorch, never needs the tokenizer: one JSON
-// object a line with op, format, a, b, answer, prompt and the prompt's token
-// ids ("ids": "12 7 431"), kEvalPromptsPerFormat equations then as many word problems
-// per operation, in eval_problems() order.
+// object a line with op, format, a, b, answer, prompt, the prompt's token ids
+// ("ids": "12 7 431") and the answer's ("answer_ids": the tokens the whole
+// text "prompt answer" adds to the prompt's), kEvalPromptsPerFormat equations
+// then as many word problems per operation, in eval_problems() order.
 #pragma once
 #include <map>
 #include <string>
@@ -15,7 +16,8 @@ namespace undo {
 
 struct EvalPrompt {
   Problem problem;
-  std::vector<int> ids;  // the prompt's tokens (without the leading document separator)
+  std::vector<int> ids;         // the prompt's tokens (without the leading document separator)
+  std::vector<int> answer_ids;  // the answer's tokens, as they follow the prompt in training text
 };
 
 constexpr int kEvalPromptsPerFormat = kEvalMaxPerFormat;  // every held-out multiplication (the smallest pool)

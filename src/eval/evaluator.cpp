@@ -1,6 +1,7 @@
 #include "eval/evaluator.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -34,6 +35,37 @@ double shard_ce(Transformer& model, const Shard& shard, int window, int n_window
 bool answer_correct(const std::string& generated, long answer) {
   long v;
   return parse_first_number(generated, &v) && v == answer;
+}
+
+std::vector<double> answer_nll(Transformer& model, int eos_id, const std::vector<EvalPrompt>& ps, bool bf16) {
+  torch::NoGradGuard no_grad;
+  std::vector<double> out(ps.size(), NAN);
+  // Separator, prompt, answer; grouped by length so that no batch needs padding.
+  std::map<std::pair<size_t, size_t>, std::vector<size_t>> by_shape;  // (prompt + 1, answer) lengths
+  for (size_t i = 0; i < ps.size(); ++i) by_shape[{ps[i].ids.size() + 1, ps[i].answer_ids.size()}].push_back(i);
+  for (auto& [shape, idx] : by_shape) {
+    auto [head, tail] = shape;
+    if (int64_t(head + tail) > model->cfg.seq_len + 1) continue;  // does not fit the window: left NaN
+    std::vector<int64_t> buf;
+    for (size_t i : idx) {
+      buf.push_back(eos_id);
+      buf.insert(buf.end(), ps[i].ids.begin(), ps[i].ids.end());
+      buf.insert(buf.end(), ps[i].answer_ids.begin(), ps[i].answer_ids.end());
+    }
+    const int64_t n = int64_t(idx.size()), len = int64_t(head + tail);
+    auto seq = torch::from_blob(buf.data(), {n, len}, torch::kLong).clone().to(compute_device());
+    torch::Tensor logits;
+    {
+      AutocastGuard autocast(bf16, computing_on_cuda());
+      logits = model->forward(seq.narrow(1, 0, len - 1));
+    }
+    // Positions head-1 .. len-2 predict the answer's tokens.
+    auto logp = torch::log_softmax(logits.narrow(1, int64_t(head) - 1, int64_t(tail)).to(torch::kFloat), -1);
+    auto target = seq.narrow(1, int64_t(head), int64_t(tail)).unsqueeze(-1);
+    auto nll = (-logp.gather(-1, target)).squeeze(-1).sum(1).to(torch::kCPU).to(torch::kDouble).contiguous();
+    for (int64_t r = 0; r < n; ++r) out[idx[size_t(r)]] = nll.data_ptr<double>()[r];
+  }
+  return out;
 }
 
 std::vector<std::string> greedy_complete(Transformer& model, const Vocabulary& vocab,
@@ -105,29 +137,43 @@ JsonObject Evaluator::run(Transformer& model) {
   last_["forget_ce"] = mean_of(forget_);
   for (auto& [name, v] : ce) last_["ce_" + name] = v;
   if (vocab_) {
-    std::map<Op, double> acc_op;
+    std::map<Op, double> acc_op, nll_op;
     for (auto& [op, ps] : problems_) {
       auto gen = greedy_complete(model, *vocab_, ps, cfg_.eval.max_new_tokens, bf16);
-      std::map<Format, std::pair<int, int>> per_format;
-      int correct = 0;
+      auto nll = answer_nll(model, vocab_->eos_id(), ps, bf16);
+      // A problem longer than the window cannot be answered (it counts as
+      // wrong) and is not scored by answer CE (no NaN enters a mean).
+      struct Tally {
+        int correct = 0, n = 0, scored = 0;
+        double nll = 0;
+      };
+      std::map<Format, Tally> per_format;
+      Tally all;
       for (size_t i = 0; i < ps.size(); ++i) {
-        bool ok = answer_correct(gen[i], ps[i].problem.answer);
-        correct += ok;
-        per_format[ps[i].problem.format].first += ok;
-        per_format[ps[i].problem.format].second += 1;
+        bool ok = answer_correct(gen[i], ps[i].problem.answer), fits = std::isfinite(nll[i]);
+        for (Tally* t : {&all, &per_format[ps[i].problem.format]})
+          t->correct += ok, t->n += 1, t->scored += fits, t->nll += fits ? nll[i] : 0.0;
       }
-      acc_op[op] = double(correct) / double(ps.size());
-      for (auto& [f, c] : per_format)
-        last_[std::string("acc_") + op_name(op) + "_" + format_name(f)] = double(c.first) / c.second;
+      acc_op[op] = double(all.correct) / all.n;
+      nll_op[op] = all.scored ? all.nll / all.scored : NAN;
+      for (auto& [f, t] : per_format) {
+        std::string name = std::string(op_name(op)) + "_" + format_name(f);
+        last_["acc_" + name] = double(t.correct) / t.n;
+        if (t.scored) last_["answer_ce_" + name] = t.nll / t.scored;
+      }
     }
     last_["retain_acc"] = (acc_op[Op::Add] + acc_op[Op::Sub]) / 2;
     last_["forget_acc"] = (acc_op[Op::Mul] + acc_op[Op::Div]) / 2;
+    for (auto [name, a, b] : {std::tuple{"retain_answer_ce", Op::Add, Op::Sub}, {"forget_answer_ce", Op::Mul, Op::Div}})
+      if (std::isfinite(nll_op[a] + nll_op[b])) last_[name] = (nll_op[a] + nll_op[b]) / 2;
   }
   // Headline metrics first, then the details, in a stable order.
-  for (auto key : {"retain_ce", "forget_ce", "retain_acc", "forget_acc"})
+  const std::vector<std::string> headline = {"retain_ce",  "forget_ce",        "retain_acc",
+                                             "forget_acc", "retain_answer_ce", "forget_answer_ce"};
+  for (auto& key : headline)
     if (last_.count(key)) j.add(key, last_[key]);
   for (auto& [k, v] : last_)
-    if (k != "retain_ce" && k != "forget_ce" && k != "retain_acc" && k != "forget_acc") j.add(k, v);
+    if (std::find(headline.begin(), headline.end(), k) == headline.end()) j.add(k, v);
   if (was_training) model->train();
   return j;
 }

@@ -29,7 +29,7 @@ namespace fs = std::filesystem;
 namespace undo {
 namespace {
 
-constexpr int kManifestVersion = 4;  // part of the preparation key: bump when the output changes
+constexpr int kManifestVersion = 5;  // part of the preparation key: bump when the output changes
 
 // Regular files under `dir` with one of `exts` ("" = no extension; none given = every file).
 std::vector<std::string> files_under(const std::string& dir, const std::vector<std::string>& exts) {
@@ -299,7 +299,14 @@ bool prepare_data(const Config& cfg) {
   if (d.setting == "arith") {
     std::vector<EvalPrompt> prompts;
     for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div})
-      for (auto& p : eval_problems(op, kEvalPromptsPerFormat, kEvalProblemSeed)) prompts.push_back({p, tok.encode(p.prompt)});
+      for (auto& p : eval_problems(op, kEvalPromptsPerFormat, kEvalProblemSeed)) {
+        // The answer's tokens are those the whole text adds to the prompt's: what a
+        // model that was trained on such texts must produce after the prompt.
+        auto prompt = tok.encode(p.prompt), whole = tok.encode(p.text());
+        UNDO_CHECK(whole.size() > prompt.size() && std::equal(prompt.begin(), prompt.end(), whole.begin()),
+                   "the tokenizer splits '", p.text(), "' across the prompt's end: no answer tokens to score");
+        prompts.push_back({p, prompt, std::vector<int>(whole.begin() + long(prompt.size()), whole.end())});
+      }
     write_eval_prompts(join_path(out, "eval_prompts.jsonl"), prompts);
   }
 

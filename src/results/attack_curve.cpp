@@ -34,9 +34,18 @@ std::string attack_metric(const std::vector<AttackPoint>& points) {
   return "forget_ce";
 }
 
+bool relearned_when_higher(const std::string& metric) {
+  return metric.size() >= 4 && metric.compare(metric.size() - 4, 4, "_acc") == 0;
+}
+
+std::string retain_metric_of(const std::string& forget_metric) {
+  UNDO_CHECK(forget_metric.rfind("forget_", 0) == 0, "'", forget_metric, "' is not a forget metric");
+  return "retain_" + forget_metric.substr(7);
+}
+
 std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points, std::string metric) {
   if (metric.empty()) metric = attack_metric(points);
-  const bool higher_is_worse = metric == "forget_acc";  // worse for the defender
+  const bool higher_is_worse = relearned_when_higher(metric);  // worse for the defender
   std::map<int64_t, AttackPoint> by_step;
   for (auto& p : points) {
     auto it = p.metrics.find(metric);
@@ -61,7 +70,7 @@ JsonObject attack_point_metrics(const AttackPoint& p) {
   JsonObject m;
   m.add("step", p.step).add("worst_lr", p.worst_lr);
   for (auto& [k, v] : p.metrics)
-    if (k == "forget_ce" || k == "retain_ce" || k == "forget_acc" || k == "retain_acc") m.add(k, v);
+    if (k.rfind("forget_", 0) == 0 || k.rfind("retain_", 0) == 0) m.add(k, v);
   return m;
 }
 

@@ -15,7 +15,8 @@ struct AttackPoint {
   double lr = 0;  // 0 in a worst-case curve (the LR that attained it is in `worst_lr`)
   int64_t seed = 0;
   int64_t step = 0;
-  std::map<std::string, double> metrics;  // forget_ce, retain_ce, and with arithmetic forget_acc, retain_acc
+  // forget_ce, retain_ce, and with arithmetic forget_acc, retain_acc, forget_answer_ce, retain_answer_ce
+  std::map<std::string, double> metrics;
   double worst_lr = 0;
   JsonObject to_json() const;
   static AttackPoint from_json(const std::map<std::string, std::string>& line);
@@ -26,8 +27,14 @@ struct AttackPoint {
 // forget_ce, or by `metric` when given); the other metrics are those of the
 // run that attained it.
 std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points, std::string metric = "");
-// The forget metric the worst case maximises ("forget_acc") or minimises ("forget_ce").
+// The forget metric the worst case optimises by default: "forget_acc" where
+// measured, else "forget_ce".
 std::string attack_metric(const std::vector<AttackPoint>& points);
+// Whether a higher value of `metric` means more was relearned (accuracies), or
+// a lower one (the cross-entropies).
+bool relearned_when_higher(const std::string& metric);
+// The retain metric that goes with a forget metric ("forget_x" -> "retain_x").
+std::string retain_metric_of(const std::string& forget_metric);
 // The forget and retain metrics of a worst-case point, as a JSON object with its step and LR.
 JsonObject attack_point_metrics(const AttackPoint& p);
 // The worst-case point at `step` or the last one before it.

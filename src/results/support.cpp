@@ -17,7 +17,7 @@ Support judge_support(const SweepEvidence& e, const SupportThresholds& t) {
   Support s;
   if (!e.has_oracle) {
     s.attack_note = "no oracle was attacked, so the attack's strength cannot be judged";
-  } else if (e.accuracy) {
+  } else if (e.metric == "forget_acc") {
     double gain = e.oracle_after - e.oracle_before;
     s.attack_strong = gain >= t.min_oracle_gain_acc;
     s.attack_note = "the oracle's forget accuracy went from " + num(e.oracle_before) + " to " + num(e.oracle_after) +
@@ -25,7 +25,8 @@ Support judge_support(const SweepEvidence& e, const SupportThresholds& t) {
   } else {
     double drop = e.oracle_before > 0 ? (e.oracle_before - e.oracle_after) / e.oracle_before : 0;
     s.attack_strong = drop >= t.min_oracle_drop_ce;
-    s.attack_note = "the oracle's forget CE went from " + num(e.oracle_before) + " to " + num(e.oracle_after) +
+    s.attack_note = "the oracle's " + std::string(e.metric == "forget_ce" ? "forget CE" : "forget answer CE") +
+                    " went from " + num(e.oracle_before) + " to " + num(e.oracle_after) +
                     " under the worst attack (needed: -" + num(100 * t.min_oracle_drop_ce) + "%)";
   }
   if (e.attack_lrs < t.min_attack_lrs)
@@ -35,10 +36,11 @@ Support judge_support(const SweepEvidence& e, const SupportThresholds& t) {
   if (e.seeds < t.min_seeds)
     s.gaps.push_back(std::to_string(e.seeds) + " seed" + (e.seeds == 1 ? "" : "s") + " (< " +
                      std::to_string(t.min_seeds) + ")");
-  if (e.accuracy && e.eval_per_op_format < t.min_eval_per_op_format)
+  const bool problems = e.metric != "forget_ce";
+  if (problems && e.eval_per_op_format < t.min_eval_per_op_format)
     s.gaps.push_back(std::to_string(e.eval_per_op_format) + " problems per operation and format (< " +
                      std::to_string(t.min_eval_per_op_format) + ")");
-  if (!e.accuracy && e.eval_windows < t.min_eval_windows)
+  if (!problems && e.eval_windows < t.min_eval_windows)
     s.gaps.push_back(std::to_string(e.eval_windows) + " validation windows (< " + std::to_string(t.min_eval_windows) +
                      ")");
   return s;

@@ -15,18 +15,20 @@ struct SupportThresholds {
   int min_attack_lrs = 5;             // the paper sweeps 10
   int min_attack_steps = 100;         // the paper attacks for 500
   int min_seeds = 3;                  // student seeds per configuration
-  int min_eval_per_op_format = 100;   // arithmetic: the spec's 100 equations + 100 word problems
-  int64_t min_eval_windows = 64;      // CE metrics: validation windows per stream
+  int min_eval_per_op_format = 100;   // arithmetic problems: the spec's 100 equations + 100 word problems
+  int64_t min_eval_windows = 64;      // text CE: validation windows per stream
   double min_oracle_gain_acc = 0.10;  // the oracle's forget accuracy must rise by this much (absolute)
-  double min_oracle_drop_ce = 0.10;   // or its forget CE fall by this fraction
+  double min_oracle_drop_ce = 0.10;   // or its forget CE (text or answer) fall by this fraction
 };
 
 struct SweepEvidence {
-  bool accuracy = true;             // forget metric: accuracy (higher = relearned) or CE (lower = relearned)
+  // The forget metric: forget_acc (higher = relearned), forget_answer_ce or
+  // forget_ce (lower = relearned). The first two score arithmetic problems.
+  std::string metric = "forget_acc";
   double oracle_before = 0, oracle_after = 0;  // the oracle's forget metric before and after the worst attack
   bool has_oracle = false;
   int attack_lrs = 0, attack_steps = 0, seeds = 0;
-  int eval_per_op_format = 0;       // arithmetic only
+  int eval_per_op_format = 0;       // arithmetic problems only
   int64_t eval_windows = 0;
 };
 

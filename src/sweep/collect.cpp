@@ -26,7 +26,6 @@ double summary_number(const Job& j, const std::string& key) {
   return it == s.end() ? NAN : std::strtod(it->second.c_str(), nullptr);
 }
 
-std::string retain_of(const std::string& metric) { return metric == "forget_acc" ? "retain_acc" : "retain_ce"; }
 
 double metric_at(const AttackPoint& p, const std::string& m) {
   auto it = p.metrics.find(m);
@@ -72,7 +71,7 @@ int collect_results(const Plan& plan) {
 
   // How much each evaluation scores: the report judges from it whether a figure is supported.
   const Config& cfg = plan.spec.cfg;
-  const int eval_per_op = metric == "forget_acc" ? cfg.eval.arith_per_op : 0;
+  const int eval_per_op = metric == "forget_ce" ? 0 : cfg.eval.arith_per_op;  // accuracy and answer CE score problems
   const int64_t eval_windows = int64_t(cfg.eval.batches) * cfg.train.batch_size;
   // Per attacked model: its robustness, and the compute that made it.
   struct ModelFigures {
@@ -157,7 +156,7 @@ int collect_results(const Plan& plan) {
     for (auto& [lr, pts] : by_model_lr[j.id]) {
       auto curve = worst_case(pts, metric);  // one LR: its own curve, by step
       const auto &b = worst_at_or_before(curve, 0), &m = worst_at_or_before(curve, 40), &e = curve.back();
-      std::string r = retain_of(metric);
+      std::string r = retain_metric_of(metric);
       csv << j.name << "," << role << "," << method << "," << tag("alpha") << "," << tag("beta") << "," << tag("signal") << "," << tag("seed")
           << "," << fmt(lr) << "," << metric << "," << fmt(metric_at(b, metric)) << "," << fmt(metric_at(b, r)) << ","
           << fmt(metric_at(m, metric)) << "," << fmt(metric_at(m, r)) << "," << fmt(metric_at(e, metric)) << ","
@@ -170,7 +169,7 @@ int collect_results(const Plan& plan) {
     }
     for (auto& p : worst_case(by_model[j.id], metric))
       curves << j.name << "," << role << "," << method << "," << tag("alpha") << "," << p.step << ","
-             << fmt(p.worst_lr) << "," << fmt(metric_at(p, metric)) << "," << fmt(metric_at(p, retain_of(metric)))
+             << fmt(p.worst_lr) << "," << fmt(metric_at(p, metric)) << "," << fmt(metric_at(p, retain_metric_of(metric)))
              << "\n";
   }
   write_file_atomic(plan.out + "/results.csv", csv.str());

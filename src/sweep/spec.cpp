@@ -87,8 +87,8 @@ SweepSpec read_sweep_spec(const std::string& path) {
          }
        }},
       {"sweep.metric", [&](auto& w, auto& v) {
-         UNDO_INPUT_CHECK(v == "auto" || v == "forget_acc" || v == "forget_ce", w, ": metric '", v,
-                          "' (auto | forget_acc | forget_ce)");
+         UNDO_INPUT_CHECK(v == "auto" || v == "forget_acc" || v == "forget_ce" || v == "forget_answer_ce", w,
+                          ": metric '", v, "' (auto | forget_acc | forget_answer_ce | forget_ce)");
          spec.metric = v;
        }},
       {"sweep.prepare_data", [&](auto& w, auto& v) { spec.prepare_data = to_int(w, v, 0) != 0; }},
@@ -156,8 +156,10 @@ SweepSpec read_sweep_spec(const std::string& path) {
     }
     spec.signals.push_back(s);
   }
-  UNDO_INPUT_CHECK(spec.metric != "forget_acc" || spec.cfg.data.setting == "arith", path,
-                   ": sweep.metric = forget_acc needs the arithmetic setting (data.setting = arith)");
+  UNDO_INPUT_CHECK(spec.metric == "auto" || spec.metric == "forget_ce" ||
+                       (spec.cfg.data.setting == "arith" && spec.cfg.eval.arith_per_op > 0),
+                   path, ": sweep.metric = ", spec.metric,
+                   " scores arithmetic problems: it needs data.setting = arith and eval.arith_per_op > 0");
   return spec;
 }
 

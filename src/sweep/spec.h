@@ -16,7 +16,7 @@
 //   threads = 2                         ; per rank
 //   cache = 1                           ; one teacher-logit cache per teacher (0 = online teacher)
 //   signals = top32,top32+s32,online    ; instead of cache: the distillation signals compared
-//   metric = auto                       ; robustness on: auto | forget_acc | forget_ce
+//   metric = auto                       ; robustness on: auto | forget_acc | forget_answer_ce | forget_ce
 //   prepare_data = 1                    ; first job: undo data prepare (0: data.dir is ready)
 //   [slurm]
 //   partition = ...                     ; account, time, nodes, max_parallel (%N), signal_s, extra
@@ -67,7 +67,9 @@ struct SweepSpec {
   // serves the distilled-base control). Default: one, from `cache` and the
   // config's distill.cache_k / distill.cache_samples.
   std::vector<DistillSignal> signals;
-  std::string metric = "auto";  // the forget metric robustness is computed on (auto: accuracy where measured)
+  // The forget metric robustness is computed on (auto: accuracy where measured,
+  // else forget_ce; forget_answer_ce: the held-out answers' NLL, eval/evaluator.h).
+  std::string metric = "auto";
   bool prepare_data = true;  // a first job runs `undo data prepare` (0: data.dir is prepared already)
   SlurmSettings slurm;
   // "--section.key", "value" pairs from the other sections, in file order.

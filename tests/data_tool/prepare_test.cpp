@@ -47,8 +47,11 @@ TEST(Tokenizer, RoundTripEnglishKoreanDigits) {
     }
   }
   // Every single text or control piece, and the separator inside a sequence.
-  for (int id = 0; id < tok.vocab_size(); ++id)
-    if (vocab.pieces()[size_t(id)].kind != PieceKind::Byte) EXPECT_EQ(vocab.decode({id}), tok.decode({id})) << id;
+  for (int id = 0; id < tok.vocab_size(); ++id) {
+    if (vocab.pieces()[size_t(id)].kind != PieceKind::Byte) {
+      EXPECT_EQ(vocab.decode({id}), tok.decode({id})) << id;
+    }
+  }
   auto two = tok.encode("one two");
   two.insert(two.begin() + 1, tok.eos_id());
   EXPECT_EQ(vocab.decode(two), tok.decode(two));
@@ -141,6 +144,11 @@ TEST(Prepare, EvalPromptsAreTokenizedHeldOutProblems) {
       EXPECT_EQ(prompts[i].problem.prompt, expected[i].prompt);
       EXPECT_EQ(prompts[i].problem.answer, expected[i].answer);
       EXPECT_EQ(prompts[i].ids, tok.encode(expected[i].prompt));
+      // Prompt then answer tokens are the whole training text's, and the answer decodes to its number.
+      auto whole = prompts[i].ids;
+      whole.insert(whole.end(), prompts[i].answer_ids.begin(), prompts[i].answer_ids.end());
+      EXPECT_EQ(whole, tok.encode(expected[i].text()));
+      EXPECT_EQ(std::stol(tok.decode(prompts[i].answer_ids)), expected[i].answer);
     }
   }
   // The evaluator asks for the first N of each format; more than were prepared is refused by name.
