@@ -131,8 +131,19 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   }
   EXPECT_EQ(names, (std::set<std::string>{"distill-maxent-top8-a1-s1", "distill-maxent-top8+s4-a1-s1",
                                           "distill-maxent-online-a1-s1", "control-distilled-base-top8-s1"}));
+  // Teachers that are only attacked: no cache, no students, their attacks all the same.
+  auto attacked_only = write_spec(dir, "methods = maxent,graddiff,rmu\ndistill_methods = maxent\nalphas = 1\n"
+                                       "attack_lrs = 1e-3");
+  Plan three = make_plan(read_sweep_spec(attacked_only), dir + "/out", UNDO_BINARY);
+  EXPECT_EQ(count_kind(three, "unlearn"), 3);
+  EXPECT_EQ(count_kind(three, "cache"), 1 + 1);
+  EXPECT_EQ(count_kind(three, "distill"), 1 + 1);
+  EXPECT_EQ(count_kind(three, "relearn"), 2 + 3 + 2);
   int rc = 0;
-  auto out = sweep("plan", write_spec(dir, kSmallGrid + "\ncache = 1\nsignals = top8"), dir + "/out", &rc);
+  auto out = sweep("plan", write_spec(dir, kSmallGrid + "\ndistill_methods = rmu"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("'rmu' is not one of sweep.methods"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, kSmallGrid + "\ncache = 1\nsignals = top8"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(out.find("sweep.cache and sweep.signals both given"), std::string::npos) << out;
   out = sweep("plan", write_spec(dir, kSmallGrid + "\nsignals = top8,full"), dir + "/out", &rc);

@@ -160,6 +160,8 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
             {base_id},
             2.0 * cfg.unlearn.steps * global_batch * window, {{"role", "unlearn"}, {"method", method}}).id;
     models.push_back(teacher_id);
+    if (std::find(spec.distill_methods.begin(), spec.distill_methods.end(), method) == spec.distill_methods.end())
+      continue;  // a teacher that is only attacked
     for (auto& signal : spec.signals) {
       Teaching t = teaching(signal, teacher_id, "cache-" + method, method);
       for (int64_t seed : spec.seeds) {

@@ -48,6 +48,7 @@ SweepSpec read_sweep_spec(const std::string& path) {
   std::ifstream in(path);
   std::string line, section;
   bool cache_given = false;
+  std::string distill_where;
   using Setter = std::function<void(const std::string& where, const std::string& value)>;
   std::map<std::string, Setter> keys = {
       {"sweep.config", [&](auto&, auto& v) { spec.config = v; }},
@@ -56,6 +57,10 @@ SweepSpec read_sweep_spec(const std::string& path) {
          spec.methods = split_list(v);
          for (auto& m : spec.methods)
            UNDO_INPUT_CHECK(m == "maxent" || m == "graddiff" || m == "rmu", w, ": unknown method '", m, "'");
+       }},
+      {"sweep.distill_methods", [&](auto& w, auto& v) {
+         spec.distill_methods = split_list(v);
+         distill_where = w;
        }},
       {"sweep.alphas", [&](auto& w, auto& v) {
          spec.alphas = parse_number_list(w, v);
@@ -144,6 +149,10 @@ SweepSpec read_sweep_spec(const std::string& path) {
   } catch (const InputError& e) {
     throw InputError(path + ": " + e.what());
   }
+  for (auto& m : spec.distill_methods)
+    UNDO_INPUT_CHECK(std::find(spec.methods.begin(), spec.methods.end(), m) != spec.methods.end(), distill_where,
+                     ": '", m, "' is not one of sweep.methods");
+  if (spec.distill_methods.empty()) spec.distill_methods = spec.methods;
   UNDO_INPUT_CHECK(!(cache_given && !spec.signals.empty()), path,
                    ": sweep.cache and sweep.signals both given (signals names the cache of each: top<k>, or online)");
   if (spec.signals.empty()) {

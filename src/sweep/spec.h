@@ -5,7 +5,8 @@
 //
 //   [sweep]
 //   config = configs/demo-arith.ini    ; the setting
-//   methods = maxent,graddiff           ; unlearning methods (one teacher each)
+//   methods = maxent,graddiff           ; unlearning methods (one teacher each, every one attacked)
+//   distill_methods = maxent            ; the teachers students are distilled from (default: all methods)
 //   alphas = 1,0.6,0.3                  ; 1 = Unlearn-and-Distill (random student), <1 = UNDO (noised)
 //   betas = 0.1
 //   seeds = 1                           ; student seeds
@@ -53,6 +54,7 @@ struct SweepSpec {
   std::string path;    // the spec file
   std::string config;  // base config of every stage
   std::vector<std::string> methods = {"maxent"};
+  std::vector<std::string> distill_methods;  // empty: every method's teacher gets students
   std::vector<double> alphas = {1.0};
   std::vector<double> betas = {0.1};
   std::vector<int64_t> seeds = {1};
