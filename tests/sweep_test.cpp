@@ -131,6 +131,13 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   }
   EXPECT_EQ(names, (std::set<std::string>{"distill-maxent-top8-a1-s1", "distill-maxent-top8+s4-a1-s1",
                                           "distill-maxent-online-a1-s1", "control-distilled-base-top8-s1"}));
+  // The setting's own signal (tiny: top-32, no draws) keeps the names a single-signal sweep gives.
+  auto with_default = write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top32,online");
+  std::set<std::string> default_names;
+  for (auto& j : make_plan(read_sweep_spec(with_default), dir + "/out", UNDO_BINARY).jobs)
+    if (j.kind == "distill" || j.kind == "cache") default_names.insert(j.name);
+  EXPECT_EQ(default_names, (std::set<std::string>{"cache-maxent", "cache-base", "distill-maxent-a1-s1",
+                                                  "distill-maxent-online-a1-s1", "control-distilled-base-s1"}));
   // Teachers that are only attacked: no cache, no students, their attacks all the same.
   auto attacked_only = write_spec(dir, "methods = maxent,graddiff,rmu\ndistill_methods = maxent\nalphas = 1\n"
                                        "attack_lrs = 1e-3");

@@ -119,10 +119,13 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
   models.insert(models.end(), {base_id, oracle_id});
 
   // Distilling from a teacher with one signal: its cache job (none online), and
-  // the arguments and dependencies of a student. Names carry the signal when a
-  // sweep compares several.
+  // the arguments and dependencies of a student. Names carry the signal unless
+  // it is the setting's own (its distill.cache_k and cache_samples), so that a
+  // sweep adding signals to an earlier one on the same --out reuses its jobs.
   const double distill_tokens = double(cfg.distill.steps) * global_batch * window;
-  const bool several_signals = spec.signals.size() > 1;
+  auto is_default = [&](const DistillSignal& s) {
+    return !s.online && s.k == cfg.distill.cache_k && s.samples == cfg.distill.cache_samples;
+  };
   struct Teaching {
     std::vector<std::string> args, deps;
     std::string suffix;  // "-<signal>" or ""
@@ -132,7 +135,7 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
                       const std::string& method) {
     const std::string teacher = ckpt(plan.job(teacher_id));
     Teaching t;
-    t.suffix = several_signals ? "-" + signal.name : "";
+    t.suffix = is_default(signal) ? "" : "-" + signal.name;
     t.deps = {teacher_id};
     t.args = {"--teacher", teacher, "--distill.cache_dir", plan.out + "/cache"};
     if (signal.online) {
