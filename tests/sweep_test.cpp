@@ -9,6 +9,7 @@
 #include <set>
 #include <sstream>
 
+#include <signal.h>
 #include <unistd.h>
 
 #include "core/fs.h"
@@ -181,6 +182,82 @@ TEST(Sweep, SampledAndOnlineSignalsRunAndReportOnForgetCe) {
   EXPECT_NE(md.find("| student | maxent | 1 | - | top8+s4 | 1 |"), std::string::npos) << md;
   EXPECT_NE(md.find("| student | maxent | 1 | - | online | 1 |"), std::string::npos) << md;
   EXPECT_NE(md.find("forget CE / retain CE before"), std::string::npos) << md;
+}
+
+// Every path reaches a job script through shell_quote; where no quoting can
+// help (#SBATCH lines, newline-separated task lists) a control character is
+// refused. An --out of '$(touch PWNED)' used to run the command.
+TEST(Sweep, HostilePathsAreQuotedOrRefused) {
+  auto dir = test::temp_dir("sweep_hostile");
+  const std::string pwned = dir + "/PWNED";
+  for (std::string s : {std::string("plain"), std::string("it's"), "$(touch " + pwned + ")", "`touch " + pwned + "`",
+                        std::string("a b\t\\c"), "'; touch " + pwned + "; '"}) {
+    std::string got;
+    ASSERT_EQ(test::run_command("bash -c " + shell_quote("printf %s " + shell_quote(s)), &got), 0) << s;
+    EXPECT_EQ(got, s);
+  }
+  // A whole job, planned under such an --out, runs in that very directory.
+  const std::string out = dir + "/out '$(touch " + pwned + ")'";
+  auto spec = write_spec(dir, kSmallGrid);
+  Plan plan = make_plan(read_sweep_spec(spec), out, UNDO_BINARY);
+  write_job_scripts(plan, false);
+  const Job& base = plan.jobs.front();
+  ASSERT_EQ(base.name, "base");
+  std::string log;
+  EXPECT_EQ(test::run_command("bash " + shell_quote(base.dir + "/cmd.sh") + " 2>&1", &log), 0) << log;
+  EXPECT_TRUE(file_exists(base.dir + "/job.done")) << read_file(base.dir + "/log");
+  // The Slurm array template takes the task list quoted.
+  std::string tmpl = read_file(std::string(UNDO_SOURCE_DIR) + "/slurm/job-array.sbatch.in");
+  auto line = tmpl.substr(tmpl.find("tasks=@TASKS@"), 13);
+  ASSERT_EQ(line, "tasks=@TASKS@");
+  std::string got;
+  ASSERT_EQ(test::run_command("bash -c " + shell_quote("tasks=" + shell_quote(out + "/slurm/relearn.tasks") +
+                                                       "; printf %s \"$tasks\""),
+                              &got),
+            0);
+  EXPECT_EQ(got, out + "/slurm/relearn.tasks");
+  EXPECT_FALSE(file_exists(pwned)) << "a path was run as a command";
+  // A newline cannot be quoted into an #SBATCH line or a task list: refused.
+  int rc = 0;
+  auto text = sweep("plan", spec, shell_quote(dir + "/two\nlines"), &rc);
+  EXPECT_EQ(rc, 2) << text;
+  EXPECT_NE(text.find("control character"), std::string::npos) << text;
+}
+
+// One runner per --out; and a runner killed alone (its jobs' processes go on)
+// leaves no stale state: the next runner waits for the orphaned job instead of
+// calling its dependants blocked and exiting 0 with nothing done.
+TEST(Sweep, OneRunnerPerOutAndAKilledRunnersJobsAreWaitedFor) {
+  auto dir = test::temp_dir("sweep_runners");
+  auto spec = write_spec(dir, kSmallGrid, "[train]\nsteps = 60\n");
+  const std::string out = dir + "/out";
+  int rc = 0;
+  {
+    make_dirs(out);
+    FileLock held(out + "/.runner.lock");
+    auto text = sweep("run", spec, out, &rc);
+    EXPECT_EQ(rc, 2) << text;
+    EXPECT_NE(text.find("another `undo sweep run` on this --out"), std::string::npos) << text;
+  }
+  Plan plan = make_plan(read_sweep_spec(spec), out, UNDO_BINARY);
+  const Job& base = plan.jobs.front();
+  ASSERT_EQ(base.name, "base");
+  FILE* p = ::popen(("echo $$; exec " + std::string(UNDO_BINARY) + " sweep run --spec " + spec + " --out " + out +
+                     " --jobs 1 > " + dir + "/first.log 2>&1")
+                        .c_str(),
+                    "r");
+  char buf[64] = {0};
+  ASSERT_TRUE(std::fgets(buf, sizeof buf, p));
+  pid_t runner = pid_t(std::atol(buf));
+  for (int i = 0; i < 600 && !file_exists(base.dir + "/job.running"); ++i) usleep(50000);
+  ASSERT_TRUE(file_exists(base.dir + "/job.running")) << read_file(dir + "/first.log");
+  ::kill(runner, SIGKILL);  // the runner alone: base's cmd.sh and its undo go on
+  ::pclose(p);
+  ASSERT_FALSE(job_done(base)) << "base finished before its runner was killed: make it longer";
+  auto text = sweep("run", spec, out, &rc);
+  EXPECT_EQ(rc, 0) << text;
+  EXPECT_NE(text.find("base-" + base.id + " is still running"), std::string::npos) << text;
+  for (auto& j : plan.jobs) EXPECT_TRUE(job_done(j)) << j.name;
 }
 
 TEST(Sweep, BadSpecsAreRefusedBeforeAnythingRuns) {

@@ -151,7 +151,8 @@ LogitCacheWriter::LogitCacheWriter(const std::string& path, const LogitCacheKey&
              " rows=", rows);
   UNDO_CHECK(key.dtype == "f16" || key.dtype == "f32", "logit cache dtype '", key.dtype, "' (f16 | f32)");
   auto& m = *impl_;
-  m.file = h5::Handle(H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT), "create '", path, "'"),
+  m.file = h5::Handle(H5_CHECK(H5Fcreate(path.c_str(), H5F_ACC_EXCL, H5P_DEFAULT, H5P_DEFAULT),
+                               "create '", path, "' (it must not exist: a writer never replaces a file)"),
                       H5Fclose);
   m.layout = datasets_of(key, m.f16);
   for (auto& d : m.layout) {

@@ -58,7 +58,8 @@ struct LogitRows {
   std::vector<float> tail_logp;      // count * window * samples
 };
 
-// Creates the file (truncating) and writes row ranges in any order; finish()
+// Creates the file (which must not exist: O_EXCL, so neither an old file nor
+// a planted symlink is written through) and writes row ranges in any order; finish()
 // stamps rows, teacher tokens and the content checksum. Not thread-safe.
 class LogitCacheWriter {
  public:

@@ -5,10 +5,12 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "data/prepared_check.h"
 #include "data/vocabulary.h"
 #include "dist/communicator.h"
 #include "dist/launch.h"
 #include "model/device.h"
+#include "train/run_dir.h"
 #include "train/trainer.h"
 
 namespace undo {
@@ -39,8 +41,10 @@ void write_stage_result(const Config& cfg, const std::string& stage, Transformer
 
 void prepare_run(Config& cfg) {
   auto vocab_path = join_path(cfg.data.dir, "vocab.bin");
-  UNDO_INPUT_CHECK(file_exists(join_path(cfg.data.dir, "manifest.json")), "data.dir = '", cfg.data.dir,
-                   "' holds no prepared data (manifest.json missing): run `undo data prepare` first");
+  // The tokenizer and decoding table must be the ones the data was prepared
+  // with (shards verify themselves when opened).
+  auto problem = prepared_data_problem(cfg.data.dir, /*shards=*/false);
+  UNDO_INPUT_CHECK(problem.empty(), "data.dir = '", cfg.data.dir, "': ", problem);
   int tok_vocab = Vocabulary(vocab_path).size();
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok_vocab;
   UNDO_INPUT_CHECK(cfg.model.vocab_size >= tok_vocab, "model.vocab_size = ", cfg.model.vocab_size,
@@ -54,10 +58,8 @@ void prepare_run(Config& cfg) {
   UNDO_INPUT_CHECK(cfg.dist.backend != "nccl" || computing_on_cuda(), "dist.backend = nccl reduces on GPUs, but run.device = ",
                    cfg.run.device, " (use dist.backend = gloo or auto for ranks that compute on the CPU)");
   auto comm = init_distributed(cfg.dist);
-  if (!comm || comm->rank() == 0) {
-    make_dirs(cfg.run.dir);
-    write_file_atomic(join_path(cfg.run.dir, "config.ini"), to_ini(cfg));
-  }
+  claim_run_dir(cfg);  // locked, and no other run's checkpoints: before anything is written there
+  if (!comm || comm->rank() == 0) write_file_atomic(join_path(cfg.run.dir, "config.ini"), to_ini(cfg));
   configure_threads(cfg.run, comm ? comm->local_world() : 1);
 }
 

@@ -105,18 +105,18 @@ std::function<std::string(const std::string&)> valid_mix(const char* key) {
 void describe_into(Config& c, Registry& r) {
   r.add("run.dir", &c.run.dir, "run directory (metrics, checkpoints, config.ini)", non_empty())
       .add("run.seed", &c.run.seed, "seed for init, data order and sampling")
-      .add("run.threads", &c.run.threads, "intra-op threads per rank (0 = cores per rank)", at_least(0))
+      .add("run.threads", &c.run.threads, "intra-op threads per rank (0 = cores per rank)", in_range(0, 1024))
       .add("run.device", &c.run.device, "where models train: cpu | cuda (rank r takes GPU r % GPUs per node)",
            one_of({"cpu", "cuda"}))
       .add("run.resume", &c.run.resume, "resume from the latest valid checkpoint in run.dir");
-  r.add("model.vocab_size", &c.model.vocab_size, "vocabulary size (0 = the tokenizer's)", at_least(0))
-      .add("model.d_model", &c.model.d_model, "residual width", at_least(1))
-      .add("model.n_layers", &c.model.n_layers, "transformer blocks", at_least(1))
-      .add("model.n_heads", &c.model.n_heads, "attention heads (must divide d_model)", at_least(1))
-      .add("model.d_ff", &c.model.d_ff, "GeGLU hidden width", at_least(1))
-      .add("model.seq_len", &c.model.seq_len, "tokens per training window", at_least(2))
-      .add("model.softcap", &c.model.softcap, "logit soft-cap (0 = off)", at_least(0.0))
-      .add("model.rope_theta", &c.model.rope_theta, "rotary base", at_least(1.0))
+  r.add("model.vocab_size", &c.model.vocab_size, "vocabulary size (0 = the tokenizer's)", in_range(0, 1 << 24))
+      .add("model.d_model", &c.model.d_model, "residual width", in_range(1, 1 << 16))
+      .add("model.n_layers", &c.model.n_layers, "transformer blocks", in_range(1, 4096))
+      .add("model.n_heads", &c.model.n_heads, "attention heads (must divide d_model)", in_range(1, 4096))
+      .add("model.d_ff", &c.model.d_ff, "GeGLU hidden width", in_range(1, 1 << 20))
+      .add("model.seq_len", &c.model.seq_len, "tokens per training window", in_range(2, 1 << 20))
+      .add("model.softcap", &c.model.softcap, "logit soft-cap (0 = off)", in_range(0.0, 1e6))
+      .add("model.rope_theta", &c.model.rope_theta, "rotary base", in_range(1.0, 1e12))
       .add("model.norm_eps", &c.model.norm_eps, "RMSNorm epsilon", in_range(1e-12, 1e-2))
       .add("model.gelu", &c.model.gelu, "GeGLU activation: erf (exact) | tanh (Gemma's approximation)",
            one_of({"erf", "tanh"}));
@@ -159,8 +159,8 @@ void describe_into(Config& c, Registry& r) {
       .add("optim.grad_clip", &c.optim.grad_clip, "global grad-norm clip (0 = off)", at_least(0.0))
       .add("optim.fused", &c.optim.fused, "AdamW as LibTorch's fused kernel (false: per-tensor ops, same arithmetic)");
   r.add("train.steps", &c.train.steps, "optimizer steps", at_least(1))
-      .add("train.batch_size", &c.train.batch_size, "sequences per micro-batch per rank", at_least(1))
-      .add("train.accum", &c.train.accum, "micro-batches per optimizer step", at_least(1))
+      .add("train.batch_size", &c.train.batch_size, "sequences per micro-batch per rank", in_range(1, 1 << 20))
+      .add("train.accum", &c.train.accum, "micro-batches per optimizer step", in_range(1, 1 << 20))
       .add("train.precision", &c.train.precision, "bf16 (autocast, fp32 master weights) | fp32",
            one_of({"bf16", "fp32"}))
       .add("train.log_every", &c.train.log_every, "steps between training metric lines", at_least(1))
@@ -246,6 +246,21 @@ void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string
 }
 
 }  // namespace
+
+std::string model_config_problem(const ModelConfig& model) {
+  Config cfg;
+  cfg.model = model;
+  for (auto& k : describe(cfg)) {
+    if (k.name.rfind("model.", 0) != 0 || !k.validate) continue;
+    std::string why = k.validate();
+    if (!why.empty()) return k.name + " = '" + k.value() + "': " + why;
+  }
+  if (model.vocab_size < 1) return "model.vocab_size = " + std::to_string(model.vocab_size) + ": must be >= 1";
+  if (model.d_model % model.n_heads != 0 || (model.d_model / model.n_heads) % 2 != 0)
+    return "model.d_model = " + std::to_string(model.d_model) + " must be a multiple of 2 x model.n_heads = " +
+           std::to_string(model.n_heads);
+  return "";
+}
 
 std::vector<std::string> split_list(const std::string& text, char sep) {
   std::vector<std::string> out;

@@ -198,6 +198,9 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
 
 // Every key with its current value, for `--help` and the resolved config.ini.
 std::vector<ConfigKey> describe(Config& cfg);
+// What is wrong with an architecture read from a file (a checkpoint): the
+// model.* keys' own checks, with a concrete vocabulary. "" when nothing.
+std::string model_config_problem(const ModelConfig& model);
 std::string to_ini(Config& cfg);
 std::string format_double(double v);  // shortest text that reads back exactly
 

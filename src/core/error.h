@@ -54,3 +54,4 @@ template <typename E, typename... Parts>
   } while (0)
 
 #define UNDO_FAIL(...) ::undo::detail::fail<::undo::RuntimeError>(__FILE__, __LINE__, __VA_ARGS__)
+#define UNDO_INPUT_FAIL(...) ::undo::detail::fail<::undo::InputError>(__FILE__, __LINE__, __VA_ARGS__)

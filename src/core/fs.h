@@ -6,9 +6,13 @@
 
 namespace undo {
 
-// Writes `bytes` to `path` atomically: PATH.tmp.<pid> is written, flushed,
-// fsync'ed and renamed over PATH.
+// Writes `bytes` to `path` atomically: a fresh PATH.tmp.<pid>.<random> is
+// created exclusively (never through a symlink), written, fsync'ed and renamed
+// over PATH; on any error it is removed and the error names it.
 void write_file_atomic(const std::string& path, std::string_view bytes);
+// Creates PREFIX<pid>.<random> with O_EXCL | O_NOFOLLOW and returns its fd
+// (the name in `path`): the one way temporary files are made.
+int create_exclusive(const std::string& prefix, std::string* path);
 std::string read_file(const std::string& path);
 bool file_exists(const std::string& path);
 void make_dirs(const std::string& path);
@@ -19,7 +23,9 @@ std::string join_path(const std::string& a, const std::string& b);
 // when a holder dies, so a killed writer never leaves the lock stuck.
 class FileLock {
  public:
-  explicit FileLock(const std::string& path);
+  // With wait = false, a lock held elsewhere throws InputError naming `path`
+  // and `holder` (what holds it, for the message) instead of blocking.
+  explicit FileLock(const std::string& path, bool wait = true, const std::string& holder = "another process");
   ~FileLock();
   FileLock(const FileLock&) = delete;
   FileLock& operator=(const FileLock&) = delete;

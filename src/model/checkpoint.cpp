@@ -1,10 +1,13 @@
 #include "model/checkpoint.h"
 
+#include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <iostream>
 #include <sstream>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
@@ -43,19 +46,39 @@ CheckpointMeta parse_meta(const std::string& text, const std::string& path) {
     UNDO_CHECK(it != kv.end(), "checkpoint '", path, "' lacks meta key ", k);
     return it->second;
   };
+  // Every number is parsed whole and range-checked before anything is sized
+  // by it: a crafted file with a valid checksum must not divide by zero.
+  auto integer = [&](const char* k, int64_t lo, int64_t hi) {
+    try {
+      return parse_integer("meta key " + std::string(k), get(k), lo, hi);
+    } catch (const InputError& e) {
+      throw InputError("checkpoint '" + path + "': " + e.what());
+    }
+  };
+  auto real = [&](const char* k) {
+    const std::string v = get(k);
+    char* end = nullptr;
+    double x = std::strtod(v.c_str(), &end);
+    UNDO_INPUT_CHECK(!v.empty() && end == v.c_str() + v.size() && std::isfinite(x), "checkpoint '", path,
+                     "': meta key ", k, " = '", v, "' is not a finite number");
+    return x;
+  };
   CheckpointMeta m;
   m.stage = get("stage");
-  m.step = std::stoll(get("step"));
-  m.model.vocab_size = std::stoi(get("vocab_size"));
-  m.model.d_model = std::stoi(get("d_model"));
-  m.model.n_layers = std::stoi(get("n_layers"));
-  m.model.n_heads = std::stoi(get("n_heads"));
-  m.model.d_ff = std::stoi(get("d_ff"));
-  m.model.seq_len = std::stoi(get("seq_len"));
-  m.model.softcap = std::stod(get("softcap"));
-  m.model.rope_theta = std::stod(get("rope_theta"));
-  m.model.norm_eps = std::stod(get("norm_eps"));
+  m.step = integer("step", 0, std::numeric_limits<int64_t>::max());
+  const int64_t kMax = std::numeric_limits<int>::max();
+  m.model.vocab_size = int(integer("vocab_size", 0, kMax));
+  m.model.d_model = int(integer("d_model", 0, kMax));
+  m.model.n_layers = int(integer("n_layers", 0, kMax));
+  m.model.n_heads = int(integer("n_heads", 0, kMax));
+  m.model.d_ff = int(integer("d_ff", 0, kMax));
+  m.model.seq_len = int(integer("seq_len", 0, kMax));
+  m.model.softcap = real("softcap");
+  m.model.rope_theta = real("rope_theta");
+  m.model.norm_eps = real("norm_eps");
   m.model.gelu = get("gelu");
+  auto problem = model_config_problem(m.model);
+  UNDO_INPUT_CHECK(problem.empty(), "checkpoint '", path, "' describes an impossible model: ", problem);
   if (kv.count("libtorch")) m.libtorch = kv["libtorch"];
   for (auto& [k, v] : kv)
     if (k.rfind("x.", 0) == 0) m.extra[k.substr(2)] = v;

@@ -2,6 +2,10 @@
 
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
 #include <algorithm>
 #include <cctype>
 #include <filesystem>
@@ -18,6 +22,7 @@
 #include "core/sha256.h"
 #include "data/arithmetic.h"
 #include "data/eval_prompts.h"
+#include "data/prepared_check.h"
 #include "data/shard.h"
 #include "data/stream.h"
 #include "data/vocabulary.h"
@@ -190,9 +195,15 @@ bool prepare_data(const Config& cfg) {
   std::string prep_key = sha256_hex(key.str().data(), key.str().size());
   std::string manifest_path = join_path(d.dir, "manifest.json");
   if (file_exists(manifest_path) && read_file(manifest_path).find(prep_key) != std::string::npos) {
-    std::cerr << "data: " << d.dir << " is already prepared with these inputs (key " << prep_key.substr(0, 12)
-              << "), skipping\n";
-    return false;
+    // The same inputs, but is the output still what the manifest says? A
+    // damaged preparation (a bad shard, a swapped tokenizer) is made again.
+    auto problem = prepared_data_problem(d.dir, /*shards=*/true);
+    if (problem.empty()) {
+      std::cerr << "data: " << d.dir << " is already prepared with these inputs (key " << prep_key.substr(0, 12)
+                << "), skipping\n";
+      return false;
+    }
+    std::cerr << "data: " << d.dir << " is damaged (" << problem << "); preparing it again\n";
   }
   UNDO_INPUT_CHECK(replaceable(d.dir), "data.dir = '", d.dir,
                    "' exists and is not a prepared data directory (no undo manifest.json in it): refusing to "
@@ -207,9 +218,11 @@ bool prepare_data(const Config& cfg) {
   }
   // Everything is written into a private temporary directory that is renamed
   // into place at the end: a cut run or a concurrent one never leaves half a preparation.
-  const std::string out = d.dir + ".tmp." + std::to_string(::getpid());
-  fs::remove_all(out);
-  make_dirs(out);
+  if (auto parent = fs::path(d.dir).parent_path(); !parent.empty()) make_dirs(parent.string());
+  std::string pattern = d.dir + ".tmp.XXXXXX";  // mkdtemp: a fresh name, created by us alone
+  UNDO_CHECK(::mkdtemp(pattern.data()) != nullptr, "cannot create a temporary directory next to '", d.dir, "': ",
+             std::strerror(errno));
+  const std::string out = pattern;
   // A preparation that fails (bad input found late, a full disk) leaves nothing behind.
   struct RemoveUnlessRenamed {
     const std::string& dir;

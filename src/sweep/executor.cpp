@@ -59,9 +59,13 @@ int run_local(const Plan& plan, int slots) {
     int cores = int(std::thread::hardware_concurrency());
     slots = std::max(1, cores / (plan.spec.ranks * plan.spec.threads));
   }
+  // One runner per --out: two would start the same ready job twice before
+  // either marked it running.
+  make_dirs(plan.out);
+  FileLock runner(plan.out + "/.runner.lock", /*wait=*/false, "another `undo sweep run` on this --out");
   write_job_scripts(plan, false);
   std::map<pid_t, const Job*> running;
-  std::set<std::string> failed_now, started;
+  std::set<std::string> failed_now, started, elsewhere;
   int failures = 0;
   auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
@@ -70,11 +74,16 @@ int run_local(const Plan& plan, int slots) {
     for (auto& j : plan.jobs) {
       if (int(running.size()) >= slots) break;
       if (started.count(j.id) || job_done(j)) continue;
-      if (job_status(plan, j).state == JobState::Running) {  // another sweep process runs it now
-        started.insert(j.id);
-        std::fprintf(stderr, "sweep: %s is running elsewhere; not starting it again\n", (j.name + "-" + j.id).c_str());
+      // A job whose process outlived an earlier runner (killed alone) is
+      // waited for, not started again; once its process is gone undone, it is
+      // cut and starts here (resuming from its checkpoint).
+      if (job_status(plan, j).state == JobState::Running) {
+        if (elsewhere.insert(j.id).second)
+          std::fprintf(stderr, "sweep: %s is still running (an earlier runner's process); waiting for it\n",
+                       (j.name + "-" + j.id).c_str());
         continue;
       }
+      elsewhere.erase(j.id);
       bool ready = true;
       for (auto& d : j.deps) ready = ready && job_done(plan.job(d));
       if (!ready) continue;
@@ -84,9 +93,16 @@ int run_local(const Plan& plan, int slots) {
       started.insert(j.id);
       std::fprintf(stderr, "sweep [%6.0fs] start  %s\n", elapsed(), (j.name + "-" + j.id).c_str());
     }
-    if (running.empty()) break;
+    for (auto it = elsewhere.begin(); it != elsewhere.end();)
+      it = job_done(plan.job(*it)) ? elsewhere.erase(it) : std::next(it);
+    if (running.empty() && elsewhere.empty()) break;
     int status = 0;
-    pid_t pid = ::waitpid(-1, &status, 0);
+    // While others' jobs run, poll: their end is seen only by their markers.
+    pid_t pid = running.empty() ? 0 : ::waitpid(-1, &status, elsewhere.empty() ? 0 : WNOHANG);
+    if (pid == 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      continue;
+    }
     if (pid < 0) {
       UNDO_CHECK(errno == EINTR, "waitpid: ", std::strerror(errno));
       continue;
@@ -105,16 +121,20 @@ int run_local(const Plan& plan, int slots) {
                    log_tail(j, 3).c_str());
     }
   }
-  int blocked = 0;
+  // Whatever is not done now counts against the run: a sweep that stops with
+  // work left never reports success.
+  int undone = 0;
   for (auto& j : plan.jobs)
-    if (!job_done(j) && !failed_now.count(j.id)) ++blocked;
-  if (blocked) std::fprintf(stderr, "sweep: %d job(s) not run because a dependency failed\n", blocked);
-  return failures;
+    if (!job_done(j) && !failed_now.count(j.id)) ++undone;
+  if (undone) std::fprintf(stderr, "sweep: %d job(s) not run because a dependency failed\n", undone);
+  return failures + undone;
 }
 
 std::vector<std::string> submit_slurm(const Plan& plan, const std::string& template_path) {
   UNDO_INPUT_CHECK(file_exists(template_path), "Slurm template '", template_path, "' does not exist");
   const std::string tmpl = read_file(template_path);
+  make_dirs(plan.out);
+  FileLock runner(plan.out + "/.runner.lock", /*wait=*/false, "another `undo sweep run` on this --out");
   write_job_scripts(plan, true);
   const auto& s = plan.spec.slurm;
   std::string dir = plan.out + "/slurm";
@@ -174,7 +194,7 @@ std::vector<std::string> submit_slurm(const Plan& plan, const std::string& templ
                                                           {"@SIGNAL_S@", std::to_string(s.signal_s)},
                                                           {"@OUTPUT@", dir + "/" + kind + "-%A_%a.out"},
                                                           {"@EXTRA@", sbatch_lines},
-                                                          {"@TASKS@", dir + "/" + kind + ".tasks"}})
+                                                          {"@TASKS@", shell_quote(dir + "/" + kind + ".tasks")}})
       script = replace_all(script, key, value);
     write_file_atomic(dir + "/" + kind + ".sbatch", script);
     std::string cmd = "sbatch --parsable";

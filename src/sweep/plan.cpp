@@ -60,6 +60,14 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
   plan.out = absolute(out_dir);
   plan.undo_binary = absolute(undo_binary);
   plan.cwd = absolute(".");
+  // Paths reach job scripts shell-quoted (shell_quote), but also #SBATCH lines
+  // and newline-separated task lists, where no quoting helps: a control
+  // character in one is refused rather than written.
+  for (auto [what, value] : {std::pair{"--out", plan.out}, {"the undo binary", plan.undo_binary},
+                             {"the working directory", plan.cwd}, {"sweep.config", absolute(spec.config)}})
+    for (char c : value)
+      UNDO_INPUT_CHECK(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f, what, " '", value,
+                       "' contains a control character (a newline?): job scripts cannot hold it safely");
   const Config& cfg = spec.cfg;  // budgets and estimates
   const std::string config_sha = sha256_file(spec.config);
   std::vector<std::string> common = {"--config", absolute(spec.config)};

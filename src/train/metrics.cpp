@@ -2,10 +2,13 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <sstream>
 
+#include "core/error.h"
 #include "core/fs.h"
 
 namespace undo {
@@ -17,24 +20,30 @@ int64_t step_of(const std::string& line) {
 }
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path, bool enabled, int64_t resume_step) : enabled_(enabled) {
+MetricsLog::MetricsLog(const std::string& path, bool enabled, int64_t resume_step) : path_(path), enabled_(enabled) {
   if (!enabled_) return;
   if (resume_step >= 0 && file_exists(path)) {
     std::istringstream in(read_file(path));
     std::string line, kept;
-    while (std::getline(in, line))
-      if (step_of(line) <= resume_step) kept += line + "\n";
+    while (std::getline(in, line)) {
+      bool whole = line.size() >= 2 && line.front() == '{' && line.back() == '}';
+      if (whole && step_of(line) <= resume_step) kept += line + "\n";
+    }
     write_file_atomic(path, kept);
   } else if (resume_step < 0) {
     write_file_atomic(path, "");
   }
   out_.open(path, std::ios::app);
+  UNDO_CHECK(out_.good(), "cannot open ", path, " for appending: ", std::strerror(errno));
 }
 
 void MetricsLog::write(const JsonObject& line) {
   if (!enabled_) return;
+  errno = 0;
   out_ << line.str() << "\n";
   out_.flush();
+  UNDO_CHECK(out_.good(), "writing ", path_, " failed (", errno ? std::strerror(errno) : "stream error",
+             "): the run stops rather than go on without its log");
 }
 
 Progress::Progress(std::string label, int64_t total_steps, bool enabled, double interval_s)

@@ -11,11 +11,15 @@ namespace undo {
 class MetricsLog {
  public:
   // `enabled` is false on every rank but 0. On resume, lines past
-  // `resume_step` (written after the checkpoint we resume from) are dropped.
+  // `resume_step` (written after the checkpoint we resume from) are dropped,
+  // and so is a torn line (a run killed mid-write): only whole JSON objects stay.
   MetricsLog(const std::string& path, bool enabled, int64_t resume_step = -1);
+  // Appends one line; a failed write (a full disk) throws naming the file, so
+  // that a run never goes on without its log.
   void write(const JsonObject& line);
 
  private:
+  std::string path_;
   std::ofstream out_;
   bool enabled_;
 };

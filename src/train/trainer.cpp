@@ -14,6 +14,7 @@
 #include "model/device.h"
 #include "model/precision.h"
 #include "train/metrics.h"
+#include "train/run_dir.h"
 #include "train/schedule.h"
 
 namespace undo {
@@ -86,10 +87,17 @@ void Trainer::checkpoint(int64_t step) {
   meta.model = model_->cfg;
   meta.step = step;
   meta.stage = stage_;
+  stamp_identity(meta, identity());
   std::string bytes = checkpoint_bytes(meta, model_, optimizer_.get());  // collective under ZeRO-1
   if (!is_root()) return;
   write_checkpoint_bytes(step_checkpoint_path(cfg_.run.dir, step), bytes);
   prune_checkpoints(cfg_.run.dir, cfg_.train.keep_ckpts);
+}
+
+std::map<std::string, std::string> Trainer::identity() {
+  auto id = run_identity(cfg_, comm_ ? comm_->world() : 1);
+  id["stage"] = stage_;
+  return id;
 }
 
 TrainResult Trainer::run() {
@@ -99,6 +107,10 @@ TrainResult Trainer::run() {
   int64_t start = 0;
   if (cfg_.run.resume) {
     if (auto path = latest_valid_checkpoint(cfg_.run.dir)) {
+      // Only this run's checkpoint is continued (prepare_run checked the run
+      // directory; an attack's own directory is checked here).
+      auto diff = identity_mismatch(read_checkpoint_meta(*path), identity());
+      UNDO_INPUT_CHECK(diff.empty(), "--resume: checkpoint '", *path, "' belongs to another run: ", diff);
       auto meta = load_checkpoint(*path, model_, optimizer_.get());
       start = meta.step;
       if (is_root()) std::cerr << stage_ << ": resuming from " << *path << " at step " << start << "\n";

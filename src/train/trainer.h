@@ -39,6 +39,9 @@ class Trainer {
 
  private:
   void checkpoint(int64_t step);
+  // This run's identity (train/run_dir.h) with the stage: stamped on every
+  // checkpoint, compared on resume.
+  std::map<std::string, std::string> identity();
   bool is_root() const { return !comm_ || comm_->rank() == 0; }
 
   Config cfg_;

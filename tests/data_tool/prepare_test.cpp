@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "data/eval_prompts.h"
+#include "data/prepared_check.h"
 #include "data/shard.h"
 #include "data/stream.h"
 #include "data/vocabulary.h"
@@ -308,4 +309,29 @@ TEST(Prepare, NeverDeletesWhatItDidNotCreate) {
   ASSERT_EQ(test::run_command(base + dir + "/empty 2>&1", &out), 0) << out;
   ASSERT_EQ(test::run_command(base + dir + "/empty --run.seed 9 2>&1", &out), 0) << out;
   EXPECT_NE(read_file(dir + "/empty/manifest.json").find("\"seed\": 9"), std::string::npos);
+}
+
+// "Already prepared" means the output is intact: a preparation whose shard or
+// decoding table was damaged is made again (it used to be skipped), and a
+// garbage manifest is not a preparation.
+TEST(Prepare, ADamagedPreparationIsMadeAgain) {
+  auto dir = test::temp_dir("damaged");
+  std::string cmd = std::string(UNDO_DATA_BINARY) + " prepare --data.setting arith --data.arith_problems 50" +
+                    " --data.sources " + dir + "/none --data.tokenizer_vocab 400 --data.dir " + dir + "/data 2>&1";
+  std::string out;
+  ASSERT_EQ(test::run_command(cmd, &out), 0) << out;
+  EXPECT_EQ(prepared_data_problem(dir + "/data", true), "");
+  ASSERT_EQ(test::run_command(cmd, &out), 0) << out;
+  EXPECT_NE(out.find("already prepared"), std::string::npos) << out;
+  for (auto file : {"muldiv.train.bin", "vocab.bin"}) {
+    std::string bytes = read_file(dir + "/data/" + file);
+    bytes[bytes.size() - 3] ^= 0x5a;
+    write_file_atomic(dir + "/data/" + file, bytes);
+    EXPECT_NE(prepared_data_problem(dir + "/data", true).find(file), std::string::npos) << file;
+    ASSERT_EQ(test::run_command(cmd, &out), 0) << out;
+    EXPECT_NE(out.find("is damaged"), std::string::npos) << out;
+    EXPECT_EQ(prepared_data_problem(dir + "/data", true), "") << file;
+  }
+  write_file_atomic(dir + "/data/manifest.json", "{\"garbage\": 1}");
+  EXPECT_NE(prepared_data_problem(dir + "/data", false).find("not an undo preparation manifest"), std::string::npos);
 }

@@ -1,0 +1,60 @@
+#include "data/prepared_check.h"
+
+#include <filesystem>
+
+#include "core/fs.h"
+#include "core/sha256.h"
+#include "data/shard.h"
+
+namespace undo {
+
+namespace {
+
+// The string value of a top-level `"key": "value"` of the manifest ("" when absent).
+std::string string_field(const std::string& json, const std::string& key) {
+  const std::string open = "\"" + key + "\": \"";
+  auto at = json.find(open);
+  if (at == std::string::npos) return "";
+  at += open.size();
+  auto end = json.find('"', at);
+  return end == std::string::npos ? "" : json.substr(at, end - at);
+}
+
+}  // namespace
+
+std::string prepared_data_problem(const std::string& dir, bool shards) {
+  const std::string manifest_path = join_path(dir, "manifest.json");
+  if (!file_exists(manifest_path)) return "'" + manifest_path + "' is missing: run `undo data prepare` first";
+  std::string manifest;
+  try {
+    manifest = read_file(manifest_path);
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  for (auto [file, key] : {std::pair{"tokenizer.model", "tokenizer_sha256"}, {"vocab.bin", "vocab_sha256"}}) {
+    std::string recorded = string_field(manifest, key);
+    if (recorded.size() != 64)
+      return "'" + manifest_path + "' is not an undo preparation manifest (no " + key + ")";
+    const std::string path = join_path(dir, file);
+    if (!file_exists(path)) return "'" + path + "' is missing";
+    std::string actual = sha256_file(path);
+    if (actual != recorded)
+      return "'" + path + "' is not the file this data was prepared with: sha256 " + actual.substr(0, 16) +
+             "..., the manifest records " + recorded.substr(0, 16) + "...";
+  }
+  if (shards) {
+    std::error_code ec;
+    for (auto& e : std::filesystem::directory_iterator(dir, ec)) {
+      auto name = e.path().filename().string();
+      if (name.size() < 4 || name.compare(name.size() - 4, 4, ".bin") != 0 || name == "vocab.bin") continue;
+      try {
+        Shard check(e.path().string());
+      } catch (const std::exception& err) {
+        return err.what();
+      }
+    }
+  }
+  return "";
+}
+
+}  // namespace undo

@@ -1,0 +1,108 @@
+#include "train/run_dir.h"
+
+#include <filesystem>
+#include <memory>
+#include <sstream>
+#include <vector>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/sha256.h"
+#include "dist/communicator.h"
+
+namespace undo {
+
+namespace {
+
+bool excluded(const std::string& key) {
+  static const std::vector<std::string> prefixes = {"run.dir", "run.resume", "run.threads", "run.device", "dist.",
+                                                    "eval.", "data.dir", "distill.cache_dir", "train.steps",
+                                                    "train.log_every", "train.eval_every", "train.ckpt_every",
+                                                    "train.keep_ckpts", "train.batch_size", "train.accum"};
+  for (auto& p : prefixes)
+    if (key.rfind(p, 0) == 0) return true;
+  return false;
+}
+
+// The locks of the run directories this process has claimed, released at exit.
+std::vector<std::unique_ptr<FileLock>>& held_locks() {
+  static std::vector<std::unique_ptr<FileLock>> locks;
+  return locks;
+}
+
+bool has_step_checkpoints(const std::string& run_dir) {
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(join_path(run_dir, "ckpt"), ec)) {
+    auto name = e.path().filename().string();
+    if (name.rfind("step_", 0) == 0) return true;
+  }
+  return false;
+}
+
+// Rank 0's part of claim_run_dir: returns when the run may go on, else throws why not.
+void check_run_dir(Config& cfg, int world) {
+  make_dirs(cfg.run.dir);
+  held_locks().push_back(std::make_unique<FileLock>(join_path(cfg.run.dir, ".lock"), /*wait=*/false,
+                                                    "another undo process"));
+  if (!cfg.run.resume) {
+    UNDO_INPUT_CHECK(!has_step_checkpoints(cfg.run.dir), "run.dir '", cfg.run.dir,
+                     "' already holds another run's checkpoints (", join_path(cfg.run.dir, "ckpt"),
+                     "): --resume continues that run; a new run needs a new run.dir (nothing was changed)");
+    return;
+  }
+  auto latest = latest_valid_checkpoint(cfg.run.dir);
+  if (!latest) return;
+  auto diff = identity_mismatch(read_checkpoint_meta(*latest), run_identity(cfg, world));
+  UNDO_INPUT_CHECK(diff.empty(), "--resume: checkpoint '", *latest, "' belongs to another run: ", diff,
+                   " (nothing was changed; resume with that run's settings, or start in a new run.dir)");
+}
+
+}  // namespace
+
+std::map<std::string, std::string> run_identity(Config& cfg, int world) {
+  std::map<std::string, std::string> id;
+  for (auto& k : describe(cfg))
+    if (!excluded(k.name)) id[k.name] = k.value();
+  id["train.global_batch"] = std::to_string(int64_t(cfg.train.batch_size) * cfg.train.accum * world);
+  auto manifest = join_path(cfg.data.dir, "manifest.json");
+  id["data.manifest_sha256"] = file_exists(manifest) ? sha256_file(manifest) : "none";
+  return id;
+}
+
+void stamp_identity(CheckpointMeta& meta, const std::map<std::string, std::string>& identity) {
+  for (auto& [k, v] : identity) meta.extra["id." + k] = v;
+}
+
+std::string identity_mismatch(const CheckpointMeta& meta, const std::map<std::string, std::string>& identity) {
+  std::ostringstream os;
+  for (auto& [k, v] : identity) {
+    auto it = meta.extra.find("id." + k);
+    if (it == meta.extra.end()) continue;  // a key this checkpoint's build did not know
+    if (it->second != v) os << (os.tellp() > 0 ? ", " : "") << k << " " << it->second << " (this run: " << v << ")";
+  }
+  return os.str();
+}
+
+void claim_run_dir(Config& cfg) {
+  auto comm = distributed();
+  const int world = comm ? comm->world() : 1;
+  if (!comm) return check_run_dir(cfg, world);
+  // Rank 0 decides; the others wait for its verdict instead of a collective
+  // that would never come.
+  int64_t ok = 1;
+  std::string why;
+  if (comm->rank() == 0) {
+    try {
+      check_run_dir(cfg, world);
+    } catch (const std::exception& e) {
+      ok = 0;
+      why = e.what();
+    }
+  }
+  auto verdict = torch::tensor({ok}, torch::kLong);
+  comm->broadcast({verdict}, 0);
+  if (comm->rank() == 0 && !ok) throw InputError(why);
+  UNDO_INPUT_CHECK(verdict.item<int64_t>() == 1, "run.dir '", cfg.run.dir, "' was refused by rank 0 (its error says why)");
+}
+
+}  // namespace undo

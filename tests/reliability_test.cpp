@@ -1,0 +1,226 @@
+// Nothing lost, nothing silently wrong: temporary files that cannot be
+// redirected, a log that stops the run when it cannot be written, run
+// directories that belong to one run, and files whose numbers are checked
+// before anything is sized by them (docs/RELIABILITY.md lists the promises).
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/sha256.h"
+#include "model/checkpoint.h"
+#include "test_util.h"
+#include "train/metrics.h"
+
+using namespace undo;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string tiny_ini() { return std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini"; }
+
+std::string pretrain(const std::string& dir, const std::string& more = "") {
+  return "pretrain --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() + " --run-dir " + dir +
+         " --run.threads 1 --train.eval_every 1000 --eval.arith_per_op 0 " + more;
+}
+
+// A checkpoint whose meta is rewritten and whose checksum is recomputed: what
+// a crafted file looks like to the reader.
+void rewrite_meta(const std::string& from, const std::string& to, const std::string& key, const std::string& value) {
+  std::string f = read_file(from);
+  uint32_t meta_bytes;
+  uint64_t payload_bytes;
+  std::memcpy(&meta_bytes, f.data() + 12, 4);
+  std::memcpy(&payload_bytes, f.data() + 16, 8);
+  const size_t header = 8 + 4 + 4 + 8 + 32;
+  std::string meta = f.substr(header, meta_bytes), payload = f.substr(header + meta_bytes);
+  auto at = meta.find("\n" + key + "=");
+  ASSERT_NE(at, std::string::npos) << key;
+  auto end = meta.find('\n', at + 1);
+  meta = meta.substr(0, at + 1) + key + "=" + value + meta.substr(end);
+  meta_bytes = uint32_t(meta.size());
+  std::string body = meta + payload;
+  std::string digest = sha256_hex(body.data(), body.size());
+  std::string out = f.substr(0, 8);
+  out.append(f, 8, 4);
+  out.append(reinterpret_cast<const char*>(&meta_bytes), 4);
+  out.append(reinterpret_cast<const char*>(&payload_bytes), 8);
+  for (size_t i = 0; i < 32; ++i) out += char(std::stoi(digest.substr(2 * i, 2), nullptr, 16));
+  write_file_atomic(to, out + body);
+}
+
+}  // namespace
+
+// The old temporary name (PATH.tmp.<pid>) was predictable and opened through
+// symlinks: a link planted there overwrote its target. Now the name is random
+// and created with O_EXCL | O_NOFOLLOW.
+TEST(Reliability, AtomicWritesNeverFollowAPlantedSymlink) {
+  auto dir = test::temp_dir("planted");
+  write_file_atomic(dir + "/victim", "precious\n");
+  fs::create_symlink(dir + "/victim", dir + "/out.txt.tmp." + std::to_string(::getpid()));
+  write_file_atomic(dir + "/out.txt", "new\n");
+  EXPECT_EQ(read_file(dir + "/victim"), "precious\n");
+  EXPECT_EQ(read_file(dir + "/out.txt"), "new\n");
+  // create_exclusive never opens an existing name: two calls, two files.
+  std::string a, b;
+  int fa = create_exclusive(dir + "/x.tmp.", &a), fb = create_exclusive(dir + "/x.tmp.", &b);
+  EXPECT_NE(a, b);
+  ::close(fa), ::close(fb);
+  // A directory where a file is expected is named as such, not read as empty.
+  try {
+    read_file(dir);
+    ADD_FAILURE() << "a directory was read as a file";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+}
+
+// A write that fails (here: past RLIMIT_FSIZE, as a full disk would) stops the
+// run with an error naming the log, instead of a log that silently ends.
+TEST(Reliability, AFailedMetricsWriteThrowsNamingTheLog) {
+  auto dir = test::temp_dir("metrics_full");
+  const std::string path = dir + "/metrics.jsonl";
+  MetricsLog log(path, true);
+  JsonObject line;
+  line.add("step", 1).add("loss", 2.5).add("pad", std::string(200, 'x'));
+  log.write(line);
+  struct rlimit old {};
+  ::getrlimit(RLIMIT_FSIZE, &old);
+  auto old_handler = std::signal(SIGXFSZ, SIG_IGN);
+  struct rlimit small = old;
+  small.rlim_cur = 4096;
+  ASSERT_EQ(::setrlimit(RLIMIT_FSIZE, &small), 0);
+  bool threw = false;
+  std::string what;
+  try {
+    for (int i = 0; i < 100; ++i) log.write(line);
+  } catch (const RuntimeError& e) {
+    threw = true;
+    what = e.what();
+  }
+  ::setrlimit(RLIMIT_FSIZE, &old);
+  std::signal(SIGXFSZ, old_handler);
+  EXPECT_TRUE(threw) << "a failed write went unnoticed";
+  EXPECT_NE(what.find(path), std::string::npos) << what;
+}
+
+// A run killed mid-line leaves a torn last line; resuming drops it instead of
+// keeping a line that every later reader fails to parse.
+TEST(Reliability, ResumeDropsATornMetricsLine) {
+  auto dir = test::temp_dir("metrics_torn");
+  const std::string path = dir + "/metrics.jsonl";
+  write_file_atomic(path, "{\"step\": 1, \"loss\": 3}\n{\"step\": 2, \"loss\": 2.9}\n{\"step\": 3, \"lo");
+  { MetricsLog log(path, true, /*resume_step=*/10); }
+  EXPECT_EQ(read_file(path), "{\"step\": 1, \"loss\": 3}\n{\"step\": 2, \"loss\": 2.9}\n");
+  EXPECT_EQ(read_json_lines(path).size(), 2u);
+}
+
+// The issue's case: seed 1 trains; seed 2 starts in the same directory. The
+// fresh run is refused (it would have pruned its own checkpoints in favour of
+// seed 1's), and a --resume with seed 2 is refused naming run.seed: before,
+// it continued seed 1's model under seed 2's config.ini. Nothing is changed.
+TEST(Reliability, ARunDirectoryBelongsToOneRun) {
+  auto dir = test::temp_dir("one_run");
+  std::string out;
+  ASSERT_EQ(test::run_undo(pretrain(dir, "--train.steps 10 --train.ckpt_every 5 --run.seed 1"), &out), 0) << out;
+  const std::string config = read_file(dir + "/config.ini"), metrics = read_file(dir + "/metrics.jsonl");
+  const auto checkpoints = std::distance(fs::directory_iterator(dir + "/ckpt"), fs::directory_iterator());
+  EXPECT_EQ(test::run_undo(pretrain(dir, "--train.steps 10 --run.seed 2"), &out), 2) << out;
+  EXPECT_NE(out.find("already holds another run's checkpoints"), std::string::npos) << out;
+  EXPECT_EQ(test::run_undo(pretrain(dir, "--train.steps 20 --run.seed 2 --resume"), &out), 2) << out;
+  EXPECT_NE(out.find("belongs to another run: run.seed 1 (this run: 2)"), std::string::npos) << out;
+  EXPECT_EQ(test::run_undo(pretrain(dir, "--train.steps 20 --run.seed 1 --optim.lr 1e-2 --resume"), &out), 2) << out;
+  EXPECT_NE(out.find("optim.lr"), std::string::npos) << out;
+  EXPECT_EQ(read_file(dir + "/config.ini"), config);
+  EXPECT_EQ(read_file(dir + "/metrics.jsonl"), metrics);
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir + "/ckpt"), fs::directory_iterator()), checkpoints);
+  // The same run, extended and logging at another rate, resumes.
+  ASSERT_EQ(test::run_undo(pretrain(dir, "--train.steps 15 --run.seed 1 --train.log_every 3 --resume"), &out), 0)
+      << out;
+  EXPECT_NE(out.find("resuming"), std::string::npos) << out;
+}
+
+// Two processes never write one run directory: the second is refused while
+// the first holds it (here the test holds the lock, as a running stage would).
+TEST(Reliability, ALockedRunDirectoryIsRefused) {
+  auto dir = test::temp_dir("locked");
+  std::string out;
+  {
+    FileLock held(dir + "/.lock");
+    EXPECT_EQ(test::run_undo(pretrain(dir, "--train.steps 2"), &out), 2) << out;
+    EXPECT_NE(out.find(dir + "/.lock' is locked"), std::string::npos) << out;
+    EXPECT_FALSE(file_exists(dir + "/config.ini"));
+  }
+  EXPECT_EQ(test::run_undo(pretrain(dir, "--train.steps 2"), &out), 0) << out;
+}
+
+// A checkpoint's numbers are range-checked before a model is sized by them: a
+// crafted file with a recomputed checksum used to crash with SIGFPE (n_heads 0)
+// or be accepted (n_layers 0, a NaN epsilon).
+TEST(Reliability, CraftedCheckpointMetaIsRefusedByKey) {
+  auto dir = test::temp_dir("crafted");
+  std::string out;
+  ASSERT_EQ(test::run_undo(pretrain(dir + "/run", "--train.steps 2"), &out), 0) << out;
+  const std::string good = dir + "/run/model.ckpt";
+  for (auto [key, value] : std::vector<std::pair<std::string, std::string>>{
+           {"n_heads", "0"}, {"seq_len", "0"}, {"n_layers", "0"}, {"norm_eps", "nan"}, {"d_model", "12x"},
+           {"vocab_size", "-5"}, {"d_ff", "99999999999"}}) {
+    const std::string bad = dir + "/bad-" + key + ".ckpt";
+    rewrite_meta(good, bad, key, value);
+    try {
+      read_checkpoint_meta(bad);
+      ADD_FAILURE() << key << "=" << value << " was accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(test::run_undo("eval --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() + " --model " + bad +
+                                 " --run-dir " + dir + "/eval-" + key,
+                             &out),
+              2)
+        << key << ": " << out;
+  }
+}
+
+// Values that cannot be meant are refused by key before anything starts.
+TEST(Reliability, AbsurdSizesAreRefusedByKey) {
+  auto dir = test::temp_dir("absurd");
+  std::string out;
+  for (auto [flag, key] : std::vector<std::pair<std::string, std::string>>{{"--run.threads 100000", "run.threads"},
+                                                                           {"--model.d_model 100000000", "model.d_model"},
+                                                                           {"--train.batch_size 99999999", "train.batch_size"}}) {
+    EXPECT_EQ(test::run_undo(pretrain(dir + "/" + key, flag), &out), 2) << flag << ": " << out;
+    EXPECT_NE(out.find(key), std::string::npos) << out;
+    EXPECT_FALSE(file_exists(dir + "/" + key + "/config.ini")) << flag;
+  }
+}
+
+// Training reads the data through vocab.bin and the shards: a decoding table
+// or tokenizer other than the one the data was prepared with is refused by
+// name (its sha256 in the manifest used to go unchecked), as is a manifest
+// that is not one.
+TEST(Reliability, ASwappedTokenizerOrGarbageManifestIsRefused) {
+  auto dir = test::temp_dir("swapped");
+  fs::copy(test::tiny_data_dir(), dir + "/data", fs::copy_options::recursive);
+  std::string out;
+  auto run = [&](const std::string& name) {
+    return test::run_undo("pretrain --config " + tiny_ini() + " --data.dir " + dir + "/data --run-dir " + dir + "/" +
+                              name + " --train.steps 1 --eval.arith_per_op 0",
+                          &out);
+  };
+  ASSERT_EQ(run("ok"), 0) << out;
+  std::string tok = read_file(dir + "/data/tokenizer.model");
+  write_file_atomic(dir + "/data/tokenizer.model", tok + "x");
+  EXPECT_EQ(run("tok"), 2) << out;
+  EXPECT_NE(out.find(dir + "/data/tokenizer.model' is not the file this data was prepared with"), std::string::npos)
+      << out;
+  write_file_atomic(dir + "/data/tokenizer.model", tok);
+  write_file_atomic(dir + "/data/manifest.json", "not json at all\n");
+  EXPECT_EQ(run("garbage"), 2) << out;
+  EXPECT_NE(out.find("manifest.json' is not an undo preparation manifest"), std::string::npos) << out;
+}
