@@ -48,6 +48,22 @@ TEST(Config, UnknownKeyInFileNamesKeyAndFile) {
   EXPECT_NE(err.find(ini), std::string::npos) << err;
 }
 
+// Config edges from the hostile-user review: a directory as --config was read
+// as empty; a newline in a value went raw into config.ini (which then no longer
+// reproduced the run); binary garbage was echoed to the terminal.
+TEST(Config, DirectoriesControlCharactersAndGarbageAreRefusedPrintably) {
+  auto dir = test::temp_dir("edges");
+  EXPECT_NE(error_of({"--config", dir}).find("is a directory"), std::string::npos);
+  auto err = error_of({"--run.dir", "runs/a\n[optim]\nlr = 1"});
+  EXPECT_NE(err.find("run.dir"), std::string::npos) << err;
+  EXPECT_NE(err.find("control character"), std::string::npos) << err;
+  EXPECT_EQ(err.find('\n'), std::string::npos) << err;
+  auto garbage = write_ini("[model]\n\x01\x1b[31m\xff\xfe = 3\n");
+  err = error_of({"--config", garbage});
+  EXPECT_FALSE(err.empty());
+  for (char c : err) EXPECT_TRUE(static_cast<unsigned char>(c) >= 0x20 && static_cast<unsigned char>(c) < 0x7f) << err;
+}
+
 TEST(Config, UnknownKeyOnCommandLine) {
   EXPECT_NE(error_of({"--train.stepz", "3"}).find("train.stepz"), std::string::npos);
 }

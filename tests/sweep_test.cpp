@@ -260,6 +260,34 @@ TEST(Sweep, OneRunnerPerOutAndAKilledRunnersJobsAreWaitedFor) {
   for (auto& j : plan.jobs) EXPECT_TRUE(job_done(j)) << j.name;
 }
 
+// A results.csv of another shape, or a summary that is not JSON, is refused
+// naming the file and what is missing (it used to be `map::at` or a JSON
+// offset with no file).
+TEST(Sweep, MalformedResultsAreRefusedByFileAndColumn) {
+  auto dir = test::temp_dir("sweep_malformed");
+  write_file_atomic(dir + "/results.csv", "model,role,metric\nbase,base,forget_acc\n");
+  write_file_atomic(dir + "/curves.csv", "model,step,forget\n");
+  std::string out;
+  EXPECT_EQ(test::run_undo("report " + dir, &out), 2) << out;
+  EXPECT_NE(out.find(dir + "/results.csv' has no column 'method'"), std::string::npos) << out;
+  auto spec = write_spec(dir, kSmallGrid);
+  Plan plan = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);
+  const Job& base = plan.jobs.front();
+  make_dirs(base.dir);
+  write_file_atomic(base.dir + "/job.done", "finished\n");
+  write_file_atomic(base.dir + "/summary.json", "[not, json");
+  for (auto& j : plan.jobs)  // base's attacks done, so that collect reads its summary
+    if (j.kind == "relearn" && j.tags.at("model") == base.id) {
+      make_dirs(j.dir);
+      write_file_atomic(j.dir + "/job.done", "finished\n");
+      write_file_atomic(j.dir + "/attack.jsonl", "{\"lr\": 0.001, \"seed\": 1, \"step\": 0, \"forget_ce\": 3}\n");
+    }
+  int rc = 0;
+  auto text = sweep("collect", spec, dir + "/out", &rc);
+  EXPECT_NE(rc, 0) << text;
+  EXPECT_NE(text.find(base.dir + "/summary.json' is not a summary"), std::string::npos) << text;
+}
+
 TEST(Sweep, BadSpecsAreRefusedBeforeAnythingRuns) {
   auto dir = test::temp_dir("sweep_bad");
   int rc = 0;

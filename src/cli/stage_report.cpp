@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <iostream>
@@ -18,7 +19,8 @@ namespace {
 
 using Row = std::map<std::string, std::string>;
 
-std::vector<Row> read_csv(const std::string& path) {
+// The rows of a CSV file by column name; every column in `required` must be there.
+std::vector<Row> read_csv(const std::string& path, const std::vector<std::string>& required) {
   UNDO_INPUT_CHECK(file_exists(path), "'", path, "' is missing: run `undo sweep collect` first");
   std::ifstream in(path);
   std::string line;
@@ -33,6 +35,9 @@ std::vector<Row> read_csv(const std::string& path) {
     return out;
   };
   if (std::getline(in, line)) header = split(line);
+  for (auto& column : required)
+    UNDO_INPUT_CHECK(std::find(header.begin(), header.end(), column) != header.end(), "'", path,
+                     "' has no column '", column, "' (written by another version? run `undo sweep collect` again)");
   for (int n = 2; std::getline(in, line); ++n) {
     if (line.empty()) continue;
     auto cells = split(line);
@@ -107,8 +112,14 @@ int stage_report(int argc, const char* const* argv) {
     return argc == 2 && std::string(argv[1]) == "--help" ? 0 : 2;
   }
   std::string dir = argv[1];
-  auto results = read_csv(join_path(dir, "results.csv"));
-  auto curves = read_csv(join_path(dir, "curves.csv"));
+  // The columns read below by name (a missing one is named, not a map::at).
+  auto results = read_csv(join_path(dir, "results.csv"),
+                          {"model", "role", "method", "alpha", "beta", "seed", "attack_lr", "metric", "forget_before",
+                           "retain_before", "forget_after40", "retain_after40", "forget_final", "retain_final",
+                           "attack_steps", "compute_vs_oracle", "total_compute_alone", "total_compute_amortised",
+                           "worst_forget_final", "robustness", "robustness_mean", "robustness_ci_lo",
+                           "robustness_ci_hi", "robustness_seeds"});
+  auto curves = read_csv(join_path(dir, "curves.csv"), {"model", "step", "forget"});
   UNDO_INPUT_CHECK(!results.empty(), join_path(dir, "results.csv"), " has no rows");
   const std::string metric = results.front().at("metric");
   UNDO_INPUT_CHECK(metric == "forget_acc" || metric == "forget_ce" || metric == "forget_answer_ce", dir,

@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -226,15 +227,42 @@ void describe_into(Config& c, Registry& r) {
            at_least(1));
 }
 
+// A value as it can be shown on a terminal: control and non-ASCII bytes as \xNN.
+std::string printable(const std::string& v) {
+  std::string out;
+  for (unsigned char c : v) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += char(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
 void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string, std::string>& origin,
                   const Config& cfg) {
   for (auto& k : keys) {
+    // A control character would be written raw into config.ini, which would
+    // then no longer reproduce the run (a newline starts a new key).
+    std::string text = k.value();
+    bool control = std::any_of(text.begin(), text.end(), [](char c) {
+      return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
+    });
+    if (control) {
+      auto it = origin.find(k.name);
+      throw InputError("config error: " + k.name + " = '" + printable(text) + "' (from " +
+                       (it == origin.end() ? std::string("default") : it->second) +
+                       "): contains a control character");
+    }
     if (!k.validate) continue;
     std::string why = k.validate();
     if (!why.empty()) {
       auto it = origin.find(k.name);
       std::string from = it == origin.end() ? "default" : it->second;
-      throw InputError("config error: " + k.name + " = '" + k.value() + "' (from " + from + "): " + why);
+      throw InputError("config error: " + k.name + " = '" + printable(k.value()) + "' (from " + from + "): " + why);
     }
   }
   if (cfg.model.d_model % cfg.model.n_heads != 0 || (cfg.model.d_model / cfg.model.n_heads) % 2 != 0)
@@ -372,6 +400,8 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
     po::store(cl, vm);
     if (vm.count("config")) config_files = vm["config"].as<std::vector<std::string>>();
     for (auto it = config_files.rbegin(); it != config_files.rend(); ++it) {
+      if (std::filesystem::is_directory(*it))
+        throw InputError("config error: --config '" + *it + "' is a directory, not a file");
       std::ifstream in(*it);
       if (!in) throw InputError("config error: --config '" + *it + "': cannot open file");
       try {
@@ -380,7 +410,7 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
           if (!origin.count(o.string_key)) origin[o.string_key] = *it;
         po::store(parsed, vm);
       } catch (const po::error& e) {
-        throw InputError("config error in " + *it + ": " + e.what());
+        throw InputError("config error in " + *it + ": " + printable(e.what()));
       }
     }
     if (vm.count("help")) {
@@ -392,7 +422,7 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
     }
     po::notify(vm);
   } catch (const po::error& e) {
-    throw InputError(std::string("config error: ") + e.what());
+    throw InputError(std::string("config error: ") + printable(e.what()));
   }
   if (vm.count("run-dir")) cfg.run.dir = vm["run-dir"].as<std::string>(), origin["run.dir"] = "command line";
   if (vm.count("resume")) cfg.run.resume = true;

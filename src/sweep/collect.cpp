@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/config.h"
+#include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "results/attack_curve.h"
@@ -21,7 +22,12 @@ std::string fmt(double v) { return std::isfinite(v) ? format_double(v) : ""; }
 double summary_number(const Job& j, const std::string& key) {
   auto path = j.dir + "/summary.json";
   if (!file_exists(path)) return NAN;
-  auto s = parse_flat_json(read_file(path));
+  std::map<std::string, std::string> s;
+  try {
+    s = parse_flat_json(read_file(path));
+  } catch (const std::exception& e) {
+    UNDO_INPUT_FAIL("'", path, "' is not a summary this program wrote: ", e.what());
+  }
   auto it = s.find(key);
   return it == s.end() ? NAN : std::strtod(it->second.c_str(), nullptr);
 }
