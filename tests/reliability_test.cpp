@@ -13,7 +13,9 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
+#include "fixtures.h"
 #include "model/checkpoint.h"
+#include "sweep/plan.h"
 #include "test_util.h"
 #include "train/metrics.h"
 
@@ -223,4 +225,44 @@ TEST(Reliability, ASwappedTokenizerOrGarbageManifestIsRefused) {
   write_file_atomic(dir + "/data/manifest.json", "not json at all\n");
   EXPECT_EQ(run("garbage"), 2) << out;
   EXPECT_NE(out.find("manifest.json' is not an undo preparation manifest"), std::string::npos) << out;
+}
+
+// A cache build on a full disk: refused up front with exit 2 when the space
+// is known to be short (a small tmpfs, where mounting is allowed), and when a
+// write fails half way (RLIMIT_FSIZE stands in for the disk filling up) it
+// exits 1 naming the file, with no temporaries left: it used to crash at exit
+// (SIGSEGV in HDF5's close callback) and leave a part that kept the disk full.
+TEST(Reliability, AFullDiskDuringACacheBuildFailsCleanly) {
+  auto dir = test::temp_dir("full_disk");
+  const std::string cache = "cache-logits --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() +
+                            " --teacher " + test::trained_tiny_checkpoint() + " --tokens 3000 --run.threads 1";
+  auto leftovers = [](const std::string& d) {
+    std::vector<std::string> found;
+    for (auto& e : fs::directory_iterator(d))
+      if (e.path().filename().string().find(".tmp.") != std::string::npos) found.push_back(e.path().string());
+    return found;
+  };
+  std::string out;
+  const std::string mnt = dir + "/small";
+  fs::create_directories(mnt);
+  if (std::system(("mount -t tmpfs -o size=160k tmpfs " + mnt + " 2>/dev/null").c_str()) == 0) {
+    int rc = test::run_undo(cache + " --out " + mnt + "/c.h5 --run-dir " + dir + "/run1", &out);
+    std::vector<std::string> left = leftovers(mnt);
+    std::system(("umount " + mnt).c_str());
+    EXPECT_EQ(rc, 2) << out;
+    EXPECT_NE(out.find("MiB free"), std::string::npos) << out;
+    EXPECT_TRUE(left.empty()) << left.front();
+  } else {
+    std::cerr << "[ note ] mounting a tmpfs is not allowed here: the up-front space check is not exercised\n";
+  }
+  fs::create_directories(dir + "/limited");
+  int rc = test::run_command("bash -c " + shell_quote("trap '' XFSZ; ulimit -f 200; exec " +
+                                                               std::string(UNDO_BINARY) + " " + cache + " --out " +
+                                                               dir + "/limited/c.h5 --run-dir " + dir + "/run2") +
+                                 " 2>&1",
+                             &out);
+  EXPECT_EQ(rc, 1) << out;  // not 139: no crash at exit
+  EXPECT_NE(out.find(dir + "/limited/c.h5.tmp."), std::string::npos) << out;
+  EXPECT_TRUE(leftovers(dir + "/limited").empty()) << leftovers(dir + "/limited").front();
+  EXPECT_FALSE(file_exists(dir + "/limited/c.h5"));
 }

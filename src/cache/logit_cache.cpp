@@ -194,6 +194,16 @@ void LogitCacheWriter::write(const LogitRows& rows) {
   }
 }
 
+void LogitCacheWriter::close() {
+  auto& m = *impl_;
+  if (m.file.get() < 0) return;
+  H5_CHECK(H5Fflush(m.file, H5F_SCOPE_GLOBAL), "flush '", m.path, "'");
+  m.sets.clear();
+  hid_t file = m.file.get();
+  m.file.release();
+  H5_CHECK(H5Fclose(file), "close '", m.path, "'");
+}
+
 void LogitCacheWriter::finish(int64_t teacher_tokens) {
   auto& m = *impl_;
   H5_CHECK(H5Fflush(m.file, H5F_SCOPE_GLOBAL), "flush '", m.path, "'");
@@ -322,6 +332,12 @@ void LogitCacheReader::verify() const {
   }
   UNDO_CHECK(actual == impl_->content_sha, "logit cache '", impl_->path, "' is corrupted: content sha256 ", actual,
              " differs from the recorded ", impl_->content_sha);
+}
+
+uint64_t logit_cache_bytes(const LogitCacheKey& key, uint64_t rows) {
+  const uint64_t id = key.vocab <= 65536 ? 2 : 4, lp = key.dtype == "f16" ? 2 : 4;
+  const uint64_t w = uint64_t(key.window), k = uint64_t(key.k), s = uint64_t(key.samples);
+  return rows * w * (id + id * k + lp * k + 4 + id * s + 4 * s);
 }
 
 void copy_rows(const LogitCacheReader& part, LogitCacheWriter& out, uint64_t at, uint64_t block) {

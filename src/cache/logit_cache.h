@@ -66,7 +66,11 @@ class LogitCacheWriter {
   LogitCacheWriter(const std::string& path, const LogitCacheKey& key, uint64_t rows, int deflate_level);
   ~LogitCacheWriter();
   void write(const LogitRows& rows);
+  // Stamps rows, teacher tokens and the checksum (a finished cache).
   void finish(int64_t teacher_tokens);
+  // Flushes and closes an unfinished file (a part), throwing when the data did
+  // not reach the disk: a failed write is never found only by the next reader.
+  void close();
 
  private:
   struct Impl;
@@ -94,6 +98,9 @@ class LogitCacheReader {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The bytes `rows` rows of a cache of this key take on disk, uncompressed.
+uint64_t logit_cache_bytes(const LogitCacheKey& key, uint64_t rows);
 
 // Copies all rows of `part` into `out` at row `at` (merging per-rank parts).
 void copy_rows(const LogitCacheReader& part, LogitCacheWriter& out, uint64_t at, uint64_t block = 256);

@@ -1,4 +1,6 @@
 // undo: every stage of an Unlearn-and-Distill experiment behind one program.
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -69,6 +71,11 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const std::exception& e) {
     std::cerr << who << ": fatal: " << e.what() << "\n";
-    return 1;
+    // After an I/O failure a library may hold a file it could not close (HDF5
+    // on a full disk crashed in its exit handler, turning exit 1 into a
+    // segfault): a failed run leaves without running exit handlers, so that its
+    // exit code is the one reported. Our own files are closed or removed by now.
+    std::fflush(nullptr);
+    std::_Exit(1);
   }
 }

@@ -1,5 +1,6 @@
 #include "train/teacher_cache.h"
 
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -107,6 +108,7 @@ void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teache
     }
     writer.write(rows);
   }
+  writer.close();
 }
 
 // Temporaries of a builder that died (we hold the lock: nobody else writes them).
@@ -163,6 +165,16 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
                          problem);
         if (problem != "missing") std::cerr << "logit cache '" << file << "': " << problem << "; rebuilding\n";
         remove_stale_temporaries(file);
+        // The parts and the merged file are both on disk before the parts go:
+        // refuse now rather than fill the disk half way (HDF5 then fails badly).
+        const uint64_t need = 2 * logit_cache_bytes(key, rows) + (16u << 20);
+        struct statvfs fs_stat {};
+        if (::statvfs(dir.empty() ? "." : dir.c_str(), &fs_stat) == 0) {
+          const uint64_t free_bytes = uint64_t(fs_stat.f_bavail) * uint64_t(fs_stat.f_frsize);
+          UNDO_INPUT_CHECK(free_bytes >= need, "logit cache '", file, "' needs about ", need >> 20, " MiB to build ",
+                           "(its parts and the merged file), and '", dir.empty() ? "." : dir, "' has ",
+                           free_bytes >> 20, " MiB free: set distill.cache_dir to a larger disk, or distill.cache = off");
+        }
         decision = 1;
       }
     } catch (...) {
@@ -193,9 +205,19 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
                             std::min(rows, batch * (batches * uint64_t(r + 1) / uint64_t(world))));
     };
     auto [begin, end] = slice(rank);
-    build_part(cfg, key, teacher, begin, end, part_of(rank));
+    // A failed build (a full disk, a signal turned error) leaves no temporaries.
+    auto remove_temporaries = [&] {
+      std::remove(part_of(rank).c_str());
+      if (rank == 0) std::remove(tmp.c_str());
+    };
+    try {
+      build_part(cfg, key, teacher, begin, end, part_of(rank));
+    } catch (...) {
+      remove_temporaries();
+      throw;
+    }
     if (comm) comm->barrier();
-    if (rank == 0) {
+    if (rank == 0) try {
       {
         LogitCacheWriter out(tmp, key, rows, cfg.distill.cache_deflate);
         for (int r = 0; r < world; ++r) {
@@ -211,6 +233,10 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
       std::cerr << "logit cache '" << file << "': built, " << rows << " sequences x " << key.window
                 << " positions, top-" << key.k << " " << key.dtype
                 << (key.samples ? " + " + std::to_string(key.samples) + " tail draws" : std::string()) << "\n";
+    } catch (...) {
+      for (int r = 0; r < world; ++r) std::remove(part_of(r).c_str());
+      std::remove(tmp.c_str());
+      throw;
     }
     result.built = true;
   } else if (rank == 0) {
