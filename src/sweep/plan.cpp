@@ -98,8 +98,6 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
     return plan.jobs.back();
   };
   // A stage that sets a general key itself (core/stage_settings.h) would refuse
-  // the spec's override of it, which is meant for pretraining: it is left out there.
-  // A stage that sets a general key itself (core/stage_settings.h) would refuse
   // the spec's override of it, which is meant for pretraining: it is left out
   // there. A key the job sets itself (in `tail`) replaces the spec's.
   auto with = [&](std::vector<std::string> head, std::vector<std::string> tail,
