@@ -488,7 +488,20 @@ TEST(Sweep, ShippedSpecsPlan) {
   std::filesystem::current_path(root);  // the specs' config paths are relative to the repository
   Plan demo = make_plan(read_sweep_spec("configs/demo-arith-sweep.ini"), demo_out, UNDO_BINARY);
   Plan paper = make_plan(read_sweep_spec("slurm/paper-arith-sweep.ini"), paper_out, UNDO_BINARY);
+  // The longer protocol and the signal ablation share one output: every job of the ablation that the
+  // protocol also plans has the same id (so the ablation reuses it).
+  Plan protocol = make_plan(read_sweep_spec("configs/protocol-arith-sweep.ini"), demo_out, UNDO_BINARY);
+  Plan ablation = make_plan(read_sweep_spec("configs/ablation-kl-arith-sweep.ini"), demo_out, UNDO_BINARY);
   std::filesystem::current_path(cwd);
+  EXPECT_EQ(count_kind(protocol, "unlearn"), 3);
+  EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3);
+  EXPECT_EQ(count_kind(protocol, "relearn"), (2 + 3 + 9) * 5);
+  EXPECT_EQ(count_kind(ablation, "distill"), 4 + 1);
+  std::set<std::string> protocol_dirs;
+  for (auto& j : protocol.jobs) protocol_dirs.insert(j.dir);
+  int shared = 0;
+  for (auto& j : ablation.jobs) shared += int(protocol_dirs.count(j.dir));
+  EXPECT_EQ(shared, 1 + 2 + 1 + 2 + 2 + 5 * 5);  // data, base + oracle, teacher, 2 caches, 2 distilled, their attacks
   EXPECT_EQ(count_kind(demo, "distill"), 3 + 1);  // + the distilled-base control
   EXPECT_EQ(count_kind(demo, "relearn"), 7 * 3);
   EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5);
