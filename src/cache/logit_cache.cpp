@@ -199,19 +199,15 @@ void LogitCacheWriter::close() {
   if (m.file.get() < 0) return;
   H5_CHECK(H5Fflush(m.file, H5F_SCOPE_GLOBAL), "flush '", m.path, "'");
   m.sets.clear();
-  hid_t file = m.file.get();
-  m.file.release();
-  H5_CHECK(H5Fclose(file), "close '", m.path, "'");
+  H5_CHECK(H5Fclose(m.file.release()), "close '", m.path, "'");
 }
 
 void LogitCacheWriter::finish(int64_t teacher_tokens) {
   auto& m = *impl_;
-  H5_CHECK(H5Fflush(m.file, H5F_SCOPE_GLOBAL), "flush '", m.path, "'");
+  close();
   std::string sha;
   {
     // Hash what is on disk, read back through the same path a reader takes.
-    m.sets.clear();
-    m.file.reset();
     LogitCacheReader reader(m.path, /*unfinished_ok=*/true);
     sha = reader.content_sha256();
   }
@@ -335,9 +331,10 @@ void LogitCacheReader::verify() const {
 }
 
 uint64_t logit_cache_bytes(const LogitCacheKey& key, uint64_t rows) {
-  const uint64_t id = key.vocab <= 65536 ? 2 : 4, lp = key.dtype == "f16" ? 2 : 4;
-  const uint64_t w = uint64_t(key.window), k = uint64_t(key.k), s = uint64_t(key.samples);
-  return rows * w * (id + id * k + lp * k + 4 + id * s + 4 * s);
+  auto f16 = h5::float16_type();
+  uint64_t per_row = 0;
+  for (auto& d : datasets_of(key, f16)) per_row += d.per_row * H5Tget_size(d.file_type);
+  return rows * per_row;
 }
 
 void copy_rows(const LogitCacheReader& part, LogitCacheWriter& out, uint64_t at, uint64_t block) {

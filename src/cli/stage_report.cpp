@@ -10,6 +10,7 @@
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "results/attack_curve.h"
 #include "results/chart.h"
 #include "results/support.h"
 
@@ -122,8 +123,9 @@ int stage_report(int argc, const char* const* argv) {
   auto curves = read_csv(join_path(dir, "curves.csv"), {"model", "step", "forget"});
   UNDO_INPUT_CHECK(!results.empty(), join_path(dir, "results.csv"), " has no rows");
   const std::string metric = results.front().at("metric");
-  UNDO_INPUT_CHECK(metric == "forget_acc" || metric == "forget_ce" || metric == "forget_answer_ce", dir,
-                   "/results.csv: unknown metric '", metric, "'");
+  const auto& known = forget_metrics();
+  UNDO_INPUT_CHECK(std::find(known.begin(), known.end(), metric) != known.end(), dir, "/results.csv: unknown metric '",
+                   metric, "'");
   const bool acc = metric == "forget_acc", answers = metric == "forget_answer_ce";
   const std::string forget_label = acc ? "forget accuracy" : answers ? "forget answer CE (nats)" : "forget CE";
   std::string out = join_path(dir, "report");
@@ -201,7 +203,7 @@ int stage_report(int argc, const char* const* argv) {
       models.push_back(r.at("model"));
     }
     double v = num(r, "forget_after40");
-    if (std::isfinite(v) && (!std::isfinite(s.worst40) || (acc ? v > s.worst40 : v < s.worst40)))
+    if (std::isfinite(v) && (!std::isfinite(s.worst40) || (relearned_when_higher(metric) ? v > s.worst40 : v < s.worst40)))
       s.worst40 = v, s.retain40 = num(r, "retain_after40");
     if (num(r, "forget_final") == num(r, "worst_forget_final")) s.retain_final = num(r, "retain_final");
   }

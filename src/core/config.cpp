@@ -242,32 +242,31 @@ std::string printable(const std::string& v) {
   return out;
 }
 
+// d_model must split into n_heads even-sized heads (rotary pairs): "" or why not.
+std::string heads_problem(const ModelConfig& m) {
+  if (m.d_model % m.n_heads == 0 && (m.d_model / m.n_heads) % 2 == 0) return "";
+  return "model.d_model = " + std::to_string(m.d_model) + " must be a multiple of 2 x model.n_heads = " +
+         std::to_string(m.n_heads);
+}
+
 void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string, std::string>& origin,
                   const Config& cfg) {
   for (auto& k : keys) {
-    // A control character would be written raw into config.ini, which would
-    // then no longer reproduce the run (a newline starts a new key).
-    std::string text = k.value();
-    bool control = std::any_of(text.begin(), text.end(), [](char c) {
-      return static_cast<unsigned char>(c) < 0x20 || c == 0x7f;
-    });
-    if (control) {
+    const std::string text = k.value();
+    auto fail = [&](const std::string& why) {
       auto it = origin.find(k.name);
       throw InputError("config error: " + k.name + " = '" + printable(text) + "' (from " +
-                       (it == origin.end() ? std::string("default") : it->second) +
-                       "): contains a control character");
-    }
+                       (it == origin.end() ? std::string("default") : it->second) + "): " + why);
+    };
+    // A control character would be written raw into config.ini, which would
+    // then no longer reproduce the run (a newline starts a new key).
+    if (std::any_of(text.begin(), text.end(), [](char c) { return static_cast<unsigned char>(c) < 0x20 || c == 0x7f; }))
+      fail("contains a control character");
     if (!k.validate) continue;
     std::string why = k.validate();
-    if (!why.empty()) {
-      auto it = origin.find(k.name);
-      std::string from = it == origin.end() ? "default" : it->second;
-      throw InputError("config error: " + k.name + " = '" + printable(k.value()) + "' (from " + from + "): " + why);
-    }
+    if (!why.empty()) fail(why);
   }
-  if (cfg.model.d_model % cfg.model.n_heads != 0 || (cfg.model.d_model / cfg.model.n_heads) % 2 != 0)
-    throw InputError("config error: model.d_model = " + std::to_string(cfg.model.d_model) +
-                     " must be a multiple of 2 x model.n_heads = " + std::to_string(cfg.model.n_heads));
+  if (auto why = heads_problem(cfg.model); !why.empty()) throw InputError("config error: " + why);
   if (cfg.optim.min_lr > cfg.optim.lr)
     throw InputError("config error: optim.min_lr = " + format_double(cfg.optim.min_lr) +
                      " exceeds optim.lr = " + format_double(cfg.optim.lr));
@@ -284,10 +283,7 @@ std::string model_config_problem(const ModelConfig& model) {
     if (!why.empty()) return k.name + " = '" + k.value() + "': " + why;
   }
   if (model.vocab_size < 1) return "model.vocab_size = " + std::to_string(model.vocab_size) + ": must be >= 1";
-  if (model.d_model % model.n_heads != 0 || (model.d_model / model.n_heads) % 2 != 0)
-    return "model.d_model = " + std::to_string(model.d_model) + " must be a multiple of 2 x model.n_heads = " +
-           std::to_string(model.n_heads);
-  return "";
+  return heads_problem(model);
 }
 
 std::vector<std::string> split_list(const std::string& text, char sep) {

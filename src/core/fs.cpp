@@ -37,9 +37,10 @@ int create_exclusive(const std::string& prefix, std::string* path) {
 void write_file_atomic(const std::string& path, std::string_view bytes) {
   std::string tmp;
   int fd = create_exclusive(path + ".tmp.", &tmp);
-  auto fail = [&](const char* what) {
+  // Any failure removes the temporary and names it.
+  auto fail = [&](const std::string& what) {
     int err = errno;
-    ::close(fd);
+    if (fd >= 0) ::close(fd);
     ::unlink(tmp.c_str());
     UNDO_FAIL(what, " ", tmp, " failed: ", std::strerror(err));
   };
@@ -51,16 +52,10 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
     off += size_t(n);
   }
   if (::fsync(fd) != 0) fail("fsync of");
-  if (::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    UNDO_FAIL("close of ", tmp, " failed: ", std::strerror(err));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    UNDO_FAIL("rename ", tmp, " -> ", path, ": ", std::strerror(err));
-  }
+  int closed = ::close(fd);
+  fd = -1;
+  if (closed != 0) fail("close of");
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("rename to " + path + " of");
 }
 
 std::string read_file(const std::string& path) {

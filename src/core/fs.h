@@ -11,7 +11,7 @@ namespace undo {
 // over PATH; on any error it is removed and the error names it.
 void write_file_atomic(const std::string& path, std::string_view bytes);
 // Creates PREFIX<pid>.<random> with O_EXCL | O_NOFOLLOW and returns its fd
-// (the name in `path`): the one way temporary files are made.
+// (the name in `path`): how write_file_atomic makes its temporary file.
 int create_exclusive(const std::string& prefix, std::string* path);
 std::string read_file(const std::string& path);
 bool file_exists(const std::string& path);

@@ -1,6 +1,5 @@
 #include "model/checkpoint.h"
 
-#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -48,20 +47,19 @@ CheckpointMeta parse_meta(const std::string& text, const std::string& path) {
   };
   // Every number is parsed whole and range-checked before anything is sized
   // by it: a crafted file with a valid checksum must not divide by zero.
-  auto integer = [&](const char* k, int64_t lo, int64_t hi) {
+  // Errors of the shared number parsers, with the file named.
+  auto in_file = [&](auto parse) {
     try {
-      return parse_integer("meta key " + std::string(k), get(k), lo, hi);
+      return parse();
     } catch (const InputError& e) {
       throw InputError("checkpoint '" + path + "': " + e.what());
     }
   };
+  auto integer = [&](const char* k, int64_t lo, int64_t hi) {
+    return in_file([&] { return parse_integer("meta key " + std::string(k), get(k), lo, hi); });
+  };
   auto real = [&](const char* k) {
-    const std::string v = get(k);
-    char* end = nullptr;
-    double x = std::strtod(v.c_str(), &end);
-    UNDO_INPUT_CHECK(!v.empty() && end == v.c_str() + v.size() && std::isfinite(x), "checkpoint '", path,
-                     "': meta key ", k, " = '", v, "' is not a finite number");
-    return x;
+    return in_file([&] { return parse_real("meta key " + std::string(k), get(k), std::numeric_limits<double>::lowest()); });
   };
   CheckpointMeta m;
   m.stage = get("stage");

@@ -34,6 +34,11 @@ std::string attack_metric(const std::vector<AttackPoint>& points) {
   return "forget_ce";
 }
 
+const std::vector<std::string>& forget_metrics() {
+  static const std::vector<std::string> m = {"forget_acc", "forget_answer_ce", "forget_ce"};
+  return m;
+}
+
 bool relearned_when_higher(const std::string& metric) {
   return metric.size() >= 4 && metric.compare(metric.size() - 4, 4, "_acc") == 0;
 }

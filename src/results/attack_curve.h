@@ -30,6 +30,8 @@ std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points, std:
 // The forget metric the worst case optimises by default: "forget_acc" where
 // measured, else "forget_ce".
 std::string attack_metric(const std::vector<AttackPoint>& points);
+// The forget metrics robustness can be computed on.
+const std::vector<std::string>& forget_metrics();  // forget_acc, forget_answer_ce, forget_ce
 // Whether a higher value of `metric` means more was relearned (accuracies), or
 // a lower one (the cross-entropies).
 bool relearned_when_higher(const std::string& metric);

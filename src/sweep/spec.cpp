@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "results/attack_curve.h"
 
 namespace undo {
 
@@ -92,8 +93,9 @@ SweepSpec read_sweep_spec(const std::string& path) {
          }
        }},
       {"sweep.metric", [&](auto& w, auto& v) {
-         UNDO_INPUT_CHECK(v == "auto" || v == "forget_acc" || v == "forget_ce" || v == "forget_answer_ce", w,
-                          ": metric '", v, "' (auto | forget_acc | forget_answer_ce | forget_ce)");
+         const auto& known = forget_metrics();
+         UNDO_INPUT_CHECK(v == "auto" || std::find(known.begin(), known.end(), v) != known.end(), w, ": metric '", v,
+                          "' (auto | forget_acc | forget_answer_ce | forget_ce)");
          spec.metric = v;
        }},
       {"sweep.prepare_data", [&](auto& w, auto& v) { spec.prepare_data = to_int(w, v, 0) != 0; }},
@@ -155,15 +157,11 @@ SweepSpec read_sweep_spec(const std::string& path) {
   if (spec.distill_methods.empty()) spec.distill_methods = spec.methods;
   UNDO_INPUT_CHECK(!(cache_given && !spec.signals.empty()), path,
                    ": sweep.cache and sweep.signals both given (signals names the cache of each: top<k>, or online)");
-  if (spec.signals.empty()) {
-    DistillSignal s;
-    if (spec.cache) {
-      s.k = spec.cfg.distill.cache_k, s.samples = spec.cfg.distill.cache_samples;
-      s.name = "top" + std::to_string(s.k) + (s.samples ? "+s" + std::to_string(s.samples) : "");
-    } else {
-      s.online = true, s.name = "online";
-    }
-    spec.signals.push_back(s);
+  if (spec.signals.empty()) {  // the one signal `cache` and the config name
+    const auto& d = spec.cfg.distill;
+    spec.signals.push_back(parse_distill_signal(
+        path, !spec.cache ? "online"
+                          : "top" + std::to_string(d.cache_k) + (d.cache_samples ? "+s" + std::to_string(d.cache_samples) : "")));
   }
   UNDO_INPUT_CHECK(spec.metric == "auto" || spec.metric == "forget_ce" ||
                        (spec.cfg.data.setting == "arith" && spec.cfg.eval.arith_per_op > 0),

@@ -94,10 +94,12 @@ void Trainer::checkpoint(int64_t step) {
   prune_checkpoints(cfg_.run.dir, cfg_.train.keep_ckpts);
 }
 
-std::map<std::string, std::string> Trainer::identity() {
-  auto id = run_identity(cfg_, comm_ ? comm_->world() : 1);
-  id["stage"] = stage_;
-  return id;
+const std::map<std::string, std::string>& Trainer::identity() {
+  if (identity_.empty()) {  // constant for the run: the manifest is hashed once
+    identity_ = run_identity(cfg_, comm_ ? comm_->world() : 1);
+    identity_["stage"] = stage_;
+  }
+  return identity_;
 }
 
 TrainResult Trainer::run() {

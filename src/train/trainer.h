@@ -41,7 +41,8 @@ class Trainer {
   void checkpoint(int64_t step);
   // This run's identity (train/run_dir.h) with the stage: stamped on every
   // checkpoint, compared on resume.
-  std::map<std::string, std::string> identity();
+  const std::map<std::string, std::string>& identity();
+  std::map<std::string, std::string> identity_;
   bool is_root() const { return !comm_ || comm_->rank() == 0; }
 
   Config cfg_;
