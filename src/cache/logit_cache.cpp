@@ -202,6 +202,52 @@ void LogitCacheWriter::close() {
   H5_CHECK(H5Fclose(m.file.release()), "close '", m.path, "'");
 }
 
+void LogitCacheWriter::pause(uint64_t rows_done) {
+  auto& m = *impl_;
+  close();
+  std::string sha;
+  {
+    LogitCacheReader reader(m.path, /*unfinished_ok=*/true);
+    sha = reader.content_sha256(256, rows_done);
+  }
+  h5::Handle file(H5_CHECK(H5Fopen(m.path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), "reopen '", m.path, "'"), H5Fclose);
+  h5::write_attr(file, "rows_done", int64_t(rows_done));
+  h5::write_attr(file, "part_sha256", sha);
+  H5_CHECK(H5Fclose(file.release()), "close '", m.path, "'");
+}
+
+std::unique_ptr<LogitCacheWriter> LogitCacheWriter::continue_part(const std::string& path, const LogitCacheKey& key,
+                                                                  uint64_t rows, uint64_t* rows_done) {
+  h5::quiet_errors();
+  try {
+    {
+      LogitCacheReader part(path, /*unfinished_ok=*/true);
+      if (!part.key().mismatch(key).empty() || part.rows() != rows) return nullptr;
+      h5::Handle file(H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), "open"), H5Fclose);
+      if (!h5::has_attr(file, "rows_done") || !h5::has_attr(file, "part_sha256")) return nullptr;
+      int64_t done = h5::read_int_attr(file, "rows_done");
+      if (done < 0 || uint64_t(done) > rows) return nullptr;
+      if (part.content_sha256(256, uint64_t(done)) != h5::read_string_attr(file, "part_sha256")) return nullptr;
+      *rows_done = uint64_t(done);
+    }
+    std::unique_ptr<LogitCacheWriter> w(new LogitCacheWriter);
+    w->impl_.reset(new Impl{path, key, rows, {}, h5::float16_type(), {}, {}});
+    auto& m = *w->impl_;
+    m.file = h5::Handle(H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), "open '", path, "' to continue"),
+                        H5Fclose);
+    H5_CHECK(H5Adelete(m.file, "rows_done"), "unstamp '", path, "'");
+    H5_CHECK(H5Adelete(m.file, "part_sha256"), "unstamp '", path, "'");
+    H5_CHECK(H5Fflush(m.file, H5F_SCOPE_GLOBAL), "flush '", path, "'");
+    m.layout = datasets_of(key, m.f16);
+    for (auto& d : m.layout)
+      m.sets.emplace_back(H5_CHECK(H5Dopen2(m.file, d.name, H5P_DEFAULT), "open dataset ", d.name, " of '", path, "'"),
+                          H5Dclose);
+    return w;
+  } catch (const std::exception&) {
+    return nullptr;  // unreadable: not a part to continue
+  }
+}
+
 void LogitCacheWriter::finish(int64_t teacher_tokens) {
   auto& m = *impl_;
   close();
@@ -304,14 +350,15 @@ void LogitCacheReader::read_dataset(size_t i, uint64_t first, uint64_t count, vo
            first + count, " of logit cache '", m.path, "' (corrupted?)");
 }
 
-std::string LogitCacheReader::content_sha256(uint64_t block) const {
+std::string LogitCacheReader::content_sha256(uint64_t block, uint64_t rows) const {
   // Dataset by dataset (the order the checksum is defined in), each read once.
   const auto& m = *impl_;
+  rows = std::min(rows, m.rows);
   Sha256 h;
   std::vector<char> buf;
   for (size_t i = 0; i < m.layout.size(); ++i)
-    for (uint64_t at = 0; at < m.rows; at += block) {
-      uint64_t n = std::min(block, m.rows - at);
+    for (uint64_t at = 0; at < rows; at += block) {
+      uint64_t n = std::min(block, rows - at);
       buf.resize(n * m.layout[i].per_row * m.layout[i].value_bytes);
       read_dataset(i, at, n, buf.data());
       h.update(buf.data(), buf.size());

@@ -71,8 +71,19 @@ class LogitCacheWriter {
   // Flushes and closes an unfinished file (a part), throwing when the data did
   // not reach the disk: a failed write is never found only by the next reader.
   void close();
+  // Closes a part whose build was stopped after its first `rows_done` rows,
+  // stamping that count and their checksum, so that a later build continues it.
+  void pause(uint64_t rows_done);
+  // Reopens a paused part of this key and row count to continue it. Returns
+  // null (the part is then useless: delete it) when the file is no paused part
+  // of `key` and `rows`, or its finished rows fail their checksum. The stamp is
+  // removed before any row is written: a build killed from here on leaves an
+  // unpaused part, which is never continued.
+  static std::unique_ptr<LogitCacheWriter> continue_part(const std::string& path, const LogitCacheKey& key,
+                                                         uint64_t rows, uint64_t* rows_done);
 
  private:
+  LogitCacheWriter() = default;
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
@@ -88,7 +99,8 @@ class LogitCacheReader {
   uint64_t rows() const;
   int64_t teacher_tokens() const;
   const std::string& recorded_sha256() const;  // content_sha256 as stamped by the writer
-  std::string content_sha256(uint64_t block = 256) const;  // recomputed from the data
+  // Recomputed from the data (of the first `rows` rows when fewer than all).
+  std::string content_sha256(uint64_t block = 256, uint64_t rows = UINT64_MAX) const;
   void verify() const;  // throws when the two differ or the data cannot be read
   LogitRows read(uint64_t first, uint64_t count) const;
 

@@ -64,7 +64,9 @@ int main(int argc, char** argv) {
     undo::shutdown_distributed();
     return rc;
   } catch (const undo::Preempted& e) {
+    // Every rank stopped at the same safe point: they can still leave together.
     std::cerr << who << ": " << e.what() << "\n";
+    undo::shutdown_distributed();
     return undo::kExitPreempted;
   } catch (const undo::InputError& e) {
     std::cerr << who << ": error: " << e.what() << "\n";

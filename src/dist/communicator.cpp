@@ -16,6 +16,7 @@
 #endif
 
 #include "core/error.h"
+#include "core/stop_signal.h"
 #include "model/device.h"
 
 namespace undo {
@@ -227,6 +228,17 @@ double Communicator::mean(double value) {
   auto t = torch::tensor({value}, torch::kDouble);
   allreduce_sum(t, "all-reduce of a metric");
   return t.item<double>() / world();
+}
+
+bool Communicator::any(bool flag, const std::string& what) {
+  auto t = torch::tensor({flag ? 1.0 : 0.0}, torch::kDouble);
+  allreduce_sum(t, what);
+  return t.item<double>() > 0;
+}
+
+bool stop_vote(Communicator* comm) {
+  count_safe_point();
+  return comm ? comm->any(stop_signalled(), "all-reduce of the stop vote") : stop_signalled();
 }
 
 void Communicator::barrier() {

@@ -61,6 +61,7 @@ class Communicator {
   Pending allreduce_sum_async(torch::Tensor t, const std::string& what);
   void allreduce_sum(torch::Tensor t, const std::string& what);
   double mean(double value);  // of a scalar over ranks
+  bool any(bool flag, const std::string& what);  // true on every rank when it is true on one
   void barrier();
 
   // Prints "rank R: <what> failed: <error>; <who is lost>" and exits with code 3.
@@ -90,5 +91,9 @@ class Communicator {
 std::shared_ptr<Communicator> init_distributed(const DistConfig& cfg);
 std::shared_ptr<Communicator> distributed();
 void shutdown_distributed();  // at normal exit: stops heartbeats, finalises MPI
+
+// The vote at a safe point (core/stop_signal.h): true on every rank when any
+// rank received a stop signal. `comm` null: this process's own signal.
+bool stop_vote(Communicator* comm);
 
 }  // namespace undo

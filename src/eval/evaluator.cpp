@@ -10,13 +10,15 @@
 
 namespace undo {
 
-double shard_ce(Transformer& model, const Shard& shard, int window, int n_windows, int batch, bool bf16) {
+double shard_ce(Transformer& model, const Shard& shard, int window, int n_windows, int batch, bool bf16,
+                const StopPoll& poll) {
   torch::NoGradGuard no_grad;
   int available = int((shard.size() - 1) / uint64_t(window));
   n_windows = std::min(n_windows, available);
   UNDO_CHECK(n_windows > 0, "shard '", shard.path(), "' is shorter than one window");
   double total = 0;
   for (int start = 0; start < n_windows; start += batch) {
+    stop_point(poll);
     int rows = std::min(batch, n_windows - start);
     std::vector<int64_t> buf(size_t(rows) * size_t(window + 1));
     for (int r = 0; r < rows; ++r)
@@ -37,7 +39,8 @@ bool answer_correct(const std::string& generated, long answer) {
   return parse_first_number(generated, &v) && v == answer;
 }
 
-std::vector<double> answer_nll(Transformer& model, int eos_id, const std::vector<EvalPrompt>& ps, bool bf16) {
+std::vector<double> answer_nll(Transformer& model, int eos_id, const std::vector<EvalPrompt>& ps, bool bf16,
+                               const StopPoll& poll) {
   torch::NoGradGuard no_grad;
   std::vector<double> out(ps.size(), NAN);
   // Separator, prompt, answer; grouped by length so that no batch needs padding.
@@ -46,6 +49,7 @@ std::vector<double> answer_nll(Transformer& model, int eos_id, const std::vector
   for (auto& [shape, idx] : by_shape) {
     auto [head, tail] = shape;
     if (int64_t(head + tail) > model->cfg.seq_len + 1) continue;  // does not fit the window: left NaN
+    stop_point(poll);
     std::vector<int64_t> buf;
     for (size_t i : idx) {
       buf.push_back(eos_id);
@@ -69,7 +73,8 @@ std::vector<double> answer_nll(Transformer& model, int eos_id, const std::vector
 }
 
 std::vector<std::string> greedy_complete(Transformer& model, const Vocabulary& vocab,
-                                         const std::vector<EvalPrompt>& ps, int max_new_tokens, bool bf16) {
+                                         const std::vector<EvalPrompt>& ps, int max_new_tokens, bool bf16,
+                                         const StopPoll& poll) {
   torch::NoGradGuard no_grad;
   std::vector<std::string> out(ps.size());
   // Group prompts by token length so that each batch needs no padding.
@@ -87,6 +92,7 @@ std::vector<std::string> greedy_complete(Transformer& model, const Vocabulary& v
     for (size_t i : idx) buf.insert(buf.end(), prompts[i].begin(), prompts[i].end());
     auto seq = torch::from_blob(buf.data(), {int64_t(idx.size()), int64_t(len)}, torch::kLong).clone().to(compute_device());
     for (int64_t t = 0; t < room; ++t) {
+      stop_point(poll);
       AutocastGuard autocast(bf16, computing_on_cuda());
       auto logits = model->forward(seq);
       auto next = logits.select(1, seq.size(1) - 1).argmax(-1, true);
@@ -119,15 +125,20 @@ Evaluator::Evaluator(const Config& cfg) : cfg_(cfg) {
   }
 }
 
-JsonObject Evaluator::run(Transformer& model) {
+JsonObject Evaluator::run(Transformer& model, const StopPoll& poll) {
   bool bf16 = cfg_.train.precision == "bf16";
-  bool was_training = model->is_training();
+  // The model goes back to its mode however this ends (a stop throws).
+  struct ModeGuard {
+    Transformer& m;
+    bool training;
+    ~ModeGuard() { m->train(training); }
+  } mode{model, model->is_training()};
   model->eval();
   JsonObject j;
   last_.clear();
   int n_windows = cfg_.eval.batches * cfg_.train.batch_size;
   std::map<std::string, double> ce;
-  for (auto& [name, shard] : shards_) ce[name] = shard_ce(model, *shard, cfg_.model.seq_len, n_windows, cfg_.train.batch_size, bf16);
+  for (auto& [name, shard] : shards_) ce[name] = shard_ce(model, *shard, cfg_.model.seq_len, n_windows, cfg_.train.batch_size, bf16, poll);
   auto mean_of = [&](const std::vector<std::string>& names) {
     double s = 0;
     for (auto& n : names) s += ce[n];
@@ -139,8 +150,8 @@ JsonObject Evaluator::run(Transformer& model) {
   if (vocab_) {
     std::map<Op, double> acc_op, nll_op;
     for (auto& [op, ps] : problems_) {
-      auto gen = greedy_complete(model, *vocab_, ps, cfg_.eval.max_new_tokens, bf16);
-      auto nll = answer_nll(model, vocab_->eos_id(), ps, bf16);
+      auto gen = greedy_complete(model, *vocab_, ps, cfg_.eval.max_new_tokens, bf16, poll);
+      auto nll = answer_nll(model, vocab_->eos_id(), ps, bf16, poll);
       // A problem longer than the window cannot be answered (it counts as
       // wrong) and is not scored by answer CE (no NaN enters a mean).
       struct Tally {
@@ -174,7 +185,6 @@ JsonObject Evaluator::run(Transformer& model) {
     if (last_.count(key)) j.add(key, last_[key]);
   for (auto& [k, v] : last_)
     if (std::find(headline.begin(), headline.end(), k) == headline.end()) j.add(k, v);
-  if (was_training) model->train();
   return j;
 }
 

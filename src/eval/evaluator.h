@@ -14,6 +14,7 @@
 
 #include "core/config.h"
 #include "core/json.h"
+#include "core/stop_signal.h"
 #include "data/arithmetic.h"
 #include "data/shard.h"
 #include "data/eval_prompts.h"
@@ -22,18 +23,24 @@
 
 namespace undo {
 
+// Each of these polls `poll` between its batches (and greedy_complete between
+// generated tokens) and throws StopRequested when it says stop.
+
 // Mean next-token CE over the first `n_windows` consecutive windows of `shard`.
-double shard_ce(Transformer& model, const Shard& shard, int window, int n_windows, int batch, bool bf16);
+double shard_ce(Transformer& model, const Shard& shard, int window, int n_windows, int batch, bool bf16,
+                const StopPoll& poll = {});
 
 // True when the first number in `generated` equals `answer` (the scorer).
 bool answer_correct(const std::string& generated, long answer);
 
 // -log p(answer tokens | separator, prompt) of each prompt, teacher-forced.
-std::vector<double> answer_nll(Transformer& model, int eos_id, const std::vector<EvalPrompt>& prompts, bool bf16);
+std::vector<double> answer_nll(Transformer& model, int eos_id, const std::vector<EvalPrompt>& prompts, bool bf16,
+                               const StopPoll& poll = {});
 
 // Greedy completions of each prompt (after a document separator), decoded.
 std::vector<std::string> greedy_complete(Transformer& model, const Vocabulary& vocab,
-                                         const std::vector<EvalPrompt>& prompts, int max_new_tokens, bool bf16);
+                                         const std::vector<EvalPrompt>& prompts, int max_new_tokens, bool bf16,
+                                         const StopPoll& poll = {});
 
 class Evaluator {
  public:
@@ -41,7 +48,8 @@ class Evaluator {
   // retain_ce, forget_ce, ce_<stream>; for arithmetic also retain_acc,
   // forget_acc, acc_<op>_<format>, retain_answer_ce, forget_answer_ce and
   // answer_ce_<op>_<format> (retain: add and sub; forget: mul and div).
-  JsonObject run(Transformer& model);
+  // A stop (see core/stop_signal.h) throws StopRequested between batches.
+  JsonObject run(Transformer& model, const StopPoll& poll = {});
   std::map<std::string, double> last() const { return last_; }
 
  private:

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
+#include "core/stop_signal.h"
 #include "data/stream.h"
 #include "dist/communicator.h"
 #include "model/device.h"
@@ -59,19 +60,40 @@ uint64_t draw_seed(uint64_t stream_seed, uint64_t row) {
   return x;
 }
 
-// Runs the teacher over rows [begin, end) of the stream into a part file.
+// Runs the teacher over rows [begin, end) of the stream into a part file,
+// continuing a part that a stop paused. Between batches the ranks vote on a
+// stop (`votes` times on every rank, whatever its share): on a stop the part
+// keeps its finished rows (LogitCacheWriter::pause) and StopRequested is thrown.
 void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teacher, uint64_t begin, uint64_t end,
-                const std::string& part) {
-  if (end <= begin) return;
+                const std::string& part, uint64_t votes) {
+  const uint64_t batch = uint64_t(cfg.train.batch_size);
+  std::unique_ptr<LogitCacheWriter> writer;
+  uint64_t done = 0;
+  if (end > begin) {
+    if (file_exists(part)) {
+      writer = LogitCacheWriter::continue_part(part, key, end - begin, &done);
+      if (writer)
+        std::cerr << "logit cache part '" << part << "': continuing after its " << done << " finished rows\n";
+      else
+        std::remove(part.c_str());  // not a paused part of this build: rebuilt whole
+    }
+    if (!writer) writer = std::make_unique<LogitCacheWriter>(part, key, end - begin, 0);
+  }
   DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("--data", stream_mix_of(key)), "train",
                                                    key.window),
                        key.seed, key.offset, 0};
-  LogitCacheWriter writer(part, key, end - begin, 0);
   teacher->eval();
   torch::NoGradGuard no_grad;
-  const int64_t batch = cfg.train.batch_size;
-  for (uint64_t at = begin; at < end; at += uint64_t(batch)) {
-    int64_t n = int64_t(std::min<uint64_t>(uint64_t(batch), end - at));
+  auto comm = distributed();
+  for (uint64_t i = 0; i < votes; ++i) {
+    const uint64_t at = begin + i * batch;
+    if (stop_vote(comm.get())) {
+      if (writer) writer->pause(std::min(end, at) - begin);
+      throw StopRequested();
+    }
+    if (at >= end) continue;  // this rank's share is done; it still votes with the others
+    if (at < begin + done) continue;  // finished before a stop
+    int64_t n = int64_t(std::min<uint64_t>(batch, end - at));
     auto inputs = stream.inputs(at, n);
     torch::Tensor logits;
     {
@@ -106,19 +128,31 @@ void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teache
       rows.tail_ids = as_u32(top.tail_ids);
       rows.tail_logp = as_f32(top.tail_logp);
     }
-    writer.write(rows);
+    writer->write(rows);
   }
-  writer.close();
+  if (writer) writer->close();
 }
 
-// Temporaries of a builder that died (we hold the lock: nobody else writes them).
-void remove_stale_temporaries(const std::string& file) {
+// Each rank's part of a build at `world` ranks: named without a pid, so that
+// a build stopped by a signal is continued by the next one at the same world size.
+std::string part_path(const std::string& file, int rank, int world) {
+  return file + ".part" + std::to_string(rank) + "-of-" + std::to_string(world);
+}
+
+// Temporaries of a builder that died, and parts of a build at another world
+// size (we hold the lock: nobody else writes them).
+void remove_stale_temporaries(const std::string& file, int world) {
   namespace fs = std::filesystem;
   fs::path p(file);
   auto dir = p.has_parent_path() ? p.parent_path() : fs::path(".");
-  std::string prefix = p.filename().string() + ".tmp.";
-  for (auto& e : fs::directory_iterator(dir))
-    if (e.path().filename().string().rfind(prefix, 0) == 0) fs::remove(e.path());
+  const std::string name = p.filename().string(), tmp = name + ".tmp.", part = name + ".part",
+                    ours = "-of-" + std::to_string(world);
+  for (auto& e : fs::directory_iterator(dir)) {
+    const std::string f = e.path().filename().string();
+    bool stale_part = f.rfind(part, 0) == 0 &&
+                      (f.size() < ours.size() || f.compare(f.size() - ours.size(), ours.size(), ours) != 0);
+    if (f.rfind(tmp, 0) == 0 || stale_part) fs::remove(e.path());
+  }
 }
 
 }  // namespace
@@ -151,7 +185,7 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
   TeacherCache result{file, false, 0};
 
   // Rank 0 decides under the lock (held until the cache is in place); the
-  // others learn the decision and rank 0's pid, which names the part files.
+  // others learn the decision and rank 0's pid, which names the merged temporary.
   std::unique_ptr<FileLock> lock;
   int64_t decision = 0;  // 0 use, 1 build, -1 rank 0 failed
   if (rank == 0) {
@@ -164,7 +198,7 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
         UNDO_INPUT_CHECK(mode != "require", "distill.cache = require, but logit cache '", file, "' is not usable: ",
                          problem);
         if (problem != "missing") std::cerr << "logit cache '" << file << "': " << problem << "; rebuilding\n";
-        remove_stale_temporaries(file);
+        remove_stale_temporaries(file, world);
         // The parts and the merged file are both on disk before the parts go:
         // refuse now rather than fill the disk half way (HDF5 then fails badly).
         const uint64_t need = 2 * logit_cache_bytes(key, rows) + (16u << 20);
@@ -196,7 +230,7 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
 
   if (decision == 1) {
     const std::string tmp = file + ".tmp." + std::to_string(tag);
-    auto part_of = [&](int r) { return tmp + ".part" + std::to_string(r); };
+    auto part_of = [&](int r) { return part_path(file, r, world); };
     // Each rank takes whole batches of the same global grid, so that every row
     // is computed in the same batch (same kernels, same bits) at any world size.
     const uint64_t batch = uint64_t(cfg.train.batch_size), batches = (rows + batch - 1) / batch;
@@ -205,15 +239,18 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
                             std::min(rows, batch * (batches * uint64_t(r + 1) / uint64_t(world))));
     };
     auto [begin, end] = slice(rank);
-    // A failed build (a full disk, a signal turned error) leaves no temporaries.
-    auto remove_temporaries = [&] {
-      std::remove(part_of(rank).c_str());
-      if (rank == 0) std::remove(tmp.c_str());
-    };
+    // The most batches any rank builds: every rank votes on a stop that often.
+    const uint64_t votes = (batches + uint64_t(world) - 1) / uint64_t(world);
+    install_stop_handlers();
     try {
-      build_part(cfg, key, teacher, begin, end, part_of(rank));
+      build_part(cfg, key, teacher, begin, end, part_of(rank), votes);
+    } catch (const StopRequested&) {
+      // Each rank's part keeps its finished rows; the next build continues them.
+      throw Preempted("logit cache '" + file + "': stop signal received; the teacher's finished rows are kept in " +
+                      part_of(rank) + " and the next build at " + std::to_string(world) +
+                      " rank(s) continues them");
     } catch (...) {
-      remove_temporaries();
+      std::remove(part_of(rank).c_str());  // a failed build (a full disk) leaves no temporaries
       throw;
     }
     if (comm) comm->barrier();

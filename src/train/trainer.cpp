@@ -3,7 +3,6 @@
 #include <malloc.h>
 
 #include <chrono>
-#include <atomic>
 #include <csignal>
 #include <iostream>
 #include <limits>
@@ -11,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/stop_signal.h"
 #include "model/device.h"
 #include "model/precision.h"
 #include "train/metrics.h"
@@ -60,17 +60,6 @@ torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double ma
   return total;
 }
 
-// SIGUSR1 / SIGTERM ask the run to checkpoint at the end of the current step and stop.
-std::atomic<int> g_stop_signal{0};
-void on_stop_signal(int sig) { g_stop_signal.store(sig); }
-
-void install_stop_handlers() {
-  struct sigaction sa {};
-  sa.sa_handler = on_stop_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGUSR1, &sa, nullptr);
-  sigaction(SIGTERM, &sa, nullptr);
-}
 }  // namespace
 
 Trainer::Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator)
@@ -82,11 +71,12 @@ Trainer::Trainer(const Config& cfg, std::string stage, Transformer model, Object
   if (comm_) reducer_ = std::make_unique<GradReducer>(trainable_, comm_, cfg_.dist.bucket_mb);
 }
 
-void Trainer::checkpoint(int64_t step) {
+void Trainer::checkpoint(int64_t step, bool eval_pending) {
   CheckpointMeta meta;
   meta.model = model_->cfg;
   meta.step = step;
   meta.stage = stage_;
+  if (eval_pending) meta.extra["eval_pending"] = "1";
   stamp_identity(meta, identity());
   std::string bytes = checkpoint_bytes(meta, model_, optimizer_.get());  // collective under ZeRO-1
   if (!is_root()) return;
@@ -102,11 +92,28 @@ const std::map<std::string, std::string>& Trainer::identity() {
   return identity_;
 }
 
+bool Trainer::evaluate(int64_t done, MetricsLog& metrics, TrainResult& result) {
+  // Every rank evaluates (identically), so none waits on another's
+  // evaluation; they vote on a stop between evaluation batches.
+  JsonObject scores;
+  try {
+    scores = evaluator_->run(model_, [this] { return stop_vote(comm_.get()); });
+  } catch (const StopRequested&) {
+    return false;
+  }
+  JsonObject line;
+  line.add("step", done).add("tokens", result.tokens).merge(scores);
+  metrics.write(line);
+  result.final_eval = evaluator_->last();
+  return true;
+}
+
 TrainResult Trainer::run() {
   const auto& t = cfg_.train;
   const int rank = comm_ ? comm_->rank() : 0, world = comm_ ? comm_->world() : 1;
   if (is_root()) make_dirs(cfg_.run.dir);
   int64_t start = 0;
+  bool eval_pending = false;
   if (cfg_.run.resume) {
     if (auto path = latest_valid_checkpoint(cfg_.run.dir)) {
       // Only this run's checkpoint is continued (prepare_run checked the run
@@ -115,6 +122,7 @@ TrainResult Trainer::run() {
       UNDO_INPUT_CHECK(diff.empty(), "--resume: checkpoint '", *path, "' belongs to another run: ", diff);
       auto meta = load_checkpoint(*path, model_, optimizer_.get());
       start = meta.step;
+      eval_pending = meta.extra.count("eval_pending") > 0;
       if (is_root()) std::cerr << stage_ << ": resuming from " << *path << " at step " << start << "\n";
     } else if (is_root()) {
       std::cerr << stage_ << ": --resume given but no valid checkpoint in " << cfg_.run.dir << ", starting fresh\n";
@@ -132,6 +140,13 @@ TrainResult Trainer::run() {
   const int64_t tokens_per_step = int64_t(world) * t.batch_size * t.accum * objective_.tokens_per_row();
   TrainResult result;
   result.tokens = start * tokens_per_step;
+  auto stopped = [&](int64_t at, const std::string& where) {
+    progress.finish();
+    return Preempted(stage_ + ": stop signal received " + where + "; checkpointed at step " + std::to_string(at) +
+                     " in " + cfg_.run.dir + " (rerun with --resume to continue)");
+  };
+  // The evaluation a stop signal interrupted before this run's checkpoint.
+  if (eval_pending && evaluator_ && !evaluate(start, metrics, result)) throw stopped(start, "in its evaluation");
   model_->train();
 
   // No host synchronisation inside a step on a GPU: the loss, the logged
@@ -140,6 +155,10 @@ TrainResult Trainer::run() {
   // that log, evaluate or checkpoint. On the CPU a read costs nothing, so every
   // step is a sync step there and a stop signal is honoured after one step.
   const bool sync_every_step = !computing_on_cuda();
+  // Between micro-batches the ranks vote on a stop only where reading the
+  // vote costs nothing (the CPU); on a GPU a step is short and the stop waits
+  // for the next sync step.
+  const bool vote_between_micro_batches = sync_every_step && t.accum > 1;
   std::vector<torch::Tensor> step_losses;  // read once, at the end
   auto window_clock = std::chrono::steady_clock::now();
   int64_t window_tokens = 0;
@@ -150,6 +169,14 @@ TrainResult Trainer::run() {
     torch::Tensor loss_sum;
     StepLogs extra;
     for (int micro = 0; micro < t.accum; ++micro) {
+      if (micro > 0 && vote_between_micro_batches && stop_vote(comm_.get())) {
+        // The step is dropped (nothing was reduced or stepped yet); the data
+        // of a step is a function of its number, so a resume redoes it exactly.
+        optimizer_->zero_grad();
+        checkpoint(step);
+        throw stopped(step, "inside step " + std::to_string(step + 1) + " (micro-batch " +
+                                std::to_string(micro + 1) + " of " + std::to_string(t.accum) + ")");
+      }
       // Global rows of this micro-batch: world x batch_size, this rank's slice of them.
       int begin = (micro * world + rank) * t.batch_size;
       MicroBatch mb{uint64_t(cfg_.run.seed), step, begin, begin + t.batch_size};
@@ -173,7 +200,7 @@ TrainResult Trainer::run() {
     // The loss, this rank's stop flag and every logged scalar in one tensor: one
     // all-reduce averages them over ranks, one copy brings them to the host.
     std::vector<torch::Tensor> parts{loss_sum.reshape({1}),
-                                     torch::full({1}, g_stop_signal.load() != 0 ? 1.0 : 0.0,
+                                     torch::full({1}, stop_signalled() ? 1.0 : 0.0,
                                                  loss_sum.options())};
     for (auto& [k, v] : extra) parts.push_back(v.to(torch::kDouble).reshape({1}));
     auto packed = torch::cat(parts);
@@ -211,21 +238,14 @@ TrainResult Trainer::run() {
       window_clock = std::chrono::steady_clock::now();
       window_tokens = 0;
     }
-    // Every rank evaluates (identically), so none waits on another's evaluation.
-    if (eval_now) {
-      JsonObject line;
-      line.add("step", done).add("tokens", result.tokens).merge(evaluator_->run(model_));
-      metrics.write(line);
-      result.final_eval = evaluator_->last();
+    if (eval_now && !evaluate(done, metrics, result)) {
+      checkpoint(done, /*eval_pending=*/true);
+      throw stopped(done, "in the evaluation after step " + std::to_string(done));
     }
     bool stop = stop_requested > 0 && !last;
     if ((t.ckpt_every > 0 && done % t.ckpt_every == 0) || last || stop) checkpoint(done);
     result.steps_done = done;
-    if (stop) {
-      progress.finish();
-      throw Preempted(stage_ + ": stop signal received; checkpointed at step " + std::to_string(done) +
-                      " in " + cfg_.run.dir + " (rerun with --resume to continue)");
-    }
+    if (stop) throw stopped(done, "after step " + std::to_string(done));
     if (stop_after && stop_after(done)) break;
   }
   progress.finish();

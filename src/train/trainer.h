@@ -17,6 +17,7 @@
 #include "model/checkpoint.h"
 #include "model/transformer.h"
 #include "train/adamw.h"
+#include "train/metrics.h"
 #include "train/objective.h"
 
 namespace undo {
@@ -38,7 +39,11 @@ class Trainer {
   std::function<bool(int64_t step)> stop_after;
 
  private:
-  void checkpoint(int64_t step);
+  // `eval_pending`: the evaluation due at `step` was interrupted; a resume runs it first.
+  void checkpoint(int64_t step, bool eval_pending = false);
+  // Evaluates at `done` into the log and `result`; false when a stop signal
+  // interrupted it (then nothing was written).
+  bool evaluate(int64_t done, MetricsLog& metrics, TrainResult& result);
   // This run's identity (train/run_dir.h) with the stage: stamped on every
   // checkpoint, compared on resume.
   const std::map<std::string, std::string>& identity();
