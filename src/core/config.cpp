@@ -180,7 +180,11 @@ void describe_into(Config& c, Registry& r) {
       .add("dist.timeout_s", &c.dist.timeout_s, "seconds a collective may wait before a rank counts as lost",
            in_range(0.5, 86400.0))
       .add("dist.store", &c.dist.store, "rendezvous: tcp | file", one_of({"tcp", "file"}))
-      .add("dist.store_path", &c.dist.store_path, "file rendezvous path (shared by all ranks)");
+      .add("dist.store_path", &c.dist.store_path, "file rendezvous path (shared by all ranks)")
+      .add("dist.addr", &c.dist.addr,
+           "tcp rendezvous across hosts: rank 0's address that the other hosts reach (default: its hostname's)")
+      .add("dist.secret_file", &c.dist.secret_file,
+           "a job launched without MPI: a file (mode 600) holding the job's secret, if UNDO_DIST_SECRET is unset");
   r.add("pretrain.target", &c.pretrain.target, "base (data.base_mix) | oracle (data.oracle_mix)",
         one_of({"base", "oracle"}));
   r.add("unlearn.method", &c.unlearn.method, "graddiff | maxent | rmu", one_of({"graddiff", "maxent", "rmu"}))

@@ -101,6 +101,8 @@ struct DistConfig {
   double timeout_s = 300;        // a collective that waits longer means a rank is lost
   std::string store = "tcp";     // tcp (rank 0 serves, address sent over MPI or MASTER_ADDR) | file
   std::string store_path = "";   // file store: a path on a filesystem all ranks share
+  std::string addr = "";         // tcp store on several hosts: the address of rank 0 the others reach
+  std::string secret_file = "";  // without MPI and UNDO_DIST_SECRET: the job's secret, readable only by you
 };
 
 // `undo unlearn`: the stage's own budget (spec: AdamW, weight decay 0, clip 1.0, constant LR).

@@ -1,5 +1,6 @@
 #include "core/sha256.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <vector>
@@ -90,6 +91,33 @@ std::string sha256_file(const std::string& path) {
     h.update(buf.data(), size_t(in.gcount()));
   }
   return h.hex();
+}
+
+}  // namespace undo
+
+namespace undo {
+
+std::array<uint8_t, 32> hmac_sha256(std::string_view key, std::string_view message) {
+  // RFC 2104 with a 64-byte block: keys longer than a block are hashed first.
+  std::array<uint8_t, 64> k{};
+  if (key.size() > k.size()) {
+    Sha256 h;
+    h.update(key);
+    auto d = h.digest();
+    std::copy(d.begin(), d.end(), k.begin());
+  } else {
+    std::copy(key.begin(), key.end(), k.begin());
+  }
+  std::array<uint8_t, 64> inner_pad, outer_pad;
+  for (size_t i = 0; i < k.size(); ++i) inner_pad[i] = uint8_t(k[i] ^ 0x36), outer_pad[i] = uint8_t(k[i] ^ 0x5c);
+  Sha256 inner;
+  inner.update(inner_pad.data(), inner_pad.size());
+  inner.update(message);
+  auto inner_digest = inner.digest();
+  Sha256 outer;
+  outer.update(outer_pad.data(), outer_pad.size());
+  outer.update(inner_digest.data(), inner_digest.size());
+  return outer.digest();
 }
 
 }  // namespace undo

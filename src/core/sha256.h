@@ -1,4 +1,5 @@
-// SHA-256 (FIPS 180-4), used for checkpoint/shard checksums and cache keys.
+// SHA-256 (FIPS 180-4), used for checkpoint/shard checksums and cache keys,
+// and HMAC-SHA256 for the rendezvous' proof of the job's secret.
 #pragma once
 #include <array>
 #include <cstddef>
@@ -27,5 +28,7 @@ class Sha256 {
 std::string sha256_hex(const void* data, size_t n);
 std::string sha256_file(const std::string& path);
 std::string to_hex(const uint8_t* p, size_t n);
+// HMAC-SHA256 (RFC 2104): how a rank proves it holds the job's secret.
+std::array<uint8_t, 32> hmac_sha256(std::string_view key, std::string_view message);
 
 }  // namespace undo

@@ -1,6 +1,8 @@
 #include "dist/communicator.h"
 
 #include <mpi.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -10,13 +12,13 @@
 #include <torch/csrc/distributed/c10d/FileStore.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #ifdef UNDO_WITH_NCCL
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
 #include "core/error.h"
 #include "core/stop_signal.h"
+#include "dist/rendezvous.h"
 #include "model/device.h"
 
 namespace undo {
@@ -32,15 +34,24 @@ std::shared_ptr<Communicator>& global_comm() {
 
 std::string heartbeat_key(int rank) { return "undo/alive/" + std::to_string(rank); }
 
-c10::intrusive_ptr<c10d::TCPStore> tcp_store(const std::string& host, int port, bool server, int world,
-                                             ms timeout) {
-  c10d::TCPStoreOptions o;
-  o.port = uint16_t(port);
-  o.isServer = server;
-  if (server) o.numWorkers = size_t(world);
-  o.waitWorkers = false;
-  o.timeout = timeout;
-  return c10::make_intrusive<c10d::TCPStore>(host, o);
+// The host rank 0 serves the rendezvous on: loopback when every rank is on
+// its host, else dist.addr, else its hostname, which must not resolve to a
+// loopback address (Debian maps the hostname to 127.0.1.1).
+std::string rendezvous_host(const DistConfig& cfg, const LaunchInfo& launch) {
+  if (launch.local_world == launch.world) return "127.0.0.1";
+  if (!cfg.addr.empty()) return cfg.addr;
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  addrinfo hints{}, *found = nullptr;
+  hints.ai_family = AF_INET;
+  if (::getaddrinfo(host, nullptr, &hints, &found) == 0 && found) {
+    auto* v4 = reinterpret_cast<sockaddr_in*>(found->ai_addr);
+    bool loopback = (ntohl(v4->sin_addr.s_addr) >> 24) == 127;
+    ::freeaddrinfo(found);
+    UNDO_INPUT_CHECK(!loopback, "rank 0's hostname '", host, "' resolves to a loopback address, which the other "
+                     "hosts cannot reach: set dist.addr to the address of rank 0 that they reach");
+  }
+  return host;
 }
 
 }  // namespace
@@ -77,29 +88,37 @@ Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch) : cf
     UNDO_INPUT_CHECK(!cfg.store_path.empty(), "dist.store = file needs dist.store_path (a path all ranks share)");
     store_ = c10::make_intrusive<c10d::FileStore>(cfg.store_path, launch.world);
   } else {
-    // One host: loopback. Several: rank 0's hostname, which the others must resolve.
-    char host[256] = "127.0.0.1";
-    if (launch.local_world != launch.world) ::gethostname(host, sizeof host);
+    // Rank 0 serves the rendezvous on the address the others use, and admits
+    // only ranks that prove the job's secret (dist/rendezvous.h). Under MPI,
+    // rank 0 makes the secret and sends it, with host and port, over MPI.
+    char host[256] = {0}, secret[65] = {0};
+    if (launch.rank == 0 || !use_mpi) {
+      std::string h = use_mpi ? rendezvous_host(cfg, launch) : std::string();
+      if (!use_mpi) {
+        const char* addr = std::getenv("MASTER_ADDR");
+        const char* port = std::getenv("MASTER_PORT");
+        UNDO_INPUT_CHECK(addr && port, "rank ", launch.rank,
+                         ": launched without MPI: set MASTER_ADDR and MASTER_PORT, or dist.store = file");
+        h = addr;
+        store_port_ = std::atoi(port);
+      }
+      UNDO_INPUT_CHECK(h.size() < sizeof host, "rendezvous host '", h, "' is too long");
+      std::snprintf(host, sizeof host, "%s", h.c_str());
+      secret_ = use_mpi ? random_secret() : job_secret_from(cfg.secret_file);
+    }
     if (launch.rank == 0) {
-      int port = 0;
-      if (const char* p = std::getenv("MASTER_PORT"); p && !use_mpi) port = std::atoi(p);
-      auto server = tcp_store("0.0.0.0", port, true, launch.world, timeout);
-      store_port_ = server->getPort();
-      store_ = server;
+      server_ = std::make_unique<RendezvousServer>(host, store_port_, secret_);
+      store_port_ = server_->port();
     }
     if (use_mpi) {
+      std::snprintf(secret, sizeof secret, "%s", secret_.c_str());
       MPI_Bcast(&store_port_, 1, MPI_INT, 0, MPI_COMM_WORLD);
       MPI_Bcast(host, sizeof host, MPI_CHAR, 0, MPI_COMM_WORLD);
-    } else {
-      const char* addr = std::getenv("MASTER_ADDR");
-      const char* port = std::getenv("MASTER_PORT");
-      UNDO_INPUT_CHECK(addr && port, "rank ", launch.rank,
-                       ": launched without MPI: set MASTER_ADDR and MASTER_PORT, or dist.store = file");
-      std::snprintf(host, sizeof host, "%s", addr);
-      store_port_ = std::atoi(port);
+      MPI_Bcast(secret, sizeof secret, MPI_CHAR, 0, MPI_COMM_WORLD);
+      secret_ = secret;
     }
     store_host_ = host;
-    if (launch.rank != 0) store_ = tcp_store(store_host_, store_port_, false, launch.world, timeout);
+    store_ = c10::make_intrusive<RendezvousStore>(store_host_, store_port_, secret_, timeout);
   }
   auto store = c10::make_intrusive<c10d::PrefixStore>("undo", store_);
 
@@ -135,6 +154,7 @@ Communicator::~Communicator() {
   if (heartbeat_.joinable()) heartbeat_.join();
   pg_.reset();
   store_.reset();
+  server_.reset();
   if (mpi_initialised_) MPI_Finalize();
 }
 
@@ -142,7 +162,7 @@ void Communicator::heartbeat_loop() {
   // A connection of its own: the store client is not shared between threads.
   c10::intrusive_ptr<c10d::Store> client;
   try {
-    client = tcp_store(store_host_, store_port_, false, launch_.world, ms(int64_t(cfg_.timeout_s * 1000)));
+    client = c10::make_intrusive<RendezvousStore>(store_host_, store_port_, secret_, ms(int64_t(cfg_.timeout_s * 1000)));
     while (!stop_) {
       client->add(heartbeat_key(launch_.rank), 1);
       std::this_thread::sleep_for(ms(kHeartbeatMs));
@@ -155,7 +175,7 @@ void Communicator::heartbeat_loop() {
 std::string Communicator::diagnose() {
   if (cfg_.store != "tcp") return "cannot tell which rank was lost (no heartbeats with dist.store = file)";
   try {
-    auto client = tcp_store(store_host_, store_port_, false, launch_.world, ms(3000));
+    auto client = c10::make_intrusive<RendezvousStore>(store_host_, store_port_, secret_, ms(3000));
     auto read = [&] {
       std::vector<int64_t> v(size_t(launch_.world));
       for (int r = 0; r < launch_.world; ++r) v[size_t(r)] = client->add(heartbeat_key(r), 0);

@@ -1,9 +1,11 @@
 // The ranks of a job and the collectives between them, over LibTorch's c10d
 // (Gloo on CPU; NCCL where LibTorch has CUDA). World size 1 needs none of it.
 //
-// Rendezvous: MPI starts the job (mpirun, or srun with PMIx); rank 0 opens a
-// c10d TCPStore on a free port and broadcasts host:port over MPI. Without MPI,
-// MASTER_ADDR/MASTER_PORT (torchrun style) or a FileStore on a shared path.
+// Rendezvous: MPI starts the job (mpirun, or srun with PMIx); rank 0 serves
+// the rendezvous store (dist/rendezvous.h) on a free port of the address the
+// others use, and broadcasts host, port and a fresh secret over MPI. Without
+// MPI: MASTER_ADDR/MASTER_PORT (torchrun style) with UNDO_DIST_SECRET or
+// dist.secret_file, or a FileStore on a shared path.
 //
 // Failure: every rank bumps a heartbeat counter in the store from a thread.
 // When a collective fails (it times out after dist.timeout_s), the rank looks
@@ -21,6 +23,7 @@
 
 #include "core/config.h"
 #include "dist/launch.h"
+#include "dist/rendezvous.h"
 
 namespace undo {
 
@@ -76,8 +79,9 @@ class Communicator {
   std::string backend_;
   c10::Device device_{c10::kCPU};
   bool mpi_initialised_ = false;
-  std::string store_host_;
+  std::string store_host_, secret_;
   int store_port_ = 0;
+  std::unique_ptr<RendezvousServer> server_;  // rank 0's
   c10::intrusive_ptr<c10d::Store> store_;
   // LibTorch 2.x: Gloo and NCCL are c10d::Backends (a ProcessGroup is a
   // dispatcher over them that undo does not need).
