@@ -12,44 +12,14 @@
 #include "core/fs.h"
 #include "results/attack_curve.h"
 #include "results/chart.h"
+#include "results/csv_table.h"
 #include "results/support.h"
 
 namespace undo {
 
 namespace {
 
-using Row = std::map<std::string, std::string>;
-
-// The rows of a CSV file by column name; every column in `required` must be there.
-std::vector<Row> read_csv(const std::string& path, const std::vector<std::string>& required) {
-  UNDO_INPUT_CHECK(file_exists(path), "'", path, "' is missing: run `undo sweep collect` first");
-  std::ifstream in(path);
-  std::string line;
-  std::vector<std::string> header;
-  std::vector<Row> rows;
-  auto split = [](const std::string& l) {
-    std::vector<std::string> out;
-    std::string cell;
-    std::istringstream ss(l);
-    while (std::getline(ss, cell, ',')) out.push_back(cell);
-    if (!l.empty() && l.back() == ',') out.push_back("");
-    return out;
-  };
-  if (std::getline(in, line)) header = split(line);
-  for (auto& column : required)
-    UNDO_INPUT_CHECK(std::find(header.begin(), header.end(), column) != header.end(), "'", path,
-                     "' has no column '", column, "' (written by another version? run `undo sweep collect` again)");
-  for (int n = 2; std::getline(in, line); ++n) {
-    if (line.empty()) continue;
-    auto cells = split(line);
-    UNDO_INPUT_CHECK(cells.size() == header.size(), path, ":", n, ": ", cells.size(), " cells, the header has ",
-                     header.size());
-    Row r;
-    for (size_t i = 0; i < header.size(); ++i) r[header[i]] = cells[i];
-    rows.push_back(r);
-  }
-  return rows;
-}
+using Row = CsvRow;
 
 double num(const Row& r, const std::string& k) {
   auto it = r.find(k);
@@ -119,8 +89,9 @@ int stage_report(int argc, const char* const* argv) {
                            "retain_before", "forget_after40", "retain_after40", "forget_final", "retain_final",
                            "attack_steps", "compute_vs_oracle", "total_compute_alone", "total_compute_amortised",
                            "worst_forget_final", "robustness", "robustness_mean", "robustness_ci_lo",
-                           "robustness_ci_hi", "robustness_seeds"});
-  auto curves = read_csv(join_path(dir, "curves.csv"), {"model", "step", "forget"});
+                           "robustness_ci_hi", "robustness_seeds"},
+                          {"model", "role", "method", "signal", "metric"});
+  auto curves = read_csv(join_path(dir, "curves.csv"), {"model", "step", "forget"}, {"model", "role", "method"});
   UNDO_INPUT_CHECK(!results.empty(), join_path(dir, "results.csv"), " has no rows");
   const std::string metric = results.front().at("metric");
   const auto& known = forget_metrics();

@@ -231,20 +231,6 @@ void describe_into(Config& c, Registry& r) {
            at_least(1));
 }
 
-// A value as it can be shown on a terminal: control and non-ASCII bytes as \xNN.
-std::string printable(const std::string& v) {
-  std::string out;
-  for (unsigned char c : v) {
-    if (c >= 0x20 && c < 0x7f) {
-      out += char(c);
-    } else {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\x%02x", c);
-      out += buf;
-    }
-  }
-  return out;
-}
 
 // d_model must split into n_heads even-sized heads (rotary pairs): "" or why not.
 std::string heads_problem(const ModelConfig& m) {
@@ -277,6 +263,20 @@ void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string
 }
 
 }  // namespace
+
+std::string printable(const std::string& v) {
+  std::string out;
+  for (unsigned char c : v) {
+    if (c >= 0x20 && c < 0x7f) {
+      out += char(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02x", c);
+      out += buf;
+    }
+  }
+  return out;
+}
 
 std::string model_config_problem(const ModelConfig& model) {
   Config cfg;

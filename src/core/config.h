@@ -205,6 +205,9 @@ std::vector<ConfigKey> describe(Config& cfg);
 std::string model_config_problem(const ModelConfig& model);
 std::string to_ini(Config& cfg);
 std::string format_double(double v);  // shortest text that reads back exactly
+// A value as a terminal can show it: control and non-ASCII bytes as \xNN
+// (an error message never echoes raw bytes of a file).
+std::string printable(const std::string& v);
 
 // "a:0.5,b:0.5" -> {{"a",0.5},{"b",0.5}}; throws InputError naming `key`.
 std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, const std::string& text);

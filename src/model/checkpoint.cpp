@@ -10,99 +10,11 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
+#include "formats/checkpoint_file.h"
 
 namespace fs = std::filesystem;
 
 namespace undo {
-namespace {
-
-constexpr char kMagic[8] = {'U', 'N', 'D', 'O', 'C', 'K', 'P', 'T'};
-constexpr uint32_t kVersion = 1;
-constexpr size_t kHeader = 8 + 4 + 4 + 8 + 32;
-
-std::string meta_text(const CheckpointMeta& m) {
-  std::ostringstream os;
-  const auto& c = m.model;
-  os << "stage=" << m.stage << "\nstep=" << m.step << "\nvocab_size=" << c.vocab_size << "\nd_model=" << c.d_model
-     << "\nn_layers=" << c.n_layers << "\nn_heads=" << c.n_heads << "\nd_ff=" << c.d_ff << "\nseq_len=" << c.seq_len
-     << "\nsoftcap=" << format_double(c.softcap) << "\nrope_theta=" << format_double(c.rope_theta)
-     << "\nnorm_eps=" << format_double(c.norm_eps) << "\ngelu=" << c.gelu
-     << "\nlibtorch=" << (m.libtorch.empty() ? std::string(TORCH_VERSION) : m.libtorch) << "\n";
-  for (auto& [k, v] : m.extra) os << "x." << k << "=" << v << "\n";
-  return os.str();
-}
-
-CheckpointMeta parse_meta(const std::string& text, const std::string& path) {
-  std::map<std::string, std::string> kv;
-  std::istringstream in(text);
-  std::string line;
-  while (std::getline(in, line)) {
-    auto eq = line.find('=');
-    if (eq != std::string::npos) kv[line.substr(0, eq)] = line.substr(eq + 1);
-  }
-  auto get = [&](const char* k) {
-    auto it = kv.find(k);
-    UNDO_CHECK(it != kv.end(), "checkpoint '", path, "' lacks meta key ", k);
-    return it->second;
-  };
-  // Every number is parsed whole and range-checked before anything is sized
-  // by it: a crafted file with a valid checksum must not divide by zero.
-  // Errors of the shared number parsers, with the file named.
-  auto in_file = [&](auto parse) {
-    try {
-      return parse();
-    } catch (const InputError& e) {
-      throw InputError("checkpoint '" + path + "': " + e.what());
-    }
-  };
-  auto integer = [&](const char* k, int64_t lo, int64_t hi) {
-    return in_file([&] { return parse_integer("meta key " + std::string(k), get(k), lo, hi); });
-  };
-  auto real = [&](const char* k) {
-    return in_file([&] { return parse_real("meta key " + std::string(k), get(k), std::numeric_limits<double>::lowest()); });
-  };
-  CheckpointMeta m;
-  m.stage = get("stage");
-  m.step = integer("step", 0, std::numeric_limits<int64_t>::max());
-  const int64_t kMax = std::numeric_limits<int>::max();
-  m.model.vocab_size = int(integer("vocab_size", 0, kMax));
-  m.model.d_model = int(integer("d_model", 0, kMax));
-  m.model.n_layers = int(integer("n_layers", 0, kMax));
-  m.model.n_heads = int(integer("n_heads", 0, kMax));
-  m.model.d_ff = int(integer("d_ff", 0, kMax));
-  m.model.seq_len = int(integer("seq_len", 0, kMax));
-  m.model.softcap = real("softcap");
-  m.model.rope_theta = real("rope_theta");
-  m.model.norm_eps = real("norm_eps");
-  m.model.gelu = get("gelu");
-  auto problem = model_config_problem(m.model);
-  UNDO_INPUT_CHECK(problem.empty(), "checkpoint '", path, "' describes an impossible model: ", problem);
-  if (kv.count("libtorch")) m.libtorch = kv["libtorch"];
-  for (auto& [k, v] : kv)
-    if (k.rfind("x.", 0) == 0) m.extra[k.substr(2)] = v;
-  return m;
-}
-
-// Reads and verifies a whole checkpoint file; returns meta text and payload.
-std::pair<std::string, std::string> read_verified(const std::string& path) {
-  std::string file = read_file(path);
-  UNDO_CHECK(file.size() >= kHeader, "checkpoint '", path, "' is truncated (", file.size(), " bytes)");
-  UNDO_CHECK(std::memcmp(file.data(), kMagic, 8) == 0, "'", path, "' is not an undo checkpoint (bad magic)");
-  uint32_t version, meta_bytes;
-  uint64_t payload_bytes;
-  std::memcpy(&version, file.data() + 8, 4);
-  std::memcpy(&meta_bytes, file.data() + 12, 4);
-  std::memcpy(&payload_bytes, file.data() + 16, 8);
-  UNDO_CHECK(version == kVersion, "checkpoint '", path, "' has format version ", version, ", expected ", kVersion);
-  UNDO_CHECK(file.size() == kHeader + meta_bytes + payload_bytes, "checkpoint '", path, "' is truncated: ",
-             file.size(), " bytes, header says ", kHeader + meta_bytes + payload_bytes);
-  auto digest = sha256_hex(file.data() + kHeader, meta_bytes + payload_bytes);
-  UNDO_CHECK(digest == to_hex(reinterpret_cast<const uint8_t*>(file.data()) + 24, 32), "checkpoint '", path,
-             "' fails its checksum: the file is corrupted");
-  return {file.substr(kHeader, meta_bytes), file.substr(kHeader + meta_bytes)};
-}
-
-}  // namespace
 
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
                      AdamW* optimizer) {
@@ -126,26 +38,11 @@ std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, Ada
   archive.write("rng.torch_cpu", at::detail::getDefaultCPUGenerator().get_state());
   std::ostringstream payload_stream;
   archive.save_to(payload_stream);
-  std::string payload = payload_stream.str();
-  std::string meta_str = meta_text(meta);
-
-  std::string header(kHeader, '\0');
-  std::memcpy(&header[0], kMagic, 8);
-  uint32_t meta_bytes = uint32_t(meta_str.size());
-  uint64_t payload_bytes = payload.size();
-  std::memcpy(&header[8], &kVersion, 4);
-  std::memcpy(&header[12], &meta_bytes, 4);
-  std::memcpy(&header[16], &payload_bytes, 8);
-  Sha256 h;
-  h.update(meta_str);
-  h.update(payload);
-  auto d = h.digest();
-  std::memcpy(&header[24], d.data(), 32);
-  return header + meta_str + payload;
+  return frame_checkpoint(checkpoint_meta_text(meta, TORCH_VERSION), payload_stream.str());
 }
 
 CheckpointMeta read_checkpoint_meta(const std::string& path) {
-  return parse_meta(read_verified(path).first, path);
+  return parse_checkpoint_meta(unframe_checkpoint(read_file(path), path).first, path);
 }
 
 namespace {
@@ -192,15 +89,15 @@ void load_payload(const std::string& path, const CheckpointMeta& meta, const std
 }  // namespace
 
 CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, AdamW* optimizer) {
-  auto [meta_str, payload] = read_verified(path);
-  CheckpointMeta meta = parse_meta(meta_str, path);
+  auto [meta_str, payload] = unframe_checkpoint(read_file(path), path);
+  CheckpointMeta meta = parse_checkpoint_meta(meta_str, path);
   load_payload(path, meta, payload, model, optimizer);
   return meta;
 }
 
 Transformer load_model(const std::string& path, CheckpointMeta* meta_out) {
-  auto [meta_str, payload] = read_verified(path);
-  CheckpointMeta meta = parse_meta(meta_str, path);
+  auto [meta_str, payload] = unframe_checkpoint(read_file(path), path);
+  CheckpointMeta meta = parse_checkpoint_meta(meta_str, path);
   Transformer model(meta.model);
   load_payload(path, meta, payload, model, nullptr);
   if (meta_out) *meta_out = meta;

@@ -2,9 +2,8 @@
 // data position: batches are a pure function of seed and step), written
 // atomically with a checksum and refused on load when anything is off.
 //
-// File layout (little-endian):
-//   char[8] "UNDOCKPT", u32 version, u32 meta_bytes, u64 payload_bytes,
-//   u8[32] sha256(meta + payload), meta (key=value lines), payload (torch archive)
+// The file is formats/checkpoint_file.h's container (header, key=value meta,
+// checksum) around a torch archive payload.
 // The meta names the LibTorch version that wrote the archive; a payload that
 // this LibTorch cannot read is refused with both versions and the file named.
 #pragma once
@@ -14,20 +13,11 @@
 #include <optional>
 #include <string>
 
+#include "formats/checkpoint_file.h"
 #include "model/transformer.h"
 #include "train/adamw.h"
 
 namespace undo {
-
-struct CheckpointMeta {
-  ModelConfig model;
-  int64_t step = 0;
-  std::string stage;  // pretrain, unlearn, distill, ...
-  // The LibTorch version that wrote the payload (empty when saving: this
-  // build's; "" on load for files from before it was recorded).
-  std::string libtorch;
-  std::map<std::string, std::string> extra;
-};
 
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
                      AdamW* optimizer);

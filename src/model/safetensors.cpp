@@ -1,11 +1,11 @@
 #include "model/safetensors.h"
 
 #include <cstring>
-#include <regex>
 
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "formats/safetensors_file.h"
 
 namespace undo {
 namespace {
@@ -58,36 +58,13 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
 
 std::map<std::string, torch::Tensor> read_safetensors(const std::string& path) {
   std::string file = read_file(path);
-  UNDO_CHECK(file.size() >= 8, "safetensors file '", path, "' is truncated");
-  uint64_t n;
-  std::memcpy(&n, file.data(), 8);
-  UNDO_CHECK(8 + n <= file.size(), "safetensors file '", path, "' has a header longer than the file");
-  std::string header = file.substr(8, n);
-  const char* data = file.data() + 8 + n;
-  size_t data_len = file.size() - 8 - n;
+  auto index = parse_safetensors_header(file, file.size(), path);
+  const char* data = file.data() + index.data_offset;
   std::map<std::string, torch::Tensor> out;
-  // Entries written by write_safetensors (and by the Python library) have this shape.
-  std::regex entry("\"([^\"]+)\": \\{\"dtype\": ?\"([A-Z0-9]+)\", \"shape\": ?\\[([0-9, ]*)\\], "
-                   "\"data_offsets\": ?\\[([0-9]+), ?([0-9]+)\\]\\}");
-  for (std::sregex_iterator it(header.begin(), header.end(), entry), end; it != end; ++it) {
-    auto& m = *it;
-    std::vector<int64_t> shape;
-    std::string dims = m[3];
-    size_t pos = 0;
-    while (pos < dims.size()) {
-      size_t next = dims.find(',', pos);
-      std::string part = dims.substr(pos, next == std::string::npos ? std::string::npos : next - pos);
-      if (part.find_first_not_of(' ') != std::string::npos) shape.push_back(std::stoll(part));
-      if (next == std::string::npos) break;
-      pos = next + 1;
-    }
-    size_t b = std::stoull(m[4]), e = std::stoull(m[5]);
-    UNDO_CHECK(b <= e && e <= data_len, "safetensors '", path, "': tensor ", m[1], " lies outside the file");
-    auto t = torch::empty(shape, torch::TensorOptions().dtype(dtype_from(m[2])));
-    UNDO_CHECK(size_t(t.numel()) * t.element_size() == e - b, "safetensors '", path, "': tensor ", m[1],
-               " has ", e - b, " bytes for its shape");
-    std::memcpy(t.data_ptr(), data + b, e - b);
-    out[m[1]] = t;
+  for (auto& e : index.tensors) {
+    auto t = torch::empty(e.shape, torch::TensorOptions().dtype(dtype_from(e.dtype)));
+    std::memcpy(t.data_ptr(), data + e.begin, e.end - e.begin);  // sizes checked by the header parser
+    out[e.name] = t;
   }
   return out;
 }

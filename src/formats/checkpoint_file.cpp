@@ -1,0 +1,117 @@
+#include "formats/checkpoint_file.h"
+
+#include <cstring>
+#include <limits>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/sha256.h"
+
+namespace undo {
+namespace {
+
+constexpr char kMagic[8] = {'U', 'N', 'D', 'O', 'C', 'K', 'P', 'T'};
+constexpr uint32_t kVersion = 1;
+constexpr size_t kHeader = 8 + 4 + 4 + 8 + 32;
+
+}  // namespace
+
+std::string checkpoint_meta_text(const CheckpointMeta& m, const std::string& libtorch) {
+  std::ostringstream os;
+  const auto& c = m.model;
+  os << "stage=" << m.stage << "\nstep=" << m.step << "\nvocab_size=" << c.vocab_size << "\nd_model=" << c.d_model
+     << "\nn_layers=" << c.n_layers << "\nn_heads=" << c.n_heads << "\nd_ff=" << c.d_ff << "\nseq_len=" << c.seq_len
+     << "\nsoftcap=" << format_double(c.softcap) << "\nrope_theta=" << format_double(c.rope_theta)
+     << "\nnorm_eps=" << format_double(c.norm_eps) << "\ngelu=" << c.gelu
+     << "\nlibtorch=" << (m.libtorch.empty() ? libtorch : m.libtorch) << "\n";
+  for (auto& [k, v] : m.extra) os << "x." << k << "=" << v << "\n";
+  return os.str();
+}
+
+CheckpointMeta parse_checkpoint_meta(const std::string& text, const std::string& path) {
+  std::map<std::string, std::string> kv;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    auto eq = line.find('=');
+    if (eq != std::string::npos) kv[line.substr(0, eq)] = line.substr(eq + 1);
+  }
+  auto get = [&](const char* k) {
+    auto it = kv.find(k);
+    UNDO_CHECK(it != kv.end(), "checkpoint '", path, "' lacks meta key ", k);
+    return it->second;
+  };
+  // Every number is parsed whole and range-checked before anything is sized
+  // by it: a crafted file with a valid checksum must not divide by zero.
+  // Errors of the shared number parsers, with the file named.
+  auto in_file = [&](auto parse) {
+    try {
+      return parse();
+    } catch (const InputError& e) {
+      throw InputError("checkpoint '" + path + "': " + e.what());
+    }
+  };
+  auto integer = [&](const char* k, int64_t lo, int64_t hi) {
+    return in_file([&] { return parse_integer("meta key " + std::string(k), get(k), lo, hi); });
+  };
+  auto real = [&](const char* k) {
+    return in_file([&] { return parse_real("meta key " + std::string(k), get(k), std::numeric_limits<double>::lowest()); });
+  };
+  CheckpointMeta m;
+  m.stage = get("stage");
+  m.step = integer("step", 0, std::numeric_limits<int64_t>::max());
+  const int64_t kMax = std::numeric_limits<int>::max();
+  m.model.vocab_size = int(integer("vocab_size", 0, kMax));
+  m.model.d_model = int(integer("d_model", 0, kMax));
+  m.model.n_layers = int(integer("n_layers", 0, kMax));
+  m.model.n_heads = int(integer("n_heads", 0, kMax));
+  m.model.d_ff = int(integer("d_ff", 0, kMax));
+  m.model.seq_len = int(integer("seq_len", 0, kMax));
+  m.model.softcap = real("softcap");
+  m.model.rope_theta = real("rope_theta");
+  m.model.norm_eps = real("norm_eps");
+  m.model.gelu = get("gelu");
+  auto problem = model_config_problem(m.model);
+  UNDO_INPUT_CHECK(problem.empty(), "checkpoint '", path, "' describes an impossible model: ", problem);
+  if (kv.count("libtorch")) m.libtorch = kv["libtorch"];
+  for (auto& [k, v] : kv)
+    if (k.rfind("x.", 0) == 0) m.extra[k.substr(2)] = v;
+  return m;
+}
+
+std::string frame_checkpoint(const std::string& meta_text, const std::string& payload) {
+  std::string header(kHeader, '\0');
+  std::memcpy(&header[0], kMagic, 8);
+  uint32_t meta_bytes = uint32_t(meta_text.size());
+  uint64_t payload_bytes = payload.size();
+  std::memcpy(&header[8], &kVersion, 4);
+  std::memcpy(&header[12], &meta_bytes, 4);
+  std::memcpy(&header[16], &payload_bytes, 8);
+  Sha256 h;
+  h.update(meta_text);
+  h.update(payload);
+  auto d = h.digest();
+  std::memcpy(&header[24], d.data(), 32);
+  return header + meta_text + payload;
+}
+
+std::pair<std::string, std::string> unframe_checkpoint(const std::string& file, const std::string& path) {
+  UNDO_CHECK(file.size() >= kHeader, "checkpoint '", path, "' is truncated (", file.size(), " bytes)");
+  UNDO_CHECK(std::memcmp(file.data(), kMagic, 8) == 0, "'", path, "' is not an undo checkpoint (bad magic)");
+  uint32_t version, meta_bytes;
+  uint64_t payload_bytes;
+  std::memcpy(&version, file.data() + 8, 4);
+  std::memcpy(&meta_bytes, file.data() + 12, 4);
+  std::memcpy(&payload_bytes, file.data() + 16, 8);
+  UNDO_CHECK(version == kVersion, "checkpoint '", path, "' has format version ", version, ", expected ", kVersion);
+  // Compared without adding first: a crafted payload size must not wrap the sum around.
+  const uint64_t body = file.size() - kHeader;
+  UNDO_CHECK(meta_bytes <= body && payload_bytes == body - meta_bytes, "checkpoint '", path, "' is truncated: ",
+             file.size(), " bytes, header says ", meta_bytes, " + ", payload_bytes, " after the header");
+  auto digest = sha256_hex(file.data() + kHeader, body);
+  UNDO_CHECK(digest == to_hex(reinterpret_cast<const uint8_t*>(file.data()) + 24, 32), "checkpoint '", path,
+             "' fails its checksum: the file is corrupted");
+  return {file.substr(kHeader, meta_bytes), file.substr(kHeader + meta_bytes)};
+}
+
+}  // namespace undo

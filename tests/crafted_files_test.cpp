@@ -1,0 +1,142 @@
+// Crafted files, one field at a time: the safetensors header, the checkpoint
+// container and the sweep's CSV tables. Each bad field is refused with an
+// InputError or RuntimeError that names the file and the field, never read
+// past, never a crash (the fuzz harnesses of fuzz/ search the same readers).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <functional>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "formats/checkpoint_file.h"
+#include "formats/safetensors_file.h"
+#include "model/safetensors.h"
+#include "results/csv_table.h"
+#include "test_util.h"
+
+using namespace undo;
+
+namespace {
+
+// A safetensors file with the given JSON header (padded as the library pads) and data.
+std::string safetensors(const std::string& header, const std::string& data) {
+  std::string h = header;
+  h.append((8 - h.size() % 8) % 8, ' ');
+  uint64_t n = h.size();
+  std::string file(8, '\0');
+  std::memcpy(&file[0], &n, 8);
+  return file + h + data;
+}
+
+// The message of what `f` throws ("" when it does not throw).
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
+const std::string kFloats(16, '\1');  // 4 float32 values
+
+}  // namespace
+
+// The layout the Python library writes: no spaces, fields in any order, metadata.
+TEST(CraftedFiles, SafetensorsAsThePythonLibraryWritesIt) {
+  auto file = safetensors(R"({"__metadata__":{"format":"pt"},"b":{"shape":[2],"dtype":"F32","data_offsets":[8,16]},)"
+                          R"("a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+                          kFloats);
+  auto index = parse_safetensors_header(file, file.size(), "x.safetensors");
+  ASSERT_EQ(index.tensors.size(), 2u);
+  EXPECT_EQ(index.tensors[0].name, "a");  // in offset order
+  EXPECT_EQ(index.tensors[1].shape, std::vector<int64_t>{2});
+  EXPECT_EQ(index.metadata.at("format"), "pt");
+  // And through the tensor reader.
+  auto dir = test::temp_dir("st_python");
+  write_file_atomic(dir + "/x.safetensors", file);
+  auto tensors = read_safetensors(dir + "/x.safetensors");
+  EXPECT_EQ(tensors.at("b").numel(), 2);
+}
+
+TEST(CraftedFiles, SafetensorsHeaderFieldsAreCheckedOneByOne) {
+  const std::string ok = R"("dtype":"F32","shape":[2,2],"data_offsets":[0,16])";
+  struct Case {
+    std::string header, data, expect;
+  };
+  std::vector<Case> cases = {
+      {"{\"t\":{" + ok + "}", kFloats, "not a JSON object"},
+      {R"({"t":{"dtype":"F32","shape":[2,2]}})", kFloats, "tensor 't' has no 'data_offsets'"},
+      {R"({"t":{"dtype":"Q4","shape":[2,2],"data_offsets":[0,16]}})", kFloats, "dtype 'Q4' is not one undo reads"},
+      {R"({"t":{"dtype":"F32","shape":[2,-2],"data_offsets":[0,16]}})", kFloats, "tensor 't' shape"},
+      {R"({"t":{"dtype":"F32","shape":[2,2],"data_offsets":[0,32]}})", kFloats, "lie outside the 16 data bytes"},
+      {R"({"t":{"dtype":"F32","shape":[2,3],"data_offsets":[0,16]}})", kFloats, "16 bytes for a F32 shape needing 24"},
+      {R"({"t":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,16]}})", kFloats, "shape overflows"},
+      {R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[16,8]}})", kFloats, "lie outside"},
+      {R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"u":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}})",
+       kFloats, "tensors 't' and 'u' overlap"},
+      {R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,"8"]}})", kFloats, "data_offsets"},
+  };
+  for (auto& c : cases) {
+    auto file = safetensors(c.header, c.data);
+    auto e = error_of([&] { parse_safetensors_header(file, file.size(), "x.safetensors"); });
+    EXPECT_NE(e.find("x.safetensors"), std::string::npos) << c.header << ": " << e;
+    EXPECT_NE(e.find(c.expect), std::string::npos) << c.header << ": " << e;
+  }
+  // The header length itself: past the file, over the format's limit, or the file too short to hold it.
+  auto file = safetensors("{}", "");
+  uint64_t n = 1000;
+  std::memcpy(&file[0], &n, 8);
+  EXPECT_NE(error_of([&] { parse_safetensors_header(file, file.size(), "x"); }).find("past the end of the file"),
+            std::string::npos);
+  n = uint64_t(1) << 40;
+  std::memcpy(&file[0], &n, 8);
+  EXPECT_NE(error_of([&] { parse_safetensors_header(file, file.size(), "x"); }).find("over the format's 100 MiB"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse_safetensors_header("abc", 3, "x"); }).find("truncated"), std::string::npos);
+}
+
+// A checkpoint whose sizes add up only after wrapping around 2^64 is refused as truncated.
+TEST(CraftedFiles, CheckpointSizesThatWrapAreRefused) {
+  std::string file = frame_checkpoint("stage=x\n", "payload");
+  uint64_t wrap = ~uint64_t(0) - 7;  // meta 8 bytes + this = 2^64 + 0
+  std::memcpy(&file[16], &wrap, 8);
+  auto e = error_of([&] { unframe_checkpoint(file, "w.ckpt"); });
+  EXPECT_NE(e.find("checkpoint 'w.ckpt' is truncated"), std::string::npos) << e;
+  uint32_t meta = 1u << 30;
+  file = frame_checkpoint("stage=x\n", "payload");
+  std::memcpy(&file[12], &meta, 4);
+  e = error_of([&] { unframe_checkpoint(file, "w.ckpt"); });
+  EXPECT_NE(e.find("is truncated"), std::string::npos) << e;
+  // Untouched, it reads back.
+  EXPECT_EQ(unframe_checkpoint(frame_checkpoint("m", "p"), "ok").second, "p");
+}
+
+// results.csv / curves.csv: a missing or doubled column, a ragged row and a
+// word in a number's column are each refused with the file, line and column.
+TEST(CraftedFiles, CsvTablesAreCheckedCellByCell) {
+  const std::set<std::string> text = {"model"};
+  EXPECT_NE(error_of([&] { parse_csv("model,x\na,1\n", "r.csv", {"robustness"}, text); })
+                .find("'r.csv' has no column 'robustness'"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse_csv("model,x,x\na,1,2\n", "r.csv", {}, text); }).find("names column 'x' twice"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse_csv("model,x\na,1\nb\n", "r.csv", {}, text); }).find("r.csv:3: 1 cells"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { parse_csv("model,x\na,0.5abc\n", "r.csv", {}, text); })
+                .find("r.csv:2: column 'x' holds '0.5abc', not a number"),
+            std::string::npos);
+  auto rows = parse_csv("model,x\na b,-1e-3\nc,\n", "r.csv", {"x"}, text);
+  ASSERT_EQ(rows.size(), 2u);
+  EXPECT_EQ(rows[0].at("model"), "a b");
+  EXPECT_EQ(rows[1].at("x"), "");  // empty: no value, not garbage
+
+  // Through `undo report`: exit 2, the file named.
+  auto dir = test::temp_dir("crafted_csv");
+  write_file_atomic(dir + "/results.csv", "model,role\nbase,base\n");
+  write_file_atomic(dir + "/curves.csv", "model,step,forget\nbase,0,0.1\n");
+  std::string out;
+  EXPECT_EQ(test::run_undo("report " + dir, &out), 2) << out;
+  EXPECT_NE(out.find(dir + "/results.csv' has no column"), std::string::npos) << out;
+}
