@@ -14,6 +14,7 @@
 #include "core/fs.h"
 #include "core/sha256.h"
 #include "fixtures.h"
+#include "formats/checkpoint_file.h"
 #include "model/checkpoint.h"
 #include "sweep/plan.h"
 #include "test_util.h"
@@ -186,6 +187,36 @@ TEST(Reliability, CraftedCheckpointMetaIsRefusedByKey) {
                              &out),
               2)
         << key << ": " << out;
+  }
+}
+
+// A payload that is not a torch archive, or an archive without the model's
+// tensors, both with a checksum that holds: refused naming the file, with
+// torch's message reduced to its first line.
+TEST(Reliability, ACraftedPayloadIsRefusedNamingTheFile) {
+  auto dir = test::temp_dir("crafted_payload");
+  std::string out;
+  ASSERT_EQ(test::run_undo(pretrain(dir + "/run", "--train.steps 2"), &out), 0) << out;
+  auto [meta, payload] = unframe_checkpoint(read_file(dir + "/run/model.ckpt"), "good");
+  auto [other_meta, other_payload] = [&] {
+    // A real torch archive of something else: the optimizer-free archive of a one-tensor module.
+    torch::serialize::OutputArchive a;
+    a.write("something", torch::zeros({3}));
+    std::ostringstream os;
+    a.save_to(os);
+    return std::make_pair(meta, os.str());
+  }();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"not-zip", "PK\x03\x04 garbage that only starts like a zip"}, {"foreign", other_payload}};
+  for (auto& [name, body] : cases) {
+    const std::string bad = dir + "/" + name + ".ckpt";
+    write_file_atomic(bad, frame_checkpoint(meta, body));
+    int rc = test::run_undo("eval --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() + " --model " + bad +
+                                " --run-dir " + dir + "/eval-" + name,
+                            &out);
+    EXPECT_EQ(rc, name == "not-zip" ? 2 : 1) << out;
+    EXPECT_NE(out.find("checkpoint '" + bad + "'"), std::string::npos) << out;
+    EXPECT_EQ(out.find("Exception raised from"), std::string::npos) << out;  // no torch backtrace
   }
 }
 

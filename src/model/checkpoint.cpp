@@ -46,6 +46,9 @@ CheckpointMeta read_checkpoint_meta(const std::string& path) {
 }
 
 namespace {
+void read_payload(const std::string& path, torch::serialize::InputArchive& archive, Transformer& model,
+                  AdamW* optimizer);
+
 // Loads a verified payload into `model` (and `optimizer`); the file is read once by the caller.
 void load_payload(const std::string& path, const CheckpointMeta& meta, const std::string& payload,
                   Transformer& model, AdamW* optimizer) {
@@ -58,15 +61,32 @@ void load_payload(const std::string& path, const CheckpointMeta& meta, const std
                    b.n_layers, ", vocab ", b.vocab_size, ")");
   std::istringstream in(payload);
   torch::serialize::InputArchive archive;
+  auto first_line = [](const c10::Error& e) {
+    std::string what = e.what_without_backtrace();
+    return what.substr(0, what.find('\n'));
+  };
   try {
     archive.load_from(in);
   } catch (const c10::Error& e) {
-    std::string what = e.what_without_backtrace();
-    throw InputError("checkpoint '" + path + "' was written by LibTorch " +
-                     (meta.libtorch.empty() ? std::string("(unrecorded, before 2.x)") : meta.libtorch) +
-                     " and this build's LibTorch " + TORCH_VERSION + " cannot read its payload: " +
-                     what.substr(0, what.find('\n')));
+    // The checksum held, so the bytes are as written: by another LibTorch, or by something that is not undo.
+    if (meta.libtorch != TORCH_VERSION)
+      throw InputError("checkpoint '" + path + "' was written by LibTorch " +
+                       (meta.libtorch.empty() ? std::string("(unrecorded, before 2.x)") : meta.libtorch) +
+                       " and this build's LibTorch " + TORCH_VERSION + " cannot read its payload: " + first_line(e));
+    throw InputError("checkpoint '" + path + "': its payload is not a torch archive (made by another program, with "
+                     "its checksum recomputed?): " + first_line(e));
   }
+  try {
+    read_payload(path, archive, model, optimizer);
+  } catch (const c10::Error& e) {
+    throw InputError("checkpoint '" + path + "': its payload does not hold this model's tensors as undo writes them: " +
+                     first_line(e));
+  }
+}
+
+// The tensors of a loaded archive into `model`, `optimizer` and the RNG.
+void read_payload(const std::string& path, torch::serialize::InputArchive& archive, Transformer& model,
+                  AdamW* optimizer) {
   torch::NoGradGuard no_grad;
   for (auto& p : model->named_parameters()) {
     torch::Tensor t;
