@@ -4,7 +4,9 @@
 
 #include <filesystem>
 #include <fstream>
+#include <variant>
 
+#include "cache/h5.h"
 #include "cache/logit_cache.h"
 #include "core/error.h"
 #include "core/fs.h"
@@ -270,6 +272,58 @@ TEST(LogitCache, OpensInPythonWithH5py) {
   EXPECT_NE(text.find("3 f16 (2, 4, 3)"), std::string::npos) << text;
   EXPECT_NEAR(std::stod(text.substr(text.find(") ") + 2)), expected, 0.0) << text;
   EXPECT_NE(text.find(" " + std::to_string(rows.ids[(1 * 4 + 2) * 3]) + " -inf"), std::string::npos) << text;
+}
+
+// A crafted cache: each key field, the format and the row count rewritten in
+// turn (with HDF5 itself, so the file stays valid HDF5). Each is refused by
+// the reader naming the file and the field before anything is sized by it.
+TEST(LogitCache, CraftedFieldsAreRefusedOneByOne) {
+  auto dir = test::temp_dir("cache_crafted");
+  auto key = test_key(320, 8, "f32", 4);
+  {
+    LogitCacheWriter w(dir + "/good.h5", key, 16, 0);
+    w.write(random_rows(key, 0, 16, 1));
+    w.finish(512);
+  }
+  struct Case {
+    std::string attr;
+    std::variant<int64_t, std::string> value;
+    std::string expect;
+  };
+  const std::vector<Case> cases = {
+      {"format", std::string("other"), "not an undo logit cache"},
+      {"format_version", int64_t(99), "format version 99"},
+      {"k", int64_t(0), "k=0"},
+      {"k", int64_t(321), "k=321"},
+      {"window", int64_t(0), "window=0"},
+      {"vocab", int64_t(0), "vocab=0"},
+      {"samples", int64_t(-1), "samples=-1"},
+      {"samples", int64_t(1) << 20, "samples=1048576"},
+      {"dtype", std::string("f8"), "dtype=f8"},
+      {"window", int64_t(64), "wrong shape"},
+      {"rows", int64_t(17), "wrong shape"},
+      {"content_sha256", std::string(64, '0'), "differs from the recorded"},
+  };
+  const std::string good = read_file(dir + "/good.h5");
+  int n = 0;
+  for (auto& c : cases) {
+    const std::string bad = dir + "/bad" + std::to_string(n++) + ".h5";
+    write_file_atomic(bad, good);
+    {
+      h5::Handle f(H5Fopen(bad.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+      ASSERT_GE(H5Adelete(f, c.attr.c_str()), 0) << c.attr;
+      if (auto* i = std::get_if<int64_t>(&c.value)) h5::write_attr(f, c.attr, *i);
+      else h5::write_attr(f, c.attr, std::get<std::string>(c.value));
+    }
+    try {
+      LogitCacheReader r(bad);
+      r.verify();
+      ADD_FAILURE() << c.attr << " crafted was accepted";
+    } catch (const RuntimeError& e) {
+      EXPECT_NE(std::string(e.what()).find(bad), std::string::npos) << c.attr << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find(c.expect), std::string::npos) << c.attr << ": " << e.what();
+    }
+  }
 }
 
 TEST(LogitCache, TruncatedOrBitFlippedFilesAreDetected) {
