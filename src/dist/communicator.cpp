@@ -141,7 +141,12 @@ Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch) : cf
 #endif
   } else {
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    opts->devices.push_back(launch.local_world == launch.world
+    // Where this rank's Gloo connections listen: the interface GLOO_SOCKET_IFNAME
+    // names (PyTorch's variable: a host on several networks, or a network
+    // namespace), else loopback for a one-host job, else the hostname's address.
+    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+    opts->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
+                            : launch.local_world == launch.world
                                 ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
                                 : c10d::ProcessGroupGloo::createDefaultDevice());
     pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store, launch.rank, launch.world, opts);
