@@ -12,7 +12,6 @@
 
 #include "core/error.h"
 #include "core/fs.h"
-#include "core/sha256.h"
 #include "fixtures.h"
 #include "formats/checkpoint_file.h"
 #include "model/checkpoint.h"
@@ -35,26 +34,12 @@ std::string pretrain(const std::string& dir, const std::string& more = "") {
 // A checkpoint whose meta is rewritten and whose checksum is recomputed: what
 // a crafted file looks like to the reader.
 void rewrite_meta(const std::string& from, const std::string& to, const std::string& key, const std::string& value) {
-  std::string f = read_file(from);
-  uint32_t meta_bytes;
-  uint64_t payload_bytes;
-  std::memcpy(&meta_bytes, f.data() + 12, 4);
-  std::memcpy(&payload_bytes, f.data() + 16, 8);
-  const size_t header = 8 + 4 + 4 + 8 + 32;
-  std::string meta = f.substr(header, meta_bytes), payload = f.substr(header + meta_bytes);
+  auto [meta, payload] = unframe_checkpoint(read_file(from), from);
   auto at = meta.find("\n" + key + "=");
   ASSERT_NE(at, std::string::npos) << key;
   auto end = meta.find('\n', at + 1);
   meta = meta.substr(0, at + 1) + key + "=" + value + meta.substr(end);
-  meta_bytes = uint32_t(meta.size());
-  std::string body = meta + payload;
-  std::string digest = sha256_hex(body.data(), body.size());
-  std::string out = f.substr(0, 8);
-  out.append(f, 8, 4);
-  out.append(reinterpret_cast<const char*>(&meta_bytes), 4);
-  out.append(reinterpret_cast<const char*>(&payload_bytes), 8);
-  for (size_t i = 0; i < 32; ++i) out += char(std::stoi(digest.substr(2 * i, 2), nullptr, 16));
-  write_file_atomic(to, out + body);
+  write_file_atomic(to, frame_checkpoint(meta, payload));
 }
 
 }  // namespace

@@ -7,7 +7,6 @@
 
 #include "core/error.h"
 #include "core/fs.h"
-#include "core/sha256.h"
 #include "model/checkpoint.h"
 #include "model/safetensors.h"
 #include "test_util.h"
@@ -179,19 +178,8 @@ TEST(Checkpoint, ThePayloadOfAnotherLibTorchIsLoadedOrRefusedByName) {
   Transformer loaded = load_model(dir + "/old.ckpt");
   expect_same_weights(model, loaded);
   // One whose archive this LibTorch cannot read is refused, naming the file and both versions.
-  std::string bytes = read_file(dir + "/old.ckpt");
-  uint32_t meta_bytes;
-  std::memcpy(&meta_bytes, bytes.data() + 12, 4);
-  std::string meta_str = bytes.substr(56, meta_bytes), payload(4096, 'x');
-  uint64_t payload_bytes = payload.size();
-  std::string forged = bytes.substr(0, 56);
-  std::memcpy(&forged[16], &payload_bytes, 8);
-  Sha256 h;
-  h.update(meta_str);
-  h.update(payload);
-  auto d = h.digest();
-  std::memcpy(&forged[24], d.data(), 32);
-  write_file_atomic(dir + "/unreadable.ckpt", forged + meta_str + payload);
+  auto meta_str = unframe_checkpoint(read_file(dir + "/old.ckpt"), "old").first;
+  write_file_atomic(dir + "/unreadable.ckpt", frame_checkpoint(meta_str, std::string(4096, 'x')));
   try {
     load_model(dir + "/unreadable.ckpt");
     FAIL() << "an unreadable payload was loaded";
