@@ -132,8 +132,8 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   }
   EXPECT_EQ(names, (std::set<std::string>{"distill-maxent-top8-a1-s1", "distill-maxent-top8+s4-a1-s1",
                                           "distill-maxent-online-a1-s1", "control-distilled-base-top8-s1"}));
-  // The setting's own signal (tiny: top-32, no draws) keeps the names a single-signal sweep gives.
-  auto with_default = write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top32,online");
+  // The setting's own signal (tiny: top-32 + 32 draws) keeps the names a single-signal sweep gives.
+  auto with_default = write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top32+s32,online");
   std::set<std::string> default_names;
   for (auto& j : make_plan(read_sweep_spec(with_default), dir + "/out", UNDO_BINARY).jobs)
     if (j.kind == "distill" || j.kind == "cache") default_names.insert(j.name);

@@ -140,8 +140,9 @@ struct DistillConfig {
   std::string cache_dir = "cache/logits";
   int cache_k = 32;              // top-k log-probs kept per position (capped at the vocab)
   // Draws per position from the teacher's mass outside the top-k: with them the
-  // loss estimates the full-vocabulary KL without bias (0 = the top-k lower bound).
-  int cache_samples = 0;
+  // loss estimates the full-vocabulary KL without bias (0 = the top-k lower
+  // bound). 32 from the 3-seed ablation (docs/LOGIT_CACHE.md).
+  int cache_samples = 32;
   std::string cache_dtype = "f16";  // f16 | f32
   int cache_deflate = 0;         // 0 = off, 1-9 = deflate level
 };
