@@ -9,7 +9,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/json.h"
-#include "dist/launch.h"
+#include "distributed/launch.h"
 #include "model/device.h"
 #include "train/trainer.h"
 

@@ -5,7 +5,7 @@
 #include <torch/cuda.h>
 
 #include "core/fs.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "model/device.h"
 #include "test_util.h"
 #include "train/trainer.h"

@@ -5,7 +5,7 @@
 #include <chrono>
 
 #include "core/fs.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "test_util.h"
 
 using namespace undo;

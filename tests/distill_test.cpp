@@ -11,7 +11,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "fixtures.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "model/noise.h"
 #include "test_util.h"
 #include "train/objectives/distill.h"

@@ -1,6 +1,6 @@
 #include "fixtures.h"
 
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "test_util.h"
 #include "train/trainer.h"
 

@@ -15,7 +15,7 @@
 #include "core/fs.h"
 #include "core/stop_signal.h"
 #include "fixtures.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "sweep/plan.h"
 #include "test_util.h"
 #include "train/trainer.h"

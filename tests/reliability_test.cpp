@@ -13,7 +13,7 @@
 #include "core/fs.h"
 #include "fixtures.h"
 #include "formats/checkpoint_file.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "sweep/plan.h"
 #include "test_util.h"
 #include "train/metrics.h"

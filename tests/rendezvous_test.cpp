@@ -14,7 +14,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
-#include "dist/rendezvous.h"
+#include "distributed/rendezvous.h"
 #include "sweep/plan.h"
 #include "test_util.h"
 

@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "core/fs.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "model/noise.h"
 #include "fixtures.h"
 #include "test_util.h"

@@ -7,8 +7,8 @@
 
 #include "cli/stages.h"
 #include "core/error.h"
-#include "dist/communicator.h"
-#include "dist/launch.h"
+#include "distributed/communicator.h"
+#include "distributed/launch.h"
 
 namespace {
 

@@ -3,8 +3,8 @@
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/json.h"
-#include "dist/communicator.h"
-#include "model/checkpoint.h"
+#include "distributed/communicator.h"
+#include "train/checkpoint.h"
 #include "train/teacher_cache.h"
 
 namespace undo {

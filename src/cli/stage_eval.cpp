@@ -4,7 +4,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "eval/evaluator.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "train/trainer.h"
 
 namespace undo {

@@ -3,7 +3,7 @@
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "model/safetensors.h"
 
 namespace undo {

@@ -8,7 +8,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/stage_settings.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "train/relearn.h"
 #include "train/trainer.h"
 

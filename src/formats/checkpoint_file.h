@@ -1,7 +1,7 @@
 // The checkpoint file's container, apart from what it contains: the header,
 // the meta (key=value lines) and the checksum. Torch-free, so that the part of
 // a checkpoint that is parsed before anything is trusted can be fuzzed alone
-// (fuzz/checkpoint_fuzz.cpp); model/checkpoint.h fills the payload.
+// (fuzz/checkpoint_fuzz.cpp); train/checkpoint.h fills the payload.
 //
 // Layout (little-endian), versioned like llm.c's headers:
 //   char[8] "UNDOCKPT", u32 version, u32 meta_bytes, u64 payload_bytes,

@@ -3,7 +3,7 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 
 namespace undo {
 

@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 
 namespace undo {
 

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "core/config.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 
 namespace undo {
 

@@ -13,7 +13,7 @@
 #include "core/sha256.h"
 #include "core/stop_signal.h"
 #include "data/stream.h"
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 #include "model/device.h"
 #include "model/precision.h"
 #include "train/objectives/distill.h"

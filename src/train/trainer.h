@@ -11,10 +11,10 @@
 #include <string>
 
 #include "core/config.h"
-#include "dist/communicator.h"
-#include "dist/grad_reducer.h"
+#include "distributed/communicator.h"
+#include "distributed/grad_reducer.h"
 #include "eval/evaluator.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "model/transformer.h"
 #include "train/adamw.h"
 #include "train/metrics.h"

@@ -3,8 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "core/config.h"
-#include "dist/communicator.h"
-#include "dist/grad_reducer.h"
+#include "distributed/communicator.h"
+#include "distributed/grad_reducer.h"
 #include "train/adamw.h"
 
 using namespace undo;

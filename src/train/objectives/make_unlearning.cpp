@@ -1,5 +1,5 @@
 #include "core/error.h"
-#include "model/checkpoint.h"
+#include "train/checkpoint.h"
 #include "train/objectives/unlearning.h"
 
 namespace undo {

@@ -2,7 +2,7 @@
 // (Gloo on CPU; NCCL where LibTorch has CUDA). World size 1 needs none of it.
 //
 // Rendezvous: MPI starts the job (mpirun, or srun with PMIx); rank 0 serves
-// the rendezvous store (dist/rendezvous.h) on a free port of the address the
+// the rendezvous store (distributed/rendezvous.h) on a free port of the address the
 // others use, and broadcasts host, port and a fresh secret over MPI. Without
 // MPI: MASTER_ADDR/MASTER_PORT (torchrun style) with UNDO_DIST_SECRET or
 // dist.secret_file, or a FileStore on a shared path.
@@ -22,8 +22,8 @@
 #include <thread>
 
 #include "core/config.h"
-#include "dist/launch.h"
-#include "dist/rendezvous.h"
+#include "distributed/launch.h"
+#include "distributed/rendezvous.h"
 
 namespace undo {
 

@@ -1,4 +1,4 @@
-#include "dist/communicator.h"
+#include "distributed/communicator.h"
 
 #include <mpi.h>
 #include <netdb.h>
@@ -18,7 +18,7 @@
 
 #include "core/error.h"
 #include "core/stop_signal.h"
-#include "dist/rendezvous.h"
+#include "distributed/rendezvous.h"
 #include "model/device.h"
 
 namespace undo {
@@ -89,7 +89,7 @@ Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch) : cf
     store_ = c10::make_intrusive<c10d::FileStore>(cfg.store_path, launch.world);
   } else {
     // Rank 0 serves the rendezvous on the address the others use, and admits
-    // only ranks that prove the job's secret (dist/rendezvous.h). Under MPI,
+    // only ranks that prove the job's secret (distributed/rendezvous.h). Under MPI,
     // rank 0 makes the secret and sends it, with host and port, over MPI.
     char host[256] = {0}, secret[65] = {0};
     if (launch.rank == 0 || !use_mpi) {
