@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/stop_signal.h"
+#include "eval/evaluator.h"
 #include "fixtures.h"
 #include "train/checkpoint.h"
 #include "sweep/plan.h"
@@ -38,14 +39,16 @@ class SignallingObjective : public CrossEntropyObjective {
   int64_t calls = 0, signal_at = -1;
 };
 
-TrainResult train(const Config& cfg, int64_t signal_at, int64_t* calls = nullptr) {
+TrainResult train(const Config& cfg, int64_t signal_at, int64_t* calls = nullptr, Evaluator* evaluator = nullptr,
+                  std::function<bool(int64_t)> stop_after = {}) {
   auto mix = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix), "train",
                                          cfg.model.seq_len);
   SignallingObjective objective(mix, cfg.model.seq_len);
   objective.signal_at = signal_at;
   Transformer model(cfg.model);
   model->init_weights(7);
-  Trainer trainer(cfg, "pretrain-base", model, objective, nullptr);
+  Trainer trainer(cfg, "pretrain-base", model, objective, evaluator);
+  trainer.stop_after = stop_after;
   struct Count {
     int64_t* out;
     SignallingObjective& o;
@@ -133,6 +136,26 @@ TEST(GracefulStop, InsideAnEvaluationResumesWithThatEvaluation) {
   auto cut = eval_lines(dir + "/cut/metrics.jsonl"), whole = eval_lines(dir + "/whole/metrics.jsonl");
   ASSERT_EQ(whole.size(), 3u);  // steps 2, 4 and 6
   EXPECT_EQ(cut, whole);
+}
+
+// The evaluation a signal interrupted is followed, on resume, by the stopping
+// rule's look at it (a distillation that would have stopped there stops).
+TEST(GracefulStop, TheStoppingRuleSeesTheResumedEvaluation) {
+  Config cfg = test::tiny_config(test::temp_dir("rule"));
+  cfg.train.steps = 6;
+  cfg.train.eval_every = 2;
+  cfg.train.ckpt_every = 1000;
+  cfg.eval.arith_per_op = 0;
+  cfg.run.threads = 1;
+  Evaluator evaluator(cfg);
+  auto rule = [&](int64_t step) { return step == 2 && !evaluator.last().empty(); };
+  EXPECT_THROW(train(cfg, /*signal_at=*/2, nullptr, &evaluator, rule), Preempted);  // in step 2: its evaluation stops
+  clear_stop_signal();
+  cfg.run.resume = true;
+  auto resumed = train(cfg, -1, nullptr, &evaluator, rule);
+  EXPECT_EQ(resumed.steps_done, 2);
+  EXPECT_TRUE(resumed.losses.empty());  // no step after the one the rule stopped at
+  EXPECT_FALSE(resumed.final_eval.empty());
 }
 
 // A signal during a cache build: the finished rows stay in the part, exit 75,

@@ -140,13 +140,19 @@ TrainResult Trainer::run() {
   const int64_t tokens_per_step = int64_t(world) * t.batch_size * t.accum * objective_.tokens_per_row();
   TrainResult result;
   result.tokens = start * tokens_per_step;
+  result.steps_done = start;
   auto stopped = [&](int64_t at, const std::string& where) {
     progress.finish();
     return Preempted(stage_ + ": stop signal received " + where + "; checkpointed at step " + std::to_string(at) +
                      " in " + cfg_.run.dir + " (rerun with --resume to continue)");
   };
-  // The evaluation a stop signal interrupted before this run's checkpoint.
-  if (eval_pending && evaluator_ && !evaluate(start, metrics, result)) throw stopped(start, "in its evaluation");
+  // The evaluation a stop signal interrupted before this run's checkpoint, and
+  // the stopping rule's look at it, which came after it.
+  bool rule_stopped = false;
+  if (eval_pending && evaluator_) {
+    if (!evaluate(start, metrics, result)) throw stopped(start, "in its evaluation");
+    rule_stopped = start < t.steps && stop_after && stop_after(start);
+  }
   model_->train();
 
   // No host synchronisation inside a step on a GPU: the loss, the logged
@@ -162,7 +168,7 @@ TrainResult Trainer::run() {
   std::vector<torch::Tensor> step_losses;  // read once, at the end
   auto window_clock = std::chrono::steady_clock::now();
   int64_t window_tokens = 0;
-  for (int64_t step = start; step < t.steps; ++step) {
+  for (int64_t step = start; !rule_stopped && step < t.steps; ++step) {
     maybe_inject_fault(rank, step);
     double lr = learning_rate(cfg_.optim, step, t.steps);
     optimizer_->zero_grad();
