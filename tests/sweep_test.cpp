@@ -456,11 +456,14 @@ TEST(Slurm, SignalledJobCheckpointsRequeuesAndResumes) {
   Plan plan = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);
   const Job& base = plan.jobs[0];
   ASSERT_EQ(base.name, "base");
-  auto submitted = read_file(base.dir + "/job.submitted");  // "slurm ARRAY_0"
-  std::string task = submitted.substr(6, submitted.find('\n') - 6);
-  // Wait until base is training, then signal its batch shell as --signal=B:USR1 would.
+  // Wait until base is training, then signal its batch shell as --signal=B:USR1 would. Its Slurm job id
+  // is in job.running by then (job.submitted, with the array task, is gone once the task starts).
   for (int i = 0; i < 600 && test::losses_of(base.dir + "/metrics.jsonl").size() < 2; ++i) usleep(100000);
   ASSERT_GE(test::losses_of(base.dir + "/metrics.jsonl").size(), 2u) << read_file(base.dir + "/log");
+  auto running = read_file(base.dir + "/job.running");  // "pid P host H started T slurm JOBID"
+  auto at = running.find(" slurm ");
+  ASSERT_NE(at, std::string::npos) << running;
+  std::string task = running.substr(at + 7, running.find('\n') - at - 7);
   ASSERT_EQ(std::system(("scancel --batch --signal=USR1 " + task).c_str()), 0);
   // Up to 5 minutes for the whole sweep: until every job has finished (tasks of one array end in any order).
   for (int i = 0; i < 3000; ++i) {
