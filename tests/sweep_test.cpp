@@ -313,7 +313,7 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   // 6 models (the distilled-base control among them) x 2 LRs, plus the header.
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 13) << csv;
   EXPECT_NE(csv.find("control-distilled-base-s1,control,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find("distill-maxent-a0.5-b0.1-s1,student,maxent,0.5,0.1,top32,1,0.003,forget_acc"),
+  EXPECT_NE(csv.find("distill-maxent-a0.5-b0.1-s1,student,maxent,0.5,0.1,top32+s32,1,0.003,forget_acc"),
             std::string::npos)
       << csv;
   // A second run finds everything done and runs nothing.

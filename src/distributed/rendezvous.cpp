@@ -194,6 +194,16 @@ void RendezvousServer::accept_loop() {
     int one = 1;
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     std::lock_guard<std::mutex> lock(mutex_);
+    // Connections whose thread has ended (closed, so marked -1) are joined and
+    // dropped here, so that strangers connecting again and again hold nothing.
+    for (auto it = connections_.begin(); it != connections_.end();) {
+      if (it->first >= 0) {
+        ++it;
+        continue;
+      }
+      it->second.join();
+      it = connections_.erase(it);
+    }
     connections_.emplace_back(fd, std::thread());
     connections_.back().second = std::thread([this, fd, name = peer_name(peer)] { serve(fd, name); });
   }
