@@ -505,7 +505,10 @@ TEST(Sweep, ShippedSpecsPlan) {
   for (auto& j : protocol.jobs) protocol_dirs.insert(j.dir);
   int shared = 0;
   for (auto& j : ablation.jobs) shared += int(protocol_dirs.count(j.dir));
-  EXPECT_EQ(shared, 1 + 2 + 1 + 2 + 2 + 5 * 5);  // data, base + oracle, teacher, 2 caches, 2 distilled, their attacks
+  // Shared: data, base + oracle, teacher, the teacher's cache of the default signal (top32+s32), the three
+  // students of that signal, and the attacks of those six models. The ablation's controls learn from its first
+  // signal (top32), the protocol's from the default: not shared.
+  EXPECT_EQ(shared, 1 + 2 + 1 + 1 + 3 + 6 * 5);
   EXPECT_EQ(count_kind(demo, "distill"), 3 + 1);  // + the distilled-base control
   EXPECT_EQ(count_kind(demo, "relearn"), 7 * 3);
   EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5);
