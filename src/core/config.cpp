@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <set>
@@ -264,6 +265,25 @@ void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string
 
 }  // namespace
 
+namespace {
+// A Boost parser error as text. Boost fills its message template by replacing
+// %tokens% with the offending name and value, and loops for ever when those
+// contain a token themselves (found by fuzz/config_fuzz.cpp: a value holding
+// "%value%"). Where the input holds a '%', the message is made here from the
+// error's kind and option name, never by Boost.
+std::string boost_message(const po::error& e, bool input_has_percent) {
+  auto* named = dynamic_cast<const po::error_with_option_name*>(&e);
+  if (!named || !input_has_percent) return printable(e.what());
+  const char* kind = dynamic_cast<const po::unknown_option*>(&e)            ? "unknown key"
+                     : dynamic_cast<const po::validation_error*>(&e)        ? "invalid value for"
+                     : dynamic_cast<const po::multiple_occurrences*>(&e)    ? "more than one value for"
+                     : dynamic_cast<const po::invalid_syntax*>(&e)          ? "bad syntax at"
+                     : dynamic_cast<const po::required_option*>(&e)         ? "missing"
+                                                                            : "cannot read";
+  return std::string(kind) + " '" + printable(named->get_option_name()) + "' (the input holds a '%')";
+}
+}  // namespace
+
 std::string printable(const std::string& v) {
   std::string out;
   for (unsigned char c : v) {
@@ -402,15 +422,17 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
     for (auto it = config_files.rbegin(); it != config_files.rend(); ++it) {
       if (std::filesystem::is_directory(*it))
         throw InputError("config error: --config '" + *it + "' is a directory, not a file");
-      std::ifstream in(*it);
-      if (!in) throw InputError("config error: --config '" + *it + "': cannot open file");
+      std::ifstream file(*it, std::ios::binary);
+      if (!file) throw InputError("config error: --config '" + *it + "': cannot open file");
+      std::string text((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+      std::istringstream in(text);
       try {
         auto parsed = po::parse_config_file(in, keys, /*allow_unregistered=*/false);
         for (auto& o : parsed.options)
           if (!origin.count(o.string_key)) origin[o.string_key] = *it;
         po::store(parsed, vm);
       } catch (const po::error& e) {
-        throw InputError("config error in " + *it + ": " + printable(e.what()));
+        throw InputError("config error in " + *it + ": " + boost_message(e, text.find('%') != std::string::npos));
       }
     }
     if (vm.count("help")) {
@@ -422,7 +444,9 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
     }
     po::notify(vm);
   } catch (const po::error& e) {
-    throw InputError(std::string("config error: ") + printable(e.what()));
+    bool percent = false;
+    for (int i = 0; i < argc; ++i) percent = percent || std::strchr(argv[i], '%');
+    throw InputError(std::string("config error: ") + boost_message(e, percent));
   }
   if (vm.count("run-dir")) cfg.run.dir = vm["run-dir"].as<std::string>(), origin["run.dir"] = "command line";
   if (vm.count("resume")) cfg.run.resume = true;

@@ -16,6 +16,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
 #endif
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/stop_signal.h"
 #include "distributed/rendezvous.h"
@@ -100,7 +101,7 @@ Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch) : cf
         UNDO_INPUT_CHECK(addr && port, "rank ", launch.rank,
                          ": launched without MPI: set MASTER_ADDR and MASTER_PORT, or dist.store = file");
         h = addr;
-        store_port_ = std::atoi(port);
+        store_port_ = int(parse_integer("MASTER_PORT", port, 1, 65535));
       }
       UNDO_INPUT_CHECK(h.size() < sizeof host, "rendezvous host '", h, "' is too long");
       std::snprintf(host, sizeof host, "%s", h.c_str());
