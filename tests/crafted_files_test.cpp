@@ -12,6 +12,7 @@
 #include "formats/checkpoint_file.h"
 #include "formats/safetensors_file.h"
 #include "model/safetensors.h"
+#include "results/attack_curve.h"
 #include "results/csv_table.h"
 #include "test_util.h"
 
@@ -132,4 +133,29 @@ TEST(CraftedFiles, CsvTablesAreCheckedCellByCell) {
   EXPECT_EQ(rows[0].at("model"), "a b");
   EXPECT_EQ(rows[1].at("x"), "");  // empty: no value, not garbage
   // `undo report` reading such a file: Sweep.MalformedResultsAreRefusedByFileAndColumn.
+}
+
+TEST(CraftedFiles, AttackCurvesAreCheckedFieldByField) {
+  // The fuzzer's finding: a step of 3.3e20 was cast to an integer (undefined
+  // behaviour). Each coordinate must be whole and in range, each metric a number.
+  const std::string curve = test::temp_dir("attack_curve_fields") + "/attack.jsonl";
+  auto refusal = [&](const std::string& line) {
+    write_file_atomic(curve, "{\"lr\": 0.001, \"seed\": 1, \"step\": 0, \"forget_ce\": 3}\n" + line + "\n");
+    return error_of([&] { read_attack_points(curve); });
+  };
+  const std::string where = "'" + curve + "', evaluation 2: ";
+  EXPECT_NE(refusal("{\"step\": 3.3e20}").find(where + "step = '3.3e20'"), std::string::npos);
+  EXPECT_NE(refusal("{\"step\": -5}").find("step = '-5'"), std::string::npos);
+  EXPECT_NE(refusal("{\"seed\": 1.5}").find("seed = '1.5'"), std::string::npos);
+  EXPECT_NE(refusal("{\"lr\": null}").find("lr = 'null'"), std::string::npos);
+  EXPECT_NE(refusal("{\"worst_lr\": -1}").find("worst_lr = '-1'"), std::string::npos);
+  EXPECT_NE(refusal("{\"forget_ce\": \"low\"}").find("'forget_ce' = 'low' is not a number"), std::string::npos);
+  EXPECT_NE(refusal("{\"forget_ce\": \"\"}").find("'forget_ce' = '' is not a number"), std::string::npos);
+  write_file_atomic(curve, "{\"lr\": 0.001, \"seed\": 7, \"step\": 40, \"tokens\": 9, \"forget_acc\": 0.25}\n");
+  auto pts = read_attack_points(curve);
+  ASSERT_EQ(pts.size(), 1u);
+  EXPECT_EQ(pts[0].seed, 7);
+  EXPECT_EQ(pts[0].step, 40);
+  EXPECT_DOUBLE_EQ(pts[0].metrics.at("forget_acc"), 0.25);
+  EXPECT_EQ(pts[0].metrics.count("tokens"), 0u);
 }

@@ -75,6 +75,24 @@ TEST(Relearn, WorstCaseTakesTheStrongestAttackAtEachStep) {
   EXPECT_EQ(retain_metric_of("forget_answer_ce"), "retain_answer_ce");
 }
 
+TEST(Relearn, ADivergedAttackIsNeitherTheWorstCaseNorReadAsZero) {
+  // A diverged run's loss is written as null; it must read back as NaN (as 0
+  // it would look like a perfect relearning) and lose to any finite run.
+  const std::string curve = test::temp_dir("attack_diverged") + "/attack.jsonl";
+  write_file_atomic(curve,
+             "{\"lr\": 0.1, \"seed\": 1, \"step\": 5, \"forget_ce\": null}\n"
+             "{\"lr\": 0.01, \"seed\": 1, \"step\": 5, \"forget_ce\": 2.5}\n"
+             "{\"lr\": 0.1, \"seed\": 1, \"step\": 10, \"forget_ce\": null}\n");
+  auto pts = read_attack_points(curve);
+  ASSERT_EQ(pts.size(), 3u);
+  EXPECT_TRUE(std::isnan(pts[0].metrics.at("forget_ce")));
+  auto worst = worst_case(pts);
+  ASSERT_EQ(worst.size(), 2u);
+  EXPECT_DOUBLE_EQ(worst[0].metrics.at("forget_ce"), 2.5);
+  EXPECT_DOUBLE_EQ(worst[0].worst_lr, 0.01);
+  EXPECT_TRUE(std::isnan(worst[1].metrics.at("forget_ce")));  // every run diverged there: said, not hidden
+}
+
 TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
   auto dir = test::temp_dir("relearn");
   std::string out;

@@ -90,7 +90,7 @@ int stage_relearn(int argc, const char* const* argv) {
         std::cerr << "relearn: " << c.run.dir << " done, skipping\n";
       }
       if (auto comm = distributed()) comm->barrier();
-      for (auto& line : read_json_lines(curve_path)) points.push_back(AttackPoint::from_json(line));
+      for (auto& p : read_attack_points(curve_path)) points.push_back(p);
     }
   }
   if (!is_writer()) return 0;

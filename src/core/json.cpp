@@ -8,6 +8,7 @@
 #include <cstdio>
 
 #include "core/config.h"
+#include "core/error.h"
 
 namespace undo {
 
@@ -160,6 +161,15 @@ std::vector<std::map<std::string, std::string>> read_json_lines(const std::strin
     }
   }
   return out;
+}
+
+double json_number(const std::string& key, const std::string& text) {
+  if (text == "null") return NAN;
+  char* end = nullptr;
+  double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || std::isspace(static_cast<unsigned char>(text[0])))
+    throw InputError("'" + key + "' = '" + printable(text) + "' is not a number");
+  return v;
 }
 
 }  // namespace undo

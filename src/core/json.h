@@ -14,6 +14,10 @@ std::string json_escape(const std::string& s);
 std::map<std::string, std::string> parse_flat_json(const std::string& text);
 // Each line of a JSON-lines file, parsed (empty lines skipped); {} when the file is missing.
 std::vector<std::map<std::string, std::string>> read_json_lines(const std::string& path);
+// A number field's value as JsonObject wrote it: "null" (a non-finite value,
+// e.g. a diverged run's loss) reads back as NaN, never as 0. Anything that is
+// not a whole number text throws InputError naming `key`.
+double json_number(const std::string& key, const std::string& text);
 
 class JsonObject {
  public:

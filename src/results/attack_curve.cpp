@@ -1,7 +1,8 @@
 #include "results/attack_curve.h"
 
-#include <cstdlib>
+#include <cmath>
 
+#include "core/config.h"
 #include "core/error.h"
 
 namespace undo {
@@ -18,14 +19,28 @@ JsonObject AttackPoint::to_json() const {
 AttackPoint AttackPoint::from_json(const std::map<std::string, std::string>& line) {
   AttackPoint p;
   for (auto& [k, v] : line) {
-    double x = std::strtod(v.c_str(), nullptr);
-    if (k == "lr") p.lr = x;
-    else if (k == "seed") p.seed = int64_t(x);
-    else if (k == "step") p.step = int64_t(x);
-    else if (k == "worst_lr") p.worst_lr = x;
-    else if (k != "tokens") p.metrics[k] = x;
+    // The coordinates are whole and finite; a metric may be NaN (a diverged run).
+    if (k == "lr") p.lr = parse_real(k, v, 0);
+    else if (k == "seed") p.seed = parse_integer(k, v, 0);
+    else if (k == "step") p.step = parse_integer(k, v, 0);
+    else if (k == "worst_lr") p.worst_lr = parse_real(k, v, 0);
+    else if (k != "tokens") p.metrics[k] = json_number(k, v);
   }
   return p;
+}
+
+std::vector<AttackPoint> read_attack_points(const std::string& path) {
+  std::vector<AttackPoint> points;
+  int n = 0;
+  for (auto& line : read_json_lines(path)) {
+    ++n;
+    try {
+      points.push_back(AttackPoint::from_json(line));
+    } catch (const InputError& e) {
+      UNDO_INPUT_FAIL("'", path, "', evaluation ", n, ": ", e.what());
+    }
+  }
+  return points;
 }
 
 std::string attack_metric(const std::vector<AttackPoint>& points) {
@@ -56,9 +71,11 @@ std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points, std:
     auto it = p.metrics.find(metric);
     if (it == p.metrics.end()) continue;
     auto found = by_step.find(p.step);
-    bool better_attack = found == by_step.end() ||
-                         (higher_is_worse ? it->second > found->second.metrics.at(metric)
-                                          : it->second < found->second.metrics.at(metric));
+    // A NaN (diverged) run is the attack only where every run diverged.
+    const double v = it->second;
+    const double held = found == by_step.end() ? NAN : found->second.metrics.at(metric);
+    bool better_attack = found == by_step.end() || (std::isnan(held) && !std::isnan(v)) ||
+                         (higher_is_worse ? v > held : v < held);
     if (!better_attack) continue;
     AttackPoint w = p;
     w.worst_lr = p.lr;

@@ -19,8 +19,13 @@ struct AttackPoint {
   std::map<std::string, double> metrics;
   double worst_lr = 0;
   JsonObject to_json() const;
+  // Throws InputError naming the key whose value is not a number (lr, seed,
+  // step and worst_lr also must be whole, finite and in range).
   static AttackPoint from_json(const std::map<std::string, std::string>& line);
 };
+// Every point of an attack-curve file (attack.jsonl, a per-LR curve); bad
+// content is an InputError naming the file and the evaluation.
+std::vector<AttackPoint> read_attack_points(const std::string& path);
 
 // The attacker's result at each evaluated step: the best forget performance
 // over all LRs and seeds (highest forget_acc where measured, else lowest

@@ -29,7 +29,12 @@ double summary_number(const Job& j, const std::string& key) {
     UNDO_INPUT_FAIL("'", path, "' is not a summary this program wrote: ", e.what());
   }
   auto it = s.find(key);
-  return it == s.end() ? NAN : std::strtod(it->second.c_str(), nullptr);
+  if (it == s.end()) return NAN;
+  try {
+    return json_number(key, it->second);
+  } catch (const InputError& e) {
+    UNDO_INPUT_FAIL("'", path, "': ", e.what());
+  }
 }
 
 
@@ -52,8 +57,7 @@ int collect_results(const Plan& plan) {
       missing_attacks[model]++;
       continue;
     }
-    for (auto& line : read_json_lines(j.dir + "/attack.jsonl")) {
-      auto p = AttackPoint::from_json(line);
+    for (auto& p : read_attack_points(j.dir + "/attack.jsonl")) {
       by_model[model].push_back(p);
       by_model_lr[model][p.lr].push_back(p);
     }

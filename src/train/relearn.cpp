@@ -29,9 +29,15 @@ std::string attack_curve_jsonl(const Config& cfg, double lr, const std::map<std:
   p0.seed = cfg.run.seed;
   p0.metrics = before;
   out += p0.to_json().str() + "\n";
-  for (auto& line : read_json_lines(join_path(cfg.run.dir, "metrics.jsonl"))) {
+  const std::string metrics = join_path(cfg.run.dir, "metrics.jsonl");
+  for (auto& line : read_json_lines(metrics)) {
     if (!line.count("forget_ce")) continue;  // training lines
-    auto p = AttackPoint::from_json(line);
+    AttackPoint p;
+    try {
+      p = AttackPoint::from_json(line);
+    } catch (const InputError& e) {
+      UNDO_INPUT_FAIL("'", metrics, "': ", e.what());
+    }
     p.lr = lr;
     p.seed = cfg.run.seed;
     out += p.to_json().str() + "\n";

@@ -13,7 +13,7 @@ RmuObjective::RmuObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<St
     for (int i = 0; i <= layer_; ++i) train_layers_.push_back(i);
   } else {
     for (auto& s : split_list(cfg.rmu_layers)) {
-      int l = std::stoi(s);
+      int l = int(parse_integer("unlearn.rmu_layers", s, 0, layer_));
       UNDO_INPUT_CHECK(l >= 0 && l <= layer_, "unlearn.rmu_layers = '", cfg.rmu_layers, "': block ", l,
                        " is not in 0..rmu_layer (", layer_, ")");
       train_layers_.push_back(l);
