@@ -1,8 +1,9 @@
 // Data parallelism through the real CLI under mpirun: world-size invariance,
-// ZeRO-1, resume across world sizes, and a lost rank.
+// ZeRO-1 and ZeRO-3, resume across world sizes and zero levels, and a lost rank.
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 
 #include "core/fs.h"
 #include "train/checkpoint.h"
@@ -82,6 +83,89 @@ TEST(Distributed, ResumeAcrossWorldSizes) {
             0)
       << out;
   expect_curves_match(reference, test::losses_of(back + "/metrics.jsonl"), 1e-5);
+}
+
+// ZeRO-3 at 1, 2 and 3 ranks (3 splits the tiny model's units unevenly) against
+// the replicated single process: global batch 12 each time.
+TEST(Distributed, ZeroThreeFollowsTheReplicatedCurveAtWorldOneTwoThree) {
+  std::string out;
+  auto one = test::temp_dir("z0w1"), z1 = test::temp_dir("z3w1"), z2 = test::temp_dir("z3w2"),
+       z3 = test::temp_dir("z3w3");
+  ASSERT_EQ(test::run_undo(common_args(one, 8) + " --train.batch_size 12"), 0);
+  ASSERT_EQ(test::run_undo(common_args(z1, 8) + " --train.batch_size 12 --dist.zero 3", &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(z2, 8) + " --train.batch_size 6 --dist.zero 3", &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(3, common_args(z3, 8) + " --train.batch_size 4 --dist.zero 3", &out), 0) << out;
+  auto reference = test::losses_of(one + "/metrics.jsonl");
+  for (auto& dir : {z1, z2, z3}) expect_curves_match(reference, test::losses_of(dir + "/metrics.jsonl"), 1e-5);
+  // The stage saves the whole model at the end, as at zero 0.
+  EXPECT_EQ(read_checkpoint_meta(z3 + "/model.ckpt").step, 8);
+}
+
+TEST(Distributed, ZeroThreeBf16WithinTolerance) {
+  std::string out;
+  auto one = test::temp_dir("z3b1"), two = test::temp_dir("z3b2");
+  std::string bf16 = " --train.precision bf16";
+  ASSERT_EQ(test::run_undo(common_args(one, 12) + bf16), 0);
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(two, 12) + bf16 + " --train.batch_size 4 --dist.zero 3", &out), 0)
+      << out;
+  expect_curves_match(test::losses_of(one + "/metrics.jsonl"), test::losses_of(two + "/metrics.jsonl"), 1e-3);
+}
+
+// A zero-3 checkpoint is the consolidated file: saved at 2 ranks, resumed at
+// 3 (zero 3) and at 1 (zero 0); saved at 1 rank (zero 3), resumed at 2 (zero 1).
+TEST(Distributed, ZeroThreeCheckpointsResumeAtAnyWorldSizeAndZeroLevel) {
+  std::string out;
+  std::string constant = " --optim.schedule constant --train.ckpt_every 6";
+  auto whole = test::temp_dir("z3whole"), to3 = test::temp_dir("z3to3"), to1 = test::temp_dir("z3to1"),
+       back = test::temp_dir("z3back");
+  ASSERT_EQ(test::run_undo(common_args(whole, 12) + constant + " --train.batch_size 12"), 0);
+  auto reference = test::losses_of(whole + "/metrics.jsonl");
+  for (auto& dir : {to3, to1})
+    ASSERT_EQ(test::run_undo_mpi(2, common_args(dir, 6) + constant + " --train.batch_size 6 --dist.zero 3", &out), 0)
+        << out;
+  ASSERT_EQ(test::run_undo_mpi(3, common_args(to3, 12) + constant + " --train.batch_size 4 --dist.zero 3 --resume",
+                               &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("resuming"), std::string::npos) << out;
+  ASSERT_EQ(test::run_undo(common_args(to1, 12) + constant + " --train.batch_size 12 --resume", &out), 0) << out;
+  ASSERT_EQ(test::run_undo(common_args(back, 6) + constant + " --train.batch_size 12 --dist.zero 3", &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(back, 12) + constant + " --train.batch_size 6 --dist.zero 1 --resume",
+                               &out),
+            0)
+      << out;
+  for (auto& dir : {to3, to1, back}) expect_curves_match(reference, test::losses_of(dir + "/metrics.jsonl"), 1e-5);
+}
+
+// What zero 3 cannot shard is refused by key, before any checkpoint: more
+// ranks than a unit has parameters, an objective that trains part of the
+// model (RMU) or moves the weights itself (SAM), a zero level that does not exist.
+TEST(Distributed, ZeroThreeRefusesWhatItCannotShard) {
+  std::string out;
+  auto dir = test::temp_dir("z3bad");
+  const std::string narrow = " --model.d_model 2 --model.n_heads 1 --model.d_ff 4 --dist.zero 3";
+  EXPECT_EQ(test::run_undo_mpi(3, common_args(dir + "/narrow", 2) + " --train.batch_size 4" + narrow, &out), 2)
+      << out;
+  EXPECT_NE(out.find("dist.zero = 3: unit 'final_norm' has 2 parameters, fewer than the 3 ranks"), std::string::npos)
+      << out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/narrow/ckpt"));
+  ASSERT_EQ(test::run_undo(common_args(dir + "/base", 2)), 0);
+  const std::string unlearn = "unlearn --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                              test::tiny_data_dir() + " --base " + dir + "/base/model.ckpt --unlearn.steps 2" +
+                              " --run.threads 1 --dist.zero 3";
+  EXPECT_EQ(test::run_undo(unlearn + " --run-dir " + dir + "/rmu --unlearn.method rmu", &out), 2) << out;
+  EXPECT_NE(out.find("dist.zero = 3: the unlearn-rmu stage's objective trains"), std::string::npos) << out;
+  EXPECT_NE(out.find("use dist.zero 0 or 1"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/rmu/model.ckpt"));
+  EXPECT_EQ(test::run_undo(unlearn + " --run-dir " + dir + "/sam --unlearn.method graddiff --unlearn.sam_rho 0.02",
+                           &out),
+            2)
+      << out;
+  EXPECT_NE(out.find("moves the weights itself (SAM)"), std::string::npos) << out;
+  EXPECT_EQ(test::run_undo(common_args(dir + "/two", 2) + " --dist.zero 2", &out), 2) << out;
+  EXPECT_NE(out.find("dist.zero"), std::string::npos) << out;
+  // An ordinary unlearning method shards: GradDiff at zero 3 runs.
+  EXPECT_EQ(test::run_undo(unlearn + " --run-dir " + dir + "/graddiff --unlearn.method graddiff", &out), 0) << out;
 }
 
 // Rank 1 stops answering before step 5: rank 0 must give up within dist.timeout_s

@@ -177,7 +177,9 @@ void describe_into(Config& c, Registry& r) {
   r.add("dist.backend", &c.dist.backend, "auto (nccl with run.device = cuda in a CUDA build, else gloo) | gloo | nccl",
         one_of({"auto", "gloo", "nccl"}))
       .add("dist.bucket_mb", &c.dist.bucket_mb, "gradient all-reduce bucket size in MB", in_range(0.001, 4096.0))
-      .add("dist.zero", &c.dist.zero, "ZeRO stage: 0 (replicated optimizer) | 1 (sharded)", in_range(0, 1))
+      .add("dist.zero", &c.dist.zero, "ZeRO stage: 0 (replicated) | 1 (optimizer state sharded) | 3 (parameters, gradients and optimizer state sharded)",
+           std::function<std::string(const int&)>(
+               [](const int& v) { return v == 0 || v == 1 || v == 3 ? "" : "must be 0, 1 or 3"; }))
       .add("dist.timeout_s", &c.dist.timeout_s, "seconds a collective may wait before a rank counts as lost",
            in_range(0.5, 86400.0))
       .add("dist.store", &c.dist.store, "rendezvous: tcp | file", one_of({"tcp", "file"}))

@@ -250,6 +250,41 @@ void Communicator::allreduce_sum(torch::Tensor t, const std::string& what) {
   allreduce_sum_async(std::move(t), what).wait();
 }
 
+namespace {
+// A tensor the backend can take: on its device and contiguous.
+torch::Tensor staged_for(const torch::Tensor& t, c10::Device device) {
+  return t.device() == device && t.is_contiguous() ? t : t.to(device).contiguous();
+}
+}  // namespace
+
+void Communicator::all_gather(torch::Tensor out, torch::Tensor in, const std::string& what) {
+  UNDO_CHECK(out.numel() == in.numel() * world(), what, ": all-gather of ", in.numel(), " into ", out.numel());
+  auto o = staged_for(out, device_), i = staged_for(in, device_);
+  try {
+    Pending(pg_->_allgather_base(o, i), this, what).wait();
+  } catch (const std::exception& e) {
+    lost(what, e.what());
+  }
+  if (!o.is_same(out)) {
+    torch::NoGradGuard no_grad;
+    out.copy_(o);
+  }
+}
+
+void Communicator::reduce_scatter_sum(torch::Tensor out, torch::Tensor in, const std::string& what) {
+  UNDO_CHECK(in.numel() == out.numel() * world(), what, ": reduce-scatter of ", in.numel(), " into ", out.numel());
+  auto o = staged_for(out, device_), i = staged_for(in, device_);
+  try {
+    Pending(pg_->_reduce_scatter_base(o, i), this, what).wait();
+  } catch (const std::exception& e) {
+    lost(what, e.what());
+  }
+  if (!o.is_same(out)) {
+    torch::NoGradGuard no_grad;
+    out.copy_(o);
+  }
+}
+
 double Communicator::mean(double value) {
   auto t = torch::tensor({value}, torch::kDouble);
   allreduce_sum(t, "all-reduce of a metric");

@@ -63,6 +63,12 @@ class Communicator {
   void broadcast(std::vector<torch::Tensor> tensors, int root);  // in place, blocking
   Pending allreduce_sum_async(torch::Tensor t, const std::string& what);
   void allreduce_sum(torch::Tensor t, const std::string& what);
+  // ZeRO-3's two collectives (flat tensors, blocking). all_gather: `out` holds
+  // world() x in.numel() elements, rank r's `in` at [r * n, (r + 1) * n).
+  // reduce_scatter_sum: `out` (n elements) becomes the sum over ranks of their
+  // `in` [rank * n, (rank + 1) * n).
+  void all_gather(torch::Tensor out, torch::Tensor in, const std::string& what);
+  void reduce_scatter_sum(torch::Tensor out, torch::Tensor in, const std::string& what);
   double mean(double value);  // of a scalar over ranks
   bool any(bool flag, const std::string& what);  // true on every rank when it is true on one
   void barrier();

@@ -94,28 +94,51 @@ TransformerImpl::TransformerImpl(const ModelConfig& c) : cfg(c) {
   rope_sin = register_buffer("rope_sin", angles.sin().to(torch::kFloat));
 }
 
-torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden) {
-  auto T = tokens.size(1);
-  UNDO_CHECK(T <= cfg.seq_len, "sequence of ", T, " tokens exceeds model.seq_len ", cfg.seq_len);
+torch::Tensor TransformerImpl::through(torch::nn::Module& unit,
+                                      const std::function<torch::Tensor(const torch::Tensor&)>& fn,
+                                      const torch::Tensor& x) {
+  return runner ? runner->run(unit, fn, x) : fn(x);
+}
+
+torch::Tensor TransformerImpl::embed_tokens(const torch::Tensor& tokens) {
   // Gemma scales the tied embedding by sqrt(d) on the way in.
-  auto x = embed(tokens) * std::sqrt(double(cfg.d_model));
+  const double scale = std::sqrt(double(cfg.d_model));
+  return through(*embed, [this, scale](const torch::Tensor& t) { return embed(t) * scale; }, tokens);
+}
+
+torch::Tensor TransformerImpl::block(size_t i, const torch::Tensor& x) {
+  auto b = layers[i]->as<Block>();
+  auto T = x.size(1);
   auto cos = rope_cos.narrow(0, 0, T), sin = rope_sin.narrow(0, 0, T);
-  for (auto& layer : *layers) {
-    x = layer->as<Block>()->forward(x, cos, sin);
+  return through(*b, [b, cos, sin](const torch::Tensor& h) { return b->forward(h, cos, sin); }, x);
+}
+
+torch::Tensor TransformerImpl::output_logits(const torch::Tensor& x) {
+  auto normed = through(*final_norm, [this](const torch::Tensor& h) { return final_norm(h); }, x);
+  return through(*embed,
+                 [this](const torch::Tensor& h) {
+                   auto logits = torch::matmul(h, embed->weight.t()).to(torch::kFloat);
+                   if (cfg.softcap > 0) logits = torch::tanh(logits / cfg.softcap) * cfg.softcap;
+                   return logits;
+                 },
+                 normed);
+}
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden) {
+  UNDO_CHECK(tokens.size(1) <= cfg.seq_len, "sequence of ", tokens.size(1), " tokens exceeds model.seq_len ",
+             cfg.seq_len);
+  auto x = embed_tokens(tokens);
+  for (size_t i = 0; i < layers->size(); ++i) {
+    x = block(i, x);
     if (hidden) hidden->push_back(x);
   }
-  x = final_norm(x);
-  auto logits = torch::matmul(x, embed->weight.t()).to(torch::kFloat);
-  if (cfg.softcap > 0) logits = torch::tanh(logits / cfg.softcap) * cfg.softcap;
-  return logits;
+  return output_logits(x);
 }
 
 torch::Tensor TransformerImpl::hidden_after(const torch::Tensor& tokens, int layer) {
   UNDO_CHECK(layer >= 0 && layer < cfg.n_layers, "layer ", layer, " outside the model's ", cfg.n_layers, " blocks");
-  auto T = tokens.size(1);
-  auto x = embed(tokens) * std::sqrt(double(cfg.d_model));
-  auto cos = rope_cos.narrow(0, 0, T), sin = rope_sin.narrow(0, 0, T);
-  for (int i = 0; i <= layer; ++i) x = layers[size_t(i)]->as<Block>()->forward(x, cos, sin);
+  auto x = embed_tokens(tokens);
+  for (int i = 0; i <= layer; ++i) x = block(size_t(i), x);
   return x;
 }
 

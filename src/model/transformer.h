@@ -3,7 +3,10 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <memory>
+
 #include "core/config.h"
+#include "model/unit_runner.h"
 
 namespace undo {
 
@@ -61,10 +64,22 @@ struct TransformerImpl : torch::nn::Module {
   double forward_flops_per_token() const;
 
   ModelConfig cfg;
+  // Null: every part runs on its own parameters. Set by a parallelism that
+  // keeps them elsewhere (ZeRO-3); the parts are the embedding (used twice: in
+  // and, tied, out), each block and the final norm.
+  std::shared_ptr<UnitRunner> runner;
   torch::nn::Embedding embed{nullptr};
   torch::nn::ModuleList layers;
   RMSNorm final_norm{nullptr};
   torch::Tensor rope_cos, rope_sin;  // [seq_len, head_dim/2], buffers, not parameters
+
+ private:
+  // The pieces of forward, each through the runner.
+  torch::Tensor embed_tokens(const torch::Tensor& tokens);
+  torch::Tensor block(size_t i, const torch::Tensor& x);
+  torch::Tensor output_logits(const torch::Tensor& x);
+  torch::Tensor through(torch::nn::Module& unit, const std::function<torch::Tensor(const torch::Tensor&)>& fn,
+                        const torch::Tensor& x);
 };
 TORCH_MODULE(Transformer);
 

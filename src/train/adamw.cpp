@@ -103,4 +103,15 @@ void AdamW::load(torch::serialize::InputArchive& archive) {
   }
 }
 
+void AdamW::set_state(int64_t step, const std::vector<torch::Tensor>& exp_avg,
+                      const std::vector<torch::Tensor>& exp_avg_sq) {
+  UNDO_CHECK(exp_avg.size() == params_.size() && exp_avg_sq.size() == params_.size(), "AdamW state for ",
+             exp_avg.size(), " parameters, expected ", params_.size());
+  torch::NoGradGuard no_grad;
+  step_ = step;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (exp_avg_[i].defined())
+      exp_avg_[i].copy_(exp_avg[i]), exp_avg_sq_[i].copy_(exp_avg_sq[i]), step_count_[i].fill_(double(step));
+}
+
 }  // namespace undo

@@ -11,12 +11,13 @@
 #include <vector>
 
 #include "core/config.h"
+#include "train/optimizer_state.h"
 
 namespace undo {
 
 class Communicator;
 
-class AdamW {
+class AdamW : public OptimizerState {
  public:
   // `comm` null or `zero` false: every rank keeps and updates everything.
   // With ZeRO-1 each parameter has one owner rank that holds its state and
@@ -32,8 +33,15 @@ class AdamW {
 
   // Consolidated state: on every rank, each owner's shards are broadcast first;
   // only the caller decides who writes.
-  void save(torch::serialize::OutputArchive& archive);
-  void load(torch::serialize::InputArchive& archive);
+  void save(torch::serialize::OutputArchive& archive) override;
+  void load(torch::serialize::InputArchive& archive) override;
+
+  // The moments of each parameter (undefined where another rank owns it), and
+  // their replacement, for a sharded state that consolidates them itself
+  // (train/zero3_state.h).
+  const std::vector<torch::Tensor>& exp_avg() const { return exp_avg_; }
+  const std::vector<torch::Tensor>& exp_avg_sq() const { return exp_avg_sq_; }
+  void set_state(int64_t step, const std::vector<torch::Tensor>& exp_avg, const std::vector<torch::Tensor>& exp_avg_sq);
 
  private:
   void per_tensor_step(double lr);  // optim.fused = false: the formula as separate ops

@@ -17,7 +17,7 @@ namespace fs = std::filesystem;
 namespace undo {
 
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
-                     AdamW* optimizer) {
+                     OptimizerState* optimizer) {
   write_checkpoint_bytes(path, checkpoint_bytes(meta, model, optimizer));
 }
 
@@ -27,7 +27,7 @@ void write_checkpoint_bytes(const std::string& path, const std::string& bytes) {
   write_file_atomic(path, bytes);
 }
 
-std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, AdamW* optimizer) {
+std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, OptimizerState* optimizer) {
   torch::serialize::OutputArchive archive;
   for (auto& p : model->named_parameters()) archive.write("model." + p.key(), p.value().detach().to(torch::kCPU));
   if (optimizer) {
@@ -47,11 +47,11 @@ CheckpointMeta read_checkpoint_meta(const std::string& path) {
 
 namespace {
 void read_payload(const std::string& path, torch::serialize::InputArchive& archive, Transformer& model,
-                  AdamW* optimizer);
+                  OptimizerState* optimizer);
 
 // Loads a verified payload into `model` (and `optimizer`); the file is read once by the caller.
 void load_payload(const std::string& path, const CheckpointMeta& meta, const std::string& payload,
-                  Transformer& model, AdamW* optimizer) {
+                  Transformer& model, OptimizerState* optimizer) {
   const auto& a = meta.model;
   const auto& b = model->cfg;
   UNDO_INPUT_CHECK(a.vocab_size == b.vocab_size && a.d_model == b.d_model && a.n_layers == b.n_layers &&
@@ -86,7 +86,7 @@ void load_payload(const std::string& path, const CheckpointMeta& meta, const std
 
 // The tensors of a loaded archive into `model`, `optimizer` and the RNG.
 void read_payload(const std::string& path, torch::serialize::InputArchive& archive, Transformer& model,
-                  AdamW* optimizer) {
+                  OptimizerState* optimizer) {
   torch::NoGradGuard no_grad;
   for (auto& p : model->named_parameters()) {
     torch::Tensor t;
@@ -108,7 +108,7 @@ void read_payload(const std::string& path, torch::serialize::InputArchive& archi
 }
 }  // namespace
 
-CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, AdamW* optimizer) {
+CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, OptimizerState* optimizer) {
   auto [meta_str, payload] = unframe_checkpoint(read_file(path), path);
   CheckpointMeta meta = parse_checkpoint_meta(meta_str, path);
   load_payload(path, meta, payload, model, optimizer);

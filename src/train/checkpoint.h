@@ -15,15 +15,15 @@
 
 #include "formats/checkpoint_file.h"
 #include "model/transformer.h"
-#include "train/adamw.h"
+#include "train/optimizer_state.h"
 
 namespace undo {
 
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
-                     AdamW* optimizer);
+                     OptimizerState* optimizer);
 // The two halves of save_checkpoint, for distributed runs: every rank must
 // build the bytes (a sharded optimizer gathers its state), one rank writes them.
-std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, AdamW* optimizer);
+std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, OptimizerState* optimizer);
 void write_checkpoint_bytes(const std::string& path, const std::string& bytes);
 
 // Reads only the header and meta (verifying the whole file's checksum).
@@ -31,7 +31,7 @@ CheckpointMeta read_checkpoint_meta(const std::string& path);
 
 // Loads weights into `model` (whose config must match) and, when given, the
 // optimizer state; restores the RNG. Throws on a corrupted or foreign file.
-CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, AdamW* optimizer);
+CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, OptimizerState* optimizer);
 
 // Builds a model from a checkpoint file's own config and loads its weights.
 Transformer load_model(const std::string& path, CheckpointMeta* meta = nullptr);

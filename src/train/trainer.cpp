@@ -49,12 +49,19 @@ void maybe_inject_fault(int rank, int64_t step) {
 
 // torch::nn::utils::clip_grad_norm_ returns the norm as a double, which waits
 // for the GPU; this returns it as a tensor and scales the gradients on the device.
-torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm) {
+// `sharded_over`: the gradients are this rank's shards, and the norm is global.
+torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm,
+                             Communicator* sharded_over) {
   std::vector<torch::Tensor> grads;
   for (auto& p : params)
     if (p.grad().defined()) grads.push_back(p.grad());
   if (grads.empty()) return torch::zeros({}, torch::kDouble);
   auto total = torch::stack(torch::_foreach_norm(grads)).to(torch::kDouble).norm();
+  if (sharded_over) {
+    auto squares = (total * total).reshape({1});
+    sharded_over->allreduce_sum(squares, "all-reduce of the gradient norm");
+    total = squares.sqrt().reshape({});
+  }
   auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
   torch::_foreach_mul_(grads, coef.to(grads[0].scalar_type()));
   return total;
@@ -66,9 +73,30 @@ Trainer::Trainer(const Config& cfg, std::string stage, Transformer model, Object
     : cfg_(cfg), stage_(std::move(stage)), model_(std::move(model)), objective_(objective), evaluator_(evaluator),
       comm_(distributed()) {
   auto named = objective_.trainable(model_);
+  if (cfg_.dist.zero == 3) shard_for_zero3(named);
   for (auto& [name, p] : named) trainable_.push_back(p);
   optimizer_ = std::make_unique<AdamW>(named, cfg_.optim, comm_, cfg_.dist.zero == 1);
-  if (comm_) reducer_ = std::make_unique<GradReducer>(trainable_, comm_, cfg_.dist.bucket_mb);
+  if (zero3_) zero3_state_ = std::make_unique<Zero3AdamWState>(*optimizer_, *zero3_);
+  else if (comm_) reducer_ = std::make_unique<GradReducer>(trainable_, comm_, cfg_.dist.bucket_mb);
+}
+
+void Trainer::shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>& named) {
+  // Shards are whole units that all train: an objective that trains part of
+  // the model (RMU) or moves the weights itself (SAM) needs them whole.
+  const auto all = model_->named_parameters();
+  UNDO_INPUT_CHECK(named.size() == all.size() && !objective_.edits_parameters(), "dist.zero = 3: the ", stage_,
+                   " stage's objective ",
+                   objective_.edits_parameters() ? std::string("moves the weights itself (SAM)")
+                                                  : "trains " + std::to_string(named.size()) + " of the model's " +
+                                                        std::to_string(all.size()) + " parameter tensors",
+                   ", and zero 3 shards and trains whole blocks; use dist.zero 0 or 1");
+  if (comm_) {  // the shards are cut from rank 0's weights
+    torch::NoGradGuard no_grad;
+    comm_->broadcast(model_->parameters(), 0);
+  }
+  zero3_ = std::make_shared<Zero3>(model_, comm_, /*trained=*/true);
+  model_->runner = zero3_;
+  named = zero3_->shards();
 }
 
 void Trainer::checkpoint(int64_t step, bool eval_pending) {
@@ -78,7 +106,9 @@ void Trainer::checkpoint(int64_t step, bool eval_pending) {
   meta.stage = stage_;
   if (eval_pending) meta.extra["eval_pending"] = "1";
   stamp_identity(meta, identity());
-  std::string bytes = checkpoint_bytes(meta, model_, optimizer_.get());  // collective under ZeRO-1
+  if (zero3_) zero3_->materialize();  // consolidated: the same file at every zero level and world size
+  std::string bytes = checkpoint_bytes(meta, model_, optimizer_state());  // collective under ZeRO-1 and 3
+  if (zero3_) zero3_->release_all();
   if (!is_root()) return;
   write_checkpoint_bytes(step_checkpoint_path(cfg_.run.dir, step), bytes);
   prune_checkpoints(cfg_.run.dir, cfg_.train.keep_ckpts);
@@ -120,7 +150,9 @@ TrainResult Trainer::run() {
       // directory; an attack's own directory is checked here).
       auto diff = identity_mismatch(read_checkpoint_meta(*path), identity());
       UNDO_INPUT_CHECK(diff.empty(), "--resume: checkpoint '", *path, "' belongs to another run: ", diff);
-      auto meta = load_checkpoint(*path, model_, optimizer_.get());
+      if (zero3_) zero3_->materialize();
+      auto meta = load_checkpoint(*path, model_, optimizer_state());
+      if (zero3_) zero3_->reshard_from_model();
       start = meta.step;
       eval_pending = meta.extra.count("eval_pending") > 0;
       if (is_root()) std::cerr << stage_ << ": resuming from " << *path << " at step " << start << "\n";
@@ -128,8 +160,9 @@ TrainResult Trainer::run() {
       std::cerr << stage_ << ": --resume given but no valid checkpoint in " << cfg_.run.dir << ", starting fresh\n";
     }
   }
-  // Every rank starts from rank 0's weights, whatever it initialised or loaded.
-  if (comm_) {
+  // Every rank starts from rank 0's weights, whatever it initialised or loaded
+  // (zero 3 cut its shards from them already).
+  if (comm_ && !zero3_) {
     torch::NoGradGuard no_grad;
     comm_->broadcast(model_->parameters(), 0);
   }
@@ -216,7 +249,7 @@ TrainResult Trainer::run() {
     }
     step_losses.push_back(packed[0]);
     torch::Tensor grad_norm_t;
-    if (cfg_.optim.grad_clip > 0) grad_norm_t = clip_grad_norm(trainable_, cfg_.optim.grad_clip);
+    if (cfg_.optim.grad_clip > 0) grad_norm_t = clip_grad_norm(trainable_, cfg_.optim.grad_clip, zero3_ ? comm_.get() : nullptr);
     optimizer_->step(lr);
 
     result.tokens += tokens_per_step;
@@ -255,6 +288,7 @@ TrainResult Trainer::run() {
     if (stop_after && stop_after(done)) break;
   }
   progress.finish();
+  if (zero3_) zero3_->unshard();  // the stage goes on with the whole model (to save and evaluate it)
   if (!step_losses.empty()) {
     auto all = torch::stack(step_losses).to(torch::kCPU);
     result.losses.assign(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());

@@ -1,7 +1,8 @@
 // The one training loop every stage uses (pretrain, unlearn, distill,
 // relearn): AdamW, warmup + cosine/constant LR, gradient clipping and
 // accumulation, bf16 autocast over fp32 master weights, data parallelism over
-// the job's ranks, periodic evaluation, atomic checkpoints and exact resume.
+// the job's ranks (replicated, ZeRO-1 or ZeRO-3: dist.zero), periodic
+// evaluation, atomic checkpoints and exact resume.
 // Stages differ by the Objective.
 #pragma once
 #include <torch/torch.h>
@@ -13,12 +14,14 @@
 #include "core/config.h"
 #include "distributed/communicator.h"
 #include "distributed/grad_reducer.h"
+#include "distributed/zero3.h"
 #include "eval/evaluator.h"
 #include "train/checkpoint.h"
 #include "model/transformer.h"
 #include "train/adamw.h"
 #include "train/metrics.h"
 #include "train/objective.h"
+#include "train/zero3_state.h"
 
 namespace undo {
 
@@ -58,7 +61,14 @@ class Trainer {
   std::shared_ptr<Communicator> comm_;
   std::vector<torch::Tensor> trainable_;
   std::unique_ptr<AdamW> optimizer_;
-  std::unique_ptr<GradReducer> reducer_;
+  std::unique_ptr<GradReducer> reducer_;      // data parallel at zero 0 and 1
+  std::shared_ptr<Zero3> zero3_;              // zero 3: the model's parameters live in its shards
+  std::unique_ptr<Zero3AdamWState> zero3_state_;
+  OptimizerState* optimizer_state() {
+    return zero3_state_ ? static_cast<OptimizerState*>(zero3_state_.get()) : optimizer_.get();
+  }
+  // dist.zero = 3: checks that the objective trains the whole model, and shards it.
+  void shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>& named);
 };
 
 // Sets the intra-op thread count (run.threads, or the cores this rank owns)

@@ -82,6 +82,7 @@ class SamObjective : public Objective {
   SamObjective(std::unique_ptr<Objective> inner, double rho) : inner_(std::move(inner)), rho_(rho) {}
   torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
   void after_backward(Transformer& model) override;
+  bool edits_parameters() const override { return true; }
   std::vector<std::pair<std::string, torch::Tensor>> trainable(Transformer& model) override {
     return inner_->trainable(model);
   }

@@ -1,0 +1,256 @@
+#include "distributed/zero3.h"
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/functions/utils.h>
+
+#include "core/error.h"
+#include "model/precision.h"
+
+namespace undo {
+
+// What a unit call needs to be recomputed in backward. `fn` owns what it
+// captures (UnitRunner's contract), so it outlives the forward that made it.
+struct Zero3::Call {
+  size_t unit = 0;
+  std::function<torch::Tensor(const torch::Tensor&)> fn;
+  bool autocast = false, cuda = false;
+};
+
+namespace {
+
+// The autograd node of one unit call: its inputs are the unit's input and its
+// shard; backward gathers, recomputes and reduce-scatters (Zero3::backward_of).
+// A node (not a torch::autograd::Function) so that it can own the call.
+struct UnitBackward : torch::autograd::Node {
+  UnitBackward(Zero3* owner, Zero3::Call call, torch::Tensor x, bool x_needs_grad)
+      : owner_(owner), call_(std::move(call)), x_(std::move(x)), x_needs_grad_(x_needs_grad) {}
+  std::string name() const override { return "Zero3UnitBackward"; }
+  torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
+    torch::Tensor grad_x;
+    torch::Tensor grad_shard = owner_->backward_of(call_, x_, grads[0], x_needs_grad_, &grad_x);
+    return {grad_x, grad_shard};
+  }
+  void release_variables() override { x_ = torch::Tensor(); }
+
+  Zero3* owner_;
+  Zero3::Call call_;
+  torch::Tensor x_;
+  bool x_needs_grad_;
+};
+
+// Autocast keeps bf16 copies of leaf weights for the whole autocast region;
+// a gathered unit's copies would keep every unit alive. Off while a unit runs.
+struct NoAutocastCache {
+  NoAutocastCache() : was_(at::autocast::is_autocast_cache_enabled()) {
+    at::autocast::set_autocast_cache_enabled(false);
+  }
+  ~NoAutocastCache() { at::autocast::set_autocast_cache_enabled(was_); }
+  bool was_;
+};
+
+int64_t bytes_of(int64_t numel) { return numel * int64_t(sizeof(float)); }
+
+}  // namespace
+
+Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained)
+    : model_(model.get()), comm_(std::move(comm)) {
+  if (comm_) world_ = comm_->world(), rank_ = comm_->rank();
+  std::vector<std::pair<std::string, torch::nn::Module*>> parts = {{"embed", model_->embed.ptr().get()}};
+  for (size_t i = 0; i < model_->layers->size(); ++i)
+    parts.emplace_back("layers." + std::to_string(i), model_->layers[i].get());
+  parts.emplace_back("final_norm", model_->final_norm.ptr().get());
+  torch::NoGradGuard no_grad;
+  for (auto& [name, module] : parts) {
+    Unit u;
+    u.name = name;
+    u.module = module;
+    u.first_name = names_.size();
+    std::vector<torch::Tensor> flat;
+    for (auto& p : module->named_parameters()) {
+      names_.push_back(name + "." + p.key());
+      u.params.push_back(p.value());
+      u.shapes.push_back(p.value().sizes().vec());
+      u.offsets.push_back(u.numel);
+      u.numels.push_back(p.value().numel());
+      u.numel += p.value().numel();
+      flat.push_back(p.value().detach().reshape({-1}).to(torch::kFloat));
+    }
+    UNDO_INPUT_CHECK(u.numel >= world_, "dist.zero = 3: unit '", name, "' has ", u.numel,
+                     " parameters, fewer than the ", world_, " ranks to shard it over");
+    u.shard_numel = (u.numel + world_ - 1) / world_;
+    auto whole = torch::zeros({u.shard_numel * world_}, flat[0].options());
+    whole.narrow(0, 0, u.numel).copy_(torch::cat(flat));
+    u.shard = whole.narrow(0, rank_ * u.shard_numel, u.shard_numel).clone().requires_grad_(trained);
+    index_[module] = units_.size();
+    units_.push_back(std::move(u));
+  }
+  for (auto& u : units_) release(u);
+}
+
+Zero3::~Zero3() = default;
+
+Zero3::Unit& Zero3::unit_of(torch::nn::Module& module) {
+  auto it = index_.find(&module);
+  UNDO_CHECK(it != index_.end(), "zero3: a part of the model that was not sharded");
+  return units_[it->second];
+}
+
+torch::Tensor Zero3::gathered_flat(Unit& u, const torch::Tensor& shard) {
+  auto whole = torch::empty({u.shard_numel * world_}, shard.options().requires_grad(false));
+  if (comm_) comm_->all_gather(whole, shard.detach(), "all-gather of " + u.name);
+  else whole.copy_(shard.detach());
+  return whole;
+}
+
+void Zero3::gather(Unit& u) {
+  torch::NoGradGuard no_grad;
+  auto whole = gathered_flat(u, u.shard);
+  for (size_t i = 0; i < u.params.size(); ++i)
+    u.params[i].set_data(whole.narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
+  gathered_bytes_ += bytes_of(u.numel);
+  peak_gathered_bytes_ = std::max(peak_gathered_bytes_, gathered_bytes_);
+}
+
+void Zero3::release(Unit& u) {
+  for (auto& p : u.params)
+    if (p.numel() > 0) p.set_data(torch::empty({0}, p.options().requires_grad(false)));
+  gathered_bytes_ = 0;
+  for (auto& w : units_)
+    if (!w.params.empty() && w.params[0].numel() > 0) gathered_bytes_ += bytes_of(w.numel);
+}
+
+torch::Tensor Zero3::run(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& fn,
+                         const torch::Tensor& x) {
+  Unit& u = unit_of(module);
+  NoAutocastCache no_cache;
+  const bool needs_graph =
+      torch::GradMode::is_enabled() && (u.shard.requires_grad() || (x.defined() && x.requires_grad()));
+  torch::Tensor y;
+  {
+    torch::NoGradGuard no_grad;  // the graph of a unit call is the one node below
+    gather(u);
+    y = fn(x);
+    release(u);
+  }
+  if (!needs_graph) return y;
+  const bool cuda = y.is_cuda();
+  Call call{index_.at(&module), fn, at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU), cuda};
+  const bool x_grad = x.requires_grad();
+  auto node = std::shared_ptr<UnitBackward>(new UnitBackward(this, std::move(call), x.detach(), x_grad),
+                                            torch::autograd::deleteNode);
+  node->set_next_edges(torch::autograd::collect_next_edges(x, u.shard));
+  torch::autograd::set_history(y, node);
+  return y;
+}
+
+torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& x, const torch::Tensor& grad_out,
+                                 bool x_needs_grad, torch::Tensor* grad_x) {
+  Unit& u = units_[call.unit];
+  NoAutocastCache no_cache;
+  gather(u);
+  torch::Tensor x_in = x.detach();
+  if (x_needs_grad) x_in.requires_grad_(true);
+  std::vector<torch::Tensor> inputs;
+  if (x_needs_grad) inputs.push_back(x_in);
+  for (auto& p : u.params) inputs.push_back(p);
+  std::vector<torch::Tensor> grads;
+  {
+    torch::AutoGradMode grad_on(true);
+    AutocastGuard autocast(call.autocast, call.cuda);
+    auto y = call.fn(x_in);
+    grads = torch::autograd::grad({y}, inputs, {grad_out}, /*retain_graph=*/false, /*create_graph=*/false,
+                                  /*allow_unused=*/true);
+  }
+  size_t first = 0;
+  if (x_needs_grad) *grad_x = grads[first++];
+  // The unit's gradient, flat and padded like its shard, summed over ranks
+  // into this rank's shard and averaged.
+  auto flat = torch::zeros({u.shard_numel * world_}, u.shard.options().requires_grad(false));
+  {
+    torch::NoGradGuard no_grad;
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      auto& g = grads[first + i];
+      if (g.defined()) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(g.reshape({-1}));
+    }
+  }
+  release(u);
+  if (!comm_) return flat;
+  auto shard_grad = torch::empty({u.shard_numel}, flat.options());
+  comm_->reduce_scatter_sum(shard_grad, flat, "reduce-scatter of " + u.name + "'s gradient");
+  return shard_grad.div_(world_);
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> Zero3::shards() const {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  for (auto& u : units_) out.emplace_back("zero3." + u.name, u.shard);
+  return out;
+}
+
+std::vector<torch::Tensor> Zero3::full_tensors(const std::vector<torch::Tensor>& per_unit_shards) {
+  UNDO_CHECK(per_unit_shards.size() == units_.size(), "zero3: ", per_unit_shards.size(), " shards for ",
+             units_.size(), " units");
+  std::vector<torch::Tensor> out;
+  for (size_t k = 0; k < units_.size(); ++k) {
+    auto& u = units_[k];
+    auto whole = gathered_flat(u, per_unit_shards[k]);
+    for (size_t i = 0; i < u.params.size(); ++i)
+      out.push_back(whole.narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
+  }
+  return out;
+}
+
+std::vector<torch::Tensor> Zero3::shards_of(const std::vector<torch::Tensor>& full) const {
+  UNDO_CHECK(full.size() == names_.size(), "zero3: ", full.size(), " tensors for ", names_.size(), " parameters");
+  torch::NoGradGuard no_grad;
+  std::vector<torch::Tensor> out;
+  for (auto& u : units_) {
+    auto whole = torch::zeros({u.shard_numel * world_}, u.shard.options().requires_grad(false));
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      auto& t = full[u.first_name + i];
+      UNDO_CHECK(t.numel() == u.numels[i], "zero3: '", names_[u.first_name + i], "' has ", t.numel(),
+                 " elements, expected ", u.numels[i]);
+      whole.narrow(0, u.offsets[i], u.numels[i]).copy_(t.reshape({-1}));
+    }
+    out.push_back(whole.narrow(0, rank_ * u.shard_numel, u.shard_numel).clone());
+  }
+  return out;
+}
+
+void Zero3::materialize() {
+  for (auto& u : units_) gather(u);
+}
+
+void Zero3::release_all() {
+  for (auto& u : units_) release(u);
+}
+
+void Zero3::reshard_from_model() {
+  std::vector<torch::Tensor> full;
+  for (auto& u : units_)
+    for (auto& p : u.params) full.push_back(p.detach());
+  auto mine = shards_of(full);
+  torch::NoGradGuard no_grad;
+  for (size_t k = 0; k < units_.size(); ++k) {
+    units_[k].shard.copy_(mine[k]);
+    release(units_[k]);
+  }
+}
+
+void Zero3::unshard() {
+  torch::NoGradGuard no_grad;
+  for (auto& u : units_) {
+    gather(u);
+    for (auto& p : u.params) p.set_data(p.detach().clone());  // its own storage, not a view of the gathered flat
+  }
+  units_.clear();
+  index_.clear();
+  model_->runner.reset();  // last: this may be what destroys *this
+}
+
+int64_t Zero3::largest_unit_bytes() const {
+  int64_t most = 0;
+  for (auto& u : units_) most = std::max(most, bytes_of(u.numel));
+  return most;
+}
+
+}  // namespace undo

@@ -1,0 +1,101 @@
+// ZeRO stage 3 (FSDP-style sharding, dist.zero = 3): every rank keeps 1/N of
+// each unit's parameters as one flat fp32 shard, and no rank ever holds the
+// whole model while training. A unit is a part the model runs as one
+// (model/unit_runner.h): the embedding, each block, the final norm.
+//
+// Forward: a unit's parameters are all-gathered just before it runs and freed
+// right after; only its input is kept. Backward: the unit is gathered again,
+// its forward recomputed from the kept input, and its parameter gradients
+// reduce-scattered straight into the shards' gradients (averaged over ranks,
+// as the data-parallel all-reduce would). So at most one gathered unit exists
+// at a time, and activations are those of a checkpointed model. A forward
+// without gradients (evaluation, a frozen teacher) gathers and frees unit by
+// unit the same way.
+//
+// The optimizer then steps on the shards alone (train/zero3_state.h writes
+// its state consolidated, so a checkpoint is the same file as at zero 0/1 and
+// resumes at any world size and any zero level).
+#pragma once
+#include <torch/torch.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "distributed/communicator.h"
+#include "model/transformer.h"
+
+namespace undo {
+
+class Zero3 : public UnitRunner {
+ public:
+  // Takes `model`'s current parameters (equal on every rank: broadcast them
+  // first) as the shards and empties the model's own tensors. `comm` null is
+  // a world of one (the shard is the whole unit). `trained`: the shards take
+  // gradients. Throws InputError naming dist.zero when a unit has fewer
+  // parameters than there are ranks.
+  Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained);
+  ~Zero3() override;
+
+  torch::Tensor run(torch::nn::Module& unit, const std::function<torch::Tensor(const torch::Tensor&)>& fn,
+                    const torch::Tensor& x) override;
+
+  // The shards, named "zero3.<unit>" (the optimizer's parameters).
+  std::vector<std::pair<std::string, torch::Tensor>> shards() const;
+  // Every parameter's full name, in the order full_tensors() returns them.
+  const std::vector<std::string>& parameter_names() const { return names_; }
+  // Collective: one flat per-unit tensor per rank (shard-shaped, such as an
+  // optimizer moment) -> the whole tensor of every parameter, on every rank.
+  std::vector<torch::Tensor> full_tensors(const std::vector<torch::Tensor>& per_unit_shards);
+  // The reverse, local: every parameter's whole tensor -> this rank's per-unit shards.
+  std::vector<torch::Tensor> shards_of(const std::vector<torch::Tensor>& full) const;
+
+  // Collective: the model's parameters whole again (to save or load them)...
+  void materialize();
+  // ...then emptied again (after a save)...
+  void release_all();
+  // ...or, after a load into them, the shards taken from them and the model emptied.
+  void reshard_from_model();
+  // Collective: the model whole for good (the end of training); the runner is detached.
+  void unshard();
+
+  // Bytes of parameters gathered at this moment, and the most at any time so far.
+  int64_t gathered_bytes() const { return gathered_bytes_; }
+  int64_t peak_gathered_bytes() const { return peak_gathered_bytes_; }
+  // Bytes of the largest unit, gathered.
+  int64_t largest_unit_bytes() const;
+
+  // For the autograd node of a unit call (zero3.cpp).
+  struct Call;
+  torch::Tensor backward_of(Call& call, const torch::Tensor& x, const torch::Tensor& grad_out, bool x_needs_grad,
+                            torch::Tensor* grad_x);
+
+ private:
+  struct Unit {
+    std::string name;
+    torch::nn::Module* module = nullptr;
+    std::vector<torch::Tensor> params;  // the model's tensors: empty unless gathered
+    std::vector<std::vector<int64_t>> shapes;
+    std::vector<int64_t> offsets, numels;
+    int64_t numel = 0, shard_numel = 0;  // shard_numel x world >= numel (the tail is padding)
+    torch::Tensor shard;
+    size_t first_name = 0;  // its parameters' index in names_
+  };
+  Unit& unit_of(torch::nn::Module& module);
+  void gather(Unit& u);  // the unit's parameters, whole, into the model's tensors
+  void release(Unit& u);
+  torch::Tensor gathered_flat(Unit& u, const torch::Tensor& shard);
+
+  TransformerImpl* model_;  // not owned: the model owns its runner (no cycle that would outlive MPI)
+  std::shared_ptr<Communicator> comm_;
+  int world_ = 1, rank_ = 0;
+  std::vector<Unit> units_;
+  std::map<torch::nn::Module*, size_t> index_;
+  std::vector<std::string> names_;
+  int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
+  std::map<int64_t, std::shared_ptr<Call>> calls_;  // awaiting their backward
+  int64_t next_call_ = 0;
+};
+
+}  // namespace undo
