@@ -233,3 +233,32 @@ TEST(Distributed, LogitCacheBuiltOnTwoRanksEqualsOneRank) {
       << out;
   EXPECT_EQ(read_checkpoint_meta(dir + "/student/model.ckpt").step, 4);
 }
+
+// dist.zero = 3 shards the frozen teacher too: a cache built by the sharded
+// teacher on 2 and on 3 ranks (uneven shares: a rank without a batch still
+// joins the gathers) holds the same bytes as one built whole on 1 rank; online
+// distillation from a sharded teacher into a sharded student follows the
+// replicated single process.
+TEST(Distributed, ZeroThreeTeacherCachesTheSameBitsAndDistilsOnline) {
+  std::string out;
+  auto dir = test::temp_dir("z3teacher");
+  ASSERT_EQ(test::run_undo(common_args(dir + "/teacher", 2)), 0);
+  const std::string config = " --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                             test::tiny_data_dir() + " --teacher " + dir + "/teacher/model.ckpt --run.threads 1";
+  const std::string cache = "cache-logits" + config + " --tokens 3000 --distill.cache_samples 8";
+  ASSERT_EQ(test::run_undo(cache + " --out " + dir + "/one.h5 --run-dir " + dir + "/c1", &out), 0) << out;
+  for (int world : {2, 3}) {
+    const std::string file = dir + "/zero3-" + std::to_string(world) + ".h5";
+    ASSERT_EQ(test::run_undo_mpi(world, cache + " --dist.zero 3 --out " + file + " --run-dir " + file + ".run", &out),
+              0)
+        << out;
+    auto sha = [](const std::string& json) { return json.substr(json.find("\"content_sha256\""), 84); };
+    EXPECT_EQ(sha(read_file(dir + "/one.h5.json")), sha(read_file(file + ".json"))) << world << " ranks";
+  }
+  const std::string online = "distill" + config + " --distill.cache off --distill.steps 4 --train.log_every 1" +
+                             " --distill.stop_metric none --eval.arith_per_op 0";
+  ASSERT_EQ(test::run_undo(online + " --train.batch_size 8 --run-dir " + dir + "/s1", &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(2, online + " --train.batch_size 4 --dist.zero 3 --run-dir " + dir + "/s2", &out), 0)
+      << out;
+  expect_curves_match(test::losses_of(dir + "/s1/metrics.jsonl"), test::losses_of(dir + "/s2/metrics.jsonl"), 1e-5);
+}

@@ -2,6 +2,7 @@
 
 #include "cli/stages.h"
 #include "core/error.h"
+#include "distributed/zero3.h"
 #include "core/json.h"
 #include "distributed/communicator.h"
 #include "train/checkpoint.h"
@@ -28,6 +29,7 @@ int stage_cache_logits(int argc, const char* const* argv) {
   cfg.model = meta.model;
   prepare_run(cfg);
   teacher->to(compute_device());
+  if (cfg.dist.zero == 3) shard_frozen(teacher, distributed());  // forward only, gathered unit by unit
   UNDO_INPUT_CHECK(cfg.model.vocab_size == meta.model.vocab_size, "the teacher's vocabulary (", meta.model.vocab_size,
                    ") does not match the tokenizer of data.dir");
   uint64_t rows = uint64_t((tokens + cfg.model.seq_len - 1) / cfg.model.seq_len);

@@ -5,6 +5,7 @@
 #include "cli/stage_result.h"
 #include "cli/stages.h"
 #include "core/error.h"
+#include "distributed/zero3.h"
 #include "core/fs.h"
 #include "core/stage_settings.h"
 #include "model/noise.h"
@@ -45,6 +46,8 @@ int stage_distill(int argc, const char* const* argv) {
     student->init_weights(uint64_t(cfg.run.seed));
   }
   student->to(compute_device());
+  // dist.zero = 3: the frozen teacher is sharded too (after the student took its weights).
+  if (cfg.dist.zero == 3) shard_frozen(teacher, distributed());
   // Distillation data: the base pretraining mix, unlabelled, as a numbered stream.
   auto comm = distributed();
   DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix),

@@ -253,4 +253,13 @@ int64_t Zero3::largest_unit_bytes() const {
   return most;
 }
 
+void shard_frozen(Transformer& model, std::shared_ptr<Communicator> comm) {
+  if (comm) {  // the shards are cut from rank 0's weights
+    torch::NoGradGuard no_grad;
+    comm->broadcast(model->parameters(), 0);
+  }
+  model->eval();
+  model->runner = std::make_shared<Zero3>(model, std::move(comm), /*trained=*/false);
+}
+
 }  // namespace undo

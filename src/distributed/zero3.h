@@ -98,4 +98,10 @@ class Zero3 : public UnitRunner {
   int64_t next_call_ = 0;
 };
 
+// A model that only runs forward (a frozen teacher) kept sharded for good:
+// each forward gathers it unit by unit. It is loaded whole first (a
+// checkpoint holds whole tensors) and sharded at once. Every rank must then
+// run the same number of forwards.
+void shard_frozen(Transformer& model, std::shared_ptr<Communicator> comm);
+
 }  // namespace undo

@@ -91,8 +91,12 @@ void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teache
       if (writer) writer->pause(std::min(end, at) - begin);
       throw StopRequested();
     }
-    if (at >= end) continue;  // this rank's share is done; it still votes with the others
-    if (at < begin + done) continue;  // finished before a stop
+    if (at >= end || at < begin + done) {
+      // This rank's share is done (or was, before a stop); it still votes with
+      // the others, and a sharded teacher's gathers need every rank: one token.
+      if (teacher->runner) teacher->forward(torch::zeros({1, 1}, torch::kLong).to(compute_device()));
+      continue;
+    }
     int64_t n = int64_t(std::min<uint64_t>(batch, end - at));
     auto inputs = stream.inputs(at, n);
     torch::Tensor logits;
