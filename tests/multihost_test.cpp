@@ -1,7 +1,8 @@
 // Ranks on separate hosts: two network namespaces joined by a veth pair
 // (10.231.0.1 and 10.231.0.2, made and removed by the test, as root), one
 // rank in each, started the torchrun way or by mpirun through a launch agent
-// of our own. Only those two addresses are ever contacted. The curves equal a one-host run's; a link taken down mid-run
+// of our own. Only those two addresses are ever contacted. The curves equal a
+// one-host run's at zero 0, 1 and 3; a link taken down mid-run
 // makes both ranks exit within dist.timeout_s naming the lost side, and the
 // run resumes on one rank.
 #include <gtest/gtest.h>
@@ -117,13 +118,13 @@ std::pair<int, int> run_two_hosts(const TwoHosts& hosts, int port, const std::st
 
 }  // namespace
 
-// Data parallelism and ZeRO-1 across the two hosts, started the torchrun way
-// and by mpirun, give the one-host curves.
+// Data parallelism, ZeRO-1 and ZeRO-3 across the two hosts, started the
+// torchrun way and by mpirun, give the one-host curves.
 TEST(MultiHost, TwoHostsGiveTheOneHostCurves) {
   auto root = test::temp_dir("two_hosts");
   TwoHosts hosts(root);
   if (!hosts.ok()) GTEST_SKIP() << "network namespaces need root and iproute2: " << hosts.why();
-  for (std::string zero : {"0", "1"}) {
+  for (std::string zero : {"0", "1", "3"}) {
     auto dir = root + "/zero" + zero;
     make_dirs(dir);
     const std::string more = "--train.steps 8 --dist.zero " + zero;
@@ -144,14 +145,15 @@ TEST(MultiHost, TwoHostsGiveTheOneHostCurves) {
   }
 }
 
-// The link between the hosts goes down mid-run: each rank gives up within
+// The link between the hosts goes down mid-run of a ZeRO-3 job (so mostly
+// inside an all-gather or reduce-scatter): each rank gives up within
 // dist.timeout_s (plus its diagnosis), naming the other side, and the run
-// resumes from its last checkpoint on one rank.
+// resumes from its last (consolidated) checkpoint on one rank, unsharded.
 TEST(MultiHost, ALinkDownEndsBothRanksAndTheRunResumesOnOne) {
   auto dir = test::temp_dir("link_down");
   TwoHosts hosts(dir);
   if (!hosts.ok()) GTEST_SKIP() << "network namespaces need root and iproute2: " << hosts.why();
-  const std::string more = "--train.steps 4000 --train.ckpt_every 5 --dist.timeout_s 8";
+  const std::string more = "--train.steps 4000 --train.ckpt_every 5 --dist.timeout_s 8 --dist.zero 3";
   pid_t a = spawn(hosts.on(0, 29621, pretrain(dir + "/run", more)), dir + "/host0.log");
   pid_t b = spawn(hosts.on(1, 29621, pretrain(dir + "/run", more)), dir + "/host1.log");
   struct Reap {  // neither rank outlives a failed assertion
