@@ -3,6 +3,8 @@
 //   build/undo_bench --model.d_model 256 --model.n_layers 4 ... (any config key)
 // --run.device cuda runs the model, the batch and the optimizer on the GPU, and
 // the clock starts and stops only after the GPU's queued work is done.
+#include <sys/resource.h>
+
 #include <chrono>
 #include <iostream>
 
@@ -16,6 +18,13 @@
 using namespace undo;
 
 namespace {
+// This process's peak resident memory.
+int64_t max_rss_bytes() {
+  struct rusage u {};
+  ::getrusage(RUSAGE_SELF, &u);
+  return int64_t(u.ru_maxrss) * 1024;  // Linux reports KiB
+}
+
 class FixedBatchObjective : public Objective {
  public:
   FixedBatchObjective(int vocab, int rows, int window)
@@ -59,6 +68,7 @@ int main(int argc, char** argv) {
     FixedBatchObjective objective(cfg.model.vocab_size, cfg.train.batch_size, cfg.model.seq_len);
     Trainer trainer(cfg, "bench", model, objective, nullptr);
     std::chrono::steady_clock::time_point t0;
+    int64_t state_bytes = 0;
     // UNDO_PROFILE=trace.json records the timed steps as a Chrome trace.
     std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
     trainer.stop_after = [&](int64_t step) {
@@ -68,6 +78,7 @@ int main(int argc, char** argv) {
         if (const char* path = std::getenv("UNDO_PROFILE"))
           profile = std::make_unique<torch::autograd::profiler::RecordProfile>(path);
       }
+      if (step == cfg.train.steps - 1) state_bytes = trainer.state_bytes();  // gradients and moments exist by now
       return step == cfg.train.steps - 1;  // before the final checkpoint
     };
     trainer.run();
@@ -82,7 +93,9 @@ int main(int argc, char** argv) {
     j.add("impl", "undo").add("world", world).add("tokens_per_s", tokens / secs)
         .add("tokens_per_s_per_rank", tokens / secs / world).add("step_ms", 1000 * secs / steps)
         .add("model_gflops", gflops).add("params", model->num_params()).add("precision", cfg.train.precision)
-        .add("threads", at::get_num_threads()).add("device", cfg.run.device).add("torch", TORCH_VERSION);
+        .add("threads", at::get_num_threads()).add("device", cfg.run.device).add("torch", TORCH_VERSION)
+        .add("zero", cfg.dist.zero).add("state_bytes_per_rank", state_bytes)
+        .add("max_rss_bytes", max_rss_bytes());
     if (!comm || comm->rank() == 0) std::cout << j.str() << std::endl;
     shutdown_distributed();
     return 0;

@@ -15,6 +15,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "sweep/plan.h"
+#include "sweep/rank_memory.h"
 #include "sweep/state.h"
 #include "test_util.h"
 
@@ -492,6 +493,7 @@ TEST(Sweep, ShippedSpecsPlan) {
   std::filesystem::current_path(root);  // the specs' config paths are relative to the repository
   Plan demo = make_plan(read_sweep_spec("configs/demo-arith-sweep.ini"), demo_out, UNDO_BINARY);
   Plan paper = make_plan(read_sweep_spec("slurm/paper-arith-sweep.ini"), paper_out, UNDO_BINARY);
+  Plan billion = make_plan(read_sweep_spec("slurm/preset-1b-sweep.ini"), paper_out + "-1b", UNDO_BINARY);
   // The longer protocol and the signal ablation share one output: every job of the ablation that the
   // protocol also plans has the same id (so the ablation reuses it).
   Plan protocol = make_plan(read_sweep_spec("configs/protocol-arith-sweep.ini"), demo_out, UNDO_BINARY);
@@ -515,4 +517,18 @@ TEST(Sweep, ShippedSpecsPlan) {
   EXPECT_EQ(paper.spec.ranks, 4);
   EXPECT_EQ(paper.spec.cfg.run.device, "cuda");  // the paper presets train on GPUs
   EXPECT_NE(paper.command(paper.jobs.back(), true).find("srun -n 4 --mpi=pmix"), std::string::npos);
+  // The plan says what a rank holds at the spec's ranks per job and at 8 and 64.
+  auto text = plan_text(paper);
+  EXPECT_NE(text.find("training state per rank"), std::string::npos) << text;
+  for (std::string row : {"\n4 ", "\n8 ", "\n64 "}) EXPECT_NE(text.find(row), std::string::npos) << row << text;
+  EXPECT_EQ(billion.spec.cfg.dist.zero, 3);
+  EXPECT_NE(plan_text(billion).find("model of 1005119488 parameters"), std::string::npos) << plan_text(billion);
+  // 1B parameters: 16 bytes each replicated (15 GiB), 1/64 of it plus one gathered block at zero 3, 64 ranks.
+  const auto& m = billion.spec.cfg.model;
+  EXPECT_EQ(rank_memory(m, 32000, 1, 0).total(), 16 * int64_t(1005119488));
+  const int64_t block = 2 * 2048 + 4 * 2048 * 2048 + 3 * 2048 * 8192;
+  auto z3 = rank_memory(m, 32000, 64, 3);
+  EXPECT_EQ(z3.transient, 12 * block);
+  EXPECT_NEAR(double(z3.weights), 4.0 * 1005119488 / 64, 4.0 * 16);  // padding: at most one element per unit
+  EXPECT_LT(rank_memory(m, 32000, 64, 3).total(), rank_memory(m, 32000, 64, 1).total());
 }

@@ -10,6 +10,7 @@
 #include "core/fs.h"
 #include "core/sha256.h"
 #include "core/stage_settings.h"
+#include "sweep/rank_memory.h"
 
 namespace undo {
 
@@ -251,7 +252,12 @@ std::string plan_text(const Plan& plan) {
     os << "\n";
   }
   os << plan.jobs.size() << " jobs, " << std::fixed << std::setprecision(0) << total
-     << " training-token equivalents in all (forward-only passes count 1/3)\n";
+     << " training-token equivalents in all (forward-only passes count 1/3)\n\n";
+  // What a rank of a job holds at this sweep's ranks per job, and on larger clusters.
+  std::vector<int> worlds{plan.spec.ranks};
+  for (int w : {8, 64})
+    if (w != plan.spec.ranks) worlds.push_back(w);
+  os << rank_memory_table(plan.spec.cfg.model, plan.spec.cfg.data.tokenizer_vocab, worlds);
   return os.str();
 }
 

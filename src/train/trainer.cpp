@@ -99,6 +99,16 @@ void Trainer::shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>
   named = zero3_->shards();
 }
 
+int64_t Trainer::state_bytes() const {
+  auto bytes = [](const torch::Tensor& t) { return t.defined() ? int64_t(t.numel() * t.element_size()) : 0; };
+  int64_t n = 0;
+  for (auto& p : model_->parameters()) n += bytes(p);
+  for (auto& t : trainable_) n += (zero3_ ? bytes(t) : 0) + bytes(t.grad());  // zero 3 trains shards, not the model
+  for (auto* moments : {&optimizer_->exp_avg(), &optimizer_->exp_avg_sq()})
+    for (auto& m : *moments) n += bytes(m);
+  return n;
+}
+
 void Trainer::checkpoint(int64_t step, bool eval_pending) {
   CheckpointMeta meta;
   meta.model = model_->cfg;

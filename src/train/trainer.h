@@ -40,6 +40,10 @@ class Trainer {
   TrainResult run();
   // Called after each optimizer step (tests and benchmarks stop a run midway with it).
   std::function<bool(int64_t step)> stop_after;
+  // Bytes of training state this rank holds now: the model's own weight
+  // tensors (empty under zero 3), zero 3's shards, gradients and AdamW moments.
+  // Activations are not included. For benchmarks, from stop_after.
+  int64_t state_bytes() const;
 
  private:
   // `eval_pending`: the evaluation due at `step` was interrupted; a resume runs it first.

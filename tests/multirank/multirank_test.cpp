@@ -3,11 +3,14 @@
 // ZeRO-3's sharded model.
 #include <gtest/gtest.h>
 
+#include <numeric>
+
 #include "core/config.h"
 #include "distributed/communicator.h"
 #include "distributed/grad_reducer.h"
 #include "distributed/zero3.h"
 #include "model/transformer.h"
+#include "sweep/rank_memory.h"
 #include "train/adamw.h"
 
 using namespace undo;
@@ -165,6 +168,12 @@ TEST(MultiRank, ZeroThreeKeepsAboutOneNthOfTheTrainingState) {
   for (size_t i = 0; i < adamw.exp_avg().size(); ++i)
     held += (adamw.exp_avg()[i].numel() + adamw.exp_avg_sq()[i].numel()) * 4;
   for (auto& p : model->parameters()) held += p.numel() * 4;  // the model's own tensors: empty
+  // The plan's calculator (undo sweep plan) predicts exactly this.
+  const auto units = unit_parameter_counts(model->cfg, 0);
+  EXPECT_EQ(std::accumulate(units.begin(), units.end(), int64_t(0)), int64_t(replicated / 16));
+  auto predicted = rank_memory(model->cfg, 0, 2, 3);
+  EXPECT_EQ(predicted.weights + predicted.gradients + predicted.optimizer, held);
+  EXPECT_EQ(rank_memory(model->cfg, 0, 1, 0).total(), replicated);
   const double share = double(held) / double(replicated);
   EXPECT_GE(share, 0.5);
   EXPECT_LT(share, 0.5 * 1.01) << "padding may cost at most 1%";
