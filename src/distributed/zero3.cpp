@@ -146,6 +146,9 @@ torch::Tensor Zero3::run(torch::nn::Module& module, const std::function<torch::T
 torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& x, const torch::Tensor& grad_out,
                                  bool x_needs_grad, torch::Tensor* grad_x) {
   Unit& u = units_[call.unit];
+  // Every rank must reduce-scatter here: a unit whose output the loss did not
+  // use on this rank would leave the others waiting, so that is an error.
+  UNDO_CHECK(grad_out.defined(), "zero3: unit '", u.name, "' ran forward but its output took no gradient");
   NoAutocastCache no_cache;
   gather(u);
   torch::Tensor x_in = x.detach();
@@ -241,6 +244,7 @@ void Zero3::unshard() {
   for (auto& u : units_) {
     gather(u);
     for (auto& p : u.params) p.set_data(p.detach().clone());  // its own storage, not a view of the gathered flat
+    u.shard = torch::Tensor();  // the shard goes as its unit comes (the optimizer let go of it already)
   }
   units_.clear();
   index_.clear();

@@ -57,7 +57,8 @@ class Zero3 : public UnitRunner {
   void release_all();
   // ...or, after a load into them, the shards taken from them and the model emptied.
   void reshard_from_model();
-  // Collective: the model whole for good (the end of training); the runner is detached.
+  // Collective: the model whole for good (the end of training), each shard
+  // dropped as its unit is made whole; the runner is detached.
   void unshard();
 
   // Bytes of parameters gathered at this moment, and the most at any time so far.

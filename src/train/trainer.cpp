@@ -104,8 +104,9 @@ int64_t Trainer::state_bytes() const {
   int64_t n = 0;
   for (auto& p : model_->parameters()) n += bytes(p);
   for (auto& t : trainable_) n += (zero3_ ? bytes(t) : 0) + bytes(t.grad());  // zero 3 trains shards, not the model
-  for (auto* moments : {&optimizer_->exp_avg(), &optimizer_->exp_avg_sq()})
-    for (auto& m : *moments) n += bytes(m);
+  if (optimizer_)  // null after a zero-3 run's end
+    for (auto* moments : {&optimizer_->exp_avg(), &optimizer_->exp_avg_sq()})
+      for (auto& m : *moments) n += bytes(m);
   return n;
 }
 
@@ -298,7 +299,15 @@ TrainResult Trainer::run() {
     if (stop_after && stop_after(done)) break;
   }
   progress.finish();
-  if (zero3_) zero3_->unshard();  // the stage goes on with the whole model (to save and evaluate it)
+  if (zero3_) {
+    // The stage goes on with the whole model (to save and evaluate it). The
+    // optimizer is done (the last checkpoint holds its state): freed first,
+    // so the whole model never sits beside the sharded training state.
+    zero3_state_.reset();
+    optimizer_.reset();
+    trainable_.clear();
+    zero3_->unshard();
+  }
   if (!step_losses.empty()) {
     auto all = torch::stack(step_losses).to(torch::kCPU);
     result.losses.assign(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());

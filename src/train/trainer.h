@@ -37,7 +37,7 @@ class Trainer {
   // `stage` names the checkpoints' stage; `evaluator` may be null. The
   // communicator is the job's (distributed()), null for one process.
   Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator);
-  TrainResult run();
+  TrainResult run();  // once per Trainer (a zero-3 run frees its optimizer at the end)
   // Called after each optimizer step (tests and benchmarks stop a run midway with it).
   std::function<bool(int64_t step)> stop_after;
   // Bytes of training state this rank holds now: the model's own weight
