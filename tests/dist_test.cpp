@@ -95,8 +95,14 @@ TEST(Distributed, ZeroThreeFollowsTheReplicatedCurveAtWorldOneTwoThree) {
   ASSERT_EQ(test::run_undo(common_args(z1, 8) + " --train.batch_size 12 --dist.zero 3", &out), 0) << out;
   ASSERT_EQ(test::run_undo_mpi(2, common_args(z2, 8) + " --train.batch_size 6 --dist.zero 3", &out), 0) << out;
   ASSERT_EQ(test::run_undo_mpi(3, common_args(z3, 8) + " --train.batch_size 4 --dist.zero 3", &out), 0) << out;
+  // With accumulation: each micro-batch's gradients are reduce-scattered into the shards, which sum them.
+  auto accum = test::temp_dir("z3w2accum");
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(accum, 8) + " --train.batch_size 3 --train.accum 2 --dist.zero 3", &out),
+            0)
+      << out;
   auto reference = test::losses_of(one + "/metrics.jsonl");
-  for (auto& dir : {z1, z2, z3}) expect_curves_match(reference, test::losses_of(dir + "/metrics.jsonl"), 1e-5);
+  for (auto& dir : {z1, z2, z3, accum})
+    expect_curves_match(reference, test::losses_of(dir + "/metrics.jsonl"), 1e-5);
   // The stage saves the whole model at the end, as at zero 0.
   EXPECT_EQ(read_checkpoint_meta(z3 + "/model.ckpt").step, 8);
 }

@@ -250,18 +250,16 @@ void Communicator::allreduce_sum(torch::Tensor t, const std::string& what) {
   allreduce_sum_async(std::move(t), what).wait();
 }
 
-namespace {
-// A tensor the backend can take: on its device and contiguous.
-torch::Tensor staged_for(const torch::Tensor& t, c10::Device device) {
-  return t.device() == device && t.is_contiguous() ? t : t.to(device).contiguous();
-}
-}  // namespace
-
-void Communicator::all_gather(torch::Tensor out, torch::Tensor in, const std::string& what) {
-  UNDO_CHECK(out.numel() == in.numel() * world(), what, ": all-gather of ", in.numel(), " into ", out.numel());
-  auto o = staged_for(out, device_), i = staged_for(in, device_);
+void Communicator::flat_collective(
+    torch::Tensor out, torch::Tensor in, const std::string& what,
+    const std::function<c10::intrusive_ptr<c10d::Work>(at::Tensor&, at::Tensor&)>& launch) {
+  // The backend takes contiguous tensors on its device; others go through a copy.
+  auto staged = [this](const torch::Tensor& t) {
+    return t.device() == device_ && t.is_contiguous() ? t : t.to(device_).contiguous();
+  };
+  auto o = staged(out), i = staged(in);
   try {
-    Pending(pg_->_allgather_base(o, i), this, what).wait();
+    Pending(launch(o, i), this, what).wait();
   } catch (const std::exception& e) {
     lost(what, e.what());
   }
@@ -269,33 +267,27 @@ void Communicator::all_gather(torch::Tensor out, torch::Tensor in, const std::st
     torch::NoGradGuard no_grad;
     out.copy_(o);
   }
+}
+
+void Communicator::all_gather(torch::Tensor out, torch::Tensor in, const std::string& what) {
+  UNDO_CHECK(out.numel() == in.numel() * world(), what, ": all-gather of ", in.numel(), " into ", out.numel());
+  flat_collective(out, in, what, [this](at::Tensor& o, at::Tensor& i) { return pg_->_allgather_base(o, i); });
 }
 
 void Communicator::reduce_scatter_sum(torch::Tensor out, torch::Tensor in, const std::string& what) {
   UNDO_CHECK(in.numel() == out.numel() * world(), what, ": reduce-scatter of ", in.numel(), " into ", out.numel());
-  auto o = staged_for(out, device_), i = staged_for(in, device_);
-  try {
-    Pending(pg_->_reduce_scatter_base(o, i), this, what).wait();
-  } catch (const std::exception& e) {
-    lost(what, e.what());
-  }
-  if (!o.is_same(out)) {
-    torch::NoGradGuard no_grad;
-    out.copy_(o);
-  }
+  flat_collective(out, in, what, [this](at::Tensor& o, at::Tensor& i) { return pg_->_reduce_scatter_base(o, i); });
 }
 
-double Communicator::mean(double value) {
+double Communicator::sum(double value, const std::string& what) {
   auto t = torch::tensor({value}, torch::kDouble);
-  allreduce_sum(t, "all-reduce of a metric");
-  return t.item<double>() / world();
+  allreduce_sum(t, what);
+  return t.item<double>();
 }
 
-bool Communicator::any(bool flag, const std::string& what) {
-  auto t = torch::tensor({flag ? 1.0 : 0.0}, torch::kDouble);
-  allreduce_sum(t, what);
-  return t.item<double>() > 0;
-}
+double Communicator::mean(double value) { return sum(value, "all-reduce of a metric") / world(); }
+
+bool Communicator::any(bool flag, const std::string& what) { return sum(flag ? 1.0 : 0.0, what) > 0; }
 
 bool stop_vote(Communicator* comm) {
   count_safe_point();

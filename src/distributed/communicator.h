@@ -17,6 +17,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -69,8 +70,9 @@ class Communicator {
   // `in` [rank * n, (rank + 1) * n).
   void all_gather(torch::Tensor out, torch::Tensor in, const std::string& what);
   void reduce_scatter_sum(torch::Tensor out, torch::Tensor in, const std::string& what);
-  double mean(double value);  // of a scalar over ranks
-  bool any(bool flag, const std::string& what);  // true on every rank when it is true on one
+  double sum(double value, const std::string& what);  // of a scalar over ranks
+  double mean(double value);                          // of a scalar over ranks
+  bool any(bool flag, const std::string& what);       // true on every rank when it is true on one
   void barrier();
 
   // Prints "rank R: <what> failed: <error>; <who is lost>" and exits with code 3.
@@ -78,6 +80,9 @@ class Communicator {
 
  private:
   std::string diagnose();
+  // A collective from `in` into `out` (flat, on the backend's device while it runs), waited for.
+  void flat_collective(torch::Tensor out, torch::Tensor in, const std::string& what,
+                       const std::function<c10::intrusive_ptr<c10d::Work>(at::Tensor&, at::Tensor&)>& launch);
   void heartbeat_loop();
 
   DistConfig cfg_;
