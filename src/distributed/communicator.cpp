@@ -269,9 +269,22 @@ void Communicator::flat_collective(
   }
 }
 
-void Communicator::all_gather(torch::Tensor out, torch::Tensor in, const std::string& what) {
+Communicator::Pending Communicator::all_gather_async(torch::Tensor out, torch::Tensor in, const std::string& what) {
   UNDO_CHECK(out.numel() == in.numel() * world(), what, ": all-gather of ", in.numel(), " into ", out.numel());
-  flat_collective(out, in, what, [this](at::Tensor& o, at::Tensor& i) { return pg_->_allgather_base(o, i); });
+  const bool staged = out.device() != device_ || !out.is_contiguous();
+  auto o = staged ? torch::empty(out.sizes(), out.options().device(device_)) : out;
+  auto i = in.device() == device_ && in.is_contiguous() ? in : in.to(device_).contiguous();
+  try {
+    Pending p(pg_->_allgather_base(o, i), this, what);  // the work keeps both tensors alive
+    if (staged) p.staged_ = o, p.result_ = out;
+    return p;
+  } catch (const std::exception& e) {
+    lost(what, e.what());
+  }
+}
+
+void Communicator::all_gather(torch::Tensor out, torch::Tensor in, const std::string& what) {
+  all_gather_async(std::move(out), std::move(in), what).wait();
 }
 
 void Communicator::reduce_scatter_sum(torch::Tensor out, torch::Tensor in, const std::string& what) {

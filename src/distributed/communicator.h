@@ -69,6 +69,7 @@ class Communicator {
   // reduce_scatter_sum: `out` (n elements) becomes the sum over ranks of their
   // `in` [rank * n, (rank + 1) * n).
   void all_gather(torch::Tensor out, torch::Tensor in, const std::string& what);
+  Pending all_gather_async(torch::Tensor out, torch::Tensor in, const std::string& what);
   void reduce_scatter_sum(torch::Tensor out, torch::Tensor in, const std::string& what);
   double sum(double value, const std::string& what);  // of a scalar over ranks
   double mean(double value);                          // of a scalar over ranks

@@ -85,9 +85,15 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
     units_.push_back(std::move(u));
   }
   for (auto& u : units_) release(u);
+  peak_gathered_bytes_ = 0;  // the model was whole until now: the count starts here
 }
 
-Zero3::~Zero3() = default;
+Zero3::~Zero3() {
+  try {
+    drop_prefetch();  // a gather under way holds tensors the backend still writes
+  } catch (...) {
+  }
+}
 
 Zero3::Unit& Zero3::unit_of(torch::nn::Module& module) {
   auto it = index_.find(&module);
@@ -102,21 +108,65 @@ torch::Tensor Zero3::gathered_flat(Unit& u, const torch::Tensor& shard) {
   return whole;
 }
 
-void Zero3::gather(Unit& u) {
+std::optional<size_t> Zero3::next_unit(size_t k, Pass pass) {
+  const size_t n = units_.size(), norm = n - 1;  // 0: embedding, 1..n-2: blocks, n-1: final norm
+  if (pass == Pass::forward) {
+    const bool head = k == 0 && last_forward_ == norm;
+    last_forward_ = head ? std::nullopt : std::optional<size_t>(k);
+    if (head) return std::nullopt;  // the pass ends
+    return k == norm ? 0 : k + 1;
+  }
+  if (pass == Pass::backward) {
+    const bool head = k == 0 && !last_backward_;
+    const bool input = k == 0 && !head;
+    last_backward_ = input ? std::nullopt : std::optional<size_t>(k);
+    if (input) return std::nullopt;  // the pass ends
+    return head ? norm : k - 1;
+  }
+  return std::nullopt;
+}
+
+void Zero3::drop_prefetch() {
+  if (!prefetch_) return;
+  prefetch_->pending.wait();  // every rank started it: every rank finishes it
+  prefetch_.reset();
+  count_gathered();
+}
+
+void Zero3::count_gathered() {
+  gathered_bytes_ = prefetch_ ? bytes_of(units_[prefetch_->unit].numel) : 0;
+  for (auto& w : units_)
+    if (!w.params.empty() && w.params[0].numel() > 0) gathered_bytes_ += bytes_of(w.numel);
+  peak_gathered_bytes_ = std::max(peak_gathered_bytes_, gathered_bytes_);
+}
+
+void Zero3::gather(Unit& u, Pass pass) {
   torch::NoGradGuard no_grad;
-  auto whole = gathered_flat(u, u.shard);
+  const size_t k = size_t(&u - units_.data());
+  torch::Tensor whole;
+  if (prefetch_ && prefetch_->unit == k) {
+    prefetch_->pending.wait();
+    whole = prefetch_->whole;
+    prefetch_.reset();
+    ++prefetch_hits_;
+  } else {
+    drop_prefetch();  // a wrong guess (a pass that ended early) costs one gather, nothing else
+    whole = gathered_flat(u, u.shard);
+  }
   for (size_t i = 0; i < u.params.size(); ++i)
     u.params[i].set_data(whole.narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
-  gathered_bytes_ += bytes_of(u.numel);
-  peak_gathered_bytes_ = std::max(peak_gathered_bytes_, gathered_bytes_);
+  if (auto next = next_unit(k, pass); next && comm_) {
+    Unit& v = units_[*next];
+    auto ahead = torch::empty({v.shard_numel * world_}, v.shard.options().requires_grad(false));
+    prefetch_ = Prefetch{*next, ahead, comm_->all_gather_async(ahead, v.shard.detach(), "all-gather of " + v.name)};
+  }
+  count_gathered();
 }
 
 void Zero3::release(Unit& u) {
   for (auto& p : u.params)
     if (p.numel() > 0) p.set_data(torch::empty({0}, p.options().requires_grad(false)));
-  gathered_bytes_ = 0;
-  for (auto& w : units_)
-    if (!w.params.empty() && w.params[0].numel() > 0) gathered_bytes_ += bytes_of(w.numel);
+  count_gathered();
 }
 
 torch::Tensor Zero3::run(torch::nn::Module& module, const std::function<torch::Tensor(const torch::Tensor&)>& fn,
@@ -128,7 +178,7 @@ torch::Tensor Zero3::run(torch::nn::Module& module, const std::function<torch::T
   torch::Tensor y;
   {
     torch::NoGradGuard no_grad;  // the graph of a unit call is the one node below
-    gather(u);
+    gather(u, Pass::forward);
     y = fn(x);
     release(u);
   }
@@ -150,7 +200,7 @@ torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& x, const torch
   // use on this rank would leave the others waiting, so that is an error.
   UNDO_CHECK(grad_out.defined(), "zero3: unit '", u.name, "' ran forward but its output took no gradient");
   NoAutocastCache no_cache;
-  gather(u);
+  gather(u, Pass::backward);
   torch::Tensor x_in = x.detach();
   if (x_needs_grad) x_in.requires_grad_(true);
   std::vector<torch::Tensor> inputs;
@@ -220,6 +270,7 @@ std::vector<torch::Tensor> Zero3::shards_of(const std::vector<torch::Tensor>& fu
 }
 
 void Zero3::materialize() {
+  drop_prefetch();
   for (auto& u : units_) gather(u);
 }
 
@@ -240,6 +291,7 @@ void Zero3::reshard_from_model() {
 }
 
 void Zero3::unshard() {
+  drop_prefetch();
   torch::NoGradGuard no_grad;
   for (auto& u : units_) {
     gather(u);

@@ -4,10 +4,12 @@
 // (model/unit_runner.h): the embedding, each block, the final norm.
 //
 // Forward: a unit's parameters are all-gathered just before it runs and freed
-// right after; only its input is kept. Backward: the unit is gathered again,
+// right after; only its input is kept. While a unit runs, the all-gather of
+// the unit expected next (the next block in forward, the previous one in
+// backward) is already under way, so at most two units are whole at a time. Backward: the unit is gathered again,
 // its forward recomputed from the kept input, and its parameter gradients
 // reduce-scattered straight into the shards' gradients (averaged over ranks,
-// as the data-parallel all-reduce would). So at most one gathered unit exists
+// as the data-parallel all-reduce would). So at most two gathered units exist
 // at a time, and activations are those of a checkpointed model. A forward
 // without gradients (evaluation, a frozen teacher) gathers and frees unit by
 // unit the same way.
@@ -20,6 +22,7 @@
 
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -61,7 +64,12 @@ class Zero3 : public UnitRunner {
   // dropped as its unit is made whole; the runner is detached.
   void unshard();
 
-  // Bytes of parameters gathered at this moment, and the most at any time so far.
+  // Waits for an all-gather started ahead and drops it (before the shards change).
+  void drop_prefetch();
+  // How many gathers found their unit already gathered ahead.
+  int64_t prefetch_hits() const { return prefetch_hits_; }
+  // Bytes of parameters gathered at this moment (a gather under way
+  // included), and the most at any time so far.
   int64_t gathered_bytes() const { return gathered_bytes_; }
   int64_t peak_gathered_bytes() const { return peak_gathered_bytes_; }
   // Bytes of the largest unit, gathered.
@@ -83,10 +91,27 @@ class Zero3 : public UnitRunner {
     torch::Tensor shard;
     size_t first_name = 0;  // its parameters' index in names_
   };
+  enum class Pass { forward, backward, other };
   Unit& unit_of(torch::nn::Module& module);
-  void gather(Unit& u);  // the unit's parameters, whole, into the model's tensors
+  // The unit's parameters, whole, into the model's tensors; in a forward or
+  // backward pass, the all-gather of the unit expected next is started.
+  void gather(Unit& u, Pass pass = Pass::other);
   void release(Unit& u);
   torch::Tensor gathered_flat(Unit& u, const torch::Tensor& shard);
+  // The unit a pass runs after unit k, if any. Forward: the embedding, the
+  // blocks, the final norm, the embedding again (the tied head). Backward: the
+  // reverse. Every rank predicts alike, so their collectives stay in step.
+  std::optional<size_t> next_unit(size_t k, Pass pass);
+  void count_gathered();
+
+  struct Prefetch {
+    size_t unit = 0;
+    torch::Tensor whole;
+    Communicator::Pending pending;
+  };
+  std::optional<Prefetch> prefetch_;
+  std::optional<size_t> last_forward_, last_backward_;  // within the current pass
+  int64_t prefetch_hits_ = 0;
 
   TransformerImpl* model_;  // not owned: the model owns its runner (no cycle that would outlive MPI)
   std::shared_ptr<Communicator> comm_;

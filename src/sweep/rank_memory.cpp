@@ -39,7 +39,9 @@ RankMemory rank_memory(const ModelConfig& model, int64_t vocab, int world, int z
     for (int64_t u : units) shard += (u + world - 1) / world, largest = std::max(largest, u);
     r.weights = r.gradients = kFloat * shard;
     r.optimizer = 2 * kFloat * shard;
-    r.transient = 3 * kFloat * largest;  // the unit, autograd's gradients of it, the flat buffer reduce-scattered
+    // In backward: the unit, autograd's gradients of it, the flat buffer reduce-scattered, and the next
+    // unit gathered ahead.
+    r.transient = 4 * kFloat * largest;
   } else {
     r.weights = r.gradients = kFloat * all;
     r.optimizer = 2 * kFloat * (zero == 1 ? (all + world - 1) / world : all);
@@ -50,7 +52,7 @@ RankMemory rank_memory(const ModelConfig& model, int64_t vocab, int world, int z
 std::string rank_memory_table(const ModelConfig& model, int64_t vocab, const std::vector<int>& worlds) {
   const auto units = unit_parameter_counts(model, vocab);
   std::ostringstream os;
-  os << "training state per rank (fp32 weights, gradients, AdamW moments; zero 3 with its one gathered unit; "
+  os << "training state per rank (fp32 weights, gradients, AdamW moments; zero 3 with its gathered units; "
         "activations not included), model of "
      << std::accumulate(units.begin(), units.end(), int64_t(0)) << " parameters:\n"
      << std::left << std::setw(8) << "ranks" << std::right << std::setw(14) << "zero 0" << std::setw(14) << "zero 1"

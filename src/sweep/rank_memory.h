@@ -7,7 +7,8 @@
 // The sharding follows the code: ZeRO-1 gives each rank the moments of about
 // 1/N of the parameters; ZeRO-3 (distributed/zero3.h) cuts every unit (the
 // embedding, each block, the final norm) into N padded shards and, while a unit
-// runs backward, holds it whole plus two whole-unit gradient buffers.
+// runs backward, holds it whole plus two whole-unit gradient buffers and the
+// next unit, gathered ahead.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -19,7 +20,7 @@ namespace undo {
 
 struct RankMemory {
   int64_t weights = 0, gradients = 0, optimizer = 0;  // held throughout, bytes
-  int64_t transient = 0;  // zero 3: the one gathered unit with its gradient buffers, at the peak
+  int64_t transient = 0;  // zero 3: the gathered units with their gradient buffers, at the peak
   int64_t total() const { return weights + gradients + optimizer + transient; }
 };
 

@@ -148,13 +148,17 @@ TEST(MultiRank, ZeroThreeGradientsEqualTheReplicatedModels) {
     const auto& name = zero3->parameter_names()[i];
     EXPECT_TRUE(torch::allclose(full[i], named[name].grad(), 1e-5, 1e-7)) << name;
   }
-  EXPECT_EQ(zero3->gathered_bytes(), 0);  // every unit released again
-  // At most one unit was whole at any time.
-  EXPECT_LE(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes());
+  EXPECT_EQ(zero3->gathered_bytes(), 0);  // every unit released again, no gather left under way
+  // At most two units were whole at any time: the one running and the one gathered ahead.
+  EXPECT_LE(zero3->peak_gathered_bytes(), 2 * zero3->largest_unit_bytes());
+  EXPECT_GT(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes() / 2);
+  // Every gather but the first of each pass found its unit gathered ahead: forward
+  // embed, 2 blocks, norm, head (5 gathers); backward the same in reverse.
+  EXPECT_EQ(zero3->prefetch_hits(), 10 - 2);
 }
 
 // Per-rank bytes of parameters + gradients + AdamW moments: about 1/N of the
-// replicated model's, plus one gathered unit at the peak.
+// replicated model's, plus at most two gathered units at the peak.
 TEST(MultiRank, ZeroThreeKeepsAboutOneNthOfTheTrainingState) {
   auto model = small_model(/*d_model=*/48, /*layers=*/4);
   const int64_t replicated = 4 * model->num_params() * int64_t(sizeof(float));
@@ -177,8 +181,8 @@ TEST(MultiRank, ZeroThreeKeepsAboutOneNthOfTheTrainingState) {
   const double share = double(held) / double(replicated);
   EXPECT_GE(share, 0.5);
   EXPECT_LT(share, 0.5 * 1.01) << "padding may cost at most 1%";
-  EXPECT_LE(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes());
-  std::printf("zero 3, 2 ranks: %.4f of the replicated state per rank; peak gathered %lld bytes (largest unit)\n",
+  EXPECT_LE(zero3->peak_gathered_bytes(), 2 * zero3->largest_unit_bytes());
+  std::printf("zero 3, 2 ranks: %.4f of the replicated state per rank; peak gathered %lld bytes (at most 2 units)\n",
               share, static_cast<long long>(zero3->peak_gathered_bytes()));
 }
 
