@@ -200,3 +200,32 @@ TEST(GracefulStop, RanksAgreeOnAStopThatOnlyOneReceived) {
   EXPECT_NE(out.find("continuing after its 16 finished rows"), std::string::npos) << out;  // 2 batches each
   EXPECT_EQ(LogitCacheReader(dir + "/c.h5").recorded_sha256(), whole_sha);
 }
+
+// ZeRO-3 on 2 ranks, the signal on rank 1 only, between the micro-batches of a
+// step: both ranks stop together, the consolidated checkpoint of the last
+// whole step is written (a collective gather), and the resumed run ends with
+// the uninterrupted run's curve.
+TEST(GracefulStop, AZeroThreeRunStopsTogetherAndResumesItsCurve) {
+  auto dir = test::temp_dir("zero3_stop");
+  const std::string args = "pretrain --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() +
+                           " --train.steps 6 --train.batch_size 2 --train.accum 2 --train.log_every 1" +
+                           " --train.eval_every 0 --train.ckpt_every 1000 --run.threads 1 --dist.zero 3";
+  std::string out;
+  ASSERT_EQ(test::run_undo_mpi(2, args + " --run-dir " + dir + "/whole", &out), 0) << out;
+  const std::string inner = "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then export UNDO_FAULT_TERM_AT_POLL=6; fi; exec " +
+                            std::string(UNDO_BINARY) + " " + args + " --run-dir " + dir + "/cut";
+  int rc = test::run_command("env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 2 "
+                             "--oversubscribe --bind-to none bash -c " +
+                                 shell_quote(inner) + " 2>&1",
+                             &out);
+  EXPECT_EQ(rc, kExitPreempted) << out;
+  auto latest = latest_valid_checkpoint(dir + "/cut");
+  ASSERT_TRUE(latest.has_value()) << out;
+  const int64_t at = read_checkpoint_meta(*latest).step;
+  EXPECT_GT(at, 0);
+  EXPECT_LT(at, 6);
+  ASSERT_EQ(test::run_undo_mpi(2, args + " --run-dir " + dir + "/cut --resume", &out), 0) << out;
+  auto whole = test::losses_of(dir + "/whole/metrics.jsonl"), cut = test::losses_of(dir + "/cut/metrics.jsonl");
+  ASSERT_EQ(whole.size(), cut.size());
+  for (size_t i = 0; i < whole.size(); ++i) EXPECT_NEAR(cut[i], whole[i], 1e-6 * whole[i]) << "step " << i + 1;
+}
