@@ -2,9 +2,9 @@
 
 #include "cli/stages.h"
 #include "core/error.h"
-#include "distributed/zero3.h"
 #include "core/json.h"
 #include "distributed/communicator.h"
+#include "distributed/zero3.h"
 #include "train/checkpoint.h"
 #include "train/teacher_cache.h"
 

@@ -260,7 +260,8 @@ TrainResult Trainer::run() {
     }
     step_losses.push_back(packed[0]);
     torch::Tensor grad_norm_t;
-    if (cfg_.optim.grad_clip > 0) grad_norm_t = clip_grad_norm(trainable_, cfg_.optim.grad_clip, zero3_ ? comm_.get() : nullptr);
+    if (cfg_.optim.grad_clip > 0)
+      grad_norm_t = clip_grad_norm(trainable_, cfg_.optim.grad_clip, zero3_ ? comm_.get() : nullptr);
     if (zero3_) zero3_->drop_prefetch();  // never a gather of the shards from before this step
     optimizer_->step(lr);
 
