@@ -170,6 +170,14 @@ TEST(Distributed, ZeroThreeRefusesWhatItCannotShard) {
   EXPECT_NE(out.find("moves the weights itself (SAM)"), std::string::npos) << out;
   EXPECT_EQ(test::run_undo(common_args(dir + "/two", 2) + " --dist.zero 2", &out), 2) << out;
   EXPECT_NE(out.find("dist.zero"), std::string::npos) << out;
+  // A zero-3 run resumed with another model shape: refused by name, its checkpoint left as it was.
+  ASSERT_EQ(test::run_undo(common_args(dir + "/shape", 2) + " --dist.zero 3 --train.ckpt_every 1", &out), 0) << out;
+  const std::string before = read_file(dir + "/shape/ckpt/step_00000002.ckpt");
+  EXPECT_EQ(test::run_undo(common_args(dir + "/shape", 4) + " --dist.zero 3 --model.d_model 48 --resume", &out), 2)
+      << out;
+  EXPECT_NE(out.find("/shape"), std::string::npos) << out;
+  EXPECT_EQ(read_file(dir + "/shape/ckpt/step_00000002.ckpt"), before);
+  EXPECT_FALSE(std::filesystem::exists(dir + "/shape/ckpt/step_00000003.ckpt"));
   // An ordinary unlearning method shards: GradDiff at zero 3 runs.
   EXPECT_EQ(test::run_undo(unlearn + " --run-dir " + dir + "/graddiff --unlearn.method graddiff", &out), 0) << out;
 }
