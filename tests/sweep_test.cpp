@@ -498,6 +498,9 @@ TEST(Sweep, ShippedSpecsPlan) {
   // protocol also plans has the same id (so the ablation reuses it).
   Plan protocol = make_plan(read_sweep_spec("configs/protocol-arith-sweep.ini"), demo_out, UNDO_BINARY);
   Plan ablation = make_plan(read_sweep_spec("configs/ablation-kl-arith-sweep.ini"), demo_out, UNDO_BINARY);
+  // The language setting's two specs share one output too: the noise sweep reuses the methods sweep's models.
+  Plan lang_methods = make_plan(read_sweep_spec("configs/lang-en-ko-methods-sweep.ini"), demo_out, UNDO_BINARY);
+  Plan lang_noise = make_plan(read_sweep_spec("configs/lang-en-ko-noise-sweep.ini"), demo_out, UNDO_BINARY);
   std::filesystem::current_path(cwd);
   EXPECT_EQ(count_kind(protocol, "unlearn"), 3);
   EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3);
@@ -511,6 +514,14 @@ TEST(Sweep, ShippedSpecsPlan) {
   // students of that signal, and the attacks of those six models. The ablation's controls learn from its first
   // signal (top32), the protocol's from the default: not shared.
   EXPECT_EQ(shared, 1 + 2 + 1 + 1 + 3 + 6 * 5);
+  EXPECT_EQ(count_kind(lang_methods, "unlearn"), 3);
+  EXPECT_EQ(count_kind(lang_methods, "distill"), 2 * 3 + 3);
+  EXPECT_EQ(count_kind(lang_noise, "distill"), 5 * 3 + 3);  // alpha 1, and 0.8 and 0.5 at two betas
+  std::set<std::string> methods_dirs;
+  for (auto& j : lang_methods.jobs) methods_dirs.insert(j.dir);
+  int reused = 0;
+  for (auto& j : lang_noise.jobs) reused += int(j.kind == "distill" && methods_dirs.count(j.dir));
+  EXPECT_EQ(reused, 2 * 3 + 3);  // both students of the methods sweep and the controls
   EXPECT_EQ(count_kind(demo, "distill"), 3 + 1);  // + the distilled-base control
   EXPECT_EQ(count_kind(demo, "relearn"), 7 * 3);
   EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5);
