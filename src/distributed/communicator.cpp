@@ -250,37 +250,26 @@ void Communicator::allreduce_sum(torch::Tensor t, const std::string& what) {
   allreduce_sum_async(std::move(t), what).wait();
 }
 
-void Communicator::flat_collective(
+Communicator::Pending Communicator::flat_async(
     torch::Tensor out, torch::Tensor in, const std::string& what,
     const std::function<c10::intrusive_ptr<c10d::Work>(at::Tensor&, at::Tensor&)>& launch) {
-  // The backend takes contiguous tensors on its device; others go through a copy.
-  auto staged = [this](const torch::Tensor& t) {
-    return t.device() == device_ && t.is_contiguous() ? t : t.to(device_).contiguous();
-  };
-  auto o = staged(out), i = staged(in);
-  try {
-    Pending(launch(o, i), this, what).wait();
-  } catch (const std::exception& e) {
-    lost(what, e.what());
-  }
-  if (!o.is_same(out)) {
-    torch::NoGradGuard no_grad;
-    out.copy_(o);
-  }
-}
-
-Communicator::Pending Communicator::all_gather_async(torch::Tensor out, torch::Tensor in, const std::string& what) {
-  UNDO_CHECK(out.numel() == in.numel() * world(), what, ": all-gather of ", in.numel(), " into ", out.numel());
+  // The backend takes contiguous tensors on its device; others go through a
+  // copy there, and wait() copies the result back into `out`.
   const bool staged = out.device() != device_ || !out.is_contiguous();
   auto o = staged ? torch::empty(out.sizes(), out.options().device(device_)) : out;
   auto i = in.device() == device_ && in.is_contiguous() ? in : in.to(device_).contiguous();
   try {
-    Pending p(pg_->_allgather_base(o, i), this, what);  // the work keeps both tensors alive
+    Pending p(launch(o, i), this, what);  // the work keeps both tensors alive
     if (staged) p.staged_ = o, p.result_ = out;
     return p;
   } catch (const std::exception& e) {
     lost(what, e.what());
   }
+}
+
+Communicator::Pending Communicator::all_gather_async(torch::Tensor out, torch::Tensor in, const std::string& what) {
+  UNDO_CHECK(out.numel() == in.numel() * world(), what, ": all-gather of ", in.numel(), " into ", out.numel());
+  return flat_async(out, in, what, [this](at::Tensor& o, at::Tensor& i) { return pg_->_allgather_base(o, i); });
 }
 
 void Communicator::all_gather(torch::Tensor out, torch::Tensor in, const std::string& what) {
@@ -289,7 +278,8 @@ void Communicator::all_gather(torch::Tensor out, torch::Tensor in, const std::st
 
 void Communicator::reduce_scatter_sum(torch::Tensor out, torch::Tensor in, const std::string& what) {
   UNDO_CHECK(in.numel() == out.numel() * world(), what, ": reduce-scatter of ", in.numel(), " into ", out.numel());
-  flat_collective(out, in, what, [this](at::Tensor& o, at::Tensor& i) { return pg_->_reduce_scatter_base(o, i); });
+  flat_async(out, in, what, [this](at::Tensor& o, at::Tensor& i) { return pg_->_reduce_scatter_base(o, i); })
+      .wait();
 }
 
 double Communicator::sum(double value, const std::string& what) {

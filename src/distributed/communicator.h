@@ -81,9 +81,9 @@ class Communicator {
 
  private:
   std::string diagnose();
-  // A collective from `in` into `out` (flat, on the backend's device while it runs), waited for.
-  void flat_collective(torch::Tensor out, torch::Tensor in, const std::string& what,
-                       const std::function<c10::intrusive_ptr<c10d::Work>(at::Tensor&, at::Tensor&)>& launch);
+  // Launches a collective from `in` into `out` (flat; on the backend's device while it runs).
+  Pending flat_async(torch::Tensor out, torch::Tensor in, const std::string& what,
+                     const std::function<c10::intrusive_ptr<c10d::Work>(at::Tensor&, at::Tensor&)>& launch);
   void heartbeat_loop();
 
   DistConfig cfg_;

@@ -54,7 +54,11 @@ int64_t bytes_of(int64_t numel) { return numel * int64_t(sizeof(float)); }
 
 Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained)
     : model_(model.get()), comm_(std::move(comm)) {
-  if (comm_) world_ = comm_->world(), rank_ = comm_->rank();
+  if (comm_) {
+    world_ = comm_->world(), rank_ = comm_->rank();
+    torch::NoGradGuard no_grad;
+    comm_->broadcast(model_->parameters(), 0);  // every rank cuts its shard from rank 0's weights
+  }
   std::vector<std::pair<std::string, torch::nn::Module*>> parts = {{"embed", model_->embed.ptr().get()}};
   for (size_t i = 0; i < model_->layers->size(); ++i)
     parts.emplace_back("layers." + std::to_string(i), model_->layers[i].get());
@@ -310,10 +314,6 @@ int64_t Zero3::largest_unit_bytes() const {
 }
 
 void shard_frozen(Transformer& model, std::shared_ptr<Communicator> comm) {
-  if (comm) {  // the shards are cut from rank 0's weights
-    torch::NoGradGuard no_grad;
-    comm->broadcast(model->parameters(), 0);
-  }
   model->eval();
   model->runner = std::make_shared<Zero3>(model, std::move(comm), /*trained=*/false);
 }

@@ -33,8 +33,8 @@ namespace undo {
 
 class Zero3 : public UnitRunner {
  public:
-  // Takes `model`'s current parameters (equal on every rank: broadcast them
-  // first) as the shards and empties the model's own tensors. `comm` null is
+  // Collective: takes rank 0's parameters of `model` (broadcast here) as the
+  // shards and empties the model's own tensors. `comm` null is
   // a world of one (the shard is the whole unit). `trained`: the shards take
   // gradients. Throws InputError naming dist.zero when a unit has fewer
   // parameters than there are ranks.
