@@ -28,7 +28,8 @@ const std::map<std::string, Command>& commands() {
       {"sweep", {undo::stage_sweep, "sweep plan|run|status|collect --spec FILE --out DIR: the grid as a job graph, local or Slurm"}},
       {"report", {undo::stage_report, "report DIR: relearning curves and compute-vs-robustness plots (SVG, PNG) + Markdown"}},
       {"eval", {undo::stage_eval, "evaluate a checkpoint (retain/forget CE, arithmetic accuracy)"}},
-      {"export", {undo::stage_export, "export a checkpoint's weights (--format safetensors)"}},
+      {"export", {undo::stage_export, "export a checkpoint: --format hf (a Hugging Face model directory) | safetensors"}},
+      {"import", {undo::stage_import, "import --from-hf DIR: a Hugging Face Llama/Qwen2/Gemma/Gemma-2 model as a checkpoint"}},
   };
   return c;
 }

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <iostream>
@@ -25,8 +26,12 @@ int stage_distill(int argc, const char* const* argv) {
   CheckpointMeta teacher_meta;
   Transformer teacher = load_model(teacher_path, &teacher_meta);
   const auto& d = cfg.distill;
-  // A noised student is the teacher's architecture; a random one may be any (model.* keys).
-  if (d.init == "noised") cfg.model = teacher_meta.model;
+  // A noised student is the teacher's architecture; a random one may be any
+  // (model.* keys), and is the teacher's where no model key is given (an
+  // imported Llama teacher gets a fresh Llama student, not undo's default).
+  const bool model_keys_given = std::any_of(cfg.origin.begin(), cfg.origin.end(),
+                                            [](const auto& o) { return o.first.rfind("model.", 0) == 0; });
+  if (d.init == "noised" || !model_keys_given) cfg.model = teacher_meta.model;
   UNDO_INPUT_CHECK(cfg.model.vocab_size == 0 || cfg.model.vocab_size == teacher_meta.model.vocab_size,
                    "model.vocab_size = ", cfg.model.vocab_size, " differs from the teacher's ",
                    teacher_meta.model.vocab_size);

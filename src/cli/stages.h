@@ -17,6 +17,7 @@ int stage_sweep(int argc, const char* const* argv);
 int stage_report(int argc, const char* const* argv);
 int stage_eval(int argc, const char* const* argv);
 int stage_export(int argc, const char* const* argv);
+int stage_import(int argc, const char* const* argv);  // a Hugging Face model as a checkpoint
 
 // Shared set-up of the training stages: resolves model.vocab_size from the
 // vocabulary in data.dir, joins the job's ranks (when launched on several),

@@ -114,14 +114,40 @@ void describe_into(Config& c, Registry& r) {
   r.add("model.vocab_size", &c.model.vocab_size, "vocabulary size (0 = the tokenizer's)", in_range(0, 1 << 24))
       .add("model.d_model", &c.model.d_model, "residual width", in_range(1, 1 << 16))
       .add("model.n_layers", &c.model.n_layers, "transformer blocks", in_range(1, 4096))
-      .add("model.n_heads", &c.model.n_heads, "attention heads (must divide d_model)", in_range(1, 4096))
-      .add("model.d_ff", &c.model.d_ff, "GeGLU hidden width", in_range(1, 1 << 20))
+      .add("model.n_heads", &c.model.n_heads, "attention (query) heads", in_range(1, 4096))
+      .add("model.n_kv_heads", &c.model.n_kv_heads,
+           "key/value heads, dividing n_heads (grouped-query attention; 0 = n_heads)", in_range(0, 4096))
+      .add("model.head_dim", &c.model.head_dim, "width of a head, even (0 = d_model / n_heads)", in_range(0, 1 << 16))
+      .add("model.d_ff", &c.model.d_ff, "gated MLP hidden width", in_range(1, 1 << 20))
       .add("model.seq_len", &c.model.seq_len, "tokens per training window", in_range(2, 1 << 20))
       .add("model.softcap", &c.model.softcap, "logit soft-cap (0 = off)", in_range(0.0, 1e6))
+      .add("model.attn_softcap", &c.model.attn_softcap, "attention score soft-cap (Gemma-2; 0 = off)",
+           in_range(0.0, 1e6))
+      .add("model.query_scale", &c.model.query_scale,
+           "scores scaled by its -1/2 power (Gemma-2's query_pre_attn_scalar; 0 = head_dim)", in_range(0.0, 1e9))
       .add("model.rope_theta", &c.model.rope_theta, "rotary base", in_range(1.0, 1e12))
+      .add("model.rope_scaling", &c.model.rope_scaling,
+           "rotary scaling: none | linear:FACTOR | llama3:FACTOR:LOW:HIGH:ORIGINAL_POSITIONS",
+           std::function<std::string(const std::string&)>([](const std::string& v) {
+             try {
+               parse_rope_scaling(v);
+               return std::string();
+             } catch (const InputError& e) {
+               return std::string(e.what());
+             }
+           }))
       .add("model.norm_eps", &c.model.norm_eps, "RMSNorm epsilon", in_range(1e-12, 1e-2))
-      .add("model.gelu", &c.model.gelu, "GeGLU activation: erf (exact) | tanh (Gemma's approximation)",
-           one_of({"erf", "tanh"}));
+      .add("model.activation", &c.model.activation,
+           "gated MLP activation: gelu (exact, erf) | gelu_tanh (Gemma's) | silu (Llama's SwiGLU)",
+           one_of({"gelu", "gelu_tanh", "silu"}))
+      .add("model.tied_embeddings", &c.model.tied_embeddings, "the output head is the embedding matrix")
+      .add("model.embed_scale", &c.model.embed_scale, "embeddings scaled by sqrt(d_model) (Gemma)")
+      .add("model.qkv_bias", &c.model.qkv_bias, "biases on the query, key and value projections (Qwen2)")
+      .add("model.post_norms", &c.model.post_norms, "norms after attention and the MLP as well (Gemma-2)")
+      .add("model.sliding_window", &c.model.sliding_window,
+           "positions a query reaches back, itself included (0 = all)", in_range(0, 1 << 24))
+      .add("model.full_attention_every", &c.model.full_attention_every,
+           "with a window, layers k-1, 2k-1, ... attend fully (Gemma-2: 2; 0 = none)", in_range(0, 4096));
   r.add("data.dir", &c.data.dir, "prepared data directory", non_empty())
       .add("data.base_mix", &c.data.base_mix, "base model pretraining mix", valid_mix("data.base_mix"))
       .add("data.oracle_mix", &c.data.oracle_mix, "oracle pretraining mix (retain only)",
@@ -144,6 +170,8 @@ void describe_into(Config& c, Registry& r) {
       .add("data.forget_dirs", &c.data.forget_dirs, "prepare (lang): extra plain-text forget-language dirs (comma list)")
       .add("data.tokenizer_vocab", &c.data.tokenizer_vocab, "prepare: sentencepiece vocab size",
            at_least(300))
+      .add("data.tokenizer", &c.data.tokenizer,
+           "prepare: a model's tokenizer (HF model dir, tokenizer.json or tokenizer.model; empty = train one)")
       .add("data.val_fraction", &c.data.val_fraction, "prepare: share of documents held out",
            in_range(0.001, 0.5))
       .add("data.arith_problems", &c.data.arith_problems, "prepare: training problems per operation",
@@ -235,11 +263,17 @@ void describe_into(Config& c, Registry& r) {
 }
 
 
-// d_model must split into n_heads even-sized heads (rotary pairs): "" or why not.
+// Heads must be even-sized (rotary pairs), made of d_model unless head_dim
+// says otherwise, and the key/value heads must divide the query heads: "" or why not.
 std::string heads_problem(const ModelConfig& m) {
-  if (m.d_model % m.n_heads == 0 && (m.d_model / m.n_heads) % 2 == 0) return "";
-  return "model.d_model = " + std::to_string(m.d_model) + " must be a multiple of 2 x model.n_heads = " +
-         std::to_string(m.n_heads);
+  if (m.head_dim == 0 && !(m.d_model % m.n_heads == 0 && (m.d_model / m.n_heads) % 2 == 0))
+    return "model.d_model = " + std::to_string(m.d_model) + " must be a multiple of 2 x model.n_heads = " +
+           std::to_string(m.n_heads) + " (or give model.head_dim)";
+  if (m.head_dim % 2 != 0) return "model.head_dim = " + std::to_string(m.head_dim) + " must be even";
+  if (m.n_heads % m.kv_heads() != 0)
+    return "model.n_kv_heads = " + std::to_string(m.n_kv_heads) + " must divide model.n_heads = " +
+           std::to_string(m.n_heads);
+  return "";
 }
 
 void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string, std::string>& origin,
@@ -298,6 +332,35 @@ std::string printable(const std::string& v) {
     }
   }
   return out;
+}
+
+RopeScaling parse_rope_scaling(const std::string& text) {
+  RopeScaling r;
+  auto parts = split_list(text, ':');
+  auto bad = [&](const std::string& why) -> InputError {
+    return InputError("model.rope_scaling = '" + printable(text) + "': " + why);
+  };
+  if (parts.empty()) throw bad("empty (none, linear:FACTOR or llama3:FACTOR:LOW:HIGH:ORIGINAL_POSITIONS)");
+  r.type = parts[0];
+  auto real = [&](size_t i, const char* what) {
+    double v = parse_real("model.rope_scaling's " + std::string(what), parts[i], 0.0);
+    if (!(v > 0)) throw bad(std::string(what) + " must be > 0");
+    return v;
+  };
+  if (r.type == "none" && parts.size() == 1) return r;
+  if (r.type == "linear" && parts.size() == 2) {
+    r.factor = real(1, "factor");
+    return r;
+  }
+  if (r.type == "llama3" && parts.size() == 5) {
+    r.factor = real(1, "factor");
+    r.low_freq_factor = real(2, "low_freq_factor");
+    r.high_freq_factor = real(3, "high_freq_factor");
+    if (r.high_freq_factor <= r.low_freq_factor) throw bad("high_freq_factor must exceed low_freq_factor");
+    r.original_positions = parse_integer("model.rope_scaling's original positions", parts[4], 1, 1 << 30);
+    return r;
+  }
+  throw bad("not none, linear:FACTOR or llama3:FACTOR:LOW:HIGH:ORIGINAL_POSITIONS");
 }
 
 std::string model_config_problem(const ModelConfig& model) {

@@ -25,15 +25,44 @@ struct ModelConfig {
   int d_model = 64;
   int n_layers = 2;
   int n_heads = 4;
-  int d_ff = 256;       // hidden width of the GeGLU MLP
+  int n_kv_heads = 0;   // key/value heads (grouped-query attention); 0 = n_heads
+  int head_dim = 0;     // width of a head; 0 = d_model / n_heads
+  int d_ff = 256;       // hidden width of the gated MLP
   int seq_len = 64;
   double softcap = 0;   // 0 = no logit soft-capping
+  double attn_softcap = 0;  // attention scores soft-capped (Gemma-2); 0 = off
+  double query_scale = 0;   // scores scaled by query_scale^-1/2 (Gemma-2's query_pre_attn_scalar); 0 = head_dim
   double rope_theta = 10000;
+  std::string rope_scaling = "none";  // none | linear:FACTOR | llama3:FACTOR:LOW:HIGH:ORIGINAL_POSITIONS
   double norm_eps = 1e-6;
-  // GeGLU activation: exact (erf) or Gemma's tanh approximation. erf is the
-  // default because LibTorch 1.13's bf16 tanh-GELU CPU kernel is 10x slower.
-  std::string gelu = "erf";
+  // The gated MLP's activation: exact GELU (erf), Gemma's tanh approximation,
+  // or SiLU (Llama's SwiGLU). gelu is the default because LibTorch 1.13's bf16
+  // tanh-GELU CPU kernel was 10x slower.
+  std::string activation = "gelu";  // gelu | gelu_tanh | silu
+  bool tied_embeddings = true;  // the output head is the embedding (else its own matrix)
+  bool embed_scale = true;      // embeddings multiplied by sqrt(d_model) on the way in (Gemma)
+  bool qkv_bias = false;        // biases on the query, key and value projections (Qwen2)
+  bool post_norms = false;      // norms after attention and after the MLP too (Gemma-2)
+  int sliding_window = 0;       // attention reaches this many positions back, itself included; 0 = all
+  int full_attention_every = 0; // with a window: layers k-1, 2k-1, ... attend fully (Gemma-2: 2); 0 = none
+
+  int kv_heads() const { return n_kv_heads > 0 ? n_kv_heads : n_heads; }
+  int head_size() const { return head_dim > 0 ? head_dim : d_model / n_heads; }
+  // Whether layer `i` attends through the sliding window.
+  bool layer_slides(int i) const {
+    return sliding_window > 0 && !(full_attention_every > 0 && (i + 1) % full_attention_every == 0);
+  }
 };
+
+// model.rope_scaling parsed: how rotary frequencies are stretched for long
+// contexts (transformers' "linear" and "llama3" rope types).
+struct RopeScaling {
+  std::string type = "none";  // none | linear | llama3
+  double factor = 1, low_freq_factor = 1, high_freq_factor = 4;
+  int64_t original_positions = 0;
+};
+// Throws InputError naming model.rope_scaling and what is wrong.
+RopeScaling parse_rope_scaling(const std::string& text);
 
 struct DataConfig {
   std::string dir = "data/prepared/tiny";  // prepared data: tokenizer, shards, manifest
@@ -59,6 +88,9 @@ struct DataConfig {
       "installation-guide-amd64/usr/share/doc/installation-guide-amd64/ko,debian-faq-ko/usr/share/doc/debian/FAQ/ko";
   std::string forget_dirs = "";
   int tokenizer_vocab = 1024;
+  // A model's own tokenizer (a Hugging Face model directory, a tokenizer.json
+  // or a sentencepiece tokenizer.model); "" = train undo's sentencepiece on the corpus.
+  std::string tokenizer = "";
   double val_fraction = 0.05;
   int arith_problems = 20000;       // training problems per operation
   int64_t max_text_bytes = 0;       // 0 = all; caps each language's text (for quick presets)

@@ -68,6 +68,7 @@ std::string read_file(const std::string& path) {
 }
 
 bool file_exists(const std::string& path) { return std::filesystem::exists(path); }
+bool is_directory(const std::string& path) { return std::filesystem::is_directory(path); }
 
 void make_dirs(const std::string& path) {
   std::error_code ec;

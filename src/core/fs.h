@@ -15,6 +15,7 @@ void write_file_atomic(const std::string& path, std::string_view bytes);
 int create_exclusive(const std::string& prefix, std::string* path);
 std::string read_file(const std::string& path);
 bool file_exists(const std::string& path);
+bool is_directory(const std::string& path);
 void make_dirs(const std::string& path);
 std::string join_path(const std::string& a, const std::string& b);
 

@@ -31,7 +31,13 @@ std::string prepared_data_problem(const std::string& dir, bool shards) {
   } catch (const std::exception& e) {
     return e.what();
   }
-  for (auto [file, key] : {std::pair{"tokenizer.model", "tokenizer_sha256"}, {"vocab.bin", "vocab_sha256"}}) {
+  // The tokenizer the data was prepared with: undo's own or a model's sentencepiece
+  // tokenizer.model, or a model's tokenizer.json.
+  const std::string tokenizer = string_field(manifest, "tokenizer");
+  if (tokenizer != "tokenizer.model" && tokenizer != "tokenizer.json")
+    return "'" + manifest_path + "' is not an undo preparation manifest (its tokenizer, \"" + tokenizer +
+           "\", is neither tokenizer.model nor tokenizer.json)";
+  for (auto [file, key] : {std::pair{tokenizer.c_str(), "tokenizer_sha256"}, {"vocab.bin", "vocab_sha256"}}) {
     std::string recorded = string_field(manifest, key);
     if (recorded.size() != 64)
       return "'" + manifest_path + "' is not an undo preparation manifest (no " + key + ")";

@@ -1,5 +1,7 @@
 #include "distributed/zero3.h"
 
+#include <algorithm>
+
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 
@@ -63,6 +65,7 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
   for (size_t i = 0; i < model_->layers->size(); ++i)
     parts.emplace_back("layers." + std::to_string(i), model_->layers[i].get());
   parts.emplace_back("final_norm", model_->final_norm.ptr().get());
+  if (model_->lm_head) parts.emplace_back("lm_head", model_->lm_head.ptr().get());
   torch::NoGradGuard no_grad;
   for (auto& [name, module] : parts) {
     Unit u;
@@ -90,6 +93,10 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
   }
   for (auto& u : units_) release(u);
   peak_gathered_bytes_ = 0;  // the model was whole until now: the count starts here
+  const size_t blocks = model_->layers->size(), norm = blocks + 1;
+  for (size_t k = 0; k <= norm; ++k) forward_order_.push_back(k);
+  forward_order_.push_back(model_->lm_head ? norm + 1 : 0);
+  backward_order_.assign(forward_order_.rbegin(), forward_order_.rend());
 }
 
 Zero3::~Zero3() {
@@ -113,21 +120,18 @@ torch::Tensor Zero3::gathered_flat(Unit& u, const torch::Tensor& shard) {
 }
 
 std::optional<size_t> Zero3::next_unit(size_t k, Pass pass) {
-  const size_t n = units_.size(), norm = n - 1;  // 0: embedding, 1..n-2: blocks, n-1: final norm
-  if (pass == Pass::forward) {
-    const bool head = k == 0 && last_forward_ == norm;
-    last_forward_ = head ? std::nullopt : std::optional<size_t>(k);
-    if (head) return std::nullopt;  // the pass ends
-    return k == norm ? 0 : k + 1;
+  if (pass == Pass::other) return std::nullopt;
+  const auto& order = pass == Pass::forward ? forward_order_ : backward_order_;
+  size_t& at = pass == Pass::forward ? forward_at_ : backward_at_;
+  // The call is where the pass was expected to be; if not (a pass cut short,
+  // as by an evaluation's hidden states), a new pass starts at k's first place.
+  if (at >= order.size() || order[at] != k)
+    at = size_t(std::find(order.begin(), order.end(), k) - order.begin());
+  if (++at >= order.size()) {
+    at = 0;
+    return std::nullopt;  // the pass ends
   }
-  if (pass == Pass::backward) {
-    const bool head = k == 0 && !last_backward_;
-    const bool input = k == 0 && !head;
-    last_backward_ = input ? std::nullopt : std::optional<size_t>(k);
-    if (input) return std::nullopt;  // the pass ends
-    return head ? norm : k - 1;
-  }
-  return std::nullopt;
+  return order[at];
 }
 
 void Zero3::drop_prefetch() {

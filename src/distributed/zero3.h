@@ -99,8 +99,9 @@ class Zero3 : public UnitRunner {
   void release(Unit& u);
   torch::Tensor gathered_flat(Unit& u, const torch::Tensor& shard);
   // The unit a pass runs after unit k, if any. Forward: the embedding, the
-  // blocks, the final norm, the embedding again (the tied head). Backward: the
-  // reverse. Every rank predicts alike, so their collectives stay in step.
+  // blocks, the final norm, the head (the embedding again where it is tied).
+  // Backward: the reverse. Every rank predicts alike, so their collectives
+  // stay in step.
   std::optional<size_t> next_unit(size_t k, Pass pass);
   void count_gathered();
 
@@ -110,7 +111,10 @@ class Zero3 : public UnitRunner {
     Communicator::Pending pending;
   };
   std::optional<Prefetch> prefetch_;
-  std::optional<size_t> last_forward_, last_backward_;  // within the current pass
+  // The units in the order each pass calls them (a tied embedding twice), and
+  // where in it the current pass is.
+  std::vector<size_t> forward_order_, backward_order_;
+  size_t forward_at_ = 0, backward_at_ = 0;
   int64_t prefetch_hits_ = 0;
 
   TransformerImpl* model_;  // not owned: the model owns its runner (no cycle that would outlive MPI)

@@ -22,7 +22,12 @@ std::string checkpoint_meta_text(const CheckpointMeta& m, const std::string& lib
   os << "stage=" << m.stage << "\nstep=" << m.step << "\nvocab_size=" << c.vocab_size << "\nd_model=" << c.d_model
      << "\nn_layers=" << c.n_layers << "\nn_heads=" << c.n_heads << "\nd_ff=" << c.d_ff << "\nseq_len=" << c.seq_len
      << "\nsoftcap=" << format_double(c.softcap) << "\nrope_theta=" << format_double(c.rope_theta)
-     << "\nnorm_eps=" << format_double(c.norm_eps) << "\ngelu=" << c.gelu
+     << "\nnorm_eps=" << format_double(c.norm_eps) << "\nactivation=" << c.activation
+     << "\nn_kv_heads=" << c.n_kv_heads << "\nhead_dim=" << c.head_dim
+     << "\nattn_softcap=" << format_double(c.attn_softcap) << "\nquery_scale=" << format_double(c.query_scale)
+     << "\nrope_scaling=" << c.rope_scaling << "\ntied_embeddings=" << c.tied_embeddings
+     << "\nembed_scale=" << c.embed_scale << "\nqkv_bias=" << c.qkv_bias << "\npost_norms=" << c.post_norms
+     << "\nsliding_window=" << c.sliding_window << "\nfull_attention_every=" << c.full_attention_every
      << "\nlibtorch=" << (m.libtorch.empty() ? libtorch : m.libtorch) << "\n";
   for (auto& [k, v] : m.extra) os << "x." << k << "=" << v << "\n";
   return os.str();
@@ -70,7 +75,25 @@ CheckpointMeta parse_checkpoint_meta(const std::string& text, const std::string&
   m.model.softcap = real("softcap");
   m.model.rope_theta = real("rope_theta");
   m.model.norm_eps = real("norm_eps");
-  m.model.gelu = get("gelu");
+  // Keys of the model family came later: a checkpoint without them holds
+  // undo's own Gemma-style model, whose activation was stored as gelu=erf|tanh.
+  auto has = [&](const char* k) { return kv.count(k) > 0; };
+  if (has("activation")) m.model.activation = get("activation");
+  else m.model.activation = get("gelu") == "tanh" ? "gelu_tanh" : get("gelu") == "erf" ? "gelu" : get("gelu");
+  if (has("n_kv_heads")) {
+    m.model.n_kv_heads = int(integer("n_kv_heads", 0, kMax));
+    m.model.head_dim = int(integer("head_dim", 0, kMax));
+    m.model.attn_softcap = real("attn_softcap");
+    m.model.query_scale = real("query_scale");
+    m.model.rope_scaling = get("rope_scaling");
+    auto flag = [&](const char* k) { return integer(k, 0, 1) == 1; };
+    m.model.tied_embeddings = flag("tied_embeddings");
+    m.model.embed_scale = flag("embed_scale");
+    m.model.qkv_bias = flag("qkv_bias");
+    m.model.post_norms = flag("post_norms");
+    m.model.sliding_window = int(integer("sliding_window", 0, kMax));
+    m.model.full_attention_every = int(integer("full_attention_every", 0, kMax));
+  }
   auto problem = model_config_problem(m.model);
   UNDO_INPUT_CHECK(problem.empty(), "checkpoint '", path, "' describes an impossible model: ", problem);
   if (kv.count("libtorch")) m.libtorch = kv["libtorch"];

@@ -17,7 +17,9 @@ torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
 }
 
 namespace {
-torch::nn::Linear linear(int in, int out) { return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(false)); }
+torch::nn::Linear linear(int in, int out, bool bias = false) {
+  return torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias));
+}
 
 // Rotates pairs (x[..., :h/2], x[..., h/2:]) by the position's angles.
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
@@ -25,71 +27,112 @@ torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const
   auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
 }
+
+// Rotary inverse frequencies of a head of `dim`, stretched as model.rope_scaling
+// says (transformers' linear and llama3 rope types, computed alike).
+torch::Tensor rope_inv_freq(const ModelConfig& cfg, int dim) {
+  auto inv_freq = torch::pow(cfg.rope_theta, -torch::arange(0, dim, 2, torch::kDouble) / dim);
+  const RopeScaling r = parse_rope_scaling(cfg.rope_scaling);
+  if (r.type == "linear") return inv_freq / r.factor;
+  if (r.type != "llama3") return inv_freq;
+  // Long wavelengths are divided by the factor, short ones kept, and those
+  // between blended smoothly.
+  const double old_len = double(r.original_positions);
+  const double low_wavelen = old_len / r.low_freq_factor, high_wavelen = old_len / r.high_freq_factor;
+  auto wavelen = 2 * M_PI / inv_freq;
+  auto scaled = torch::where(wavelen > low_wavelen, inv_freq / r.factor, inv_freq);
+  auto smooth = (old_len / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+  auto smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+  auto medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+  return torch::where(medium, smoothed, scaled);
+}
 }  // namespace
 
-AttentionImpl::AttentionImpl(const ModelConfig& cfg)
-    : n_heads(cfg.n_heads), head_dim(cfg.d_model / cfg.n_heads) {
-  wq = register_module("wq", linear(cfg.d_model, cfg.d_model));
-  wk = register_module("wk", linear(cfg.d_model, cfg.d_model));
-  wv = register_module("wv", linear(cfg.d_model, cfg.d_model));
-  wo = register_module("wo", linear(cfg.d_model, cfg.d_model));
+AttentionImpl::AttentionImpl(const ModelConfig& cfg, int layer)
+    : n_heads(cfg.n_heads),
+      n_kv_heads(cfg.kv_heads()),
+      head_dim(cfg.head_size()),
+      scale(1.0 / std::sqrt(cfg.query_scale > 0 ? cfg.query_scale : double(cfg.head_size()))),
+      softcap(cfg.attn_softcap),
+      window(cfg.layer_slides(layer) ? cfg.sliding_window : 0) {
+  wq = register_module("wq", linear(cfg.d_model, n_heads * head_dim, cfg.qkv_bias));
+  wk = register_module("wk", linear(cfg.d_model, n_kv_heads * head_dim, cfg.qkv_bias));
+  wv = register_module("wv", linear(cfg.d_model, n_kv_heads * head_dim, cfg.qkv_bias));
+  wo = register_module("wo", linear(n_heads * head_dim, cfg.d_model));
 }
 
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   auto B = x.size(0), T = x.size(1);
-  auto shape = [&](torch::Tensor t) { return t.view({B, T, n_heads, head_dim}).transpose(1, 2); };
-  auto q = apply_rope(shape(wq(x)), cos, sin);
-  auto k = apply_rope(shape(wk(x)), cos, sin);
-  auto v = shape(wv(x));
+  auto shape = [&](torch::Tensor t, int heads) { return t.view({B, T, heads, head_dim}).transpose(1, 2); };
+  auto q = apply_rope(shape(wq(x), n_heads), cos, sin);
+  auto k = apply_rope(shape(wk(x), n_kv_heads), cos, sin);
+  auto v = shape(wv(x), n_kv_heads);
+  if (n_kv_heads != n_heads) {  // grouped-query: key/value head j serves query heads j*g .. j*g+g-1
+    k = k.repeat_interleave(n_heads / n_kv_heads, 1);
+    v = v.repeat_interleave(n_heads / n_kv_heads, 1);
+  }
   // On GPUs, scaled-dot-product attention: flash kernels, never a [T, T] score
-  // matrix in memory. On CPUs the same arithmetic spelled out is faster at our
-  // sizes (LibTorch 2.11, 2 cores, bf16, T 128: 17% more tokens/s than its
-  // fused CPU kernel; docs/PERFORMANCE.md), so CPUs take the matrix products.
-  auto out = x.is_cuda() ? torch::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                               /*is_causal=*/true)
-                         : masked_softmax_attention(q, k, v);
+  // matrix in memory (it has no soft-cap or window, which take the written-out
+  // path). On CPUs the same arithmetic spelled out is faster at our sizes
+  // (LibTorch 2.11, 2 cores, bf16, T 128: 17% more tokens/s than its fused CPU
+  // kernel; docs/PERFORMANCE.md), so CPUs take the matrix products.
+  auto out = x.is_cuda() && softcap == 0 && window == 0
+                 ? torch::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                       /*is_causal=*/true, scale)
+                 : masked_softmax_attention(q, k, v, scale, softcap, window);
   return wo(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
 }
 
-torch::Tensor masked_softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+torch::Tensor masked_softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                       double scale, double softcap, int window) {
   auto T = q.size(-2);
-  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (1.0 / std::sqrt(double(q.size(-1))));
+  auto scores = torch::matmul(q, k.transpose(-2, -1)) * (scale > 0 ? scale : 1.0 / std::sqrt(double(q.size(-1))));
+  if (softcap > 0) scores = torch::tanh(scores / softcap) * softcap;
   auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
+  // Query i sees keys j with i - window < j <= i.
+  if (window > 0) mask = mask.logical_or(torch::ones_like(mask).tril(-window));
   scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
   return torch::matmul(torch::softmax(scores.to(torch::kFloat), -1).to(v.scalar_type()), v);
 }
 
-MlpImpl::MlpImpl(int d_model, int d_ff, std::string gelu_) : gelu(gelu_ == "tanh" ? "tanh" : "none") {
+MlpImpl::MlpImpl(int d_model, int d_ff, const std::string& activation_) : activation(activation_) {
   gate = register_module("gate", linear(d_model, d_ff));
   up = register_module("up", linear(d_model, d_ff));
   down = register_module("down", linear(d_ff, d_model));
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  return down(torch::gelu(gate(x), gelu) * up(x));
+  auto g = gate(x);
+  g = activation == "silu" ? torch::silu(g) : torch::gelu(g, activation == "gelu_tanh" ? "tanh" : "none");
+  return down(g * up(x));
 }
 
-BlockImpl::BlockImpl(const ModelConfig& cfg) {
+BlockImpl::BlockImpl(const ModelConfig& cfg, int layer) {
   attn_norm = register_module("attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  attn = register_module("attn", Attention(cfg));
+  attn = register_module("attn", Attention(cfg, layer));
   mlp_norm = register_module("mlp_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  mlp = register_module("mlp", Mlp(cfg.d_model, cfg.d_ff, cfg.gelu));
+  mlp = register_module("mlp", Mlp(cfg.d_model, cfg.d_ff, cfg.activation));
+  if (cfg.post_norms) {
+    post_attn_norm = register_module("post_attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+    post_mlp_norm = register_module("post_mlp_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  }
 }
 
 torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
-  auto h = x + attn(attn_norm(x), cos, sin);
-  return h + mlp(mlp_norm(h));
+  auto a = attn(attn_norm(x), cos, sin);
+  auto h = x + (post_attn_norm ? post_attn_norm(a) : a);
+  auto m = mlp(mlp_norm(h));
+  return h + (post_mlp_norm ? post_mlp_norm(m) : m);
 }
 
 TransformerImpl::TransformerImpl(const ModelConfig& c) : cfg(c) {
   UNDO_CHECK(cfg.vocab_size > 0, "model.vocab_size must be resolved before building the model");
   embed = register_module("embed", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int i = 0; i < cfg.n_layers; ++i) layers->push_back(Block(cfg));
+  for (int i = 0; i < cfg.n_layers; ++i) layers->push_back(Block(cfg, i));
   final_norm = register_module("final_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  int hd = cfg.d_model / cfg.n_heads;
-  auto inv_freq = torch::pow(cfg.rope_theta, -torch::arange(0, hd, 2, torch::kDouble) / hd);
-  auto angles = torch::outer(torch::arange(cfg.seq_len, torch::kDouble), inv_freq);
+  if (!cfg.tied_embeddings) lm_head = register_module("lm_head", linear(cfg.d_model, cfg.vocab_size));
+  auto angles = torch::outer(torch::arange(cfg.seq_len, torch::kDouble), rope_inv_freq(cfg, cfg.head_size()));
   rope_cos = register_buffer("rope_cos", angles.cos().to(torch::kFloat));
   rope_sin = register_buffer("rope_sin", angles.sin().to(torch::kFloat));
 }
@@ -101,7 +144,8 @@ torch::Tensor TransformerImpl::through(torch::nn::Module& unit,
 }
 
 torch::Tensor TransformerImpl::embed_tokens(const torch::Tensor& tokens) {
-  // Gemma scales the tied embedding by sqrt(d) on the way in.
+  if (!cfg.embed_scale) return through(*embed, [this](const torch::Tensor& t) { return embed(t); }, tokens);
+  // Gemma scales the embedding by sqrt(d) on the way in.
   const double scale = std::sqrt(double(cfg.d_model));
   return through(*embed, [this, scale](const torch::Tensor& t) { return embed(t) * scale; }, tokens);
 }
@@ -115,12 +159,12 @@ torch::Tensor TransformerImpl::block(size_t i, const torch::Tensor& x) {
 
 torch::Tensor TransformerImpl::output_logits(const torch::Tensor& x) {
   auto normed = through(*final_norm, [this](const torch::Tensor& h) { return final_norm(h); }, x);
-  return through(*embed,
-                 [this](const torch::Tensor& h) {
-                   auto logits = torch::matmul(h, embed->weight.t()).to(torch::kFloat);
-                   if (cfg.softcap > 0) logits = torch::tanh(logits / cfg.softcap) * cfg.softcap;
-                   return logits;
-                 },
+  auto cap = [this](torch::Tensor logits) {
+    logits = logits.to(torch::kFloat);
+    return cfg.softcap > 0 ? torch::tanh(logits / cfg.softcap) * cfg.softcap : logits;
+  };
+  if (lm_head) return through(*lm_head, [this, cap](const torch::Tensor& h) { return cap(lm_head(h)); }, normed);
+  return through(*embed, [this, cap](const torch::Tensor& h) { return cap(torch::matmul(h, embed->weight.t())); },
                  normed);
 }
 
@@ -150,7 +194,7 @@ void TransformerImpl::init_weights(uint64_t seed) {
     auto& name = item.key();
     auto& p = item.value();
     if (p.dim() == 1) {
-      p.zero_();
+      p.zero_();  // norm scales (stored as scale - 1) and biases
     } else {
       bool out_proj = name.find("attn.wo") != std::string::npos || name.find("mlp.down") != std::string::npos;
       p.normal_(0.0, out_proj ? out_std : 0.02, gen);
@@ -166,7 +210,8 @@ int64_t TransformerImpl::num_params() {
 
 double TransformerImpl::forward_flops_per_token() const {
   double d = cfg.d_model, f = cfg.d_ff, T = cfg.seq_len;
-  double per_layer = 2 * (4 * d * d) + 2 * (3 * d * f) + 2 * 2 * T * d;  // projections, MLP, attention
+  double q = double(cfg.n_heads) * cfg.head_size(), kv = double(cfg.kv_heads()) * cfg.head_size();
+  double per_layer = 2 * (2 * d * q + 2 * d * kv) + 2 * (3 * d * f) + 2 * 2 * T * q;  // projections, MLP, attention
   return cfg.n_layers * per_layer + 2 * d * cfg.vocab_size;
 }
 

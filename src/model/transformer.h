@@ -1,5 +1,10 @@
-// The model definition, apart from how it is trained or parallelised:
-// a decoder-only Gemma-style language model.
+// The model definition, apart from how it is trained or parallelised: a
+// decoder-only transformer of the Llama / Gemma kind. The defaults are undo's
+// own Gemma-style demo model; model.* keys select the rest of the family
+// (grouped-query attention, SiLU or GELU gates, untied heads, Qwen2's biases,
+// Gemma-2's post-norms, soft-caps and sliding windows, scaled rotary
+// frequencies), which is what Hugging Face Llama, Qwen2, Gemma and Gemma-2
+// checkpoints need (model/hf_checkpoint.h maps their tensors onto these).
 #pragma once
 #include <torch/torch.h>
 
@@ -21,30 +26,37 @@ struct RMSNormImpl : torch::nn::Module {
 TORCH_MODULE(RMSNorm);
 
 struct AttentionImpl : torch::nn::Module {
-  AttentionImpl(const ModelConfig& cfg);
+  AttentionImpl(const ModelConfig& cfg, int layer);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   torch::nn::Linear wq{nullptr}, wk{nullptr}, wv{nullptr}, wo{nullptr};
-  int n_heads, head_dim;
+  int n_heads, n_kv_heads, head_dim;
+  double scale, softcap;
+  int window;  // 0: this layer attends to every earlier position
 };
 TORCH_MODULE(Attention);
 
-// Causal attention of q, k, v [B, H, T, hd] written out: scores, mask, softmax in fp32
-// (the CPU path; GPUs use scaled_dot_product_attention, tested equal).
-torch::Tensor masked_softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v);
+// Causal attention of q [B, H, T, hd] over k, v [B, H, T, hd] written out:
+// scores scaled by `scale` (0: 1/sqrt(hd)), soft-capped (softcap > 0), masked to the causal
+// window (window > 0: a query reaches back `window` positions, itself
+// included), softmax in fp32. The CPU path, and the GPU path where
+// scaled_dot_product_attention has no soft-cap; tested equal to it.
+torch::Tensor masked_softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
+                                       double scale = 0, double softcap = 0, int window = 0);
 
-// GeGLU: down(gelu(gate(x)) * up(x)).
+// A gated MLP: down(act(gate(x)) * up(x)); GeGLU or SwiGLU by activation.
 struct MlpImpl : torch::nn::Module {
-  MlpImpl(int d_model, int d_ff, std::string gelu);
+  MlpImpl(int d_model, int d_ff, const std::string& activation);
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear gate{nullptr}, up{nullptr}, down{nullptr};
-  std::string gelu;  // "none" (erf) or "tanh", in torch's spelling
+  std::string activation;  // gelu | gelu_tanh | silu
 };
 TORCH_MODULE(Mlp);
 
 struct BlockImpl : torch::nn::Module {
-  BlockImpl(const ModelConfig& cfg);
+  BlockImpl(const ModelConfig& cfg, int layer);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin);
   RMSNorm attn_norm{nullptr}, mlp_norm{nullptr};
+  RMSNorm post_attn_norm{nullptr}, post_mlp_norm{nullptr};  // model.post_norms only
   Attention attn{nullptr};
   Mlp mlp{nullptr};
 };
@@ -65,12 +77,13 @@ struct TransformerImpl : torch::nn::Module {
 
   ModelConfig cfg;
   // Null: every part runs on its own parameters. Set by a parallelism that
-  // keeps them elsewhere (ZeRO-3); the parts are the embedding (used twice: in
-  // and, tied, out), each block and the final norm.
+  // keeps them elsewhere (ZeRO-3); the parts are the embedding (used twice
+  // when tied: in and out), each block, the final norm and an untied head.
   std::shared_ptr<UnitRunner> runner;
   torch::nn::Embedding embed{nullptr};
   torch::nn::ModuleList layers;
   RMSNorm final_norm{nullptr};
+  torch::nn::Linear lm_head{nullptr};  // untied models only
   torch::Tensor rope_cos, rope_sin;  // [seq_len, head_dim/2], buffers, not parameters
 
  private:

@@ -28,6 +28,7 @@
 #include "data/vocabulary.h"
 #include "prepare/text_extract.h"
 #include "prepare/spm_tokenizer.h"
+#include "prepare/text_tokenizer.h"
 
 namespace fs = std::filesystem;
 
@@ -96,6 +97,12 @@ void cap_bytes(std::vector<Document>& docs, int64_t cap) {
   size_t n = 0;
   while (n < docs.size() && total < cap) total += int64_t(docs[n++].text.size());
   docs.resize(n);
+}
+
+// A model's tokenizer (data.tokenizer) in the preparation key: the file's
+// sha256, so that another tokenizer at the same path prepares again.
+std::string tokenizer_identity(const std::string& spec) {
+  return spec.empty() ? "own" : sha256_file(find_tokenizer_file(spec));
 }
 
 // The inputs recorded by data/fetch: one "package<TAB>version<TAB>sha256<TAB>registry" line each.
@@ -191,7 +198,8 @@ bool prepare_data(const Config& cfg) {
       << '|' << d.forget_script << '|' << format_double(d.forget_script_share) << '|' << d.forget_sources << '|'
       << d.forget_dirs << '|'
       << d.tokenizer_vocab << '|' << format_double(d.val_fraction) << '|' << d.arith_problems << '|'
-      << d.max_text_bytes << '|' << cfg.run.seed << '|' << fetched_inputs_json(d.sources);
+      << d.max_text_bytes << '|' << cfg.run.seed << '|' << fetched_inputs_json(d.sources) << '|'
+      << tokenizer_identity(d.tokenizer);
   std::string prep_key = sha256_hex(key.str().data(), key.str().size());
   std::string manifest_path = join_path(d.dir, "manifest.json");
   if (file_exists(manifest_path) && read_file(manifest_path).find(prep_key) != std::string::npos) {
@@ -301,14 +309,30 @@ bool prepare_data(const Config& cfg) {
       }
     }
   }
-  std::string prefix = join_path(out, "tokenizer");
-  SpmTokenizer::train(corpus_path, prefix, d.tokenizer_vocab, uint64_t(cfg.run.seed));
+  // Or a model's own tokenizer (data.tokenizer), copied in with the files
+  // an export hands on beside it.
+  std::unique_ptr<TextTokenizer> model_tok;
+  std::string tokenizer_name = "tokenizer.model";
+  if (d.tokenizer.empty()) {
+    std::string prefix = join_path(out, "tokenizer");
+    SpmTokenizer::train(corpus_path, prefix, d.tokenizer_vocab, uint64_t(cfg.run.seed));
+    fs::remove(prefix + ".vocab");
+    model_tok = std::make_unique<SpmTokenizer>(prefix + ".model");
+  } else {
+    const std::string file = find_tokenizer_file(d.tokenizer);
+    model_tok = open_text_tokenizer(file);
+    tokenizer_name = fs::path(file).extension() == ".json" ? "tokenizer.json" : "tokenizer.model";
+    fs::copy_file(file, join_path(out, tokenizer_name));
+    for (const char* extra : {"tokenizer_config.json", "special_tokens_map.json"}) {
+      auto beside = fs::path(file).parent_path() / extra;
+      if (fs::exists(beside)) fs::copy_file(beside, join_path(out, extra));
+    }
+  }
   fs::remove(corpus_path);
-  fs::remove(prefix + ".vocab");
-  SpmTokenizer tok(prefix + ".model");
+  const TextTokenizer& tok = *model_tok;
   // What the LibTorch processes need in place of the tokenizer: the decoding
   // table, and the evaluation prompts already tokenized.
-  Vocabulary(tok.pieces(), tok.eos_id(), true).write(join_path(out, "vocab.bin"));
+  Vocabulary(tok.pieces(), tok.eos_id(), tok.strips_leading_space()).write(join_path(out, "vocab.bin"));
   if (d.setting == "arith") {
     std::vector<EvalPrompt> prompts;
     for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div})
@@ -347,8 +371,8 @@ bool prepare_data(const Config& cfg) {
       .add("prepare_key", prep_key)
       .add("setting", d.setting)
       .add("seed", int64_t(cfg.run.seed))
-      .add("tokenizer", "tokenizer.model")
-      .add("tokenizer_sha256", sha256_file(prefix + ".model"))
+      .add("tokenizer", tokenizer_name)
+      .add("tokenizer_sha256", sha256_file(join_path(out, tokenizer_name)))
       .add("vocab", "vocab.bin")
       .add("vocab_sha256", sha256_file(join_path(out, "vocab.bin")))
       .add("vocab_size", tok.vocab_size())

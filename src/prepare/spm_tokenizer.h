@@ -10,21 +10,23 @@
 #include <string>
 #include <vector>
 
-#include "data/vocabulary.h"
+#include "prepare/text_tokenizer.h"
 
 namespace undo {
 
-class SpmTokenizer {
+class SpmTokenizer : public TextTokenizer {
  public:
   explicit SpmTokenizer(const std::string& model_path);
-  ~SpmTokenizer();
-  std::vector<int> encode(const std::string& text) const;
+  ~SpmTokenizer() override;
+  std::vector<int> encode(const std::string& text) const override;
   std::string decode(const std::vector<int>& ids) const;  // sentencepiece's own decoder
-  int vocab_size() const;
-  int eos_id() const;  // separator between packed documents
+  int vocab_size() const override;
+  int eos_id() const override;  // separator between packed documents
 
   // The id -> bytes table that Vocabulary decodes with, without sentencepiece.
-  std::vector<VocabPiece> pieces() const;
+  std::vector<VocabPiece> pieces() const override;
+  // The dummy prefix: sentencepiece adds a space before the text, which decoding drops.
+  bool strips_leading_space() const override { return true; }
 
   // Trains on the lines of `corpus_path` and writes MODEL_PREFIX.model/.vocab.
   static void train(const std::string& corpus_path, const std::string& model_prefix, int vocab_size,

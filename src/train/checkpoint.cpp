@@ -5,6 +5,7 @@
 #include <limits>
 #include <iostream>
 #include <sstream>
+#include <tuple>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -54,8 +55,12 @@ void load_payload(const std::string& path, const CheckpointMeta& meta, const std
                   Transformer& model, OptimizerState* optimizer) {
   const auto& a = meta.model;
   const auto& b = model->cfg;
-  UNDO_INPUT_CHECK(a.vocab_size == b.vocab_size && a.d_model == b.d_model && a.n_layers == b.n_layers &&
-                       a.n_heads == b.n_heads && a.d_ff == b.d_ff && a.gelu == b.gelu,
+  // What decides the tensors and what they compute together.
+  auto shape = [](const ModelConfig& m) {
+    return std::make_tuple(m.vocab_size, m.d_model, m.n_layers, m.n_heads, m.kv_heads(), m.head_size(), m.d_ff,
+                           m.activation, m.tied_embeddings, m.qkv_bias, m.post_norms);
+  };
+  UNDO_INPUT_CHECK(shape(a) == shape(b),
                    "checkpoint '", path, "' holds a model of another shape (d_model ", a.d_model, ", layers ",
                    a.n_layers, ", vocab ", a.vocab_size, ") than configured (d_model ", b.d_model, ", layers ",
                    b.n_layers, ", vocab ", b.vocab_size, ")");

@@ -1,0 +1,65 @@
+// Whole JSON documents written by other programs: Hugging Face's config.json,
+// model.safetensors.index.json and tokenizer.json. undo's own files stay flat
+// and are read by core/json.h; these nest (rope_scaling, layer_types, a
+// tokenizer's vocabulary and merges) and use \u escapes, so they get a full
+// parser. Torch-free and fuzzed (fuzz/json_fuzz.cpp). Every error names the
+// file and, for a value of the wrong kind, its path in the document
+// ("config.json: rope_scaling.factor is a string, expected a number").
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace undo {
+
+class JsonValue {
+ public:
+  enum class Kind { null, boolean, number, string, array, object };
+
+  Kind kind() const { return kind_; }
+  bool is_null() const { return kind_ == Kind::null; }
+  bool is_number() const { return kind_ == Kind::number; }
+  bool is_string() const { return kind_ == Kind::string; }
+  bool is_array() const { return kind_ == Kind::array; }
+  bool is_object() const { return kind_ == Kind::object; }
+
+  // The value as that kind; InputError naming the file and this value's path otherwise.
+  bool boolean() const;
+  double number() const;
+  // A whole number in [lo, hi].
+  int64_t integer(int64_t lo, int64_t hi) const;
+  const std::string& string() const;
+  const std::vector<JsonValue>& array() const;
+  const std::vector<std::pair<std::string, JsonValue>>& object() const;
+
+  // An object's member, or nullptr when absent (or when this is not an object).
+  const JsonValue* find(const std::string& key) const;
+  // An object's member; InputError naming the file and the key when absent.
+  const JsonValue& at(const std::string& key) const;
+
+  // Where this value is: "FILE: a.b[3]" (for messages).
+  std::string where() const;
+  const std::string& path() const { return path_; }
+
+ private:
+  friend class JsonParser;
+  [[noreturn]] void wrong_kind(const char* expected) const;
+  Kind kind_ = Kind::null;
+  bool boolean_ = false;
+  double number_ = 0;
+  std::string string_;  // a string's value, or a number's text (for whole-number checks)
+  std::vector<JsonValue> items_;
+  std::vector<std::pair<std::string, JsonValue>> fields_;
+  std::shared_ptr<const std::string> file_;
+  std::string path_;
+};
+
+// Parses `text` as one JSON document; `file` names it in errors (InputError,
+// with the byte offset of a syntax error). Nesting deeper than 512 is refused.
+JsonValue parse_json(const std::string& text, const std::string& file);
+// Reads and parses the file at `path`.
+JsonValue read_json_file(const std::string& path);
+
+}  // namespace undo

@@ -1,0 +1,100 @@
+// undo's byte-level BPE tokenizer against the tokenizers library: tokenizers
+// trains a tokenizer.json on English and Korean text (tests/hf/hf_tokenizers.py)
+// in two styles (Llama 3's: NFC, a split regex, ignore_merges; GPT-2's:
+// ByteLevel's own regex and a prefix space), and undo must give the ids that
+// transformers' AutoTokenizer gives, line by line and for the whole text, and
+// decode them (through vocab.bin's table) to what it decodes. Skipped, saying
+// so, where the Python packages are missing (CI installs them).
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "core/json.h"
+#include "core/json_value.h"
+#include "data/vocabulary.h"
+#include "prepare/text_tokenizer.h"
+#include "test_util.h"
+
+using namespace undo;
+
+namespace {
+
+const std::string kScript = std::string(UNDO_SOURCE_DIR) + "/tests/hf/hf_tokenizers.py";
+const std::string kText = std::string(UNDO_SOURCE_DIR) + "/tests/hf/multilingual.txt";
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) out.push_back(text.substr(start, nl - start));
+  if (start < text.size()) out.push_back(text.substr(start));
+  return out;
+}
+
+}  // namespace
+
+class BpeStyles : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(BpeStyles, IdsAndDecodingEqualTheTokenizersLibrary) {
+  if (test::run_command(std::string(UNDO_PYTHON) + " -c 'import tokenizers, transformers' 2>/dev/null") != 0)
+    GTEST_SKIP() << "tokenizers or transformers is missing from " << UNDO_PYTHON
+                 << ": skipped (launch/setup installs them; CI runs this test)";
+  const std::string style = GetParam();
+  auto dir = test::temp_dir("bpe_" + style);
+  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " train " + style + " " + kText + " " + dir +
+                              "/tok 2>&1"), 0);
+  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " encode " + dir + "/tok " + kText + " " +
+                              dir + "/ids.jsonl 2>&1"), 0);
+  const std::string file = find_tokenizer_file(dir + "/tok");
+  EXPECT_EQ(file, dir + "/tok/tokenizer.json");
+  auto tok = open_text_tokenizer(file);
+  EXPECT_EQ(tok->eos_id(), 1);  // <|end_of_text|>, as tokenizer_config.json names it
+  Vocabulary vocab(tok->pieces(), tok->eos_id(), tok->strips_leading_space());
+  const std::string text = read_file(kText);
+  auto inputs = lines_of(text);
+  inputs.push_back(text);
+  const std::string expected = read_file(dir + "/ids.jsonl");
+  auto want = lines_of(expected);
+  ASSERT_EQ(want.size(), inputs.size());
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    JsonValue w = parse_json(want[i], "ids.jsonl line " + std::to_string(i + 1));
+    std::vector<int> want_ids;
+    for (auto& id : w.at("ids").array()) want_ids.push_back(int(id.integer(0, 1 << 20)));
+    auto ids = tok->encode(inputs[i]);
+    EXPECT_EQ(ids, want_ids) << style << ": input " << i << ": '" << inputs[i] << "'";
+    EXPECT_EQ(vocab.decode(ids), w.at("text").string()) << style << ": input " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Styles, BpeStyles, ::testing::Values("llama3", "gpt2"),
+                         [](const auto& info) { return info.param; });
+
+// What is not a byte-level BPE tokenizer undo reproduces is refused by key.
+TEST(BpeTokenizer, UnsupportedFilesAreRefusedByKey) {
+  auto dir = test::temp_dir("bpe_refused");
+  auto refused = [&](const std::string& json, const std::string& key) {
+    write_file_atomic(dir + "/tokenizer.json", json);
+    write_file_atomic(dir + "/tokenizer_config.json", R"({"eos_token": "</s>"})");
+    try {
+      open_text_tokenizer(find_tokenizer_file(dir));
+      ADD_FAILURE() << "accepted: " << json;
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("tokenizer.json"), std::string::npos) << e.what();
+    }
+  };
+  const std::string vocab = R"("vocab": {"a": 0, "b": 1, "</s>": 2}, "merges": [])";
+  refused(R"({"model": {"type": "Unigram", "vocab": []}})", "model.type");
+  refused(R"({"model": {"type": "BPE", "byte_fallback": true, )" + vocab + "}}", "model.byte_fallback");
+  refused(R"({"model": {"type": "BPE", "continuing_subword_prefix": "##", )" + vocab + "}}",
+          "model.continuing_subword_prefix");
+  refused(R"({"normalizer": {"type": "Lowercase"}, "model": {"type": "BPE", )" + vocab + "}}", "normalizer.type");
+  refused(R"({"pre_tokenizer": {"type": "Metaspace"}, "model": {"type": "BPE", )" + vocab + "}}",
+          "pre_tokenizer.type");
+  refused(R"({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(["}, "behavior": "Isolated"},
+             "model": {"type": "BPE", )" + vocab + "}}", "pre_tokenizer.pattern");
+  refused(R"({"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}})", "model.vocab.a");
+  refused(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})", "end-of-text token");
+  refused(R"({"model": {"type": "BPE", )", "not valid JSON");
+}

@@ -1,0 +1,231 @@
+// Hugging Face models in and out, checked against the real transformers
+// library: tiny random models of each family made and run by transformers
+// (tests/hf/hf_models.py) are imported and must give its logits; undo's
+// exports must load in transformers and give undo's. Skipped, saying so,
+// where the Python packages are missing (launch/setup installs them; CI runs them).
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "core/fs.h"
+#include "formats/hf_config.h"
+#include "model/hf_checkpoint.h"
+#include "model/safetensors.h"
+#include "test_util.h"
+#include "train/checkpoint.h"
+
+namespace undo {
+namespace {
+
+const std::string kScript = std::string(UNDO_SOURCE_DIR) + "/tests/hf/hf_models.py";
+
+bool have_transformers() {
+  return std::system((std::string(UNDO_PYTHON) + " -c 'import transformers, safetensors' 2>/dev/null").c_str()) == 0;
+}
+
+#define SKIP_WITHOUT_TRANSFORMERS()                                                                          \
+  if (!have_transformers())                                                                                  \
+  GTEST_SKIP() << "transformers or safetensors is missing from " << UNDO_PYTHON                             \
+               << ": skipped (launch/setup installs them; CI runs these tests)"
+
+// The largest difference relative to the largest reference value.
+double relative_error(const torch::Tensor& got, const torch::Tensor& want) {
+  return (got - want).abs().max().item<double>() / want.abs().max().item<double>();
+}
+
+torch::Tensor logits_of(Transformer& model, const torch::Tensor& tokens) {
+  torch::NoGradGuard no_grad;
+  model->eval();
+  return model->forward(tokens);
+}
+
+class HfFamilies : public ::testing::TestWithParam<std::string> {};
+
+// transformers makes and runs the model; undo imports it and must agree.
+// Then undo exports what it imported, transformers loads the export, and it
+// must give undo's logits.
+TEST_P(HfFamilies, ImportGivesTransformersLogitsAndExportLoadsBack) {
+  SKIP_WITHOUT_TRANSFORMERS();
+  const std::string family = GetParam();
+  auto dir = test::temp_dir("hf_" + family);
+  const std::string made = dir + "/made", exported = dir + "/exported";
+  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " make " + family + " " + made + " 2>&1"), 0);
+  auto tokens = read_safetensors(made + "/tokens.safetensors").at("tokens");
+  auto reference = read_safetensors(made + "/reference.safetensors").at("logits");
+
+  HfModelConfig hf;
+  Transformer model = read_hf_model(made, 64, &hf);
+  EXPECT_EQ(hf_model_type(hf.family), family);
+  auto ours = logits_of(model, tokens);
+  ASSERT_EQ(ours.sizes(), reference.sizes());
+  EXPECT_LT(relative_error(ours, reference), 1e-4) << family << ": undo's logits differ from transformers'";
+
+  write_hf_model(model, exported, "float32", -1, -1, -1);
+  const std::string theirs_file = dir + "/theirs.safetensors";
+  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " logits " + exported + " " + made +
+                              "/tokens.safetensors " + theirs_file + " 2>&1"),
+            0);
+  auto theirs = read_safetensors(theirs_file).at("logits");
+  EXPECT_LT(relative_error(theirs, ours), 1e-4) << family << ": transformers runs undo's export differently";
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, HfFamilies, ::testing::Values("llama", "qwen2", "gemma", "gemma2"),
+                         [](const auto& info) { return info.param; });
+
+// undo's own demo model (Gemma-style, exact GELU) exports as a Gemma that
+// transformers runs the same.
+TEST(HfExport, TheDemoModelLoadsAsAGemma) {
+  SKIP_WITHOUT_TRANSFORMERS();
+  auto dir = test::temp_dir("hf_demo");
+  Config cfg = test::tiny_config(dir + "/run");
+  Transformer model(cfg.model);
+  model->init_weights(3);
+  {
+    torch::NoGradGuard no_grad;  // norms away from their zero start, so that they matter
+    for (auto& p : model->parameters())
+      if (p.dim() == 1) p.normal_(0.0, 0.3);
+  }
+  EXPECT_EQ(hf_family_for(model->cfg), HfFamily::gemma);
+  write_hf_model(model, dir + "/hf", "float32", -1, -1, -1);
+  auto tokens = torch::randint(0, cfg.model.vocab_size, {2, 16}, torch::kLong);
+  write_safetensors(dir + "/tokens.safetensors", {{"tokens", tokens}}, {});
+  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " logits " + dir + "/hf " + dir +
+                              "/tokens.safetensors " + dir + "/theirs.safetensors 2>&1"),
+            0);
+  EXPECT_LT(relative_error(read_safetensors(dir + "/theirs.safetensors").at("logits"), logits_of(model, tokens)),
+            1e-4);
+}
+
+// What transformers would compute differently, or undo cannot, is refused by
+// key with exit 2, and nothing is written.
+TEST(HfImport, UnsupportedConfigsAndMismatchedWeightsAreRefusedByName) {
+  auto dir = test::temp_dir("hf_refused");
+  ModelConfig m;
+  m.vocab_size = 50, m.d_model = 16, m.n_layers = 2, m.n_heads = 2, m.d_ff = 24, m.seq_len = 16;
+  m.activation = "silu", m.tied_embeddings = false, m.embed_scale = false;
+  Transformer model(m);
+  write_hf_model(model, dir + "/ok", "float32", -1, 2, -1);
+  const std::string config = read_file(dir + "/ok/config.json");
+  const std::string weights = read_file(dir + "/ok/model.safetensors");
+  auto case_dir = [&](const std::string& name, const std::string& cfg_text, const std::string& st) {
+    const std::string d = dir + "/" + name;
+    make_dirs(d);
+    write_file_atomic(d + "/config.json", cfg_text);
+    write_file_atomic(d + "/model.safetensors", st);
+    return d;
+  };
+  auto edit = [&](const std::string& from, const std::string& to) {
+    auto at = config.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return config.substr(0, at) + to + config.substr(at + from.size());
+  };
+  auto refused = [&](const std::string& name, const std::string& cfg_text, const std::string& st,
+                     const std::string& words) {
+    const std::string d = case_dir(name, cfg_text, st);
+    std::string out;
+    EXPECT_EQ(test::run_undo("import --from-hf " + d + " --run-dir " + d + "/run", &out), 2) << name << ": " << out;
+    EXPECT_NE(out.find(words), std::string::npos) << name << ": " << out;
+    EXPECT_FALSE(file_exists(d + "/run/model.ckpt")) << name;
+    EXPECT_FALSE(file_exists(d + "/run")) << name << ": the run directory was made";
+  };
+  std::string out;
+  ASSERT_EQ(test::run_undo("import --from-hf " + dir + "/ok --run-dir " + dir + "/ok-run", &out), 0) << out;
+  refused("type", edit("\"model_type\": \"llama\"", "\"model_type\": \"mistral\""), weights,
+          "config.json: model_type = \"mistral\"");
+  refused("bias", edit("\"attention_bias\": false", "\"attention_bias\": true"), weights,
+          "config.json: attention_bias");
+  refused("rope", edit("\"rope_type\": \"default\"", "\"rope_type\": \"yarn\", \"factor\": 2"), weights,
+          "rope_parameters.rope_type = \"yarn\"");
+  refused("heads", edit("\"num_attention_heads\": 2", "\"num_attention_heads\": 0"), weights,
+          "config.json: num_attention_heads = 0");
+  refused("layers", edit("\"num_hidden_layers\": 2", "\"num_hidden_layers\": 3"), weights,
+          "lack model.layers.2.input_layernorm.weight");
+  refused("shape", edit("\"intermediate_size\": 24", "\"intermediate_size\": 20"), weights,
+          "model.layers.0.mlp.gate_proj.weight has shape");
+  refused("json", config.substr(0, config.size() / 2), weights, "config.json: not valid JSON");
+  refused("truncated", config, weights.substr(0, weights.size() - 9), "model.safetensors");
+  std::string huge = weights;
+  const uint64_t n = uint64_t(1) << 40;
+  std::memcpy(huge.data(), &n, 8);
+  refused("header", config, huge, "model.safetensors");
+  // A tensor that no model of this config has.
+  auto extra = read_safetensors(dir + "/ok/model.safetensors");
+  std::vector<std::pair<std::string, torch::Tensor>> with_extra(extra.begin(), extra.end());
+  with_extra.emplace_back("model.layers.0.self_attn.o_proj.bias", torch::zeros({16}));
+  write_safetensors(dir + "/extra.safetensors", with_extra, {});
+  refused("extra", config, read_file(dir + "/extra.safetensors"), "tensor model.layers.0.self_attn.o_proj.bias is not");
+  // What no Hugging Face family computes is not exported.
+  ModelConfig capped = test::tiny_config(dir + "/x").model;
+  capped.softcap = 30;
+  Transformer capped_model(capped);
+  EXPECT_THROW(write_hf_model(capped_model, dir + "/capped", "float32", -1, -1, -1), InputError);
+  EXPECT_FALSE(file_exists(dir + "/capped/config.json"));
+}
+
+}  // namespace
+}  // namespace undo
+
+namespace undo {
+namespace {
+
+// A Hugging Face model with its own BPE tokenizer, end to end on 2 cores:
+// imported, its data prepared with its own vocabulary, unlearned, distilled
+// into a fresh student of its own architecture, attacked, and exported; the
+// export loads in transformers (model and tokenizer) and computes undo's logits.
+TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
+  SKIP_WITHOUT_TRANSFORMERS();
+  auto dir = test::temp_dir("hf_pipeline");
+  const std::string py = std::string(UNDO_PYTHON) + " ";
+  const std::string text = std::string(UNDO_SOURCE_DIR) + "/tests/hf/multilingual.txt";
+  ASSERT_EQ(test::run_command(py + UNDO_SOURCE_DIR + "/tests/hf/hf_tokenizers.py train llama3 " + text + " " + dir +
+                              "/tok 2>&1"), 0);
+  ASSERT_EQ(test::run_command(py + kScript + " make llama " + dir + "/model " + dir + "/tok 2>&1"), 0);
+  std::string out;
+  ASSERT_EQ(test::run_undo("import --from-hf " + dir + "/model --run-dir " + dir + "/import --model.seq_len 32", &out),
+            0) << out;
+  // English from the test fixtures, arithmetic as in the demo, tokenized by the model's tokenizer.
+  const std::string english = std::filesystem::path(test::tiny_data_dir()).parent_path().string() + "/english_txt";
+  ASSERT_EQ(test::run_command(std::string(UNDO_DATA_BINARY) + " prepare --data.dir " + dir + "/data" +
+                              " --data.setting arith --data.sources " + dir + "/no_packages --data.english_dirs " +
+                              english + " --data.tokenizer " + dir + "/model --data.arith_problems 400" +
+                              " --data.val_fraction 0.1 --run.seed 7 2>&1", &out), 0) << out;
+  EXPECT_NE(read_file(dir + "/data/manifest.json").find("\"tokenizer\": \"tokenizer.json\""), std::string::npos);
+  // Stage settings without model keys: every stage takes the imported architecture.
+  const std::string common = " --data.dir " + dir + "/data --run.threads 2 --train.batch_size 4 --train.log_every 1"
+                             " --eval.batches 1 --eval.arith_per_op 2 --eval.max_new_tokens 3";
+  ASSERT_EQ(test::run_undo("unlearn --base " + dir + "/import/model.ckpt --run-dir " + dir + "/unlearn" + common +
+                           " --unlearn.method maxent --unlearn.steps 3 --train.eval_every 3", &out), 0) << out;
+  ASSERT_EQ(test::run_undo("distill --teacher " + dir + "/unlearn/model.ckpt --run-dir " + dir + "/distill" + common +
+                           " --distill.steps 4 --distill.check_every 2 --distill.cache off --distill.stop_metric none", &out), 0) << out;
+  CheckpointMeta student = read_checkpoint_meta(dir + "/distill/model.ckpt");
+  EXPECT_EQ(student.model.activation, "silu");
+  EXPECT_FALSE(student.model.tied_embeddings);
+  EXPECT_EQ(student.model.kv_heads(), 2);
+  EXPECT_EQ(student.model.rope_scaling, "llama3:4:1:2:16");
+  ASSERT_EQ(test::run_undo("relearn --model " + dir + "/distill/model.ckpt --run-dir " + dir + "/relearn" + common +
+                           " --relearn.lrs 1e-3 --relearn.steps 2 --relearn.eval_every 1", &out), 0) << out;
+  ASSERT_EQ(test::run_undo("export --format hf --model " + dir + "/distill/model.ckpt --data.dir " + dir +
+                           "/data --out " + dir + "/exported", &out), 0) << out;
+  for (auto f : {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"})
+    EXPECT_TRUE(file_exists(dir + "/exported/" + f)) << f;
+  auto tokens = torch::randint(0, student.model.vocab_size, {2, 12}, torch::kLong);
+  write_safetensors(dir + "/tokens.safetensors", {{"tokens", tokens}}, {});
+  ASSERT_EQ(test::run_command(py + kScript + " logits " + dir + "/exported " + dir + "/tokens.safetensors " + dir +
+                              "/theirs.safetensors 2>&1"), 0);
+  Transformer distilled = load_model(dir + "/distill/model.ckpt");
+  EXPECT_LT(relative_error(read_safetensors(dir + "/theirs.safetensors").at("logits"), logits_of(distilled, tokens)),
+            1e-4);
+  // The exported tokenizer is the model's: transformers encodes the text as undo-data did.
+  ASSERT_EQ(test::run_command(py + UNDO_SOURCE_DIR + "/tests/hf/hf_tokenizers.py encode " + dir + "/exported " + text +
+                              " " + dir + "/ids.jsonl 2>&1"), 0);
+  ASSERT_EQ(test::run_command(py + UNDO_SOURCE_DIR + "/tests/hf/hf_tokenizers.py encode " + dir + "/model " + text +
+                              " " + dir + "/ids_model.jsonl 2>&1"), 0);
+  EXPECT_EQ(read_file(dir + "/ids.jsonl"), read_file(dir + "/ids_model.jsonl"));
+}
+
+}  // namespace
+}  // namespace undo
