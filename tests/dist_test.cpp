@@ -107,6 +107,25 @@ TEST(Distributed, ZeroThreeFollowsTheReplicatedCurveAtWorldOneTwoThree) {
   EXPECT_EQ(read_checkpoint_meta(z3 + "/model.ckpt").step, 8);
 }
 
+// A Llama/Qwen2-style model: its untied head is a unit of its own, which the
+// gather-ahead must predict after the final norm (the tied head is the
+// embedding again), with grouped-query heads and query/key/value biases.
+TEST(Distributed, ZeroThreeShardsAnUntiedGroupedQueryModel) {
+  std::string out;
+  const std::string llama = " --model.tied_embeddings false --model.embed_scale false --model.activation silu"
+                            " --model.n_kv_heads 2 --model.qkv_bias true --model.rope_scaling llama3:4:1:2:16";
+  auto one = test::temp_dir("llama_w1"), two = test::temp_dir("llama_z3w2");
+  ASSERT_EQ(test::run_undo(common_args(one, 8) + llama + " --train.batch_size 12", &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(two, 8) + llama + " --train.batch_size 6 --dist.zero 3", &out), 0)
+      << out;
+  expect_curves_match(test::losses_of(one + "/metrics.jsonl"), test::losses_of(two + "/metrics.jsonl"), 1e-5);
+  CheckpointMeta meta = read_checkpoint_meta(two + "/model.ckpt");
+  EXPECT_FALSE(meta.model.tied_embeddings);
+  EXPECT_EQ(meta.model.kv_heads(), 2);
+  Transformer model = load_model(two + "/model.ckpt");
+  EXPECT_TRUE(model->lm_head);
+}
+
 TEST(Distributed, ZeroThreeBf16WithinTolerance) {
   std::string out;
   auto one = test::temp_dir("z3b1"), two = test::temp_dir("z3b2");

@@ -57,6 +57,8 @@ TEST_P(HfFamilies, ImportGivesTransformersLogitsAndExportLoadsBack) {
   auto tokens = read_safetensors(made + "/tokens.safetensors").at("tokens");
   auto reference = read_safetensors(made + "/reference.safetensors").at("logits");
 
+  // Large models come in shards; the Qwen2 one is saved so.
+  EXPECT_EQ(file_exists(made + "/model.safetensors.index.json"), family == "qwen2");
   HfModelConfig hf;
   Transformer model = read_hf_model(made, 64, &hf);
   EXPECT_EQ(hf_model_type(hf.family), family);
@@ -77,8 +79,9 @@ INSTANTIATE_TEST_SUITE_P(Families, HfFamilies, ::testing::Values("llama", "qwen2
                          [](const auto& info) { return info.param; });
 
 // undo's own demo model (Gemma-style, exact GELU) exports as a Gemma that
-// transformers runs the same.
-TEST(HfExport, TheDemoModelLoadsAsAGemma) {
+// transformers runs the same, with undo's sentencepiece tokenizer, which
+// AutoTokenizer reads to the ids undo-data gave the evaluation prompts.
+TEST(HfExport, TheDemoModelLoadsAsAGemmaWithItsTokenizer) {
   SKIP_WITHOUT_TRANSFORMERS();
   auto dir = test::temp_dir("hf_demo");
   Config cfg = test::tiny_config(dir + "/run");
@@ -90,7 +93,13 @@ TEST(HfExport, TheDemoModelLoadsAsAGemma) {
       if (p.dim() == 1) p.normal_(0.0, 0.3);
   }
   EXPECT_EQ(hf_family_for(model->cfg), HfFamily::gemma);
-  write_hf_model(model, dir + "/hf", "float32", -1, -1, -1);
+  CheckpointMeta meta;
+  meta.model = model->cfg;
+  meta.stage = "pretrain";
+  save_checkpoint(dir + "/model.ckpt", meta, model, nullptr);
+  std::string out;
+  ASSERT_EQ(test::run_undo("export --format hf --model " + dir + "/model.ckpt --data.dir " + test::tiny_data_dir() +
+                           " --out " + dir + "/hf", &out), 0) << out;
   auto tokens = torch::randint(0, cfg.model.vocab_size, {2, 16}, torch::kLong);
   write_safetensors(dir + "/tokens.safetensors", {{"tokens", tokens}}, {});
   ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " logits " + dir + "/hf " + dir +
@@ -98,6 +107,8 @@ TEST(HfExport, TheDemoModelLoadsAsAGemma) {
             0);
   EXPECT_LT(relative_error(read_safetensors(dir + "/theirs.safetensors").at("logits"), logits_of(model, tokens)),
             1e-4);
+  EXPECT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " prompts " + dir + "/hf " +
+                              test::tiny_data_dir() + "/eval_prompts.jsonl 2>&1", &out), 0) << out;
 }
 
 // What transformers would compute differently, or undo cannot, is refused by

@@ -47,6 +47,13 @@ int copy_tokenizer(const std::string& data_dir, const std::string& out) {
   for (const char* extra : {"tokenizer_config.json", "special_tokens_map.json"})
     if (file_exists(join_path(data_dir, extra)))
       write_file_atomic(join_path(out, extra), read_file(join_path(data_dir, extra)));
+  // undo's own sentencepiece tokenizer has no config of its own: transformers
+  // reads it as a LlamaTokenizer (sentencepiece's default <unk>, <s>, </s>),
+  // which adds no tokens undo-data did not (tested against its ids).
+  if (name == "tokenizer.model" && !file_exists(join_path(data_dir, "tokenizer_config.json")))
+    write_file_atomic(join_path(out, "tokenizer_config.json"),
+                      "{\"tokenizer_class\": \"LlamaTokenizer\", \"add_bos_token\": false, \"add_eos_token\": false, "
+                      "\"legacy\": false}\n");
   return int(m.at("eos_id").integer(0, 1 << 30));
 }
 

@@ -9,6 +9,9 @@
   logits DIR TOKENS OUT
                      loads DIR with AutoModelForCausalLM (as a user would), runs
                      it on TOKENS' "tokens" and writes the logits to OUT
+  prompts DIR EVAL_PROMPTS
+                     AutoTokenizer.from_pretrained(DIR) must give each prompt of
+                     a prepared eval_prompts.jsonl the ids undo-data gave it
 
 Each family's model turns on what sets it apart (grouped-query attention,
 untied heads, llama3 rotary scaling, Qwen2's biases, Gemma's head size,
@@ -48,7 +51,8 @@ def make(family, out, tokenizer_dir=None):
     with torch.no_grad():
         for name, p in model.named_parameters():
             p.normal_(0.0, 0.3 if p.dim() == 1 else 0.2)
-    model.save_pretrained(out)
+    # Qwen2's weights go into shards listed by model.safetensors.index.json, as large models' do.
+    model.save_pretrained(out, max_shard_size="40KB" if family == "qwen2" else "5GB")
     if tokenizer_dir:
         tok.save_pretrained(out)
     tokens = torch.randint(0, sizes["vocab_size"], (2, 12), generator=torch.Generator().manual_seed(1))
@@ -66,10 +70,27 @@ def logits(model_dir, tokens_file, out):
     save_file({"logits": run(model, load_file(tokens_file)["tokens"])}, out)
 
 
+def prompts(model_dir, eval_prompts):
+    import json
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    n = 0
+    for line in open(eval_prompts, encoding="utf-8"):
+        p = json.loads(line)
+        want = [int(i) for i in p["ids"].split()]
+        got = tok.encode(p["prompt"], add_special_tokens=False)
+        if got != want:
+            sys.exit(f"{p['prompt']!r}: transformers {got}, undo-data {want}")
+        n += 1
+    print(f"{n} prompts tokenized alike")
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "make":
         make(*sys.argv[2:])
     elif sys.argv[1] == "logits":
         logits(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif sys.argv[1] == "prompts":
+        prompts(sys.argv[2], sys.argv[3])
     else:
         sys.exit(f"unknown command {sys.argv[1]}")

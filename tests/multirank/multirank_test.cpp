@@ -101,8 +101,9 @@ TEST(MultiRank, ZeroOneStepEqualsReplicatedAdamW) {
 
 namespace {
 // A small model whose units do not split evenly over 2 ranks (odd sizes: padding is exercised).
-Transformer small_model(int d_model = 18, int layers = 2) {
+Transformer small_model(int d_model = 18, int layers = 2, bool tied = true) {
   ModelConfig c;
+  c.tied_embeddings = tied;
   c.vocab_size = 37;
   c.d_model = d_model;
   c.n_layers = layers;
@@ -130,31 +131,34 @@ torch::Tensor lm_loss(Transformer& m, const torch::Tensor& tokens) {
 // Each rank's shard gradient, gathered, is the mean over ranks of the whole
 // model's gradient; the loss equals the unsharded model's.
 TEST(MultiRank, ZeroThreeGradientsEqualTheReplicatedModels) {
-  auto whole = small_model(), sharded = small_model();
-  auto zero3 = std::make_shared<Zero3>(sharded, comm(), /*trained=*/true);
-  sharded->runner = zero3;
-  for (auto& p : sharded->parameters()) EXPECT_EQ(p.numel(), 0);  // nothing whole is kept
-  const int me = comm()->rank();
-  auto loss = lm_loss(sharded, tokens_of(me));
-  EXPECT_NEAR(loss.item<double>(), lm_loss(whole, tokens_of(me)).item<double>(), 1e-6);
-  loss.backward();
-  for (int r = 0; r < 2; ++r) (lm_loss(whole, tokens_of(r)) / 2).backward();
-  std::vector<torch::Tensor> grads;
-  for (auto& [name, shard] : zero3->shards()) grads.push_back(shard.grad());
-  auto full = zero3->full_tensors(grads);
-  auto named = whole->named_parameters();
-  ASSERT_EQ(full.size(), named.size());
-  for (size_t i = 0; i < full.size(); ++i) {
-    const auto& name = zero3->parameter_names()[i];
-    EXPECT_TRUE(torch::allclose(full[i], named[name].grad(), 1e-5, 1e-7)) << name;
+  for (bool tied : {true, false}) {  // an untied head is a unit of its own, gathered after the final norm
+    SCOPED_TRACE(tied ? "tied head" : "untied head");
+    auto whole = small_model(18, 2, tied), sharded = small_model(18, 2, tied);
+    auto zero3 = std::make_shared<Zero3>(sharded, comm(), /*trained=*/true);
+    sharded->runner = zero3;
+    for (auto& p : sharded->parameters()) EXPECT_EQ(p.numel(), 0);  // nothing whole is kept
+    const int me = comm()->rank();
+    auto loss = lm_loss(sharded, tokens_of(me));
+    EXPECT_NEAR(loss.item<double>(), lm_loss(whole, tokens_of(me)).item<double>(), 1e-6);
+    loss.backward();
+    for (int r = 0; r < 2; ++r) (lm_loss(whole, tokens_of(r)) / 2).backward();
+    std::vector<torch::Tensor> grads;
+    for (auto& [name, shard] : zero3->shards()) grads.push_back(shard.grad());
+    auto full = zero3->full_tensors(grads);
+    auto named = whole->named_parameters();
+    ASSERT_EQ(full.size(), named.size());
+    for (size_t i = 0; i < full.size(); ++i) {
+      const auto& name = zero3->parameter_names()[i];
+      EXPECT_TRUE(torch::allclose(full[i], named[name].grad(), 1e-5, 1e-7)) << name;
+    }
+    EXPECT_EQ(zero3->gathered_bytes(), 0);  // every unit released again, no gather left under way
+    // At most two units were whole at any time: the one running and the one gathered ahead.
+    EXPECT_LE(zero3->peak_gathered_bytes(), 2 * zero3->largest_unit_bytes());
+    EXPECT_GT(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes() / 2);
+    // Every gather but the first of each pass found its unit gathered ahead: forward
+    // embed, 2 blocks, norm, head (5 gathers); backward the same in reverse.
+    EXPECT_EQ(zero3->prefetch_hits(), 10 - 2);
   }
-  EXPECT_EQ(zero3->gathered_bytes(), 0);  // every unit released again, no gather left under way
-  // At most two units were whole at any time: the one running and the one gathered ahead.
-  EXPECT_LE(zero3->peak_gathered_bytes(), 2 * zero3->largest_unit_bytes());
-  EXPECT_GT(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes() / 2);
-  // Every gather but the first of each pass found its unit gathered ahead: forward
-  // embed, 2 blocks, norm, head (5 gathers); backward the same in reverse.
-  EXPECT_EQ(zero3->prefetch_hits(), 10 - 2);
 }
 
 // Per-rank bytes of parameters + gradients + AdamW moments: about 1/N of the
