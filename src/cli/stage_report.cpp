@@ -12,19 +12,14 @@
 #include "core/fs.h"
 #include "results/attack_curve.h"
 #include "results/chart.h"
-#include "results/csv_table.h"
+#include "results/results_table.h"
 #include "results/support.h"
 
 namespace undo {
 
 namespace {
 
-using Row = CsvRow;
-
-double num(const Row& r, const std::string& k) {
-  auto it = r.find(k);
-  return it == r.end() || it->second.empty() ? NAN : std::strtod(it->second.c_str(), nullptr);
-}
+using Row = ResultRow;
 
 std::string cell(double v, int digits = 3) {
   if (!std::isfinite(v)) return "-";
@@ -37,35 +32,30 @@ std::string cell(double v, int digits = 3) {
   return os.str();
 }
 
-// A column that older results.csv files lack ("" there).
-std::string field(const Row& r, const std::string& k) {
-  auto it = r.find(k);
-  return it == r.end() ? std::string() : it->second;
-}
-
 // A student's or control's configuration, whose seeds are pooled.
 std::string config_key(const Row& r) {
-  return r.at("role") + "|" + r.at("method") + "|" + r.at("alpha") + "|" + r.at("beta") + "|" + field(r, "signal");
+  return r.role + "|" + r.method + "|" + r.alpha + "|" + r.beta + "|" + r.signal;
 }
 
 // What the results say about their own strength (results/support.h).
 SweepEvidence evidence_of(const std::vector<Row>& results, const std::string& metric) {
   SweepEvidence e;
   e.metric = metric;
-  std::map<std::string, std::set<std::string>> lrs_per_model, seeds_per_config;
+  std::map<std::string, std::set<double>> lrs_per_model;
+  std::map<std::string, std::set<std::string>> seeds_per_config;
   e.attack_steps = std::numeric_limits<int>::max();
   for (auto& r : results) {
-    lrs_per_model[r.at("model")].insert(r.at("attack_lr"));
-    e.attack_steps = std::min(e.attack_steps, int(num(r, "attack_steps")));
-    if (r.at("role") == "student") seeds_per_config[config_key(r)].insert(r.at("seed"));
-    if (r.at("role") == "oracle" && !e.has_oracle) {
+    lrs_per_model[r.model].insert(r.attack_lr);
+    e.attack_steps = std::min(e.attack_steps, int(r.attack_steps));
+    if (r.role == "student") seeds_per_config[config_key(r)].insert(r.seed);
+    if (r.role == "oracle" && !e.has_oracle) {
       e.has_oracle = true;
-      e.oracle_before = num(r, "forget_before");
-      e.oracle_after = num(r, "worst_forget_final");
+      e.oracle_before = r.forget_before;
+      e.oracle_after = r.worst_forget_final;
     }
-    auto eval_n = [&](const char* k) { double v = num(r, k); return std::isfinite(v) ? int64_t(v) : int64_t(0); };
-    e.eval_per_op_format = int(eval_n("eval_per_op_format"));
-    e.eval_windows = eval_n("eval_windows");
+    auto count = [](double v) { return std::isfinite(v) ? int64_t(v) : int64_t(0); };
+    e.eval_per_op_format = int(count(r.eval_per_op_format));
+    e.eval_windows = count(r.eval_windows);
   }
   e.attack_lrs = std::numeric_limits<int>::max();
   for (auto& [m, lrs] : lrs_per_model) e.attack_lrs = std::min(e.attack_lrs, int(lrs.size()));
@@ -83,17 +73,10 @@ int stage_report(int argc, const char* const* argv) {
     return argc == 2 && std::string(argv[1]) == "--help" ? 0 : 2;
   }
   std::string dir = argv[1];
-  // The columns read below by name (a missing one is named, not a map::at).
-  auto results = read_csv(join_path(dir, "results.csv"),
-                          {"model", "role", "method", "alpha", "beta", "seed", "attack_lr", "metric", "forget_before",
-                           "retain_before", "forget_after40", "retain_after40", "forget_final", "retain_final",
-                           "attack_steps", "compute_vs_oracle", "total_compute_alone", "total_compute_amortised",
-                           "worst_forget_final", "robustness", "robustness_mean", "robustness_ci_lo",
-                           "robustness_ci_hi", "robustness_seeds"},
-                          {"model", "role", "method", "signal", "metric"});
-  auto curves = read_csv(join_path(dir, "curves.csv"), {"model", "step", "forget"}, {"model", "role", "method"});
+  auto results = read_results_csv(join_path(dir, "results.csv"));
+  auto curves = read_curves_csv(join_path(dir, "curves.csv"));
   UNDO_INPUT_CHECK(!results.empty(), join_path(dir, "results.csv"), " has no rows");
-  const std::string metric = results.front().at("metric");
+  const std::string metric = results.front().metric;
   const auto& known = forget_metrics();
   UNDO_INPUT_CHECK(std::find(known.begin(), known.end(), metric) != known.end(), dir, "/results.csv: unknown metric '",
                    metric, "'");
@@ -109,12 +92,12 @@ int stage_report(int argc, const char* const* argv) {
   std::vector<std::string> order;
   std::map<std::string, Series> by_model;
   for (auto& r : curves) {
-    auto& s = by_model[r.at("model")];
+    auto& s = by_model[r.model];
     if (s.name.empty()) {
-      s.name = r.at("model");
+      s.name = r.model;
       order.push_back(s.name);
     }
-    s.points.emplace_back(num(r, "step"), num(r, "forget"));
+    s.points.emplace_back(r.step, r.forget);
   }
   for (auto& name : order) relearn.series.push_back(by_model[name]);
 
@@ -129,24 +112,24 @@ int stage_report(int argc, const char* const* argv) {
   std::map<std::string, double> seen_models;
   Series unlearn_pts{"unlearned teacher", {}, false, true, {}};
   for (auto& r : results) {
-    if (seen_models.count(r.at("model"))) continue;
-    seen_models[r.at("model")] = 1;
-    const std::string role = r.at("role");
+    if (seen_models.count(r.model)) continue;
+    seen_models[r.model] = 1;
+    const std::string& role = r.role;
     if (role == "student" || role == "control") {
-      std::string who = role == "control" ? "distilled base (control)" : "UNDO / U&D (" + r.at("method") + ")";
-      std::string label = role == "control" ? "ctrl" : num(r, "alpha") >= 1 ? "U&D" : "a=" + r.at("alpha");
-      for (auto [column, accounting] : {std::pair{"total_compute_amortised", "teacher shared"},
-                                        std::pair{"total_compute_alone", "teacher alone"}}) {
+      std::string who = role == "control" ? "distilled base (control)" : "UNDO / U&D (" + r.method + ")";
+      std::string label = role == "control" ? "ctrl" : std::strtod(r.alpha.c_str(), nullptr) >= 1 ? "U&D" : "a=" + r.alpha;
+      for (auto [compute, accounting] : {std::pair{r.total_compute_amortised, "teacher shared"},
+                                         std::pair{r.total_compute_alone, "teacher alone"}}) {
         auto& s = students[(role == "control" ? "~" : "") + who + accounting];  // the control after the methods
         s.name = who + ", " + accounting;
         s.line = false;
         s.markers = true;
-        s.points.emplace_back(num(r, column), num(r, "robustness"));
+        s.points.emplace_back(compute, r.robustness);
         s.labels.push_back(label);
       }
     } else if (role == "unlearn") {
-      unlearn_pts.points.emplace_back(num(r, "compute_vs_oracle"), 0.0);
-      unlearn_pts.labels.push_back(r.at("method"));
+      unlearn_pts.points.emplace_back(r.compute_vs_oracle, 0.0);
+      unlearn_pts.labels.push_back(r.method);
     }
   }
   for (auto& [m, s] : students) tradeoff.series.push_back(s);
@@ -168,22 +151,22 @@ int stage_report(int argc, const char* const* argv) {
   std::vector<std::string> models;
   std::map<std::string, Summary> per;
   for (auto& r : results) {
-    auto& s = per[r.at("model")];
-    if (s.first.empty()) {
+    auto& s = per[r.model];
+    if (s.first.model.empty()) {
       s.first = r;
-      models.push_back(r.at("model"));
+      models.push_back(r.model);
     }
-    double v = num(r, "forget_after40");
+    double v = r.forget_after40;
     if (std::isfinite(v) && (!std::isfinite(s.worst40) || (relearned_when_higher(metric) ? v > s.worst40 : v < s.worst40)))
-      s.worst40 = v, s.retain40 = num(r, "retain_after40");
-    if (num(r, "forget_final") == num(r, "worst_forget_final")) s.retain_final = num(r, "retain_final");
+      s.worst40 = v, s.retain40 = r.retain_after40;
+    if (r.forget_final == r.worst_forget_final) s.retain_final = r.retain_final;
   }
   const SupportThresholds thresholds;
   std::string gaps;
   for (auto& g : support.gaps) gaps += (gaps.empty() ? "" : ", ") + g;
   auto robustness_cell = [&](const Row& r) {
     if (!support.attack_strong) return std::string("withheld");
-    std::string v = cell(num(r, "robustness"), 2);
+    std::string v = cell(r.robustness, 2);
     return support.supported() || v == "-" ? v : v + " (unsupported)";
   };
   std::ostringstream md;
@@ -223,13 +206,14 @@ int stage_report(int argc, const char* const* argv) {
      << " / " << r_name << " before | after 40 | after all | robustness |\n|---|---|---|---|---|---|---|---|---|\n";
   for (auto& m : models) {
     auto& s = per[m];
-    md << "| " << m << " | " << s.first.at("role") << " | " << (s.first.at("alpha").empty() ? "-" : s.first.at("alpha"))
-       << " | " << cell(num(s.first, "compute_vs_oracle"), 2) << " | "
-       << (std::isfinite(num(s.first, "total_compute_amortised"))
-               ? cell(num(s.first, "total_compute_amortised"), 2) + " / " + cell(num(s.first, "total_compute_alone"), 2)
+    const Row& f = s.first;
+    md << "| " << m << " | " << f.role << " | " << (f.alpha.empty() ? "-" : f.alpha) << " | "
+       << cell(f.compute_vs_oracle, 2) << " | "
+       << (std::isfinite(f.total_compute_amortised)
+               ? cell(f.total_compute_amortised, 2) + " / " + cell(f.total_compute_alone, 2)
                : "-")
-       << " | " << cell(num(s.first, "forget_before")) << " / " << cell(num(s.first, "retain_before")) << " | "
-       << cell(s.worst40) << " / " << cell(s.retain40) << " | " << cell(num(s.first, "worst_forget_final")) << " / "
+       << " | " << cell(f.forget_before) << " / " << cell(f.retain_before) << " | " << cell(s.worst40) << " / "
+       << cell(s.retain40) << " | " << cell(f.worst_forget_final) << " / "
        << cell(s.retain_final) << " | " << robustness_cell(s.first) << " |\n";
   }
   // Robustness per configuration over its seeds: mean and 95% bootstrap interval.
@@ -239,16 +223,16 @@ int stage_report(int argc, const char* const* argv) {
   std::set<std::string> configs_seen;
   for (auto& m : models) {
     auto& r = per[m].first;
-    if (r.at("role") != "student" && r.at("role") != "control") continue;
+    if (r.role != "student" && r.role != "control") continue;
     if (!configs_seen.insert(config_key(r)).second) continue;
-    std::string mean = support.attack_strong ? cell(num(r, "robustness_mean"), 2) : "withheld";
-    std::string ci = !support.attack_strong || !std::isfinite(num(r, "robustness_ci_lo"))
+    std::string mean = support.attack_strong ? cell(r.robustness_mean, 2) : "withheld";
+    std::string ci = !support.attack_strong || !std::isfinite(r.robustness_ci_lo)
                          ? "-"
-                         : "[" + cell(num(r, "robustness_ci_lo"), 2) + ", " + cell(num(r, "robustness_ci_hi"), 2) + "]";
+                         : "[" + cell(r.robustness_ci_lo, 2) + ", " + cell(r.robustness_ci_hi, 2) + "]";
     if (support.attack_strong && !support.supported()) mean += " (unsupported)";
-    md << "| " << r.at("role") << " | " << (r.at("method").empty() ? "-" : r.at("method")) << " | " << r.at("alpha")
-       << " | " << (r.at("beta").empty() ? "-" : r.at("beta")) << " | "
-       << (field(r, "signal").empty() ? "-" : field(r, "signal")) << " | " << r.at("robustness_seeds") << " | " << mean
+    md << "| " << r.role << " | " << (r.method.empty() ? "-" : r.method) << " | " << r.alpha << " | "
+       << (r.beta.empty() ? "-" : r.beta) << " | " << (r.signal.empty() ? "-" : r.signal) << " | "
+       << (std::isfinite(r.robustness_seeds) ? std::to_string(int64_t(r.robustness_seeds)) : "") << " | " << mean
        << " | " << ci << " |\n";
   }
   md << "\n![relearning curves](relearn_curves.svg)\n\n![compute vs robustness](compute_robustness.svg)\n";

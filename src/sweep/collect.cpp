@@ -3,7 +3,6 @@
 #include <cmath>
 #include <iostream>
 #include <map>
-#include <sstream>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -11,13 +10,12 @@
 #include "core/json.h"
 #include "results/attack_curve.h"
 #include "results/bootstrap.h"
+#include "results/results_table.h"
 #include "sweep/state.h"
 
 namespace undo {
 
 namespace {
-
-std::string fmt(double v) { return std::isfinite(v) ? format_double(v) : ""; }
 
 double summary_number(const Job& j, const std::string& key) {
   auto path = j.dir + "/summary.json";
@@ -143,13 +141,8 @@ int collect_results(const Plan& plan) {
   std::map<std::string, Interval> interval_of;
   for (auto& [c, values] : seeds_of) interval_of[c] = bootstrap_mean(values);
 
-  std::ostringstream csv, curves;
-  csv << "model,role,method,alpha,beta,signal,seed,attack_lr,metric,forget_before,retain_before,forget_after40,retain_after40,"
-         "forget_final,retain_final,attack_steps,train_tokens,compute_vs_oracle,teacher_forward_tokens,"
-         "teacher_compute_alone,teacher_compute_amortised,unlearn_compute,total_compute_alone,"
-         "total_compute_amortised,worst_forget_final,robustness,robustness_mean,robustness_ci_lo,robustness_ci_hi,"
-         "robustness_seeds,eval_per_op_format,eval_windows\n";
-  curves << "model,role,method,alpha,step,worst_lr,forget,retain\n";
+  std::vector<ResultRow> rows;
+  std::vector<CurveRow> curves;
   for (auto& j : plan.jobs) {
     const std::string role = role_of(j);
     if (!attacked(role)) continue;
@@ -158,32 +151,38 @@ int collect_results(const Plan& plan) {
       continue;
     }
     const ModelFigures& f = figures[j.id];
-    const std::string method = j.tags.count("method") ? j.tags.at("method") : "";
     auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
-    double total_alone = f.compute + f.teacher_alone + f.unlearn, total_amortised = f.compute + f.teacher_amortised + f.unlearn;
     auto found = interval_of.find(config_of(j));
     Interval ci = found != interval_of.end() ? found->second : Interval{NAN, NAN, NAN, 0};
+    ResultRow base;
+    base.model = j.name, base.role = role, base.method = tag("method"), base.alpha = tag("alpha");
+    base.beta = tag("beta"), base.signal = tag("signal"), base.seed = tag("seed"), base.metric = metric;
+    base.train_tokens = f.tokens, base.compute_vs_oracle = f.compute, base.teacher_forward_tokens = f.teacher_tokens;
+    base.teacher_compute_alone = f.teacher_alone, base.teacher_compute_amortised = f.teacher_amortised;
+    base.unlearn_compute = f.unlearn;
+    base.total_compute_alone = f.compute + f.teacher_alone + f.unlearn;
+    base.total_compute_amortised = f.compute + f.teacher_amortised + f.unlearn;
+    base.worst_forget_final = worst_final[j.id], base.robustness = f.robustness;
+    base.robustness_mean = ci.mean, base.robustness_ci_lo = ci.lo, base.robustness_ci_hi = ci.hi;
+    base.robustness_seeds = ci.n, base.eval_per_op_format = eval_per_op, base.eval_windows = double(eval_windows);
+    const std::string r = retain_metric_of(metric);
     for (auto& [lr, pts] : by_model_lr[j.id]) {
       auto curve = worst_case(pts, metric);  // one LR: its own curve, by step
       const auto &b = worst_at_or_before(curve, 0), &m = worst_at_or_before(curve, 40), &e = curve.back();
-      std::string r = retain_metric_of(metric);
-      csv << j.name << "," << role << "," << method << "," << tag("alpha") << "," << tag("beta") << "," << tag("signal") << "," << tag("seed")
-          << "," << fmt(lr) << "," << metric << "," << fmt(metric_at(b, metric)) << "," << fmt(metric_at(b, r)) << ","
-          << fmt(metric_at(m, metric)) << "," << fmt(metric_at(m, r)) << "," << fmt(metric_at(e, metric)) << ","
-          << fmt(metric_at(e, r)) << "," << e.step << ","
-          << (std::isfinite(f.tokens) ? std::to_string(int64_t(f.tokens)) : "") << "," << fmt(f.compute) << ","
-          << fmt(f.teacher_tokens) << "," << fmt(f.teacher_alone) << "," << fmt(f.teacher_amortised) << ","
-          << fmt(f.unlearn) << "," << fmt(total_alone) << "," << fmt(total_amortised) << ","
-          << fmt(worst_final[j.id]) << "," << fmt(f.robustness) << "," << fmt(ci.mean) << "," << fmt(ci.lo) << ","
-          << fmt(ci.hi) << "," << ci.n << "," << eval_per_op << "," << eval_windows << "\n";
+      ResultRow row = base;
+      row.attack_lr = lr;
+      row.forget_before = metric_at(b, metric), row.retain_before = metric_at(b, r);
+      row.forget_after40 = metric_at(m, metric), row.retain_after40 = metric_at(m, r);
+      row.forget_final = metric_at(e, metric), row.retain_final = metric_at(e, r);
+      row.attack_steps = double(e.step);
+      rows.push_back(std::move(row));
     }
     for (auto& p : worst_case(by_model[j.id], metric))
-      curves << j.name << "," << role << "," << method << "," << tag("alpha") << "," << p.step << ","
-             << fmt(p.worst_lr) << "," << fmt(metric_at(p, metric)) << "," << fmt(metric_at(p, retain_metric_of(metric)))
-             << "\n";
+      curves.push_back({j.name, role, base.method, base.alpha, double(p.step), p.worst_lr, metric_at(p, metric),
+                        metric_at(p, r)});
   }
-  write_file_atomic(plan.out + "/results.csv", csv.str());
-  write_file_atomic(plan.out + "/curves.csv", curves.str());
+  write_file_atomic(plan.out + "/results.csv", results_csv(rows));
+  write_file_atomic(plan.out + "/curves.csv", curves_csv(curves));
   std::cerr << "sweep: wrote " << plan.out << "/results.csv and curves.csv"
             << (skipped ? " (" + std::to_string(skipped) + " model(s) left out: attacks not all done)" : "") << "\n";
   return skipped;

@@ -1,0 +1,51 @@
+// The results of a sweep as typed rows, and their one CSV spelling: what
+// `undo sweep collect` writes (OUT/results.csv, OUT/curves.csv) and what
+// `undo report` and the dashboard read back. Each column is declared once,
+// with its row field, so that the writer and the readers cannot drift apart
+// (the report used to read the CSV back by column-name strings). Torch-free.
+#pragma once
+#include <cmath>
+#include <string>
+#include <vector>
+
+namespace undo {
+
+// One attacked model at one attack LR.
+struct ResultRow {
+  // What the model is (sweep job tags; "" where they do not apply).
+  std::string model, role, method, alpha, beta, signal, seed;
+  double attack_lr = NAN;
+  std::string metric;  // the forget metric robustness is judged on
+  // The forget and retain metrics before the attack, after 40 steps and at its end.
+  double forget_before = NAN, retain_before = NAN, forget_after40 = NAN, retain_after40 = NAN;
+  double forget_final = NAN, retain_final = NAN;
+  double attack_steps = NAN;
+  // Compute relative to the oracle's pretraining tokens.
+  double train_tokens = NAN, compute_vs_oracle = NAN, teacher_forward_tokens = NAN;
+  double teacher_compute_alone = NAN, teacher_compute_amortised = NAN, unlearn_compute = NAN;
+  double total_compute_alone = NAN, total_compute_amortised = NAN;
+  // The worst case over the model's attack LRs, its robustness, and the mean
+  // and 95% bootstrap interval over the seeds of its configuration.
+  double worst_forget_final = NAN, robustness = NAN, robustness_mean = NAN, robustness_ci_lo = NAN,
+         robustness_ci_hi = NAN, robustness_seeds = NAN;
+  // How much the evaluation scored.
+  double eval_per_op_format = NAN, eval_windows = NAN;
+};
+
+// One point of a model's worst-case relearning curve.
+struct CurveRow {
+  std::string model, role, method, alpha;
+  double step = NAN, worst_lr = NAN, forget = NAN, retain = NAN;
+};
+
+std::string results_csv(const std::vector<ResultRow>& rows);
+std::string curves_csv(const std::vector<CurveRow>& rows);
+
+// The tables read back. A file written before a column existed reads it as
+// NaN or ""; the columns every version wrote are required. Errors name the
+// file, line and column (results/csv_table.h).
+std::vector<ResultRow> read_results_csv(const std::string& path);
+std::vector<CurveRow> read_curves_csv(const std::string& path);
+std::vector<ResultRow> parse_results_csv(const std::string& text, const std::string& source);
+
+}  // namespace undo
