@@ -307,9 +307,23 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   auto dir = test::temp_dir("sweep_local");
   auto spec = write_spec(dir, "methods = maxent\nalphas = 1,0.5\nattack_lrs = 3e-3,1e-3");
   int rc = 0;
-  auto out = sweep("run", spec, dir + "/out", &rc, "", "--jobs 2");
-  ASSERT_EQ(rc, 0) << out;
+  // The run, followed as it goes by `sweep status --watch`, which rewrites the
+  // dashboard and ends once nothing runs any more.
+  const std::string undo = UNDO_BINARY, where = " --spec " + spec + " --out " + dir + "/out";
+  std::string watched;
+  ASSERT_EQ(test::run_command("(" + undo + " sweep run --jobs 2" + where + " > " + dir + "/run.log 2>&1; echo $? > " +
+                                  dir + "/run.rc) & sleep 1; " + undo + " sweep status --watch --every 0.5" + where +
+                                  " 2>&1; wait",
+                              &watched),
+            0);
+  auto out = read_file(dir + "/run.log");
+  ASSERT_EQ(read_file(dir + "/run.rc"), "0\n") << out;
   EXPECT_NE(out.find("20 jobs: 20 done"), std::string::npos) << out;
+  EXPECT_NE(watched.find("\nrunning  "), std::string::npos) << "the watch saw jobs run:\n" << watched;
+  EXPECT_EQ(watched.rfind("20 jobs: 20 done") + 2, watched.rfind(" jobs: ")) << "the watch ended when all were done";
+  std::string page = read_file(dir + "/out/report/index.html");
+  for (auto& j : make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY).jobs)
+    EXPECT_NE(page.find("id=\"job-" + j.id + "\""), std::string::npos) << j.name;
   auto csv = read_file(dir + "/out/results.csv");
   // 6 models (the distilled-base control among them) x 2 LRs, plus the header.
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 13) << csv;
@@ -323,7 +337,7 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   EXPECT_EQ(out.find("start"), std::string::npos) << out;
   std::string report;
   ASSERT_EQ(test::run_undo("report " + dir + "/out", &report), 0) << report;
-  for (auto f : {"report.md", "relearn_curves.svg", "relearn_curves.png", "compute_robustness.svg",
+  for (auto f : {"report.md", "index.html", "relearn_curves.svg", "relearn_curves.png", "compute_robustness.svg",
                  "compute_robustness.png"})
     EXPECT_TRUE(file_exists(dir + "/out/report/" + f)) << f;
   EXPECT_EQ(read_file(dir + "/out/report/relearn_curves.png").substr(0, 8), "\x89PNG\r\n\x1a\n");

@@ -14,6 +14,8 @@
 #include "results/chart.h"
 #include "results/results_table.h"
 #include "results/support.h"
+#include "sweep/dashboard.h"
+#include "sweep/job_list.h"
 
 namespace undo {
 
@@ -30,38 +32,6 @@ std::string cell(double v, int digits = 3) {
   os.precision(digits);
   os << v;
   return os.str();
-}
-
-// A student's or control's configuration, whose seeds are pooled.
-std::string config_key(const Row& r) {
-  return r.role + "|" + r.method + "|" + r.alpha + "|" + r.beta + "|" + r.signal;
-}
-
-// What the results say about their own strength (results/support.h).
-SweepEvidence evidence_of(const std::vector<Row>& results, const std::string& metric) {
-  SweepEvidence e;
-  e.metric = metric;
-  std::map<std::string, std::set<double>> lrs_per_model;
-  std::map<std::string, std::set<std::string>> seeds_per_config;
-  e.attack_steps = std::numeric_limits<int>::max();
-  for (auto& r : results) {
-    lrs_per_model[r.model].insert(r.attack_lr);
-    e.attack_steps = std::min(e.attack_steps, int(r.attack_steps));
-    if (r.role == "student") seeds_per_config[config_key(r)].insert(r.seed);
-    if (r.role == "oracle" && !e.has_oracle) {
-      e.has_oracle = true;
-      e.oracle_before = r.forget_before;
-      e.oracle_after = r.worst_forget_final;
-    }
-    auto count = [](double v) { return std::isfinite(v) ? int64_t(v) : int64_t(0); };
-    e.eval_per_op_format = int(count(r.eval_per_op_format));
-    e.eval_windows = count(r.eval_windows);
-  }
-  e.attack_lrs = std::numeric_limits<int>::max();
-  for (auto& [m, lrs] : lrs_per_model) e.attack_lrs = std::min(e.attack_lrs, int(lrs.size()));
-  e.seeds = seeds_per_config.empty() ? 1 : std::numeric_limits<int>::max();
-  for (auto& [c, seeds] : seeds_per_config) e.seeds = std::min(e.seeds, int(seeds.size()));
-  return e;
 }
 
 }  // namespace
@@ -224,7 +194,7 @@ int stage_report(int argc, const char* const* argv) {
   for (auto& m : models) {
     auto& r = per[m].first;
     if (r.role != "student" && r.role != "control") continue;
-    if (!configs_seen.insert(config_key(r)).second) continue;
+    if (!configs_seen.insert(configuration_of(r)).second) continue;
     std::string mean = support.attack_strong ? cell(r.robustness_mean, 2) : "withheld";
     std::string ci = !support.attack_strong || !std::isfinite(r.robustness_ci_lo)
                          ? "-"
@@ -238,7 +208,9 @@ int stage_report(int argc, const char* const* argv) {
   md << "\n![relearning curves](relearn_curves.svg)\n\n![compute vs robustness](compute_robustness.svg)\n";
   write_file_atomic(join_path(out, "report.md"), md.str());
   std::cout << md.str();
-  std::cerr << "report: " << out << "/{report.md, relearn_curves.svg/.png, compute_robustness.svg/.png}\n";
+  // The dashboard: the same results, sortable, with every job of the sweep (OUT/jobs.tsv) and the charts.
+  write_dashboard(read_job_list(dir));
+  std::cerr << "report: " << out << "/{report.md, index.html, relearn_curves.svg/.png, compute_robustness.svg/.png}\n";
   return 0;
 }
 

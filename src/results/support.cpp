@@ -1,7 +1,13 @@
 #include "results/support.h"
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <map>
+#include <set>
 #include <sstream>
+
+#include "results/results_table.h"
 
 namespace undo {
 namespace {
@@ -44,6 +50,37 @@ Support judge_support(const SweepEvidence& e, const SupportThresholds& t) {
     s.gaps.push_back(std::to_string(e.eval_windows) + " validation windows (< " + std::to_string(t.min_eval_windows) +
                      ")");
   return s;
+}
+
+// A student's or control's configuration, whose seeds are pooled.
+std::string configuration_of(const ResultRow& r) {
+  return r.role + "|" + r.method + "|" + r.alpha + "|" + r.beta + "|" + r.signal;
+}
+
+SweepEvidence evidence_of(const std::vector<ResultRow>& results, const std::string& metric) {
+  SweepEvidence e;
+  e.metric = metric;
+  std::map<std::string, std::set<double>> lrs_per_model;
+  std::map<std::string, std::set<std::string>> seeds_per_config;
+  e.attack_steps = std::numeric_limits<int>::max();
+  for (auto& r : results) {
+    lrs_per_model[r.model].insert(r.attack_lr);
+    e.attack_steps = std::min(e.attack_steps, int(r.attack_steps));
+    if (r.role == "student") seeds_per_config[configuration_of(r)].insert(r.seed);
+    if (r.role == "oracle" && !e.has_oracle) {
+      e.has_oracle = true;
+      e.oracle_before = r.forget_before;
+      e.oracle_after = r.worst_forget_final;
+    }
+    auto count = [](double v) { return std::isfinite(v) ? int64_t(v) : int64_t(0); };
+    e.eval_per_op_format = int(count(r.eval_per_op_format));
+    e.eval_windows = count(r.eval_windows);
+  }
+  e.attack_lrs = std::numeric_limits<int>::max();
+  for (auto& [m, lrs] : lrs_per_model) e.attack_lrs = std::min(e.attack_lrs, int(lrs.size()));
+  e.seeds = seeds_per_config.empty() ? 1 : std::numeric_limits<int>::max();
+  for (auto& [c, seeds] : seeds_per_config) e.seeds = std::min(e.seeds, int(seeds.size()));
+  return e;
 }
 
 }  // namespace undo

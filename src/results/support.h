@@ -41,4 +41,12 @@ struct Support {
 
 Support judge_support(const SweepEvidence& e, const SupportThresholds& t = {});
 
+struct ResultRow;
+// The evidence a sweep's results table holds about itself: the oracle's
+// relearning, the attack grid, the seeds per student configuration and the
+// evaluation's size.
+SweepEvidence evidence_of(const std::vector<ResultRow>& results, const std::string& metric);
+// A student's or control's configuration, whose seeds are pooled.
+std::string configuration_of(const ResultRow& r);
+
 }  // namespace undo

@@ -1,0 +1,295 @@
+#include "sweep/dashboard.h"
+
+#include <sys/stat.h>
+
+#include <ctime>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include "core/config.h"
+#include "core/fs.h"
+#include "core/json.h"
+#include "results/results_table.h"
+#include "results/support.h"
+#include "sweep/state.h"
+
+namespace undo {
+namespace {
+
+std::string html_escape(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    switch (c) {
+      case '&': out += "&amp;"; break;
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '"': out += "&quot;"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
+
+// `section.key` of an INI file as undo writes config.ini ("" when absent).
+std::string ini_value(const std::string& path, const std::string& section, const std::string& key) {
+  std::ifstream in(path);
+  std::string line, current;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] == '[') {
+      current = line.substr(1, line.find(']') - 1);
+    } else if (current == section) {
+      auto eq = line.find('=');
+      if (eq == std::string::npos) continue;
+      auto k = line.substr(0, eq);
+      k.erase(k.find_last_not_of(" \t") + 1);
+      if (k == key) return line.substr(line.find_first_not_of(" \t", eq + 1));
+    }
+  }
+  return "";
+}
+
+
+// The whole lines of a JSON-lines file another process may be appending to.
+std::vector<std::map<std::string, std::string>> json_lines_so_far(const std::string& path) {
+  std::vector<std::map<std::string, std::string>> out;
+  std::ifstream in(path);
+  std::string line;
+  while (std::getline(in, line)) {
+    try {
+      out.push_back(parse_flat_json(line));
+    } catch (const std::exception&) {
+      // the line being written
+    }
+  }
+  return out;
+}
+
+std::string fixed(double v, int digits) {
+  if (!std::isfinite(v)) return "";
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(digits);
+  os << v + 0.0;
+  return os.str();
+}
+
+std::string duration(double s) {
+  if (!std::isfinite(s)) return "";
+  int64_t t = int64_t(s + 0.5);
+  std::ostringstream os;
+  if (t >= 3600) os << t / 3600 << " h " << (t % 3600) / 60 << " min";
+  else if (t >= 60) os << t / 60 << " min " << t % 60 << " s";
+  else os << t << " s";
+  return os.str();
+}
+
+std::string link(const Job& j, const std::string& file) {
+  // From OUT/report/index.html to OUT/jobs/<name>-<id>/FILE.
+  if (!file_exists(j.dir + "/" + file)) return "";
+  return "<a href=\"../jobs/" + html_escape(j.name + "-" + j.id + "/" + file) + "\">" + html_escape(file) + "</a>";
+}
+
+const char* kStyle = R"(
+body { font-family: sans-serif; margin: 1.5em; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+th.sortable { cursor: pointer; background: #f2f2f2; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.state { font-weight: bold; padding: 0 0.4em; border-radius: 0.3em; }
+.done { background: #d4edda; } .running { background: #cce5ff; } .queued, .ready, .waiting { background: #eee; }
+.failed, .blocked, .cut { background: #f8d7da; }
+.bar { width: 8em; height: 0.8em; background: #eee; display: inline-block; }
+.bar span { height: 100%; background: #3b7ddd; display: block; }
+pre { margin: 0; white-space: pre-wrap; max-width: 60em; font-size: 0.85em; }
+.note { background: #fff3cd; padding: 0.5em; max-width: 60em; }
+)";
+
+// Sorts a table by the clicked header: numbers as numbers, the rest as text.
+const char* kScript = R"(
+document.querySelectorAll('table.sortable').forEach(function (table) {
+  table.querySelectorAll('th').forEach(function (th, col) {
+    th.classList.add('sortable');
+    th.addEventListener('click', function () {
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      var up = th.dataset.order !== 'up';
+      th.dataset.order = up ? 'up' : 'down';
+      rows.sort(function (a, b) {
+        var x = a.cells[col].dataset.v || a.cells[col].textContent, y = b.cells[col].dataset.v || b.cells[col].textContent;
+        var nx = parseFloat(x), ny = parseFloat(y);
+        var c = (!isNaN(nx) && !isNaN(ny)) ? nx - ny : x.localeCompare(y);
+        return up ? c : -c;
+      });
+      rows.forEach(function (r) { body.appendChild(r); });
+    });
+  });
+});
+)";
+
+std::string jobs_section(const Plan& plan, bool* active) {
+  std::ostringstream os;
+  std::map<std::string, int> counts;
+  std::ostringstream rows;
+  for (auto& j : plan.jobs) {
+    auto s = job_status(plan, j);
+    const std::string state = state_name(s.state);
+    counts[state]++;
+    if (s.state == JobState::Running || s.state == JobState::Queued) *active = true;
+    std::string detail;
+    if (s.state == JobState::Running) {
+      auto p = job_progress(j);
+      if (std::isfinite(p.fraction))
+        detail = "<span class=\"bar\"><span style=\"width:" + fixed(100 * p.fraction, 0) + "%\"></span></span> " +
+                 fixed(100 * p.fraction, 0) + "%" + (std::isfinite(p.eta_s) ? ", about " + duration(p.eta_s) + " left" : "");
+      else
+        detail = "started";
+    } else if (s.state == JobState::Failed) {
+      detail = "<pre>" + html_escape(log_tail(j, 12)) + "</pre>";
+    } else {
+      detail = html_escape(s.reason);
+    }
+    rows << "<tr id=\"job-" << html_escape(j.id) << "\"><td><span class=\"state " << state << "\">" << state
+         << "</span></td><td>" << html_escape(j.name) << "</td><td>" << html_escape(j.kind) << "</td><td>" << detail
+         << "</td><td>" << link(j, "config.ini") << " " << link(j, "metrics.jsonl") << " " << link(j, "attack.jsonl")
+         << " " << link(j, "log") << "</td></tr>\n";
+  }
+  os << "<h2>Jobs</h2>\n<p>" << plan.jobs.size() << " jobs:";
+  for (auto& [state, n] : counts) os << " " << n << " " << state << ";";
+  os << "</p>\n<table class=\"sortable\" id=\"jobs\"><thead><tr><th>state</th><th>job</th><th>kind</th>"
+        "<th>progress / reason</th><th>files</th></tr></thead><tbody>\n"
+     << rows.str() << "</tbody></table>\n";
+  return os.str();
+}
+
+std::string results_section(const std::string& out) {
+  const std::string path = join_path(out, "results.csv");
+  if (!file_exists(path)) return "<h2>Results</h2>\n<p>No results yet (`undo sweep collect` writes them when attacks are done).</p>\n";
+  std::vector<ResultRow> rows;
+  try {
+    rows = read_results_csv(path);
+  } catch (const std::exception& e) {
+    return "<h2>Results</h2>\n<p class=\"note\">" + html_escape(e.what()) + "</p>\n";
+  }
+  if (rows.empty()) return "<h2>Results</h2>\n<p>results.csv has no rows yet.</p>\n";
+  // Robustness is shown exactly as the report shows it: withheld when the
+  // attack cannot make the oracle relearn, marked when the evidence is thin.
+  const Support support = judge_support(evidence_of(rows, rows.front().metric));
+  std::ostringstream os;
+  os << "<h2>Results</h2>\n";
+  if (!support.attack_strong)
+    os << "<p class=\"note\">Robustness withheld: the attack is too weak to judge (" << html_escape(support.attack_note)
+       << ").</p>\n";
+  else if (!support.supported()) {
+    std::string gaps;
+    for (auto& g : support.gaps) gaps += (gaps.empty() ? "" : ", ") + g;
+    os << "<p class=\"note\">Robustness figures unsupported: " << html_escape(gaps) << ".</p>\n";
+  }
+  os << "<p>Metric: " << html_escape(rows.front().metric) << ", worst case over attack LRs; compute relative to "
+        "the oracle's pretraining; robustness mean and 95% bootstrap interval over the seeds of a "
+        "configuration. Click a column to sort.</p>\n"
+     << "<table class=\"sortable\" id=\"results\"><thead><tr><th>model</th><th>role</th><th>method</th><th>alpha</th>"
+        "<th>seed</th><th>total compute (teacher shared)</th><th>total compute (alone)</th><th>forget before</th>"
+        "<th>worst forget after attack</th><th>robustness</th><th>mean over seeds</th><th>95% interval</th>"
+        "</tr></thead><tbody>\n";
+  std::set<std::string> seen;
+  auto num = [](double v, int digits) {
+    return "<td class=\"num\" data-v=\"" + (std::isfinite(v) ? format_double(v) : std::string()) + "\">" +
+           (std::isfinite(v) ? fixed(v, digits) : "-") + "</td>";
+  };
+  auto robust = [&](double v, int digits) {
+    if (!support.attack_strong) return std::string("<td>withheld</td>");
+    std::string c = num(v, digits);
+    if (!support.supported() && std::isfinite(v)) c.insert(c.size() - 5, " (unsupported)");  // before "</td>"
+    return c;
+  };
+  for (auto& r : rows) {
+    if (!seen.insert(r.model).second) continue;
+    std::string ci = support.attack_strong && std::isfinite(r.robustness_ci_lo)
+                         ? "[" + fixed(r.robustness_ci_lo, 2) + ", " + fixed(r.robustness_ci_hi, 2) + "]"
+                         : "-";
+    os << "<tr><td>" << html_escape(r.model) << "</td><td>" << html_escape(r.role) << "</td><td>"
+       << html_escape(r.method) << "</td><td>" << html_escape(r.alpha) << "</td><td>" << html_escape(r.seed) << "</td>"
+       << num(r.total_compute_amortised, 2) << num(r.total_compute_alone, 2) << num(r.forget_before, 3)
+       << num(r.worst_forget_final, 3) << robust(r.robustness, 2) << robust(r.robustness_mean, 2) << "<td>" << ci
+       << (support.attack_strong && !support.supported() ? " (unsupported)" : "") << "</td></tr>\n";
+  }
+  os << "</tbody></table>\n";
+  return os.str();
+}
+
+std::string charts_section(const std::string& out) {
+  std::ostringstream os;
+  for (auto [file, title] : {std::pair{"relearn_curves.svg", "Relearning curves"},
+                             std::pair{"compute_robustness.svg", "Compute against robustness"}}) {
+    const std::string path = join_path(join_path(out, "report"), file);
+    if (!file_exists(path)) continue;
+    std::string svg = read_file(path);
+    auto at = svg.find("<svg");  // inline: the page stays one file
+    if (at == std::string::npos) continue;
+    os << "<h2>" << title << "</h2>\n<div class=\"chart\">" << svg.substr(at) << "</div>\n";
+  }
+  return os.str();
+}
+
+}  // namespace
+
+JobProgress job_progress(const Job& job) {
+  JobProgress p;
+  const std::string ini = job.dir + "/config.ini";
+  if (job.kind == "relearn") {
+    auto lrs = split_list(ini_value(ini, "relearn", "lrs")), seeds = split_list(ini_value(ini, "relearn", "seeds"));
+    double steps = std::strtod(ini_value(ini, "relearn", "steps").c_str(), nullptr);
+    if (lrs.empty() || seeds.empty() || !(steps > 0)) return p;
+    std::set<std::string> finished;
+    for (auto& point : json_lines_so_far(job.dir + "/attack.jsonl"))
+      if (point.count("step") && std::strtod(point.at("step").c_str(), nullptr) >= steps)
+        finished.insert(point["lr"] + "|" + point["seed"]);
+    p.fraction = double(finished.size()) / double(lrs.size() * seeds.size());
+  } else {
+    double total = std::strtod(ini_value(ini, "train", "steps").c_str(), nullptr);
+    double step = NAN;
+    for (auto& line : json_lines_so_far(job.dir + "/metrics.jsonl"))
+      if (line.count("step")) step = std::strtod(line.at("step").c_str(), nullptr);
+    if (total > 0 && std::isfinite(step)) p.fraction = std::min(1.0, step / total);
+  }
+  struct stat st;
+  if (std::isfinite(p.fraction) && p.fraction > 0 && ::stat((job.dir + "/job.running").c_str(), &st) == 0) {
+    double elapsed = std::difftime(std::time(nullptr), st.st_mtime);
+    p.eta_s = elapsed * (1 - p.fraction) / p.fraction;
+  }
+  return p;
+}
+
+std::string dashboard_html(const Plan& plan) {
+  bool active = false;
+  const std::string jobs = plan.jobs.empty()
+                               ? "<h2>Jobs</h2>\n<p>No job list here (OUT/jobs.tsv, written by `undo sweep`).</p>\n"
+                               : jobs_section(plan, &active);
+  std::time_t now = std::time(nullptr);
+  char stamp[64];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%d %H:%M:%S UTC", std::gmtime(&now));
+  std::ostringstream os;
+  os << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n";
+  if (active) os << "<meta http-equiv=\"refresh\" content=\"15\">\n";  // follows a running sweep
+  os << "<title>undo sweep: " << html_escape(plan.out) << "</title>\n<style>" << kStyle << "</style></head><body>\n"
+     << "<h1>undo sweep: " << html_escape(plan.out) << "</h1>\n<p>Written " << stamp
+     << (active ? "; jobs are running: the page reloads every 15 s (`undo sweep status --watch` rewrites it)" : "")
+     << ".</p>\n<p><a href=\"#jobs\">jobs</a> &middot; <a href=\"#results\">results</a> &middot; "
+        "<a href=\"#charts\">charts</a></p>\n"
+     << jobs << results_section(plan.out) << "<div id=\"charts\">" << charts_section(plan.out) << "</div>\n"
+     << "<script>" << kScript
+     << "</script>\n</body></html>\n";
+  return os.str();
+}
+
+std::string write_dashboard(const Plan& plan) {
+  const std::string dir = join_path(plan.out, "report");
+  make_dirs(dir);
+  const std::string path = join_path(dir, "index.html");
+  write_file_atomic(path, dashboard_html(plan));
+  return path;
+}
+
+}  // namespace undo
