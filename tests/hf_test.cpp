@@ -198,20 +198,27 @@ TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
   std::string out;
   ASSERT_EQ(test::run_undo("import --from-hf " + dir + "/model --run-dir " + dir + "/import --model.seq_len 32", &out),
             0) << out;
-  // English from the test fixtures, arithmetic as in the demo, tokenized by the model's tokenizer.
+  // The README's commands ("Use your own model"): the language setting, English from the test fixtures
+  // and Korean documents made from the multilingual text's Korean lines, tokenized by the model's tokenizer.
   const std::string english = std::filesystem::path(test::tiny_data_dir()).parent_path().string() + "/english_txt";
-  ASSERT_EQ(test::run_command(std::string(UNDO_DATA_BINARY) + " prepare --data.dir " + dir + "/data" +
-                              " --data.setting arith --data.sources " + dir + "/no_packages --data.english_dirs " +
-                              english + " --data.tokenizer " + dir + "/model --data.arith_problems 400" +
-                              " --data.val_fraction 0.1 --run.seed 7 2>&1", &out), 0) << out;
+  make_dirs(dir + "/korean");
+  std::string korean;
+  for (auto& line : {"오늘은 날씨가 맑고 바람이 조금 붑니다.", "이 프로그램은 언어 모델에서 특정 능력을 지우는 방법을 연구합니다.",
+                     "서울에서 부산까지 기차로 약 2시간 40분이 걸립니다!", "한국어 문장과 영어 단어가 섞인 줄도 있습니다."})
+    korean += std::string(line) + "\n";
+  for (int i = 0; i < 30; ++i) write_file_atomic(dir + "/korean/doc" + std::to_string(i) + ".txt", korean + korean);
+  ASSERT_EQ(test::run_undo("data prepare --config " + std::string(UNDO_SOURCE_DIR) + "/configs/lang-en-ko.ini" +
+                           " --data.tokenizer " + dir + "/model --data.dir " + dir + "/data --data.sources " + dir +
+                           "/no_packages --data.forget_sources '' --data.english_dirs " + english +
+                           " --data.forget_dirs " + dir + "/korean --data.val_fraction 0.2", &out), 0) << out;
   EXPECT_NE(read_file(dir + "/data/manifest.json").find("\"tokenizer\": \"tokenizer.json\""), std::string::npos);
-  // Stage settings without model keys: every stage takes the imported architecture.
-  const std::string common = " --data.dir " + dir + "/data --run.threads 2 --train.batch_size 4 --train.log_every 1"
-                             " --eval.batches 1 --eval.arith_per_op 2 --eval.max_new_tokens 3";
+  // configs/own-model.ini has no model keys: every stage takes the imported architecture. Tiny budgets here.
+  const std::string common = " --config " + std::string(UNDO_SOURCE_DIR) + "/configs/own-model.ini --data.dir " + dir +
+                             "/data --run.threads 2 --train.batch_size 4 --eval.batches 1";
   ASSERT_EQ(test::run_undo("unlearn --base " + dir + "/import/model.ckpt --run-dir " + dir + "/unlearn" + common +
-                           " --unlearn.method maxent --unlearn.steps 3 --train.eval_every 3", &out), 0) << out;
+                           " --unlearn.steps 3 --train.eval_every 3", &out), 0) << out;
   ASSERT_EQ(test::run_undo("distill --teacher " + dir + "/unlearn/model.ckpt --run-dir " + dir + "/distill" + common +
-                           " --distill.steps 4 --distill.check_every 2 --distill.cache off --distill.stop_metric none", &out), 0) << out;
+                           " --distill.steps 4 --distill.check_every 2 --distill.stop_metric none", &out), 0) << out;
   CheckpointMeta student = read_checkpoint_meta(dir + "/distill/model.ckpt");
   EXPECT_EQ(student.model.activation, "silu");
   EXPECT_FALSE(student.model.tied_embeddings);
@@ -219,6 +226,7 @@ TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
   EXPECT_EQ(student.model.rope_scaling, "llama3:4:1:2:16");
   ASSERT_EQ(test::run_undo("relearn --model " + dir + "/distill/model.ckpt --run-dir " + dir + "/relearn" + common +
                            " --relearn.lrs 1e-3 --relearn.steps 2 --relearn.eval_every 1", &out), 0) << out;
+  EXPECT_NE(read_file(dir + "/relearn/summary.json").find("forget_ce"), std::string::npos);
   ASSERT_EQ(test::run_undo("export --format hf --model " + dir + "/distill/model.ckpt --data.dir " + dir +
                            "/data --out " + dir + "/exported", &out), 0) << out;
   for (auto f : {"config.json", "model.safetensors", "generation_config.json", "tokenizer.json", "tokenizer_config.json"})

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -14,6 +15,7 @@
 
 #include "core/fs.h"
 #include "core/json.h"
+#include "model/transformer.h"
 #include "sweep/plan.h"
 #include "sweep/rank_memory.h"
 #include "sweep/state.h"
@@ -547,13 +549,34 @@ TEST(Sweep, ShippedSpecsPlan) {
   EXPECT_NE(text.find("training state per rank"), std::string::npos) << text;
   for (std::string row : {"\n4 ", "\n8 ", "\n64 "}) EXPECT_NE(text.find(row), std::string::npos) << row << text;
   EXPECT_EQ(billion.spec.cfg.dist.zero, 3);
-  EXPECT_NE(plan_text(billion).find("model of 1005119488 parameters"), std::string::npos) << plan_text(billion);
+  // A Gemma-2-style block: four norms, attention, MLP.
+  const int64_t block = 4 * 2048 + 4 * 2048 * 2048 + 3 * 2048 * 8192, params = 32000 * 2048 + 14 * block + 2048;
+  EXPECT_EQ(params, 1005176832);
+  EXPECT_NE(plan_text(billion).find("model of 1005176832 parameters"), std::string::npos) << plan_text(billion);
   // 1B parameters: 16 bytes each replicated (15 GiB), 1/64 of it plus the gathered blocks at zero 3, 64 ranks.
   const auto& m = billion.spec.cfg.model;
-  EXPECT_EQ(rank_memory(m, 32000, 1, 0).total(), 16 * int64_t(1005119488));
-  const int64_t block = 2 * 2048 + 4 * 2048 * 2048 + 3 * 2048 * 8192;
+  EXPECT_EQ(rank_memory(m, 32000, 1, 0).total(), 16 * params);
   auto z3 = rank_memory(m, 32000, 64, 3);
   EXPECT_EQ(z3.transient, 16 * block);
-  EXPECT_NEAR(double(z3.weights), 4.0 * 1005119488 / 64, 4.0 * 16);  // padding: at most one element per unit
+  EXPECT_NEAR(double(z3.weights), 4.0 * params / 64, 4.0 * 16);  // padding: at most one element per unit
   EXPECT_LT(rank_memory(m, 32000, 64, 3).total(), rank_memory(m, 32000, 64, 1).total());
+}
+
+// The plan's memory calculator counts exactly the parameters the model builds,
+// in every family (grouped-query heads, a head width of their own, biases,
+// post-norms, an untied head as a unit of its own).
+TEST(Sweep, RankMemoryCountsEveryFamilysParameters) {
+  ModelConfig base;
+  base.vocab_size = 101, base.d_model = 48, base.n_layers = 3, base.n_heads = 4, base.d_ff = 80;
+  std::vector<ModelConfig> models(5, base);
+  models[1].n_kv_heads = 2, models[1].tied_embeddings = false, models[1].activation = "silu";  // Llama
+  models[2].n_kv_heads = 1, models[2].qkv_bias = true, models[2].tied_embeddings = false;      // Qwen2
+  models[3].head_dim = 16;                                                                     // Gemma
+  models[4].post_norms = true, models[4].head_dim = 8, models[4].n_kv_heads = 2;               // Gemma-2
+  for (auto& m : models) {
+    Transformer model(m);
+    auto units = unit_parameter_counts(m, 0);
+    EXPECT_EQ(std::accumulate(units.begin(), units.end(), int64_t(0)), model->num_params());
+    EXPECT_EQ(units.size(), size_t(m.n_layers + (m.tied_embeddings ? 2 : 3)));
+  }
 }

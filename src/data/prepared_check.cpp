@@ -2,6 +2,7 @@
 
 #include <filesystem>
 
+#include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
 #include "data/shard.h"
@@ -20,7 +21,22 @@ std::string string_field(const std::string& json, const std::string& key) {
   return end == std::string::npos ? "" : json.substr(at, end - at);
 }
 
+// The tokenizer the data was prepared with: undo's own or a model's
+// sentencepiece tokenizer.model, or a model's tokenizer.json ("" for anything else).
+std::string tokenizer_name(const std::string& manifest) {
+  const std::string t = string_field(manifest, "tokenizer");
+  return t == "tokenizer.model" || t == "tokenizer.json" ? t : "";
+}
+
 }  // namespace
+
+std::string prepared_tokenizer(const std::string& dir) {
+  const std::string manifest_path = join_path(dir, "manifest.json");
+  UNDO_INPUT_CHECK(file_exists(manifest_path), "'", manifest_path, "' is missing: run `undo data prepare` first");
+  const std::string name = tokenizer_name(read_file(manifest_path));
+  UNDO_INPUT_CHECK(!name.empty(), "'", manifest_path, "' names no tokenizer undo reads");
+  return join_path(dir, name);
+}
 
 std::string prepared_data_problem(const std::string& dir, bool shards) {
   const std::string manifest_path = join_path(dir, "manifest.json");
@@ -31,12 +47,10 @@ std::string prepared_data_problem(const std::string& dir, bool shards) {
   } catch (const std::exception& e) {
     return e.what();
   }
-  // The tokenizer the data was prepared with: undo's own or a model's sentencepiece
-  // tokenizer.model, or a model's tokenizer.json.
-  const std::string tokenizer = string_field(manifest, "tokenizer");
-  if (tokenizer != "tokenizer.model" && tokenizer != "tokenizer.json")
-    return "'" + manifest_path + "' is not an undo preparation manifest (its tokenizer, \"" + tokenizer +
-           "\", is neither tokenizer.model nor tokenizer.json)";
+  const std::string tokenizer = tokenizer_name(manifest);
+  if (tokenizer.empty())
+    return "'" + manifest_path + "' is not an undo preparation manifest (its tokenizer, \"" +
+           string_field(manifest, "tokenizer") + "\", is neither tokenizer.model nor tokenizer.json)";
   for (auto [file, key] : {std::pair{tokenizer.c_str(), "tokenizer_sha256"}, {"vocab.bin", "vocab_sha256"}}) {
     std::string recorded = string_field(manifest, key);
     if (recorded.size() != 64)

@@ -9,9 +9,14 @@
 
 namespace undo {
 
-// "" when the directory holds a manifest whose tokenizer.model and vocab.bin
-// match their recorded sha256 (and, with `shards`, whose every *.bin token
-// shard verifies); else what is wrong, naming the file.
+// "" when the directory holds a manifest whose tokenizer (tokenizer.model, or
+// a model's tokenizer.json) and vocab.bin match their recorded sha256 (and,
+// with `shards`, whose every *.bin token shard verifies); else what is wrong,
+// naming the file.
 std::string prepared_data_problem(const std::string& dir, bool shards);
+
+// The tokenizer file the directory's manifest names (its path); InputError
+// when the manifest is missing or names none undo reads.
+std::string prepared_tokenizer(const std::string& dir);
 
 }  // namespace undo

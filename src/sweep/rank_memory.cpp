@@ -23,9 +23,14 @@ std::string gib(int64_t bytes) {
 std::vector<int64_t> unit_parameter_counts(const ModelConfig& m, int64_t vocab) {
   const int64_t v = m.vocab_size > 0 ? m.vocab_size : vocab, d = m.d_model, f = m.d_ff;
   UNDO_CHECK(v > 0 && d > 0 && m.n_layers > 0, "rank memory: the model's vocabulary and shape must be known");
+  // The units zero 3 cuts the model into, as model/transformer builds them.
+  const int64_t q = int64_t(m.n_heads) * m.head_size(), kv = int64_t(m.kv_heads()) * m.head_size();
+  const int64_t norms = (m.post_norms ? 4 : 2) * d, biases = m.qkv_bias ? q + 2 * kv : 0;
   std::vector<int64_t> units{v * d};
-  for (int i = 0; i < m.n_layers; ++i) units.push_back(2 * d + 4 * d * d + 3 * d * f);  // norms, attention, MLP
+  for (int i = 0; i < m.n_layers; ++i)
+    units.push_back(norms + d * q + 2 * d * kv + biases + q * d + 3 * d * f);  // norms, attention, MLP
   units.push_back(d);
+  if (!m.tied_embeddings) units.push_back(d * v);  // the head, a unit of its own
   return units;
 }
 

@@ -12,6 +12,7 @@
 #include "core/fs.h"
 #include "core/sha256.h"
 #include "core/stop_signal.h"
+#include "data/prepared_check.h"
 #include "data/stream.h"
 #include "distributed/communicator.h"
 #include "model/device.h"
@@ -165,7 +166,7 @@ LogitCacheKey teacher_cache_key(const Config& cfg, const std::string& teacher_pa
                                 int vocab) {
   LogitCacheKey key;
   key.teacher_sha256 = sha256_file(teacher_path);
-  key.tokenizer_sha256 = sha256_file(join_path(cfg.data.dir, "tokenizer.model"));
+  key.tokenizer_sha256 = sha256_file(prepared_tokenizer(cfg.data.dir));
   key.stream = canonical_mix(mix_spec) + "|train|" + std::to_string(cfg.model.seq_len);
   key.seed = uint64_t(cfg.distill.data_seed);
   key.offset = uint64_t(cfg.distill.data_offset);
