@@ -40,7 +40,7 @@ class SignallingObjective : public CrossEntropyObjective {
 };
 
 TrainResult train(const Config& cfg, int64_t signal_at, int64_t* calls = nullptr, Evaluator* evaluator = nullptr,
-                  std::function<bool(int64_t)> stop_after = {}) {
+                  std::function<bool(int64_t)> stopping_rule = {}) {
   auto mix = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix), "train",
                                          cfg.model.seq_len);
   SignallingObjective objective(mix, cfg.model.seq_len);
@@ -48,7 +48,7 @@ TrainResult train(const Config& cfg, int64_t signal_at, int64_t* calls = nullptr
   Transformer model(cfg.model);
   model->init_weights(7);
   Trainer trainer(cfg, "pretrain-base", model, objective, evaluator);
-  trainer.stop_after = stop_after;
+  trainer.stopping_rule = stopping_rule;
   struct Count {
     int64_t* out;
     SignallingObjective& o;
@@ -154,6 +154,7 @@ TEST(GracefulStop, TheStoppingRuleSeesTheResumedEvaluation) {
   cfg.run.resume = true;
   auto resumed = train(cfg, -1, nullptr, &evaluator, rule);
   EXPECT_EQ(resumed.steps_done, 2);
+  EXPECT_EQ(resumed.rule_stopped_at, 2);
   EXPECT_TRUE(resumed.losses.empty());  // no step after the one the rule stopped at
   EXPECT_FALSE(resumed.final_eval.empty());
 }

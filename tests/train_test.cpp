@@ -111,6 +111,34 @@ TEST(Train, ExactResumeIsBitwiseInFp32) {
   EXPECT_EQ(steps.size(), 12u / cfg.train.log_every + 1);  // 5, 10 and the final 12
 }
 
+// A stopping rule's verdict is checkpointed: a run the rule ended at step 4,
+// killed before its stage finished (the FaultInjection sweep caught a
+// distillation doing so), resumes ended at step 4. It used to train on to its
+// full budget, since the rule's evaluation is not redone on resume.
+TEST(Train, AStoppingRulesVerdictSurvivesAResume) {
+  Config cfg = test::tiny_config(test::temp_dir("rule"));
+  cfg.train.steps = 12;
+  cfg.train.ckpt_every = 100;  // no checkpoint but the rule's and the last
+  auto mix = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix), "train",
+                                         cfg.model.seq_len);
+  CrossEntropyObjective objective(mix, cfg.model.seq_len);
+  Trainer first(cfg, "pretrain-base", fresh(cfg, 5), objective, nullptr);
+  first.stopping_rule = [](int64_t step) { return step == 4; };
+  auto a = first.run();
+  EXPECT_EQ(a.steps_done, 4);
+  EXPECT_EQ(a.rule_stopped_at, 4);
+  ASSERT_TRUE(latest_valid_checkpoint(cfg.run.dir));
+  EXPECT_EQ(read_checkpoint_meta(*latest_valid_checkpoint(cfg.run.dir)).step, 4);
+  // The stage was killed here, before it wrote its result; the rerun resumes.
+  cfg.run.resume = true;
+  Trainer again(cfg, "pretrain-base", fresh(cfg, 5), objective, nullptr);
+  again.stopping_rule = [](int64_t) { return false; };  // the rule's evidence is gone with the process
+  auto b = again.run();
+  EXPECT_EQ(b.steps_done, 4);
+  EXPECT_EQ(b.rule_stopped_at, 4);
+  EXPECT_TRUE(b.losses.empty()) << "trained on after the rule had ended the run";
+}
+
 TEST(Train, FusedAdamWMatchesTheFormula) {
   // optim.fused uses LibTorch's fused kernel; optim.fused = false spells out
   // torch.optim.AdamW's arithmetic. Same gradients, same weights (to rounding).

@@ -79,7 +79,6 @@ int stage_distill(int argc, const char* const* argv) {
   if (metric == "auto") metric = target.count("retain_acc") ? "retain_acc" : "retain_ce";
   UNDO_INPUT_CHECK(metric == "none" || target.count(metric), "distill.stop_metric = ", metric,
                    " is not measured for this data (no arithmetic evaluation)");
-  int64_t stopped_at = -1;
   auto recovered = [&](const std::map<std::string, double>& now) {
     if (metric == "retain_ce") return (now.at(metric) - target.at(metric)) / target.at(metric) < d.stop_tol;
     return target.at(metric) - now.at(metric) <= d.stop_tol;
@@ -88,12 +87,11 @@ int stage_distill(int argc, const char* const* argv) {
   std::string stage = "distill-" + d.init;
   auto t0 = std::chrono::steady_clock::now();
   Trainer trainer(cfg, stage, student, *objective, &evaluator);
-  trainer.stop_after = [&](int64_t step) {
-    if (metric == "none" || step % d.check_every != 0 || !recovered(evaluator.last())) return false;
-    stopped_at = step;
-    return true;
+  trainer.stopping_rule = [&](int64_t step) {
+    return metric != "none" && step % d.check_every == 0 && recovered(evaluator.last());
   };
   TrainResult r = trainer.run();
+  const int64_t stopped_at = r.rule_stopped_at;
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   // Teacher compute: spent online in this run, or what the cache cost when built.
   int64_t teacher_tokens = objective->teacher_tokens();

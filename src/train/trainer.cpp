@@ -106,12 +106,13 @@ int64_t Trainer::state_bytes() const {
   return n;
 }
 
-void Trainer::checkpoint(int64_t step, bool eval_pending) {
+void Trainer::checkpoint(int64_t step, bool eval_pending, bool rule_stopped) {
   CheckpointMeta meta;
   meta.model = model_->cfg;
   meta.step = step;
   meta.stage = stage_;
   if (eval_pending) meta.extra["eval_pending"] = "1";
+  if (rule_stopped) meta.extra["rule_stopped"] = "1";
   stamp_identity(meta, identity());
   if (zero3_) zero3_->materialize();  // consolidated: the same file at every zero level and world size
   std::string bytes = checkpoint_bytes(meta, model_, optimizer_state());  // collective under ZeRO-1 and 3
@@ -150,7 +151,7 @@ TrainResult Trainer::run() {
   const int rank = comm_ ? comm_->rank() : 0, world = comm_ ? comm_->world() : 1;
   if (is_root()) make_dirs(cfg_.run.dir);
   int64_t start = 0;
-  bool eval_pending = false;
+  bool eval_pending = false, resumed_stopped = false;
   if (cfg_.run.resume) {
     if (auto path = latest_valid_checkpoint(cfg_.run.dir)) {
       // Only this run's checkpoint is continued (prepare_run checked the run
@@ -162,6 +163,7 @@ TrainResult Trainer::run() {
       if (zero3_) zero3_->reshard_from_model();
       start = meta.step;
       eval_pending = meta.extra.count("eval_pending") > 0;
+      resumed_stopped = meta.extra.count("rule_stopped") > 0;
       if (is_root()) std::cerr << stage_ << ": resuming from " << *path << " at step " << start << "\n";
     } else if (is_root()) {
       std::cerr << stage_ << ": --resume given but no valid checkpoint in " << cfg_.run.dir << ", starting fresh\n";
@@ -188,11 +190,14 @@ TrainResult Trainer::run() {
   };
   // The evaluation a stop signal interrupted before this run's checkpoint, and
   // the stopping rule's look at it, which came after it.
-  bool rule_stopped = false;
+  // A run whose rule had ended it at its checkpoint (killed before the stage
+  // finished) ends there again.
+  bool rule_stopped = resumed_stopped;
   if (eval_pending && evaluator_) {
     if (!evaluate(start, metrics, result)) throw stopped(start, "in its evaluation");
-    rule_stopped = start < t.steps && stop_after && stop_after(start);
+    rule_stopped = start < t.steps && stopping_rule && stopping_rule(start);
   }
+  if (rule_stopped) result.rule_stopped_at = start;
   model_->train();
 
   // No host synchronisation inside a step on a GPU: the loss, the logged
@@ -291,8 +296,16 @@ TrainResult Trainer::run() {
       throw stopped(done, "in the evaluation after step " + std::to_string(done));
     }
     bool stop = stop_requested > 0 && !last;
-    if ((t.ckpt_every > 0 && done % t.ckpt_every == 0) || last || stop) checkpoint(done);
+    // The rule looks before the checkpoint, which records its verdict: a run
+    // killed between that checkpoint and the stage's end resumes stopped, as
+    // the uninterrupted run ended (it used to train on to the full budget).
+    const bool rule = stopping_rule && stopping_rule(done);
+    if ((t.ckpt_every > 0 && done % t.ckpt_every == 0) || last || stop || rule) checkpoint(done, false, rule);
     result.steps_done = done;
+    if (rule) {
+      result.rule_stopped_at = done;
+      break;  // the run is complete: a stop signal now has nothing left to save
+    }
     if (stop) throw stopped(done, "after step " + std::to_string(done));
     if (stop_after && stop_after(done)) break;
   }

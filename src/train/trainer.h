@@ -30,6 +30,9 @@ struct TrainResult {
   int64_t tokens = 0;          // training tokens, all ranks (this run and resumed ones)
   std::vector<double> losses;  // loss of each step run in this process, averaged over ranks
   std::map<std::string, double> final_eval;
+  // The step at which stopping_rule ended the run (in this process or, as
+  // its checkpoint records, in the run it resumed); -1 when it did not.
+  int64_t rule_stopped_at = -1;
 };
 
 class Trainer {
@@ -38,7 +41,13 @@ class Trainer {
   // communicator is the job's (distributed()), null for one process.
   Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator);
   TrainResult run();  // once per Trainer (a zero-3 run frees its optimizer at the end)
-  // Called after each optimizer step (tests and benchmarks stop a run midway with it).
+  // A stopping rule (distillation's retain recovery), asked after each
+  // optimizer step and its evaluation: true means the run is complete there.
+  // Its verdict goes into that step's checkpoint, so that a run killed before
+  // its stage finished resumes ended, as the uninterrupted run did.
+  std::function<bool(int64_t step)> stopping_rule;
+  // Called after each optimizer step: true leaves the run there, recording
+  // nothing (tests and benchmarks stop a run midway with it).
   std::function<bool(int64_t step)> stop_after;
   // Bytes of training state this rank holds now: the model's own weight
   // tensors (empty under zero 3), zero 3's shards, gradients and AdamW moments.
@@ -47,7 +56,8 @@ class Trainer {
 
  private:
   // `eval_pending`: the evaluation due at `step` was interrupted; a resume runs it first.
-  void checkpoint(int64_t step, bool eval_pending = false);
+  // `rule_stopped`: stopping_rule ended the run at `step`; a resume ends there too.
+  void checkpoint(int64_t step, bool eval_pending = false, bool rule_stopped = false);
   // Evaluates at `done` into the log and `result`; false when a stop signal
   // interrupted it (then nothing was written).
   bool evaluate(int64_t done, MetricsLog& metrics, TrainResult& result);
