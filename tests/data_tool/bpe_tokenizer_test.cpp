@@ -13,6 +13,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/json_value.h"
+#include "core/utf8.h"
 #include "data/vocabulary.h"
 #include "prepare/text_tokenizer.h"
 #include "test_util.h"
@@ -97,4 +98,49 @@ TEST(BpeTokenizer, UnsupportedFilesAreRefusedByKey) {
   refused(R"({"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}})", "model.vocab.a");
   refused(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})", "end-of-text token");
   refused(R"({"model": {"type": "BPE", )", "not valid JSON");
+}
+
+// Text taken apart by hand: invalid UTF-8 becomes U+FFFD as a lossy Rust
+// conversion makes it (what the tokenizers library is given), valid text is
+// kept, and code points round-trip.
+TEST(Utf8, InvalidSequencesBecomeReplacementCharactersAndValidTextIsKept) {
+  const std::string ok = "a\xC3\xA9\xED\x95\x9C\xF0\x9F\x99\x82";  // a é 한 🙂
+  EXPECT_EQ(valid_utf8(ok), ok);
+  std::string round;
+  for (uint32_t cp : code_points(ok)) append_utf8(round, cp);
+  EXPECT_EQ(round, ok);
+  EXPECT_EQ(code_points(ok), (std::vector<uint32_t>{0x61, 0xE9, 0xD55C, 0x1F642}));
+  const std::string bad = "\xFF" "a\xC3" "b\xE0\x80\x80\xED\xA0\x80\xF4\x90\x80\x80";
+  // A stray byte, a cut sequence, an overlong form, a surrogate, past U+10FFFF.
+  std::string fffd = "\xEF\xBF\xBD";
+  std::string ten;
+  for (int i = 0; i < 10; ++i) ten += fffd;  // 3 + 3 + 4: each lead byte that starts no valid sequence, and each stray byte
+  EXPECT_EQ(valid_utf8(bad), fffd + "a" + fffd + "b" + ten);
+}
+
+// Other programs' JSON: escapes and surrogate pairs decoded, and every error
+// names the file and where in it.
+TEST(JsonValue, EscapesSurrogatesAndErrorsNameFileAndPath) {
+  JsonValue v = parse_json(R"({"a": ["x\u00e9\ud83d\ude42\n", 2.5e1, true, null, 2.5], "b": {"c": -3}})", "f.json");
+  EXPECT_EQ(v.at("a").array()[0].string(), "x\xC3\xA9\xF0\x9F\x99\x82\n");
+  EXPECT_EQ(v.at("a").array()[1].number(), 25.0);
+  EXPECT_EQ(v.at("b").at("c").integer(-10, 10), -3);
+  auto error_of = [](auto fn) {
+    try {
+      fn();
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(error_of([&] { v.at("b").at("c").string(); }), "f.json: b.c is a number, expected a string");
+  EXPECT_EQ(v.at("a").array()[1].integer(0, 100), 25);
+  EXPECT_EQ(error_of([&] { v.at("a").array()[4].integer(0, 100); }),
+            "f.json: a[4] = 2.5: expected a whole number in [0, 100]");
+  EXPECT_EQ(error_of([&] { v.at("z"); }), "f.json: the document lacks the key \"z\"");
+  EXPECT_NE(error_of([] { parse_json(R"({"a": "\ud83d"})", "g.json"); }).find("g.json: not valid JSON at byte"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_json(std::string(600, '['), "deep.json"); }).find("nested deeper than 512"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_json("{} x", "t.json"); }).find("text after the document"), std::string::npos);
 }

@@ -1,0 +1,20 @@
+// UTF-8 by hand, where text from other programs is taken apart: JSON's \u
+// escapes (core/json_value) and a BPE tokenizer's byte-level alphabet and
+// lossy conversion (prepare/bpe_tokenizer). Torch-free.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace undo {
+
+// Appends code point `cp` (at most U+10FFFF) as UTF-8.
+void append_utf8(std::string& out, uint32_t cp);
+// The code points of `s`, which must be valid UTF-8 (see valid_utf8).
+std::vector<uint32_t> code_points(const std::string& s);
+// `s` with every invalid sequence (stray or missing continuation bytes,
+// overlong forms, surrogates, past U+10FFFF) replaced by U+FFFD, as a lossy
+// conversion to a Rust String (what the tokenizers library takes) does.
+std::string valid_utf8(const std::string& s);
+
+}  // namespace undo
