@@ -109,6 +109,16 @@ TEST(HfExport, TheDemoModelLoadsAsAGemmaWithItsTokenizer) {
             1e-4);
   EXPECT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " prompts " + dir + "/hf " +
                               test::tiny_data_dir() + "/eval_prompts.jsonl 2>&1", &out), 0) << out;
+  // An export replaces an earlier export, and nothing else: a directory of the user's is left as it is.
+  EXPECT_NE(read_file(dir + "/hf/undo-export.json").find("model.ckpt"), std::string::npos);
+  const std::string again = "export --format hf --model " + dir + "/model.ckpt --data.dir " + test::tiny_data_dir();
+  EXPECT_EQ(test::run_undo(again + " --out " + dir + "/hf", &out), 0) << out;
+  make_dirs(dir + "/mine");
+  write_file_atomic(dir + "/mine/config.json", "{\"mine\": true}");
+  EXPECT_EQ(test::run_undo(again + " --out " + dir + "/mine", &out), 2) << out;
+  EXPECT_NE(out.find("exists and is not an undo export"), std::string::npos) << out;
+  EXPECT_EQ(read_file(dir + "/mine/config.json"), "{\"mine\": true}");
+  EXPECT_FALSE(file_exists(dir + "/mine/model.safetensors"));
 }
 
 // What transformers would compute differently, or undo cannot, is refused by

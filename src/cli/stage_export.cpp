@@ -4,11 +4,13 @@
 // (config.json, model.safetensors, generation_config.json, and the tokenizer
 // the model's data was prepared with) that transformers' AutoModelForCausalLM
 // and AutoTokenizer load.
+#include <filesystem>
 #include <iostream>
 
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "core/json_value.h"
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
@@ -30,19 +32,24 @@ void write_undo_safetensors(Transformer& model, const CheckpointMeta& meta, cons
   write_safetensors(out, tensors, info);
 }
 
-// The tokenizer files of the data directory the model was trained with
-// (data.dir), copied beside an HF export: a model's own tokenizer.json (with
-// its tokenizer_config.json), or a sentencepiece tokenizer.model. Returns the
-// end-of-text id from the data's manifest, or -1.
-int copy_tokenizer(const std::string& data_dir, const std::string& out) {
+// The tokenizer of the data directory the model was trained with (data.dir):
+// the file its manifest names and its end-of-text id; "" and -1 without one.
+std::pair<std::string, int> prepared_tokenizer_of(const std::string& data_dir) {
   const std::string manifest = join_path(data_dir, "manifest.json");
   if (!file_exists(manifest)) {
     std::cerr << "export: no prepared data at data.dir = '" << data_dir << "': the export has no tokenizer\n";
-    return -1;
+    return {"", -1};
   }
   JsonValue m = read_json_file(manifest);
   const std::string name = m.at("tokenizer").string();
-  UNDO_INPUT_CHECK(name.find('/') == std::string::npos, m.at("tokenizer").where(), ": not a file name");
+  UNDO_INPUT_CHECK(name == "tokenizer.model" || name == "tokenizer.json", m.at("tokenizer").where(),
+                   ": not a tokenizer undo prepares with");
+  return {name, int(m.at("eos_id").integer(0, 1 << 30))};
+}
+
+// The tokenizer files copied beside an HF export: a model's own
+// tokenizer.json (with its tokenizer_config.json), or a sentencepiece tokenizer.model.
+void copy_tokenizer(const std::string& data_dir, const std::string& name, const std::string& out) {
   write_file_atomic(join_path(out, name), read_file(join_path(data_dir, name)));
   for (const char* extra : {"tokenizer_config.json", "special_tokens_map.json"})
     if (file_exists(join_path(data_dir, extra)))
@@ -54,7 +61,14 @@ int copy_tokenizer(const std::string& data_dir, const std::string& out) {
     write_file_atomic(join_path(out, "tokenizer_config.json"),
                       "{\"tokenizer_class\": \"LlamaTokenizer\", \"add_bos_token\": false, \"add_eos_token\": false, "
                       "\"legacy\": false}\n");
-  return int(m.at("eos_id").integer(0, 1 << 30));
+}
+
+// An HF export goes into a new or empty directory, or replaces an earlier
+// export (marked by undo-export.json, which also says where it came from).
+void check_export_dir(const std::string& out) {
+  if (!file_exists(out) || file_exists(join_path(out, "undo-export.json"))) return;
+  UNDO_INPUT_CHECK(is_directory(out) && std::filesystem::is_empty(out), "--out '", out,
+                   "' exists and is not an undo export: nothing was written (name a new directory)");
 }
 
 }  // namespace
@@ -78,10 +92,14 @@ int stage_export(int argc, const char* const* argv) {
     write_undo_safetensors(model, meta, out);
   } else {
     if (out.empty()) out = stem + "-hf";
-    hf_family_for(model->cfg);  // refused before anything is written
-    make_dirs(out);
-    const int eos = copy_tokenizer(cfg.data.dir, out);
-    write_hf_model(model, out, dtype, -1, eos, -1);
+    check_export_dir(out);
+    auto [tokenizer, eos] = prepared_tokenizer_of(cfg.data.dir);
+    write_hf_model(model, out, dtype, -1, eos, -1);  // refuses what no family computes before writing
+    if (!tokenizer.empty()) copy_tokenizer(cfg.data.dir, tokenizer, out);
+    JsonObject provenance;
+    provenance.add("checkpoint", model_path).add("stage", meta.stage).add("step", meta.step);
+    provenance.add("data_dir", tokenizer.empty() ? std::string() : cfg.data.dir);
+    write_file_atomic(join_path(out, "undo-export.json"), provenance.str() + "\n");
   }
   std::cout << out << "\n";
   return 0;
