@@ -155,6 +155,17 @@ TEST(HfImport, UnsupportedConfigsAndMismatchedWeightsAreRefusedByName) {
   };
   std::string out;
   ASSERT_EQ(test::run_undo("import --from-hf " + dir + "/ok --run-dir " + dir + "/ok-run", &out), 0) << out;
+  // An import replaces an earlier import, never another stage's model.
+  EXPECT_EQ(test::run_undo("import --from-hf " + dir + "/ok --run-dir " + dir + "/ok-run", &out), 0) << out;
+  CheckpointMeta pretrained;
+  pretrained.model = model->cfg;
+  pretrained.stage = "pretrain";
+  make_dirs(dir + "/trained");
+  save_checkpoint(dir + "/trained/model.ckpt", pretrained, model, nullptr);
+  const std::string before = read_file(dir + "/trained/model.ckpt");
+  EXPECT_EQ(test::run_undo("import --from-hf " + dir + "/ok --run-dir " + dir + "/trained", &out), 2) << out;
+  EXPECT_NE(out.find("already holds another stage's model.ckpt"), std::string::npos) << out;
+  EXPECT_EQ(read_file(dir + "/trained/model.ckpt"), before);
   refused("type", edit("\"model_type\": \"llama\"", "\"model_type\": \"mistral\""), weights,
           "config.json: model_type = \"mistral\"");
   refused("bias", edit("\"attention_bias\": false", "\"attention_bias\": true"), weights,
