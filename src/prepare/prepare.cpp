@@ -99,12 +99,6 @@ void cap_bytes(std::vector<Document>& docs, int64_t cap) {
   docs.resize(n);
 }
 
-// A model's tokenizer (data.tokenizer) in the preparation key: the file's
-// sha256, so that another tokenizer at the same path prepares again.
-std::string tokenizer_identity(const std::string& spec) {
-  return spec.empty() ? "own" : sha256_file(find_tokenizer_file(spec));
-}
-
 // The inputs recorded by data/fetch: one "package<TAB>version<TAB>sha256<TAB>registry" line each.
 std::string fetched_inputs_json(const std::string& sources) {
   std::string path = join_path(fs::path(sources).parent_path().string(), "fetched.tsv");
@@ -198,8 +192,10 @@ bool prepare_data(const Config& cfg) {
       << '|' << d.forget_script << '|' << format_double(d.forget_script_share) << '|' << d.forget_sources << '|'
       << d.forget_dirs << '|'
       << d.tokenizer_vocab << '|' << format_double(d.val_fraction) << '|' << d.arith_problems << '|'
-      << d.max_text_bytes << '|' << cfg.run.seed << '|' << fetched_inputs_json(d.sources) << '|'
-      << tokenizer_identity(d.tokenizer);
+      << d.max_text_bytes << '|' << cfg.run.seed << '|' << fetched_inputs_json(d.sources);
+  // A model's tokenizer (data.tokenizer) by its file's sha256, so that another
+  // tokenizer at the same path prepares again (undo's own leaves earlier keys as they were).
+  if (!d.tokenizer.empty()) key << '|' << sha256_file(find_tokenizer_file(d.tokenizer));
   std::string prep_key = sha256_hex(key.str().data(), key.str().size());
   std::string manifest_path = join_path(d.dir, "manifest.json");
   if (file_exists(manifest_path) && read_file(manifest_path).find(prep_key) != std::string::npos) {
