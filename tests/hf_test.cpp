@@ -83,6 +83,9 @@ INSTANTIATE_TEST_SUITE_P(Families, HfFamilies, ::testing::Values("llama", "qwen2
 // AutoTokenizer reads to the ids undo-data gave the evaluation prompts.
 TEST(HfExport, TheDemoModelLoadsAsAGemmaWithItsTokenizer) {
   SKIP_WITHOUT_TRANSFORMERS();
+  if (std::system((std::string(UNDO_PYTHON) + " -c 'import sentencepiece, google.protobuf' 2>/dev/null").c_str()) != 0)
+    GTEST_SKIP() << "sentencepiece or protobuf is missing from " << UNDO_PYTHON
+                 << " (transformers reads a tokenizer.model with them): skipped (launch/setup installs them)";
   auto dir = test::temp_dir("hf_demo");
   Config cfg = test::tiny_config(dir + "/run");
   Transformer model(cfg.model);
