@@ -11,7 +11,8 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
-#include "core/json_value.h"
+#include "data/prepared_check.h"
+#include "data/vocabulary.h"
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
 #include "train/checkpoint.h"
@@ -35,16 +36,12 @@ void write_undo_safetensors(Transformer& model, const CheckpointMeta& meta, cons
 // The tokenizer of the data directory the model was trained with (data.dir):
 // the file its manifest names and its end-of-text id; "" and -1 without one.
 std::pair<std::string, int> prepared_tokenizer_of(const std::string& data_dir) {
-  const std::string manifest = join_path(data_dir, "manifest.json");
-  if (!file_exists(manifest)) {
+  if (!file_exists(join_path(data_dir, "manifest.json"))) {
     std::cerr << "export: no prepared data at data.dir = '" << data_dir << "': the export has no tokenizer\n";
     return {"", -1};
   }
-  JsonValue m = read_json_file(manifest);
-  const std::string name = m.at("tokenizer").string();
-  UNDO_INPUT_CHECK(name == "tokenizer.model" || name == "tokenizer.json", m.at("tokenizer").where(),
-                   ": not a tokenizer undo prepares with");
-  return {name, int(m.at("eos_id").integer(0, 1 << 30))};
+  const std::string file = prepared_tokenizer(data_dir);
+  return {file.substr(file.rfind('/') + 1), Vocabulary(join_path(data_dir, "vocab.bin")).eos_id()};
 }
 
 // The tokenizer files copied beside an HF export: a model's own

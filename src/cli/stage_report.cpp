@@ -23,17 +23,6 @@ namespace {
 
 using Row = ResultRow;
 
-std::string cell(double v, int digits = 3) {
-  if (!std::isfinite(v)) return "-";
-  v += 0.0;  // no "-0.000"
-  if (std::abs(v) < 0.5 * std::pow(10.0, -digits)) v = 0;
-  std::ostringstream os;
-  os.setf(std::ios::fixed);
-  os.precision(digits);
-  os << v;
-  return os.str();
-}
-
 }  // namespace
 
 // `undo report DIR`: plots and a Markdown summary of a collected sweep.
@@ -136,7 +125,7 @@ int stage_report(int argc, const char* const* argv) {
   for (auto& g : support.gaps) gaps += (gaps.empty() ? "" : ", ") + g;
   auto robustness_cell = [&](const Row& r) {
     if (!support.attack_strong) return std::string("withheld");
-    std::string v = cell(r.robustness, 2);
+    std::string v = format_cell(r.robustness, 2);
     return support.supported() || v == "-" ? v : v + " (unsupported)";
   };
   std::ostringstream md;
@@ -157,7 +146,7 @@ int stage_report(int argc, const char* const* argv) {
           "prompt, averaged over multiplication and division, equations and word problems (retain: addition and "
           "subtraction). Lower means more of the capability; it is used where accuracy sits at its floor.\n\n";
   md << "Thresholds for a supported figure: the oracle relearns (" << (acc ? "forget accuracy +" : f_name + " -")
-     << (acc ? cell(thresholds.min_oracle_gain_acc, 2) : cell(100 * thresholds.min_oracle_drop_ce, 0) + "%")
+     << (acc ? format_cell(thresholds.min_oracle_gain_acc, 2) : format_cell(100 * thresholds.min_oracle_drop_ce, 0) + "%")
      << "), at least " << thresholds.min_attack_lrs << " attack LRs and " << thresholds.min_attack_steps
      << " attack steps, " << thresholds.min_seeds << " seeds, "
      << (metric != "forget_ce" ? std::to_string(thresholds.min_eval_per_op_format) + " evaluation problems per operation and format"
@@ -178,13 +167,13 @@ int stage_report(int argc, const char* const* argv) {
     auto& s = per[m];
     const Row& f = s.first;
     md << "| " << m << " | " << f.role << " | " << (f.alpha.empty() ? "-" : f.alpha) << " | "
-       << cell(f.compute_vs_oracle, 2) << " | "
+       << format_cell(f.compute_vs_oracle, 2) << " | "
        << (std::isfinite(f.total_compute_amortised)
-               ? cell(f.total_compute_amortised, 2) + " / " + cell(f.total_compute_alone, 2)
+               ? format_cell(f.total_compute_amortised, 2) + " / " + format_cell(f.total_compute_alone, 2)
                : "-")
-       << " | " << cell(f.forget_before) << " / " << cell(f.retain_before) << " | " << cell(s.worst40) << " / "
-       << cell(s.retain40) << " | " << cell(f.worst_forget_final) << " / "
-       << cell(s.retain_final) << " | " << robustness_cell(s.first) << " |\n";
+       << " | " << format_cell(f.forget_before) << " / " << format_cell(f.retain_before) << " | " << format_cell(s.worst40) << " / "
+       << format_cell(s.retain40) << " | " << format_cell(f.worst_forget_final) << " / "
+       << format_cell(s.retain_final) << " | " << robustness_cell(s.first) << " |\n";
   }
   // Robustness per configuration over its seeds: mean and 95% bootstrap interval.
   md << "\nRobustness per configuration, over its seeds: mean and 95% bootstrap interval (no interval with "
@@ -195,10 +184,10 @@ int stage_report(int argc, const char* const* argv) {
     auto& r = per[m].first;
     if (r.role != "student" && r.role != "control") continue;
     if (!configs_seen.insert(configuration_of(r)).second) continue;
-    std::string mean = support.attack_strong ? cell(r.robustness_mean, 2) : "withheld";
+    std::string mean = support.attack_strong ? format_cell(r.robustness_mean, 2) : "withheld";
     std::string ci = !support.attack_strong || !std::isfinite(r.robustness_ci_lo)
                          ? "-"
-                         : "[" + cell(r.robustness_ci_lo, 2) + ", " + cell(r.robustness_ci_hi, 2) + "]";
+                         : "[" + format_cell(r.robustness_ci_lo, 2) + ", " + format_cell(r.robustness_ci_hi, 2) + "]";
     if (support.attack_strong && !support.supported()) mean += " (unsupported)";
     md << "| " << r.role << " | " << (r.method.empty() ? "-" : r.method) << " | " << r.alpha << " | "
        << (r.beta.empty() ? "-" : r.beta) << " | " << (r.signal.empty() ? "-" : r.signal) << " | "

@@ -148,7 +148,7 @@ std::map<std::string, std::string> parse_flat_json(const std::string& t) {
   throw std::runtime_error("JSON: unterminated object");
 }
 
-std::vector<std::map<std::string, std::string>> read_json_lines(const std::string& path) {
+std::vector<std::map<std::string, std::string>> read_json_lines(const std::string& path, bool skip_unreadable) {
   std::vector<std::map<std::string, std::string>> out;
   std::ifstream in(path);
   std::string line;
@@ -157,6 +157,7 @@ std::vector<std::map<std::string, std::string>> read_json_lines(const std::strin
     try {
       out.push_back(parse_flat_json(line));
     } catch (const std::exception& e) {
+      if (skip_unreadable) continue;
       throw std::runtime_error(path + ":" + std::to_string(n) + ": " + e.what());
     }
   }

@@ -13,7 +13,9 @@ std::string json_escape(const std::string& s);
 // kept as raw text) into key -> value text, strings unquoted. Throws on bad syntax.
 std::map<std::string, std::string> parse_flat_json(const std::string& text);
 // Each line of a JSON-lines file, parsed (empty lines skipped); {} when the file is missing.
-std::vector<std::map<std::string, std::string>> read_json_lines(const std::string& path);
+// A line that does not parse throws naming file and line, or, with
+// `skip_unreadable` (a file another process is appending to), is left out.
+std::vector<std::map<std::string, std::string>> read_json_lines(const std::string& path, bool skip_unreadable = false);
 // A number field's value as JsonObject wrote it: "null" (a non-finite value,
 // e.g. a diverged run's loss) reads back as NaN, never as 0. Anything that is
 // not a whole number text throws InputError naming `key`.

@@ -30,6 +30,7 @@ class BpeTokenizer : public TextTokenizer {
   int eos_id() const override;
   std::vector<VocabPiece> pieces() const override;
   bool strips_leading_space() const override { return false; }
+  const char* file_name() const override { return "tokenizer.json"; }
 
  private:
   struct Impl;

@@ -308,7 +308,6 @@ bool prepare_data(const Config& cfg) {
   // Or a model's own tokenizer (data.tokenizer), copied in with the files
   // an export hands on beside it.
   std::unique_ptr<TextTokenizer> model_tok;
-  std::string tokenizer_name = "tokenizer.model";
   if (d.tokenizer.empty()) {
     std::string prefix = join_path(out, "tokenizer");
     SpmTokenizer::train(corpus_path, prefix, d.tokenizer_vocab, uint64_t(cfg.run.seed));
@@ -317,8 +316,7 @@ bool prepare_data(const Config& cfg) {
   } else {
     const std::string file = find_tokenizer_file(d.tokenizer);
     model_tok = open_text_tokenizer(file);
-    tokenizer_name = fs::path(file).extension() == ".json" ? "tokenizer.json" : "tokenizer.model";
-    fs::copy_file(file, join_path(out, tokenizer_name));
+    fs::copy_file(file, join_path(out, model_tok->file_name()));
     for (const char* extra : {"tokenizer_config.json", "special_tokens_map.json"}) {
       auto beside = fs::path(file).parent_path() / extra;
       if (fs::exists(beside)) fs::copy_file(beside, join_path(out, extra));
@@ -326,6 +324,7 @@ bool prepare_data(const Config& cfg) {
   }
   fs::remove(corpus_path);
   const TextTokenizer& tok = *model_tok;
+  const std::string tokenizer_name = tok.file_name();
   // What the LibTorch processes need in place of the tokenizer: the decoding
   // table, and the evaluation prompts already tokenized.
   Vocabulary(tok.pieces(), tok.eos_id(), tok.strips_leading_space()).write(join_path(out, "vocab.bin"));

@@ -27,6 +27,7 @@ class SpmTokenizer : public TextTokenizer {
   std::vector<VocabPiece> pieces() const override;
   // The dummy prefix: sentencepiece adds a space before the text, which decoding drops.
   bool strips_leading_space() const override { return true; }
+  const char* file_name() const override { return "tokenizer.model"; }
 
   // Trains on the lines of `corpus_path` and writes MODEL_PREFIX.model/.vocab.
   static void train(const std::string& corpus_path, const std::string& model_prefix, int vocab_size,

@@ -22,6 +22,8 @@ class TextTokenizer {
   virtual std::vector<VocabPiece> pieces() const = 0;
   // Whether decoding drops the first piece's leading space (sentencepiece's dummy prefix).
   virtual bool strips_leading_space() const = 0;
+  // The name its file takes in a prepared directory: tokenizer.model or tokenizer.json.
+  virtual const char* file_name() const = 0;
 };
 
 // The tokenizer file `data.tokenizer` names: a tokenizer.json, a sentencepiece

@@ -65,12 +65,6 @@ Frame make_frame(const Chart& c, int width, int height) {
 
 bool finite(double x, double y) { return std::isfinite(x) && std::isfinite(y); }
 
-std::string xml(const std::string& s) {
-  std::string o;
-  for (char ch : s) o += ch == '<' ? "&lt;" : ch == '>' ? "&gt;" : ch == '&' ? "&amp;" : std::string(1, ch);
-  return o;
-}
-
 // ---- PNG
 
 // A 3x5 pixel font: rows top to bottom, '#' = ink. Lowercase is drawn as uppercase.
@@ -210,7 +204,7 @@ std::string render_svg(const Chart& c, int width, int height) {
   std::ostringstream s;
   s << "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"" << width << "\" height=\"" << height
     << "\" font-family=\"sans-serif\" font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n";
-  s << "<text x=\"" << width / 2 - f.right / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">" << xml(c.title)
+  s << "<text x=\"" << width / 2 - f.right / 2 << "\" y=\"24\" text-anchor=\"middle\" font-size=\"16\">" << xml_escape(c.title)
     << "</text>\n";
   for (double t : f.xticks)
     s << "<line x1=\"" << f.px(t) << "\" y1=\"" << f.top << "\" x2=\"" << f.px(t) << "\" y2=\"" << height - f.bottom
@@ -223,13 +217,13 @@ std::string render_svg(const Chart& c, int width, int height) {
   s << "<rect x=\"" << f.left << "\" y=\"" << f.top << "\" width=\"" << width - f.left - f.right << "\" height=\""
     << height - f.top - f.bottom << "\" fill=\"none\" stroke=\"#333\"/>\n";
   s << "<text x=\"" << (f.left + width - f.right) / 2 << "\" y=\"" << height - 14 << "\" text-anchor=\"middle\">"
-    << xml(c.xlabel) << "</text>\n<text transform=\"translate(18," << (f.top + height - f.bottom) / 2
-    << ") rotate(-90)\" text-anchor=\"middle\">" << xml(c.ylabel) << "</text>\n";
+    << xml_escape(c.xlabel) << "</text>\n<text transform=\"translate(18," << (f.top + height - f.bottom) / 2
+    << ") rotate(-90)\" text-anchor=\"middle\">" << xml_escape(c.ylabel) << "</text>\n";
   int legend_y = f.top + 8;
   auto legend = [&](const std::string& name, const std::string& col, bool dashed) {
     s << "<line x1=\"" << width - f.right + 14 << "\" y1=\"" << legend_y << "\" x2=\"" << width - f.right + 38
       << "\" y2=\"" << legend_y << "\" stroke=\"" << col << "\" stroke-width=\"3\"" << (dashed ? " stroke-dasharray=\"6 4\"" : "")
-      << "/><text x=\"" << width - f.right + 44 << "\" y=\"" << legend_y + 4 << "\">" << xml(name) << "</text>\n";
+      << "/><text x=\"" << width - f.right + 44 << "\" y=\"" << legend_y + 4 << "\">" << xml_escape(name) << "</text>\n";
     legend_y += 20;
   };
   for (size_t i = 0; i < c.hlines.size(); ++i) {
@@ -252,7 +246,7 @@ std::string render_svg(const Chart& c, int width, int height) {
       if (!finite(x, y)) continue;  // not measured: nothing to draw
       if (sr.markers) s << "<circle cx=\"" << f.px(x) << "\" cy=\"" << f.py(y) << "\" r=\"5\" fill=\"" << col << "\"/>\n";
       if (k < sr.labels.size() && !sr.labels[k].empty())
-        s << "<text x=\"" << f.px(x) + 8 << "\" y=\"" << f.py(y) - 6 << "\">" << xml(sr.labels[k]) << "</text>\n";
+        s << "<text x=\"" << f.px(x) + 8 << "\" y=\"" << f.py(y) - 6 << "\">" << xml_escape(sr.labels[k]) << "</text>\n";
     }
     legend(sr.name, col, false);
   }
@@ -309,6 +303,20 @@ std::string render_png(const Chart& c, int width, int height) {
     legend(sr.name, col, false);
   }
   return encode_png(cv);
+}
+
+std::string xml_escape(const std::string& s) {
+  std::string o;
+  for (char ch : s) {
+    switch (ch) {
+      case '&': o += "&amp;"; break;
+      case '<': o += "&lt;"; break;
+      case '>': o += "&gt;"; break;
+      case '"': o += "&quot;"; break;
+      default: o += ch;
+    }
+  }
+  return o;
 }
 
 }  // namespace undo

@@ -29,6 +29,8 @@ struct Chart {
 };
 
 std::string render_svg(const Chart& chart, int width = 900, int height = 520);
+// Text for SVG or HTML: & < > " as entities.
+std::string xml_escape(const std::string& s);
 // RGB PNG file bytes.
 std::string render_png(const Chart& chart, int width = 900, int height = 520);
 

@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <set>
+#include <sstream>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -122,6 +123,17 @@ std::vector<ResultRow> parse_results_csv(const std::string& text, const std::str
 std::vector<ResultRow> read_results_csv(const std::string& path) {
   UNDO_INPUT_CHECK(file_exists(path), "'", path, "' is missing: run `undo sweep collect` first");
   return parse_results_csv(read_file(path), path);
+}
+
+std::string format_cell(double v, int digits) {
+  if (!std::isfinite(v)) return "-";
+  v += 0.0;  // no "-0.000"
+  if (std::abs(v) < 0.5 * std::pow(10.0, -digits)) v = 0;
+  std::ostringstream os;
+  os.setf(std::ios::fixed);
+  os.precision(digits);
+  os << v;
+  return os.str();
 }
 
 std::vector<CurveRow> read_curves_csv(const std::string& path) {

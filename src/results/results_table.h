@@ -48,4 +48,8 @@ std::vector<ResultRow> read_results_csv(const std::string& path);
 std::vector<CurveRow> read_curves_csv(const std::string& path);
 std::vector<ResultRow> parse_results_csv(const std::string& text, const std::string& source);
 
+// A number as the report and the dashboard show it: fixed `digits`, never
+// "-0.000", "-" for NaN.
+std::string format_cell(double v, int digits = 3);
+
 }  // namespace undo

@@ -11,69 +11,14 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "results/attack_curve.h"
+#include "results/chart.h"
 #include "results/results_table.h"
 #include "results/support.h"
 #include "sweep/state.h"
 
 namespace undo {
 namespace {
-
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&quot;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
-// `section.key` of an INI file as undo writes config.ini ("" when absent).
-std::string ini_value(const std::string& path, const std::string& section, const std::string& key) {
-  std::ifstream in(path);
-  std::string line, current;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line[0] == '[') {
-      current = line.substr(1, line.find(']') - 1);
-    } else if (current == section) {
-      auto eq = line.find('=');
-      if (eq == std::string::npos) continue;
-      auto k = line.substr(0, eq);
-      k.erase(k.find_last_not_of(" \t") + 1);
-      if (k == key) return line.substr(line.find_first_not_of(" \t", eq + 1));
-    }
-  }
-  return "";
-}
-
-
-// The whole lines of a JSON-lines file another process may be appending to.
-std::vector<std::map<std::string, std::string>> json_lines_so_far(const std::string& path) {
-  std::vector<std::map<std::string, std::string>> out;
-  std::ifstream in(path);
-  std::string line;
-  while (std::getline(in, line)) {
-    try {
-      out.push_back(parse_flat_json(line));
-    } catch (const std::exception&) {
-      // the line being written
-    }
-  }
-  return out;
-}
-
-std::string fixed(double v, int digits) {
-  if (!std::isfinite(v)) return "";
-  std::ostringstream os;
-  os.setf(std::ios::fixed);
-  os.precision(digits);
-  os << v + 0.0;
-  return os.str();
-}
 
 std::string duration(double s) {
   if (!std::isfinite(s)) return "";
@@ -88,7 +33,7 @@ std::string duration(double s) {
 std::string link(const Job& j, const std::string& file) {
   // From OUT/report/index.html to OUT/jobs/<name>-<id>/FILE.
   if (!file_exists(j.dir + "/" + file)) return "";
-  return "<a href=\"../jobs/" + html_escape(j.name + "-" + j.id + "/" + file) + "\">" + html_escape(file) + "</a>";
+  return "<a href=\"../jobs/" + xml_escape(j.name + "-" + j.id + "/" + file) + "\">" + xml_escape(file) + "</a>";
 }
 
 const char* kStyle = R"(
@@ -141,17 +86,17 @@ std::string jobs_section(const Plan& plan, bool* active) {
     if (s.state == JobState::Running) {
       auto p = job_progress(j);
       if (std::isfinite(p.fraction))
-        detail = "<span class=\"bar\"><span style=\"width:" + fixed(100 * p.fraction, 0) + "%\"></span></span> " +
-                 fixed(100 * p.fraction, 0) + "%" + (std::isfinite(p.eta_s) ? ", about " + duration(p.eta_s) + " left" : "");
+        detail = "<span class=\"bar\"><span style=\"width:" + format_cell(100 * p.fraction, 0) + "%\"></span></span> " +
+                 format_cell(100 * p.fraction, 0) + "%" + (std::isfinite(p.eta_s) ? ", about " + duration(p.eta_s) + " left" : "");
       else
         detail = "started";
     } else if (s.state == JobState::Failed) {
-      detail = "<pre>" + html_escape(log_tail(j, 12)) + "</pre>";
+      detail = "<pre>" + xml_escape(log_tail(j, 12)) + "</pre>";
     } else {
-      detail = html_escape(s.reason);
+      detail = xml_escape(s.reason);
     }
-    rows << "<tr id=\"job-" << html_escape(j.id) << "\"><td><span class=\"state " << state << "\">" << state
-         << "</span></td><td>" << html_escape(j.name) << "</td><td>" << html_escape(j.kind) << "</td><td>" << detail
+    rows << "<tr id=\"job-" << xml_escape(j.id) << "\"><td><span class=\"state " << state << "\">" << state
+         << "</span></td><td>" << xml_escape(j.name) << "</td><td>" << xml_escape(j.kind) << "</td><td>" << detail
          << "</td><td>" << link(j, "config.ini") << " " << link(j, "metrics.jsonl") << " " << link(j, "attack.jsonl")
          << " " << link(j, "log") << "</td></tr>\n";
   }
@@ -170,7 +115,7 @@ std::string results_section(const std::string& out) {
   try {
     rows = read_results_csv(path);
   } catch (const std::exception& e) {
-    return "<h2>Results</h2>\n<p class=\"note\">" + html_escape(e.what()) + "</p>\n";
+    return "<h2>Results</h2>\n<p class=\"note\">" + xml_escape(e.what()) + "</p>\n";
   }
   if (rows.empty()) return "<h2>Results</h2>\n<p>results.csv has no rows yet.</p>\n";
   // Robustness is shown exactly as the report shows it: withheld when the
@@ -179,14 +124,14 @@ std::string results_section(const std::string& out) {
   std::ostringstream os;
   os << "<h2>Results</h2>\n";
   if (!support.attack_strong)
-    os << "<p class=\"note\">Robustness withheld: the attack is too weak to judge (" << html_escape(support.attack_note)
+    os << "<p class=\"note\">Robustness withheld: the attack is too weak to judge (" << xml_escape(support.attack_note)
        << ").</p>\n";
   else if (!support.supported()) {
     std::string gaps;
     for (auto& g : support.gaps) gaps += (gaps.empty() ? "" : ", ") + g;
-    os << "<p class=\"note\">Robustness figures unsupported: " << html_escape(gaps) << ".</p>\n";
+    os << "<p class=\"note\">Robustness figures unsupported: " << xml_escape(gaps) << ".</p>\n";
   }
-  os << "<p>Metric: " << html_escape(rows.front().metric) << ", worst case over attack LRs; compute relative to "
+  os << "<p>Metric: " << xml_escape(rows.front().metric) << ", worst case over attack LRs; compute relative to "
         "the oracle's pretraining; robustness mean and 95% bootstrap interval over the seeds of a "
         "configuration. Click a column to sort.</p>\n"
      << "<table class=\"sortable\" id=\"results\"><thead><tr><th>model</th><th>role</th><th>method</th><th>alpha</th>"
@@ -196,7 +141,7 @@ std::string results_section(const std::string& out) {
   std::set<std::string> seen;
   auto num = [](double v, int digits) {
     return "<td class=\"num\" data-v=\"" + (std::isfinite(v) ? format_double(v) : std::string()) + "\">" +
-           (std::isfinite(v) ? fixed(v, digits) : "-") + "</td>";
+           (std::isfinite(v) ? format_cell(v, digits) : "-") + "</td>";
   };
   auto robust = [&](double v, int digits) {
     if (!support.attack_strong) return std::string("<td>withheld</td>");
@@ -207,10 +152,10 @@ std::string results_section(const std::string& out) {
   for (auto& r : rows) {
     if (!seen.insert(r.model).second) continue;
     std::string ci = support.attack_strong && std::isfinite(r.robustness_ci_lo)
-                         ? "[" + fixed(r.robustness_ci_lo, 2) + ", " + fixed(r.robustness_ci_hi, 2) + "]"
+                         ? "[" + format_cell(r.robustness_ci_lo, 2) + ", " + format_cell(r.robustness_ci_hi, 2) + "]"
                          : "-";
-    os << "<tr><td>" << html_escape(r.model) << "</td><td>" << html_escape(r.role) << "</td><td>"
-       << html_escape(r.method) << "</td><td>" << html_escape(r.alpha) << "</td><td>" << html_escape(r.seed) << "</td>"
+    os << "<tr><td>" << xml_escape(r.model) << "</td><td>" << xml_escape(r.role) << "</td><td>"
+       << xml_escape(r.method) << "</td><td>" << xml_escape(r.alpha) << "</td><td>" << xml_escape(r.seed) << "</td>"
        << num(r.total_compute_amortised, 2) << num(r.total_compute_alone, 2) << num(r.forget_before, 3)
        << num(r.worst_forget_final, 3) << robust(r.robustness, 2) << robust(r.robustness_mean, 2) << "<td>" << ci
        << (support.attack_strong && !support.supported() ? " (unsupported)" : "") << "</td></tr>\n";
@@ -237,22 +182,33 @@ std::string charts_section(const std::string& out) {
 
 JobProgress job_progress(const Job& job) {
   JobProgress p;
-  const std::string ini = job.dir + "/config.ini";
+  // The job's settings as its stage resolved them (config.ini), read by the
+  // config parser itself; a file it cannot read gives no progress.
+  Config cfg;
+  try {
+    const std::string ini = job.dir + "/config.ini";
+    if (!file_exists(ini)) return p;
+    const char* argv[] = {"status", "--config", ini.c_str()};
+    parse_config(3, argv, "status", cfg);
+  } catch (const std::exception&) {
+    return p;
+  }
   if (job.kind == "relearn") {
-    auto lrs = split_list(ini_value(ini, "relearn", "lrs")), seeds = split_list(ini_value(ini, "relearn", "seeds"));
-    double steps = std::strtod(ini_value(ini, "relearn", "steps").c_str(), nullptr);
-    if (lrs.empty() || seeds.empty() || !(steps > 0)) return p;
-    std::set<std::string> finished;
-    for (auto& point : json_lines_so_far(job.dir + "/attack.jsonl"))
-      if (point.count("step") && std::strtod(point.at("step").c_str(), nullptr) >= steps)
-        finished.insert(point["lr"] + "|" + point["seed"]);
-    p.fraction = double(finished.size()) / double(lrs.size() * seeds.size());
+    const auto lrs = split_list(cfg.relearn.lrs), seeds = split_list(cfg.relearn.seeds);
+    std::set<std::pair<double, int64_t>> finished;  // (lr, seed) runs at their last step
+    for (auto& line : read_json_lines(job.dir + "/attack.jsonl", /*skip_unreadable=*/true)) {
+      try {
+        auto point = AttackPoint::from_json(line);
+        if (point.step >= cfg.relearn.steps) finished.insert({point.lr, point.seed});
+      } catch (const std::exception&) {
+      }
+    }
+    if (!lrs.empty() && !seeds.empty()) p.fraction = double(finished.size()) / double(lrs.size() * seeds.size());
   } else {
-    double total = std::strtod(ini_value(ini, "train", "steps").c_str(), nullptr);
     double step = NAN;
-    for (auto& line : json_lines_so_far(job.dir + "/metrics.jsonl"))
+    for (auto& line : read_json_lines(job.dir + "/metrics.jsonl", /*skip_unreadable=*/true))
       if (line.count("step")) step = std::strtod(line.at("step").c_str(), nullptr);
-    if (total > 0 && std::isfinite(step)) p.fraction = std::min(1.0, step / total);
+    if (cfg.train.steps > 0 && std::isfinite(step)) p.fraction = std::min(1.0, step / double(cfg.train.steps));
   }
   struct stat st;
   if (std::isfinite(p.fraction) && p.fraction > 0 && ::stat((job.dir + "/job.running").c_str(), &st) == 0) {
@@ -273,8 +229,8 @@ std::string dashboard_html(const Plan& plan) {
   std::ostringstream os;
   os << "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n";
   if (active) os << "<meta http-equiv=\"refresh\" content=\"15\">\n";  // follows a running sweep
-  os << "<title>undo sweep: " << html_escape(plan.out) << "</title>\n<style>" << kStyle << "</style></head><body>\n"
-     << "<h1>undo sweep: " << html_escape(plan.out) << "</h1>\n<p>Written " << stamp
+  os << "<title>undo sweep: " << xml_escape(plan.out) << "</title>\n<style>" << kStyle << "</style></head><body>\n"
+     << "<h1>undo sweep: " << xml_escape(plan.out) << "</h1>\n<p>Written " << stamp
      << (active ? "; jobs are running: the page reloads every 15 s (`undo sweep status --watch` rewrites it)" : "")
      << ".</p>\n<p><a href=\"#jobs\">jobs</a> &middot; <a href=\"#results\">results</a> &middot; "
         "<a href=\"#charts\">charts</a></p>\n"
