@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -167,6 +168,21 @@ TEST(Shard, RoundTripAndCorruption) {
   }
   write_file_atomic(dir + "/short.bin", read_file(path).substr(0, 1000));
   EXPECT_THROW(Shard(dir + "/short.bin"), RuntimeError);
+  // A token count whose byte size wraps 64 bits (2^62 uint32 tokens "fill" an empty payload,
+  // whose checksum is right) is refused, not read past the file: the fuzz check found it.
+  std::string wrapped = read_file(dir + "/big.bin").substr(0, 64);
+  const uint64_t count = uint64_t(1) << 62;
+  std::memcpy(&wrapped[16], &count, 8);
+  Sha256 empty;
+  auto digest = empty.digest();
+  std::memcpy(&wrapped[24], digest.data(), 32);
+  write_file_atomic(dir + "/wrapped.bin", wrapped);
+  try {
+    Shard s(dir + "/wrapped.bin");
+    FAIL() << "a shard claiming 2^62 tokens in 64 bytes was accepted";
+  } catch (const RuntimeError& e) {
+    EXPECT_NE(std::string(e.what()).find("truncated"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Stream, DeterministicMixAndRankSlices) {

@@ -67,8 +67,11 @@ Shard::Shard(const std::string& path) : path_(path) {
   UNDO_CHECK(version == kShardVersion, "token shard '", path, "' has version ", version, ", expected ",
              kShardVersion);
   UNDO_CHECK(dtype_ == 2 || dtype_ == 4, "token shard '", path, "' has bad dtype ", dtype_);
-  UNDO_CHECK(map_len_ == kHeader + count_ * dtype_, "token shard '", path, "' is truncated: ", map_len_,
-             " bytes for ", count_, " tokens");
+  // Divides instead of multiplying: a count near 2^64 / dtype_bytes would wrap the product
+  // back to the file's real size and let every read run past the mapping.
+  const uint64_t payload = map_len_ - kHeader;
+  UNDO_CHECK(payload % dtype_ == 0 && count_ == payload / dtype_, "token shard '", path, "' is truncated: ",
+             map_len_, " bytes for ", count_, " tokens");
   data_ = p + kHeader;
   Sha256 h;
   h.update(data_, count_ * dtype_);
