@@ -100,8 +100,14 @@ TEST(Distributed, ZeroThreeFollowsTheReplicatedCurveAtWorldOneTwoThree) {
   ASSERT_EQ(test::run_undo_mpi(2, common_args(accum, 8) + " --train.batch_size 3 --train.accum 2 --dist.zero 3", &out),
             0)
       << out;
+  // Recomputing each unit's forward in backward instead of keeping its graph.
+  auto recompute = test::temp_dir("z3w2recompute");
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(recompute, 8) + " --train.batch_size 6 --dist.zero 3 --dist.recompute 1",
+                               &out),
+            0)
+      << out;
   auto reference = test::losses_of(one + "/metrics.jsonl");
-  for (auto& dir : {z1, z2, z3, accum})
+  for (auto& dir : {z1, z2, z3, accum, recompute})
     expect_curves_match(reference, test::losses_of(dir + "/metrics.jsonl"), 1e-5);
   // The stage saves the whole model at the end, as at zero 0.
   EXPECT_EQ(read_checkpoint_meta(z3 + "/model.ckpt").step, 8);
@@ -189,6 +195,10 @@ TEST(Distributed, ZeroThreeRefusesWhatItCannotShard) {
   EXPECT_NE(out.find("moves the weights itself (SAM)"), std::string::npos) << out;
   EXPECT_EQ(test::run_undo(common_args(dir + "/two", 2) + " --dist.zero 2", &out), 2) << out;
   EXPECT_NE(out.find("dist.zero"), std::string::npos) << out;
+  // Recomputing is zero 3's: asked for at zero 1 it would be silently ignored, so it is refused.
+  EXPECT_EQ(test::run_undo(common_args(dir + "/recompute", 2) + " --dist.zero 1 --dist.recompute 1", &out), 2) << out;
+  EXPECT_NE(out.find("dist.recompute = 1 needs dist.zero = 3"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/recompute/config.ini"));
   // A zero-3 run resumed with another model shape: refused by name, its checkpoint left as it was.
   ASSERT_EQ(test::run_undo(common_args(dir + "/shape", 2) + " --dist.zero 3 --train.ckpt_every 1", &out), 0) << out;
   const std::string before = read_file(dir + "/shape/ckpt/step_00000002.ckpt");

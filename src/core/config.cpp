@@ -208,6 +208,9 @@ void describe_into(Config& c, Registry& r) {
       .add("dist.zero", &c.dist.zero, "ZeRO stage: 0 (replicated) | 1 (optimizer state sharded) | 3 (parameters, gradients and optimizer state sharded)",
            std::function<std::string(const int&)>(
                [](const int& v) { return v == 0 || v == 1 || v == 3 ? "" : "must be 0, 1 or 3"; }))
+      .add("dist.recompute", &c.dist.recompute,
+           "zero 3: keep only each unit's input and recompute its forward in backward (less activation memory, "
+           "one more forward per step)")
       .add("dist.timeout_s", &c.dist.timeout_s, "seconds a collective may wait before a rank counts as lost",
            in_range(0.5, 86400.0))
       .add("dist.store", &c.dist.store, "rendezvous: tcp | file", one_of({"tcp", "file"}))
@@ -294,6 +297,9 @@ void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string
     if (!why.empty()) fail(why);
   }
   if (auto why = heads_problem(cfg.model); !why.empty()) throw InputError("config error: " + why);
+  if (cfg.dist.recompute && cfg.dist.zero != 3)
+    throw InputError("config error: dist.recompute = 1 needs dist.zero = 3 (only zero 3 recomputes; dist.zero is " +
+                     std::to_string(cfg.dist.zero) + ")");
   if (cfg.optim.min_lr > cfg.optim.lr)
     throw InputError("config error: optim.min_lr = " + format_double(cfg.optim.min_lr) +
                      " exceeds optim.lr = " + format_double(cfg.optim.lr));

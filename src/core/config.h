@@ -130,6 +130,7 @@ struct DistConfig {
   std::string backend = "auto";  // auto (nccl with CUDA and a GPU per rank, else gloo) | gloo | nccl
   double bucket_mb = 25;         // gradient all-reduce bucket size
   int zero = 0;                  // ZeRO stage: 1 = optimizer state sharded across ranks, 3 = all state (distributed/zero3.h)
+  bool recompute = false;        // zero 3: keep each unit's input only and recompute its forward in backward
   double timeout_s = 300;        // a collective that waits longer means a rank is lost
   std::string store = "tcp";     // tcp (rank 0 serves, address sent over MPI or MASTER_ADDR) | file
   std::string store_path = "";   // file store: a path on a filesystem all ranks share

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include <torch/csrc/autograd/engine.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 
@@ -10,34 +11,39 @@
 
 namespace undo {
 
-// What a unit call needs to be recomputed in backward. `fn` owns what it
-// captures (UnitRunner's contract), so it outlives the forward that made it.
+// A unit call awaiting its backward. Kept graph: `y` is the unit's output in
+// its own graph and `edges` where that graph's gradients for the input and
+// the parameters arrive (held here, so a parameter whose data changed dtype
+// since cannot lose its place). Recompute: `fn` and `x` run the call again.
+// `fn` owns what it captures (UnitRunner's contract), so it outlives the
+// forward that made it.
 struct Zero3::Call {
   size_t unit = 0;
   std::function<torch::Tensor(const torch::Tensor&)> fn;
   bool autocast = false, cuda = false;
+  bool x_needs_grad = false;
+  torch::Tensor x, y;
+  torch::autograd::edge_list edges;  // the input's first where it needs a gradient, then the parameters'
 };
 
 namespace {
 
 // The autograd node of one unit call: its inputs are the unit's input and its
-// shard; backward gathers, recomputes and reduce-scatters (Zero3::backward_of).
-// A node (not a torch::autograd::Function) so that it can own the call.
+// shard; backward gathers, runs the unit's own backward and reduce-scatters
+// (Zero3::backward_of). A node (not a torch::autograd::Function) so that it
+// can own the call.
 struct UnitBackward : torch::autograd::Node {
-  UnitBackward(Zero3* owner, Zero3::Call call, torch::Tensor x, bool x_needs_grad)
-      : owner_(owner), call_(std::move(call)), x_(std::move(x)), x_needs_grad_(x_needs_grad) {}
+  UnitBackward(Zero3* owner, Zero3::Call call) : owner_(owner), call_(std::move(call)) {}
   std::string name() const override { return "Zero3UnitBackward"; }
   torch::autograd::variable_list apply(torch::autograd::variable_list&& grads) override {
     torch::Tensor grad_x;
-    torch::Tensor grad_shard = owner_->backward_of(call_, x_, grads[0], x_needs_grad_, &grad_x);
+    torch::Tensor grad_shard = owner_->backward_of(call_, grads[0], &grad_x);
     return {grad_x, grad_shard};
   }
-  void release_variables() override { x_ = torch::Tensor(); }
+  void release_variables() override { call_.x = call_.y = torch::Tensor(), call_.edges.clear(); }
 
   Zero3* owner_;
   Zero3::Call call_;
-  torch::Tensor x_;
-  bool x_needs_grad_;
 };
 
 // Autocast keeps bf16 copies of leaf weights for the whole autocast region;
@@ -50,12 +56,32 @@ struct NoAutocastCache {
   bool was_;
 };
 
-int64_t bytes_of(int64_t numel) { return numel * int64_t(sizeof(float)); }
+// A gathered buffer's memory comes and goes under a tensor (and every view of
+// it) that stays: FSDP's way of letting a kept graph point at weights that
+// are not there between its forward and its backward.
+void free_storage(const torch::Tensor& t) {
+  auto* s = t.storage().unsafeGetStorageImpl();
+  if (s->nbytes() == 0) return;
+  s->set_data_ptr_noswap(at::DataPtr(nullptr, t.device()));
+  s->set_nbytes(0);
+}
+
+void allocate_storage(const torch::Tensor& t) {
+  auto* s = t.storage().unsafeGetStorageImpl();
+  const size_t bytes = size_t(t.numel()) * t.element_size();
+  if (s->nbytes() == bytes) return;
+  s->set_data_ptr_noswap(s->allocator()->allocate(bytes));
+  s->set_nbytes(bytes);
+}
+
+int64_t storage_bytes(const torch::Tensor& t) {
+  return t.defined() ? int64_t(t.storage().unsafeGetStorageImpl()->nbytes()) : 0;
+}
 
 }  // namespace
 
-Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained)
-    : model_(model.get()), comm_(std::move(comm)) {
+Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, bool recompute)
+    : model_(model.get()), comm_(std::move(comm)), recompute_(recompute) {
   if (comm_) {
     world_ = comm_->world(), rank_ = comm_->rank();
     torch::NoGradGuard no_grad;
@@ -80,6 +106,11 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
       u.offsets.push_back(u.numel);
       u.numels.push_back(p.value().numel());
       u.numel += p.value().numel();
+      // The embedding's matrix is looked up, not multiplied (and a tied head's
+      // product is the last forward and first backward: its copy is short-lived).
+      const bool matrix = p.value().dim() == 2 && module != model_->embed.ptr().get();
+      u.cast_offsets.push_back(matrix ? u.cast_numel : -1);
+      if (matrix) u.cast_numel += p.value().numel();
       flat.push_back(p.value().detach().reshape({-1}).to(torch::kFloat));
     }
     UNDO_INPUT_CHECK(u.numel >= world_, "dist.zero = 3: unit '", name, "' has ", u.numel,
@@ -88,6 +119,9 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
     auto whole = torch::zeros({u.shard_numel * world_}, flat[0].options());
     whole.narrow(0, 0, u.numel).copy_(torch::cat(flat));
     u.shard = whole.narrow(0, rank_ * u.shard_numel, u.shard_numel).clone().requires_grad_(trained);
+    u.whole = torch::empty({u.shard_numel * world_}, u.shard.options().requires_grad(false));
+    u.cast = torch::empty({u.cast_numel}, u.shard.options().dtype(kComputeDtype).requires_grad(false));
+    free_storage(u.whole), free_storage(u.cast);
     index_[module] = units_.size();
     units_.push_back(std::move(u));
   }
@@ -137,43 +171,58 @@ std::optional<size_t> Zero3::next_unit(size_t k, Pass pass) {
 void Zero3::drop_prefetch() {
   if (!prefetch_) return;
   prefetch_->pending.wait();  // every rank started it: every rank finishes it
+  Unit& v = units_[prefetch_->unit];
   prefetch_.reset();
+  if (!v.gathered) free_storage(v.whole);
   count_gathered();
 }
 
 void Zero3::count_gathered() {
-  gathered_bytes_ = prefetch_ ? bytes_of(units_[prefetch_->unit].numel) : 0;
-  for (auto& w : units_)
-    if (!w.params.empty() && w.params[0].numel() > 0) gathered_bytes_ += bytes_of(w.numel);
+  gathered_bytes_ = 0;
+  for (auto& w : units_) gathered_bytes_ += storage_bytes(w.whole) + storage_bytes(w.cast);
   peak_gathered_bytes_ = std::max(peak_gathered_bytes_, gathered_bytes_);
 }
 
-void Zero3::gather(Unit& u, Pass pass) {
+void Zero3::gather(Unit& u, Pass pass, bool cast) {
   torch::NoGradGuard no_grad;
   const size_t k = size_t(&u - units_.data());
-  torch::Tensor whole;
   if (prefetch_ && prefetch_->unit == k) {
     prefetch_->pending.wait();
-    whole = prefetch_->whole;
     prefetch_.reset();
     ++prefetch_hits_;
   } else {
     drop_prefetch();  // a wrong guess (a pass that ended early) costs one gather, nothing else
-    whole = gathered_flat(u, u.shard);
+    allocate_storage(u.whole);
+    if (comm_) comm_->all_gather(u.whole, u.shard.detach(), "all-gather of " + u.name);
+    else u.whole.copy_(u.shard.detach());
   }
-  for (size_t i = 0; i < u.params.size(); ++i)
-    u.params[i].set_data(whole.narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
-  if (auto next = next_unit(k, pass); next && comm_) {
+  u.gathered = true;
+  if (cast) allocate_storage(u.cast);
+  for (size_t i = 0; i < u.params.size(); ++i) {
+    auto source = u.whole.narrow(0, u.offsets[i], u.numels[i]);
+    if (cast && u.cast_offsets[i] >= 0) {
+      auto copy = u.cast.narrow(0, u.cast_offsets[i], u.numels[i]);
+      copy.copy_(source);  // rounds as autocast's own cast would
+      source = copy;
+    }
+    u.params[i].set_data(source.view(u.shapes[i]));
+  }
+  if (auto next = next_unit(k, pass); next && comm_ && !units_[*next].gathered) {
     Unit& v = units_[*next];
-    auto ahead = torch::empty({v.shard_numel * world_}, v.shard.options().requires_grad(false));
-    prefetch_ = Prefetch{*next, ahead, comm_->all_gather_async(ahead, v.shard.detach(), "all-gather of " + v.name)};
+    allocate_storage(v.whole);
+    prefetch_ = Prefetch{*next, comm_->all_gather_async(v.whole, v.shard.detach(), "all-gather of " + v.name)};
   }
   count_gathered();
 }
 
 void Zero3::release(Unit& u) {
+  if (prefetch_ && &units_[prefetch_->unit] == &u) drop_prefetch();
+  // Empty in the dtype each tensor has now: a dtype change would detach a
+  // parameter from the gradient accumulator a kept graph holds.
   for (auto& p : u.params)
     if (p.numel() > 0) p.set_data(torch::empty({0}, p.options().requires_grad(false)));
+  free_storage(u.whole), free_storage(u.cast);
+  u.gathered = false;
   count_gathered();
 }
 
@@ -181,51 +230,75 @@ torch::Tensor Zero3::run(torch::nn::Module& module, const std::function<torch::T
                          const torch::Tensor& x) {
   Unit& u = unit_of(module);
   NoAutocastCache no_cache;
+  const bool cuda = u.shard.is_cuda();
+  const bool autocast = at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
   const bool needs_graph =
       torch::GradMode::is_enabled() && (u.shard.requires_grad() || (x.defined() && x.requires_grad()));
+  Call call{index_.at(&module), fn, autocast, cuda, x.defined() && x.requires_grad()};
   torch::Tensor y;
-  {
+  if (!needs_graph || recompute_) {
     torch::NoGradGuard no_grad;  // the graph of a unit call is the one node below
-    gather(u, Pass::forward);
+    gather(u, Pass::forward, autocast);
     y = fn(x);
     release(u);
+    if (!needs_graph) return y;
+    call.x = x.detach();
+  } else {
+    // The unit's own graph, from a leaf copy of its input to its output; the
+    // storage its weights' views point into goes with release().
+    gather(u, Pass::forward, autocast);
+    call.x = x.detach();
+    if (call.x_needs_grad) call.x.requires_grad_(true);
+    {
+      torch::AutoGradMode grad_on(true);
+      call.y = fn(call.x);
+    }
+    UNDO_CHECK(call.y.requires_grad(), "zero3: unit '", u.name, "' has no parameter that takes a gradient");
+    if (call.x_needs_grad) call.edges.push_back(torch::autograd::impl::gradient_edge(call.x));
+    for (auto& p : u.params) call.edges.push_back(torch::autograd::impl::gradient_edge(p));
+    release(u);
+    y = call.y.detach();
   }
-  if (!needs_graph) return y;
-  const bool cuda = y.is_cuda();
-  Call call{index_.at(&module), fn, at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU), cuda};
-  const bool x_grad = x.requires_grad();
-  auto node = std::shared_ptr<UnitBackward>(new UnitBackward(this, std::move(call), x.detach(), x_grad),
-                                            torch::autograd::deleteNode);
+  auto node = std::shared_ptr<UnitBackward>(new UnitBackward(this, std::move(call)), torch::autograd::deleteNode);
   node->set_next_edges(torch::autograd::collect_next_edges(x, u.shard));
   torch::autograd::set_history(y, node);
   return y;
 }
 
-torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& x, const torch::Tensor& grad_out,
-                                 bool x_needs_grad, torch::Tensor* grad_x) {
+std::vector<torch::Tensor> Zero3::kept_graph_grads(Call& call, const torch::Tensor& grad_out) {
+  UNDO_CHECK(call.y.defined(), "zero3: unit '", units_[call.unit].name, "' is run backward twice");
+  auto grads = torch::autograd::Engine::get_default_engine().execute(
+      {torch::autograd::impl::gradient_edge(call.y)}, {grad_out}, /*keep_graph=*/false, /*create_graph=*/false,
+      /*accumulate_grad=*/false, call.edges);
+  call.x = call.y = torch::Tensor(), call.edges.clear();
+  return grads;
+}
+
+std::vector<torch::Tensor> Zero3::recomputed_grads(Call& call, const torch::Tensor& grad_out) {
+  torch::Tensor x_in = call.x.detach();
+  if (call.x_needs_grad) x_in.requires_grad_(true);
+  std::vector<torch::Tensor> inputs;
+  if (call.x_needs_grad) inputs.push_back(x_in);
+  for (auto& p : units_[call.unit].params) inputs.push_back(p);
+  torch::AutoGradMode grad_on(true);
+  AutocastGuard autocast(call.autocast, call.cuda);
+  auto y = call.fn(x_in);
+  return torch::autograd::grad({y}, inputs, {grad_out}, /*retain_graph=*/false, /*create_graph=*/false,
+                               /*allow_unused=*/true);
+}
+
+torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& grad_out, torch::Tensor* grad_x) {
   Unit& u = units_[call.unit];
   // Every rank must reduce-scatter here: a unit whose output the loss did not
   // use on this rank would leave the others waiting, so that is an error.
   UNDO_CHECK(grad_out.defined(), "zero3: unit '", u.name, "' ran forward but its output took no gradient");
   NoAutocastCache no_cache;
-  gather(u, Pass::backward);
-  torch::Tensor x_in = x.detach();
-  if (x_needs_grad) x_in.requires_grad_(true);
-  std::vector<torch::Tensor> inputs;
-  if (x_needs_grad) inputs.push_back(x_in);
-  for (auto& p : u.params) inputs.push_back(p);
-  std::vector<torch::Tensor> grads;
-  {
-    torch::AutoGradMode grad_on(true);
-    AutocastGuard autocast(call.autocast, call.cuda);
-    auto y = call.fn(x_in);
-    grads = torch::autograd::grad({y}, inputs, {grad_out}, /*retain_graph=*/false, /*create_graph=*/false,
-                                  /*allow_unused=*/true);
-  }
+  gather(u, Pass::backward, call.autocast);  // into the storage the kept graph points at
+  auto grads = recompute_ ? recomputed_grads(call, grad_out) : kept_graph_grads(call, grad_out);
   size_t first = 0;
-  if (x_needs_grad) *grad_x = grads[first++];
-  // The unit's gradient, flat and padded like its shard, summed over ranks
-  // into this rank's shard and averaged.
+  if (call.x_needs_grad) *grad_x = grads[first++];
+  // The unit's gradient, flat and padded like its shard (fp32, whatever the
+  // dtype the weights ran in), summed over ranks into this rank's shard and averaged.
   auto flat = torch::zeros({u.shard_numel * world_}, u.shard.options().requires_grad(false));
   {
     torch::NoGradGuard no_grad;
@@ -304,6 +377,7 @@ void Zero3::unshard() {
   for (auto& u : units_) {
     gather(u);
     for (auto& p : u.params) p.set_data(p.detach().clone());  // its own storage, not a view of the gathered flat
+    free_storage(u.whole), free_storage(u.cast);
     u.shard = torch::Tensor();  // the shard goes as its unit comes (the optimizer let go of it already)
   }
   units_.clear();
@@ -313,7 +387,8 @@ void Zero3::unshard() {
 
 int64_t Zero3::largest_unit_bytes() const {
   int64_t most = 0;
-  for (auto& u : units_) most = std::max(most, bytes_of(u.numel));
+  for (auto& u : units_)
+    most = std::max(most, u.shard_numel * world_ * int64_t(sizeof(float)) + u.cast.numel() * u.cast.element_size());
   return most;
 }
 

@@ -1,18 +1,26 @@
 // ZeRO stage 3 (FSDP-style sharding, dist.zero = 3): every rank keeps 1/N of
 // each unit's parameters as one flat fp32 shard, and no rank ever holds the
 // whole model while training. A unit is a part the model runs as one
-// (model/unit_runner.h): the embedding, each block, the final norm.
+// (model/unit_runner.h): the embedding, each block, the final norm, an untied head.
 //
 // Forward: a unit's parameters are all-gathered just before it runs and freed
-// right after; only its input is kept. While a unit runs, the all-gather of
-// the unit expected next (the next block in forward, the previous one in
-// backward) is already under way, so at most two units are whole at a time. Backward: the unit is gathered again,
-// its forward recomputed from the kept input, and its parameter gradients
-// reduce-scattered straight into the shards' gradients (averaged over ranks,
-// as the data-parallel all-reduce would). So at most two gathered units exist
-// at a time, and activations are those of a checkpointed model. A forward
-// without gradients (evaluation, a frozen teacher) gathers and frees unit by
-// unit the same way.
+// right after. While a unit runs, the all-gather of the unit expected next
+// (the next block in forward, the previous one in backward) is already under
+// way, so at most two units are whole at a time. Under bf16 autocast a unit's
+// matrices are gathered into a bf16 copy too, which the model's matrix
+// products use as is (autocast would otherwise make a copy of its own and keep
+// it for backward, whole, for every unit).
+//
+// Backward, as FSDP does it: the unit's autograd graph from the forward is
+// kept, but the storage its saved weights point into is freed with the unit;
+// the unit's backward gathers into that same storage again, so the graph is
+// whole again, runs it, and reduce-scatters the parameter gradients straight
+// into the shards' gradients (averaged over ranks, as the data-parallel
+// all-reduce would). Activations are those of the model without sharding.
+// dist.recompute = 1 keeps only each unit's input instead and recomputes its
+// forward in backward: the activations of a checkpointed model, for one more
+// forward per step. A forward without gradients (evaluation, a frozen teacher)
+// gathers and frees unit by unit the same way.
 //
 // The optimizer then steps on the shards alone (train/zero3_state.h writes
 // its state consolidated, so a checkpoint is the same file as at zero 0/1 and
@@ -36,9 +44,9 @@ class Zero3 : public UnitRunner {
   // Collective: takes rank 0's parameters of `model` (broadcast here) as the
   // shards and empties the model's own tensors. `comm` null is
   // a world of one (the shard is the whole unit). `trained`: the shards take
-  // gradients. Throws InputError naming dist.zero when a unit has fewer
-  // parameters than there are ranks.
-  Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained);
+  // gradients; `recompute`: dist.recompute (above). Throws InputError naming
+  // dist.zero when a unit has fewer parameters than there are ranks.
+  Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, bool recompute = false);
   ~Zero3() override;
 
   torch::Tensor run(torch::nn::Module& unit, const std::function<torch::Tensor(const torch::Tensor&)>& fn,
@@ -68,17 +76,16 @@ class Zero3 : public UnitRunner {
   void drop_prefetch();
   // How many gathers found their unit already gathered ahead.
   int64_t prefetch_hits() const { return prefetch_hits_; }
-  // Bytes of parameters gathered at this moment (a gather under way
-  // included), and the most at any time so far.
+  // Bytes of parameters gathered at this moment (a gather under way and a
+  // unit's bf16 copy included), and the most at any time so far.
   int64_t gathered_bytes() const { return gathered_bytes_; }
   int64_t peak_gathered_bytes() const { return peak_gathered_bytes_; }
-  // Bytes of the largest unit, gathered.
+  // Bytes of the largest unit, gathered with its bf16 copy.
   int64_t largest_unit_bytes() const;
 
   // For the autograd node of a unit call (zero3.cpp).
   struct Call;
-  torch::Tensor backward_of(Call& call, const torch::Tensor& x, const torch::Tensor& grad_out, bool x_needs_grad,
-                            torch::Tensor* grad_x);
+  torch::Tensor backward_of(Call& call, const torch::Tensor& grad_out, torch::Tensor* grad_x);
 
  private:
   struct Unit {
@@ -87,17 +94,30 @@ class Zero3 : public UnitRunner {
     std::vector<torch::Tensor> params;  // the model's tensors: empty unless gathered
     std::vector<std::vector<int64_t>> shapes;
     std::vector<int64_t> offsets, numels;
+    // Where each parameter sits in `cast`, or -1 for one kept in fp32 (norm
+    // scales and biases, the embedding): the matrices autocast would cast.
+    std::vector<int64_t> cast_offsets;
     int64_t numel = 0, shard_numel = 0;  // shard_numel x world >= numel (the tail is padding)
+    int64_t cast_numel = 0;
     torch::Tensor shard;
+    // The gathered unit (fp32, padded) and its matrices in bf16. Made once:
+    // only their storage comes and goes, so that a kept graph's views of the
+    // weights are whole again when the unit is gathered for its backward.
+    torch::Tensor whole, cast;
+    bool gathered = false;
     size_t first_name = 0;  // its parameters' index in names_
   };
   enum class Pass { forward, backward, other };
   Unit& unit_of(torch::nn::Module& module);
-  // The unit's parameters, whole, into the model's tensors; in a forward or
-  // backward pass, the all-gather of the unit expected next is started.
-  void gather(Unit& u, Pass pass = Pass::other);
+  // The unit's parameters, whole, into the model's tensors (its matrices in
+  // bf16 where `cast`); in a forward or backward pass, the all-gather of the
+  // unit expected next is started.
+  void gather(Unit& u, Pass pass = Pass::other, bool cast = false);
   void release(Unit& u);
   torch::Tensor gathered_flat(Unit& u, const torch::Tensor& shard);
+  // Backward of a unit call whose graph was kept / that is recomputed.
+  std::vector<torch::Tensor> kept_graph_grads(Call& call, const torch::Tensor& grad_out);
+  std::vector<torch::Tensor> recomputed_grads(Call& call, const torch::Tensor& grad_out);
   // The unit a pass runs after unit k, if any. Forward: the embedding, the
   // blocks, the final norm, the head (the embedding again where it is tied).
   // Backward: the reverse. Every rank predicts alike, so their collectives
@@ -106,8 +126,7 @@ class Zero3 : public UnitRunner {
   void count_gathered();
 
   struct Prefetch {
-    size_t unit = 0;
-    torch::Tensor whole;
+    size_t unit = 0;  // gathering into its `whole`
     Communicator::Pending pending;
   };
   std::optional<Prefetch> prefetch_;
@@ -124,8 +143,7 @@ class Zero3 : public UnitRunner {
   std::map<torch::nn::Module*, size_t> index_;
   std::vector<std::string> names_;
   int64_t gathered_bytes_ = 0, peak_gathered_bytes_ = 0;
-  std::map<int64_t, std::shared_ptr<Call>> calls_;  // awaiting their backward
-  int64_t next_call_ = 0;
+  bool recompute_ = false;
 };
 
 // A model that only runs forward (a frozen teacher) kept sharded for good:

@@ -8,6 +8,9 @@
 
 namespace undo {
 
+// The dtype autocast computes matrix products in.
+constexpr auto kComputeDtype = at::kBFloat16;
+
 class AutocastGuard {
  public:
   // enabled=false is a no-op, so call sites need no branches.
@@ -15,14 +18,14 @@ class AutocastGuard {
     if (!enabled_) return;
 #if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
     auto dev = cuda_ ? at::kCUDA : at::kCPU;
-    at::autocast::set_autocast_dtype(dev, at::kBFloat16);
+    at::autocast::set_autocast_dtype(dev, kComputeDtype);
     at::autocast::set_autocast_enabled(dev, true);
 #else
     if (cuda_) {
-      at::autocast::set_autocast_gpu_dtype(at::kBFloat16);
+      at::autocast::set_autocast_gpu_dtype(kComputeDtype);
       at::autocast::set_enabled(true);
     } else {
-      at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
+      at::autocast::set_autocast_cpu_dtype(kComputeDtype);
       at::autocast::set_cpu_enabled(true);
     }
 #endif

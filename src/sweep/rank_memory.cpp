@@ -45,7 +45,8 @@ RankMemory rank_memory(const ModelConfig& model, int64_t vocab, int world, int z
     r.weights = r.gradients = kFloat * shard;
     r.optimizer = 2 * kFloat * shard;
     // In backward: the unit, autograd's gradients of it, the flat buffer reduce-scattered, and the next
-    // unit gathered ahead.
+    // unit gathered ahead. Under bf16 the unit's matrices have a bf16 copy, but autograd's gradients
+    // of them are bf16 too: the same 16 bytes a parameter.
     r.transient = 4 * kFloat * largest;
   } else {
     r.weights = r.gradients = kFloat * all;

@@ -90,7 +90,7 @@ void Trainer::shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>
                                                   : "trains " + std::to_string(named.size()) + " of the model's " +
                                                         std::to_string(all.size()) + " parameter tensors",
                    ", and zero 3 shards and trains whole blocks; use dist.zero 0 or 1");
-  zero3_ = std::make_shared<Zero3>(model_, comm_, /*trained=*/true);  // cut from rank 0's weights
+  zero3_ = std::make_shared<Zero3>(model_, comm_, /*trained=*/true, cfg_.dist.recompute);  // cut from rank 0's weights
   model_->runner = zero3_;
   named = zero3_->shards();
 }

@@ -9,6 +9,7 @@
 #include "distributed/communicator.h"
 #include "distributed/grad_reducer.h"
 #include "distributed/zero3.h"
+#include "model/precision.h"
 #include "model/transformer.h"
 #include "sweep/rank_memory.h"
 #include "train/adamw.h"
@@ -129,36 +130,50 @@ torch::Tensor lm_loss(Transformer& m, const torch::Tensor& tokens) {
 }  // namespace
 
 // Each rank's shard gradient, gathered, is the mean over ranks of the whole
-// model's gradient; the loss equals the unsharded model's.
+// model's gradient; the loss equals the unsharded model's. In each way zero 3
+// runs a unit: its graph kept (fp32, and under bf16 autocast with the
+// matrices gathered in bf16: the same rounding autocast does) or recomputed.
 TEST(MultiRank, ZeroThreeGradientsEqualTheReplicatedModels) {
-  for (bool tied : {true, false}) {  // an untied head is a unit of its own, gathered after the final norm
-    SCOPED_TRACE(tied ? "tied head" : "untied head");
-    auto whole = small_model(18, 2, tied), sharded = small_model(18, 2, tied);
-    auto zero3 = std::make_shared<Zero3>(sharded, comm(), /*trained=*/true);
-    sharded->runner = zero3;
-    for (auto& p : sharded->parameters()) EXPECT_EQ(p.numel(), 0);  // nothing whole is kept
-    const int me = comm()->rank();
-    auto loss = lm_loss(sharded, tokens_of(me));
-    EXPECT_NEAR(loss.item<double>(), lm_loss(whole, tokens_of(me)).item<double>(), 1e-6);
-    loss.backward();
-    for (int r = 0; r < 2; ++r) (lm_loss(whole, tokens_of(r)) / 2).backward();
-    std::vector<torch::Tensor> grads;
-    for (auto& [name, shard] : zero3->shards()) grads.push_back(shard.grad());
-    auto full = zero3->full_tensors(grads);
-    auto named = whole->named_parameters();
-    ASSERT_EQ(full.size(), named.size());
-    for (size_t i = 0; i < full.size(); ++i) {
-      const auto& name = zero3->parameter_names()[i];
-      EXPECT_TRUE(torch::allclose(full[i], named[name].grad(), 1e-5, 1e-7)) << name;
+  struct Mode {
+    const char* name;
+    bool recompute, bf16;
+    double rtol;
+  };
+  for (Mode mode : {Mode{"kept graph", false, false, 1e-5}, Mode{"recomputed", true, false, 1e-5},
+                    Mode{"kept graph, bf16 autocast", false, true, 1e-4}})
+    for (bool tied : {true, false}) {  // an untied head is a unit of its own, gathered after the final norm
+      SCOPED_TRACE(std::string(mode.name) + (tied ? ", tied head" : ", untied head"));
+      auto whole = small_model(18, 2, tied), sharded = small_model(18, 2, tied);
+      auto zero3 = std::make_shared<Zero3>(sharded, comm(), /*trained=*/true, mode.recompute);
+      sharded->runner = zero3;
+      for (auto& p : sharded->parameters()) EXPECT_EQ(p.numel(), 0);  // nothing whole is kept
+      const int me = comm()->rank();
+      AutocastGuard autocast(mode.bf16, /*cuda=*/false);
+      auto loss = lm_loss(sharded, tokens_of(me));
+      EXPECT_NEAR(loss.item<double>(), lm_loss(whole, tokens_of(me)).item<double>(), mode.bf16 ? 1e-5 : 1e-6);
+      // Between forward and backward the kept graphs point at freed storage: no unit is whole.
+      EXPECT_EQ(zero3->gathered_bytes(), 0);
+      for (auto& p : sharded->parameters()) EXPECT_EQ(p.numel(), 0);
+      loss.backward();
+      for (int r = 0; r < 2; ++r) (lm_loss(whole, tokens_of(r)) / 2).backward();
+      std::vector<torch::Tensor> grads;
+      for (auto& [name, shard] : zero3->shards()) grads.push_back(shard.grad());
+      auto full = zero3->full_tensors(grads);
+      auto named = whole->named_parameters();
+      ASSERT_EQ(full.size(), named.size());
+      for (size_t i = 0; i < full.size(); ++i) {
+        const auto& name = zero3->parameter_names()[i];
+        EXPECT_EQ(full[i].scalar_type(), torch::kFloat) << name;
+        EXPECT_TRUE(torch::allclose(full[i], named[name].grad(), mode.rtol, 1e-7)) << name;
+      }
+      EXPECT_EQ(zero3->gathered_bytes(), 0);  // every unit released again, no gather left under way
+      // At most two units were whole at any time: the one running and the one gathered ahead.
+      EXPECT_LE(zero3->peak_gathered_bytes(), 2 * zero3->largest_unit_bytes());
+      EXPECT_GT(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes() / 2);
+      // Every gather but the first of each pass found its unit gathered ahead: forward
+      // embed, 2 blocks, norm, head (5 gathers); backward the same in reverse.
+      EXPECT_EQ(zero3->prefetch_hits(), 10 - 2);
     }
-    EXPECT_EQ(zero3->gathered_bytes(), 0);  // every unit released again, no gather left under way
-    // At most two units were whole at any time: the one running and the one gathered ahead.
-    EXPECT_LE(zero3->peak_gathered_bytes(), 2 * zero3->largest_unit_bytes());
-    EXPECT_GT(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes() / 2);
-    // Every gather but the first of each pass found its unit gathered ahead: forward
-    // embed, 2 blocks, norm, head (5 gathers); backward the same in reverse.
-    EXPECT_EQ(zero3->prefetch_hits(), 10 - 2);
-  }
 }
 
 // Per-rank bytes of parameters + gradients + AdamW moments: about 1/N of the
