@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -575,8 +574,14 @@ TEST(Sweep, RankMemoryCountsEveryFamilysParameters) {
   models[4].post_norms = true, models[4].head_dim = 8, models[4].n_kv_heads = 2;               // Gemma-2
   for (auto& m : models) {
     Transformer model(m);
-    auto units = unit_parameter_counts(m, 0);
-    EXPECT_EQ(std::accumulate(units.begin(), units.end(), int64_t(0)), model->num_params());
+    auto units = unit_parameters(m, 0);
+    int64_t all = 0, matrices = 0;
+    for (auto& u : units) all += u.total(), matrices += u.matrices;
+    EXPECT_EQ(all, model->num_params());
     EXPECT_EQ(units.size(), size_t(m.n_layers + (m.tied_embeddings ? 2 : 3)));
+    int64_t multiplied = 0;  // what zero 3 gathers in bf16: every matrix but the embedding
+    for (auto& item : model->named_parameters())
+      if (item.value().dim() == 2 && item.key().rfind("embed.", 0) != 0) multiplied += item.value().numel();
+    EXPECT_EQ(matrices, multiplied);
   }
 }

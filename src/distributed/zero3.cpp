@@ -98,30 +98,39 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
     u.name = name;
     u.module = module;
     u.first_name = names_.size();
-    std::vector<torch::Tensor> flat;
+    std::vector<torch::Tensor> flat[2];
     for (auto& p : module->named_parameters()) {
       names_.push_back(name + "." + p.key());
+      // The embedding's matrix is looked up, not multiplied (and a tied head's
+      // product is the last forward and first backward: autocast's copy of it is short-lived).
+      const int part = p.value().dim() == 2 && module != model_->embed.ptr().get() ? kMatrices : kRest;
       u.params.push_back(p.value());
       u.shapes.push_back(p.value().sizes().vec());
-      u.offsets.push_back(u.numel);
+      u.part.push_back(part);
+      u.offsets.push_back(u.parts[part].numel);
       u.numels.push_back(p.value().numel());
+      u.parts[part].numel += p.value().numel();
       u.numel += p.value().numel();
-      // The embedding's matrix is looked up, not multiplied (and a tied head's
-      // product is the last forward and first backward: its copy is short-lived).
-      const bool matrix = p.value().dim() == 2 && module != model_->embed.ptr().get();
-      u.cast_offsets.push_back(matrix ? u.cast_numel : -1);
-      if (matrix) u.cast_numel += p.value().numel();
-      flat.push_back(p.value().detach().reshape({-1}).to(torch::kFloat));
+      flat[part].push_back(p.value().detach().reshape({-1}).to(torch::kFloat));
     }
     UNDO_INPUT_CHECK(u.numel >= world_, "dist.zero = 3: unit '", name, "' has ", u.numel,
                      " parameters, fewer than the ", world_, " ranks to shard it over");
-    u.shard_numel = (u.numel + world_ - 1) / world_;
-    auto whole = torch::zeros({u.shard_numel * world_}, flat[0].options());
-    whole.narrow(0, 0, u.numel).copy_(torch::cat(flat));
-    u.shard = whole.narrow(0, rank_ * u.shard_numel, u.shard_numel).clone().requires_grad_(trained);
-    u.whole = torch::empty({u.shard_numel * world_}, u.shard.options().requires_grad(false));
-    u.cast = torch::empty({u.cast_numel}, u.shard.options().dtype(kComputeDtype).requires_grad(false));
-    free_storage(u.whole), free_storage(u.cast);
+    std::vector<torch::Tensor> wholes;
+    for (int part : {kMatrices, kRest}) {
+      Part& pt = u.parts[part];
+      pt.shard_numel = (pt.numel + world_ - 1) / world_;
+      pt.at = u.shard_numel;
+      u.shard_numel += pt.shard_numel;
+      auto whole = torch::zeros({pt.shard_numel * world_}, torch::kFloat);
+      if (pt.numel > 0) whole.narrow(0, 0, pt.numel).copy_(torch::cat(flat[part]));
+      wholes.push_back(whole);
+    }
+    u.shard = shard_of_parts(u, wholes).requires_grad_(trained);
+    auto options = u.shard.options().requires_grad(false);
+    u.matrices = torch::empty({u.parts[kMatrices].shard_numel * world_}, options);
+    u.matrices_bf16 = torch::empty({u.parts[kMatrices].shard_numel * world_}, options.dtype(kComputeDtype));
+    u.rest = torch::empty({u.parts[kRest].shard_numel * world_}, options);
+    for (auto* t : {&u.matrices, &u.matrices_bf16, &u.rest}) free_storage(*t);
     index_[module] = units_.size();
     units_.push_back(std::move(u));
   }
@@ -146,13 +155,6 @@ Zero3::Unit& Zero3::unit_of(torch::nn::Module& module) {
   return units_[it->second];
 }
 
-torch::Tensor Zero3::gathered_flat(Unit& u, const torch::Tensor& shard) {
-  auto whole = torch::empty({u.shard_numel * world_}, shard.options().requires_grad(false));
-  if (comm_) comm_->all_gather(whole, shard.detach(), "all-gather of " + u.name);
-  else whole.copy_(shard.detach());
-  return whole;
-}
-
 std::optional<size_t> Zero3::next_unit(size_t k, Pass pass) {
   if (pass == Pass::other) return std::nullopt;
   const auto& order = pass == Pass::forward ? forward_order_ : backward_order_;
@@ -170,48 +172,56 @@ std::optional<size_t> Zero3::next_unit(size_t k, Pass pass) {
 
 void Zero3::drop_prefetch() {
   if (!prefetch_) return;
-  prefetch_->pending.wait();  // every rank started it: every rank finishes it
+  for (auto& pending : prefetch_->pending) pending.wait();  // every rank started it: every rank finishes it
   Unit& v = units_[prefetch_->unit];
   prefetch_.reset();
-  if (!v.gathered) free_storage(v.whole);
+  if (!v.gathered)
+    for (auto* t : {&v.matrices, &v.matrices_bf16, &v.rest}) free_storage(*t);
   count_gathered();
 }
 
 void Zero3::count_gathered() {
   gathered_bytes_ = 0;
-  for (auto& w : units_) gathered_bytes_ += storage_bytes(w.whole) + storage_bytes(w.cast);
+  for (auto& w : units_)
+    for (auto* t : {&w.matrices, &w.matrices_bf16, &w.rest}) gathered_bytes_ += storage_bytes(*t);
   peak_gathered_bytes_ = std::max(peak_gathered_bytes_, gathered_bytes_);
+}
+
+torch::Tensor& Zero3::buffer(Unit& u, int part, bool cast) {
+  return part == kRest ? u.rest : cast ? u.matrices_bf16 : u.matrices;
+}
+
+std::vector<Communicator::Pending> Zero3::start_gather(Unit& u, bool cast) {
+  std::vector<Communicator::Pending> pending;
+  for (int part : {kMatrices, kRest}) {
+    const Part& pt = u.parts[part];
+    if (pt.numel == 0) continue;
+    torch::Tensor& into = buffer(u, part, cast);
+    allocate_storage(into);
+    // Each rank rounds its own shard to bf16 (as autocast would round the weight): half the bytes move.
+    auto mine = u.shard.detach().narrow(0, pt.at, pt.shard_numel).to(into.scalar_type());
+    if (comm_) pending.push_back(comm_->all_gather_async(into, mine, "all-gather of " + u.name));
+    else into.copy_(mine);
+  }
+  return pending;
 }
 
 void Zero3::gather(Unit& u, Pass pass, bool cast) {
   torch::NoGradGuard no_grad;
   const size_t k = size_t(&u - units_.data());
-  if (prefetch_ && prefetch_->unit == k) {
-    prefetch_->pending.wait();
+  if (prefetch_ && prefetch_->unit == k && prefetch_->cast == cast) {
+    for (auto& pending : prefetch_->pending) pending.wait();
     prefetch_.reset();
     ++prefetch_hits_;
   } else {
     drop_prefetch();  // a wrong guess (a pass that ended early) costs one gather, nothing else
-    allocate_storage(u.whole);
-    if (comm_) comm_->all_gather(u.whole, u.shard.detach(), "all-gather of " + u.name);
-    else u.whole.copy_(u.shard.detach());
+    for (auto& pending : start_gather(u, cast)) pending.wait();
   }
   u.gathered = true;
-  if (cast) allocate_storage(u.cast);
-  for (size_t i = 0; i < u.params.size(); ++i) {
-    auto source = u.whole.narrow(0, u.offsets[i], u.numels[i]);
-    if (cast && u.cast_offsets[i] >= 0) {
-      auto copy = u.cast.narrow(0, u.cast_offsets[i], u.numels[i]);
-      copy.copy_(source);  // rounds as autocast's own cast would
-      source = copy;
-    }
-    u.params[i].set_data(source.view(u.shapes[i]));
-  }
-  if (auto next = next_unit(k, pass); next && comm_ && !units_[*next].gathered) {
-    Unit& v = units_[*next];
-    allocate_storage(v.whole);
-    prefetch_ = Prefetch{*next, comm_->all_gather_async(v.whole, v.shard.detach(), "all-gather of " + v.name)};
-  }
+  for (size_t i = 0; i < u.params.size(); ++i)
+    u.params[i].set_data(buffer(u, u.part[i], cast).narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
+  if (auto next = next_unit(k, pass); next && comm_ && !units_[*next].gathered)
+    prefetch_ = Prefetch{*next, cast, start_gather(units_[*next], cast)};
   count_gathered();
 }
 
@@ -221,7 +231,7 @@ void Zero3::release(Unit& u) {
   // parameter from the gradient accumulator a kept graph holds.
   for (auto& p : u.params)
     if (p.numel() > 0) p.set_data(torch::empty({0}, p.options().requires_grad(false)));
-  free_storage(u.whole), free_storage(u.cast);
+  for (auto* t : {&u.matrices, &u.matrices_bf16, &u.rest}) free_storage(*t);
   u.gathered = false;
   count_gathered();
 }
@@ -297,17 +307,27 @@ torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& grad_out, torc
   auto grads = recompute_ ? recomputed_grads(call, grad_out) : kept_graph_grads(call, grad_out);
   size_t first = 0;
   if (call.x_needs_grad) *grad_x = grads[first++];
-  // The unit's gradient, flat and padded like its shard (fp32, whatever the
-  // dtype the weights ran in), summed over ranks into this rank's shard and averaged.
-  auto flat = torch::zeros({u.shard_numel * world_}, u.shard.options().requires_grad(false));
+  // The unit's gradient (fp32, whatever the dtype the weights ran in), laid
+  // out as every rank's shard one after another, summed over ranks into this
+  // rank's shard and averaged.
+  torch::Tensor flat;
   {
     torch::NoGradGuard no_grad;
+    std::vector<torch::Tensor> wholes;
+    for (int part : {kMatrices, kRest})
+      wholes.push_back(torch::zeros({u.parts[part].shard_numel * world_}, u.shard.options().requires_grad(false)));
     for (size_t i = 0; i < u.params.size(); ++i) {
       auto& g = grads[first + i];
-      if (g.defined()) flat.narrow(0, u.offsets[i], u.numels[i]).copy_(g.reshape({-1}));
+      if (g.defined()) wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).copy_(g.reshape({-1}));
+    }
+    release(u);
+    flat = torch::empty({world_, u.shard_numel}, wholes[0].options());
+    for (int part : {kMatrices, kRest}) {
+      const Part& pt = u.parts[part];
+      flat.narrow(1, pt.at, pt.shard_numel).copy_(wholes[part].view({world_, pt.shard_numel}));
     }
   }
-  release(u);
+  flat = flat.reshape({-1});
   if (!comm_) return flat;
   auto shard_grad = torch::empty({u.shard_numel}, flat.options());
   comm_->reduce_scatter_sum(shard_grad, flat, "reduce-scatter of " + u.name + "'s gradient");
@@ -320,15 +340,37 @@ std::vector<std::pair<std::string, torch::Tensor>> Zero3::shards() const {
   return out;
 }
 
+std::vector<torch::Tensor> Zero3::gathered_parts(Unit& u, const torch::Tensor& shard) {
+  auto every = torch::empty({world_ * u.shard_numel}, shard.options().requires_grad(false));
+  if (comm_) comm_->all_gather(every, shard.detach().contiguous(), "all-gather of " + u.name);
+  else every.copy_(shard.detach());
+  auto by_rank = every.view({world_, u.shard_numel});
+  std::vector<torch::Tensor> wholes;
+  for (int part : {kMatrices, kRest}) {
+    const Part& pt = u.parts[part];
+    wholes.push_back(by_rank.narrow(1, pt.at, pt.shard_numel).reshape({-1}));
+  }
+  return wholes;
+}
+
+torch::Tensor Zero3::shard_of_parts(const Unit& u, const std::vector<torch::Tensor>& wholes) const {
+  std::vector<torch::Tensor> mine;
+  for (int part : {kMatrices, kRest}) {
+    const Part& pt = u.parts[part];
+    mine.push_back(wholes[part].narrow(0, rank_ * pt.shard_numel, pt.shard_numel));
+  }
+  return torch::cat(mine);
+}
+
 std::vector<torch::Tensor> Zero3::full_tensors(const std::vector<torch::Tensor>& per_unit_shards) {
   UNDO_CHECK(per_unit_shards.size() == units_.size(), "zero3: ", per_unit_shards.size(), " shards for ",
              units_.size(), " units");
   std::vector<torch::Tensor> out;
   for (size_t k = 0; k < units_.size(); ++k) {
     auto& u = units_[k];
-    auto whole = gathered_flat(u, per_unit_shards[k]);
+    auto wholes = gathered_parts(u, per_unit_shards[k]);
     for (size_t i = 0; i < u.params.size(); ++i)
-      out.push_back(whole.narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
+      out.push_back(wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
   }
   return out;
 }
@@ -338,14 +380,16 @@ std::vector<torch::Tensor> Zero3::shards_of(const std::vector<torch::Tensor>& fu
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> out;
   for (auto& u : units_) {
-    auto whole = torch::zeros({u.shard_numel * world_}, u.shard.options().requires_grad(false));
+    std::vector<torch::Tensor> wholes;
+    for (int part : {kMatrices, kRest})
+      wholes.push_back(torch::zeros({u.parts[part].shard_numel * world_}, u.shard.options().requires_grad(false)));
     for (size_t i = 0; i < u.params.size(); ++i) {
       auto& t = full[u.first_name + i];
       UNDO_CHECK(t.numel() == u.numels[i], "zero3: '", names_[u.first_name + i], "' has ", t.numel(),
                  " elements, expected ", u.numels[i]);
-      whole.narrow(0, u.offsets[i], u.numels[i]).copy_(t.reshape({-1}));
+      wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).copy_(t.reshape({-1}));
     }
-    out.push_back(whole.narrow(0, rank_ * u.shard_numel, u.shard_numel).clone());
+    out.push_back(shard_of_parts(u, wholes));
   }
   return out;
 }
@@ -377,7 +421,7 @@ void Zero3::unshard() {
   for (auto& u : units_) {
     gather(u);
     for (auto& p : u.params) p.set_data(p.detach().clone());  // its own storage, not a view of the gathered flat
-    free_storage(u.whole), free_storage(u.cast);
+    for (auto* t : {&u.matrices, &u.matrices_bf16, &u.rest}) free_storage(*t);
     u.shard = torch::Tensor();  // the shard goes as its unit comes (the optimizer let go of it already)
   }
   units_.clear();
@@ -387,8 +431,7 @@ void Zero3::unshard() {
 
 int64_t Zero3::largest_unit_bytes() const {
   int64_t most = 0;
-  for (auto& u : units_)
-    most = std::max(most, u.shard_numel * world_ * int64_t(sizeof(float)) + u.cast.numel() * u.cast.element_size());
+  for (auto& u : units_) most = std::max(most, u.shard_numel * world_ * int64_t(sizeof(float)));
   return most;
 }
 

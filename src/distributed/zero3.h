@@ -3,13 +3,16 @@
 // whole model while training. A unit is a part the model runs as one
 // (model/unit_runner.h): the embedding, each block, the final norm, an untied head.
 //
-// Forward: a unit's parameters are all-gathered just before it runs and freed
-// right after. While a unit runs, the all-gather of the unit expected next
-// (the next block in forward, the previous one in backward) is already under
-// way, so at most two units are whole at a time. Under bf16 autocast a unit's
-// matrices are gathered into a bf16 copy too, which the model's matrix
-// products use as is (autocast would otherwise make a copy of its own and keep
-// it for backward, whole, for every unit).
+// A unit's parameters are two flats, each padded and sharded on its own: its
+// matrices (what autocast multiplies in bf16) and the rest (norm scales,
+// biases, the embedding, which stay fp32). Forward: a unit is all-gathered
+// just before it runs and freed right after. Under bf16 autocast its matrices
+// are gathered in bf16 (each rank rounds its shard as autocast would), half
+// the bytes, and the model's products use them as they are (autocast would
+// otherwise cast each weight itself and keep that copy for backward, whole,
+// for every unit). While a unit runs, the all-gather of the unit expected
+// next (the next block in forward, the previous one in backward) is already
+// under way, so at most two units are whole at a time.
 //
 // Backward, as FSDP does it: the unit's autograd graph from the forward is
 // kept, but the storage its saved weights point into is freed with the unit;
@@ -76,11 +79,11 @@ class Zero3 : public UnitRunner {
   void drop_prefetch();
   // How many gathers found their unit already gathered ahead.
   int64_t prefetch_hits() const { return prefetch_hits_; }
-  // Bytes of parameters gathered at this moment (a gather under way and a
-  // unit's bf16 copy included), and the most at any time so far.
+  // Bytes of parameters gathered at this moment (a gather under way
+  // included), and the most at any time so far.
   int64_t gathered_bytes() const { return gathered_bytes_; }
   int64_t peak_gathered_bytes() const { return peak_gathered_bytes_; }
-  // Bytes of the largest unit, gathered with its bf16 copy.
+  // Bytes of the largest unit, gathered in fp32.
   int64_t largest_unit_bytes() const;
 
   // For the autograd node of a unit call (zero3.cpp).
@@ -88,22 +91,26 @@ class Zero3 : public UnitRunner {
   torch::Tensor backward_of(Call& call, const torch::Tensor& grad_out, torch::Tensor* grad_x);
 
  private:
+  // One flat of a unit's parameters, sharded on its own: shard_numel x world
+  // >= numel (the tail is padding); its shard sits at `at` in the unit's shard.
+  struct Part {
+    int64_t numel = 0, shard_numel = 0, at = 0;
+  };
+  enum { kMatrices = 0, kRest = 1 };
   struct Unit {
     std::string name;
     torch::nn::Module* module = nullptr;
     std::vector<torch::Tensor> params;  // the model's tensors: empty unless gathered
     std::vector<std::vector<int64_t>> shapes;
-    std::vector<int64_t> offsets, numels;
-    // Where each parameter sits in `cast`, or -1 for one kept in fp32 (norm
-    // scales and biases, the embedding): the matrices autocast would cast.
-    std::vector<int64_t> cast_offsets;
-    int64_t numel = 0, shard_numel = 0;  // shard_numel x world >= numel (the tail is padding)
-    int64_t cast_numel = 0;
+    std::vector<int> part;  // kMatrices or kRest, per parameter
+    std::vector<int64_t> offsets, numels;  // within its part
+    Part parts[2];
+    int64_t numel = 0, shard_numel = 0;  // all parameters; the shard: the matrices' shard, then the rest's
     torch::Tensor shard;
-    // The gathered unit (fp32, padded) and its matrices in bf16. Made once:
-    // only their storage comes and goes, so that a kept graph's views of the
-    // weights are whole again when the unit is gathered for its backward.
-    torch::Tensor whole, cast;
+    // The gathered flats: the matrices in fp32 and in bf16, the rest in fp32.
+    // Made once: only their storage comes and goes, so that a kept graph's
+    // views of the weights are whole again when the unit is gathered for its backward.
+    torch::Tensor matrices, matrices_bf16, rest;
     bool gathered = false;
     size_t first_name = 0;  // its parameters' index in names_
   };
@@ -114,7 +121,12 @@ class Zero3 : public UnitRunner {
   // unit expected next is started.
   void gather(Unit& u, Pass pass = Pass::other, bool cast = false);
   void release(Unit& u);
-  torch::Tensor gathered_flat(Unit& u, const torch::Tensor& shard);
+  // The buffer a part is gathered into; the all-gathers of a unit's parts, started.
+  torch::Tensor& buffer(Unit& u, int part, bool cast);
+  std::vector<Communicator::Pending> start_gather(Unit& u, bool cast);
+  // A shard-shaped tensor of a unit <-> its parts' whole flats (fp32, padded).
+  std::vector<torch::Tensor> gathered_parts(Unit& u, const torch::Tensor& shard);
+  torch::Tensor shard_of_parts(const Unit& u, const std::vector<torch::Tensor>& wholes) const;
   // Backward of a unit call whose graph was kept / that is recomputed.
   std::vector<torch::Tensor> kept_graph_grads(Call& call, const torch::Tensor& grad_out);
   std::vector<torch::Tensor> recomputed_grads(Call& call, const torch::Tensor& grad_out);
@@ -126,8 +138,9 @@ class Zero3 : public UnitRunner {
   void count_gathered();
 
   struct Prefetch {
-    size_t unit = 0;  // gathering into its `whole`
-    Communicator::Pending pending;
+    size_t unit = 0;  // gathering into its buffers
+    bool cast = false;
+    std::vector<Communicator::Pending> pending;
   };
   std::optional<Prefetch> prefetch_;
   // The units in the order each pass calls them (a tied embedding twice), and

@@ -25,8 +25,14 @@ struct RankMemory {
 };
 
 // Parameter counts of the model's units: the embedding (tied with the output
-// head), each block, the final norm. `vocab` replaces model.vocab_size when that is 0.
-std::vector<int64_t> unit_parameter_counts(const ModelConfig& model, int64_t vocab);
+// head), each block, the final norm, an untied head; each as zero 3 shards
+// it, in two parts: its matrices and the rest. `vocab` replaces
+// model.vocab_size when that is 0.
+struct UnitParameters {
+  int64_t matrices = 0, rest = 0;
+  int64_t total() const { return matrices + rest; }
+};
+std::vector<UnitParameters> unit_parameters(const ModelConfig& model, int64_t vocab);
 RankMemory rank_memory(const ModelConfig& model, int64_t vocab, int world, int zero);
 // A table of rank_memory at zero 0, 1 and 3 for each world size, for the plan.
 std::string rank_memory_table(const ModelConfig& model, int64_t vocab, const std::vector<int>& worlds);

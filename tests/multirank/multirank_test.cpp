@@ -3,7 +3,6 @@
 // ZeRO-3's sharded model.
 #include <gtest/gtest.h>
 
-#include <numeric>
 
 #include "core/config.h"
 #include "distributed/communicator.h"
@@ -139,6 +138,7 @@ TEST(MultiRank, ZeroThreeGradientsEqualTheReplicatedModels) {
     bool recompute, bf16;
     double rtol;
   };
+  int64_t fp32_peak = 0;  // of the kept graph, tied head
   for (Mode mode : {Mode{"kept graph", false, false, 1e-5}, Mode{"recomputed", true, false, 1e-5},
                     Mode{"kept graph, bf16 autocast", false, true, 1e-4}})
     for (bool tied : {true, false}) {  // an untied head is a unit of its own, gathered after the final norm
@@ -173,6 +173,9 @@ TEST(MultiRank, ZeroThreeGradientsEqualTheReplicatedModels) {
       // Every gather but the first of each pass found its unit gathered ahead: forward
       // embed, 2 blocks, norm, head (5 gathers); backward the same in reverse.
       EXPECT_EQ(zero3->prefetch_hits(), 10 - 2);
+      // Under bf16 the blocks' matrices are gathered in bf16: about half the bytes at the peak.
+      if (tied && !mode.bf16 && !mode.recompute) fp32_peak = zero3->peak_gathered_bytes();
+      if (tied && mode.bf16) EXPECT_LT(zero3->peak_gathered_bytes(), 0.6 * double(fp32_peak));
     }
 }
 
@@ -192,8 +195,9 @@ TEST(MultiRank, ZeroThreeKeepsAboutOneNthOfTheTrainingState) {
     held += (adamw.exp_avg()[i].numel() + adamw.exp_avg_sq()[i].numel()) * 4;
   for (auto& p : model->parameters()) held += p.numel() * 4;  // the model's own tensors: empty
   // The plan's calculator (undo sweep plan) predicts exactly this.
-  const auto units = unit_parameter_counts(model->cfg, 0);
-  EXPECT_EQ(std::accumulate(units.begin(), units.end(), int64_t(0)), int64_t(replicated / 16));
+  int64_t all = 0;
+  for (auto& u : unit_parameters(model->cfg, 0)) all += u.total();
+  EXPECT_EQ(all, int64_t(replicated / 16));
   auto predicted = rank_memory(model->cfg, 0, 2, 3);
   EXPECT_EQ(predicted.weights + predicted.gradients + predicted.optimizer, held);
   EXPECT_EQ(rank_memory(model->cfg, 0, 1, 0).total(), replicated);
