@@ -226,6 +226,11 @@ void Zero3::gather(Unit& u, Pass pass, bool cast) {
 }
 
 void Zero3::release(Unit& u) {
+  // Should autograd run one backward of a unit (from another forward of it,
+  // as GradDiff's two) inside the kept graph of another, the outer one would
+  // still read the storage: it frees it when it is done. (Autograd's ready
+  // queue runs an inner graph's work first, so this does not happen today.)
+  if (u.backward_depth > 0) return;
   if (prefetch_ && &units_[prefetch_->unit] == &u) drop_prefetch();
   // Empty in the dtype each tensor has now: a dtype change would detach a
   // parameter from the gradient accumulator a kept graph holds.
@@ -304,7 +309,9 @@ torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& grad_out, torc
   UNDO_CHECK(grad_out.defined(), "zero3: unit '", u.name, "' ran forward but its output took no gradient");
   NoAutocastCache no_cache;
   gather(u, Pass::backward, call.autocast);  // into the storage the kept graph points at
+  ++u.backward_depth;
   auto grads = recompute_ ? recomputed_grads(call, grad_out) : kept_graph_grads(call, grad_out);
+  --u.backward_depth;
   size_t first = 0;
   if (call.x_needs_grad) *grad_x = grads[first++];
   // The unit's gradient (fp32, whatever the dtype the weights ran in), laid

@@ -112,7 +112,8 @@ class Zero3 : public UnitRunner {
     // views of the weights are whole again when the unit is gathered for its backward.
     torch::Tensor matrices, matrices_bf16, rest;
     bool gathered = false;
-    size_t first_name = 0;  // its parameters' index in names_
+    int backward_depth = 0;  // its backwards under way (one may run inside another's kept graph)
+    size_t first_name = 0;   // its parameters' index in names_
   };
   enum class Pass { forward, backward, other };
   Unit& unit_of(torch::nn::Module& module);
