@@ -516,6 +516,8 @@ TEST(Sweep, ShippedSpecsPlan) {
   // The language setting's two specs share one output too: the noise sweep reuses the methods sweep's models.
   Plan lang_methods = make_plan(read_sweep_spec("configs/lang-en-ko-methods-sweep.ini"), demo_out, UNDO_BINARY);
   Plan lang_noise = make_plan(read_sweep_spec("configs/lang-en-ko-noise-sweep.ini"), demo_out, UNDO_BINARY);
+  Plan lang_full = make_plan(read_sweep_spec("configs/lang-en-ko-full-attack-sweep.ini"), demo_out, UNDO_BINARY);
+  Plan lang_small = make_plan(read_sweep_spec("configs/lang-en-ko-size64-sweep.ini"), demo_out, UNDO_BINARY);
   std::filesystem::current_path(cwd);
   EXPECT_EQ(count_kind(protocol, "unlearn"), 3);
   EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3);
@@ -537,6 +539,14 @@ TEST(Sweep, ShippedSpecsPlan) {
   int reused = 0;
   for (auto& j : lang_noise.jobs) reused += int(j.kind == "distill" && methods_dirs.count(j.dir));
   EXPECT_EQ(reused, 2 * 3 + 3);  // both students of the methods sweep and the controls
+  // The paper's attack on the methods sweep's models: every model reused, only the 60 attacks new.
+  int full_reused = 0;
+  for (auto& j : lang_full.jobs) full_reused += int(j.kind != "relearn" && methods_dirs.count(j.dir));
+  EXPECT_EQ(full_reused, int(lang_full.jobs.size()) - 60);
+  EXPECT_EQ(count_kind(lang_full, "relearn"), 6 * 10);  // base, oracle, teacher, 2 students, control x 10 LRs
+  EXPECT_EQ(lang_full.spec.attack_steps, 500);
+  EXPECT_EQ(count_kind(lang_small, "distill"), 2 * 3 + 3);
+  for (auto& j : lang_small.jobs) EXPECT_TRUE(j.kind == "data" || !methods_dirs.count(j.dir)) << j.name;  // its own models
   EXPECT_EQ(count_kind(demo, "distill"), 3 + 1);  // + the distilled-base control
   EXPECT_EQ(count_kind(demo, "relearn"), 7 * 3);
   EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5);
