@@ -105,6 +105,7 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
       // product is the last forward and first backward: autocast's copy of it is short-lived).
       const int part = p.value().dim() == 2 && module != model_->embed.ptr().get() ? kMatrices : kRest;
       u.params.push_back(p.value());
+      u.trains.push_back(trained && p.value().requires_grad());
       u.shapes.push_back(p.value().sizes().vec());
       u.part.push_back(part);
       u.offsets.push_back(u.parts[part].numel);
@@ -125,7 +126,9 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
       if (pt.numel > 0) whole.narrow(0, 0, pt.numel).copy_(torch::cat(flat[part]));
       wholes.push_back(whole);
     }
-    u.shard = shard_of_parts(u, wholes).requires_grad_(trained);
+    // A unit none of whose parameters trains (RMU trains one matrix a block) has a shard without gradient.
+    const bool any = std::find(u.trains.begin(), u.trains.end(), true) != u.trains.end();
+    u.shard = shard_of_parts(u, wholes).requires_grad_(any);
     auto options = u.shard.options().requires_grad(false);
     u.matrices = torch::empty({u.parts[kMatrices].shard_numel * world_}, options);
     u.matrices_bf16 = torch::empty({u.parts[kMatrices].shard_numel * world_}, options.dtype(kComputeDtype));
@@ -249,7 +252,9 @@ torch::Tensor Zero3::run(torch::nn::Module& module, const std::function<torch::T
   const bool autocast = at::autocast::is_autocast_enabled(cuda ? at::kCUDA : at::kCPU);
   const bool needs_graph =
       torch::GradMode::is_enabled() && (u.shard.requires_grad() || (x.defined() && x.requires_grad()));
-  Call call{index_.at(&module), fn, autocast, cuda, x.defined() && x.requires_grad()};
+  Call call;
+  call.unit = index_.at(&module), call.fn = fn, call.autocast = autocast, call.cuda = cuda;
+  call.x_needs_grad = x.defined() && x.requires_grad();
   torch::Tensor y;
   if (!needs_graph || recompute_) {
     torch::NoGradGuard no_grad;  // the graph of a unit call is the one node below
@@ -270,7 +275,8 @@ torch::Tensor Zero3::run(torch::nn::Module& module, const std::function<torch::T
     }
     UNDO_CHECK(call.y.requires_grad(), "zero3: unit '", u.name, "' has no parameter that takes a gradient");
     if (call.x_needs_grad) call.edges.push_back(torch::autograd::impl::gradient_edge(call.x));
-    for (auto& p : u.params) call.edges.push_back(torch::autograd::impl::gradient_edge(p));
+    for (size_t i = 0; i < u.params.size(); ++i)
+      if (u.trains[i]) call.edges.push_back(torch::autograd::impl::gradient_edge(u.params[i]));
     release(u);
     y = call.y.detach();
   }
@@ -294,7 +300,9 @@ std::vector<torch::Tensor> Zero3::recomputed_grads(Call& call, const torch::Tens
   if (call.x_needs_grad) x_in.requires_grad_(true);
   std::vector<torch::Tensor> inputs;
   if (call.x_needs_grad) inputs.push_back(x_in);
-  for (auto& p : units_[call.unit].params) inputs.push_back(p);
+  const Unit& u = units_[call.unit];
+  for (size_t i = 0; i < u.params.size(); ++i)
+    if (u.trains[i]) inputs.push_back(u.params[i]);
   torch::AutoGradMode grad_on(true);
   AutocastGuard autocast(call.autocast, call.cuda);
   auto y = call.fn(x_in);
@@ -312,11 +320,15 @@ torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& grad_out, torc
   ++u.backward_depth;
   auto grads = recompute_ ? recomputed_grads(call, grad_out) : kept_graph_grads(call, grad_out);
   --u.backward_depth;
-  size_t first = 0;
-  if (call.x_needs_grad) *grad_x = grads[first++];
-  // The unit's gradient (fp32, whatever the dtype the weights ran in), laid
-  // out as every rank's shard one after another, summed over ranks into this
-  // rank's shard and averaged.
+  size_t next = 0;
+  if (call.x_needs_grad) *grad_x = grads[next++];
+  if (!u.shard.requires_grad()) {  // a frozen unit passes the gradient on: every rank alike, no collective
+    release(u);
+    return torch::Tensor();
+  }
+  // The unit's gradient (fp32, whatever the dtype the weights ran in; 0 for a
+  // frozen parameter), laid out as every rank's shard one after another,
+  // summed over ranks into this rank's shard and averaged.
   torch::Tensor flat;
   {
     torch::NoGradGuard no_grad;
@@ -324,7 +336,8 @@ torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& grad_out, torc
     for (int part : {kMatrices, kRest})
       wholes.push_back(torch::zeros({u.parts[part].shard_numel * world_}, u.shard.options().requires_grad(false)));
     for (size_t i = 0; i < u.params.size(); ++i) {
-      auto& g = grads[first + i];
+      if (!u.trains[i]) continue;
+      auto& g = grads[next++];
       if (g.defined()) wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).copy_(g.reshape({-1}));
     }
     release(u);
@@ -434,6 +447,22 @@ void Zero3::unshard() {
   units_.clear();
   index_.clear();
   model_->runner.reset();  // last: this may be what destroys *this
+}
+
+std::pair<const Zero3::Unit*, size_t> Zero3::locate(size_t i) const {
+  for (auto& u : units_)
+    if (i >= u.first_name && i < u.first_name + u.params.size()) return {&u, i - u.first_name};
+  UNDO_FAIL("zero3: no parameter ", i);
+}
+
+bool Zero3::trains(size_t i) const {
+  auto [u, k] = locate(i);
+  return u->trains[k];
+}
+
+const std::vector<int64_t>& Zero3::shape_of(size_t i) const {
+  auto [u, k] = locate(i);
+  return u->shapes[k];
 }
 
 int64_t Zero3::largest_unit_bytes() const {

@@ -46,19 +46,25 @@ class Zero3 : public UnitRunner {
  public:
   // Collective: takes rank 0's parameters of `model` (broadcast here) as the
   // shards and empties the model's own tensors. `comm` null is
-  // a world of one (the shard is the whole unit). `trained`: the shards take
-  // gradients; `recompute`: dist.recompute (above). Throws InputError naming
-  // dist.zero when a unit has fewer parameters than there are ranks.
+  // a world of one (the shard is the whole unit). `trained`: the model's
+  // parameters that require gradients train; `recompute`: dist.recompute
+  // (above). Throws InputError naming dist.zero when a unit has fewer
+  // parameters than there are ranks.
   Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, bool recompute = false);
   ~Zero3() override;
 
   torch::Tensor run(torch::nn::Module& unit, const std::function<torch::Tensor(const torch::Tensor&)>& fn,
                     const torch::Tensor& x) override;
 
-  // The shards, named "zero3.<unit>" (the optimizer's parameters).
+  // The shards, named "zero3.<unit>" (the optimizer's parameters; one whose
+  // unit does not train takes no gradient).
   std::vector<std::pair<std::string, torch::Tensor>> shards() const;
-  // Every parameter's full name, in the order full_tensors() returns them.
+  // Every parameter's full name, in the order full_tensors() returns them,
+  // and whether it trains (a trained Zero3 trains the model's parameters that
+  // require gradients; a frozen one's part of a shard has gradient 0).
   const std::vector<std::string>& parameter_names() const { return names_; }
+  bool trains(size_t parameter) const;
+  const std::vector<int64_t>& shape_of(size_t parameter) const;
   // Collective: one flat per-unit tensor per rank (shard-shaped, such as an
   // optimizer moment) -> the whole tensor of every parameter, on every rank.
   std::vector<torch::Tensor> full_tensors(const std::vector<torch::Tensor>& per_unit_shards);
@@ -102,7 +108,8 @@ class Zero3 : public UnitRunner {
     torch::nn::Module* module = nullptr;
     std::vector<torch::Tensor> params;  // the model's tensors: empty unless gathered
     std::vector<std::vector<int64_t>> shapes;
-    std::vector<int> part;  // kMatrices or kRest, per parameter
+    std::vector<int> part;     // kMatrices or kRest, per parameter
+    std::vector<bool> trains;  // per parameter
     std::vector<int64_t> offsets, numels;  // within its part
     Part parts[2];
     int64_t numel = 0, shard_numel = 0;  // all parameters; the shard: the matrices' shard, then the rest's
@@ -116,6 +123,7 @@ class Zero3 : public UnitRunner {
     size_t first_name = 0;   // its parameters' index in names_
   };
   enum class Pass { forward, backward, other };
+  std::pair<const Unit*, size_t> locate(size_t parameter) const;  // its unit, and its index there
   Unit& unit_of(torch::nn::Module& module);
   // The unit's parameters, whole, into the model's tensors (its matrices in
   // bf16 where `cast`); in a forward or backward pass, the all-gather of the

@@ -6,6 +6,7 @@
 #include <csignal>
 #include <iostream>
 #include <limits>
+#include <set>
 #include <thread>
 
 #include "core/error.h"
@@ -81,15 +82,24 @@ Trainer::Trainer(const Config& cfg, std::string stage, Transformer model, Object
 }
 
 void Trainer::shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>& named) {
-  // Shards are whole units that all train: an objective that trains part of
-  // the model (RMU) or moves the weights itself (SAM) needs them whole.
-  const auto all = model_->named_parameters();
-  UNDO_INPUT_CHECK(named.size() == all.size() && !objective_.edits_parameters(), "dist.zero = 3: the ", stage_,
-                   " stage's objective ",
-                   objective_.edits_parameters() ? std::string("moves the weights itself (SAM)")
-                                                  : "trains " + std::to_string(named.size()) + " of the model's " +
-                                                        std::to_string(all.size()) + " parameter tensors",
-                   ", and zero 3 shards and trains whole blocks; use dist.zero 0 or 1");
+  // Shards are cut from whole units, so an objective that moves the weights
+  // itself (SAM) needs them whole on every rank.
+  UNDO_INPUT_CHECK(!objective_.edits_parameters(), "dist.zero = 3: the ", stage_,
+                   " stage's objective moves the weights itself (SAM), and zero 3 keeps them sharded; use dist.zero "
+                   "0 or 1");
+  // An objective that trains part of the model (RMU: one matrix a block): the
+  // rest is frozen, and its part of a shard has gradient 0. AdamW leaves such
+  // an element as it is only without weight decay (which the stages that
+  // train part of the model have).
+  std::set<const void*> trained;
+  for (auto& [name, p] : named) trained.insert(p.unsafeGetTensorImpl());
+  const auto all = model_->parameters();
+  UNDO_INPUT_CHECK(trained.size() == all.size() || cfg_.optim.weight_decay == 0, "dist.zero = 3: the ", stage_,
+                   " stage trains ", trained.size(), " of the model's ", all.size(),
+                   " parameter tensors, and weight decay (optim.weight_decay = ", cfg_.optim.weight_decay,
+                   ") would move the frozen rest of its shards; use dist.zero 0 or 1");
+  for (auto& p : all)
+    if (!trained.count(p.unsafeGetTensorImpl())) p.requires_grad_(false);
   zero3_ = std::make_shared<Zero3>(model_, comm_, /*trained=*/true, cfg_.dist.recompute);  // cut from rank 0's weights
   model_->runner = zero3_;
   named = zero3_->shards();

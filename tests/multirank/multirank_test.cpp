@@ -179,10 +179,14 @@ TEST(MultiRank, ZeroThreeGradientsEqualTheReplicatedModels) {
       EXPECT_GT(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes() / 2);
       // Every gather but the first of each pass found its unit gathered ahead: forward
       // embed, 2 blocks, norm, head (5 gathers); backward the same in reverse.
-      if (!mode.twice) EXPECT_EQ(zero3->prefetch_hits(), 10 - 2);
+      if (!mode.twice) {
+        EXPECT_EQ(zero3->prefetch_hits(), 10 - 2);
+      }
       // Under bf16 the blocks' matrices are gathered in bf16: about half the bytes at the peak.
       if (tied && !mode.bf16 && !mode.recompute) fp32_peak = zero3->peak_gathered_bytes();
-      if (tied && mode.bf16) EXPECT_LT(zero3->peak_gathered_bytes(), 0.6 * double(fp32_peak));
+      if (tied && mode.bf16) {
+        EXPECT_LT(zero3->peak_gathered_bytes(), 0.6 * double(fp32_peak));
+      }
     }
 }
 

@@ -1,4 +1,6 @@
 #include "core/error.h"
+#include "distributed/communicator.h"
+#include "distributed/zero3.h"
 #include "train/checkpoint.h"
 #include "train/objectives/unlearning.h"
 
@@ -24,6 +26,8 @@ std::unique_ptr<Objective> make_unlearning_objective(const Config& cfg, Transfor
       for (auto& p : frozen->named_parameters()) p.value().copy_(src[p.key()]);
     }
     obj = std::make_unique<RmuObjective>(forget, retain, T, u, frozen, uint64_t(cfg.run.seed));
+    // dist.zero = 3: the frozen model the retain term reads is sharded too, gathered unit by unit.
+    if (cfg.dist.zero == 3) shard_frozen(frozen, distributed());
   }
   if (u.sam_rho > 0) obj = std::make_unique<SamObjective>(std::move(obj), u.sam_rho);
   return obj;
