@@ -312,8 +312,8 @@ std::vector<torch::Tensor> Zero3::recomputed_grads(Call& call, const torch::Tens
 
 torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& grad_out, torch::Tensor* grad_x) {
   Unit& u = units_[call.unit];
-  // Every rank must reduce-scatter here: a unit whose output the loss did not
-  // use on this rank would leave the others waiting, so that is an error.
+  // Every rank must reduce-scatter here (a unit that trains): a unit whose output
+  // the loss did not use on this rank would leave the others waiting, so that is an error.
   UNDO_CHECK(grad_out.defined(), "zero3: unit '", u.name, "' ran forward but its output took no gradient");
   NoAutocastCache no_cache;
   gather(u, Pass::backward, call.autocast);  // into the storage the kept graph points at
@@ -340,6 +340,7 @@ torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& grad_out, torc
       auto& g = grads[next++];
       if (g.defined()) wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).copy_(g.reshape({-1}));
     }
+    grads.clear();  // the unit and autograd's gradients go before the buffer the collective takes comes
     release(u);
     flat = torch::empty({world_, u.shard_numel}, wholes[0].options());
     for (int part : {kMatrices, kRest}) {

@@ -25,6 +25,10 @@
 // forward per step. A forward without gradients (evaluation, a frozen teacher)
 // gathers and frees unit by unit the same way.
 //
+// An objective that trains part of the model (RMU) leaves the rest frozen:
+// a frozen parameter's part of a shard takes gradient 0, and a unit with
+// nothing to train takes no collective in backward.
+//
 // The optimizer then steps on the shards alone (train/zero3_state.h writes
 // its state consolidated, so a checkpoint is the same file as at zero 0/1 and
 // resumes at any world size and any zero level).
