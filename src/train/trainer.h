@@ -81,7 +81,8 @@ class Trainer {
   OptimizerState* optimizer_state() {
     return zero3_state_ ? static_cast<OptimizerState*>(zero3_state_.get()) : optimizer_.get();
   }
-  // dist.zero = 3: checks that the objective trains the whole model, and shards it.
+  // dist.zero = 3: checks that zero 3 can train what the objective trains
+  // (`named`, which becomes the shards), freezes the rest, and shards the model.
   void shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>& named);
 };
 
