@@ -122,7 +122,7 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
       pt.shard_numel = (pt.numel + world_ - 1) / world_;
       pt.at = u.shard_numel;
       u.shard_numel += pt.shard_numel;
-      auto whole = torch::zeros({pt.shard_numel * world_}, torch::kFloat);
+      auto whole = torch::zeros({pt.shard_numel * world_}, u.params[0].options().dtype(torch::kFloat).requires_grad(false));
       if (pt.numel > 0) whole.narrow(0, 0, pt.numel).copy_(torch::cat(flat[part]));
       wholes.push_back(whole);
     }
