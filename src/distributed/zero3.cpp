@@ -98,7 +98,6 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
     u.name = name;
     u.module = module;
     u.first_name = names_.size();
-    std::vector<torch::Tensor> flat[2];
     for (auto& p : module->named_parameters()) {
       names_.push_back(name + "." + p.key());
       // The embedding's matrix is looked up, not multiplied (and a tied head's
@@ -112,28 +111,24 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
       u.numels.push_back(p.value().numel());
       u.parts[part].numel += p.value().numel();
       u.numel += p.value().numel();
-      flat[part].push_back(p.value().detach().reshape({-1}).to(torch::kFloat));
     }
     UNDO_INPUT_CHECK(u.numel >= world_, "dist.zero = 3: unit '", name, "' has ", u.numel,
                      " parameters, fewer than the ", world_, " ranks to shard it over");
-    std::vector<torch::Tensor> wholes;
     for (int part : {kMatrices, kRest}) {
       Part& pt = u.parts[part];
       pt.shard_numel = (pt.numel + world_ - 1) / world_;
       pt.at = u.shard_numel;
       u.shard_numel += pt.shard_numel;
-      auto whole = torch::zeros({pt.shard_numel * world_}, u.params[0].options().dtype(torch::kFloat).requires_grad(false));
-      if (pt.numel > 0) whole.narrow(0, 0, pt.numel).copy_(torch::cat(flat[part]));
-      wholes.push_back(whole);
     }
+    auto options = u.params[0].options().dtype(torch::kFloat).requires_grad(false);
+    auto wholes = part_flats(u, u.params, options);
     // A unit none of whose parameters trains (RMU trains one matrix a block) has a shard without gradient.
     const bool any = std::find(u.trains.begin(), u.trains.end(), true) != u.trains.end();
     u.shard = shard_of_parts(u, wholes).requires_grad_(any);
-    auto options = u.shard.options().requires_grad(false);
     u.matrices = torch::empty({u.parts[kMatrices].shard_numel * world_}, options);
     u.matrices_bf16 = torch::empty({u.parts[kMatrices].shard_numel * world_}, options.dtype(kComputeDtype));
     u.rest = torch::empty({u.parts[kRest].shard_numel * world_}, options);
-    for (auto* t : {&u.matrices, &u.matrices_bf16, &u.rest}) free_storage(*t);
+    free_gathered(u);
     index_[module] = units_.size();
     units_.push_back(std::move(u));
   }
@@ -178,8 +173,7 @@ void Zero3::drop_prefetch() {
   for (auto& pending : prefetch_->pending) pending.wait();  // every rank started it: every rank finishes it
   Unit& v = units_[prefetch_->unit];
   prefetch_.reset();
-  if (!v.gathered)
-    for (auto* t : {&v.matrices, &v.matrices_bf16, &v.rest}) free_storage(*t);
+  if (!v.gathered) free_gathered(v);
   count_gathered();
 }
 
@@ -239,7 +233,7 @@ void Zero3::release(Unit& u) {
   // parameter from the gradient accumulator a kept graph holds.
   for (auto& p : u.params)
     if (p.numel() > 0) p.set_data(torch::empty({0}, p.options().requires_grad(false)));
-  for (auto* t : {&u.matrices, &u.matrices_bf16, &u.rest}) free_storage(*t);
+  free_gathered(u);
   u.gathered = false;
   count_gathered();
 }
@@ -256,9 +250,9 @@ torch::Tensor Zero3::run(torch::nn::Module& module, const std::function<torch::T
   call.unit = index_.at(&module), call.fn = fn, call.autocast = autocast, call.cuda = cuda;
   call.x_needs_grad = x.defined() && x.requires_grad();
   torch::Tensor y;
+  gather(u, Pass::forward, autocast);
   if (!needs_graph || recompute_) {
     torch::NoGradGuard no_grad;  // the graph of a unit call is the one node below
-    gather(u, Pass::forward, autocast);
     y = fn(x);
     release(u);
     if (!needs_graph) return y;
@@ -266,7 +260,6 @@ torch::Tensor Zero3::run(torch::nn::Module& module, const std::function<torch::T
   } else {
     // The unit's own graph, from a leaf copy of its input to its output; the
     // storage its weights' views point into goes with release().
-    gather(u, Pass::forward, autocast);
     call.x = x.detach();
     if (call.x_needs_grad) call.x.requires_grad_(true);
     {
@@ -332,15 +325,11 @@ torch::Tensor Zero3::backward_of(Call& call, const torch::Tensor& grad_out, torc
   torch::Tensor flat;
   {
     torch::NoGradGuard no_grad;
-    std::vector<torch::Tensor> wholes;
-    for (int part : {kMatrices, kRest})
-      wholes.push_back(torch::zeros({u.parts[part].shard_numel * world_}, u.shard.options().requires_grad(false)));
-    for (size_t i = 0; i < u.params.size(); ++i) {
-      if (!u.trains[i]) continue;
-      auto& g = grads[next++];
-      if (g.defined()) wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).copy_(g.reshape({-1}));
-    }
-    grads.clear();  // the unit and autograd's gradients go before the buffer the collective takes comes
+    std::vector<torch::Tensor> per_param(u.params.size());  // undefined: frozen, or unused by the loss
+    for (size_t i = 0; i < u.params.size(); ++i)
+      if (u.trains[i]) per_param[i] = grads[next++];
+    auto wholes = part_flats(u, per_param, u.shard.options().requires_grad(false));
+    per_param.clear(), grads.clear();  // the unit and autograd's gradients go before the buffer the collective takes comes
     release(u);
     flat = torch::empty({world_, u.shard_numel}, wholes[0].options());
     for (int part : {kMatrices, kRest}) {
@@ -374,6 +363,20 @@ std::vector<torch::Tensor> Zero3::gathered_parts(Unit& u, const torch::Tensor& s
   return wholes;
 }
 
+std::vector<torch::Tensor> Zero3::part_flats(const Unit& u, const std::vector<torch::Tensor>& per_param,
+                                             const torch::TensorOptions& options) const {
+  std::vector<torch::Tensor> wholes;
+  for (int part : {kMatrices, kRest}) wholes.push_back(torch::zeros({u.parts[part].shard_numel * world_}, options));
+  torch::NoGradGuard no_grad;
+  for (size_t i = 0; i < u.params.size(); ++i)
+    if (per_param[i].defined()) wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).copy_(per_param[i].reshape({-1}));
+  return wholes;
+}
+
+void Zero3::free_gathered(Unit& u) {
+  for (auto* t : {&u.matrices, &u.matrices_bf16, &u.rest}) free_storage(*t);
+}
+
 torch::Tensor Zero3::shard_of_parts(const Unit& u, const std::vector<torch::Tensor>& wholes) const {
   std::vector<torch::Tensor> mine;
   for (int part : {kMatrices, kRest}) {
@@ -401,16 +404,11 @@ std::vector<torch::Tensor> Zero3::shards_of(const std::vector<torch::Tensor>& fu
   torch::NoGradGuard no_grad;
   std::vector<torch::Tensor> out;
   for (auto& u : units_) {
-    std::vector<torch::Tensor> wholes;
-    for (int part : {kMatrices, kRest})
-      wholes.push_back(torch::zeros({u.parts[part].shard_numel * world_}, u.shard.options().requires_grad(false)));
-    for (size_t i = 0; i < u.params.size(); ++i) {
-      auto& t = full[u.first_name + i];
-      UNDO_CHECK(t.numel() == u.numels[i], "zero3: '", names_[u.first_name + i], "' has ", t.numel(),
+    std::vector<torch::Tensor> mine(full.begin() + long(u.first_name), full.begin() + long(u.first_name + u.params.size()));
+    for (size_t i = 0; i < mine.size(); ++i)
+      UNDO_CHECK(mine[i].numel() == u.numels[i], "zero3: '", names_[u.first_name + i], "' has ", mine[i].numel(),
                  " elements, expected ", u.numels[i]);
-      wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).copy_(t.reshape({-1}));
-    }
-    out.push_back(shard_of_parts(u, wholes));
+    out.push_back(shard_of_parts(u, part_flats(u, mine, u.shard.options().requires_grad(false))));
   }
   return out;
 }
@@ -442,7 +440,7 @@ void Zero3::unshard() {
   for (auto& u : units_) {
     gather(u);
     for (auto& p : u.params) p.set_data(p.detach().clone());  // its own storage, not a view of the gathered flat
-    for (auto* t : {&u.matrices, &u.matrices_bf16, &u.rest}) free_storage(*t);
+    free_gathered(u);
     u.shard = torch::Tensor();  // the shard goes as its unit comes (the optimizer let go of it already)
   }
   units_.clear();

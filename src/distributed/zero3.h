@@ -140,6 +140,11 @@ class Zero3 : public UnitRunner {
   // A shard-shaped tensor of a unit <-> its parts' whole flats (fp32, padded).
   std::vector<torch::Tensor> gathered_parts(Unit& u, const torch::Tensor& shard);
   torch::Tensor shard_of_parts(const Unit& u, const std::vector<torch::Tensor>& wholes) const;
+  // A tensor per parameter of the unit (undefined: zeros) -> its parts' whole flats.
+  std::vector<torch::Tensor> part_flats(const Unit& u, const std::vector<torch::Tensor>& per_param,
+                                        const torch::TensorOptions& options) const;
+  // Frees the storage of the unit's gathered buffers (their tensors stay).
+  static void free_gathered(Unit& u);
   // Backward of a unit call whose graph was kept / that is recomputed.
   std::vector<torch::Tensor> kept_graph_grads(Call& call, const torch::Tensor& grad_out);
   std::vector<torch::Tensor> recomputed_grads(Call& call, const torch::Tensor& grad_out);
