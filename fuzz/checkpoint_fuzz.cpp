@@ -1,15 +1,27 @@
-// The checkpoint container and meta: a file's bytes as read from disk, and a
-// meta text as it would be after a checksum that verifies (a crafted file).
+// The checkpoint container, meta and tensor table: a file's bytes as read
+// from disk, and a meta text and a payload as they would be after a checksum
+// that verifies (a crafted file).
 #include <exception>
 
 #include "formats/checkpoint_file.h"
+#include "formats/tensor_table.h"
 #include "fuzz_util.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes = undo::fuzz::text(data, size);
   try {
-    auto [meta, payload] = undo::unframe_checkpoint(bytes, "fuzz.ckpt");
-    undo::parse_checkpoint_meta(meta, "fuzz.ckpt");
+    auto frame = undo::check_checkpoint_frame(data, size, "fuzz.ckpt");
+    undo::parse_checkpoint_meta(std::string(frame.meta), "fuzz.ckpt");
+    if (frame.version == undo::kCheckpointTensorTable)
+      undo::parse_tensor_table(frame.payload, frame.payload_bytes, "fuzz.ckpt");
+  } catch (const std::exception&) {
+  }
+  try {
+    // Every entry that parses lies within the payload.
+    auto table = undo::parse_tensor_table(data, size, "fuzz.ckpt");
+    for (auto& e : table.entries)
+      if (e.offset > table.data_bytes || e.bytes > table.data_bytes - e.offset)
+        __builtin_trap();
   } catch (const std::exception&) {
   }
   try {

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "formats/checkpoint_file.h"
+#include "formats/tensor_table.h"
 #include "formats/safetensors_file.h"
 #include "model/safetensors.h"
 #include "results/attack_curve.h"
@@ -30,15 +31,7 @@ std::string safetensors(const std::string& header, const std::string& data) {
   return file + h + data;
 }
 
-// The message of what `f` throws ("" when it does not throw).
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 const std::string kFloats(16, '\1');  // 4 float32 values
 
@@ -112,6 +105,51 @@ TEST(CraftedFiles, CheckpointSizesThatWrapAreRefused) {
   EXPECT_NE(e.find("is truncated"), std::string::npos) << e;
   // Untouched, it reads back.
   EXPECT_EQ(unframe_checkpoint(frame_checkpoint("m", "p"), "ok").second, "p");
+}
+
+// A version-2 payload's tensor table, one field at a time: every size is
+// checked against the payload before any tensor is read, products of
+// dimensions included (one that wraps around 2^64 must not pass as small).
+TEST(CraftedFiles, TensorTableFieldsAreCheckedOneByOne) {
+  auto payload = [](const std::string& text, size_t data_bytes) {
+    std::string p(8, '\0');
+    uint64_t n = text.size();
+    std::memcpy(&p[0], &n, 8);
+    return p + text + std::string(data_bytes, '\0');
+  };
+  auto parse = [](const std::string& p) {
+    return parse_tensor_table(reinterpret_cast<const uint8_t*>(p.data()), p.size(), "t.ckpt");
+  };
+  const std::string good = "a\tf32\t2,3\t0\t24\nb\ti64\t\t64\t8\n";
+  auto table = parse(payload(good, 72));
+  ASSERT_EQ(table.entries.size(), 2u);
+  EXPECT_EQ(table.find("a")->shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(table.find("b")->offset, 64u);
+  EXPECT_EQ(table.data_at, 8 + good.size());
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"a\tf32\t2,3\t0\n", "expected 5 tab-separated fields"},
+      {"a\tf64\t2\t0\t16\n", "unknown dtype 'f64'"},
+      {"a\tf32\t-2\t0\t8\n", "bad dimension '-2'"},
+      {"a\tf32\t2,,3\t0\t24\n", "bad dimension ''"},
+      {"a\tf32\t4611686018427387904,4\t0\t0\n", "its shape overflows"},
+      {"a\tf32\t2,3\t0\t20\n", "20 bytes for 6 elements of f32"},
+      {"a\tf32\t2\t3\t8\n", "offset out of order or unaligned"},
+      {"a\tf32\t2\t64\t8\nb\tf32\t2\t0\t8\n", "offset out of order or unaligned"},
+      {"a\tf32\t64\t0\t256\n", "runs past the payload's end"},
+      {"a\tf32\t2\t0\t8\na\tf32\t2\t64\t8\n", "empty or repeated name"},
+      {"a\tf32\t2\t18446744073709551616\t8\n", "bad offset or byte count"},
+  };
+  for (auto& [text, expected] : cases) {
+    auto e = error_of([&] { parse(payload(text, 72)); });
+    EXPECT_NE(e.find(expected), std::string::npos) << text << ": " << e;
+    EXPECT_NE(e.find("checkpoint 't.ckpt'"), std::string::npos) << e;
+  }
+  // A table longer than the payload, and no table at all.
+  std::string p = payload(good, 72);
+  uint64_t huge = ~uint64_t(0) - 4;
+  std::memcpy(&p[0], &huge, 8);
+  EXPECT_NE(error_of([&] { parse(p); }).find("claims"), std::string::npos);
+  EXPECT_NE(error_of([&] { parse("abc"); }).find("is missing"), std::string::npos);
 }
 
 // results.csv / curves.csv: a missing or doubled column, a ragged row and a

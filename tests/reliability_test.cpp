@@ -13,6 +13,7 @@
 #include "core/fs.h"
 #include "fixtures.h"
 #include "formats/checkpoint_file.h"
+#include "formats/tensor_table.h"
 #include "train/checkpoint.h"
 #include "sweep/plan.h"
 #include "test_util.h"
@@ -174,32 +175,47 @@ TEST(Reliability, CraftedCheckpointMetaIsRefusedByKey) {
   }
 }
 
-// A payload that is not a torch archive, or an archive without the model's
-// tensors, both with a checksum that holds: refused naming the file, with
-// torch's message reduced to its first line.
+// Payloads whose checksum holds but whose contents are not what undo writes
+// are refused naming the file, with exit 2 and no torch backtrace: a version-2
+// payload that is not a tensor table or whose table lacks the model's tensors,
+// and a version-1 payload (one torch archive, as earlier releases wrote) that
+// is not an archive or is an archive of something else.
 TEST(Reliability, ACraftedPayloadIsRefusedNamingTheFile) {
   auto dir = test::temp_dir("crafted_payload");
   std::string out;
   ASSERT_EQ(test::run_undo(pretrain(dir + "/run", "--train.steps 2"), &out), 0) << out;
   auto [meta, payload] = unframe_checkpoint(read_file(dir + "/run/model.ckpt"), "good");
-  auto [other_meta, other_payload] = [&] {
-    // A real torch archive of something else: the optimizer-free archive of a one-tensor module.
-    torch::serialize::OutputArchive a;
-    a.write("something", torch::zeros({3}));
-    std::ostringstream os;
-    a.save_to(os);
-    return std::make_pair(meta, os.str());
-  }();
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"not-zip", "PK\x03\x04 garbage that only starts like a zip"}, {"foreign", other_payload}};
-  for (auto& [name, body] : cases) {
-    const std::string bad = dir + "/" + name + ".ckpt";
-    write_file_atomic(bad, frame_checkpoint(meta, body));
+  // A real torch archive of something else: the optimizer-free archive of a one-tensor module.
+  torch::serialize::OutputArchive a;
+  a.write("something", torch::zeros({3}));
+  std::ostringstream archive;
+  a.save_to(archive);
+  // A real tensor table of something else.
+  TensorTable table;
+  TensorEntry e;
+  e.name = "something", e.dtype = "f32", e.shape = {3};
+  std::string table_payload = layout_tensor_table({e}, &table);
+  table_payload += std::string(table.data_bytes, '\0');
+  const std::string garbage = "PK\x03\x04 garbage that only starts like a zip";
+  struct Case {
+    std::string name, body;
+    uint32_t version;
+    std::string says;
+  };
+  const std::vector<Case> cases = {
+      {"not-a-table", garbage, kCheckpointTensorTable, "tensor table"},
+      {"foreign-table", table_payload, kCheckpointTensorTable, "lacks tensor model."},
+      {"not-zip", garbage, kCheckpointTorchArchive, "not a torch archive"},
+      {"foreign-archive", archive.str(), kCheckpointTorchArchive, "lacks tensor model."}};
+  for (auto& c : cases) {
+    const std::string bad = dir + "/" + c.name + ".ckpt";
+    write_file_atomic(bad, frame_checkpoint(meta, c.body, c.version));
     int rc = test::run_undo("eval --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() + " --model " + bad +
-                                " --run-dir " + dir + "/eval-" + name,
+                                " --run-dir " + dir + "/eval-" + c.name,
                             &out);
-    EXPECT_EQ(rc, name == "not-zip" ? 2 : 1) << out;
+    EXPECT_EQ(rc, 2) << c.name << ": " << out;
     EXPECT_NE(out.find("checkpoint '" + bad + "'"), std::string::npos) << out;
+    EXPECT_NE(out.find(c.says), std::string::npos) << c.name << ": " << out;
     EXPECT_EQ(out.find("Exception raised from"), std::string::npos) << out;  // no torch backtrace
   }
 }

@@ -14,6 +14,15 @@ namespace fs = std::filesystem;
 
 namespace undo::test {
 
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+  return "";
+}
+
 std::string temp_dir(const std::string& name) {
   auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   std::string test = info ? std::string(info->test_suite_name()) + "." + info->name() : "global";

@@ -1,5 +1,6 @@
 // Shared fixtures: generated data only (no network, no package downloads).
 #pragma once
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -9,6 +10,8 @@ namespace undo::test {
 
 // A fresh empty directory under the build tree, named after the running test.
 std::string temp_dir(const std::string& name);
+// The message of what `f` throws ("" when it does not throw).
+std::string error_of(const std::function<void()>& f);
 // English-like sentences from fixed word lists, deterministic in `seed`.
 std::string generated_english(int sentences, uint64_t seed);
 // A prepared arithmetic + generated-English data directory, built once per process.

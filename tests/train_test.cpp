@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "model/safetensors.h"
 #include "test_util.h"
@@ -204,9 +205,11 @@ TEST(Checkpoint, ThePayloadOfAnotherLibTorchIsLoadedOrRefusedByName) {
   save_checkpoint(dir + "/old.ckpt", meta, model, nullptr);
   Transformer loaded = load_model(dir + "/old.ckpt");
   expect_same_weights(model, loaded);
-  // One whose archive this LibTorch cannot read is refused, naming the file and both versions.
+  // A version-1 file (one torch archive) whose archive this LibTorch cannot
+  // read is refused, naming the file and both versions.
   auto meta_str = unframe_checkpoint(read_file(dir + "/old.ckpt"), "old").first;
-  write_file_atomic(dir + "/unreadable.ckpt", frame_checkpoint(meta_str, std::string(4096, 'x')));
+  write_file_atomic(dir + "/unreadable.ckpt",
+                    frame_checkpoint(meta_str, std::string(4096, 'x'), kCheckpointTorchArchive));
   try {
     load_model(dir + "/unreadable.ckpt");
     FAIL() << "an unreadable payload was loaded";
@@ -216,6 +219,93 @@ TEST(Checkpoint, ThePayloadOfAnotherLibTorchIsLoadedOrRefusedByName) {
     EXPECT_NE(msg.find("1.13.1"), std::string::npos) << msg;
     EXPECT_NE(msg.find(TORCH_VERSION), std::string::npos) << msg;
   }
+}
+
+// Files of format version 1 (one torch archive, the optimizer's state in a
+// nested archive), as earlier releases wrote them, still load: weights,
+// optimizer moments and step.
+TEST(Checkpoint, VersionOneFilesOfEarlierReleasesStillLoad) {
+  auto [model, meta] = tiny_model_and_meta();
+  auto dir = test::temp_dir("ck1");
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+  torch::serialize::OutputArchive archive, opt;
+  opt.write("step", torch::tensor(int64_t(7)));
+  for (auto& [name, p] : named) {
+    archive.write("model." + name, p.detach());
+    opt.write("exp_avg." + name, torch::full_like(p, 0.25).detach());
+    opt.write("exp_avg_sq." + name, torch::full_like(p, 0.5).detach());
+  }
+  archive.write("optimizer", opt);
+  archive.write("rng.torch_cpu", at::detail::getDefaultCPUGenerator().get_state());
+  std::ostringstream payload;
+  archive.save_to(payload);
+  write_file_atomic(dir + "/v1.ckpt",
+                    frame_checkpoint(checkpoint_meta_text(meta, TORCH_VERSION), payload.str(), kCheckpointTorchArchive));
+  Transformer loaded = load_model(dir + "/v1.ckpt");
+  expect_same_weights(model, loaded);
+  Transformer again = fresh(test::tiny_config(test::temp_dir("run")), 9);
+  std::vector<std::pair<std::string, torch::Tensor>> again_named;
+  for (auto& p : again->named_parameters()) again_named.emplace_back(p.key(), p.value());
+  AdamW adamw(again_named, OptimConfig{}, nullptr, false);
+  EXPECT_EQ(load_checkpoint(dir + "/v1.ckpt", again, &adamw).step, meta.step);
+  expect_same_weights(model, again);
+  EXPECT_EQ(adamw.steps(), 7);
+  for (size_t i = 0; i < named.size(); ++i) {
+    EXPECT_TRUE(torch::equal(adamw.exp_avg()[i], torch::full_like(named[i].second, 0.25))) << named[i].first;
+    EXPECT_TRUE(torch::equal(adamw.exp_avg_sq()[i], torch::full_like(named[i].second, 0.5))) << named[i].first;
+  }
+  // Saved again, it is a version-2 file with the same tensors.
+  save_checkpoint(dir + "/v2.ckpt", meta, again, &adamw);
+  EXPECT_EQ(read_file(dir + "/v2.ckpt").substr(8, 4), std::string("\x02\0\0\0", 4));
+  CheckpointReader v2(dir + "/v2.ckpt");
+  EXPECT_EQ(v2.read("optimizer.step").item<int64_t>(), 7);
+  EXPECT_TRUE(torch::equal(v2.read("model.embed.weight"), model->named_parameters()["embed.weight"]));
+}
+
+// The version-2 writer: tensors in the planned order only, a slice of any one
+// read back without the rest, and a file abandoned half-written never appears.
+TEST(Checkpoint, TheTensorTableStreamsInOrderAndReadsSlices) {
+  auto dir = test::temp_dir("table");
+  CheckpointMeta meta;
+  meta.model = test::tiny_config(dir).model;
+  std::vector<TensorEntry> plan;
+  add_tensor_entry(plan, "a", torch::kFloat, {3, 5});
+  add_tensor_entry(plan, "b", torch::kLong, {});
+  add_tensor_entry(plan, "c", torch::kBFloat16, {7});
+  auto a = torch::arange(15, torch::kFloat).reshape({3, 5}), c = torch::linspace(0, 1, 7).to(torch::kBFloat16);
+  {
+    CheckpointWriter out(dir + "/t.ckpt", meta, plan);
+    out.put("a", a);
+    out.put("b", torch::tensor(int64_t(42)));
+    out.put("c", c);
+    out.commit();
+  }
+  CheckpointReader in(dir + "/t.ckpt");
+  EXPECT_TRUE(torch::equal(in.read("a"), a));
+  EXPECT_EQ(in.read("b").item<int64_t>(), 42);
+  EXPECT_TRUE(torch::equal(in.read("c"), c));
+  auto part = torch::empty({4});
+  in.read_into("a", {3, 5}, 6, part);
+  EXPECT_TRUE(torch::equal(part, torch::arange(6, 10, torch::kFloat)));
+  EXPECT_NE(test::error_of([&] { in.read_into("a", {5, 3}, 0, part); }).find("tensor a has shape [3, 5], expected [5, 3]"),
+            std::string::npos);
+  EXPECT_NE(test::error_of([&] { in.read("z"); }).find("lacks tensor z"), std::string::npos);
+  // Out of order, or stopped short: refused, and nothing at the path.
+  {
+    CheckpointWriter out(dir + "/bad.ckpt", meta, plan);
+    EXPECT_NE(test::error_of([&] { out.put("b", torch::tensor(int64_t(1))); }).find("put where the plan has a"),
+              std::string::npos);
+  }
+  {
+    CheckpointWriter out(dir + "/short.ckpt", meta, plan);
+    out.put("a", a);
+    EXPECT_NE(test::error_of([&] { out.commit(); }).find("1 of 3 tensors put"), std::string::npos);
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir + "/bad.ckpt"));
+  EXPECT_FALSE(std::filesystem::exists(dir + "/short.ckpt"));
+  for (auto& e : std::filesystem::directory_iterator(dir))
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path() << " left behind";
 }
 
 TEST(Checkpoint, ResumeSkipsACorruptedLatestCheckpoint) {

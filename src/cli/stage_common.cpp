@@ -28,7 +28,8 @@ void write_stage_result(const Config& cfg, const std::string& stage, Transformer
   meta.stage = stage;
   meta.extra = extra;
   meta.extra["tokens"] = std::to_string(r.tokens);
-  save_checkpoint(join_path(cfg.run.dir, "model.ckpt"), meta, model, nullptr);
+  save_checkpoint(is_writer() ? join_path(cfg.run.dir, "model.ckpt") : "", meta, model, nullptr);
+  if (!is_writer()) return;
   JsonObject summary, ev;
   summary.add("stage", stage);
   for (auto& [k, v] : extra) summary.add(k, v);

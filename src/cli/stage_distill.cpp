@@ -97,8 +97,8 @@ int stage_distill(int argc, const char* const* argv) {
   int64_t teacher_tokens = objective->teacher_tokens();
   if (comm) teacher_tokens = int64_t(std::llround(comm->mean(double(teacher_tokens)) * comm->world()));
   if (d.cache != "off") teacher_tokens = cache.teacher_tokens;
-  if (!is_writer()) return 0;
-  if (stopped_at > 0) std::cerr << stage << ": retain " << metric << " recovered at step " << stopped_at << "\n";
+  if (stopped_at > 0 && is_writer())
+    std::cerr << stage << ": retain " << metric << " recovered at step " << stopped_at << "\n";
   std::map<std::string, std::string> extra = {{"teacher", teacher_path},
                                               {"init", d.init},
                                               {"alpha", format_double(d.init == "noised" ? d.alpha : 1.0)},

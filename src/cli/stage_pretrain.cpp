@@ -26,7 +26,7 @@ int stage_pretrain(int argc, const char* const* argv) {
   TrainResult r = trainer.run();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  if (is_writer()) write_stage_result(cfg, "pretrain-" + cfg.pretrain.target, model, r, wall);
+  write_stage_result(cfg, "pretrain-" + cfg.pretrain.target, model, r, wall);
   return 0;
 }
 

@@ -9,7 +9,9 @@
 namespace undo {
 
 // RUN_DIR/model.ckpt (weights only) and RUN_DIR/summary.json (stage, `extra`
-// fields, steps, tokens, wall time, parameters, final evaluation); prints the summary.
+// fields, steps, tokens, wall time, parameters, final evaluation); prints the
+// summary. Every rank calls it (a sharded model is gathered unit by unit for
+// the writer); only the writer writes and prints.
 void write_stage_result(const Config& cfg, const std::string& stage, Transformer& model, const TrainResult& r,
                         double wall_s, const std::map<std::string, std::string>& extra = {});
 

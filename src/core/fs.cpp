@@ -2,8 +2,11 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -35,27 +38,54 @@ int create_exclusive(const std::string& prefix, std::string* path) {
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes) {
-  std::string tmp;
-  int fd = create_exclusive(path + ".tmp.", &tmp);
-  // Any failure removes the temporary and names it.
-  auto fail = [&](const std::string& what) {
-    int err = errno;
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    UNDO_FAIL(what, " ", tmp, " failed: ", std::strerror(err));
-  };
+  AtomicFileWriter out(path);
+  out.write(bytes.data(), bytes.size());
+  out.commit();
+}
+
+AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)) {
+  fd_ = create_exclusive(path_ + ".tmp.", &tmp_);
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+// Any failure removes the temporary and names it.
+void AtomicFileWriter::fail(const std::string& what) {
+  int err = errno;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = -1;
+  ::unlink(tmp_.c_str());
+  UNDO_FAIL(what, " ", tmp_, " failed: ", std::strerror(err));
+}
+
+void AtomicFileWriter::write(const void* data, size_t n) {
+  write_at(size_, data, n);
+}
+
+void AtomicFileWriter::write_at(uint64_t offset, const void* data, size_t n) {
+  UNDO_CHECK(fd_ >= 0, "write to ", path_, " after it was committed or failed");
+  const char* p = static_cast<const char*>(data);
   size_t off = 0;
-  while (off < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + off, bytes.size() - off);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail("write to");
-    off += size_t(n);
+  while (off < n) {
+    ssize_t k = ::pwrite(fd_, p + off, n - off, off_t(offset + off));
+    if (k < 0 && errno == EINTR) continue;
+    if (k < 0) fail("write to");
+    off += size_t(k);
   }
-  if (::fsync(fd) != 0) fail("fsync of");
-  int closed = ::close(fd);
-  fd = -1;
-  if (closed != 0) fail("close of");
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("rename to " + path + " of");
+  size_ = std::max(size_, offset + n);
+}
+
+void AtomicFileWriter::commit() {
+  UNDO_CHECK(fd_ >= 0, "commit of ", path_, " after it was committed or failed");
+  if (::fsync(fd_) != 0) fail("fsync of");
+  const int fd = fd_;
+  fd_ = -1;  // closed below whatever happens
+  if (::close(fd) != 0) fail("close of");
+  if (std::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename to " + path_ + " of");
 }
 
 std::string read_file(const std::string& path) {
@@ -65,6 +95,27 @@ std::string read_file(const std::string& path) {
   std::ostringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+MappedFile::MappedFile(const std::string& path) {
+  UNDO_INPUT_CHECK(!std::filesystem::is_directory(path), "'", path, "' is a directory, not a file");
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  UNDO_INPUT_CHECK(fd >= 0, "cannot open file '", path, "': ", std::strerror(errno));
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    UNDO_FAIL("fstat of ", path, " failed: ", std::strerror(err));
+  }
+  size_ = size_t(st.st_size);
+  if (size_ > 0) map_ = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, fd, 0);
+  int err = errno;
+  ::close(fd);  // the mapping keeps the file
+  UNDO_CHECK(map_ != MAP_FAILED, "mmap of ", path, " failed: ", std::strerror(err));
+}
+
+MappedFile::~MappedFile() {
+  if (map_ && map_ != MAP_FAILED) ::munmap(map_, size_);
 }
 
 bool file_exists(const std::string& path) { return std::filesystem::exists(path); }

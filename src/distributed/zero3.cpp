@@ -386,66 +386,57 @@ torch::Tensor Zero3::shard_of_parts(const Unit& u, const std::vector<torch::Tens
   return torch::cat(mine);
 }
 
-std::vector<torch::Tensor> Zero3::full_tensors(const std::vector<torch::Tensor>& per_unit_shards) {
-  UNDO_CHECK(per_unit_shards.size() == units_.size(), "zero3: ", per_unit_shards.size(), " shards for ",
+std::vector<std::pair<std::string, std::vector<int64_t>>> Zero3::parameter_shapes() const {
+  std::vector<std::pair<std::string, std::vector<int64_t>>> out;
+  for (size_t i = 0; i < names_.size(); ++i) out.emplace_back(names_[i], shape_of(i));
+  return out;
+}
+
+void Zero3::for_each_whole(const std::vector<torch::Tensor>* per_unit,
+                           const std::function<void(size_t, const torch::Tensor&)>& fn) {
+  UNDO_CHECK(!per_unit || per_unit->size() == units_.size(), "zero3: ", per_unit->size(), " shards for ",
              units_.size(), " units");
-  std::vector<torch::Tensor> out;
+  drop_prefetch();
+  torch::NoGradGuard no_grad;
   for (size_t k = 0; k < units_.size(); ++k) {
     auto& u = units_[k];
-    auto wholes = gathered_parts(u, per_unit_shards[k]);
+    // The weights into the unit's own buffers (counted as gathered); anything
+    // else into a temporary of the same size.
+    std::vector<torch::Tensor> wholes;
+    if (per_unit) {
+      wholes = gathered_parts(u, (*per_unit)[k]);
+    } else {
+      gather(u);
+      wholes = {u.matrices, u.rest};
+    }
     for (size_t i = 0; i < u.params.size(); ++i)
-      out.push_back(wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
+      fn(u.first_name + i, wholes[u.part[i]].narrow(0, u.offsets[i], u.numels[i]).view(u.shapes[i]));
+    if (!per_unit) release(u);
   }
-  return out;
 }
 
-std::vector<torch::Tensor> Zero3::shards_of(const std::vector<torch::Tensor>& full) const {
-  UNDO_CHECK(full.size() == names_.size(), "zero3: ", full.size(), " tensors for ", names_.size(), " parameters");
-  torch::NoGradGuard no_grad;
-  std::vector<torch::Tensor> out;
-  for (auto& u : units_) {
-    std::vector<torch::Tensor> mine(full.begin() + long(u.first_name), full.begin() + long(u.first_name + u.params.size()));
-    for (size_t i = 0; i < mine.size(); ++i)
-      UNDO_CHECK(mine[i].numel() == u.numels[i], "zero3: '", names_[u.first_name + i], "' has ", mine[i].numel(),
-                 " elements, expected ", u.numels[i]);
-    out.push_back(shard_of_parts(u, part_flats(u, mine, u.shard.options().requires_grad(false))));
-  }
-  return out;
-}
-
-void Zero3::materialize() {
+void Zero3::read_shards(std::vector<torch::Tensor>* per_unit,
+                        const std::function<void(size_t, int64_t, const torch::Tensor&)>& read) {
+  UNDO_CHECK(!per_unit || per_unit->size() == units_.size(), "zero3: ", per_unit->size(), " shards for ",
+             units_.size(), " units");
   drop_prefetch();
-  for (auto& u : units_) gather(u);
-}
-
-void Zero3::release_all() {
-  for (auto& u : units_) release(u);
-}
-
-void Zero3::reshard_from_model() {
-  std::vector<torch::Tensor> full;
-  for (auto& u : units_)
-    for (auto& p : u.params) full.push_back(p.detach());
-  auto mine = shards_of(full);
   torch::NoGradGuard no_grad;
   for (size_t k = 0; k < units_.size(); ++k) {
-    units_[k].shard.copy_(mine[k]);
-    release(units_[k]);
+    auto& u = units_[k];
+    torch::Tensor shard = per_unit ? (*per_unit)[k] : u.shard.detach();
+    UNDO_CHECK(shard.numel() == u.shard_numel, "zero3: a shard of ", shard.numel(), " elements for unit ", u.name,
+               " of ", u.shard_numel);
+    shard.zero_();  // the padding
+    // This rank's shard of a part is elements [lo, lo + shard_numel) of the
+    // part's flat; each parameter lies at [offsets[i], + numels[i]) in it.
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      const Part& pt = u.parts[u.part[i]];
+      const int64_t lo = int64_t(rank_) * pt.shard_numel, hi = lo + pt.shard_numel;
+      const int64_t from = std::max(lo, u.offsets[i]), to = std::min(hi, u.offsets[i] + u.numels[i]);
+      if (from >= to) continue;
+      read(u.first_name + i, from - u.offsets[i], shard.narrow(0, pt.at + from - lo, to - from));
+    }
   }
-}
-
-void Zero3::unshard() {
-  drop_prefetch();
-  torch::NoGradGuard no_grad;
-  for (auto& u : units_) {
-    gather(u);
-    for (auto& p : u.params) p.set_data(p.detach().clone());  // its own storage, not a view of the gathered flat
-    free_gathered(u);
-    u.shard = torch::Tensor();  // the shard goes as its unit comes (the optimizer let go of it already)
-  }
-  units_.clear();
-  index_.clear();
-  model_->runner.reset();  // last: this may be what destroys *this
 }
 
 std::pair<const Zero3::Unit*, size_t> Zero3::locate(size_t i) const {

@@ -29,9 +29,12 @@
 // a frozen parameter's part of a shard takes gradient 0, and a unit with
 // nothing to train takes no collective in backward.
 //
-// The optimizer then steps on the shards alone (train/zero3_state.h writes
-// its state consolidated, so a checkpoint is the same file as at zero 0/1 and
-// resumes at any world size and any zero level).
+// The optimizer then steps on the shards alone. Checkpoints are consolidated
+// (the same file as at zero 0/1, resumed at any world size and zero level)
+// but written and read unit by unit: saving gathers one unit at a time for
+// rank 0 to write, loading reads each rank's slices of the file into its
+// shards (train/checkpoint.h, train/zero3_state.h). The model stays sharded
+// after training, so the stage saves it the same way.
 #pragma once
 #include <torch/torch.h>
 
@@ -63,27 +66,31 @@ class Zero3 : public UnitRunner {
   // The shards, named "zero3.<unit>" (the optimizer's parameters; one whose
   // unit does not train takes no gradient).
   std::vector<std::pair<std::string, torch::Tensor>> shards() const;
-  // Every parameter's full name, in the order full_tensors() returns them,
-  // and whether it trains (a trained Zero3 trains the model's parameters that
-  // require gradients; a frozen one's part of a shard has gradient 0).
+  // Every parameter's full name, in the model's order, and whether it trains
+  // (a trained Zero3 trains the model's parameters that require gradients; a
+  // frozen one's part of a shard has gradient 0).
   const std::vector<std::string>& parameter_names() const { return names_; }
   bool trains(size_t parameter) const;
   const std::vector<int64_t>& shape_of(size_t parameter) const;
-  // Collective: one flat per-unit tensor per rank (shard-shaped, such as an
-  // optimizer moment) -> the whole tensor of every parameter, on every rank.
-  std::vector<torch::Tensor> full_tensors(const std::vector<torch::Tensor>& per_unit_shards);
-  // The reverse, local: every parameter's whole tensor -> this rank's per-unit shards.
-  std::vector<torch::Tensor> shards_of(const std::vector<torch::Tensor>& full) const;
 
-  // Collective: the model's parameters whole again (to save or load them)...
-  void materialize();
-  // ...then emptied again (after a save)...
-  void release_all();
-  // ...or, after a load into them, the shards taken from them and the model emptied.
-  void reshard_from_model();
-  // Collective: the model whole for good (the end of training), each shard
-  // dropped as its unit is made whole; the runner is detached.
-  void unshard();
+  // Checkpoints, unit by unit (model/unit_runner.h): no rank holds more than
+  // one unit whole to save a model, and each reads only its own part to load one.
+  std::vector<std::pair<std::string, std::vector<int64_t>>> parameter_shapes() const override;
+  void for_each_whole_parameter(const std::function<void(size_t, const torch::Tensor&)>& fn) override {
+    for_each_whole(nullptr, fn);
+  }
+  void read_parameters(const std::function<void(size_t, int64_t, const torch::Tensor&)>& read) override {
+    read_shards(nullptr, read);
+  }
+  // The same for any shard-shaped per-unit tensors (an optimizer moment:
+  // `per_unit` in shards() order), or for the weights where it is null.
+  // Collective: fn(i, parameter i's whole tensor), the unit gathered and freed
+  // again around its parameters' calls.
+  void for_each_whole(const std::vector<torch::Tensor>* per_unit,
+                      const std::function<void(size_t, const torch::Tensor&)>& fn);
+  // Local: this rank's part of every parameter read into its place; the padding is zero.
+  void read_shards(std::vector<torch::Tensor>* per_unit,
+                   const std::function<void(size_t, int64_t, const torch::Tensor&)>& read);
 
   // Waits for an all-gather started ahead and drops it (before the shards change).
   void drop_prefetch();

@@ -1,5 +1,6 @@
 #include "formats/checkpoint_file.h"
 
+#include <array>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -11,7 +12,6 @@ namespace undo {
 namespace {
 
 constexpr char kMagic[8] = {'U', 'N', 'D', 'O', 'C', 'K', 'P', 'T'};
-constexpr uint32_t kVersion = 1;
 constexpr size_t kHeader = 8 + 4 + 4 + 8 + 32;
 
 }  // namespace
@@ -102,39 +102,77 @@ CheckpointMeta parse_checkpoint_meta(const std::string& text, const std::string&
   return m;
 }
 
-std::string frame_checkpoint(const std::string& meta_text, const std::string& payload) {
+namespace {
+std::string header_of(uint32_t version, uint64_t meta_bytes, uint64_t payload_bytes, const std::array<uint8_t, 32>& digest) {
   std::string header(kHeader, '\0');
   std::memcpy(&header[0], kMagic, 8);
-  uint32_t meta_bytes = uint32_t(meta_text.size());
-  uint64_t payload_bytes = payload.size();
-  std::memcpy(&header[8], &kVersion, 4);
-  std::memcpy(&header[12], &meta_bytes, 4);
+  const uint32_t meta32 = uint32_t(meta_bytes);
+  std::memcpy(&header[8], &version, 4);
+  std::memcpy(&header[12], &meta32, 4);
   std::memcpy(&header[16], &payload_bytes, 8);
+  std::memcpy(&header[24], digest.data(), 32);
+  return header;
+}
+}  // namespace
+
+std::string frame_checkpoint(const std::string& meta_text, const std::string& payload, uint32_t version) {
   Sha256 h;
   h.update(meta_text);
   h.update(payload);
-  auto d = h.digest();
-  std::memcpy(&header[24], d.data(), 32);
-  return header + meta_text + payload;
+  return header_of(version, meta_text.size(), payload.size(), h.digest()) + meta_text + payload;
+}
+
+CheckpointFrame check_checkpoint_frame(const uint8_t* file, size_t size, const std::string& path) {
+  UNDO_CHECK(size >= kHeader, "checkpoint '", path, "' is truncated (", size, " bytes)");
+  UNDO_CHECK(std::memcmp(file, kMagic, 8) == 0, "'", path, "' is not an undo checkpoint (bad magic)");
+  CheckpointFrame f;
+  uint32_t meta_bytes;
+  std::memcpy(&f.version, file + 8, 4);
+  std::memcpy(&meta_bytes, file + 12, 4);
+  std::memcpy(&f.payload_bytes, file + 16, 8);
+  UNDO_CHECK(f.version == kCheckpointTorchArchive || f.version == kCheckpointTensorTable, "checkpoint '", path,
+             "' has format version ", f.version, ", expected ", kCheckpointTorchArchive, " or ",
+             kCheckpointTensorTable);
+  // Compared without adding first: a crafted payload size must not wrap the sum around.
+  const uint64_t body = size - kHeader;
+  UNDO_CHECK(meta_bytes <= body && f.payload_bytes == body - meta_bytes, "checkpoint '", path, "' is truncated: ",
+             size, " bytes, header says ", meta_bytes, " + ", f.payload_bytes, " after the header");
+  auto digest = sha256_hex(file + kHeader, body);
+  UNDO_CHECK(digest == to_hex(file + 24, 32), "checkpoint '", path, "' fails its checksum: the file is corrupted");
+  f.meta = std::string_view(reinterpret_cast<const char*>(file) + kHeader, meta_bytes);
+  f.payload = file + kHeader + meta_bytes;
+  return f;
 }
 
 std::pair<std::string, std::string> unframe_checkpoint(const std::string& file, const std::string& path) {
-  UNDO_CHECK(file.size() >= kHeader, "checkpoint '", path, "' is truncated (", file.size(), " bytes)");
-  UNDO_CHECK(std::memcmp(file.data(), kMagic, 8) == 0, "'", path, "' is not an undo checkpoint (bad magic)");
-  uint32_t version, meta_bytes;
-  uint64_t payload_bytes;
-  std::memcpy(&version, file.data() + 8, 4);
-  std::memcpy(&meta_bytes, file.data() + 12, 4);
-  std::memcpy(&payload_bytes, file.data() + 16, 8);
-  UNDO_CHECK(version == kVersion, "checkpoint '", path, "' has format version ", version, ", expected ", kVersion);
-  // Compared without adding first: a crafted payload size must not wrap the sum around.
-  const uint64_t body = file.size() - kHeader;
-  UNDO_CHECK(meta_bytes <= body && payload_bytes == body - meta_bytes, "checkpoint '", path, "' is truncated: ",
-             file.size(), " bytes, header says ", meta_bytes, " + ", payload_bytes, " after the header");
-  auto digest = sha256_hex(file.data() + kHeader, body);
-  UNDO_CHECK(digest == to_hex(reinterpret_cast<const uint8_t*>(file.data()) + 24, 32), "checkpoint '", path,
-             "' fails its checksum: the file is corrupted");
-  return {file.substr(kHeader, meta_bytes), file.substr(kHeader + meta_bytes)};
+  auto f = check_checkpoint_frame(reinterpret_cast<const uint8_t*>(file.data()), file.size(), path);
+  return {std::string(f.meta), std::string(reinterpret_cast<const char*>(f.payload), size_t(f.payload_bytes))};
+}
+
+CheckpointFileWriter::CheckpointFileWriter(const std::string& path, const std::string& meta_text,
+                                           uint64_t payload_bytes)
+    : path_(path), out_(path), meta_bytes_(meta_text.size()), payload_bytes_(payload_bytes) {
+  UNDO_CHECK(meta_text.size() <= std::numeric_limits<uint32_t>::max(), "checkpoint meta of ", meta_text.size(),
+             " bytes");
+  out_.write(header_of(kCheckpointTensorTable, meta_bytes_, payload_bytes_, {}).data(), kHeader);  // its digest comes last
+  out_.write(meta_text.data(), meta_text.size());
+  hash_.update(meta_text);
+}
+
+void CheckpointFileWriter::write(const void* data, size_t n) {
+  UNDO_CHECK(n <= payload_bytes_ - written_, "checkpoint '", path_, "': ", written_ + n,
+             " payload bytes written, ", payload_bytes_, " announced");
+  out_.write(data, n);
+  hash_.update(data, n);
+  written_ += n;
+}
+
+void CheckpointFileWriter::commit() {
+  UNDO_CHECK(written_ == payload_bytes_, "checkpoint '", path_, "': ", written_, " payload bytes written, ",
+             payload_bytes_, " announced");
+  auto header = header_of(kCheckpointTensorTable, meta_bytes_, payload_bytes_, hash_.digest());
+  out_.write_at(0, header.data(), header.size());
+  out_.commit();
 }
 
 }  // namespace undo

@@ -204,6 +204,10 @@ void TransformerImpl::init_weights(uint64_t seed) {
 
 int64_t TransformerImpl::num_params() {
   int64_t n = 0;
+  if (runner) {  // the parameters are kept elsewhere (sharded): the module's own tensors are empty
+    for (auto& [name, shape] : runner->parameter_shapes()) n += c10::multiply_integers(shape);
+    return n;
+  }
   for (auto& p : parameters()) n += p.numel();
   return n;
 }

@@ -1,5 +1,7 @@
 #include "train/adamw.h"
 
+#include "train/checkpoint.h"
+
 #include <cmath>
 
 #include "core/error.h"
@@ -76,30 +78,35 @@ void AdamW::per_tensor_step(double lr) {
   }
 }
 
-void AdamW::save(torch::serialize::OutputArchive& archive) {
-  archive.write("step", torch::tensor(step_));
-  for (size_t i = 0; i < params_.size(); ++i) {
-    torch::Tensor m = exp_avg_[i], v = exp_avg_sq_[i];
-    if (zero_) {
-      if (!m.defined()) m = torch::empty_like(params_[i].second), v = torch::empty_like(params_[i].second);
-      comm_->broadcast({m, v}, owner_[i]);
-    }
-    archive.write("exp_avg." + params_[i].first, m.to(torch::kCPU));  // files load on any device
-    archive.write("exp_avg_sq." + params_[i].first, v.to(torch::kCPU));
-  }
+void AdamW::plan(std::vector<TensorEntry>& entries) const {
+  add_tensor_entry(entries, "optimizer.step", torch::kLong, {});
+  for (const char* moment : {"optimizer.exp_avg.", "optimizer.exp_avg_sq."})
+    for (auto& [name, p] : params_) add_tensor_entry(entries, moment + name, p.scalar_type(), p.sizes().vec());
 }
 
-void AdamW::load(torch::serialize::InputArchive& archive) {
+void AdamW::save(CheckpointWriter& out) {
+  out.put("optimizer.step", torch::tensor(step_));
+  for (auto [moments, prefix] : {std::make_pair(&exp_avg_, "optimizer.exp_avg."),
+                                 std::make_pair(&exp_avg_sq_, "optimizer.exp_avg_sq.")})
+    for (size_t i = 0; i < params_.size(); ++i) {
+      torch::Tensor m = (*moments)[i];
+      if (zero_) {  // one tensor at a time from its owner: never the whole state at once
+        if (!m.defined()) m = torch::empty_like(params_[i].second);
+        comm_->broadcast({m}, owner_[i]);
+      }
+      out.put(prefix + params_[i].first, m);
+    }
+}
+
+void AdamW::load(const CheckpointReader& in) {
   torch::NoGradGuard no_grad;
-  torch::Tensor step;
-  archive.read("step", step);
-  step_ = step.item<int64_t>();
+  step_ = in.read("optimizer.step").item<int64_t>();
   for (size_t i = 0; i < params_.size(); ++i) {
-    torch::Tensor m, v;
-    UNDO_CHECK(archive.try_read("exp_avg." + params_[i].first, m) &&
-                   archive.try_read("exp_avg_sq." + params_[i].first, v),
-               "optimizer state lacks parameter ", params_[i].first);
-    if (exp_avg_[i].defined()) exp_avg_[i].copy_(m), exp_avg_sq_[i].copy_(v), step_count_[i].fill_(double(step_));
+    if (!exp_avg_[i].defined()) continue;  // another rank owns it
+    const auto& [name, p] = params_[i];
+    in.read_into("optimizer.exp_avg." + name, p.sizes().vec(), 0, exp_avg_[i].view({-1}));
+    in.read_into("optimizer.exp_avg_sq." + name, p.sizes().vec(), 0, exp_avg_sq_[i].view({-1}));
+    step_count_[i].fill_(double(step_));
   }
 }
 

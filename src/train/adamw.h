@@ -31,10 +31,12 @@ class AdamW : public OptimizerState {
   int owner(size_t i) const { return owner_[i]; }
   const std::vector<std::pair<std::string, torch::Tensor>>& params() const { return params_; }
 
-  // Consolidated state: on every rank, each owner's shards are broadcast first;
-  // only the caller decides who writes.
-  void save(torch::serialize::OutputArchive& archive) override;
-  void load(torch::serialize::InputArchive& archive) override;
+  // Consolidated state: "optimizer.step", then each parameter's two moments.
+  // Under ZeRO-1 each is broadcast from its owner as it is put; only the
+  // writer's checkpoint writes.
+  void plan(std::vector<TensorEntry>& entries) const override;
+  void save(CheckpointWriter& out) override;
+  void load(const CheckpointReader& in) override;
 
   // The moments of each parameter (undefined where another rank owns it), and
   // their replacement, for a sharded state that consolidates them itself

@@ -17,43 +17,224 @@ namespace fs = std::filesystem;
 
 namespace undo {
 
-void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
-                     OptimizerState* optimizer) {
-  write_checkpoint_bytes(path, checkpoint_bytes(meta, model, optimizer));
+namespace {
+
+std::string dtype_name(torch::ScalarType t) {
+  switch (t) {
+    case torch::kFloat: return "f32";
+    case torch::kBFloat16: return "bf16";
+    case torch::kHalf: return "f16";
+    case torch::kLong: return "i64";
+    case torch::kByte: return "u8";
+    default: UNDO_FAIL("checkpoints do not store tensors of dtype ", t);
+  }
 }
 
-void write_checkpoint_bytes(const std::string& path, const std::string& bytes) {
+torch::ScalarType dtype_of(const std::string& name) {
+  if (name == "f32") return torch::kFloat;
+  if (name == "bf16") return torch::kBFloat16;
+  if (name == "f16") return torch::kHalf;
+  if (name == "i64") return torch::kLong;
+  return torch::kByte;  // "u8": parse_tensor_table let no other name through
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) { return "[" + c10::Join(", ", shape) + "]"; }
+
+// The meta padded with blank lines (which the meta parser skips) so that the
+// payload, and with it every tensor, starts 64-byte aligned in the file.
+std::string aligned_meta_text(const CheckpointMeta& meta) {
+  std::string text = checkpoint_meta_text(meta, TORCH_VERSION);
+  constexpr size_t kHeader = 56, kAlign = 64;
+  text.resize((kHeader + text.size() + kAlign - 1) / kAlign * kAlign - kHeader, '\n');
+  return text;
+}
+
+std::string first_line(const c10::Error& e) {
+  std::string what = e.what_without_backtrace();
+  return what.substr(0, what.find('\n'));
+}
+
+}  // namespace
+
+void add_tensor_entry(std::vector<TensorEntry>& entries, const std::string& name, torch::ScalarType dtype,
+                      const std::vector<int64_t>& shape) {
+  TensorEntry e;
+  e.name = name;
+  e.dtype = dtype_name(dtype);
+  e.shape = shape;
+  entries.push_back(std::move(e));
+}
+
+CheckpointWriter::CheckpointWriter(const std::string& path, const CheckpointMeta& meta,
+                                   const std::vector<TensorEntry>& plan)
+    : path_(path) {
+  std::string head = layout_tensor_table(plan, &table_);
+  if (path.empty()) return;
   auto dir = fs::path(path).parent_path();
   if (!dir.empty()) make_dirs(dir.string());
-  write_file_atomic(path, bytes);
+  file_ = std::make_unique<CheckpointFileWriter>(path, aligned_meta_text(meta), head.size() + table_.data_bytes);
+  file_->write(head.data(), head.size());
 }
 
-std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, OptimizerState* optimizer) {
-  torch::serialize::OutputArchive archive;
-  for (auto& p : model->named_parameters()) archive.write("model." + p.key(), p.value().detach().to(torch::kCPU));
-  if (optimizer) {
-    torch::serialize::OutputArchive opt;
-    optimizer->save(opt);
-    archive.write("optimizer", opt);
+void CheckpointWriter::put(const std::string& name, const torch::Tensor& t) {
+  UNDO_CHECK(next_ < table_.entries.size(), "checkpoint '", path_, "': tensor ", name, " put after the plan's last");
+  const TensorEntry& e = table_.entries[next_++];
+  UNDO_CHECK(e.name == name && e.dtype == dtype_name(t.scalar_type()) && e.shape == t.sizes().vec(), "checkpoint '",
+             path_, "': tensor ", name, " (", t.scalar_type(), " ", t.sizes(), ") put where the plan has ", e.name,
+             " (", e.dtype, " ", shape_text(e.shape), ")");
+  if (!file_) return;
+  static const char zeros[64] = {};
+  file_->write(zeros, size_t(e.offset - written_));  // the alignment padding
+  auto bytes = t.detach().to(torch::kCPU).contiguous();
+  file_->write(bytes.data_ptr(), size_t(e.bytes));
+  written_ = e.offset + e.bytes;
+}
+
+void CheckpointWriter::commit() {
+  UNDO_CHECK(next_ == table_.entries.size(), "checkpoint '", path_, "': ", next_, " of ", table_.entries.size(),
+             " tensors put");
+  if (!file_) return;
+  static const char zeros[64] = {};
+  file_->write(zeros, size_t(table_.data_bytes - written_));
+  file_->commit();
+}
+
+// A version-1 file's payload: one torch archive, the optimizer's state in a
+// nested archive. Read whole when the file is opened.
+struct CheckpointReader::Legacy {
+  torch::serialize::InputArchive archive, optimizer;
+  bool has_optimizer = false;
+  std::map<std::string, torch::Tensor> tensors;  // what was asked for, by its version-2 name
+
+  // The tensor version 2 names `name` ("optimizer.X" is X in the nested archive).
+  const torch::Tensor* find(const std::string& name, const std::string& path) {
+    if (auto it = tensors.find(name); it != tensors.end()) return &it->second;
+    torch::Tensor t;
+    try {
+      const bool opt = name.rfind("optimizer.", 0) == 0;
+      if (opt ? !(has_optimizer && optimizer.try_read(name.substr(10), t)) : !archive.try_read(name, t))
+        return nullptr;
+    } catch (const c10::Error& e) {
+      throw InputError("checkpoint '" + path + "': its payload does not hold this model's tensors as undo writes "
+                       "them: " + first_line(e));
+    }
+    return &(tensors[name] = t);
   }
-  archive.write("rng.torch_cpu", at::detail::getDefaultCPUGenerator().get_state());
-  std::ostringstream payload_stream;
-  archive.save_to(payload_stream);
-  return frame_checkpoint(checkpoint_meta_text(meta, TORCH_VERSION), payload_stream.str());
+};
+
+CheckpointReader::CheckpointReader(const std::string& path) : path_(path) {
+  file_ = std::make_unique<MappedFile>(path);
+  auto frame = check_checkpoint_frame(file_->data(), file_->size(), path);
+  meta_ = parse_checkpoint_meta(std::string(frame.meta), path);
+  if (frame.version == kCheckpointTensorTable) {
+    table_ = parse_tensor_table(frame.payload, frame.payload_bytes, path);
+    data_ = frame.payload + table_.data_at;
+    return;
+  }
+  legacy_ = std::make_unique<Legacy>();
+  std::istringstream in(std::string(reinterpret_cast<const char*>(frame.payload), size_t(frame.payload_bytes)));
+  try {
+    legacy_->archive.load_from(in);
+  } catch (const c10::Error& e) {
+    // The checksum held, so the bytes are as written: by another LibTorch, or by something that is not undo.
+    if (meta_.libtorch != TORCH_VERSION)
+      throw InputError("checkpoint '" + path + "' was written by LibTorch " +
+                       (meta_.libtorch.empty() ? std::string("(unrecorded, before 2.x)") : meta_.libtorch) +
+                       " and this build's LibTorch " + TORCH_VERSION + " cannot read its payload: " + first_line(e));
+    throw InputError("checkpoint '" + path + "': its payload is not a torch archive (made by another program, with "
+                     "its checksum recomputed?): " + first_line(e));
+  }
+  try {
+    legacy_->has_optimizer = legacy_->archive.try_read("optimizer", legacy_->optimizer);
+  } catch (const c10::Error& e) {
+    throw InputError("checkpoint '" + path + "': its payload does not hold this model's tensors as undo writes them: " +
+                     first_line(e));
+  }
+  file_.reset();  // the archive holds what it needs
+}
+
+CheckpointReader::~CheckpointReader() = default;
+
+bool CheckpointReader::has(const std::string& name) const {
+  return legacy_ ? legacy_->find(name, path_) != nullptr : table_.find(name) != nullptr;
+}
+
+const TensorEntry& CheckpointReader::entry(const std::string& name) const {
+  const TensorEntry* e = table_.find(name);
+  UNDO_INPUT_CHECK(e, "checkpoint '", path_, "' lacks tensor ", name);
+  return *e;
+}
+
+torch::Tensor CheckpointReader::read(const std::string& name) const {
+  if (legacy_) {
+    const torch::Tensor* t = legacy_->find(name, path_);
+    UNDO_INPUT_CHECK(t, "checkpoint '", path_, "' lacks tensor ", name);
+    return *t;
+  }
+  const TensorEntry& e = entry(name);
+  // Read-only memory seen as a tensor only long enough to be copied.
+  return torch::from_blob(const_cast<uint8_t*>(data_ + e.offset), e.shape, dtype_of(e.dtype)).clone();
+}
+
+void CheckpointReader::read_into(const std::string& name, const std::vector<int64_t>& shape, int64_t start,
+                                 const torch::Tensor& dst) const {
+  torch::Tensor flat;
+  std::vector<int64_t> stored;
+  if (legacy_) {
+    const torch::Tensor* t = legacy_->find(name, path_);
+    UNDO_INPUT_CHECK(t, "checkpoint '", path_, "' lacks tensor ", name);
+    stored = t->sizes().vec();
+    flat = t->reshape({-1});
+  } else {
+    const TensorEntry& e = entry(name);
+    stored = e.shape;
+    flat = torch::from_blob(const_cast<uint8_t*>(data_ + e.offset), {int64_t(e.numel())}, dtype_of(e.dtype));
+  }
+  UNDO_INPUT_CHECK(stored == shape, "checkpoint '", path_, "': tensor ", name, " has shape ", shape_text(stored),
+                   ", expected ", shape_text(shape));
+  UNDO_CHECK(start >= 0 && start + dst.numel() <= flat.numel(), "checkpoint '", path_, "': elements [", start, ", ",
+             start + dst.numel(), ") of ", name, ", which has ", flat.numel());
+  torch::NoGradGuard no_grad;
+  dst.copy_(flat.narrow(0, start, dst.numel()).view(dst.sizes()));
+}
+
+void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
+                     OptimizerState* optimizer) {
+  UnitRunner* sharded = model->runner.get();
+  std::vector<TensorEntry> plan;
+  if (sharded) {
+    for (auto& [name, shape] : sharded->parameter_shapes()) add_tensor_entry(plan, "model." + name, torch::kFloat, shape);
+  } else {
+    for (auto& p : model->named_parameters())
+      add_tensor_entry(plan, "model." + p.key(), p.value().scalar_type(), p.value().sizes().vec());
+  }
+  if (optimizer) optimizer->plan(plan);
+  auto rng = at::detail::getDefaultCPUGenerator().get_state();
+  add_tensor_entry(plan, "rng.torch_cpu", rng.scalar_type(), rng.sizes().vec());
+  CheckpointWriter out(path, meta, plan);
+  if (sharded) {
+    sharded->for_each_whole_parameter([&](size_t i, const torch::Tensor& t) { out.put(plan[i].name, t); });
+  } else {
+    for (auto& p : model->named_parameters()) out.put("model." + p.key(), p.value());
+  }
+  if (optimizer) optimizer->save(out);
+  out.put("rng.torch_cpu", rng);
+  out.commit();
 }
 
 CheckpointMeta read_checkpoint_meta(const std::string& path) {
-  return parse_checkpoint_meta(unframe_checkpoint(read_file(path), path).first, path);
+  MappedFile file(path);
+  auto frame = check_checkpoint_frame(file.data(), file.size(), path);
+  CheckpointMeta meta = parse_checkpoint_meta(std::string(frame.meta), path);
+  if (frame.version == kCheckpointTensorTable) parse_tensor_table(frame.payload, frame.payload_bytes, path);
+  return meta;
 }
 
 namespace {
-void read_payload(const std::string& path, torch::serialize::InputArchive& archive, Transformer& model,
-                  OptimizerState* optimizer);
 
-// Loads a verified payload into `model` (and `optimizer`); the file is read once by the caller.
-void load_payload(const std::string& path, const CheckpointMeta& meta, const std::string& payload,
-                  Transformer& model, OptimizerState* optimizer) {
-  const auto& a = meta.model;
+// The weights of a verified file into `model`: whole, or each rank's part of a sharded one.
+void load_weights(const CheckpointReader& in, Transformer& model) {
+  const auto& a = in.meta().model;
   const auto& b = model->cfg;
   // What decides the tensors and what they compute together.
   auto shape = [](const ModelConfig& m) {
@@ -61,71 +242,44 @@ void load_payload(const std::string& path, const CheckpointMeta& meta, const std
                            m.activation, m.tied_embeddings, m.qkv_bias, m.post_norms);
   };
   UNDO_INPUT_CHECK(shape(a) == shape(b),
-                   "checkpoint '", path, "' holds a model of another shape (d_model ", a.d_model, ", layers ",
+                   "checkpoint '", in.path(), "' holds a model of another shape (d_model ", a.d_model, ", layers ",
                    a.n_layers, ", vocab ", a.vocab_size, ") than configured (d_model ", b.d_model, ", layers ",
                    b.n_layers, ", vocab ", b.vocab_size, ")");
-  std::istringstream in(payload);
-  torch::serialize::InputArchive archive;
-  auto first_line = [](const c10::Error& e) {
-    std::string what = e.what_without_backtrace();
-    return what.substr(0, what.find('\n'));
-  };
-  try {
-    archive.load_from(in);
-  } catch (const c10::Error& e) {
-    // The checksum held, so the bytes are as written: by another LibTorch, or by something that is not undo.
-    if (meta.libtorch != TORCH_VERSION)
-      throw InputError("checkpoint '" + path + "' was written by LibTorch " +
-                       (meta.libtorch.empty() ? std::string("(unrecorded, before 2.x)") : meta.libtorch) +
-                       " and this build's LibTorch " + TORCH_VERSION + " cannot read its payload: " + first_line(e));
-    throw InputError("checkpoint '" + path + "': its payload is not a torch archive (made by another program, with "
-                     "its checksum recomputed?): " + first_line(e));
+  torch::NoGradGuard no_grad;
+  if (UnitRunner* sharded = model->runner.get()) {
+    const auto shapes = sharded->parameter_shapes();
+    sharded->read_parameters([&](size_t i, int64_t start, const torch::Tensor& dst) {
+      in.read_into("model." + shapes[i].first, shapes[i].second, start, dst);
+    });
+    return;
   }
-  try {
-    read_payload(path, archive, model, optimizer);
-  } catch (const c10::Error& e) {
-    throw InputError("checkpoint '" + path + "': its payload does not hold this model's tensors as undo writes them: " +
-                     first_line(e));
+  for (auto& p : model->named_parameters()) {
+    auto v = p.value();
+    in.read_into("model." + p.key(), v.sizes().vec(), 0, v.view({-1}));
   }
 }
 
-// The tensors of a loaded archive into `model`, `optimizer` and the RNG.
-void read_payload(const std::string& path, torch::serialize::InputArchive& archive, Transformer& model,
-                  OptimizerState* optimizer) {
-  torch::NoGradGuard no_grad;
-  for (auto& p : model->named_parameters()) {
-    torch::Tensor t;
-    UNDO_CHECK(archive.try_read("model." + p.key(), t), "checkpoint '", path, "' lacks parameter ", p.key());
-    UNDO_CHECK(t.sizes() == p.value().sizes(), "checkpoint '", path, "': parameter ", p.key(), " has shape ",
-               t.sizes(), ", expected ", p.value().sizes());
-    p.value().copy_(t);
-  }
-  if (optimizer) {
-    torch::serialize::InputArchive opt;
-    UNDO_CHECK(archive.try_read("optimizer", opt), "checkpoint '", path, "' holds no optimizer state to resume");
-    optimizer->load(opt);
-  }
-  torch::Tensor rng;
-  if (archive.try_read("rng.torch_cpu", rng)) {
-    at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle on the global generator
-    gen.set_state(rng);
-  }
-}
 }  // namespace
 
 CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, OptimizerState* optimizer) {
-  auto [meta_str, payload] = unframe_checkpoint(read_file(path), path);
-  CheckpointMeta meta = parse_checkpoint_meta(meta_str, path);
-  load_payload(path, meta, payload, model, optimizer);
-  return meta;
+  CheckpointReader in(path);
+  load_weights(in, model);
+  if (optimizer) {
+    UNDO_INPUT_CHECK(in.has("optimizer.step"), "checkpoint '", path, "' holds no optimizer state to resume");
+    optimizer->load(in);
+  }
+  if (in.has("rng.torch_cpu")) {
+    at::Generator gen = at::detail::getDefaultCPUGenerator();  // a handle on the global generator
+    gen.set_state(in.read("rng.torch_cpu"));
+  }
+  return in.meta();
 }
 
 Transformer load_model(const std::string& path, CheckpointMeta* meta_out) {
-  auto [meta_str, payload] = unframe_checkpoint(read_file(path), path);
-  CheckpointMeta meta = parse_checkpoint_meta(meta_str, path);
-  Transformer model(meta.model);
-  load_payload(path, meta, payload, model, nullptr);
-  if (meta_out) *meta_out = meta;
+  CheckpointReader in(path);
+  Transformer model(in.meta().model);
+  load_weights(in, model);
+  if (meta_out) *meta_out = in.meta();
   return model;
 }
 

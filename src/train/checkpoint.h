@@ -3,34 +3,92 @@
 // atomically with a checksum and refused on load when anything is off.
 //
 // The file is formats/checkpoint_file.h's container (header, key=value meta,
-// checksum) around a torch archive payload.
-// The meta names the LibTorch version that wrote the archive; a payload that
-// this LibTorch cannot read is refused with both versions and the file named.
+// checksum) around a tensor table (formats/tensor_table.h): every tensor is
+// named and placed before the first is written, then the tensors stream in
+// one at a time, so that a sharded model (dist.zero = 3, whose runner keeps
+// the parameters: model/unit_runner.h) is saved one gathered unit at a time
+// and loaded by each rank reading its own slices of the mapped file. The
+// file is the same whatever the zero level and world size that wrote it.
+// Files of format version 1 (one torch archive) are still read, whole; the
+// meta names the LibTorch that wrote such an archive, and one that this
+// LibTorch cannot read is refused with both versions and the file named.
 #pragma once
 #include <torch/torch.h>
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 
+#include "core/fs.h"
 #include "formats/checkpoint_file.h"
+#include "formats/tensor_table.h"
 #include "model/transformer.h"
 #include "train/optimizer_state.h"
 
 namespace undo {
 
+// An entry of a checkpoint's table for a tensor of this dtype and shape.
+void add_tensor_entry(std::vector<TensorEntry>& entries, const std::string& name, torch::ScalarType dtype,
+                      const std::vector<int64_t>& shape);
+
+// Writes the tensors of `plan` in its order. `path` empty: a rank that takes
+// part in what gathers the tensors but writes nothing (its puts are still
+// checked against the plan, so ranks that disagree fail alike).
+class CheckpointWriter {
+ public:
+  CheckpointWriter(const std::string& path, const CheckpointMeta& meta, const std::vector<TensorEntry>& plan);
+  // The next tensor of the plan: same name, dtype and shape (any device).
+  void put(const std::string& name, const torch::Tensor& t);
+  void commit();  // throws unless every tensor of the plan was put
+
+ private:
+  std::string path_;
+  TensorTable table_;
+  std::unique_ptr<CheckpointFileWriter> file_;  // null on a rank that does not write
+  size_t next_ = 0;
+  uint64_t written_ = 0;  // data bytes so far
+};
+
+// A verified checkpoint file, mapped: tensors are read whole or in slices.
+class CheckpointReader {
+ public:
+  explicit CheckpointReader(const std::string& path);  // checks the container, checksum and table
+  ~CheckpointReader();
+  const CheckpointMeta& meta() const { return meta_; }
+  const std::string& path() const { return path_; }
+  bool has(const std::string& name) const;
+  // Whole, on the CPU, in its stored dtype.
+  torch::Tensor read(const std::string& name) const;
+  // Elements [start, start + dst.numel()) of the tensor flattened, into `dst`
+  // (converted to its dtype and device), after checking the stored shape is
+  // `shape`. Throws InputError naming the file and tensor.
+  void read_into(const std::string& name, const std::vector<int64_t>& shape, int64_t start,
+                 const torch::Tensor& dst) const;
+
+ private:
+  struct Legacy;  // a version-1 file's torch archive
+  const TensorEntry& entry(const std::string& name) const;
+  std::string path_;
+  CheckpointMeta meta_;
+  std::unique_ptr<MappedFile> file_;
+  TensorTable table_;
+  const uint8_t* data_ = nullptr;  // the first tensor's bytes
+  std::unique_ptr<Legacy> legacy_;
+};
+
+// Saves `model` (whole, or sharded through its runner: collective then, and
+// every rank calls it, with `path` empty on those that do not write), the
+// optimizer's state when given (collective where it is sharded) and the RNG.
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
                      OptimizerState* optimizer);
-// The two halves of save_checkpoint, for distributed runs: every rank must
-// build the bytes (a sharded optimizer gathers its state), one rank writes them.
-std::string checkpoint_bytes(const CheckpointMeta& meta, Transformer& model, OptimizerState* optimizer);
-void write_checkpoint_bytes(const std::string& path, const std::string& bytes);
 
 // Reads only the header and meta (verifying the whole file's checksum).
 CheckpointMeta read_checkpoint_meta(const std::string& path);
 
-// Loads weights into `model` (whose config must match) and, when given, the
-// optimizer state; restores the RNG. Throws on a corrupted or foreign file.
+// Loads weights into `model` (whose config must match; sharded, each rank
+// reads its part) and, when given, the optimizer state; restores the RNG.
+// Throws on a corrupted or foreign file.
 CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, OptimizerState* optimizer);
 
 // Builds a model from a checkpoint file's own config and loads its weights.

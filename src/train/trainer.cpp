@@ -124,12 +124,9 @@ void Trainer::checkpoint(int64_t step, bool eval_pending, bool rule_stopped) {
   if (eval_pending) meta.extra["eval_pending"] = "1";
   if (rule_stopped) meta.extra["rule_stopped"] = "1";
   stamp_identity(meta, identity());
-  if (zero3_) zero3_->materialize();  // consolidated: the same file at every zero level and world size
-  std::string bytes = checkpoint_bytes(meta, model_, optimizer_state());  // collective under ZeRO-1 and 3
-  if (zero3_) zero3_->release_all();
-  if (!is_root()) return;
-  write_checkpoint_bytes(step_checkpoint_path(cfg_.run.dir, step), bytes);
-  prune_checkpoints(cfg_.run.dir, cfg_.train.keep_ckpts);
+  // Collective under ZeRO-1 and 3 (zero 3 gathers one unit at a time for rank 0 to write).
+  save_checkpoint(is_root() ? step_checkpoint_path(cfg_.run.dir, step) : "", meta, model_, optimizer_state());
+  if (is_root()) prune_checkpoints(cfg_.run.dir, cfg_.train.keep_ckpts);
 }
 
 const std::map<std::string, std::string>& Trainer::identity() {
@@ -168,9 +165,7 @@ TrainResult Trainer::run() {
       // directory; an attack's own directory is checked here).
       auto diff = identity_mismatch(read_checkpoint_meta(*path), identity());
       UNDO_INPUT_CHECK(diff.empty(), "--resume: checkpoint '", *path, "' belongs to another run: ", diff);
-      if (zero3_) zero3_->materialize();
-      auto meta = load_checkpoint(*path, model_, optimizer_state());
-      if (zero3_) zero3_->reshard_from_model();
+      auto meta = load_checkpoint(*path, model_, optimizer_state());  // zero 3: each rank reads its shards
       start = meta.step;
       eval_pending = meta.extra.count("eval_pending") > 0;
       resumed_stopped = meta.extra.count("rule_stopped") > 0;
@@ -321,13 +316,13 @@ TrainResult Trainer::run() {
   }
   progress.finish();
   if (zero3_) {
-    // The stage goes on with the whole model (to save and evaluate it). The
-    // optimizer is done (the last checkpoint holds its state): freed first,
-    // so the whole model never sits beside the sharded training state.
+    // The stage goes on with the model still sharded (it saves it unit by
+    // unit, and evaluates it as in training). The optimizer is done (the last
+    // checkpoint holds its state): its moments and the shards' gradients go.
     zero3_state_.reset();
     optimizer_.reset();
+    for (auto& t : trainable_) t.mutable_grad() = torch::Tensor();
     trainable_.clear();
-    zero3_->unshard();
   }
   if (!step_losses.empty()) {
     auto all = torch::stack(step_losses).to(torch::kCPU);

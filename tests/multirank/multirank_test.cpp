@@ -2,6 +2,9 @@
 // the collectives, the bucketed gradient reducer, the ZeRO-1 optimizer and
 // ZeRO-3's sharded model.
 #include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 
 #include "core/config.h"
@@ -11,12 +14,24 @@
 #include "model/precision.h"
 #include "model/transformer.h"
 #include "sweep/rank_memory.h"
+#include "core/fs.h"
 #include "train/adamw.h"
+#include "train/checkpoint.h"
+#include "train/zero3_state.h"
 
 using namespace undo;
 
 namespace {
 std::shared_ptr<Communicator> comm() { return distributed(); }
+
+// A file name every rank agrees on (rank 0 draws it), unique to this run.
+std::string shared_temp_path(const std::string& what) {
+  auto id = torch::tensor({int64_t(::getpid())});
+  comm()->broadcast({id}, 0);
+  return (std::filesystem::temp_directory_path() / ("undo-multirank-" + what + "-" + std::to_string(id.item<int64_t>()) +
+                                                    ".ckpt"))
+      .string();
+}
 
 // Rank r's data: a deterministic function of r, so each rank can compute all ranks' gradients.
 torch::Tensor data_of(int rank) {
@@ -87,16 +102,23 @@ TEST(MultiRank, ZeroOneStepEqualsReplicatedAdamW) {
     plain.step(1e-2);
   }
   for (size_t i = 0; i < sharded.size(); ++i) EXPECT_TRUE(torch::equal(sharded[i], local[i])) << i;
-  // The consolidated state is complete on every rank.
-  torch::serialize::OutputArchive a;
-  zero.save(a);
-  std::ostringstream bytes;
-  a.save_to(bytes);
-  torch::serialize::InputArchive in;
-  std::istringstream is(bytes.str());
-  in.load_from(is);
-  torch::Tensor m;
-  for (size_t i = 0; i < ns.size(); ++i) EXPECT_TRUE(in.try_read("exp_avg.p" + std::to_string(i), m));
+  // The consolidated state is complete in rank 0's file: each moment came from its owner.
+  const std::string path = shared_temp_path("zero1");
+  std::vector<TensorEntry> plan;
+  zero.plan(plan);
+  CheckpointMeta meta;
+  meta.model.vocab_size = 8;  // a meta that parses (the file holds no model)
+  CheckpointWriter out(comm()->rank() == 0 ? path : "", meta, plan);
+  zero.save(out);
+  out.commit();
+  if (comm()->rank() == 0) {
+    CheckpointReader in(path);
+    for (size_t i = 0; i < ns.size(); ++i) {
+      EXPECT_TRUE(torch::equal(in.read("optimizer.exp_avg.p" + std::to_string(i)), plain.exp_avg()[i])) << i;
+      EXPECT_TRUE(torch::equal(in.read("optimizer.exp_avg_sq.p" + std::to_string(i)), plain.exp_avg_sq()[i])) << i;
+    }
+    std::filesystem::remove(path);
+  }
 }
 
 namespace {
@@ -165,14 +187,15 @@ TEST(MultiRank, ZeroThreeGradientsEqualTheReplicatedModels) {
       for (int r = 0; r < 2; ++r) (loss_of(whole, r) / 2).backward();
       std::vector<torch::Tensor> grads;
       for (auto& [name, shard] : zero3->shards()) grads.push_back(shard.grad());
-      auto full = zero3->full_tensors(grads);
       auto named = whole->named_parameters();
-      ASSERT_EQ(full.size(), named.size());
-      for (size_t i = 0; i < full.size(); ++i) {
+      size_t compared = 0;
+      zero3->for_each_whole(&grads, [&](size_t i, const torch::Tensor& full) {
         const auto& name = zero3->parameter_names()[i];
-        EXPECT_EQ(full[i].scalar_type(), torch::kFloat) << name;
-        EXPECT_TRUE(torch::allclose(full[i], named[name].grad(), mode.rtol, 1e-7)) << name;
-      }
+        EXPECT_EQ(full.scalar_type(), torch::kFloat) << name;
+        EXPECT_TRUE(torch::allclose(full, named[name].grad(), mode.rtol, 1e-7)) << name;
+        ++compared;
+      });
+      EXPECT_EQ(compared, named.size());
       EXPECT_EQ(zero3->gathered_bytes(), 0);  // every unit released again, no gather left under way
       // At most two units were whole at any time: the one running and the one gathered ahead.
       EXPECT_LE(zero3->peak_gathered_bytes(), 2 * zero3->largest_unit_bytes());
@@ -218,6 +241,52 @@ TEST(MultiRank, ZeroThreeKeepsAboutOneNthOfTheTrainingState) {
   EXPECT_LE(zero3->peak_gathered_bytes(), 2 * zero3->largest_unit_bytes());
   std::printf("zero 3, 2 ranks: %.4f of the replicated state per rank; peak gathered %lld bytes (at most 2 units)\n",
               share, static_cast<long long>(zero3->peak_gathered_bytes()));
+}
+
+// A sharded model is saved one gathered unit at a time (never two whole at
+// once, let alone the model) into the same file its whole copy writes, and a
+// sharded model loads by reading only its own slices (no gather at all); the
+// optimizer's sharded moments round-trip the same way.
+TEST(MultiRank, ZeroThreeCheckpointsAUnitAtATimeAndLoadsItsOwnSlices) {
+  const std::string path = shared_temp_path("zero3"), whole_path = path + ".whole";
+  CheckpointMeta meta;
+  auto whole = small_model(), sharded = small_model();
+  meta.model = whole->cfg;
+  auto zero3 = std::make_shared<Zero3>(sharded, comm(), /*trained=*/true);
+  sharded->runner = zero3;
+  const bool writer = comm()->rank() == 0;
+  save_checkpoint(writer ? path : "", meta, sharded, nullptr);
+  if (writer) save_checkpoint(whole_path, meta, whole, nullptr);
+  comm()->barrier();
+  EXPECT_EQ(zero3->gathered_bytes(), 0);
+  EXPECT_LE(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes()) << "more than one unit whole while saving";
+  EXPECT_GT(zero3->peak_gathered_bytes(), 0);
+  EXPECT_EQ(read_file(path), read_file(whole_path)) << "the sharded model's file differs from the whole model's";
+
+  // Train a step so that the moments mean something, save with them, load into another sharded model.
+  AdamW adamw(zero3->shards(), OptimConfig{}, comm(), /*zero=*/false);
+  Zero3AdamWState state(adamw, *zero3);
+  lm_loss(sharded, tokens_of(comm()->rank())).backward();
+  adamw.step(1e-3);
+  save_checkpoint(writer ? path : "", meta, sharded, &state);
+  comm()->barrier();
+  auto other = small_model();
+  other->init_weights(77);  // other weights, to be overwritten
+  auto zero3b = std::make_shared<Zero3>(other, comm(), /*trained=*/true);
+  other->runner = zero3b;
+  AdamW adamw_b(zero3b->shards(), OptimConfig{}, comm(), /*zero=*/false);
+  Zero3AdamWState state_b(adamw_b, *zero3b);
+  load_checkpoint(path, other, &state_b);
+  EXPECT_EQ(zero3b->peak_gathered_bytes(), 0) << "loading gathered a unit";
+  auto a = zero3->shards(), b = zero3b->shards();
+  for (size_t k = 0; k < a.size(); ++k) {
+    EXPECT_TRUE(torch::equal(a[k].second, b[k].second)) << a[k].first;
+    EXPECT_TRUE(torch::equal(adamw.exp_avg()[k], adamw_b.exp_avg()[k])) << a[k].first;
+    EXPECT_TRUE(torch::equal(adamw.exp_avg_sq()[k], adamw_b.exp_avg_sq()[k])) << a[k].first;
+  }
+  EXPECT_EQ(adamw_b.steps(), 1);
+  comm()->barrier();
+  if (writer) std::filesystem::remove(path), std::filesystem::remove(whole_path);
 }
 
 int main(int argc, char** argv) {
