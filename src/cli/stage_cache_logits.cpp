@@ -24,12 +24,14 @@ int stage_cache_logits(int argc, const char* const* argv) {
   const int64_t tokens = parse_integer("--tokens", tokens_text, 1);
   if (mix.empty()) mix = cfg.data.base_mix;
   parse_mix("--data", mix);
-  CheckpointMeta meta;
-  Transformer teacher = load_model(teacher_path, &meta);
+  CheckpointMeta meta = read_checkpoint_meta(teacher_path);
   cfg.model = meta.model;
   prepare_run(cfg);
+  // dist.zero = 3: the teacher is sharded as it is read (each rank reads its
+  // slices of the file) and runs forward gathered unit by unit: never whole.
+  Transformer teacher = cfg.dist.zero == 3 ? load_frozen_sharded(teacher_path, distributed(), compute_device())
+                                           : load_model(teacher_path);
   teacher->to(compute_device());
-  if (cfg.dist.zero == 3) shard_frozen(teacher, distributed());  // forward only, gathered unit by unit
   UNDO_INPUT_CHECK(cfg.model.vocab_size == meta.model.vocab_size, "the teacher's vocabulary (", meta.model.vocab_size,
                    ") does not match the tokenizer of data.dir");
   uint64_t rows = uint64_t((tokens + cfg.model.seq_len - 1) / cfg.model.seq_len);

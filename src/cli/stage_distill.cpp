@@ -23,8 +23,7 @@ int stage_distill(int argc, const char* const* argv) {
                      {"cache-file", "teacher-logit cache to use (default: distill.cache_dir, named by its key)",
                       &cache_file}}))
     return 0;
-  CheckpointMeta teacher_meta;
-  Transformer teacher = load_model(teacher_path, &teacher_meta);
+  CheckpointMeta teacher_meta = read_checkpoint_meta(teacher_path);
   const auto& d = cfg.distill;
   // A noised student is the teacher's architecture; a random one may be any
   // (model.* keys), and is the teacher's where no model key is given (an
@@ -39,20 +38,20 @@ int stage_distill(int argc, const char* const* argv) {
   cfg.model.seq_len = teacher_meta.model.seq_len;
   apply_stage_settings(cfg, TrainingStage::Distill);  // the distill.* budget and schedule
   prepare_run(cfg);
+  // dist.zero = 3: the frozen teacher is sharded as it is read (each rank
+  // reads its slices of the file) and runs forward gathered unit by unit.
+  Transformer teacher = cfg.dist.zero == 3 ? load_frozen_sharded(teacher_path, distributed(), compute_device())
+                                           : load_model(teacher_path);
   teacher->to(compute_device());
 
   Transformer student(cfg.model);
   if (d.init == "noised") {
-    torch::NoGradGuard no_grad;
-    auto source = teacher->named_parameters();
-    for (auto& p : student->named_parameters()) p.value().copy_(source[p.key()]);
+    load_checkpoint(teacher_path, student, nullptr);  // the teacher's weights, read from its file
     apply_undo_noise(student, d.alpha, d.beta, uint64_t(cfg.run.seed));
   } else {
     student->init_weights(uint64_t(cfg.run.seed));
   }
   student->to(compute_device());
-  // dist.zero = 3: the frozen teacher is sharded too (after the student took its weights).
-  if (cfg.dist.zero == 3) shard_frozen(teacher, distributed());
   // Distillation data: the base pretraining mix, unlabelled, as a numbered stream.
   auto comm = distributed();
   DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix),

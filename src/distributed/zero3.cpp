@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include "core/error.h"
+#include "model/device.h"
 #include "model/precision.h"
 
 namespace undo {
@@ -56,43 +57,34 @@ struct NoAutocastCache {
   bool was_;
 };
 
-// A gathered buffer's memory comes and goes under a tensor (and every view of
-// it) that stays: FSDP's way of letting a kept graph point at weights that
-// are not there between its forward and its backward.
-void free_storage(const torch::Tensor& t) {
-  auto* s = t.storage().unsafeGetStorageImpl();
-  if (s->nbytes() == 0) return;
-  s->set_data_ptr_noswap(at::DataPtr(nullptr, t.device()));
-  s->set_nbytes(0);
-}
-
-void allocate_storage(const torch::Tensor& t) {
-  auto* s = t.storage().unsafeGetStorageImpl();
-  const size_t bytes = size_t(t.numel()) * t.element_size();
-  if (s->nbytes() == bytes) return;
-  s->set_data_ptr_noswap(s->allocator()->allocate(bytes));
-  s->set_nbytes(bytes);
-}
-
-int64_t storage_bytes(const torch::Tensor& t) {
-  return t.defined() ? int64_t(t.storage().unsafeGetStorageImpl()->nbytes()) : 0;
-}
-
 }  // namespace
 
 Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, bool recompute)
     : model_(model.get()), comm_(std::move(comm)), recompute_(recompute) {
-  if (comm_) {
-    world_ = comm_->world(), rank_ = comm_->rank();
-    torch::NoGradGuard no_grad;
-    comm_->broadcast(model_->parameters(), 0);  // every rank cuts its shard from rank 0's weights
-  }
+  torch::NoGradGuard no_grad;
+  if (comm_) comm_->broadcast(model_->parameters(), 0);  // every rank cuts its shard from rank 0's weights
+  lay_out(trained, model_->parameters()[0].device());
+  for (auto& u : units_)
+    u.shard.detach().copy_(shard_of_parts(u, part_flats(u, u.params, u.shard.options().requires_grad(false))));
+  start();
+}
+
+Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, torch::Device device,
+             const std::function<void(size_t, int64_t, const torch::Tensor&)>& read)
+    : model_(model.get()), comm_(std::move(comm)) {
+  lay_out(trained, device);
+  read_shards(nullptr, read);
+  start();
+}
+
+void Zero3::lay_out(bool trained, torch::Device device) {
+  if (comm_) world_ = comm_->world(), rank_ = comm_->rank();
   std::vector<std::pair<std::string, torch::nn::Module*>> parts = {{"embed", model_->embed.ptr().get()}};
   for (size_t i = 0; i < model_->layers->size(); ++i)
     parts.emplace_back("layers." + std::to_string(i), model_->layers[i].get());
   parts.emplace_back("final_norm", model_->final_norm.ptr().get());
   if (model_->lm_head) parts.emplace_back("lm_head", model_->lm_head.ptr().get());
-  torch::NoGradGuard no_grad;
+  const auto options = torch::TensorOptions().dtype(torch::kFloat).device(device);
   for (auto& [name, module] : parts) {
     Unit u;
     u.name = name;
@@ -120,11 +112,9 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
       pt.at = u.shard_numel;
       u.shard_numel += pt.shard_numel;
     }
-    auto options = u.params[0].options().dtype(torch::kFloat).requires_grad(false);
-    auto wholes = part_flats(u, u.params, options);
     // A unit none of whose parameters trains (RMU trains one matrix a block) has a shard without gradient.
     const bool any = std::find(u.trains.begin(), u.trains.end(), true) != u.trains.end();
-    u.shard = shard_of_parts(u, wholes).requires_grad_(any);
+    u.shard = torch::zeros({u.shard_numel}, options).requires_grad_(any);
     u.matrices = torch::empty({u.parts[kMatrices].shard_numel * world_}, options);
     u.matrices_bf16 = torch::empty({u.parts[kMatrices].shard_numel * world_}, options.dtype(kComputeDtype));
     u.rest = torch::empty({u.parts[kRest].shard_numel * world_}, options);
@@ -132,6 +122,14 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
     index_[module] = units_.size();
     units_.push_back(std::move(u));
   }
+}
+
+void Zero3::start() {
+  // Checkpoints and the readers above index parameters in the model's order.
+  size_t i = 0;
+  for (auto& p : model_->named_parameters())
+    UNDO_CHECK(i < names_.size() && names_[i++] == p.key(), "zero3: the units do not list the model's parameters in "
+               "its order at ", p.key());
   for (auto& u : units_) release(u);
   peak_gathered_bytes_ = 0;  // the model was whole until now: the count starts here
   const size_t blocks = model_->layers->size(), norm = blocks + 1;
@@ -231,8 +229,9 @@ void Zero3::release(Unit& u) {
   if (prefetch_ && &units_[prefetch_->unit] == &u) drop_prefetch();
   // Empty in the dtype each tensor has now: a dtype change would detach a
   // parameter from the gradient accumulator a kept graph holds.
+  // On the shards' device (a model laid out without storage was built on the CPU).
   for (auto& p : u.params)
-    if (p.numel() > 0) p.set_data(torch::empty({0}, p.options().requires_grad(false)));
+    if (p.numel() > 0) p.set_data(torch::empty({0}, p.options().device(u.shard.device()).requires_grad(false)));
   free_gathered(u);
   u.gathered = false;
   count_gathered();
@@ -461,9 +460,16 @@ int64_t Zero3::largest_unit_bytes() const {
   return most;
 }
 
-void shard_frozen(Transformer& model, std::shared_ptr<Communicator> comm) {
-  model->eval();
-  model->runner = std::make_shared<Zero3>(model, std::move(comm), /*trained=*/false);
+Transformer frozen_sharded_copy(Transformer& whole, std::shared_ptr<Communicator> comm) {
+  Transformer copy(whole->cfg, /*storage=*/false);
+  copy->eval();
+  const auto source = whole->parameters();  // the model's order, as the shards name them
+  copy->runner = std::make_shared<Zero3>(
+      copy, std::move(comm), /*trained=*/false, source.at(0).device(),
+      [&](size_t i, int64_t start, const torch::Tensor& dst) {
+        dst.copy_(source.at(i).detach().reshape({-1}).narrow(0, start, dst.numel()));
+      });
+  return copy;
 }
 
 }  // namespace undo

@@ -58,6 +58,12 @@ class Zero3 : public UnitRunner {
   // (above). Throws InputError naming dist.zero when a unit has fewer
   // parameters than there are ranks.
   Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, bool recompute = false);
+  // Local, and the model is never whole: `model` is laid out without storage
+  // (TransformerImpl's storage = false) and each rank's shards, on `device`,
+  // are filled by `read` as read_shards() calls it (from a checkpoint file's
+  // slices, or from a whole model this rank has anyway).
+  Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, torch::Device device,
+        const std::function<void(size_t, int64_t, const torch::Tensor&)>& read);
   ~Zero3() override;
 
   torch::Tensor run(torch::nn::Module& unit, const std::function<torch::Tensor(const torch::Tensor&)>& fn,
@@ -134,6 +140,10 @@ class Zero3 : public UnitRunner {
     size_t first_name = 0;   // its parameters' index in names_
   };
   enum class Pass { forward, backward, other };
+  // The units and their parts from the model's modules, with zero shards on `device`...
+  void lay_out(bool trained, torch::Device device);
+  // ...and, the shards filled, the model's own tensors emptied and the pass orders set.
+  void start();
   std::pair<const Unit*, size_t> locate(size_t parameter) const;  // its unit, and its index there
   Unit& unit_of(torch::nn::Module& module);
   // The unit's parameters, whole, into the model's tensors (its matrices in
@@ -184,10 +194,11 @@ class Zero3 : public UnitRunner {
   bool recompute_ = false;
 };
 
-// A model that only runs forward (a frozen teacher) kept sharded for good:
-// each forward gathers it unit by unit. It is loaded whole first (a
-// checkpoint holds whole tensors) and sharded at once. Every rank must then
-// run the same number of forwards.
-void shard_frozen(Transformer& model, std::shared_ptr<Communicator> comm);
+// A model that only runs forward (a frozen reference, such as RMU's) kept
+// sharded for good: each forward gathers it unit by unit, and every rank must
+// run the same number of forwards. This one is a copy of `whole` (which each
+// rank holds): each rank copies only its slices. A frozen teacher is read
+// from its file the same way (train/checkpoint.h, load_frozen_sharded).
+Transformer frozen_sharded_copy(Transformer& whole, std::shared_ptr<Communicator> comm);
 
 }  // namespace undo

@@ -43,4 +43,23 @@ void synchronize_compute_device() {
   if (computing_on_cuda()) torch::cuda::synchronize(current().index());
 }
 
+void free_storage(const at::Tensor& t) {
+  auto* s = t.storage().unsafeGetStorageImpl();
+  if (s->nbytes() == 0) return;
+  s->set_data_ptr_noswap(at::DataPtr(nullptr, t.device()));
+  s->set_nbytes(0);
+}
+
+void allocate_storage(const at::Tensor& t) {
+  auto* s = t.storage().unsafeGetStorageImpl();
+  const size_t bytes = size_t(t.numel()) * t.element_size();
+  if (s->nbytes() == bytes) return;
+  s->set_data_ptr_noswap(s->allocator()->allocate(bytes));
+  s->set_nbytes(bytes);
+}
+
+int64_t storage_bytes(const at::Tensor& t) {
+  return t.defined() ? int64_t(t.storage().unsafeGetStorageImpl()->nbytes()) : 0;
+}
+
 }  // namespace undo

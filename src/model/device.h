@@ -23,4 +23,12 @@ at::Tensor to_compute_device(const at::Tensor& host);
 // Waits for the GPU's queued work (a no-op on the CPU): for timings only.
 void synchronize_compute_device();
 
+// A tensor's memory taken away and given back under it, its shape, dtype,
+// device and every view of it staying (FSDP's way): for parameters whose
+// values live elsewhere (zero 3's shards) between the moments they are used.
+// A tensor without its memory must not be read.
+void free_storage(const at::Tensor& t);
+void allocate_storage(const at::Tensor& t);
+int64_t storage_bytes(const at::Tensor& t);  // 0 for an undefined tensor
+
 }  // namespace undo

@@ -1,5 +1,7 @@
 #include "model/transformer.h"
 
+#include "model/device.h"
+
 #include <cmath>
 
 #include "core/error.h"
@@ -125,13 +127,28 @@ torch::Tensor BlockImpl::forward(const torch::Tensor& x, const torch::Tensor& co
   return h + (post_mlp_norm ? post_mlp_norm(m) : m);
 }
 
-TransformerImpl::TransformerImpl(const ModelConfig& c) : cfg(c) {
+namespace {
+// A part's parameters keep their shapes and lose their memory (see storage = false).
+void drop_storage(torch::nn::Module& part) {
+  for (auto& p : part.parameters()) free_storage(p);
+}
+}  // namespace
+
+TransformerImpl::TransformerImpl(const ModelConfig& c, bool storage) : cfg(c) {
   UNDO_CHECK(cfg.vocab_size > 0, "model.vocab_size must be resolved before building the model");
   embed = register_module("embed", torch::nn::Embedding(cfg.vocab_size, cfg.d_model));
+  if (!storage) drop_storage(*embed);
   layers = register_module("layers", torch::nn::ModuleList());
-  for (int i = 0; i < cfg.n_layers; ++i) layers->push_back(Block(cfg, i));
+  for (int i = 0; i < cfg.n_layers; ++i) {
+    layers->push_back(Block(cfg, i));
+    if (!storage) drop_storage(*layers[size_t(i)]);
+  }
   final_norm = register_module("final_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  if (!cfg.tied_embeddings) lm_head = register_module("lm_head", linear(cfg.d_model, cfg.vocab_size));
+  if (!storage) drop_storage(*final_norm);
+  if (!cfg.tied_embeddings) {
+    lm_head = register_module("lm_head", linear(cfg.d_model, cfg.vocab_size));
+    if (!storage) drop_storage(*lm_head);
+  }
   auto angles = torch::outer(torch::arange(cfg.seq_len, torch::kDouble), rope_inv_freq(cfg, cfg.head_size()));
   rope_cos = register_buffer("rope_cos", angles.cos().to(torch::kFloat));
   rope_sin = register_buffer("rope_sin", angles.sin().to(torch::kFloat));

@@ -63,7 +63,11 @@ struct BlockImpl : torch::nn::Module {
 TORCH_MODULE(Block);
 
 struct TransformerImpl : torch::nn::Module {
-  explicit TransformerImpl(const ModelConfig& cfg);
+  // storage = false: every parameter has its shape but no memory (model/
+  // device.h's free_storage), each part's freed as soon as it is built, so a
+  // model larger than one rank's memory can be laid out for a runner that
+  // keeps its parameters elsewhere (zero 3 fills its shards from a file).
+  explicit TransformerImpl(const ModelConfig& cfg, bool storage = true);
   // tokens [B, T] (int64) -> logits [B, T, vocab] in float32. When `hidden`
   // is given, it receives the residual stream after each block (for RMU).
   torch::Tensor forward(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden = nullptr);

@@ -11,6 +11,7 @@
 #include "distributed/communicator.h"
 #include "distributed/grad_reducer.h"
 #include "distributed/zero3.h"
+#include "model/device.h"
 #include "model/precision.h"
 #include "model/transformer.h"
 #include "sweep/rank_memory.h"
@@ -262,6 +263,28 @@ TEST(MultiRank, ZeroThreeCheckpointsAUnitAtATimeAndLoadsItsOwnSlices) {
   EXPECT_LE(zero3->peak_gathered_bytes(), zero3->largest_unit_bytes()) << "more than one unit whole while saving";
   EXPECT_GT(zero3->peak_gathered_bytes(), 0);
   EXPECT_EQ(read_file(path), read_file(whole_path)) << "the sharded model's file differs from the whole model's";
+
+  // A frozen teacher read from that file, or copied from a whole model, is
+  // never whole: laid out without memory, each rank reads its slices; its
+  // forward equals the whole model's.
+  const auto tokens = tokens_of(comm()->rank()).narrow(1, 0, 7);
+  for (bool from_file : {true, false}) {
+    auto teacher = from_file ? load_frozen_sharded(path, comm(), torch::kCPU) : frozen_sharded_copy(whole, comm());
+    auto* z = dynamic_cast<Zero3*>(teacher->runner.get());
+    ASSERT_TRUE(z);
+    EXPECT_EQ(z->peak_gathered_bytes(), 0) << from_file;
+    for (auto& p : teacher->parameters()) EXPECT_EQ(storage_bytes(p), 0) << from_file;
+    torch::NoGradGuard no_grad;
+    EXPECT_TRUE(torch::allclose(teacher->forward(tokens), whole->forward(tokens), 1e-6, 1e-7)) << from_file;
+    EXPECT_LE(z->peak_gathered_bytes(), 2 * z->largest_unit_bytes()) << from_file;
+  }
+  // Laid out without storage, a model has its shapes and no memory.
+  Transformer shapes_only(whole->cfg, /*storage=*/false);
+  auto full = whole->named_parameters();
+  for (auto& p : shapes_only->named_parameters()) {
+    EXPECT_EQ(p.value().sizes(), full[p.key()].sizes()) << p.key();
+    EXPECT_EQ(storage_bytes(p.value()), 0) << p.key();
+  }
 
   // Train a step so that the moments mean something, save with them, load into another sharded model.
   AdamW adamw(zero3->shards(), OptimConfig{}, comm(), /*zero=*/false);

@@ -18,16 +18,20 @@ std::unique_ptr<Objective> make_unlearning_objective(const Config& cfg, Transfor
   } else if (u.method == "maxent") {
     obj = std::make_unique<MaxEntObjective>(forget, retain, T, u.retain_coef);
   } else {
-    Transformer frozen(model->cfg);
-    frozen->to(model->parameters()[0].device());
-    {
+    // The frozen model the retain term reads: a copy of the model before
+    // unlearning. dist.zero = 3 shards it too (each rank copies only its
+    // slices, and each forward gathers it unit by unit).
+    Transformer frozen{nullptr};
+    if (cfg.dist.zero == 3) {
+      frozen = frozen_sharded_copy(model, distributed());
+    } else {
+      frozen = Transformer(model->cfg);
+      frozen->to(model->parameters()[0].device());
       torch::NoGradGuard no_grad;
       auto src = model->named_parameters();
       for (auto& p : frozen->named_parameters()) p.value().copy_(src[p.key()]);
     }
     obj = std::make_unique<RmuObjective>(forget, retain, T, u, frozen, uint64_t(cfg.run.seed));
-    // dist.zero = 3: the frozen model the retain term reads is sharded too, gathered unit by unit.
-    if (cfg.dist.zero == 3) shard_frozen(frozen, distributed());
   }
   if (u.sam_rho > 0) obj = std::make_unique<SamObjective>(std::move(obj), u.sam_rho);
   return obj;
