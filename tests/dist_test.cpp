@@ -309,8 +309,8 @@ TEST(Distributed, LogitCacheBuiltOnTwoRanksEqualsOneRank) {
 // dist.zero = 3 shards the frozen teacher too: a cache built by the sharded
 // teacher on 2 and on 3 ranks (uneven shares: a rank without a batch still
 // joins the gathers) holds the same bytes as one built whole on 1 rank; online
-// distillation from a sharded teacher into a sharded student follows the
-// replicated single process.
+// distillation from a sharded teacher into a sharded student (random or
+// noised) follows the replicated single process.
 TEST(Distributed, ZeroThreeTeacherCachesTheSameBitsAndDistilsOnline) {
   std::string out;
   auto dir = test::temp_dir("z3teacher");
@@ -329,8 +329,16 @@ TEST(Distributed, ZeroThreeTeacherCachesTheSameBitsAndDistilsOnline) {
   }
   const std::string online = "distill" + config + " --distill.cache off --distill.steps 4 --train.log_every 1" +
                              " --distill.stop_metric none --eval.arith_per_op 0";
-  ASSERT_EQ(test::run_undo(online + " --train.batch_size 8 --run-dir " + dir + "/s1", &out), 0) << out;
-  ASSERT_EQ(test::run_undo_mpi(2, online + " --train.batch_size 4 --dist.zero 3 --run-dir " + dir + "/s2", &out), 0)
-      << out;
-  expect_curves_match(test::losses_of(dir + "/s1/metrics.jsonl"), test::losses_of(dir + "/s2/metrics.jsonl"), 1e-5);
+  // Both students: random (Unlearn-and-Distill) and noised from the teacher (UNDO), the sharded one made
+  // without ever being whole (each rank draws its slices of the noise).
+  for (std::string init : {"random", "noised"}) {
+    const std::string run = online + " --distill.init " + init + " --distill.alpha 0.5";
+    ASSERT_EQ(test::run_undo(run + " --train.batch_size 8 --run-dir " + dir + "/s1-" + init, &out), 0) << out;
+    ASSERT_EQ(test::run_undo_mpi(2, run + " --train.batch_size 4 --dist.zero 3 --run-dir " + dir + "/s2-" + init,
+                                 &out),
+              0)
+        << out;
+    expect_curves_match(test::losses_of(dir + "/s1-" + init + "/metrics.jsonl"),
+                        test::losses_of(dir + "/s2-" + init + "/metrics.jsonl"), 1e-5);
+  }
 }

@@ -8,7 +8,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/stage_settings.h"
-#include "distributed/zero3.h"
+#include "train/stage_models.h"
 #include "model/noise.h"
 #include "train/objectives/distill.h"
 #include "train/teacher_cache.h"
@@ -40,18 +40,19 @@ int stage_distill(int argc, const char* const* argv) {
   prepare_run(cfg);
   // dist.zero = 3: the frozen teacher is sharded as it is read (each rank
   // reads its slices of the file) and runs forward gathered unit by unit.
-  Transformer teacher = cfg.dist.zero == 3 ? load_frozen_sharded(teacher_path, distributed(), compute_device())
-                                           : load_model(teacher_path);
-  teacher->to(compute_device());
-
-  Transformer student(cfg.model);
-  if (d.init == "noised") {
-    load_checkpoint(teacher_path, student, nullptr);  // the teacher's weights, read from its file
-    apply_undo_noise(student, d.alpha, d.beta, uint64_t(cfg.run.seed));
+  Transformer teacher = load_model_for_run(cfg, teacher_path, /*frozen=*/true);
+  // The student: sharded as it is made under dist.zero = 3, as the teacher.
+  Transformer student{nullptr};
+  if (d.init != "noised") {
+    student = initialised_model_for_run(cfg);
+  } else if (cfg.dist.zero == 3) {
+    student = noised_sharded(teacher_path, distributed(), compute_device(), d.alpha, d.beta, uint64_t(cfg.run.seed));
+    student->to(compute_device());
   } else {
-    student->init_weights(uint64_t(cfg.run.seed));
+    student = load_model(teacher_path);  // the teacher's weights, read from its file
+    apply_undo_noise(student, d.alpha, d.beta, uint64_t(cfg.run.seed));
+    student->to(compute_device());
   }
-  student->to(compute_device());
   // Distillation data: the base pretraining mix, unlabelled, as a numbered stream.
   auto comm = distributed();
   DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix),

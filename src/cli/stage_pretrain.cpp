@@ -5,6 +5,7 @@
 #include "cli/stages.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "train/stage_models.h"
 #include "train/trainer.h"
 
 namespace undo {
@@ -17,9 +18,7 @@ int stage_pretrain(int argc, const char* const* argv) {
   auto mix = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data." + cfg.pretrain.target + "_mix", mix_text),
                                          "train", cfg.model.seq_len);
   Evaluator evaluator(cfg);
-  Transformer model(cfg.model);
-  model->init_weights(uint64_t(cfg.run.seed));  // on CPU: the init is the same on every device
-  model->to(compute_device());
+  Transformer model = initialised_model_for_run(cfg);  // sharded as made under dist.zero = 3
   CrossEntropyObjective objective(mix, cfg.model.seq_len);
   auto t0 = std::chrono::steady_clock::now();
   Trainer trainer(cfg, "pretrain-" + cfg.pretrain.target, model, objective, &evaluator);

@@ -8,6 +8,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/stage_settings.h"
+#include "train/stage_models.h"
 #include "train/checkpoint.h"
 #include "train/relearn.h"
 #include "train/trainer.h"
@@ -68,8 +69,7 @@ int stage_relearn(int argc, const char* const* argv) {
   // Step 0 of every attack: the model as given.
   std::map<std::string, double> before;
   {
-    Transformer model = load_model(model_path);
-    model->to(compute_device());
+    Transformer model = load_model_for_run(cfg, model_path, /*frozen=*/true);
     evaluator.run(model);
     before = evaluator.last();
   }
@@ -82,8 +82,7 @@ int stage_relearn(int argc, const char* const* argv) {
       c.run.resume = true;  // a cut attack continues from its checkpoint
       auto curve_path = join_path(c.run.dir, "curve.jsonl");
       if (!file_exists(curve_path)) {
-        Transformer model = load_model(model_path);
-        model->to(compute_device());
+        Transformer model = load_model_for_run(c, model_path, /*frozen=*/false);  // sharded as read under dist.zero = 3
         run_attack(c, lr, model, evaluator);
         if (is_writer()) write_file_atomic(curve_path, attack_curve_jsonl(c, lr, before));
       } else if (is_writer()) {

@@ -7,6 +7,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/stage_settings.h"
+#include "train/stage_models.h"
 #include "train/objectives/unlearning.h"
 #include "train/trainer.h"
 
@@ -17,12 +18,10 @@ int stage_unlearn(int argc, const char* const* argv) {
   std::string base_path;
   if (!parse_config(argc, argv, "unlearn", cfg, {{"base", "checkpoint of the model to unlearn", &base_path, true, true}}))
     return 0;
-  CheckpointMeta base_meta;
-  Transformer model = load_model(base_path, &base_meta);
-  cfg.model = base_meta.model;  // the model's shape is the checkpoint's
+  cfg.model = read_checkpoint_meta(base_path).model;  // the model's shape is the checkpoint's
   apply_stage_settings(cfg, TrainingStage::Unlearn);  // the spec's optimiser, the unlearn.* budget
   prepare_run(cfg);
-  model->to(compute_device());
+  Transformer model = load_model_for_run(cfg, base_path, /*frozen=*/false);  // sharded as read under dist.zero = 3
   auto objective = make_unlearning_objective(cfg, model);
   Evaluator evaluator(cfg);
   std::string stage = "unlearn-" + cfg.unlearn.method + (cfg.unlearn.sam_rho > 0 ? "-sam" : "");

@@ -69,11 +69,9 @@ Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained
   start();
 }
 
-Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, torch::Device device,
-             const std::function<void(size_t, int64_t, const torch::Tensor&)>& read)
+Zero3::Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, torch::Device device)
     : model_(model.get()), comm_(std::move(comm)) {
   lay_out(trained, device);
-  read_shards(nullptr, read);
   start();
 }
 
@@ -438,6 +436,35 @@ void Zero3::read_shards(std::vector<torch::Tensor>* per_unit,
   }
 }
 
+void Zero3::fill_from_wholes(const std::function<torch::Tensor(size_t)>& whole_of) {
+  torch::NoGradGuard no_grad;
+  for (auto& u : units_) {
+    auto shard = u.shard.detach();
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      auto whole = whole_of(u.first_name + i).reshape({-1});
+      UNDO_CHECK(whole.numel() == u.numels[i], "zero3: ", whole.numel(), " values for ", names_[u.first_name + i],
+                 " of ", u.numels[i]);
+      const Part& pt = u.parts[u.part[i]];
+      const int64_t lo = int64_t(rank_) * pt.shard_numel, hi = lo + pt.shard_numel;
+      const int64_t from = std::max(lo, u.offsets[i]), to = std::min(hi, u.offsets[i] + u.numels[i]);
+      if (from < to) shard.narrow(0, pt.at + from - lo, to - from).copy_(whole.narrow(0, from - u.offsets[i], to - from));
+    }
+  }
+}
+
+void Zero3::train_only(const std::set<const void*>& trained, bool recompute) {
+  recompute_ = recompute;
+  for (auto& u : units_) {
+    bool any = false;
+    for (size_t i = 0; i < u.params.size(); ++i) {
+      u.trains[i] = trained.count(u.params[i].unsafeGetTensorImpl()) > 0;
+      u.params[i].requires_grad_(u.trains[i]);
+      any = any || u.trains[i];
+    }
+    u.shard.requires_grad_(any);
+  }
+}
+
 std::pair<const Zero3::Unit*, size_t> Zero3::locate(size_t i) const {
   for (auto& u : units_)
     if (i >= u.first_name && i < u.first_name + u.params.size()) return {&u, i - u.first_name};
@@ -463,12 +490,21 @@ int64_t Zero3::largest_unit_bytes() const {
 Transformer frozen_sharded_copy(Transformer& whole, std::shared_ptr<Communicator> comm) {
   Transformer copy(whole->cfg, /*storage=*/false);
   copy->eval();
+  if (auto* sharded = dynamic_cast<Zero3*>(whole->runner.get())) {
+    // Sharded alike (same model, same ranks): the shards are copied as they are.
+    auto zero3 = std::make_shared<Zero3>(copy, std::move(comm), /*trained=*/false, sharded->shards().at(0).second.device());
+    auto from = sharded->shards(), to = zero3->shards();
+    torch::NoGradGuard no_grad;
+    for (size_t k = 0; k < to.size(); ++k) to[k].second.detach().copy_(from.at(k).second.detach());
+    copy->runner = zero3;
+    return copy;
+  }
   const auto source = whole->parameters();  // the model's order, as the shards name them
-  copy->runner = std::make_shared<Zero3>(
-      copy, std::move(comm), /*trained=*/false, source.at(0).device(),
-      [&](size_t i, int64_t start, const torch::Tensor& dst) {
-        dst.copy_(source.at(i).detach().reshape({-1}).narrow(0, start, dst.numel()));
-      });
+  auto zero3 = std::make_shared<Zero3>(copy, std::move(comm), /*trained=*/false, source.at(0).device());
+  zero3->read_shards(nullptr, [&](size_t i, int64_t start, const torch::Tensor& dst) {
+    dst.copy_(source.at(i).detach().reshape({-1}).narrow(0, start, dst.numel()));
+  });
+  copy->runner = zero3;
   return copy;
 }
 

@@ -41,6 +41,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -59,11 +60,10 @@ class Zero3 : public UnitRunner {
   // parameters than there are ranks.
   Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, bool recompute = false);
   // Local, and the model is never whole: `model` is laid out without storage
-  // (TransformerImpl's storage = false) and each rank's shards, on `device`,
-  // are filled by `read` as read_shards() calls it (from a checkpoint file's
-  // slices, or from a whole model this rank has anyway).
-  Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, torch::Device device,
-        const std::function<void(size_t, int64_t, const torch::Tensor&)>& read);
+  // (TransformerImpl's storage = false) and its shards, on `device`, start at
+  // zero, for read_shards() (a checkpoint file's slices) or fill_from_wholes()
+  // (values made one parameter at a time) to fill.
+  Zero3(Transformer model, std::shared_ptr<Communicator> comm, bool trained, torch::Device device);
   ~Zero3() override;
 
   torch::Tensor run(torch::nn::Module& unit, const std::function<torch::Tensor(const torch::Tensor&)>& fn,
@@ -97,6 +97,12 @@ class Zero3 : public UnitRunner {
   // Local: this rank's part of every parameter read into its place; the padding is zero.
   void read_shards(std::vector<torch::Tensor>* per_unit,
                    const std::function<void(size_t, int64_t, const torch::Tensor&)>& read);
+  // Local: whole_of(i) for every parameter in order (so a generator drawing
+  // them advances as over the whole model), this rank's slices kept.
+  void fill_from_wholes(const std::function<torch::Tensor(size_t)>& whole_of);
+  // For a model sharded before its stage knew what it trains: only the
+  // parameters in `trained` (TensorImpl pointers) train, and dist.recompute.
+  void train_only(const std::set<const void*>& trained, bool recompute);
 
   // Waits for an all-gather started ahead and drops it (before the shards change).
   void drop_prefetch();

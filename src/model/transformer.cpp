@@ -203,20 +203,20 @@ torch::Tensor TransformerImpl::hidden_after(const torch::Tensor& tokens, int lay
   return x;
 }
 
-void TransformerImpl::init_weights(uint64_t seed) {
+void init_parameter(const ModelConfig& cfg, const std::string& name, const torch::Tensor& p, at::Generator& gen) {
   torch::NoGradGuard no_grad;
-  auto gen = at::detail::createCPUGenerator(seed);
-  double out_std = 0.02 / std::sqrt(2.0 * cfg.n_layers);
-  for (auto& item : named_parameters()) {
-    auto& name = item.key();
-    auto& p = item.value();
-    if (p.dim() == 1) {
-      p.zero_();  // norm scales (stored as scale - 1) and biases
-    } else {
-      bool out_proj = name.find("attn.wo") != std::string::npos || name.find("mlp.down") != std::string::npos;
-      p.normal_(0.0, out_proj ? out_std : 0.02, gen);
-    }
+  if (p.dim() == 1) {
+    p.zero_();  // norm scales (stored as scale - 1) and biases
+  } else {
+    const double out_std = 0.02 / std::sqrt(2.0 * cfg.n_layers);
+    bool out_proj = name.find("attn.wo") != std::string::npos || name.find("mlp.down") != std::string::npos;
+    p.normal_(0.0, out_proj ? out_std : 0.02, gen);
   }
+}
+
+void TransformerImpl::init_weights(uint64_t seed) {
+  auto gen = at::detail::createCPUGenerator(seed);
+  for (auto& item : named_parameters()) init_parameter(cfg, item.key(), item.value(), gen);
 }
 
 int64_t TransformerImpl::num_params() {

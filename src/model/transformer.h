@@ -100,4 +100,9 @@ struct TransformerImpl : torch::nn::Module {
 };
 TORCH_MODULE(Transformer);
 
+// One parameter's initial value as init_weights draws it (init_weights draws
+// them in the model's order from one generator; a sharded model draws them
+// the same way, one whole parameter at a time).
+void init_parameter(const ModelConfig& cfg, const std::string& name, const torch::Tensor& p, at::Generator& gen);
+
 }  // namespace undo

@@ -11,7 +11,6 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/sha256.h"
-#include "distributed/zero3.h"
 #include "formats/checkpoint_file.h"
 
 namespace fs = std::filesystem;
@@ -280,21 +279,6 @@ Transformer load_model(const std::string& path, CheckpointMeta* meta_out) {
   CheckpointReader in(path);
   Transformer model(in.meta().model);
   load_weights(in, model);
-  if (meta_out) *meta_out = in.meta();
-  return model;
-}
-
-Transformer load_frozen_sharded(const std::string& path, std::shared_ptr<Communicator> comm, torch::Device device,
-                                CheckpointMeta* meta_out) {
-  CheckpointReader in(path);
-  Transformer model(in.meta().model, /*storage=*/false);
-  model->eval();
-  const auto shapes = model->named_parameters();
-  model->runner = std::make_shared<Zero3>(model, std::move(comm), /*trained=*/false, device,
-                                          [&](size_t i, int64_t start, const torch::Tensor& dst) {
-                                            const auto& p = shapes[i];
-                                            in.read_into("model." + p.key(), p.value().sizes().vec(), start, dst);
-                                          });
   if (meta_out) *meta_out = in.meta();
   return model;
 }

@@ -21,7 +21,6 @@
 #include <string>
 
 #include "core/fs.h"
-#include "distributed/communicator.h"
 #include "formats/checkpoint_file.h"
 #include "formats/tensor_table.h"
 #include "model/transformer.h"
@@ -94,11 +93,7 @@ CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, Opti
 
 // Builds a model from a checkpoint file's own config and loads its weights.
 Transformer load_model(const std::string& path, CheckpointMeta* meta = nullptr);
-// The same model kept sharded over `comm`'s ranks (dist.zero = 3) and frozen,
-// for a teacher that only runs forward: laid out without storage, each rank
-// reads only its slices of the file, on `device`. Never whole on any rank.
-Transformer load_frozen_sharded(const std::string& path, std::shared_ptr<Communicator> comm, torch::Device device,
-                                CheckpointMeta* meta = nullptr);
+
 
 // DIR/ckpt/step_XXXXXXXX.ckpt: the newest one that verifies, if any.
 std::optional<std::string> latest_valid_checkpoint(const std::string& run_dir);

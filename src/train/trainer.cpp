@@ -98,9 +98,15 @@ void Trainer::shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>
                    " stage trains ", trained.size(), " of the model's ", all.size(),
                    " parameter tensors, and weight decay (optim.weight_decay = ", cfg_.optim.weight_decay,
                    ") would move the frozen rest of its shards; use dist.zero 0 or 1");
-  for (auto& p : all)
-    if (!trained.count(p.unsafeGetTensorImpl())) p.requires_grad_(false);
-  zero3_ = std::make_shared<Zero3>(model_, comm_, /*trained=*/true, cfg_.dist.recompute);  // cut from rank 0's weights
+  if (auto sharded = std::dynamic_pointer_cast<Zero3>(model_->runner)) {
+    // Sharded as the stage made it (stage_models.h): told what trains.
+    zero3_ = sharded;
+    zero3_->train_only(trained, cfg_.dist.recompute);
+  } else {
+    for (auto& p : all)
+      if (!trained.count(p.unsafeGetTensorImpl())) p.requires_grad_(false);
+    zero3_ = std::make_shared<Zero3>(model_, comm_, /*trained=*/true, cfg_.dist.recompute);  // cut from rank 0's weights
+  }
   model_->runner = zero3_;
   named = zero3_->shards();
 }

@@ -18,6 +18,8 @@
 #include "core/fs.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/stage_models.h"
+#include "model/noise.h"
 #include "train/zero3_state.h"
 
 using namespace undo;
@@ -269,7 +271,7 @@ TEST(MultiRank, ZeroThreeCheckpointsAUnitAtATimeAndLoadsItsOwnSlices) {
   // forward equals the whole model's.
   const auto tokens = tokens_of(comm()->rank()).narrow(1, 0, 7);
   for (bool from_file : {true, false}) {
-    auto teacher = from_file ? load_frozen_sharded(path, comm(), torch::kCPU) : frozen_sharded_copy(whole, comm());
+    auto teacher = from_file ? load_sharded(path, comm(), torch::kCPU, /*frozen=*/true) : frozen_sharded_copy(whole, comm());
     auto* z = dynamic_cast<Zero3*>(teacher->runner.get());
     ASSERT_TRUE(z);
     EXPECT_EQ(z->peak_gathered_bytes(), 0) << from_file;
@@ -278,6 +280,25 @@ TEST(MultiRank, ZeroThreeCheckpointsAUnitAtATimeAndLoadsItsOwnSlices) {
     EXPECT_TRUE(torch::allclose(teacher->forward(tokens), whole->forward(tokens), 1e-6, 1e-7)) << from_file;
     EXPECT_LE(z->peak_gathered_bytes(), 2 * z->largest_unit_bytes()) << from_file;
   }
+  // A fresh model and UNDO's noised student, made sharded one parameter at a
+  // time, hold exactly the values the whole model's init and noise give.
+  auto expect_equal_to = [&](Transformer& sharded_model, Transformer& reference, const std::string& what) {
+    auto* z = dynamic_cast<Zero3*>(sharded_model->runner.get());
+    ASSERT_TRUE(z) << what;
+    EXPECT_EQ(z->peak_gathered_bytes(), 0) << what << ": made without a gather";
+    auto named = reference->named_parameters();
+    z->for_each_whole_parameter([&](size_t i, const torch::Tensor& t) {
+      EXPECT_TRUE(torch::equal(t, named[z->parameter_names()[i]])) << what << ": " << z->parameter_names()[i];
+    });
+  };
+  auto fresh = initialised_sharded(whole->cfg, comm(), torch::kCPU, 31);
+  Transformer fresh_whole(whole->cfg);
+  fresh_whole->init_weights(31);
+  expect_equal_to(fresh, fresh_whole, "init");
+  auto noised = noised_sharded(whole_path, comm(), torch::kCPU, 0.5, 0.1, 8);
+  Transformer noised_whole = load_model(whole_path);
+  apply_undo_noise(noised_whole, 0.5, 0.1, 8);
+  expect_equal_to(noised, noised_whole, "noise");
   // Laid out without storage, a model has its shapes and no memory.
   Transformer shapes_only(whole->cfg, /*storage=*/false);
   auto full = whole->named_parameters();

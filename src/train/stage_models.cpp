@@ -1,0 +1,83 @@
+#include "train/stage_models.h"
+
+#include "distributed/zero3.h"
+#include "model/device.h"
+#include "model/noise.h"
+#include "train/checkpoint.h"
+
+namespace undo {
+namespace {
+
+// The model laid out, its runner attached: shards of zeros until filled.
+std::pair<Transformer, std::shared_ptr<Zero3>> laid_out(const ModelConfig& cfg, std::shared_ptr<Communicator> comm,
+                                                        torch::Device device, bool frozen) {
+  Transformer model(cfg, /*storage=*/false);
+  if (frozen) model->eval();
+  auto zero3 = std::make_shared<Zero3>(model, std::move(comm), /*trained=*/!frozen, device);
+  model->runner = zero3;
+  return {model, zero3};
+}
+
+}  // namespace
+
+Transformer load_sharded(const std::string& path, std::shared_ptr<Communicator> comm, torch::Device device,
+                         bool frozen, CheckpointMeta* meta) {
+  CheckpointReader in(path);
+  auto [model, zero3] = laid_out(in.meta().model, std::move(comm), device, frozen);
+  const auto shapes = zero3->parameter_shapes();
+  zero3->read_shards(nullptr, [&](size_t i, int64_t start, const torch::Tensor& dst) {
+    in.read_into("model." + shapes[i].first, shapes[i].second, start, dst);
+  });
+  if (meta) *meta = in.meta();
+  return model;
+}
+
+Transformer initialised_sharded(const ModelConfig& cfg, std::shared_ptr<Communicator> comm, torch::Device device,
+                                uint64_t seed) {
+  auto [model, zero3] = laid_out(cfg, std::move(comm), device, /*frozen=*/false);
+  auto gen = at::detail::createCPUGenerator(seed);
+  const auto shapes = zero3->parameter_shapes();
+  zero3->fill_from_wholes([&](size_t i) {
+    auto whole = torch::empty(shapes[i].second);  // on the CPU, as init_weights draws
+    init_parameter(cfg, shapes[i].first, whole, gen);
+    return whole;
+  });
+  return model;
+}
+
+Transformer noised_sharded(const std::string& teacher_path, std::shared_ptr<Communicator> comm, torch::Device device,
+                           double alpha, double beta, uint64_t seed) {
+  CheckpointReader in(teacher_path);
+  auto [model, zero3] = laid_out(in.meta().model, std::move(comm), device, /*frozen=*/false);
+  auto gen = at::detail::createCPUGenerator(seed);
+  const auto shapes = zero3->parameter_shapes();
+  zero3->fill_from_wholes([&](size_t i) {
+    auto whole = torch::empty(shapes[i].second);
+    in.read_into("model." + shapes[i].first, shapes[i].second, 0, whole);
+    apply_undo_noise_to(whole, alpha, beta, gen);
+    return whole;
+  });
+  return model;
+}
+
+Transformer load_model_for_run(const Config& cfg, const std::string& path, bool frozen, CheckpointMeta* meta) {
+  Transformer model = cfg.dist.zero == 3 ? load_sharded(path, distributed(), compute_device(), frozen, meta)
+                                         : load_model(path, meta);
+  if (frozen) model->eval();
+  model->to(compute_device());  // the buffers (and a whole model's parameters)
+  return model;
+}
+
+Transformer initialised_model_for_run(const Config& cfg) {
+  if (cfg.dist.zero == 3) {
+    Transformer model = initialised_sharded(cfg.model, distributed(), compute_device(), uint64_t(cfg.run.seed));
+    model->to(compute_device());
+    return model;
+  }
+  Transformer model(cfg.model);
+  model->init_weights(uint64_t(cfg.run.seed));  // on CPU: the init is the same on every device
+  model->to(compute_device());
+  return model;
+}
+
+}  // namespace undo

@@ -1,0 +1,39 @@
+// How a stage gets its models. Whole, or under dist.zero = 3 sharded as they
+// are made, never whole on a rank: laid out without storage (TransformerImpl's
+// storage = false) and sharded at once (distributed/zero3.h), each rank
+// filling only its own slices, from a checkpoint file, from the initialiser,
+// or from a teacher's file with UNDO's noise. The values equal those of the
+// whole model made the unsharded way (load_model, init_weights,
+// apply_undo_noise), bit for bit; a Trainer takes a sharded model as it is.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "core/config.h"
+#include "distributed/communicator.h"
+#include "formats/checkpoint_file.h"
+#include "model/transformer.h"
+
+namespace undo {
+
+// The model of `path` as a run of `cfg` keeps it, on the compute device:
+// sharded over the run's ranks under dist.zero = 3, else whole. `frozen`: a
+// forward-only model in eval mode (a teacher, the model an attack starts from
+// evaluated), else one a Trainer trains.
+Transformer load_model_for_run(const Config& cfg, const std::string& path, bool frozen,
+                               CheckpointMeta* meta = nullptr);
+// A fresh model of cfg.model for a run of `cfg`: init_weights(cfg.run.seed)'s values.
+Transformer initialised_model_for_run(const Config& cfg);
+
+// The model of a checkpoint file; `frozen`: a forward-only model in eval mode
+// (a teacher, a reference), else one a Trainer trains.
+Transformer load_sharded(const std::string& path, std::shared_ptr<Communicator> comm, torch::Device device,
+                         bool frozen, CheckpointMeta* meta = nullptr);
+// A fresh model: init_weights(seed)'s values.
+Transformer initialised_sharded(const ModelConfig& cfg, std::shared_ptr<Communicator> comm, torch::Device device,
+                                uint64_t seed);
+// UNDO's noised student: the teacher file's weights with apply_undo_noise(alpha, beta, seed).
+Transformer noised_sharded(const std::string& teacher_path, std::shared_ptr<Communicator> comm, torch::Device device,
+                           double alpha, double beta, uint64_t seed);
+
+}  // namespace undo
