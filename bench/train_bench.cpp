@@ -13,6 +13,7 @@
 #include "core/json.h"
 #include "distributed/launch.h"
 #include "model/device.h"
+#include "train/stage_models.h"
 #include "train/trainer.h"
 
 using namespace undo;
@@ -56,15 +57,15 @@ int main(int argc, char** argv) {
     cfg.train.ckpt_every = 1000000;
     cfg.run.threads = 2;
     cfg.run.dir = "/tmp/undo_bench";
+    cfg.run.seed = 0;
     if (!parse_config(argc, argv, "bench", cfg)) return 0;
     const int warmup = 3;
     select_compute_device(cfg.run.device, detect_launch().local_rank);
     auto comm = init_distributed(cfg.dist);  // under mpirun: data parallel, as in training
     const int world = comm ? comm->world() : 1;
     configure_threads(cfg.run, comm ? comm->local_world() : 1);
-    Transformer model(cfg.model);
-    model->init_weights(0);
-    model->to(compute_device());
+    // As a stage makes it: under dist.zero = 3 sharded as it is made, never whole.
+    Transformer model = initialised_model_for_run(cfg);
     FixedBatchObjective objective(cfg.model.vocab_size, cfg.train.batch_size, cfg.model.seq_len);
     Trainer trainer(cfg, "bench", model, objective, nullptr);
     std::chrono::steady_clock::time_point t0;
