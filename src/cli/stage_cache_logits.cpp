@@ -4,7 +4,6 @@
 #include "core/error.h"
 #include "core/json.h"
 #include "distributed/communicator.h"
-#include "distributed/zero3.h"
 #include "train/checkpoint.h"
 #include "train/stage_models.h"
 #include "train/teacher_cache.h"

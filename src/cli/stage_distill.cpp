@@ -8,9 +8,8 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/stage_settings.h"
-#include "train/stage_models.h"
-#include "model/noise.h"
 #include "train/objectives/distill.h"
+#include "train/stage_models.h"
 #include "train/teacher_cache.h"
 
 namespace undo {
@@ -42,17 +41,7 @@ int stage_distill(int argc, const char* const* argv) {
   // reads its slices of the file) and runs forward gathered unit by unit.
   Transformer teacher = load_model_for_run(cfg, teacher_path, /*frozen=*/true);
   // The student: sharded as it is made under dist.zero = 3, as the teacher.
-  Transformer student{nullptr};
-  if (d.init != "noised") {
-    student = initialised_model_for_run(cfg);
-  } else if (cfg.dist.zero == 3) {
-    student = noised_sharded(teacher_path, distributed(), compute_device(), d.alpha, d.beta, uint64_t(cfg.run.seed));
-    student->to(compute_device());
-  } else {
-    student = load_model(teacher_path);  // the teacher's weights, read from its file
-    apply_undo_noise(student, d.alpha, d.beta, uint64_t(cfg.run.seed));
-    student->to(compute_device());
-  }
+  Transformer student = d.init == "noised" ? noised_model_for_run(cfg, teacher_path) : initialised_model_for_run(cfg);
   // Distillation data: the base pretraining mix, unlabelled, as a numbered stream.
   auto comm = distributed();
   DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix),

@@ -8,9 +8,9 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/stage_settings.h"
-#include "train/stage_models.h"
 #include "train/checkpoint.h"
 #include "train/relearn.h"
+#include "train/stage_models.h"
 #include "train/trainer.h"
 
 namespace undo {

@@ -7,8 +7,8 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/stage_settings.h"
-#include "train/stage_models.h"
 #include "train/objectives/unlearning.h"
+#include "train/stage_models.h"
 #include "train/trainer.h"
 
 namespace undo {

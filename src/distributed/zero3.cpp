@@ -129,7 +129,7 @@ void Zero3::start() {
     UNDO_CHECK(i < names_.size() && names_[i++] == p.key(), "zero3: the units do not list the model's parameters in "
                "its order at ", p.key());
   for (auto& u : units_) release(u);
-  peak_gathered_bytes_ = 0;  // the model was whole until now: the count starts here
+  peak_gathered_bytes_ = 0;  // the count starts here (a model sharded from whole was whole until now)
   const size_t blocks = model_->layers->size(), norm = blocks + 1;
   for (size_t k = 0; k <= norm; ++k) forward_order_.push_back(k);
   forward_order_.push_back(model_->lm_head ? norm + 1 : 0);
@@ -412,6 +412,16 @@ void Zero3::for_each_whole(const std::vector<torch::Tensor>* per_unit,
   }
 }
 
+std::optional<Zero3::Slice> Zero3::slice_of(const Unit& u, size_t i) const {
+  // This rank's shard of a part is elements [lo, lo + shard_numel) of the
+  // part's flat; parameter i lies at [offsets[i], + numels[i]) in it.
+  const Part& pt = u.parts[u.part[i]];
+  const int64_t lo = int64_t(rank_) * pt.shard_numel, hi = lo + pt.shard_numel;
+  const int64_t from = std::max(lo, u.offsets[i]), to = std::min(hi, u.offsets[i] + u.numels[i]);
+  if (from >= to) return std::nullopt;
+  return Slice{from - u.offsets[i], to - from, pt.at + from - lo};
+}
+
 void Zero3::read_shards(std::vector<torch::Tensor>* per_unit,
                         const std::function<void(size_t, int64_t, const torch::Tensor&)>& read) {
   UNDO_CHECK(!per_unit || per_unit->size() == units_.size(), "zero3: ", per_unit->size(), " shards for ",
@@ -424,15 +434,8 @@ void Zero3::read_shards(std::vector<torch::Tensor>* per_unit,
     UNDO_CHECK(shard.numel() == u.shard_numel, "zero3: a shard of ", shard.numel(), " elements for unit ", u.name,
                " of ", u.shard_numel);
     shard.zero_();  // the padding
-    // This rank's shard of a part is elements [lo, lo + shard_numel) of the
-    // part's flat; each parameter lies at [offsets[i], + numels[i]) in it.
-    for (size_t i = 0; i < u.params.size(); ++i) {
-      const Part& pt = u.parts[u.part[i]];
-      const int64_t lo = int64_t(rank_) * pt.shard_numel, hi = lo + pt.shard_numel;
-      const int64_t from = std::max(lo, u.offsets[i]), to = std::min(hi, u.offsets[i] + u.numels[i]);
-      if (from >= to) continue;
-      read(u.first_name + i, from - u.offsets[i], shard.narrow(0, pt.at + from - lo, to - from));
-    }
+    for (size_t i = 0; i < u.params.size(); ++i)
+      if (auto mine = slice_of(u, i)) read(u.first_name + i, mine->start, shard.narrow(0, mine->at, mine->count));
   }
 }
 
@@ -444,10 +447,8 @@ void Zero3::fill_from_wholes(const std::function<torch::Tensor(size_t)>& whole_o
       auto whole = whole_of(u.first_name + i).reshape({-1});
       UNDO_CHECK(whole.numel() == u.numels[i], "zero3: ", whole.numel(), " values for ", names_[u.first_name + i],
                  " of ", u.numels[i]);
-      const Part& pt = u.parts[u.part[i]];
-      const int64_t lo = int64_t(rank_) * pt.shard_numel, hi = lo + pt.shard_numel;
-      const int64_t from = std::max(lo, u.offsets[i]), to = std::min(hi, u.offsets[i] + u.numels[i]);
-      if (from < to) shard.narrow(0, pt.at + from - lo, to - from).copy_(whole.narrow(0, from - u.offsets[i], to - from));
+      if (auto mine = slice_of(u, i))
+        shard.narrow(0, mine->at, mine->count).copy_(whole.narrow(0, mine->start, mine->count));
     }
   }
 }

@@ -151,6 +151,12 @@ class Zero3 : public UnitRunner {
   // ...and, the shards filled, the model's own tensors emptied and the pass orders set.
   void start();
   std::pair<const Unit*, size_t> locate(size_t parameter) const;  // its unit, and its index there
+  // The part of parameter i of `u` in this rank's shard, if any: its elements
+  // [start, start + count) of the parameter, flattened, at `at` in the shard.
+  struct Slice {
+    int64_t start = 0, count = 0, at = 0;
+  };
+  std::optional<Slice> slice_of(const Unit& u, size_t i) const;
   Unit& unit_of(torch::nn::Module& module);
   // The unit's parameters, whole, into the model's tensors (its matrices in
   // bf16 where `cast`); in a forward or backward pass, the all-gather of the

@@ -80,4 +80,17 @@ Transformer initialised_model_for_run(const Config& cfg) {
   return model;
 }
 
+Transformer noised_model_for_run(const Config& cfg, const std::string& teacher_path) {
+  const auto& d = cfg.distill;
+  Transformer model{nullptr};
+  if (cfg.dist.zero == 3) {
+    model = noised_sharded(teacher_path, distributed(), compute_device(), d.alpha, d.beta, uint64_t(cfg.run.seed));
+  } else {
+    model = load_model(teacher_path);
+    apply_undo_noise(model, d.alpha, d.beta, uint64_t(cfg.run.seed));  // on CPU: the same noise on every device
+  }
+  model->to(compute_device());
+  return model;
+}
+
 }  // namespace undo

@@ -24,6 +24,9 @@ Transformer load_model_for_run(const Config& cfg, const std::string& path, bool 
                                CheckpointMeta* meta = nullptr);
 // A fresh model of cfg.model for a run of `cfg`: init_weights(cfg.run.seed)'s values.
 Transformer initialised_model_for_run(const Config& cfg);
+// UNDO's student for a run of `cfg`: the teacher file's weights with
+// apply_undo_noise(distill.alpha, distill.beta, run.seed).
+Transformer noised_model_for_run(const Config& cfg, const std::string& teacher_path);
 
 // The model of a checkpoint file; `frozen`: a forward-only model in eval mode
 // (a teacher, a reference), else one a Trainer trains.
