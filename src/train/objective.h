@@ -41,9 +41,6 @@ class Objective {
   virtual int64_t tokens_per_row() const = 0;
   // Called after each micro-batch's backward, before gradients are reduced (SAM restores weights here).
   virtual void after_backward(Transformer& model) {}
-  // Whether loss() changes the model's weights in place (SAM): such an
-  // objective needs them whole on every rank (not dist.zero = 3).
-  virtual bool edits_parameters() const { return false; }
 };
 
 // Inputs and next-token targets from a [B, T+1] window tensor.

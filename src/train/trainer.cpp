@@ -82,11 +82,6 @@ Trainer::Trainer(const Config& cfg, std::string stage, Transformer model, Object
 }
 
 void Trainer::shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>& named) {
-  // Shards are cut from whole units, so an objective that moves the weights
-  // itself (SAM) needs them whole on every rank.
-  UNDO_INPUT_CHECK(!objective_.edits_parameters(), "dist.zero = 3: the ", stage_,
-                   " stage's objective moves the weights itself (SAM), and zero 3 keeps them sharded; use dist.zero "
-                   "0 or 1");
   // An objective that trains part of the model (RMU: one matrix a block): the
   // rest is frozen, and its part of a shard has gradient 0. AdamW leaves such
   // an element as it is only without weight decay (which the stages that

@@ -12,6 +12,8 @@
 
 namespace undo {
 
+class Zero3;  // distributed/zero3.h
+
 // Forget windows use the micro-batch's seed, retain windows a derived one.
 uint64_t retain_seed(uint64_t seed);
 
@@ -82,7 +84,6 @@ class SamObjective : public Objective {
   SamObjective(std::unique_ptr<Objective> inner, double rho) : inner_(std::move(inner)), rho_(rho) {}
   torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
   void after_backward(Transformer& model) override;
-  bool edits_parameters() const override { return true; }
   std::vector<std::pair<std::string, torch::Tensor>> trainable(Transformer& model) override {
     return inner_->trainable(model);
   }
@@ -92,6 +93,7 @@ class SamObjective : public Objective {
   std::unique_ptr<Objective> inner_;
   double rho_;
   std::vector<torch::Tensor> params_, offsets_;
+  std::shared_ptr<Zero3> zero3_;  // the model's, under dist.zero = 3: SAM moves its shards
 };
 
 // Builds the configured method (wrapped in SAM when unlearn.sam_rho > 0).
