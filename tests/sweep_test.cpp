@@ -539,11 +539,11 @@ TEST(Sweep, ShippedSpecsPlan) {
   int reused = 0;
   for (auto& j : lang_noise.jobs) reused += int(j.kind == "distill" && methods_dirs.count(j.dir));
   EXPECT_EQ(reused, 2 * 3 + 3);  // both students of the methods sweep and the controls
-  // The paper's attack on the methods sweep's models: every model reused, only the 60 attacks new.
+  // The paper's attack on the methods sweep's models: every model reused, only the 120 attacks new.
   int full_reused = 0;
   for (auto& j : lang_full.jobs) full_reused += int(j.kind != "relearn" && methods_dirs.count(j.dir));
-  EXPECT_EQ(full_reused, int(lang_full.jobs.size()) - 60);
-  EXPECT_EQ(count_kind(lang_full, "relearn"), 6 * 10);  // base, oracle, teacher, 2 students, control x 10 LRs
+  EXPECT_EQ(full_reused, int(lang_full.jobs.size()) - 120);
+  EXPECT_EQ(count_kind(lang_full, "relearn"), (3 + 3 * 3) * 10);  // 3 models; 2 students, control x 3 seeds
   EXPECT_EQ(lang_full.spec.attack_steps, 500);
   EXPECT_EQ(count_kind(lang_small, "distill"), 2 * 3 + 3);
   for (auto& j : lang_small.jobs) EXPECT_TRUE(j.kind == "data" || !methods_dirs.count(j.dir)) << j.name;  // its own models
