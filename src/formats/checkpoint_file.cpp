@@ -151,12 +151,16 @@ std::pair<std::string, std::string> unframe_checkpoint(const std::string& file, 
 
 CheckpointFileWriter::CheckpointFileWriter(const std::string& path, const std::string& meta_text,
                                            uint64_t payload_bytes)
-    : path_(path), out_(path), meta_bytes_(meta_text.size()), payload_bytes_(payload_bytes) {
-  UNDO_CHECK(meta_text.size() <= std::numeric_limits<uint32_t>::max(), "checkpoint meta of ", meta_text.size(),
-             " bytes");
+    : path_(path), out_(path), payload_bytes_(payload_bytes) {
+  // The meta padded with blank lines (which its parser skips) so that the
+  // payload, and with it every tensor of a table, starts 64-byte aligned.
+  std::string meta = meta_text;
+  meta.resize((kHeader + meta.size() + 63) / 64 * 64 - kHeader, '\n');
+  UNDO_CHECK(meta.size() <= std::numeric_limits<uint32_t>::max(), "checkpoint meta of ", meta.size(), " bytes");
+  meta_bytes_ = meta.size();
   out_.write(header_of(kCheckpointTensorTable, meta_bytes_, payload_bytes_, {}).data(), kHeader);  // its digest comes last
-  out_.write(meta_text.data(), meta_text.size());
-  hash_.update(meta_text);
+  out_.write(meta.data(), meta.size());
+  hash_.update(meta);
 }
 
 void CheckpointFileWriter::write(const void* data, size_t n) {

@@ -60,7 +60,8 @@ std::pair<std::string, std::string> unframe_checkpoint(const std::string& file, 
 
 // Writes a checkpoint whose payload is too large to build in memory: the
 // payload's size is known up front, its bytes come in pieces, and the
-// checksum is filled in at commit. Atomic (core/fs.h's AtomicFileWriter):
+// checksum is filled in at commit. The meta is padded so that the payload
+// starts 64-byte aligned in the file. Atomic (core/fs.h's AtomicFileWriter):
 // the file appears whole at commit or not at all.
 class CheckpointFileWriter {
  public:

@@ -40,15 +40,6 @@ torch::ScalarType dtype_of(const std::string& name) {
 
 std::string shape_text(const std::vector<int64_t>& shape) { return "[" + c10::Join(", ", shape) + "]"; }
 
-// The meta padded with blank lines (which the meta parser skips) so that the
-// payload, and with it every tensor, starts 64-byte aligned in the file.
-std::string aligned_meta_text(const CheckpointMeta& meta) {
-  std::string text = checkpoint_meta_text(meta, TORCH_VERSION);
-  constexpr size_t kHeader = 56, kAlign = 64;
-  text.resize((kHeader + text.size() + kAlign - 1) / kAlign * kAlign - kHeader, '\n');
-  return text;
-}
-
 std::string first_line(const c10::Error& e) {
   std::string what = e.what_without_backtrace();
   return what.substr(0, what.find('\n'));
@@ -72,7 +63,7 @@ CheckpointWriter::CheckpointWriter(const std::string& path, const CheckpointMeta
   if (path.empty()) return;
   auto dir = fs::path(path).parent_path();
   if (!dir.empty()) make_dirs(dir.string());
-  file_ = std::make_unique<CheckpointFileWriter>(path, aligned_meta_text(meta), head.size() + table_.data_bytes);
+  file_ = std::make_unique<CheckpointFileWriter>(path, checkpoint_meta_text(meta, TORCH_VERSION), head.size() + table_.data_bytes);
   file_->write(head.data(), head.size());
 }
 
