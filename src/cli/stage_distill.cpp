@@ -22,7 +22,8 @@ int stage_distill(int argc, const char* const* argv) {
                      {"cache-file", "teacher-logit cache to use (default: distill.cache_dir, named by its key)",
                       &cache_file}}))
     return 0;
-  CheckpointMeta teacher_meta = read_checkpoint_meta(teacher_path);
+  CheckpointReader teacher_file(teacher_path);  // verified once: the teacher and a noised student read it
+  const CheckpointMeta& teacher_meta = teacher_file.meta();
   const auto& d = cfg.distill;
   // A noised student is the teacher's architecture; a random one may be any
   // (model.* keys), and is the teacher's where no model key is given (an
@@ -39,9 +40,9 @@ int stage_distill(int argc, const char* const* argv) {
   prepare_run(cfg);
   // dist.zero = 3: the frozen teacher is sharded as it is read (each rank
   // reads its slices of the file) and runs forward gathered unit by unit.
-  Transformer teacher = load_model_for_run(cfg, teacher_path, /*frozen=*/true);
+  Transformer teacher = load_model_for_run(cfg, teacher_file, /*frozen=*/true);
   // The student: sharded as it is made under dist.zero = 3, as the teacher.
-  Transformer student = d.init == "noised" ? noised_model_for_run(cfg, teacher_path) : initialised_model_for_run(cfg);
+  Transformer student = d.init == "noised" ? noised_model_for_run(cfg, teacher_file) : initialised_model_for_run(cfg);
   // Distillation data: the base pretraining mix, unlabelled, as a numbered stream.
   auto comm = distributed();
   DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix),

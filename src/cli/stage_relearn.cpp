@@ -60,7 +60,8 @@ int stage_relearn(int argc, const char* const* argv) {
   // Refuse general keys the attack sets itself before anything runs (each attack applies them again).
   Config check = cfg;
   apply_stage_settings(check, TrainingStage::Relearn, parse_number_list("--lrs", cfg.relearn.lrs).at(0));
-  CheckpointMeta meta = read_checkpoint_meta(model_path);
+  CheckpointReader model_file(model_path);  // verified once: every attack starts from it
+  const CheckpointMeta& meta = model_file.meta();
   cfg.model = meta.model;
   prepare_run(cfg);
   Evaluator evaluator(cfg);
@@ -69,7 +70,7 @@ int stage_relearn(int argc, const char* const* argv) {
   // Step 0 of every attack: the model as given.
   std::map<std::string, double> before;
   {
-    Transformer model = load_model_for_run(cfg, model_path, /*frozen=*/true);
+    Transformer model = load_model_for_run(cfg, model_file, /*frozen=*/true);
     evaluator.run(model);
     before = evaluator.last();
   }
@@ -82,7 +83,7 @@ int stage_relearn(int argc, const char* const* argv) {
       c.run.resume = true;  // a cut attack continues from its checkpoint
       auto curve_path = join_path(c.run.dir, "curve.jsonl");
       if (!file_exists(curve_path)) {
-        Transformer model = load_model_for_run(c, model_path, /*frozen=*/false);  // sharded as read under dist.zero = 3
+        Transformer model = load_model_for_run(c, model_file, /*frozen=*/false);  // sharded as read under dist.zero = 3
         run_attack(c, lr, model, evaluator);
         if (is_writer()) write_file_atomic(curve_path, attack_curve_jsonl(c, lr, before));
       } else if (is_writer()) {

@@ -18,10 +18,11 @@ int stage_unlearn(int argc, const char* const* argv) {
   std::string base_path;
   if (!parse_config(argc, argv, "unlearn", cfg, {{"base", "checkpoint of the model to unlearn", &base_path, true, true}}))
     return 0;
-  cfg.model = read_checkpoint_meta(base_path).model;  // the model's shape is the checkpoint's
+  CheckpointReader base_file(base_path);  // verified once
+  cfg.model = base_file.meta().model;  // the model's shape is the checkpoint's
   apply_stage_settings(cfg, TrainingStage::Unlearn);  // the spec's optimiser, the unlearn.* budget
   prepare_run(cfg);
-  Transformer model = load_model_for_run(cfg, base_path, /*frozen=*/false);  // sharded as read under dist.zero = 3
+  Transformer model = load_model_for_run(cfg, base_file, /*frozen=*/false);  // sharded as read under dist.zero = 3
   auto objective = make_unlearning_objective(cfg, model);
   Evaluator evaluator(cfg);
   std::string stage = "unlearn-" + cfg.unlearn.method + (cfg.unlearn.sam_rho > 0 ? "-sam" : "");

@@ -221,9 +221,6 @@ CheckpointMeta read_checkpoint_meta(const std::string& path) {
   return meta;
 }
 
-namespace {
-
-// The weights of a verified file into `model`: whole, or each rank's part of a sharded one.
 void load_weights(const CheckpointReader& in, Transformer& model) {
   const auto& a = in.meta().model;
   const auto& b = model->cfg;
@@ -250,8 +247,6 @@ void load_weights(const CheckpointReader& in, Transformer& model) {
   }
 }
 
-}  // namespace
-
 CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, OptimizerState* optimizer) {
   CheckpointReader in(path);
   load_weights(in, model);
@@ -266,12 +261,16 @@ CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, Opti
   return in.meta();
 }
 
-Transformer load_model(const std::string& path, CheckpointMeta* meta_out) {
-  CheckpointReader in(path);
+Transformer load_model(const CheckpointReader& in) {
   Transformer model(in.meta().model);
   load_weights(in, model);
-  if (meta_out) *meta_out = in.meta();
   return model;
+}
+
+Transformer load_model(const std::string& path, CheckpointMeta* meta_out) {
+  CheckpointReader in(path);
+  if (meta_out) *meta_out = in.meta();
+  return load_model(in);
 }
 
 std::string step_checkpoint_path(const std::string& run_dir, int64_t step) {

@@ -91,8 +91,13 @@ CheckpointMeta read_checkpoint_meta(const std::string& path);
 // Throws on a corrupted or foreign file.
 CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, OptimizerState* optimizer);
 
+// The weights of a verified file into `model` (whose config must match):
+// whole, or each rank's part of a sharded one (its runner's read_parameters).
+void load_weights(const CheckpointReader& in, Transformer& model);
+
 // Builds a model from a checkpoint file's own config and loads its weights.
 Transformer load_model(const std::string& path, CheckpointMeta* meta = nullptr);
+Transformer load_model(const CheckpointReader& in);  // a file already open and verified
 
 
 // DIR/ckpt/step_XXXXXXXX.ckpt: the newest one that verifies, if any.

@@ -3,7 +3,6 @@
 #include "distributed/zero3.h"
 #include "model/device.h"
 #include "model/noise.h"
-#include "train/checkpoint.h"
 
 namespace undo {
 namespace {
@@ -20,15 +19,10 @@ std::pair<Transformer, std::shared_ptr<Zero3>> laid_out(const ModelConfig& cfg, 
 
 }  // namespace
 
-Transformer load_sharded(const std::string& path, std::shared_ptr<Communicator> comm, torch::Device device,
-                         bool frozen, CheckpointMeta* meta) {
-  CheckpointReader in(path);
-  auto [model, zero3] = laid_out(in.meta().model, std::move(comm), device, frozen);
-  const auto shapes = zero3->parameter_shapes();
-  zero3->read_shards(nullptr, [&](size_t i, int64_t start, const torch::Tensor& dst) {
-    in.read_into("model." + shapes[i].first, shapes[i].second, start, dst);
-  });
-  if (meta) *meta = in.meta();
+Transformer load_sharded(const CheckpointReader& in, std::shared_ptr<Communicator> comm, torch::Device device,
+                         bool frozen) {
+  Transformer model = laid_out(in.meta().model, std::move(comm), device, frozen).first;
+  load_weights(in, model);  // through the runner: each rank its slices
   return model;
 }
 
@@ -45,9 +39,8 @@ Transformer initialised_sharded(const ModelConfig& cfg, std::shared_ptr<Communic
   return model;
 }
 
-Transformer noised_sharded(const std::string& teacher_path, std::shared_ptr<Communicator> comm, torch::Device device,
+Transformer noised_sharded(const CheckpointReader& in, std::shared_ptr<Communicator> comm, torch::Device device,
                            double alpha, double beta, uint64_t seed) {
-  CheckpointReader in(teacher_path);
   auto [model, zero3] = laid_out(in.meta().model, std::move(comm), device, /*frozen=*/false);
   auto gen = at::detail::createCPUGenerator(seed);
   const auto shapes = zero3->parameter_shapes();
@@ -60,9 +53,8 @@ Transformer noised_sharded(const std::string& teacher_path, std::shared_ptr<Comm
   return model;
 }
 
-Transformer load_model_for_run(const Config& cfg, const std::string& path, bool frozen, CheckpointMeta* meta) {
-  Transformer model = cfg.dist.zero == 3 ? load_sharded(path, distributed(), compute_device(), frozen, meta)
-                                         : load_model(path, meta);
+Transformer load_model_for_run(const Config& cfg, const CheckpointReader& in, bool frozen) {
+  Transformer model = cfg.dist.zero == 3 ? load_sharded(in, distributed(), compute_device(), frozen) : load_model(in);
   if (frozen) model->eval();
   model->to(compute_device());  // the buffers (and a whole model's parameters)
   return model;
@@ -80,13 +72,13 @@ Transformer initialised_model_for_run(const Config& cfg) {
   return model;
 }
 
-Transformer noised_model_for_run(const Config& cfg, const std::string& teacher_path) {
+Transformer noised_model_for_run(const Config& cfg, const CheckpointReader& teacher) {
   const auto& d = cfg.distill;
   Transformer model{nullptr};
   if (cfg.dist.zero == 3) {
-    model = noised_sharded(teacher_path, distributed(), compute_device(), d.alpha, d.beta, uint64_t(cfg.run.seed));
+    model = noised_sharded(teacher, distributed(), compute_device(), d.alpha, d.beta, uint64_t(cfg.run.seed));
   } else {
-    model = load_model(teacher_path);
+    model = load_model(teacher);
     apply_undo_noise(model, d.alpha, d.beta, uint64_t(cfg.run.seed));  // on CPU: the same noise on every device
   }
   model->to(compute_device());

@@ -11,32 +11,34 @@
 
 #include "core/config.h"
 #include "distributed/communicator.h"
-#include "formats/checkpoint_file.h"
+#include "train/checkpoint.h"
 #include "model/transformer.h"
 
 namespace undo {
 
-// The model of `path` as a run of `cfg` keeps it, on the compute device:
+// Each takes a checkpoint file already opened (and verified, once) by the
+// stage, which read its meta to configure the run.
+
+// The model of `in` as a run of `cfg` keeps it, on the compute device:
 // sharded over the run's ranks under dist.zero = 3, else whole. `frozen`: a
 // forward-only model in eval mode (a teacher, the model an attack starts from
 // evaluated), else one a Trainer trains.
-Transformer load_model_for_run(const Config& cfg, const std::string& path, bool frozen,
-                               CheckpointMeta* meta = nullptr);
+Transformer load_model_for_run(const Config& cfg, const CheckpointReader& in, bool frozen);
 // A fresh model of cfg.model for a run of `cfg`: init_weights(cfg.run.seed)'s values.
 Transformer initialised_model_for_run(const Config& cfg);
 // UNDO's student for a run of `cfg`: the teacher file's weights with
 // apply_undo_noise(distill.alpha, distill.beta, run.seed).
-Transformer noised_model_for_run(const Config& cfg, const std::string& teacher_path);
+Transformer noised_model_for_run(const Config& cfg, const CheckpointReader& teacher);
 
 // The model of a checkpoint file; `frozen`: a forward-only model in eval mode
 // (a teacher, a reference), else one a Trainer trains.
-Transformer load_sharded(const std::string& path, std::shared_ptr<Communicator> comm, torch::Device device,
-                         bool frozen, CheckpointMeta* meta = nullptr);
+Transformer load_sharded(const CheckpointReader& in, std::shared_ptr<Communicator> comm, torch::Device device,
+                         bool frozen);
 // A fresh model: init_weights(seed)'s values.
 Transformer initialised_sharded(const ModelConfig& cfg, std::shared_ptr<Communicator> comm, torch::Device device,
                                 uint64_t seed);
 // UNDO's noised student: the teacher file's weights with apply_undo_noise(alpha, beta, seed).
-Transformer noised_sharded(const std::string& teacher_path, std::shared_ptr<Communicator> comm, torch::Device device,
+Transformer noised_sharded(const CheckpointReader& teacher, std::shared_ptr<Communicator> comm, torch::Device device,
                            double alpha, double beta, uint64_t seed);
 
 }  // namespace undo

@@ -271,7 +271,8 @@ TEST(MultiRank, ZeroThreeCheckpointsAUnitAtATimeAndLoadsItsOwnSlices) {
   // forward equals the whole model's.
   const auto tokens = tokens_of(comm()->rank()).narrow(1, 0, 7);
   for (bool from_file : {true, false}) {
-    auto teacher = from_file ? load_sharded(path, comm(), torch::kCPU, /*frozen=*/true) : frozen_sharded_copy(whole, comm());
+    auto teacher = from_file ? load_sharded(CheckpointReader(path), comm(), torch::kCPU, /*frozen=*/true)
+                             : frozen_sharded_copy(whole, comm());
     auto* z = dynamic_cast<Zero3*>(teacher->runner.get());
     ASSERT_TRUE(z);
     EXPECT_EQ(z->peak_gathered_bytes(), 0) << from_file;
@@ -295,7 +296,7 @@ TEST(MultiRank, ZeroThreeCheckpointsAUnitAtATimeAndLoadsItsOwnSlices) {
   Transformer fresh_whole(whole->cfg);
   fresh_whole->init_weights(31);
   expect_equal_to(fresh, fresh_whole, "init");
-  auto noised = noised_sharded(whole_path, comm(), torch::kCPU, 0.5, 0.1, 8);
+  auto noised = noised_sharded(CheckpointReader(whole_path), comm(), torch::kCPU, 0.5, 0.1, 8);
   Transformer noised_whole = load_model(whole_path);
   apply_undo_noise(noised_whole, 0.5, 0.1, 8);
   expect_equal_to(noised, noised_whole, "noise");
