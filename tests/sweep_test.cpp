@@ -103,6 +103,51 @@ TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
   EXPECT_NE(text.find("unlearn-graddiff"), std::string::npos) << text;
 }
 
+// [unlearn.<method>]: one method's own unlearn keys reach its teacher alone (replacing the spec's [unlearn]
+// values there); every other job keeps the id it had without the section.
+TEST(Sweep, AMethodsOwnSectionReachesItsTeacherAlone) {
+  auto dir = test::temp_dir("sweep_method_keys");
+  const std::string grid = "methods = maxent,rmu\nalphas = 1\nattack_lrs = 1e-3";
+  Plan plain = make_plan(read_sweep_spec(write_spec(test::temp_dir("sweep_method_plain"), grid)), dir + "/out", UNDO_BINARY);
+  SweepSpec spec = read_sweep_spec(write_spec(test::temp_dir("sweep_method_own"), grid, "[unlearn.rmu]\nlr = 2e-3\nrmu_c = 20\nsteps = 7\n"));
+  EXPECT_DOUBLE_EQ(spec.cfg.unlearn.lr, 1e-3);  // the general section's, as before
+  EXPECT_DOUBLE_EQ(spec.method_cfg.at("rmu").unlearn.lr, 2e-3);
+  EXPECT_EQ(spec.method_cfg.at("rmu").unlearn.steps, 7);
+  Plan own = make_plan(spec, dir + "/out", UNDO_BINARY);
+  ASSERT_EQ(own.jobs.size(), plain.jobs.size());
+  auto value_of = [](const Job& j, const std::string& key) {
+    std::vector<std::string> values;  // every occurrence: a replaced key must not linger
+    for (size_t i = 0; i + 1 < j.args.size(); ++i)
+      if (j.args[i] == key) values.push_back(j.args[i + 1]);
+    return values;
+  };
+  for (size_t i = 0; i < own.jobs.size(); ++i) {
+    const Job& j = own.jobs[i];
+    bool from_rmu = j.name.find("rmu") != std::string::npos;
+    EXPECT_EQ(j.id == plain.jobs[i].id, !from_rmu) << j.name;  // RMU's teacher and all made from it change
+    if (j.name == "unlearn-rmu") {
+      EXPECT_EQ(value_of(j, "--unlearn.lr"), std::vector<std::string>{"2e-3"});
+      EXPECT_EQ(value_of(j, "--unlearn.rmu_c"), std::vector<std::string>{"20"});
+      EXPECT_EQ(value_of(j, "--unlearn.steps"), std::vector<std::string>{"7"});
+    } else if (j.kind == "unlearn") {
+      EXPECT_EQ(value_of(j, "--unlearn.lr"), std::vector<std::string>{"1e-3"}) << j.name;
+      EXPECT_TRUE(value_of(j, "--unlearn.rmu_c").empty()) << j.name;
+    }
+  }
+  // Refused: a method the sweep does not run, an unknown method, the method key itself, a bad key or value.
+  int rc = 0;
+  auto refused = [&](const std::string& grid_lines, const std::string& extra, const std::string& message) {
+    auto out = sweep("plan", write_spec(dir, grid_lines, extra), dir + "/out", &rc);
+    EXPECT_EQ(rc, 2) << out;
+    EXPECT_NE(out.find(message), std::string::npos) << out;
+  };
+  refused(grid, "[unlearn.graddiff]\nlr = 1e-3\n", "[unlearn.graddiff] but 'graddiff' is not one of sweep.methods");
+  refused(grid, "[unlearn.npo]\nlr = 1e-3\n", "unknown method 'npo'");
+  refused(grid, "[unlearn.rmu]\nmethod = maxent\n", "[unlearn.rmu] cannot set method");
+  refused(grid, "[unlearn.rmu]\nrmu_k = 3\n", "rmu_k");
+  refused(grid, "[unlearn.rmu]\nlr = fast\n", "fast");
+}
+
 // Several distillation signals: one cache per teacher and cached signal, a
 // student per signal (named by it), online students without a cache, and the
 // control on the first signal. A job's own key replaces the spec's override.
@@ -518,6 +563,7 @@ TEST(Sweep, ShippedSpecsPlan) {
   Plan lang_noise = make_plan(read_sweep_spec("configs/lang-en-ko-noise-sweep.ini"), demo_out, UNDO_BINARY);
   Plan lang_full = make_plan(read_sweep_spec("configs/lang-en-ko-full-attack-sweep.ini"), demo_out, UNDO_BINARY);
   Plan lang_small = make_plan(read_sweep_spec("configs/lang-en-ko-size64-sweep.ini"), demo_out, UNDO_BINARY);
+  Plan lang_large = make_plan(read_sweep_spec("configs/lang-en-ko-size256-sweep.ini"), demo_out, UNDO_BINARY);
   std::filesystem::current_path(cwd);
   EXPECT_EQ(count_kind(protocol, "unlearn"), 3);
   EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3);
@@ -547,6 +593,11 @@ TEST(Sweep, ShippedSpecsPlan) {
   EXPECT_EQ(lang_full.spec.attack_steps, 500);
   EXPECT_EQ(count_kind(lang_small, "distill"), 2 * 3 + 3);
   for (auto& j : lang_small.jobs) EXPECT_TRUE(j.kind == "data" || !methods_dirs.count(j.dir)) << j.name;  // its own models
+  EXPECT_EQ(count_kind(lang_large, "distill"), 2 * 3 + 3);
+  std::set<std::string> small_dirs;
+  for (auto& j : lang_small.jobs) small_dirs.insert(j.dir);
+  for (auto& j : lang_large.jobs)  // its own models, apart from both other sizes'
+    EXPECT_TRUE(j.kind == "data" || (!methods_dirs.count(j.dir) && !small_dirs.count(j.dir))) << j.name;
   EXPECT_EQ(count_kind(demo, "distill"), 3 + 1);  // + the distilled-base control
   EXPECT_EQ(count_kind(demo, "relearn"), 7 * 3);
   EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5);

@@ -163,12 +163,17 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
     return t;
   };
   for (auto& method : spec.methods) {
+    // The method's own [unlearn.<method>] keys come last, replacing the spec's general ones for it alone.
+    std::vector<std::string> unlearn_tail = {"--base", ckpt(plan.job(base_id)), "--unlearn.method", method};
+    const Config* unlearn_cfg = &cfg;
+    if (auto own = spec.method_overrides.find(method); own != spec.method_overrides.end()) {
+      for (auto& [k, v] : own->second) unlearn_tail.insert(unlearn_tail.end(), {k, v});
+      unlearn_cfg = &spec.method_cfg.at(method);
+    }
     const std::string teacher_id =
         add("unlearn", "unlearn-" + method,
-            with({"unlearn"}, {"--base", ckpt(plan.job(base_id)), "--unlearn.method", method},
-                 stage_owned_keys(TrainingStage::Unlearn)),
-            {base_id},
-            2.0 * cfg.unlearn.steps * global_batch * window, {{"role", "unlearn"}, {"method", method}}).id;
+            with({"unlearn"}, unlearn_tail, stage_owned_keys(TrainingStage::Unlearn)), {base_id},
+            2.0 * unlearn_cfg->unlearn.steps * global_batch * window, {{"role", "unlearn"}, {"method", method}}).id;
     models.push_back(teacher_id);
     if (std::find(spec.distill_methods.begin(), spec.distill_methods.end(), method) == spec.distill_methods.end())
       continue;  // a teacher that is only attacked

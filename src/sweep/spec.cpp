@@ -23,6 +23,33 @@ int to_int(const std::string& where, const std::string& v, int lo) {
   return int(parse_integer(where, v, lo, std::numeric_limits<int>::max()));
 }
 
+bool known_method(const std::string& m) { return m == "maxent" || m == "graddiff" || m == "rmu"; }
+
+using Overrides = std::vector<std::pair<std::string, std::string>>;
+
+// A key given twice: the later value wins, as in the stages' own INI files.
+void set_override(Overrides& o, const std::string& key, const std::string& value) {
+  auto same = std::find_if(o.begin(), o.end(), [&](const auto& kv) { return kv.first == key; });
+  if (same != o.end()) same->second = value;
+  else o.emplace_back(key, value);
+}
+
+// The config the stages would parse: the setting's file, then the overrides. They must be keys the
+// stages accept, with valid values: checked now, not in job 17.
+Config parse_overridden(const std::string& path, const std::string& config, const Overrides& overrides) {
+  std::vector<std::string> args = {"sweep", "--config", config};
+  for (auto& [k, v] : overrides) args.insert(args.end(), {k, v});
+  std::vector<const char*> argv;
+  for (auto& a : args) argv.push_back(a.c_str());
+  Config cfg;
+  try {
+    parse_config(int(argv.size()), argv.data(), "sweep", cfg);
+  } catch (const InputError& e) {
+    throw InputError(path + ": " + e.what());
+  }
+  return cfg;
+}
+
 }  // namespace
 
 DistillSignal parse_distill_signal(const std::string& where, const std::string& text) {
@@ -50,14 +77,14 @@ SweepSpec read_sweep_spec(const std::string& path) {
   std::string line, section;
   bool cache_given = false;
   std::string distill_where;
+  std::map<std::string, std::string> method_where;  // the [unlearn.<method>] headers, for errors
   using Setter = std::function<void(const std::string& where, const std::string& value)>;
   std::map<std::string, Setter> keys = {
       {"sweep.config", [&](auto&, auto& v) { spec.config = v; }},
       {"sweep.methods",
        [&](auto& w, auto& v) {
          spec.methods = split_list(v);
-         for (auto& m : spec.methods)
-           UNDO_INPUT_CHECK(m == "maxent" || m == "graddiff" || m == "rmu", w, ": unknown method '", m, "'");
+         for (auto& m : spec.methods) UNDO_INPUT_CHECK(known_method(m), w, ": unknown method '", m, "'");
        }},
       {"sweep.distill_methods", [&](auto& w, auto& v) {
          spec.distill_methods = split_list(v);
@@ -114,6 +141,13 @@ SweepSpec read_sweep_spec(const std::string& path) {
     if (t.front() == '[') {
       UNDO_INPUT_CHECK(t.back() == ']', where, ": bad section header '", t, "'");
       section = trim(t.substr(1, t.size() - 2));
+      if (section.rfind("unlearn.", 0) == 0) {
+        auto m = section.substr(8);
+        UNDO_INPUT_CHECK(known_method(m), where, ": [", section, "]: unknown method '", m,
+                         "' (sections [unlearn.maxent], [unlearn.graddiff], [unlearn.rmu] set one method's keys)");
+        method_where.emplace(m, where);
+        spec.method_overrides[m];  // an empty section still names a method, checked below
+      }
       continue;
     }
     auto eq = t.find('=');
@@ -126,30 +160,26 @@ SweepSpec read_sweep_spec(const std::string& path) {
       auto it = keys.find(key);
       UNDO_INPUT_CHECK(it != keys.end(), where, ": unknown sweep key '", key, "'");
       it->second(where + ": " + key, value);
+    } else if (section.rfind("unlearn.", 0) == 0) {
+      auto m = section.substr(8);
+      auto name = trim(t.substr(0, eq));
+      UNDO_INPUT_CHECK(name != "method", where, ": [", section, "] cannot set method (the section names it)");
+      set_override(spec.method_overrides[m], "--unlearn." + name, value);
     } else {
-      // A key given twice: the later value wins, as in the stages' own INI files.
-      auto same = std::find_if(spec.overrides.begin(), spec.overrides.end(),
-                               [&](const auto& o) { return o.first == "--" + key; });
-      if (same != spec.overrides.end()) same->second = value;
-      else spec.overrides.emplace_back("--" + key, value);
+      set_override(spec.overrides, "--" + key, value);
     }
   }
   UNDO_INPUT_CHECK(!spec.config.empty(), path, ": [sweep] config = FILE is required");
   UNDO_INPUT_CHECK(file_exists(spec.config), path, ": sweep.config '", spec.config, "' does not exist");
   UNDO_INPUT_CHECK(!spec.methods.empty() && !spec.alphas.empty() && !spec.seeds.empty() && !spec.attack_lrs.empty(),
                    path, ": methods, alphas, seeds and attack_lrs must not be empty");
-  // The overrides must be keys the stages accept, with valid values: check now, not in job 17.
-  std::vector<std::string> args = {"sweep", "--config", spec.config};
-  for (auto& [k, v] : spec.overrides) {
-    args.push_back(k);
-    args.push_back(v);
-  }
-  std::vector<const char*> argv;
-  for (auto& a : args) argv.push_back(a.c_str());
-  try {
-    parse_config(int(argv.size()), argv.data(), "sweep", spec.cfg);
-  } catch (const InputError& e) {
-    throw InputError(path + ": " + e.what());
+  spec.cfg = parse_overridden(path, spec.config, spec.overrides);
+  for (auto& [m, list] : spec.method_overrides) {
+    UNDO_INPUT_CHECK(std::find(spec.methods.begin(), spec.methods.end(), m) != spec.methods.end(), method_where[m],
+                     ": [unlearn.", m, "] but '", m, "' is not one of sweep.methods");
+    Overrides merged = spec.overrides;  // what the method's job is given: its own keys replace the general ones
+    for (auto& [k, v] : list) set_override(merged, k, v);
+    spec.method_cfg[m] = parse_overridden(path + " [unlearn." + m + "]", spec.config, merged);
   }
   for (auto& m : spec.distill_methods)
     UNDO_INPUT_CHECK(std::find(spec.methods.begin(), spec.methods.end(), m) != spec.methods.end(), distill_where,

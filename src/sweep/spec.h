@@ -1,7 +1,11 @@
 // A sweep spec: one INI file naming the setting (a base config), the grid and
 // how to run it. [sweep] and [slurm] are the sweep's own keys (unknown ones
 // are errors); every other section is a config override applied to every
-// stage (e.g. [train] steps = 200), validated against the config registry.
+// stage (e.g. [train] steps = 200), validated against the config registry,
+// except [unlearn.<method>], whose unlearn keys reach that method's teacher
+// alone: methods are tuned apart (the spec sweeps each one's LR), and one
+// method's setting must not change the other teachers or anything planned
+// from them (their job hashes stay as they were).
 //
 //   [sweep]
 //   config = configs/demo-arith.ini    ; the setting
@@ -19,9 +23,12 @@
 //   signals = top32,top32+s32,online    ; instead of cache: the distillation signals compared
 //   metric = auto                       ; robustness on: auto | forget_acc | forget_answer_ce | forget_ce
 //   prepare_data = 1                    ; first job: undo data prepare (0: data.dir is ready)
+//   [unlearn.rmu]
+//   lr = 1e-3                           ; RMU's teacher alone (any unlearn key but method)
 //   [slurm]
 //   partition = ...                     ; account, time, nodes, max_parallel (%N), signal_s, extra
 #pragma once
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -77,6 +84,10 @@ struct SweepSpec {
   // "--section.key", "value" pairs from the other sections, in file order.
   std::vector<std::pair<std::string, std::string>> overrides;
   Config cfg;  // the setting's config with the overrides applied (validated when the spec is read)
+  // "--unlearn.key", "value" pairs of each [unlearn.<method>] section, applied after `overrides` to that
+  // method's unlearning job only; method_cfg holds `cfg` with them applied (both only for such methods).
+  std::map<std::string, std::vector<std::pair<std::string, std::string>>> method_overrides;
+  std::map<std::string, Config> method_cfg;
 };
 
 // Reads and validates the spec (and its overrides against the config) before
