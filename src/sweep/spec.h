@@ -3,7 +3,7 @@
 // are errors); every other section is a config override applied to every
 // stage (e.g. [train] steps = 200), validated against the config registry,
 // except [unlearn.<method>], whose unlearn keys reach that method's teacher
-// alone: methods are tuned apart (the spec sweeps each one's LR), and one
+// alone: methods are tuned apart (undo-spec.md sweeps the LR per method), and one
 // method's setting must not change the other teachers or anything planned
 // from them (their job hashes stay as they were).
 //
