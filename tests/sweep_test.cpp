@@ -578,7 +578,7 @@ TEST(Sweep, ShippedSpecsPlan) {
   // signal (top32), the protocol's from the default: not shared.
   EXPECT_EQ(shared, 1 + 2 + 1 + 1 + 3 + 6 * 5);
   EXPECT_EQ(count_kind(lang_methods, "unlearn"), 3);
-  EXPECT_EQ(count_kind(lang_methods, "distill"), 2 * 3 + 3);
+  EXPECT_EQ(count_kind(lang_methods, "distill"), 2 * 2 * 3 + 3);  // MaxEnt's and RMU's students, the controls
   EXPECT_EQ(count_kind(lang_noise, "distill"), 5 * 3 + 3);  // alpha 1, and 0.8 and 0.5 at two betas
   std::set<std::string> methods_dirs;
   for (auto& j : lang_methods.jobs) methods_dirs.insert(j.dir);
