@@ -19,6 +19,12 @@ std::string common_args(const std::string& dir, int steps) {
          " --train.log_every 1 --train.eval_every 0 --run.threads 1";
 }
 
+// `undo unlearn` of the tiny setting from `base` (a checkpoint), one thread per rank.
+std::string unlearn_args(const std::string& base) {
+  return "unlearn --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " + test::tiny_data_dir() +
+         " --base " + base + " --run.threads 1";
+}
+
 void expect_curves_match(const std::vector<double>& a, const std::vector<double>& b, double rel) {
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
@@ -150,9 +156,8 @@ TEST(Distributed, ZeroThreeUnlearnsWithRmuAsZeroZeroDoes) {
   std::string out;
   auto dir = test::temp_dir("z3rmu");
   ASSERT_EQ(test::run_undo(common_args(dir + "/base", 4)), 0);
-  const std::string rmu = "unlearn --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
-                          test::tiny_data_dir() + " --base " + dir + "/base/model.ckpt --unlearn.method rmu" +
-                          " --run.threads 1 --train.batch_size 2 --train.ckpt_every 3 --train.log_every 1";
+  const std::string rmu = unlearn_args(dir + "/base/model.ckpt") +
+                          " --unlearn.method rmu --train.batch_size 2 --train.ckpt_every 3 --train.log_every 1";
   ASSERT_EQ(test::run_undo_mpi(2, rmu + " --unlearn.steps 6 --run-dir " + dir + "/z0", &out), 0) << out;
   ASSERT_EQ(test::run_undo_mpi(2, rmu + " --unlearn.steps 6 --dist.zero 3 --run-dir " + dir + "/z3", &out), 0)
       << out;
@@ -211,9 +216,7 @@ TEST(Distributed, ZeroThreeRefusesWhatItCannotShard) {
       << out;
   EXPECT_FALSE(std::filesystem::exists(dir + "/narrow/ckpt"));
   ASSERT_EQ(test::run_undo(common_args(dir + "/base", 2)), 0);
-  const std::string unlearn = "unlearn --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
-                              test::tiny_data_dir() + " --base " + dir + "/base/model.ckpt --unlearn.steps 2" +
-                              " --run.threads 1 --dist.zero 3";
+  const std::string unlearn = unlearn_args(dir + "/base/model.ckpt") + " --unlearn.steps 2 --dist.zero 3";
   EXPECT_EQ(test::run_undo(common_args(dir + "/two", 2) + " --dist.zero 2", &out), 2) << out;
   EXPECT_NE(out.find("dist.zero"), std::string::npos) << out;
   // Recomputing is zero 3's: asked for at zero 1 it would be silently ignored, so it is refused.
@@ -240,9 +243,8 @@ TEST(Distributed, ZeroThreeRunsSamOnTheShards) {
   std::string out;
   auto dir = test::temp_dir("z3sam");
   ASSERT_EQ(test::run_undo(common_args(dir + "/base", 4)), 0);
-  const std::string sam = "unlearn --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
-                          test::tiny_data_dir() + " --base " + dir + "/base/model.ckpt --unlearn.method graddiff" +
-                          " --unlearn.sam_rho 0.05 --unlearn.steps 4 --run.threads 1 --train.log_every 1";
+  const std::string sam = unlearn_args(dir + "/base/model.ckpt") +
+                          " --unlearn.method graddiff --unlearn.sam_rho 0.05 --unlearn.steps 4 --train.log_every 1";
   ASSERT_EQ(test::run_undo(sam + " --train.batch_size 4 --run-dir " + dir + "/one", &out), 0) << out;
   ASSERT_EQ(test::run_undo_mpi(2, sam + " --train.batch_size 2 --dist.zero 3 --run-dir " + dir + "/z3", &out), 0)
       << out;
