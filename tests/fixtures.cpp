@@ -1,10 +1,21 @@
 #include "fixtures.h"
 
+#include <cstdlib>
+
 #include "train/checkpoint.h"
 #include "test_util.h"
 #include "train/trainer.h"
 
 namespace undo::test {
+
+namespace {
+// UNDO_TEST_THREADS=N (launch/test's thread variants): the tests' own tensor
+// work runs on N threads too, not only the stages they start.
+[[maybe_unused]] const bool threads_set = [] {
+  if (const char* n = std::getenv("UNDO_TEST_THREADS"); n && *n) at::set_num_threads(std::atoi(n));
+  return true;
+}();
+}  // namespace
 
 Transformer tiny_model(uint64_t seed) {
   ModelConfig m;

@@ -228,5 +228,7 @@ TEST(GracefulStop, AZeroThreeRunStopsTogetherAndResumesItsCurve) {
   ASSERT_EQ(test::run_undo_mpi(2, args + " --run-dir " + dir + "/cut --resume", &out), 0) << out;
   auto whole = test::losses_of(dir + "/whole/metrics.jsonl"), cut = test::losses_of(dir + "/cut/metrics.jsonl");
   ASSERT_EQ(whole.size(), cut.size());
-  for (size_t i = 0; i < whole.size(); ++i) EXPECT_NEAR(cut[i], whole[i], 1e-6 * whole[i]) << "step " << i + 1;
+  // Bits: the same 2 ranks resume from the exact state (weights, moments, data position, RNG) and
+  // run the same kernels on the same shapes, so every step sums in the same order.
+  EXPECT_EQ(cut, whole);
 }

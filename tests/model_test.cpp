@@ -1,6 +1,9 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
+
 #include "model/transformer.h"
+#include "numerics.h"
 
 using namespace undo;
 
@@ -27,7 +30,8 @@ TEST(Model, CausalMasking) {
     auto changed = tokens.clone();
     changed.index_put_({torch::indexing::Slice(), pos}, (changed.select(1, pos) + 1) % 50);
     auto out = model->forward(changed);
-    // Logits before the changed position are untouched; at it they change.
+    // Logits before the changed position are untouched, to the bit: each row of a product is summed
+    // the same way whatever the other rows hold, and a masked key weighs exactly 0. At it they change.
     EXPECT_TRUE(torch::equal(out.narrow(1, 0, pos), base.narrow(1, 0, pos))) << pos;
     EXPECT_FALSE(torch::allclose(out.select(1, pos), base.select(1, pos)));
   }
@@ -39,10 +43,17 @@ TEST(Model, FusedAttentionEqualsMaskedSoftmax) {
   torch::manual_seed(5);
   auto q = torch::randn({2, 4, 16, 8}), k = torch::randn({2, 4, 16, 8}), v = torch::randn({2, 4, 16, 8});
   auto fused = torch::scaled_dot_product_attention(q, k, v, {}, 0.0, true);
-  EXPECT_TRUE(torch::allclose(fused, masked_softmax_attention(q, k, v), 1e-5, 1e-5));
+  // Another order of the 16 keys' sums, and a softmax (exp, then a sum) on the way: two stages.
+  test::expect_tensors_close(masked_softmax_attention(q, k, v), fused, test::fp32_reordered(16, 2), "fp32");
   auto qb = q.to(torch::kBFloat16), kb = k.to(torch::kBFloat16), vb = v.to(torch::kBFloat16);
   auto fused_bf16 = torch::scaled_dot_product_attention(qb, kb, vb, {}, 0.0, true).to(torch::kFloat);
-  EXPECT_TRUE(torch::allclose(fused_bf16, masked_softmax_attention(qb, kb, vb).to(torch::kFloat), 2e-2, 2e-2));
+  // The reference rounds the scores s to bf16, which moves each exp(s) by |s| u_bf16 and their sum by up
+  // to max |s| u_bf16, then the weights and the output (fused: the output alone): 2 + 2 max |s| units of
+  // the values averaged, max |v| (the output, their weighted mean, may cancel below them).
+  const double max_score = (torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(8.0)).abs().max().item<double>();
+  test::expect_tensors_close(masked_softmax_attention(qb, kb, vb).to(torch::kFloat), fused_bf16,
+                             test::bf16_rounded(2 + 2 * int(std::ceil(max_score)), v.abs().max().item<double>()),
+                             "bf16");
 }
 
 TEST(Model, GemmaNormAndTiedEmbedding) {
@@ -58,7 +69,7 @@ TEST(Model, GemmaNormAndTiedEmbedding) {
   // Norm scales start at 0: (1 + w) = 1, the identity scale.
   RMSNorm norm(4, 1e-6);
   auto x = torch::tensor({{1.0f, -1.0f, 1.0f, -1.0f}});
-  EXPECT_TRUE(torch::allclose(norm(x), x, 1e-5, 1e-5));
+  test::expect_tensors_close(x / std::sqrt(1 + 1e-6), norm(x), test::fp32_reordered(4), "unit scale");
   // Soft-capping bounds the logits.
   cfg.softcap = 2.0;
   Transformer capped(cfg);
@@ -77,8 +88,9 @@ TEST(FusedCrossEntropy, MatchesTorchValueAndGradient) {
   auto ref_grad = torch::autograd::grad({ref * 1.7}, {logits})[0];
   auto ours = fused_cross_entropy(logits, targets);
   auto our_grad = torch::autograd::grad({ours * 1.7}, {logits})[0];
-  EXPECT_NEAR(ours.item<double>(), ref.item<double>(), 1e-5);
-  EXPECT_TRUE(torch::allclose(our_grad, ref_grad, 1e-5, 1e-7));
-  // The caller's logits are left as they were.
-  EXPECT_TRUE(torch::allclose(fused_cross_entropy(logits, targets), ours));
+  // Sums over the 101 classes and the 37 rows, in another order.
+  test::expect_value_near(ref.item<double>(), ours.item<double>(), test::fp32_reordered(101), "loss");
+  test::expect_tensors_close(ref_grad, our_grad, test::fp32_reordered(101), "gradient");
+  // The caller's logits are left as they were: the same kernel on the same input gives the same bits.
+  EXPECT_TRUE(torch::equal(fused_cross_entropy(logits, targets), ours));
 }

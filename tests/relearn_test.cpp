@@ -3,12 +3,16 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <set>
 
 #include "core/fs.h"
+#include "core/stage_settings.h"
 #include "core/json.h"
 #include "data/vocabulary.h"
 #include "fixtures.h"
 #include "results/bootstrap.h"
+#include "results/results_table.h"
 #include "results/support.h"
 #include "test_util.h"
 #include "train/relearn.h"
@@ -96,7 +100,10 @@ TEST(Relearn, ADivergedAttackIsNeitherTheWorstCaseNorReadAsZero) {
 TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
   auto dir = test::temp_dir("relearn");
   std::string out;
-  ASSERT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,1e-5 --steps 20 --eval-every 5", &out), 0) << out;
+  // The grid as given (the extension has its own test).
+  ASSERT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,1e-5 --steps 20 --eval-every 5 --relearn.extend 0", &out),
+            0)
+      << out;
   auto lines = read_json_lines(dir + "/attack.jsonl");
   ASSERT_EQ(lines.size(), 10u);  // 2 LRs x (step 0 + 4 evaluations)
   auto worst = read_json_lines(dir + "/attack_worst.jsonl");
@@ -121,53 +128,204 @@ TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
   EXPECT_EQ(summary.at("metric"), "forget_acc");
   EXPECT_NE(summary.at("after_40").find("\"step\": 20"), std::string::npos) << summary.at("after_40");
   // A rerun skips both finished attacks; a third LR runs alone.
-  ASSERT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,1e-5,1e-3 --steps 20 --eval-every 5", &out), 0) << out;
+  ASSERT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,1e-5,1e-3 --steps 20 --eval-every 5 --relearn.extend 0",
+                           &out),
+            0)
+      << out;
   EXPECT_NE(out.find("lr-0.003-seed-1-steps-20-every-5 done, skipping"), std::string::npos) << out;
   EXPECT_EQ(read_json_lines(dir + "/attack.jsonl").size(), 15u);
   EXPECT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,abc", &out), 2);
   EXPECT_NE(out.find("--lrs"), std::string::npos) << out;
 }
 
-// The report prints robustness bare only when the attack moved the oracle and
-// the grid, seeds and evaluation are large enough (results/support.h).
-TEST(Report, RobustnessIsSupportedOnlyByAStrongEnoughAttackAndEnoughData) {
+namespace {
+// Evidence on which every support rule holds: a strong attack, a sane base, an
+// interior worst LR, 5 independent replicates, a large enough grid and test set.
+SweepEvidence sound_evidence() {
   SweepEvidence e;
   e.metric = "forget_acc";
   e.has_oracle = true;
-  e.oracle_before = 0.02;
-  e.oracle_after = 0.06;  // the published main job's oracle: it hardly relearned
-  e.attack_lrs = 10, e.attack_steps = 500, e.seeds = 3, e.eval_per_op_format = 100;
-  Support s = judge_support(e);
+  e.oracle_before = 0.02, e.oracle_after = 0.40;
+  e.has_base = true, e.base_robustness = 0.05;
+  e.attack_lrs = 10, e.attack_steps = 500, e.replicates = 5, e.eval_per_op_format = 100;
+  e.varied = kEveryStageVaries, e.independent = true;
+  return e;
+}
+ResultRow student_row(double robustness) {
+  ResultRow r;
+  r.model = "student-a1-s1", r.role = "student", r.robustness = robustness;
+  r.robustness_seeds = 3, r.robustness_min = 0.40, r.robustness_max = 0.52;
+  r.robustness_ci_lo = 0.42, r.robustness_ci_hi = 0.50;
+  r.stop_metric = "retain_acc", r.stopped_at = 400;
+  return r;
+}
+}  // namespace
+
+// While the worst case after the whole attack sits at the grid's largest LR,
+// the grid is extended by doubling it (relearn.extend times at most), and an
+// LR that breaks the model ends the extension, said in the summary.
+TEST(Cli, TheGridIsExtendedWhileItsWorstLrIsItsLargest) {
+  auto dir = test::temp_dir("extend");
+  std::string out;
+  // Judged on forget CE: the tiny model's accuracies are all 0, a tie that the first LR wins.
+  const std::string attack = relearn_args(dir + "/grid") +
+                             " --steps 10 --eval-every 5 --relearn.batch_size 8 --relearn.metric forget_ce";
+  ASSERT_EQ(test::run_undo(attack + " --lrs 1e-4,3e-4 --relearn.extend 2", &out), 0) << out;
+  std::vector<AttackPoint> points = read_attack_points(dir + "/grid/attack.jsonl");
+  std::set<double> lrs;
+  for (auto& p : points) lrs.insert(p.lr);
+  auto summary = parse_flat_json(read_file(dir + "/grid/summary.json"));
+  const int doublings = std::stoi(summary.at("grid_doublings"));
+  ASSERT_GE(doublings, 1) << "at 10 steps the larger LR relearns more: 3e-4 was the worst";
+  EXPECT_EQ(lrs.size(), size_t(2 + doublings));
+  EXPECT_TRUE(lrs.count(6e-4));
+  const GridEdge edge = grid_edge(points, attack_metric(points));
+  if (summary.at("grid_extension") == "interior") {
+    EXPECT_LT(edge.worst_lr, edge.largest_lr);
+  } else {
+    EXPECT_EQ(summary.at("grid_extension"), "limit");
+    EXPECT_EQ(doublings, 2);
+  }
+  // An extension past any learning rate is refused by key, before anything runs.
+  EXPECT_EQ(test::run_undo(relearn_args(dir + "/big") + " --lrs 0.3 --relearn.extend 2", &out), 2) << out;
+  EXPECT_NE(out.find("relearn.extend = 2: doubling the largest LR 0.3 2 times reaches 1.2"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/big/summary.json"));
+  // An LR that breaks the model ends the extension, and says how.
+  ASSERT_EQ(test::run_undo(relearn_args(dir + "/broken") + " --steps 5 --eval-every 5 --relearn.batch_size 8"
+                           " --lrs 0.2 --relearn.extend 1", &out), 0) << out;
+  summary = parse_flat_json(read_file(dir + "/broken/summary.json"));
+  EXPECT_EQ(summary.at("grid_extension").rfind("diverged at LR 0.4: ", 0), 0u) << summary.at("grid_extension");
+}
+
+// The attack's own batch: by default the one whose whole attack replays 1% of
+// the forget rows pretraining saw (at least one row), said in the summary; one
+// larger than the forget data is refused by key.
+TEST(Cli, TheAttackHasItsOwnBatch) {
+  Config cfg = test::tiny_config(test::temp_dir("batch"));
+  cfg.train.steps = 4000, cfg.train.batch_size = 8, cfg.relearn.steps = 10;  // 4000 x 8 x 1/8 forget rows
+  AttackBatch b = attack_batch(cfg);
+  EXPECT_EQ(b.rows, 4);  // 0.01 x 4000 rows / 10 steps
+  EXPECT_NEAR(b.forget_share, 0.01, 1e-12);
+  cfg.relearn.steps = 10000;
+  EXPECT_EQ(attack_batch(cfg).rows, 1);  // never less than a row: then it replays more than asked
+  EXPECT_NEAR(attack_batch(cfg).forget_share, 10000.0 / 4000, 1e-12);
+  cfg.relearn.batch_size = 8;  // the strong attack: the pretraining batch
+  EXPECT_EQ(attack_batch(cfg).rows, 8);
+  cfg.data.base_mix = "english:1";  // no forget stream in pretraining: only an explicit batch
+  EXPECT_TRUE(std::isnan(attack_batch(cfg).forget_share));
+  cfg.relearn.batch_size = 0;
+  EXPECT_NE(test::error_of([&] { attack_batch(cfg); }).find("give relearn.batch_size"), std::string::npos);
+  std::string out;
+  auto dir = test::temp_dir("batch_cli");
+  ASSERT_EQ(test::run_undo(relearn_args(dir) + " --lrs 1e-3 --steps 5 --eval-every 5 --relearn.extend 0", &out), 0)
+      << out;
+  auto summary = parse_flat_json(read_file(dir + "/summary.json"));
+  EXPECT_EQ(summary.at("batch_size"), "1");  // tiny.ini: 40 x 8 x 1/8 rows; 1% of them is less than a row
+  EXPECT_NEAR(std::stod(summary.at("forget_share")), 5.0 / 40, 1e-9);
+  EXPECT_EQ(test::run_undo(relearn_args(dir + "/huge") + " --lrs 1e-3 --steps 5 --relearn.batch_size 1000000", &out), 2)
+      << out;
+  EXPECT_NE(out.find("relearn.batch_size = 1000000: a step of 1000000 sequences"), std::string::npos) << out;
+}
+
+// The report prints robustness bare only when every support rule holds
+// (results/support.h); each rule, failing alone, marks the figure with itself.
+TEST(Report, EachSupportRuleFailingAloneMarksTheFigure) {
+  const ResultRow row = student_row(0.48);
+  Support s = judge_support(sound_evidence());
+  ASSERT_TRUE(s.supported()) << support_summary(s);
+  EXPECT_EQ(robustness_text(s, row, row.robustness), "0.48");
+  // Attack strength: the published main job's oracle hardly relearned, so everything is withheld.
+  SweepEvidence e = sound_evidence();
+  e.oracle_after = 0.06;
+  s = judge_support(e);
   EXPECT_FALSE(s.attack_strong) << s.attack_note;
-  EXPECT_FALSE(s.supported());
-  e.oracle_after = 0.40;
+  EXPECT_EQ(robustness_text(s, row, row.robustness), "withheld");
+  EXPECT_EQ(interval_text(s, row), "-");
+  // Base sanity: the attacked base of the committed arithmetic sweeps scored +1.1.
+  e = sound_evidence();
+  e.base_robustness = 1.1;
   s = judge_support(e);
-  EXPECT_TRUE(s.attack_strong);
-  EXPECT_TRUE(s.supported()) << s.gaps.size();
-  e.attack_lrs = 3, e.attack_steps = 100, e.seeds = 1, e.eval_per_op_format = 50;  // the main job's subset
+  EXPECT_EQ(robustness_text(s, row, row.robustness), "0.48 (base not near 0)");
+  EXPECT_NE(support_summary(s).find("the attacked base scores robustness 1.1"), std::string::npos) << support_summary(s);
+  e.has_base = false;
+  EXPECT_EQ(figure_mark(judge_support(e), row), "base not attacked");
+  // Grid edge.
+  e = sound_evidence();
+  e.censored = {"base", "oracle"};
   s = judge_support(e);
-  EXPECT_TRUE(s.attack_strong);
-  ASSERT_EQ(s.gaps.size(), 3u);  // 3 LRs, 1 seed, 50 problems; 100 steps is enough
-  EXPECT_EQ(s.gaps[0], "3 attack LRs (< 5)");
-  // CE metrics: the oracle's forget CE must fall by 10%.
-  SweepEvidence ce;
+  EXPECT_EQ(figure_mark(s, row), "censored at grid edge");
+  EXPECT_NE(support_summary(s).find("the worst LR of base, oracle is the largest of its grid"), std::string::npos);
+  // Replication: 3 seeds of the student alone are not independent replicates, and show a range.
+  e = sound_evidence();
+  e.replicates = 3, e.varied = kStudentSeedVaries, e.independent = false;
+  s = judge_support(e);
+  EXPECT_EQ(figure_mark(s, row), "n = 3");
+  EXPECT_EQ(interval_text(s, row), "range [0.40, 0.52] (n = 3)");
+  EXPECT_EQ(interval_text(judge_support(sound_evidence()), student_row(0.48)).substr(0, 13), "[0.42, 0.50] ");
+  // The size of the grid and of the test set (the main job's subset: 3 LRs, 50 problems).
+  e = sound_evidence();
+  e.attack_lrs = 3, e.eval_per_op_format = 50;
+  EXPECT_EQ(figure_mark(judge_support(e), row), "3 attack LRs; small test set");
+  // The stopping rule: a student that never met it carries it, on its own row only.
+  ResultRow unstopped = row;
+  unstopped.stopped_at = 0;
+  s = judge_support(sound_evidence());
+  EXPECT_EQ(robustness_text(s, unstopped, unstopped.robustness), "0.48 (stopping rule not met)");
+  unstopped.stop_metric = "none";  // a fixed budget has no rule to fail
+  EXPECT_EQ(figure_mark(s, unstopped), "");
+  // CE metrics: the oracle's forget CE must fall by 10%; answer CE scores problems.
+  SweepEvidence ce = sound_evidence();
   ce.metric = "forget_ce";
-  ce.has_oracle = true;
-  ce.oracle_before = 5.8, ce.oracle_after = 5.5;
-  ce.attack_lrs = 10, ce.attack_steps = 500, ce.seeds = 3, ce.eval_windows = 128;
+  ce.oracle_before = 5.8, ce.oracle_after = 5.5, ce.eval_windows = 128;
   EXPECT_FALSE(judge_support(ce).attack_strong);
   ce.oracle_after = 4.0;
   EXPECT_TRUE(judge_support(ce).supported());
-  // Answer CE falls like a CE but scores problems: their number is what must be large enough.
   SweepEvidence answers = ce;
   answers.metric = "forget_answer_ce";
   answers.eval_per_op_format = 50;
-  auto a = judge_support(answers);
-  EXPECT_TRUE(a.attack_strong) << a.attack_note;
+  Support a = judge_support(answers);
   EXPECT_NE(a.attack_note.find("forget answer CE"), std::string::npos) << a.attack_note;
-  ASSERT_EQ(a.gaps.size(), 1u);
-  EXPECT_EQ(a.gaps[0], "50 problems per operation and format (< 100)");
+  ASSERT_EQ(a.failed.size(), 1u);
+  EXPECT_EQ(a.failed[0], "50 problems per operation and format (< 100)");
   EXPECT_FALSE(judge_support(SweepEvidence{}).attack_strong) << "no oracle, no judgement";
+}
+
+// The rules read off a results table: the base's robustness, each model's
+// worst LR against its grid, the replicates and what they vary.
+TEST(Report, EvidenceIsReadOffTheResultsTable) {
+  std::vector<ResultRow> rows;
+  auto add = [&](const std::string& model, const std::string& role, double lr, double final, double worst) {
+    ResultRow r;
+    r.model = model, r.role = role, r.attack_lr = lr, r.forget_final = final, r.worst_forget_final = worst;
+    r.attack_steps = 500, r.eval_per_op_format = 100, r.replicates_vary = kStudentSeedVaries, r.metric = "forget_acc";
+    r.robustness = role == "base" ? 1.1 : NAN;
+    rows.push_back(r);
+  };
+  add("base", "base", 1e-3, 0.30, 0.30);  // worst at the top of its grid: censored
+  add("base", "base", 1e-4, 0.20, 0.30);
+  add("oracle", "oracle", 1e-3, 0.20, 0.25);  // worst inside its grid
+  add("oracle", "oracle", 1e-4, 0.25, 0.25);
+  rows[2].forget_before = 0.01;
+  SweepEvidence e = evidence_of(rows, "forget_acc");
+  EXPECT_TRUE(e.has_base);
+  EXPECT_DOUBLE_EQ(e.base_robustness, 1.1);
+  EXPECT_EQ(e.censored, std::vector<std::string>{"base"});
+  EXPECT_EQ(e.attack_lrs, 2);
+  EXPECT_FALSE(e.independent);
+  Support s = judge_results(rows);
+  EXPECT_EQ(figure_mark(s, rows[0]), "base not near 0; censored at grid edge; 2 attack LRs; n = 1");
+}
+
+// A spec is judged on what it fixes before anything runs.
+TEST(Report, APlanIsJudgedOnItsGridReplicatesAndTestSet) {
+  SweepEvidence planned;
+  planned.metric = "forget_ce";
+  planned.attack_lrs = 1, planned.attack_steps = 500, planned.replicates = 3, planned.eval_windows = 16;
+  auto gaps = plan_support_gaps(planned);
+  ASSERT_EQ(gaps.size(), 3u);
+  EXPECT_EQ(gaps[0], "1 attack LRs (< 5)");
+  EXPECT_NE(gaps[1].find("n = 3 replicates varying student seed only"), std::string::npos) << gaps[1];
+  EXPECT_EQ(gaps[2], "16 evaluation windows (< 64)");
 }
 
 TEST(Report, BootstrapIntervalOfTheMeanOverSeeds) {

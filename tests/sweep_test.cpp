@@ -15,6 +15,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "model/transformer.h"
+#include "results/results_table.h"
 #include "sweep/plan.h"
 #include "sweep/rank_memory.h"
 #include "sweep/state.h"
@@ -66,7 +67,7 @@ TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
   EXPECT_EQ(count_kind(plan, "cache"), 3);     // one logit cache per teacher, and the base's for the control
   // Per method and seed: one Unlearn-and-Distill student (beta plays no part) + 2 alphas x 2 betas.
   EXPECT_EQ(count_kind(plan, "distill"), 2 * 2 * (1 + 2 * 2) + 2);  // + the distilled-base control per seed
-  EXPECT_EQ(count_kind(plan, "relearn"), (2 + 2 + 20 + 2) * 2);  // every model at every LR
+  EXPECT_EQ(count_kind(plan, "relearn"), (2 + 2 + 20 + 2) * (2 + 1));  // every model at every LR, and its extension
   std::set<std::string> ids, dirs;
   for (auto& j : plan.jobs) {
     ids.insert(j.id);
@@ -193,7 +194,7 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   EXPECT_EQ(count_kind(three, "unlearn"), 3);
   EXPECT_EQ(count_kind(three, "cache"), 1 + 1);
   EXPECT_EQ(count_kind(three, "distill"), 1 + 1);
-  EXPECT_EQ(count_kind(three, "relearn"), 2 + 3 + 2);
+  EXPECT_EQ(count_kind(three, "relearn"), (2 + 3 + 2) * (1 + 1));  // one LR and the grid's extension
   int rc = 0;
   auto out = sweep("plan", write_spec(dir, kSmallGrid + "\ndistill_methods = rmu"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
@@ -351,7 +352,8 @@ TEST(Sweep, BadSpecsAreRefusedBeforeAnythingRuns) {
 
 TEST(Sweep, LocalRunCollectsAndReports) {
   auto dir = test::temp_dir("sweep_local");
-  auto spec = write_spec(dir, "methods = maxent\nalphas = 1,0.5\nattack_lrs = 3e-3,1e-3");
+  // One doubling at most: each model's grid is extended to 6e-3 where its worst case sits at 3e-3.
+  auto spec = write_spec(dir, "methods = maxent\nalphas = 1,0.5\nattack_lrs = 3e-3,1e-3", "[relearn]\nextend = 1\n");
   int rc = 0;
   // The run, followed as it goes by `sweep status --watch`, which rewrites the
   // dashboard and ends once nothing runs any more.
@@ -364,15 +366,22 @@ TEST(Sweep, LocalRunCollectsAndReports) {
             0);
   auto out = read_file(dir + "/run.log");
   ASSERT_EQ(read_file(dir + "/run.rc"), "0\n") << out;
-  EXPECT_NE(out.find("20 jobs: 20 done"), std::string::npos) << out;
+  EXPECT_NE(out.find("26 jobs: 26 done"), std::string::npos) << out;  // 6 models' grids, each extended
   EXPECT_NE(watched.find("\nrunning  "), std::string::npos) << "the watch saw jobs run:\n" << watched;
-  EXPECT_EQ(watched.rfind("20 jobs: 20 done") + 2, watched.rfind(" jobs: ")) << "the watch ended when all were done";
+  EXPECT_EQ(watched.rfind("26 jobs: 26 done") + 2, watched.rfind(" jobs: ")) << "the watch ended when all were done";
   std::string page = read_file(dir + "/out/report/index.html");
   for (auto& j : make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY).jobs)
     EXPECT_NE(page.find("id=\"job-" + j.id + "\""), std::string::npos) << j.name;
   auto csv = read_file(dir + "/out/results.csv");
-  // 6 models (the distilled-base control among them) x 2 LRs, plus the header.
-  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 13) << csv;
+  // 6 models (the distilled-base control among them) x 2 LRs, plus the header, plus a row at 6e-3 for
+  // each model whose worst case sat at 3e-3 (and for no other).
+  const auto results = read_results_csv(dir + "/out/results.csv");
+  std::map<std::string, std::set<double>> lrs;
+  for (auto& r : results) lrs[r.model].insert(r.attack_lr);
+  ASSERT_EQ(lrs.size(), 6u);
+  for (auto& r : results)  // a model left unextended had its worst case inside the grid
+    if (!lrs[r.model].count(6e-3) && r.forget_final == r.worst_forget_final) EXPECT_NE(r.attack_lr, 3e-3) << r.model;
+  EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), 13 + int(results.size()) - 12) << csv;
   EXPECT_NE(csv.find("control-distilled-base-s1,control,"), std::string::npos) << csv;
   EXPECT_NE(csv.find("distill-maxent-a0.5-b0.1-s1,student,maxent,0.5,0.1,top32+s32,1,0.003,forget_acc"),
             std::string::npos)
@@ -389,18 +398,22 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   EXPECT_EQ(read_file(dir + "/out/report/relearn_curves.png").substr(0, 8), "\x89PNG\r\n\x1a\n");
   EXPECT_NE(read_file(dir + "/out/report/relearn_curves.svg").find("distill-maxent-a0.5-b0.1-s1"), std::string::npos);
   // This sweep is far too small to carry a robustness figure, and the report says so: the figures are
-  // withheld (an oracle that does not relearn) or marked unsupported, never printed bare.
+  // withheld (an oracle that does not relearn) or carry the rules they fail, never printed bare. It
+  // said so before its first job too, and results.csv carries each row's marks.
   std::string md = read_file(dir + "/out/report/report.md");
-  bool withheld = md.find("**Attack too weak to judge:**") != std::string::npos;
-  bool unsupported = md.find("**Robustness figures unsupported:**") != std::string::npos;
-  EXPECT_TRUE(withheld || unsupported) << md;
-  if (unsupported) {
+  bool withheld = md.find("Attack too weak to judge:") != std::string::npos;
+  bool marked = md.find("Robustness figures carry the rules they fail:") != std::string::npos;
+  EXPECT_TRUE(withheld || marked) << md;
+  if (marked) {
     EXPECT_NE(md.find("2 attack LRs (< 5)"), std::string::npos) << md;
-    EXPECT_NE(md.find("(unsupported)"), std::string::npos) << md;
+    EXPECT_NE(md.find("2 attack LRs; n = 1"), std::string::npos) << md;
   }
   if (withheld) {
     EXPECT_NE(md.find("| withheld |"), std::string::npos) << md;
   }
+  EXPECT_NE(read_file(dir + "/out/plan.txt").find("support: this sweep runs, but its robustness figures will be marked"),
+            std::string::npos);
+  for (auto& row : read_results_csv(dir + "/out/results.csv")) EXPECT_FALSE(row.support.empty()) << row.model;
   EXPECT_NE(csv.find(",eval_per_op_format,eval_windows"), std::string::npos);
   // Compute counts the teacher's forward pass, alone and shared by the two students of its cache.
   std::istringstream lines(csv);
@@ -567,16 +580,16 @@ TEST(Sweep, ShippedSpecsPlan) {
   std::filesystem::current_path(cwd);
   EXPECT_EQ(count_kind(protocol, "unlearn"), 3);
   EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3);
-  EXPECT_EQ(count_kind(protocol, "relearn"), (2 + 3 + 9) * 5);
+  EXPECT_EQ(count_kind(protocol, "relearn"), (2 + 3 + 9) * (5 + 1));
   EXPECT_EQ(count_kind(ablation, "distill"), 4 * 3 + 3);  // 4 signals and a control, 3 seeds each
   std::set<std::string> protocol_dirs;
   for (auto& j : protocol.jobs) protocol_dirs.insert(j.dir);
   int shared = 0;
   for (auto& j : ablation.jobs) shared += int(protocol_dirs.count(j.dir));
   // Shared: data, base + oracle, teacher, the teacher's cache of the default signal (top32+s32), the three
-  // students of that signal, and the attacks of those six models. The ablation's controls learn from its first
-  // signal (top32), the protocol's from the default: not shared.
-  EXPECT_EQ(shared, 1 + 2 + 1 + 1 + 3 + 6 * 5);
+  // students of that signal, and the attacks of those six models (5 LRs and the grid's extension). The
+  // ablation's controls learn from its first signal (top32), the protocol's from the default: not shared.
+  EXPECT_EQ(shared, 1 + 2 + 1 + 1 + 3 + 6 * (5 + 1));
   EXPECT_EQ(count_kind(lang_methods, "unlearn"), 3);
   EXPECT_EQ(count_kind(lang_methods, "distill"), 2 * 2 * 3 + 3);  // MaxEnt's and RMU's students, the controls
   EXPECT_EQ(count_kind(lang_noise, "distill"), 5 * 3 + 3);  // alpha 1, and 0.8 and 0.5 at two betas
@@ -585,11 +598,11 @@ TEST(Sweep, ShippedSpecsPlan) {
   int reused = 0;
   for (auto& j : lang_noise.jobs) reused += int(j.kind == "distill" && methods_dirs.count(j.dir));
   EXPECT_EQ(reused, 2 * 3 + 3);  // both students of the methods sweep and the controls
-  // The paper's attack on the methods sweep's models: every model reused, only the 120 attacks new.
+  // The paper's attack on the methods sweep's models: every model reused, only the 132 attacks new.
   int full_reused = 0;
   for (auto& j : lang_full.jobs) full_reused += int(j.kind != "relearn" && methods_dirs.count(j.dir));
-  EXPECT_EQ(full_reused, int(lang_full.jobs.size()) - 120);
-  EXPECT_EQ(count_kind(lang_full, "relearn"), (3 + 3 * 3) * 10);  // 3 models; 2 students, control x 3 seeds
+  EXPECT_EQ(full_reused, int(lang_full.jobs.size()) - 132);
+  EXPECT_EQ(count_kind(lang_full, "relearn"), (3 + 3 * 3) * (10 + 1));  // 3 models; 2 students, control x 3 seeds
   EXPECT_EQ(lang_full.spec.attack_steps, 500);
   EXPECT_EQ(count_kind(lang_small, "distill"), 2 * 3 + 3);
   for (auto& j : lang_small.jobs) EXPECT_TRUE(j.kind == "data" || !methods_dirs.count(j.dir)) << j.name;  // its own models
@@ -599,7 +612,7 @@ TEST(Sweep, ShippedSpecsPlan) {
   for (auto& j : lang_large.jobs)  // its own models, apart from both other sizes'
     EXPECT_TRUE(j.kind == "data" || (!methods_dirs.count(j.dir) && !small_dirs.count(j.dir))) << j.name;
   EXPECT_EQ(count_kind(demo, "distill"), 3 + 1);  // + the distilled-base control
-  EXPECT_EQ(count_kind(demo, "relearn"), 7 * 3);
+  EXPECT_EQ(count_kind(demo, "relearn"), 7 * (3 + 1));
   EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5);
   EXPECT_EQ(paper.spec.ranks, 4);
   EXPECT_EQ(paper.spec.cfg.run.device, "cuda");  // the paper presets train on GPUs

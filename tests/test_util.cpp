@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -71,8 +72,12 @@ const std::string& tiny_data_dir() {
     auto root = fs::current_path() / "test_tmp" / "tiny_data";
     auto english = root / "english_txt";
     fs::create_directories(english);
+    // Written only when missing or different, and atomically: test processes run side by side
+    // (launch/test's variants run ctest -j2), and one must never read another's half-written file.
     for (int i = 0; i < 40; ++i) {
-      std::ofstream(english / ("doc" + std::to_string(i) + ".txt")) << generated_english(60, uint64_t(i) + 1);
+      const std::string doc = (english / ("doc" + std::to_string(i) + ".txt")).string();
+      const std::string text = generated_english(60, uint64_t(i) + 1);
+      if (!fs::exists(doc) || read_file(doc) != text) write_file_atomic(doc, text);
     }
     // Prepared by the real program, as users run it: tokenizing happens only there.
     std::string prepared = (root / "prepared").string(), out;
@@ -97,17 +102,32 @@ Config tiny_config(const std::string& run_dir) {
   for (auto& a : args) argv.push_back(a.c_str());
   parse_config(int(argv.size()), argv.data(), "test", cfg);
   cfg.model.vocab_size = 320;
+  if (const char* n = std::getenv("UNDO_TEST_THREADS"); n && *n) cfg.run.threads = std::atoi(n);
   return cfg;
 }
 
 
+// UNDO_TEST_THREADS=N (launch/test's thread variants) runs every stage with N
+// intra-op threads: it replaces the pin "--run.threads K" that the tests' runs
+// carry (the option may be given once), or adds one.
+std::string with_test_threads(const std::string& args) {
+  const char* n = std::getenv("UNDO_TEST_THREADS");
+  if (!n || !*n) return args;
+  const std::string pin = " --run.threads ";
+  auto at = args.find(pin);
+  if (at == std::string::npos) return args + pin + n;
+  auto end = args.find(' ', at + pin.size());
+  return args.substr(0, at) + pin + n + (end == std::string::npos ? "" : args.substr(end));
+}
+
 int run_undo(const std::string& args, std::string* output) {
-  return run_command(std::string(UNDO_BINARY) + " " + args + " 2>&1", output);
+  return run_command(std::string(UNDO_BINARY) + " " + with_test_threads(args) + " 2>&1", output);
 }
 
 int run_undo_mpi(int np, const std::string& args, std::string* output, const std::string& env) {
   std::string cmd = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 " + env + " mpirun -np " +
-                    std::to_string(np) + " --oversubscribe --bind-to none " + UNDO_BINARY + " " + args + " 2>&1";
+                    std::to_string(np) + " --oversubscribe --bind-to none " + UNDO_BINARY + " " + with_test_threads(args) +
+                    " 2>&1";
   return run_command(cmd, output);
 }
 

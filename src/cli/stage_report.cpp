@@ -23,6 +23,17 @@ namespace {
 
 using Row = ResultRow;
 
+// The share of pretraining's forget tokens the attacks replayed: one figure, or
+// their range where the models' attacks differ.
+std::string forget_share_text(const std::vector<Row>& results) {
+  double lo = INFINITY, hi = -INFINITY;
+  for (auto& r : results)
+    if (std::isfinite(r.attack_forget_share)) lo = std::min(lo, r.attack_forget_share), hi = std::max(hi, r.attack_forget_share);
+  if (!std::isfinite(lo)) return "an unrecorded share (results.csv predates relearn.batch_size)";
+  auto pct = [](double v) { return format_cell(100 * v, v < 0.1 ? 2 : 1) + "%"; };
+  return lo == hi ? pct(lo) : pct(lo) + " to " + pct(hi);
+}
+
 }  // namespace
 
 // `undo report DIR`: plots and a Markdown summary of a collected sweep.
@@ -44,7 +55,7 @@ int stage_report(int argc, const char* const* argv) {
   std::string out = join_path(dir, "report");
   make_dirs(out);
   // Robustness is printed bare only when the results can carry it (results/support.h).
-  const Support support = judge_support(evidence_of(results, metric));
+  const Support support = judge_results(results);
 
   // 1. Relearning curves: the worst case over LRs, one line per model.
   Chart relearn{"Relearning attack (worst case over LRs)", "attack step", forget_label, {}, {}};
@@ -63,7 +74,7 @@ int stage_report(int argc, const char* const* argv) {
   // 2. Total compute against robustness: each student and control twice, with
   // its teacher's forward pass shared by the students of its cache and alone.
   std::string tradeoff_title = !support.attack_strong ? "Compute vs robustness (WITHHELD: attack too weak to judge)"
-                               : !support.supported() ? "Compute vs robustness (UNSUPPORTED: see report.md)"
+                               : !support.supported() ? "Compute vs robustness (MARKED: " + support.marks.front() + "; see report.md)"
                                                       : "Compute vs robustness";
   Chart tradeoff{tradeoff_title, "total compute (unlearn + teacher pass + distillation) / oracle pretraining",
                  "robustness", {}, {}};
@@ -121,37 +132,25 @@ int stage_report(int argc, const char* const* argv) {
     if (r.forget_final == r.worst_forget_final) s.retain_final = r.retain_final;
   }
   const SupportThresholds thresholds;
-  std::string gaps;
-  for (auto& g : support.gaps) gaps += (gaps.empty() ? "" : ", ") + g;
-  auto robustness_cell = [&](const Row& r) {
-    if (!support.attack_strong) return std::string("withheld");
-    std::string v = format_cell(r.robustness, 2);
-    return support.supported() || v == "-" ? v : v + " (unsupported)";
-  };
   std::ostringstream md;
   std::string r_name = acc ? "retain acc" : answers ? "retain answer CE" : "retain CE",
               f_name = acc ? "forget acc" : answers ? "forget answer CE" : "forget CE";
-  md << "# Sweep report: " << dir << "\n\n";
-  if (!support.attack_strong)
-    md << "**Attack too weak to judge:** " << support.attack_note
-       << ". Models that did not relearn cannot be told from models the attack could not move, so no robustness "
-          "figure is given.\n\n";
-  else if (!support.supported())
-    md << "**Robustness figures unsupported:** " << gaps << ". They are shown, marked, but carry no claim (the "
-       << "attack itself was strong enough: " << support.attack_note << ").\n\n";
-  else
-    md << "Supported: " << support.attack_note << "; the attack grid, seeds and evaluation meet the thresholds.\n\n";
+  md << "# Sweep report: " << dir << "\n\n" << support_summary(support) << "\n\n";
   if (answers)
     md << "Metric: forget answer CE, the negative log-likelihood (nats) of each held-out problem's answer given its "
           "prompt, averaged over multiplication and division, equations and word problems (retain: addition and "
           "subtraction). Lower means more of the capability; it is used where accuracy sits at its floor.\n\n";
-  md << "Thresholds for a supported figure: the oracle relearns (" << (acc ? "forget accuracy +" : f_name + " -")
+  md << "Support rules (results/support.h): the oracle relearns (" << (acc ? "forget accuracy +" : f_name + " -")
      << (acc ? format_cell(thresholds.min_oracle_gain_acc, 2) : format_cell(100 * thresholds.min_oracle_drop_ce, 0) + "%")
-     << "), at least " << thresholds.min_attack_lrs << " attack LRs and " << thresholds.min_attack_steps
-     << " attack steps, " << thresholds.min_seeds << " seeds, "
+     << "); the attacked base scores |robustness| < " << format_cell(thresholds.max_base_robustness, 1)
+     << "; every model's worst LR lies inside its grid; at least " << thresholds.min_replicates
+     << " independent replicates; at least " << thresholds.min_attack_lrs << " attack LRs and "
+     << thresholds.min_attack_steps << " attack steps; "
      << (metric != "forget_ce" ? std::to_string(thresholds.min_eval_per_op_format) + " evaluation problems per operation and format"
-             : std::to_string(thresholds.min_eval_windows) + " validation windows")
-     << ".\n\n"
+             : std::to_string(thresholds.min_eval_windows) + " evaluation windows")
+     << "; a distilled model met its stopping rule. A figure that fails one carries its mark.\n\n"
+     << "The attack replays " << forget_share_text(results)
+     << " of the forget tokens the base saw in pretraining (the paper's attack: about 1%).\n\n"
      << "Worst case over attack LRs (" << (acc ? "highest " : "lowest ") << f_name
      << "). Robustness = (P - P_unlearn) / (P_oracle - P_unlearn) on the worst-case forget metric after the "
         "full attack. Compute is relative to the oracle's pretraining tokens: distillation compute is the "
@@ -173,26 +172,22 @@ int stage_report(int argc, const char* const* argv) {
                : "-")
        << " | " << format_cell(f.forget_before) << " / " << format_cell(f.retain_before) << " | " << format_cell(s.worst40) << " / "
        << format_cell(s.retain40) << " | " << format_cell(f.worst_forget_final) << " / "
-       << format_cell(s.retain_final) << " | " << robustness_cell(s.first) << " |\n";
+       << format_cell(s.retain_final) << " | " << robustness_text(support, f, f.robustness) << " |\n";
   }
-  // Robustness per configuration over its seeds: mean and 95% bootstrap interval.
-  md << "\nRobustness per configuration, over its seeds: mean and 95% bootstrap interval (no interval with "
-        "one seed).\n\n| role | method | alpha | beta | signal | seeds | robustness mean | 95% interval |\n"
-        "|---|---|---|---|---|---|---|---|\n";
+  // Robustness per configuration over its replicates: mean, and a 95% interval or the range.
+  md << "\nRobustness per configuration, over its replicates (which vary the " << support.varied
+     << "): mean, and the 95% bootstrap interval with at least " << thresholds.min_replicates
+     << " independent replicates, else their range.\n\n| role | method | alpha | beta | signal | n | robustness mean | "
+        "interval |\n|---|---|---|---|---|---|---|---|\n";
   std::set<std::string> configs_seen;
   for (auto& m : models) {
     auto& r = per[m].first;
     if (r.role != "student" && r.role != "control") continue;
     if (!configs_seen.insert(configuration_of(r)).second) continue;
-    std::string mean = support.attack_strong ? format_cell(r.robustness_mean, 2) : "withheld";
-    std::string ci = !support.attack_strong || !std::isfinite(r.robustness_ci_lo)
-                         ? "-"
-                         : "[" + format_cell(r.robustness_ci_lo, 2) + ", " + format_cell(r.robustness_ci_hi, 2) + "]";
-    if (support.attack_strong && !support.supported()) mean += " (unsupported)";
     md << "| " << r.role << " | " << (r.method.empty() ? "-" : r.method) << " | " << r.alpha << " | "
        << (r.beta.empty() ? "-" : r.beta) << " | " << (r.signal.empty() ? "-" : r.signal) << " | "
-       << (std::isfinite(r.robustness_seeds) ? std::to_string(int64_t(r.robustness_seeds)) : "") << " | " << mean
-       << " | " << ci << " |\n";
+       << (std::isfinite(r.robustness_seeds) ? std::to_string(int64_t(r.robustness_seeds)) : "") << " | "
+       << robustness_text(support, r, r.robustness_mean) << " | " << interval_text(support, r) << " |\n";
   }
   md << "\n![relearning curves](relearn_curves.svg)\n\n![compute vs robustness](compute_robustness.svg)\n";
   write_file_atomic(join_path(out, "report.md"), md.str());

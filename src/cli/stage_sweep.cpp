@@ -105,6 +105,7 @@ int stage_sweep(int argc, const char* const* argv) {
   }
   make_dirs(plan.out);
   write_file_atomic(plan.out + "/plan.txt", plan_text(plan));
+  std::cerr << planned_support(plan.spec);  // before the first job: what the figures will carry
   write_job_list(plan);
   if (executor == "local") {
     int failed = run_local(plan, jobs);

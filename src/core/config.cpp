@@ -262,7 +262,19 @@ void describe_into(Config& c, Registry& r) {
       .add("relearn.seeds", &c.relearn.seeds, "attack seeds, comma-separated (data order)", number_list(0, 1e18))
       .add("relearn.steps", &c.relearn.steps, "attack steps per LR (paper 500)", at_least(1))
       .add("relearn.eval_every", &c.relearn.eval_every, "steps between evaluations of the attacked model (paper 5)",
-           at_least(1));
+           at_least(1))
+      .add("relearn.batch_size", &c.relearn.batch_size,
+           "attack sequences per micro-batch per rank (0 = from relearn.forget_share; train.batch_size = the strong "
+           "attack)",
+           in_range(0, 1 << 20))
+      .add("relearn.accum", &c.relearn.accum, "attack micro-batches per optimizer step", in_range(1, 1 << 20))
+      .add("relearn.forget_share", &c.relearn.forget_share,
+           "with relearn.batch_size 0: the share of pretraining's forget tokens the whole attack replays (paper ~0.01)",
+           in_range(1e-6, 1.0))
+      .add("relearn.extend", &c.relearn.extend,
+           "doublings of the largest LR while the worst case sits at it (0 = the grid as given)", in_range(0, 20))
+      .add("relearn.metric", &c.relearn.metric, "forget metric the worst LR is judged on for the extension",
+           one_of({"auto", "forget_acc", "forget_answer_ce", "forget_ce"}));
 }
 
 

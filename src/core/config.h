@@ -187,6 +187,16 @@ struct RelearnConfig {
   std::string seeds = "1";
   int steps = 500;
   int eval_every = 5;
+  // The attack's own batch, per rank (0: the batch whose whole attack replays
+  // forget_share of the forget tokens pretraining saw, at least one row).
+  // The strong attack of sessions 1-11 is batch_size = train.batch_size.
+  int batch_size = 0;
+  int accum = 1;
+  double forget_share = 0.01;  // the paper's attack sees about 1% of them
+  // Where the worst case sits at the largest LR, the grid is extended by
+  // doubling that LR, at most `extend` times (or until the model breaks).
+  int extend = 4;
+  std::string metric = "auto";  // the forget metric the worst case is judged on (auto: accuracy where measured)
 };
 
 struct PretrainConfig {

@@ -1,6 +1,7 @@
 #include "core/stage_settings.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/error.h"
 
@@ -40,6 +41,18 @@ const std::vector<Owned>& owned(TrainingStage stage) {
   return stage == TrainingStage::Unlearn ? unlearn : stage == TrainingStage::Distill ? distill : relearn;
 }
 
+// The share of data.base_mix's weight on the streams of data.forget_mix.
+double forget_fraction(const Config& cfg) {
+  double total = 0, forget = 0;
+  auto forget_streams = parse_mix("data.forget_mix", cfg.data.forget_mix);
+  for (auto& [stream, weight] : parse_mix("data.base_mix", cfg.data.base_mix)) {
+    total += weight;
+    for (auto& f : forget_streams)
+      if (f.first == stream) forget += weight;
+  }
+  return total > 0 ? forget / total : 0;
+}
+
 const char* stage_name(TrainingStage stage) {
   return stage == TrainingStage::Unlearn ? "unlearn" : stage == TrainingStage::Distill ? "distill" : "relearn";
 }
@@ -68,6 +81,8 @@ void set_stage_values(Config& cfg, TrainingStage stage, double attack_lr) {
       t.eval_every = cfg.distill.check_every;
       break;
     case TrainingStage::Relearn:
+      t.batch_size = attack_batch(cfg).rows;  // from the pretraining keys, before they change
+      t.accum = cfg.relearn.accum;
       t.steps = cfg.relearn.steps;
       t.eval_every = cfg.relearn.eval_every;
       t.ckpt_every = std::min(t.ckpt_every > 0 ? t.ckpt_every : t.steps, t.steps);
@@ -97,6 +112,22 @@ void apply_stage_settings(Config& cfg, TrainingStage stage, double attack_lr) {
                      "); set that instead");
   }
   cfg = want;
+}
+
+AttackBatch attack_batch(const Config& cfg) {
+  const RelearnConfig& r = cfg.relearn;
+  const double pretrain_rows = double(cfg.train.steps) * cfg.train.batch_size * cfg.train.accum * forget_fraction(cfg);
+  AttackBatch b;
+  if (r.batch_size > 0) {
+    b.rows = r.batch_size;
+  } else {
+    UNDO_INPUT_CHECK(pretrain_rows > 0, "relearn.batch_size = 0 sizes the attack by relearn.forget_share of the "
+                     "forget tokens pretraining saw, but data.base_mix (", cfg.data.base_mix, ") holds none of "
+                     "data.forget_mix (", cfg.data.forget_mix, "): give relearn.batch_size");
+    b.rows = int(std::max<long long>(1, std::llround(r.forget_share * pretrain_rows / (double(r.steps) * r.accum))));
+  }
+  b.forget_share = pretrain_rows > 0 ? double(r.steps) * b.rows * r.accum / pretrain_rows : NAN;
+  return b;
 }
 
 std::vector<std::string> stage_owned_keys(TrainingStage stage) {

@@ -23,4 +23,17 @@ void apply_stage_settings(Config& cfg, TrainingStage stage, double attack_lr = 0
 // overrides of these keys to pretraining only.
 std::vector<std::string> stage_owned_keys(TrainingStage stage);
 
+// The relearning attack's batch: relearn.batch_size rows per rank, or, where
+// that is 0, the rows whose whole attack (relearn.steps x relearn.accum
+// micro-batches) replays relearn.forget_share of the forget rows pretraining
+// saw (train.steps x train.batch_size x train.accum, the share of
+// data.base_mix that is data.forget_mix), at least one. `forget_share` is the
+// share the batch replays (NaN where base_mix holds no forget stream). Both
+// are per rank, so pretraining and the attack at one world size compare.
+struct AttackBatch {
+  int rows = 0;
+  double forget_share = 0;
+};
+AttackBatch attack_batch(const Config& cfg);
+
 }  // namespace undo

@@ -1,5 +1,6 @@
 #include "results/attack_curve.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/config.h"
@@ -102,6 +103,27 @@ const AttackPoint& worst_at_or_before(const std::vector<AttackPoint>& worst, int
   for (auto& p : worst)
     if (p.step <= step) best = &p;
   return *best;
+}
+
+GridEdge grid_edge(const std::vector<AttackPoint>& points, const std::string& metric) {
+  GridEdge e;
+  for (auto& p : points) e.largest_lr = std::max(e.largest_lr, p.lr);
+  auto worst = worst_case(points, metric);
+  if (!worst.empty()) e.worst_lr = worst.back().worst_lr;
+  return e;
+}
+
+std::string attack_divergence(const std::vector<AttackPoint>& lr_points, int64_t vocab) {
+  if (lr_points.empty()) return "";
+  const AttackPoint& last = lr_points.back();
+  for (auto& [name, v] : last.metrics)
+    if (!std::isfinite(v)) return name + " is " + std::to_string(v) + " at step " + std::to_string(last.step);
+  auto retain = last.metrics.find("retain_ce");
+  const double uniform = std::log(double(vocab));
+  if (retain != last.metrics.end() && retain->second > uniform)
+    return "retain CE " + std::to_string(retain->second) + " at step " + std::to_string(last.step) +
+           " is worse than a uniform guess (" + std::to_string(uniform) + ")";
+  return "";
 }
 
 }  // namespace undo

@@ -44,6 +44,18 @@ bool relearned_when_higher(const std::string& metric);
 std::string retain_metric_of(const std::string& forget_metric);
 // The forget and retain metrics of a worst-case point, as a JSON object with its step and LR.
 JsonObject attack_point_metrics(const AttackPoint& p);
+// The grid's edge: the LR that attains the worst case after the whole attack,
+// against the largest LR attacked. Where they are the same the worst case is
+// censored: it may lie at a larger LR (results/support.h's grid-edge rule).
+struct GridEdge {
+  double worst_lr = 0, largest_lr = 0;
+  bool censored() const { return worst_lr >= largest_lr; }
+};
+GridEdge grid_edge(const std::vector<AttackPoint>& points, const std::string& metric);
+// Why the attack at one LR broke the model ("" if it did not): a metric that is
+// not a number, or a retain CE worse than a uniform guess over `vocab` tokens.
+std::string attack_divergence(const std::vector<AttackPoint>& lr_points, int64_t vocab);
+
 // The worst-case point at `step` or the last one before it.
 const AttackPoint& worst_at_or_before(const std::vector<AttackPoint>& worst, int64_t step);
 

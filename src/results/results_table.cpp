@@ -55,7 +55,11 @@ const std::vector<Column<R>>& result_columns() {
       real("worst_forget_final", &R::worst_forget_final), real("robustness", &R::robustness),
       real("robustness_mean", &R::robustness_mean), real("robustness_ci_lo", &R::robustness_ci_lo),
       real("robustness_ci_hi", &R::robustness_ci_hi), whole("robustness_seeds", &R::robustness_seeds),
-      whole("eval_per_op_format", &R::eval_per_op_format, false), whole("eval_windows", &R::eval_windows, false)};
+      whole("eval_per_op_format", &R::eval_per_op_format, false), whole("eval_windows", &R::eval_windows, false),
+      real("robustness_min", &R::robustness_min, false), real("robustness_max", &R::robustness_max, false),
+      text("replicates_vary", &R::replicates_vary, false), text("stop_metric", &R::stop_metric, false),
+      whole("stopped_at", &R::stopped_at, false), text("support", &R::support, false),
+      real("attack_forget_share", &R::attack_forget_share, false)};
   return c;
 }
 

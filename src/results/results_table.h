@@ -20,16 +20,24 @@ struct ResultRow {
   double forget_before = NAN, retain_before = NAN, forget_after40 = NAN, retain_after40 = NAN;
   double forget_final = NAN, retain_final = NAN;
   double attack_steps = NAN;
+  double attack_forget_share = NAN;  // of the forget tokens pretraining saw, that the whole attack replays
   // Compute relative to the oracle's pretraining tokens.
   double train_tokens = NAN, compute_vs_oracle = NAN, teacher_forward_tokens = NAN;
   double teacher_compute_alone = NAN, teacher_compute_amortised = NAN, unlearn_compute = NAN;
   double total_compute_alone = NAN, total_compute_amortised = NAN;
-  // The worst case over the model's attack LRs, its robustness, and the mean
-  // and 95% bootstrap interval over the seeds of its configuration.
+  // The worst case over the model's attack LRs, its robustness, and the mean,
+  // 95% bootstrap interval and range over the replicates of its configuration.
   double worst_forget_final = NAN, robustness = NAN, robustness_mean = NAN, robustness_ci_lo = NAN,
-         robustness_ci_hi = NAN, robustness_seeds = NAN;
+         robustness_ci_hi = NAN, robustness_seeds = NAN, robustness_min = NAN, robustness_max = NAN;
+  std::string replicates_vary;  // what differs between the replicates ("student seed")
   // How much the evaluation scored.
   double eval_per_op_format = NAN, eval_windows = NAN;
+  // A distilled model's stopping rule: its metric ("none": a fixed budget) and
+  // the step it was met at (0: never, the whole budget ran).
+  std::string stop_metric;
+  double stopped_at = NAN;
+  // The support rules' marks on this row's robustness ("" = bare; results/support.h).
+  std::string support;
 };
 
 // One point of a model's worst-case relearning curve.

@@ -11,21 +11,26 @@
 
 namespace undo {
 namespace {
+
 std::string num(double v) {
   std::ostringstream os;
   os.precision(3);
   os << v;
   return os.str();
 }
-}  // namespace
 
-Support judge_support(const SweepEvidence& e, const SupportThresholds& t) {
-  Support s;
+std::string joined(const std::vector<std::string>& parts, const std::string& sep) {
+  std::string out;
+  for (auto& p : parts) out += (out.empty() ? "" : sep) + p;
+  return out;
+}
+
+// Whether the oracle relearned enough for "did not relearn" to mean something.
+void judge_attack(const SweepEvidence& e, const SupportThresholds& t, Support& s) {
   if (!e.has_oracle) {
     s.attack_note = "no oracle was attacked, so the attack's strength cannot be judged";
   } else if (e.metric == "forget_acc") {
-    double gain = e.oracle_after - e.oracle_before;
-    s.attack_strong = gain >= t.min_oracle_gain_acc;
+    s.attack_strong = e.oracle_after - e.oracle_before >= t.min_oracle_gain_acc;
     s.attack_note = "the oracle's forget accuracy went from " + num(e.oracle_before) + " to " + num(e.oracle_after) +
                     " under the worst attack (needed: +" + num(t.min_oracle_gain_acc) + ")";
   } else {
@@ -35,33 +40,97 @@ Support judge_support(const SweepEvidence& e, const SupportThresholds& t) {
                     " went from " + num(e.oracle_before) + " to " + num(e.oracle_after) +
                     " under the worst attack (needed: -" + num(100 * t.min_oracle_drop_ce) + "%)";
   }
+}
+
+void fail(Support& s, const std::string& mark, const std::string& why) {
+  s.marks.push_back(mark);
+  s.failed.push_back(why);
+}
+
+// The rules on the sweep's size, which a spec can be judged on before it runs.
+void judge_size(const SweepEvidence& e, const SupportThresholds& t, Support& s) {
   if (e.attack_lrs < t.min_attack_lrs)
-    s.gaps.push_back(std::to_string(e.attack_lrs) + " attack LRs (< " + std::to_string(t.min_attack_lrs) + ")");
+    fail(s, std::to_string(e.attack_lrs) + " attack LRs",
+         std::to_string(e.attack_lrs) + " attack LRs (< " + std::to_string(t.min_attack_lrs) + ")");
   if (e.attack_steps < t.min_attack_steps)
-    s.gaps.push_back(std::to_string(e.attack_steps) + " attack steps (< " + std::to_string(t.min_attack_steps) + ")");
-  if (e.seeds < t.min_seeds)
-    s.gaps.push_back(std::to_string(e.seeds) + " seed" + (e.seeds == 1 ? "" : "s") + " (< " +
-                     std::to_string(t.min_seeds) + ")");
+    fail(s, std::to_string(e.attack_steps) + " attack steps",
+         std::to_string(e.attack_steps) + " attack steps (< " + std::to_string(t.min_attack_steps) + ")");
+  if (!e.independent || e.replicates < t.min_replicates)
+    fail(s, "n = " + std::to_string(e.replicates),
+         "n = " + std::to_string(e.replicates) + " replicate" + (e.replicates == 1 ? "" : "s") + " varying " +
+             e.varied + (e.independent ? "" : " only") + " (needed: " + std::to_string(t.min_replicates) +
+             " independent replicates, each reseeding the whole pipeline)");
   const bool problems = e.metric != "forget_ce";
   if (problems && e.eval_per_op_format < t.min_eval_per_op_format)
-    s.gaps.push_back(std::to_string(e.eval_per_op_format) + " problems per operation and format (< " +
-                     std::to_string(t.min_eval_per_op_format) + ")");
+    fail(s, "small test set",
+         std::to_string(e.eval_per_op_format) + " problems per operation and format (< " +
+             std::to_string(t.min_eval_per_op_format) + ")");
   if (!problems && e.eval_windows < t.min_eval_windows)
-    s.gaps.push_back(std::to_string(e.eval_windows) + " validation windows (< " + std::to_string(t.min_eval_windows) +
-                     ")");
+    fail(s, "small test set",
+         std::to_string(e.eval_windows) + " evaluation windows (< " + std::to_string(t.min_eval_windows) + ")");
+}
+
+}  // namespace
+
+double robustness_between(double p, double p_unlearn, double p_oracle) {
+  return std::abs(p_oracle - p_unlearn) > 1e-12 ? (p - p_unlearn) / (p_oracle - p_unlearn) : NAN;
+}
+
+Support judge_support(const SweepEvidence& e, const SupportThresholds& t) {
+  Support s;
+  judge_attack(e, t, s);
+  if (!e.has_base)
+    fail(s, "base not attacked", "the base was not attacked, so the metric's sanity cannot be checked");
+  else if (!(std::abs(e.base_robustness) < t.max_base_robustness))
+    fail(s, "base not near 0",
+         "the attacked base scores robustness " + num(e.base_robustness) + " (|r| must be below " +
+             num(t.max_base_robustness) + " for a model that never unlearned): the metric cannot separate models");
+  if (!e.censored.empty())
+    fail(s, "censored at grid edge",
+         "censored at grid edge: the worst LR of " + joined(e.censored, ", ") +
+             " is the largest of its grid, so the true worst case may lie above it");
+  judge_size(e, t, s);
+  s.replicated = e.independent && e.replicates >= t.min_replicates;
+  s.varied = e.varied;
   return s;
 }
 
-// A student's or control's configuration, whose seeds are pooled.
+std::vector<std::string> plan_support_gaps(const SweepEvidence& planned, const SupportThresholds& t) {
+  Support s;
+  judge_size(planned, t, s);
+  return s.failed;
+}
+
+// A student's or control's configuration, whose replicates are pooled.
 std::string configuration_of(const ResultRow& r) {
   return r.role + "|" + r.method + "|" + r.alpha + "|" + r.beta + "|" + r.signal;
 }
+
+namespace {
+
+// Each model's worst LR after the full attack against the largest LR of its grid.
+std::vector<std::string> censored_models(const std::vector<ResultRow>& results) {
+  std::map<std::string, double> largest, worst;
+  std::vector<std::string> order;
+  for (auto& r : results) {
+    if (!largest.count(r.model)) order.push_back(r.model), largest[r.model] = -INFINITY;
+    largest[r.model] = std::max(largest[r.model], r.attack_lr);
+    if (r.forget_final == r.worst_forget_final && !worst.count(r.model)) worst[r.model] = r.attack_lr;
+  }
+  std::vector<std::string> out;
+  for (auto& m : order)
+    if (worst.count(m) && worst[m] >= largest[m]) out.push_back(m);
+  return out;
+}
+
+}  // namespace
 
 SweepEvidence evidence_of(const std::vector<ResultRow>& results, const std::string& metric) {
   SweepEvidence e;
   e.metric = metric;
   std::map<std::string, std::set<double>> lrs_per_model;
   std::map<std::string, std::set<std::string>> seeds_per_config;
+  const ResultRow *base = nullptr, *unlearn = nullptr, *oracle = nullptr;
   e.attack_steps = std::numeric_limits<int>::max();
   for (auto& r : results) {
     lrs_per_model[r.model].insert(r.attack_lr);
@@ -72,15 +141,77 @@ SweepEvidence evidence_of(const std::vector<ResultRow>& results, const std::stri
       e.oracle_before = r.forget_before;
       e.oracle_after = r.worst_forget_final;
     }
+    if (r.role == "base") base = &r;
+    if (r.role == "unlearn" && !unlearn) unlearn = &r;
+    if (r.role == "oracle" && !oracle) oracle = &r;
+    if (!r.replicates_vary.empty()) e.varied = r.replicates_vary;
     auto count = [](double v) { return std::isfinite(v) ? int64_t(v) : int64_t(0); };
     e.eval_per_op_format = int(count(r.eval_per_op_format));
     e.eval_windows = count(r.eval_windows);
   }
+  // The base's robustness as collect measures it (against the first method's teacher), computed here
+  // too for a results.csv written before collect did.
+  if (base) {
+    e.base_robustness = std::isfinite(base->robustness) || !unlearn || !oracle
+                            ? base->robustness
+                            : robustness_between(base->worst_forget_final, unlearn->worst_forget_final,
+                                                 oracle->worst_forget_final);
+    e.has_base = std::isfinite(e.base_robustness);
+  }
+  e.independent = e.varied == kEveryStageVaries;
   e.attack_lrs = std::numeric_limits<int>::max();
   for (auto& [m, lrs] : lrs_per_model) e.attack_lrs = std::min(e.attack_lrs, int(lrs.size()));
-  e.seeds = seeds_per_config.empty() ? 1 : std::numeric_limits<int>::max();
-  for (auto& [c, seeds] : seeds_per_config) e.seeds = std::min(e.seeds, int(seeds.size()));
+  e.replicates = seeds_per_config.empty() ? 1 : std::numeric_limits<int>::max();
+  for (auto& [c, seeds] : seeds_per_config) e.replicates = std::min(e.replicates, int(seeds.size()));
+  e.censored = censored_models(results);
   return e;
+}
+
+Support judge_results(const std::vector<ResultRow>& results) {
+  return judge_support(evidence_of(results, results.empty() ? "forget_acc" : results.front().metric));
+}
+
+std::string figure_mark(const Support& s, const ResultRow& r) {
+  if (!s.attack_strong) return "withheld";
+  std::vector<std::string> marks = s.marks;
+  const bool distilled = r.role == "student" || r.role == "control";
+  if (distilled && !r.stop_metric.empty() && r.stop_metric != "none" && r.stopped_at == 0)
+    marks.push_back("stopping rule not met");
+  return joined(marks, "; ");
+}
+
+std::string robustness_text(const Support& s, const ResultRow& r, double value, int digits) {
+  if (!s.attack_strong) return "withheld";
+  if (!std::isfinite(value)) return "-";
+  const std::string mark = figure_mark(s, r);
+  return format_cell(value, digits) + (mark.empty() ? "" : " (" + mark + ")");
+}
+
+std::string interval_text(const Support& s, const ResultRow& r) {
+  if (!s.attack_strong || !std::isfinite(r.robustness_seeds) || r.robustness_seeds < 2) return "-";
+  const std::string n = std::to_string(int64_t(r.robustness_seeds));
+  if (s.replicated && std::isfinite(r.robustness_ci_lo))
+    return "[" + format_cell(r.robustness_ci_lo, 2) + ", " + format_cell(r.robustness_ci_hi, 2) + "] (95%, n = " + n +
+           ")";
+  if (!std::isfinite(r.robustness_min)) return "- (n = " + n + ")";
+  return "range [" + format_cell(r.robustness_min, 2) + ", " + format_cell(r.robustness_max, 2) + "] (n = " + n + ")";
+}
+
+std::string support_summary(const Support& s) {
+  if (!s.attack_strong)
+    return "Attack too weak to judge: " + s.attack_note +
+           ". Models that did not relearn cannot be told from models the attack could not move, so no robustness "
+           "figure is given.";
+  const std::string intervals =
+      s.replicated ? "Intervals are 95% bootstrap intervals over independent replicates."
+                   : "Intervals are ranges over replicates that vary the " + s.varied + " only: not 95% intervals.";
+  if (!s.supported())
+    return "Robustness figures carry the rules they fail: " + joined(s.failed, "; ") +
+           ". (The attack itself was strong enough: " + s.attack_note + ".) " + intervals;
+  return "Supported: " + s.attack_note +
+         "; the attacked base scores near 0, every worst LR lies inside its grid, and the replicates, the attack "
+         "grid and the evaluation meet the thresholds. " +
+         intervals;
 }
 
 }  // namespace undo

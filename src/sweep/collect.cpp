@@ -1,5 +1,6 @@
 #include "sweep/collect.h"
 
+#include <algorithm>
 #include <cmath>
 #include <iostream>
 #include <map>
@@ -11,15 +12,17 @@
 #include "results/attack_curve.h"
 #include "results/bootstrap.h"
 #include "results/results_table.h"
+#include "results/support.h"
 #include "sweep/state.h"
 
 namespace undo {
 
 namespace {
 
-double summary_number(const Job& j, const std::string& key) {
+// A job's summary.json value of `key` ("" where the file or the key is missing).
+std::string summary_text(const Job& j, const std::string& key) {
   auto path = j.dir + "/summary.json";
-  if (!file_exists(path)) return NAN;
+  if (!file_exists(path)) return "";
   std::map<std::string, std::string> s;
   try {
     s = parse_flat_json(read_file(path));
@@ -27,12 +30,30 @@ double summary_number(const Job& j, const std::string& key) {
     UNDO_INPUT_FAIL("'", path, "' is not a summary this program wrote: ", e.what());
   }
   auto it = s.find(key);
-  if (it == s.end()) return NAN;
+  return it == s.end() ? "" : it->second;
+}
+
+double summary_number(const Job& j, const std::string& key) {
+  const std::string v = summary_text(j, key);
+  if (v.empty()) return NAN;
   try {
-    return json_number(key, it->second);
+    return json_number(key, v);
   } catch (const InputError& e) {
-    UNDO_INPUT_FAIL("'", path, "': ", e.what());
+    UNDO_INPUT_FAIL("'", j.dir, "/summary.json': ", e.what());
   }
+}
+
+// Mean, 95% bootstrap interval and range of a configuration's robustness over its replicates.
+struct ReplicateFigures {
+  Interval ci{NAN, NAN, NAN, 0};
+  double min = NAN, max = NAN;
+};
+ReplicateFigures replicate_figures(const std::vector<double>& values) {
+  ReplicateFigures f;
+  f.ci = bootstrap_mean(values);
+  f.min = *std::min_element(values.begin(), values.end());
+  f.max = *std::max_element(values.begin(), values.end());
+  return f;
 }
 
 
@@ -48,6 +69,7 @@ int collect_results(const Plan& plan) {
   std::map<std::string, std::vector<AttackPoint>> by_model;
   std::map<std::string, std::map<double, std::vector<AttackPoint>>> by_model_lr;
   std::map<std::string, int> missing_attacks;
+  std::map<std::string, double> forget_share;  // per model: what its attack replays (relearn's summary)
   for (auto& j : plan.jobs) {
     if (j.kind != "relearn") continue;
     const std::string& model = j.tags.at("model");
@@ -55,6 +77,7 @@ int collect_results(const Plan& plan) {
       missing_attacks[model]++;
       continue;
     }
+    forget_share[model] = summary_number(j, "forget_share");
     for (auto& p : read_attack_points(j.dir + "/attack.jsonl")) {
       by_model[model].push_back(p);
       by_model_lr[model][p.lr].push_back(p);
@@ -120,13 +143,13 @@ int collect_results(const Plan& plan) {
       f.unlearn = teacher ? summary_number(*teacher, "tokens") / oracle_tokens : 0.0;
     }
     // Robustness: where the worst-case forget metric sits between the unlearned
-    // teacher (0) and the oracle (1) after the full attack. The control belongs
-    // to no method: it is measured against the first method's teacher.
-    const Job* unlearn = role == "control" ? find_role("unlearn", "") : method.empty() ? nullptr : find_role("unlearn", method);
-    if (unlearn && oracle && worst_final.count(unlearn->id) && worst_final.count(oracle->id)) {
-      double pu = worst_final[unlearn->id], po = worst_final[oracle->id];
-      if (std::abs(po - pu) > 1e-12) f.robustness = (worst_final[j.id] - pu) / (po - pu);
-    }
+    // teacher (0) and the oracle (1) after the full attack. The control and the
+    // base belong to no method: they are measured against the first method's
+    // teacher (the base so, as the support rules' sanity check: it must score near 0).
+    const bool methodless = role == "control" || role == "base";
+    const Job* unlearn = methodless ? find_role("unlearn", "") : method.empty() ? nullptr : find_role("unlearn", method);
+    if (unlearn && oracle && worst_final.count(unlearn->id) && worst_final.count(oracle->id))
+      f.robustness = robustness_between(worst_final[j.id], worst_final[unlearn->id], worst_final[oracle->id]);
     if (role == "oracle") f.robustness = 1;
     figures[j.id] = f;
   }
@@ -138,8 +161,8 @@ int collect_results(const Plan& plan) {
   std::map<std::string, std::vector<double>> seeds_of;
   for (auto& j : plan.jobs)
     if (figures.count(j.id) && std::isfinite(figures[j.id].robustness)) seeds_of[config_of(j)].push_back(figures[j.id].robustness);
-  std::map<std::string, Interval> interval_of;
-  for (auto& [c, values] : seeds_of) interval_of[c] = bootstrap_mean(values);
+  std::map<std::string, ReplicateFigures> interval_of;
+  for (auto& [c, values] : seeds_of) interval_of[c] = replicate_figures(values);
 
   std::vector<ResultRow> rows;
   std::vector<CurveRow> curves;
@@ -153,7 +176,8 @@ int collect_results(const Plan& plan) {
     const ModelFigures& f = figures[j.id];
     auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
     auto found = interval_of.find(config_of(j));
-    Interval ci = found != interval_of.end() ? found->second : Interval{NAN, NAN, NAN, 0};
+    const ReplicateFigures reps = found != interval_of.end() ? found->second : ReplicateFigures{};
+    const Interval& ci = reps.ci;
     ResultRow base;
     base.model = j.name, base.role = role, base.method = tag("method"), base.alpha = tag("alpha");
     base.beta = tag("beta"), base.signal = tag("signal"), base.seed = tag("seed"), base.metric = metric;
@@ -165,6 +189,12 @@ int collect_results(const Plan& plan) {
     base.worst_forget_final = worst_final[j.id], base.robustness = f.robustness;
     base.robustness_mean = ci.mean, base.robustness_ci_lo = ci.lo, base.robustness_ci_hi = ci.hi;
     base.robustness_seeds = ci.n, base.eval_per_op_format = eval_per_op, base.eval_windows = double(eval_windows);
+    base.robustness_min = reps.min, base.robustness_max = reps.max, base.replicates_vary = kStudentSeedVaries;
+    base.attack_forget_share = forget_share.count(j.id) ? forget_share[j.id] : NAN;
+    if (role == "student" || role == "control") {
+      base.stop_metric = summary_text(j, "stop_metric");
+      base.stopped_at = summary_number(j, "stopped_at");
+    }
     const std::string r = retain_metric_of(metric);
     for (auto& [lr, pts] : by_model_lr[j.id]) {
       auto curve = worst_case(pts, metric);  // one LR: its own curve, by step
@@ -181,6 +211,9 @@ int collect_results(const Plan& plan) {
       curves.push_back({j.name, role, base.method, base.alpha, double(p.step), p.worst_lr, metric_at(p, metric),
                         metric_at(p, r)});
   }
+  // Each row carries the support rules' marks on its figure (results/support.h).
+  const Support support = judge_results(rows);
+  for (auto& row : rows) row.support = figure_mark(support, row);
   write_file_atomic(plan.out + "/results.csv", results_csv(rows));
   write_file_atomic(plan.out + "/curves.csv", curves_csv(curves));
   std::cerr << "sweep: wrote " << plan.out << "/results.csv and curves.csv"

@@ -49,6 +49,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .bar span { height: 100%; background: #3b7ddd; display: block; }
 pre { margin: 0; white-space: pre-wrap; max-width: 60em; font-size: 0.85em; }
 .note { background: #fff3cd; padding: 0.5em; max-width: 60em; }
+.verdict { background: #d4edda; padding: 0.5em; max-width: 60em; }
 )";
 
 // Sorts a table by the clicked header: numbers as numbers, the rest as text.
@@ -118,47 +119,36 @@ std::string results_section(const std::string& out) {
     return "<h2>Results</h2>\n<p class=\"note\">" + xml_escape(e.what()) + "</p>\n";
   }
   if (rows.empty()) return "<h2>Results</h2>\n<p>results.csv has no rows yet.</p>\n";
-  // Robustness is shown exactly as the report shows it: withheld when the
-  // attack cannot make the oracle relearn, marked when the evidence is thin.
-  const Support support = judge_support(evidence_of(rows, rows.front().metric));
+  // Robustness is shown exactly as the report shows it (results/support.h).
+  const Support support = judge_results(rows);
   std::ostringstream os;
   os << "<h2>Results</h2>\n";
-  if (!support.attack_strong)
-    os << "<p class=\"note\">Robustness withheld: the attack is too weak to judge (" << xml_escape(support.attack_note)
-       << ").</p>\n";
-  else if (!support.supported()) {
-    std::string gaps;
-    for (auto& g : support.gaps) gaps += (gaps.empty() ? "" : ", ") + g;
-    os << "<p class=\"note\">Robustness figures unsupported: " << xml_escape(gaps) << ".</p>\n";
-  }
+  os << "<p class=\"" << (support.supported() ? "verdict" : "note") << "\">" << xml_escape(support_summary(support))
+     << "</p>\n";
   os << "<p>Metric: " << xml_escape(rows.front().metric) << ", worst case over attack LRs; compute relative to "
         "the oracle's pretraining; robustness mean and 95% bootstrap interval over the seeds of a "
-        "configuration. Click a column to sort.</p>\n"
+        "configuration (a 95% interval with enough independent replicates, else their range). Click a column to sort.</p>\n"
      << "<table class=\"sortable\" id=\"results\"><thead><tr><th>model</th><th>role</th><th>method</th><th>alpha</th>"
         "<th>seed</th><th>total compute (teacher shared)</th><th>total compute (alone)</th><th>forget before</th>"
-        "<th>worst forget after attack</th><th>robustness</th><th>mean over seeds</th><th>95% interval</th>"
+        "<th>worst forget after attack</th><th>robustness</th><th>mean over replicates</th><th>interval</th>"
         "</tr></thead><tbody>\n";
   std::set<std::string> seen;
   auto num = [](double v, int digits) {
     return "<td class=\"num\" data-v=\"" + (std::isfinite(v) ? format_double(v) : std::string()) + "\">" +
            (std::isfinite(v) ? format_cell(v, digits) : "-") + "</td>";
   };
-  auto robust = [&](double v, int digits) {
-    if (!support.attack_strong) return std::string("<td>withheld</td>");
-    std::string c = num(v, digits);
-    if (!support.supported() && std::isfinite(v)) c.insert(c.size() - 5, " (unsupported)");  // before "</td>"
-    return c;
+  // A robustness cell: its value sorts, its text carries the rules' marks.
+  auto robust = [&](const ResultRow& r, double v) {
+    return "<td class=\"num\" data-v=\"" + (support.attack_strong && std::isfinite(v) ? format_double(v) : std::string()) +
+           "\">" + xml_escape(robustness_text(support, r, v)) + "</td>";
   };
   for (auto& r : rows) {
     if (!seen.insert(r.model).second) continue;
-    std::string ci = support.attack_strong && std::isfinite(r.robustness_ci_lo)
-                         ? "[" + format_cell(r.robustness_ci_lo, 2) + ", " + format_cell(r.robustness_ci_hi, 2) + "]"
-                         : "-";
     os << "<tr><td>" << xml_escape(r.model) << "</td><td>" << xml_escape(r.role) << "</td><td>"
        << xml_escape(r.method) << "</td><td>" << xml_escape(r.alpha) << "</td><td>" << xml_escape(r.seed) << "</td>"
        << num(r.total_compute_amortised, 2) << num(r.total_compute_alone, 2) << num(r.forget_before, 3)
-       << num(r.worst_forget_final, 3) << robust(r.robustness, 2) << robust(r.robustness_mean, 2) << "<td>" << ci
-       << (support.attack_strong && !support.supported() ? " (unsupported)" : "") << "</td></tr>\n";
+       << num(r.worst_forget_final, 3) << robust(r, r.robustness) << robust(r, r.robustness_mean) << "<td>"
+       << xml_escape(interval_text(support, r)) << "</td></tr>\n";
   }
   os << "</tbody></table>\n";
   return os.str();

@@ -10,6 +10,7 @@
 #include "core/fs.h"
 #include "core/sha256.h"
 #include "core/stage_settings.h"
+#include "results/support.h"
 #include "sweep/rank_memory.h"
 
 namespace undo {
@@ -216,21 +217,42 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
                             {"seed", std::to_string(seed)}, {"teacher", base_id}, {"signal", signal.name}}).id);
     }
   }
-  // Every model is attacked at every LR (one job each, so LRs run in parallel).
+  // Every model is attacked at every LR (one job each, so LRs run in parallel),
+  // with the batch the spec's pretraining budget gives it (written out, so that
+  // the job's hash and command say it).
+  const AttackBatch attack = planned_attack_batch(spec);
+  const double attack_batch = double(attack.rows) * cfg.relearn.accum * spec.ranks;
   std::vector<std::string> seen;
   for (auto& model_id : models) {
     if (std::find(seen.begin(), seen.end(), model_id) != seen.end()) continue;
     seen.push_back(model_id);
     const Job& m = plan.job(model_id);
     std::string model_name = m.name, model_path = ckpt(m);
+    const std::vector<std::string> attack_args = {"--model", model_path, "--steps", std::to_string(spec.attack_steps),
+                                                  "--eval-every", std::to_string(spec.attack_eval_every),
+                                                  "--relearn.batch_size", std::to_string(attack.rows),
+                                                  "--relearn.metric", spec.metric};
+    std::vector<std::string> grid_jobs, grid_dirs;
     for (double lr : spec.attack_lrs) {
-      add("relearn", "relearn-" + model_name + "-lr" + num(lr),
-          with({"relearn"},
-               {"--model", model_path, "--lrs", num(lr), "--steps", std::to_string(spec.attack_steps),
-                "--eval-every", std::to_string(spec.attack_eval_every)},
-               stage_owned_keys(TrainingStage::Relearn)),
-          {model_id}, double(spec.attack_steps) * global_batch * window,
-          {{"role", "attack"}, {"model", model_id}, {"lr", num(lr)}});
+      std::vector<std::string> tail = attack_args;
+      tail.insert(tail.end(), {"--lrs", num(lr), "--relearn.extend", "0"});
+      const Job& job = add("relearn", "relearn-" + model_name + "-lr" + num(lr),
+                           with({"relearn"}, tail, stage_owned_keys(TrainingStage::Relearn)), {model_id},
+                           double(spec.attack_steps) * attack_batch * window,
+                           {{"role", "attack"}, {"model", model_id}, {"lr", num(lr)}});
+      grid_jobs.push_back(job.id);
+      grid_dirs.push_back(job.dir);
+    }
+    // The grid's extension, once the grid is done: twice its largest LR while the worst case sits there.
+    if (cfg.relearn.extend > 0) {
+      std::vector<std::string> tail = attack_args;
+      std::string dirs;
+      for (auto& d : grid_dirs) dirs += (dirs.empty() ? "" : ",") + d;
+      tail.insert(tail.end(), {"--lrs", num(*std::max_element(spec.attack_lrs.begin(), spec.attack_lrs.end())),
+                               "--extend-after", dirs});
+      add("relearn", "relearn-" + model_name + "-extend", with({"relearn"}, tail, stage_owned_keys(TrainingStage::Relearn)),
+          grid_jobs, double(cfg.relearn.extend) * spec.attack_steps * attack_batch * window,
+          {{"role", "attack"}, {"model", model_id}, {"lr", "extend"}});
     }
   }
   // Order by kind (dependencies always point to an earlier kind).
@@ -242,6 +264,35 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
     return rank(a.kind) < rank(b.kind);
   });
   return plan;
+}
+
+AttackBatch planned_attack_batch(const SweepSpec& spec) {
+  Config c = spec.cfg;
+  c.relearn.steps = spec.attack_steps;
+  return attack_batch(c);
+}
+
+// What the spec lets the support rules judge before anything runs: its grid,
+// its replicates and its evaluation's size (results/support.h).
+std::string planned_support(const SweepSpec& spec) {
+  SweepEvidence e;
+  const Config& cfg = spec.cfg;
+  e.metric = spec.metric == "auto" ? (cfg.eval.arith_per_op > 0 ? "forget_acc" : "forget_ce") : spec.metric;
+  e.attack_lrs = int(spec.attack_lrs.size());
+  e.attack_steps = spec.attack_steps;
+  e.replicates = int(spec.seeds.size());
+  e.eval_per_op_format = cfg.eval.arith_per_op;
+  e.eval_windows = int64_t(cfg.eval.batches) * cfg.train.batch_size;
+  const AttackBatch attack = planned_attack_batch(spec);
+  std::ostringstream out;
+  out << "attack: " << attack.rows << " row(s) per rank x " << cfg.relearn.accum << " micro-batch(es) a step, "
+      << spec.attack_steps << " steps: it replays " << std::setprecision(3) << 100 * attack.forget_share
+      << "% of the forget tokens pretraining saw (the paper: about 1%)\n";
+  auto gaps = plan_support_gaps(e);
+  if (gaps.empty()) return out.str() + "support: the grid, the replicates and the evaluation meet the support rules\n";
+  out << "support: this sweep runs, but its robustness figures will be marked, never bare:\n";
+  for (auto& g : gaps) out << "  - " << g << "\n";
+  return out.str();
 }
 
 std::string plan_text(const Plan& plan) {
@@ -263,6 +314,7 @@ std::string plan_text(const Plan& plan) {
   for (int w : {8, 64})
     if (w != plan.spec.ranks) worlds.push_back(w);
   os << rank_memory_table(plan.spec.cfg.model, plan.spec.cfg.data.tokenizer_vocab, worlds);
+  os << "\n" << planned_support(plan.spec);
   return os.str();
 }
 

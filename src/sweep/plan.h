@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/stage_settings.h"
 #include "sweep/spec.h"
 
 namespace undo {
@@ -41,7 +42,12 @@ struct Plan {
 };
 
 Plan make_plan(const SweepSpec& spec, const std::string& out, const std::string& undo_binary);
-// The graph: one line per job (kind, name, estimated tokens, dependencies).
+// The attack's batch for the spec's pretraining budget and attack steps (core/stage_settings.h).
+AttackBatch planned_attack_batch(const SweepSpec& spec);
+// The attack's share of the forget tokens, and the support rules a spec can be
+// judged on before anything runs, one line each (results/support.h).
+std::string planned_support(const SweepSpec& spec);
+// The graph: one line per job (kind, name, estimated tokens, dependencies), then planned_support.
 std::string plan_text(const Plan& plan);
 // Writes DIR/cmd.sh for every job: the command plus state markers (job.running,
 // job.done, job.failed) and, under Slurm, a requeue on a checkpointed stop (exit 75).

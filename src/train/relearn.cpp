@@ -6,6 +6,8 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/stage_settings.h"
+#include "data/shard.h"
+#include "distributed/launch.h"
 #include "train/trainer.h"
 
 namespace undo {
@@ -13,6 +15,17 @@ namespace undo {
 std::shared_ptr<StreamMix> attack_stream(const Config& cfg) {
   return std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.forget_mix", cfg.data.forget_mix), "train",
                                      cfg.model.seq_len);
+}
+
+void check_attack_batch(const Config& cfg) {
+  // Before the ranks meet: the launcher's environment says how many there will be.
+  const int64_t rows = int64_t(attack_batch(cfg).rows) * cfg.relearn.accum * std::max(1, detect_launch().world);
+  uint64_t windows = 0;
+  for (auto& [stream, weight] : parse_mix("data.forget_mix", cfg.data.forget_mix))
+    windows += Shard(join_path(cfg.data.dir, stream + ".train.bin")).size() / uint64_t(cfg.model.seq_len + 1);
+  UNDO_INPUT_CHECK(uint64_t(rows) <= windows, "relearn.batch_size = ", cfg.relearn.batch_size, ": a step of ", rows,
+                   " sequences (batch x relearn.accum x ranks) is more than the forget data holds (", windows,
+                   " windows of ", cfg.model.seq_len, " tokens in ", cfg.data.forget_mix, ")");
 }
 
 void run_attack(const Config& base, double lr, Transformer& model, Evaluator& evaluator) {

@@ -16,6 +16,9 @@ namespace undo {
 
 // The data an attack trains on: the forget mix (data.forget_mix), train split.
 std::shared_ptr<StreamMix> attack_stream(const Config& cfg);
+// Refuses (exit 2, naming relearn.batch_size) an attack step that would hold
+// more sequences than the forget stream has windows.
+void check_attack_batch(const Config& cfg);
 // Finetunes `model` on the forget stream with constant LR `lr` for cfg.relearn.steps
 // (one warmup step, weight decay 0, clip 1.0), evaluating every cfg.relearn.eval_every
 // steps into cfg.run.dir/metrics.jsonl; resumes from cfg.run.dir's checkpoint.
