@@ -132,7 +132,7 @@ TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
                            &out),
             0)
       << out;
-  EXPECT_NE(out.find("lr-0.003-seed-1-steps-20-every-5 done, skipping"), std::string::npos) << out;
+  EXPECT_NE(out.find("lr-0.003-seed-1-steps-20-every-5-batch-1x1 done, skipping"), std::string::npos) << out;
   EXPECT_EQ(read_json_lines(dir + "/attack.jsonl").size(), 15u);
   EXPECT_EQ(test::run_undo(relearn_args(dir) + " --lrs 3e-3,abc", &out), 2);
   EXPECT_NE(out.find("--lrs"), std::string::npos) << out;

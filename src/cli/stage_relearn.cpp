@@ -1,7 +1,7 @@
 #include <algorithm>
 #include <chrono>
-#include <functional>
 #include <cmath>
+#include <functional>
 #include <cstdio>
 #include <iostream>
 #include <sstream>
@@ -32,19 +32,21 @@ int positive_int(const std::string& flag, const std::string& text, int fallback)
 
 // The attack's own run directory names everything that shapes its curve, so
 // that a rerun with another budget does not take an old curve for its own.
-std::string attack_dir_name(double lr, int64_t seed, const RelearnConfig& r) {
+std::string attack_dir_name(double lr, int64_t seed, const Config& cfg) {
+  const RelearnConfig& r = cfg.relearn;
   std::ostringstream os;
-  os << "lr-" << format_double(lr) << "-seed-" << seed << "-steps-" << r.steps << "-every-" << r.eval_every;
+  os << "lr-" << format_double(lr) << "-seed-" << seed << "-steps-" << r.steps << "-every-" << r.eval_every
+     << "-batch-" << attack_batch(cfg).rows << "x" << r.accum;
   return os.str();
 }
 
-// One attack at `lr` (seed `seed`) from `model_file`, or its curve when a
+// One attack at `lr` (seed `seed`) from `model_file`, or its curve when an
 // earlier run finished it; its points.
 std::vector<AttackPoint> attack_at(const Config& cfg, double lr, int64_t seed, const CheckpointReader& model_file,
                                    Evaluator& evaluator, const std::map<std::string, double>& before) {
   Config c = cfg;
   c.run.seed = seed;
-  c.run.dir = join_path(cfg.run.dir, "attacks/" + attack_dir_name(lr, c.run.seed, cfg.relearn));
+  c.run.dir = join_path(cfg.run.dir, "attacks/" + attack_dir_name(lr, c.run.seed, cfg));
   c.run.resume = true;  // a cut attack continues from its checkpoint
   auto curve_path = join_path(c.run.dir, "curve.jsonl");
   if (!file_exists(curve_path)) {

@@ -155,12 +155,13 @@ int stage_report(int argc, const char* const* argv) {
      << "). Robustness = (P - P_unlearn) / (P_oracle - P_unlearn) on the worst-case forget metric after the "
         "full attack. Compute is relative to the oracle's pretraining tokens: distillation compute is the "
         "student's training tokens; total compute adds the unlearning that made the teacher and the teacher's "
-        "forward pass (a third of a training token per token), shared by the students of its cache or alone. "
+        "forward pass (a third of a training token per token): at the positions the student read (consumed), "
+        "shared by the students of its cache, or the whole pass alone. "
         "Against the oracle (1.00) on total compute is the comparison the paper's claim rests on.\n\n"
      << "Each model's " << r_name << " is shown before the attack next to its forget metric, and after 40 and "
         "all steps for the LR that attained the worst case there; the base's and the teacher's rows give the "
         "students' retain reference.\n\n"
-     << "| model | role | alpha | distillation compute | total compute (teacher shared / alone) | " << f_name
+     << "| model | role | alpha | distillation compute | total compute (teacher consumed / shared / alone) | " << f_name
      << " / " << r_name << " before | after 40 | after all | robustness |\n|---|---|---|---|---|---|---|---|---|\n";
   for (auto& m : models) {
     auto& s = per[m];
@@ -168,7 +169,8 @@ int stage_report(int argc, const char* const* argv) {
     md << "| " << m << " | " << f.role << " | " << (f.alpha.empty() ? "-" : f.alpha) << " | "
        << format_cell(f.compute_vs_oracle, 2) << " | "
        << (std::isfinite(f.total_compute_amortised)
-               ? format_cell(f.total_compute_amortised, 2) + " / " + format_cell(f.total_compute_alone, 2)
+               ? format_cell(f.total_compute_consumed, 2) + " / " + format_cell(f.total_compute_amortised, 2) + " / " +
+                     format_cell(f.total_compute_alone, 2)
                : "-")
        << " | " << format_cell(f.forget_before) << " / " << format_cell(f.retain_before) << " | " << format_cell(s.worst40) << " / "
        << format_cell(s.retain40) << " | " << format_cell(f.worst_forget_final) << " / "

@@ -59,7 +59,8 @@ const std::vector<Column<R>>& result_columns() {
       real("robustness_min", &R::robustness_min, false), real("robustness_max", &R::robustness_max, false),
       text("replicates_vary", &R::replicates_vary, false), text("stop_metric", &R::stop_metric, false),
       whole("stopped_at", &R::stopped_at, false), text("support", &R::support, false),
-      real("attack_forget_share", &R::attack_forget_share, false)};
+      real("attack_forget_share", &R::attack_forget_share, false),
+      real("total_compute_consumed", &R::total_compute_consumed, false)};
   return c;
 }
 

@@ -25,6 +25,7 @@ struct ResultRow {
   double train_tokens = NAN, compute_vs_oracle = NAN, teacher_forward_tokens = NAN;
   double teacher_compute_alone = NAN, teacher_compute_amortised = NAN, unlearn_compute = NAN;
   double total_compute_alone = NAN, total_compute_amortised = NAN;
+  double total_compute_consumed = NAN;  // the teacher charged only for the positions this student read
   // The worst case over the model's attack LRs, its robustness, and the mean,
   // 95% bootstrap interval and range over the replicates of its configuration.
   double worst_forget_final = NAN, robustness = NAN, robustness_mean = NAN, robustness_ci_lo = NAN,

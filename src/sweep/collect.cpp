@@ -107,7 +107,7 @@ int collect_results(const Plan& plan) {
   // Per attacked model: its robustness, and the compute that made it.
   struct ModelFigures {
     double tokens = NAN, compute = NAN, teacher_tokens = NAN, robustness = NAN;
-    double teacher_alone = NAN, teacher_amortised = NAN, unlearn = NAN;
+    double teacher_alone = NAN, teacher_amortised = NAN, teacher_consumed = NAN, unlearn = NAN;
   };
   std::map<std::string, ModelFigures> figures;
   // The students that share one teacher pass: those of one cache (teacher and
@@ -139,6 +139,9 @@ int collect_results(const Plan& plan) {
       f.teacher_tokens = summary_number(j, "teacher_forward_tokens");
       f.teacher_alone = f.teacher_tokens / 3 / oracle_tokens;
       f.teacher_amortised = f.teacher_alone / std::max(1, students_per_pass[pass_of(j)]);
+      // What it consumed: the teacher at each of its own training positions (a cached row read, or an
+      // online forward), whatever share of the cache it read.
+      f.teacher_consumed = std::min(f.tokens, f.teacher_tokens) / 3 / oracle_tokens;
       const Job* teacher = role == "student" ? find_role("unlearn", method) : nullptr;
       f.unlearn = teacher ? summary_number(*teacher, "tokens") / oracle_tokens : 0.0;
     }
@@ -186,6 +189,7 @@ int collect_results(const Plan& plan) {
     base.unlearn_compute = f.unlearn;
     base.total_compute_alone = f.compute + f.teacher_alone + f.unlearn;
     base.total_compute_amortised = f.compute + f.teacher_amortised + f.unlearn;
+    base.total_compute_consumed = f.compute + f.teacher_consumed + f.unlearn;
     base.worst_forget_final = worst_final[j.id], base.robustness = f.robustness;
     base.robustness_mean = ci.mean, base.robustness_ci_lo = ci.lo, base.robustness_ci_hi = ci.hi;
     base.robustness_seeds = ci.n, base.eval_per_op_format = eval_per_op, base.eval_windows = double(eval_windows);

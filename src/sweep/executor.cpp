@@ -52,6 +52,28 @@ std::string replace_all(std::string s, const std::string& from, const std::strin
   return s;
 }
 
+// The sweep as a whole: jobs done of all, what runs, and the time left, from
+// the wall time per estimated token of the jobs this runner has finished (the
+// slots' parallelism included).
+std::string sweep_progress(const Plan& plan, const std::map<pid_t, const Job*>& running, double tokens_done,
+                           double elapsed_s) {
+  int done = 0;
+  double left = 0;
+  for (auto& j : plan.jobs) {
+    if (job_done(j)) ++done;
+    else left += j.est_tokens;
+  }
+  std::string kinds;
+  for (auto& [pid, j] : running) kinds += (kinds.empty() ? "" : ", ") + j->kind;
+  char eta[64] = "ETA after more work is done";
+  if (tokens_done > 0 && elapsed_s > 0) {
+    const double s = left / (tokens_done / elapsed_s);
+    std::snprintf(eta, sizeof eta, "ETA %dh%02dm", int(s / 3600), int(s / 60) % 60);
+  }
+  return std::to_string(done) + "/" + std::to_string(plan.jobs.size()) + " jobs done, " +
+         std::to_string(running.size()) + " running" + (kinds.empty() ? "" : " (" + kinds + ")") + ", " + eta;
+}
+
 }  // namespace
 
 int run_local(const Plan& plan, int slots) {
@@ -67,6 +89,7 @@ int run_local(const Plan& plan, int slots) {
   std::map<pid_t, const Job*> running;
   std::set<std::string> failed_now, started, elsewhere;
   int failures = 0;
+  double tokens_done = 0;  // estimated tokens of the jobs this runner finished
   auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   for (;;) {
@@ -113,7 +136,9 @@ int run_local(const Plan& plan, int slots) {
     running.erase(it);
     int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     if (rc == 0 && job_done(j)) {
-      std::fprintf(stderr, "sweep [%6.0fs] done   %s\n", elapsed(), (j.name + "-" + j.id).c_str());
+      tokens_done += j.est_tokens;
+      std::fprintf(stderr, "sweep [%6.0fs] done   %s; %s\n", elapsed(), (j.name + "-" + j.id).c_str(),
+                   sweep_progress(plan, running, tokens_done, elapsed()).c_str());
     } else {
       ++failures;
       failed_now.insert(j.id);
