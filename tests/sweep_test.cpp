@@ -67,7 +67,8 @@ TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
   EXPECT_EQ(count_kind(plan, "cache"), 3);     // one logit cache per teacher, and the base's for the control
   // Per method and seed: one Unlearn-and-Distill student (beta plays no part) + 2 alphas x 2 betas.
   EXPECT_EQ(count_kind(plan, "distill"), 2 * 2 * (1 + 2 * 2) + 2);  // + the distilled-base control per seed
-  EXPECT_EQ(count_kind(plan, "relearn"), (2 + 2 + 20 + 2) * (2 + 1));  // every model at every LR, and its extension
+  EXPECT_EQ(count_kind(plan, "relearn"), (2 + 2 + 20 + 2) * 2);  // every model at every LR
+  EXPECT_EQ(count_kind(plan, "extend"), 2 + 2 + 20 + 2);         // and its grid's extension
   std::set<std::string> ids, dirs;
   for (auto& j : plan.jobs) {
     ids.insert(j.id);
@@ -194,7 +195,8 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   EXPECT_EQ(count_kind(three, "unlearn"), 3);
   EXPECT_EQ(count_kind(three, "cache"), 1 + 1);
   EXPECT_EQ(count_kind(three, "distill"), 1 + 1);
-  EXPECT_EQ(count_kind(three, "relearn"), (2 + 3 + 2) * (1 + 1));  // one LR and the grid's extension
+  EXPECT_EQ(count_kind(three, "relearn"), 2 + 3 + 2);
+  EXPECT_EQ(count_kind(three, "extend"), 2 + 3 + 2);
   int rc = 0;
   auto out = sweep("plan", write_spec(dir, kSmallGrid + "\ndistill_methods = rmu"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
@@ -325,7 +327,7 @@ TEST(Sweep, MalformedResultsAreRefusedByFileAndColumn) {
   write_file_atomic(base.dir + "/job.done", "finished\n");
   write_file_atomic(base.dir + "/summary.json", "[not, json");
   for (auto& j : plan.jobs)  // base's attacks done, so that collect reads its summary
-    if (j.kind == "relearn" && j.tags.at("model") == base.id) {
+    if ((j.kind == "relearn" || j.kind == "extend") && j.tags.at("model") == base.id) {
       make_dirs(j.dir);
       write_file_atomic(j.dir + "/job.done", "finished\n");
       write_file_atomic(j.dir + "/attack.jsonl", "{\"lr\": 0.001, \"seed\": 1, \"step\": 0, \"forget_ce\": 3}\n");
@@ -590,7 +592,8 @@ TEST(Sweep, ShippedSpecsPlan) {
   std::filesystem::current_path(cwd);
   EXPECT_EQ(count_kind(protocol, "unlearn"), 3);
   EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3);
-  EXPECT_EQ(count_kind(protocol, "relearn"), (2 + 3 + 9) * (5 + 1));
+  EXPECT_EQ(count_kind(protocol, "relearn"), (2 + 3 + 9) * 5);
+  EXPECT_EQ(count_kind(protocol, "extend"), 2 + 3 + 9);
   EXPECT_EQ(count_kind(ablation, "distill"), 4 * 3 + 3);  // 4 signals and a control, 3 seeds each
   std::set<std::string> protocol_dirs;
   for (auto& j : protocol.jobs) protocol_dirs.insert(j.dir);
@@ -610,9 +613,9 @@ TEST(Sweep, ShippedSpecsPlan) {
   EXPECT_EQ(reused, 2 * 3 + 3);  // both students of the methods sweep and the controls
   // The paper's attack on the methods sweep's models: every model reused, only the 132 attacks new.
   int full_reused = 0;
-  for (auto& j : lang_full.jobs) full_reused += int(j.kind != "relearn" && methods_dirs.count(j.dir));
+  for (auto& j : lang_full.jobs) full_reused += int(j.kind != "relearn" && j.kind != "extend" && methods_dirs.count(j.dir));
   EXPECT_EQ(full_reused, int(lang_full.jobs.size()) - 132);
-  EXPECT_EQ(count_kind(lang_full, "relearn"), (3 + 3 * 3) * (10 + 1));  // 3 models; 2 students, control x 3 seeds
+  EXPECT_EQ(count_kind(lang_full, "relearn") + count_kind(lang_full, "extend"), (3 + 3 * 3) * (10 + 1));  // 3 models; 2 students, control x 3 seeds
   EXPECT_EQ(lang_full.spec.attack_steps, 500);
   EXPECT_EQ(count_kind(lang_small, "distill"), 2 * 3 + 3);
   for (auto& j : lang_small.jobs) EXPECT_TRUE(j.kind == "data" || !methods_dirs.count(j.dir)) << j.name;  // its own models
@@ -622,7 +625,8 @@ TEST(Sweep, ShippedSpecsPlan) {
   for (auto& j : lang_large.jobs)  // its own models, apart from both other sizes'
     EXPECT_TRUE(j.kind == "data" || (!methods_dirs.count(j.dir) && !small_dirs.count(j.dir))) << j.name;
   EXPECT_EQ(count_kind(demo, "distill"), 3 + 1);  // + the distilled-base control
-  EXPECT_EQ(count_kind(demo, "relearn"), 7 * (3 + 1));
+  EXPECT_EQ(count_kind(demo, "relearn"), 7 * 3);
+  EXPECT_EQ(count_kind(demo, "extend"), 7);
   EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5);
   EXPECT_EQ(paper.spec.ranks, 4);
   EXPECT_EQ(paper.spec.cfg.run.device, "cuda");  // the paper presets train on GPUs

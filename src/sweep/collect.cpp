@@ -71,7 +71,7 @@ int collect_results(const Plan& plan) {
   std::map<std::string, int> missing_attacks;
   std::map<std::string, double> forget_share;  // per model: what its attack replays (relearn's summary)
   for (auto& j : plan.jobs) {
-    if (j.kind != "relearn") continue;
+    if (j.kind != "relearn" && j.kind != "extend") continue;  // a grid's attacks and its extension
     const std::string& model = j.tags.at("model");
     if (!job_done(j)) {
       missing_attacks[model]++;

@@ -1,6 +1,7 @@
 #include "sweep/plan.h"
 
 #include <algorithm>
+#include <cmath>
 #include <iomanip>
 #include <sstream>
 
@@ -28,7 +29,9 @@ std::string absolute(const std::string& p) {
 }  // namespace
 
 const std::vector<std::string>& job_kinds() {
-  static const std::vector<std::string> k = {"data", "pretrain", "unlearn", "cache", "distill", "relearn"};
+  // "extend" after "relearn": the Slurm executor orders kinds (one job array each, afterok), and a grid's
+  // extension reads the grid's finished attacks.
+  static const std::vector<std::string> k = {"data", "pretrain", "unlearn", "cache", "distill", "relearn", "extend"};
   return k;
 }
 
@@ -221,7 +224,7 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
   // with the batch the spec's pretraining budget gives it (written out, so that
   // the job's hash and command say it).
   const AttackBatch attack = planned_attack_batch(spec);
-  const double attack_batch = double(attack.rows) * cfg.relearn.accum * spec.ranks;
+  const double attack_rows = double(attack.rows) * cfg.relearn.accum * spec.ranks;  // a step's, over the ranks
   std::vector<std::string> seen;
   for (auto& model_id : models) {
     if (std::find(seen.begin(), seen.end(), model_id) != seen.end()) continue;
@@ -238,7 +241,7 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
       tail.insert(tail.end(), {"--lrs", num(lr), "--relearn.extend", "0"});
       const Job& job = add("relearn", "relearn-" + model_name + "-lr" + num(lr),
                            with({"relearn"}, tail, stage_owned_keys(TrainingStage::Relearn)), {model_id},
-                           double(spec.attack_steps) * attack_batch * window,
+                           double(spec.attack_steps) * attack_rows * window,
                            {{"role", "attack"}, {"model", model_id}, {"lr", num(lr)}});
       grid_jobs.push_back(job.id);
       grid_dirs.push_back(job.dir);
@@ -250,8 +253,8 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
       for (auto& d : grid_dirs) dirs += (dirs.empty() ? "" : ",") + d;
       tail.insert(tail.end(), {"--lrs", num(*std::max_element(spec.attack_lrs.begin(), spec.attack_lrs.end())),
                                "--extend-after", dirs});
-      add("relearn", "relearn-" + model_name + "-extend", with({"relearn"}, tail, stage_owned_keys(TrainingStage::Relearn)),
-          grid_jobs, double(cfg.relearn.extend) * spec.attack_steps * attack_batch * window,
+      add("extend", "relearn-" + model_name + "-extend", with({"relearn"}, tail, stage_owned_keys(TrainingStage::Relearn)),
+          grid_jobs, double(cfg.relearn.extend) * spec.attack_steps * attack_rows * window,
           {{"role", "attack"}, {"model", model_id}, {"lr", "extend"}});
     }
   }
@@ -286,8 +289,12 @@ std::string planned_support(const SweepSpec& spec) {
   const AttackBatch attack = planned_attack_batch(spec);
   std::ostringstream out;
   out << "attack: " << attack.rows << " row(s) per rank x " << cfg.relearn.accum << " micro-batch(es) a step, "
-      << spec.attack_steps << " steps: it replays " << std::setprecision(3) << 100 * attack.forget_share
-      << "% of the forget tokens pretraining saw (the paper: about 1%)\n";
+      << spec.attack_steps << " steps: it replays ";
+  if (std::isfinite(attack.forget_share))
+    out << std::setprecision(3) << 100 * attack.forget_share << "% of the forget tokens pretraining saw";
+  else
+    out << "forget tokens pretraining never saw (data.base_mix holds no forget stream)";
+  out << " (the paper: about 1%)\n";
   auto gaps = plan_support_gaps(e);
   if (gaps.empty()) return out.str() + "support: the grid, the replicates and the evaluation meet the support rules\n";
   out << "support: this sweep runs, but its robustness figures will be marked, never bare:\n";
