@@ -7,6 +7,7 @@
 #include <set>
 #include <sstream>
 
+#include "results/attack_curve.h"
 #include "results/results_table.h"
 
 namespace undo {
@@ -108,18 +109,23 @@ std::string configuration_of(const ResultRow& r) {
 
 namespace {
 
-// Each model's worst LR after the full attack against the largest LR of its grid.
-std::vector<std::string> censored_models(const std::vector<ResultRow>& results) {
-  std::map<std::string, double> largest, worst;
+// The models whose worst LR after the full attack is the largest of their
+// grid: each model's rows (one per LR, its final forget metric) judged by the
+// same grid_edge that decides the attack's own extension (results/attack_curve.h).
+std::vector<std::string> censored_models(const std::vector<ResultRow>& results, const std::string& metric) {
+  std::map<std::string, std::vector<AttackPoint>> finals;
   std::vector<std::string> order;
   for (auto& r : results) {
-    if (!largest.count(r.model)) order.push_back(r.model), largest[r.model] = -INFINITY;
-    largest[r.model] = std::max(largest[r.model], r.attack_lr);
-    if (r.forget_final == r.worst_forget_final && !worst.count(r.model)) worst[r.model] = r.attack_lr;
+    if (!finals.count(r.model)) order.push_back(r.model);
+    AttackPoint p;
+    p.lr = r.attack_lr;
+    p.step = std::isfinite(r.attack_steps) ? int64_t(r.attack_steps) : 0;
+    p.metrics[metric] = r.forget_final;
+    finals[r.model].push_back(p);
   }
   std::vector<std::string> out;
   for (auto& m : order)
-    if (worst.count(m) && worst[m] >= largest[m]) out.push_back(m);
+    if (grid_edge(finals[m], metric).censored()) out.push_back(m);
   return out;
 }
 
@@ -163,7 +169,7 @@ SweepEvidence evidence_of(const std::vector<ResultRow>& results, const std::stri
   for (auto& [m, lrs] : lrs_per_model) e.attack_lrs = std::min(e.attack_lrs, int(lrs.size()));
   e.replicates = seeds_per_config.empty() ? 1 : std::numeric_limits<int>::max();
   for (auto& [c, seeds] : seeds_per_config) e.replicates = std::min(e.replicates, int(seeds.size()));
-  e.censored = censored_models(results);
+  e.censored = censored_models(results, metric);
   return e;
 }
 
