@@ -56,13 +56,36 @@ TEST(Arithmetic, DeterministicAndHeldOutTemplates) {
   std::set<std::string> train_stems, eval_stems;
   for (auto& p : training_problems(Op::Add, 2000, 5))
     if (p.format == Format::Word) train_stems.insert(stem(p.prompt));
-  for (auto& p : eval_problems(Op::Add, 100, 5)) {
-    if (p.format == Format::Word) eval_stems.insert(stem(p.prompt));
-  }
+  for (ProblemSet set : kScoredSets)
+    for (auto& p : eval_problems(Op::Add, set, 100, 5))
+      if (p.format == Format::Word) eval_stems.insert(stem(p.prompt));
   EXPECT_GE(train_stems.size(), 5u);
   EXPECT_FALSE(eval_stems.empty());
   for (auto& s : eval_stems) EXPECT_EQ(train_stems.count(s), 0u) << s;
-  EXPECT_EQ(eval_problems(Op::Div, 100, 9).size(), 200u);
+  EXPECT_EQ(eval_problems(Op::Div, ProblemSet::Test, 100, 9).size(), 200u);
+}
+
+// Equations too are scored only in renderings never trained on: the operands
+// of a test problem were trained on (the paper's protocol), its string was not.
+TEST(Arithmetic, ScoredEquationsUseHeldOutRenderings) {
+  auto shape = [](std::string s) {  // the rendering: digits replaced by '#'
+    std::string out;
+    for (char c : s)
+      if (!std::isdigit(static_cast<unsigned char>(c))) out += c;
+      else if (out.empty() || out.back() != '#') out += '#';
+    return out;
+  };
+  for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div}) {
+    std::set<std::string> trained, scored;
+    for (auto& p : training_problems(op, 4000, 5))
+      if (p.format == Format::Equation) trained.insert(shape(p.prompt));
+    for (ProblemSet set : kScoredSets)
+      for (auto& p : eval_problems(op, set, kEvalMaxPerFormat, kEvalProblemSeed))
+        if (p.format == Format::Equation) scored.insert(shape(p.prompt));
+    EXPECT_EQ(trained.size(), 1u) << op_name(op);
+    EXPECT_EQ(scored.size(), 2u) << op_name(op);
+    for (auto& s : scored) EXPECT_EQ(trained.count(s), 0u) << s;
+  }
 }
 
 TEST(Arithmetic, HeldOutOperandsAreNeverTrainedOn) {
@@ -76,22 +99,33 @@ TEST(Arithmetic, HeldOutOperandsAreNeverTrainedOn) {
     }
     // 20000 draws reach every training problem: the split, not chance, keeps the held-out ones out.
     EXPECT_EQ(trained.size() + pool[op], op == Op::Add ? 2500u : op == Op::Sub ? 1275u : 400u) << op_name(op);
-    for (auto& p : validation_problems(op, 500, 99)) EXPECT_TRUE(is_held_out(op, p.a, p.b)) << p.text();
-    auto eval = eval_problems(op, kEvalMaxPerFormat, kEvalProblemSeed);
-    std::set<std::string> equations;
-    for (auto& p : eval) {
-      EXPECT_TRUE(is_held_out(op, p.a, p.b)) << p.text();
-      if (p.format == Format::Equation) equations.insert(p.prompt);
-    }
-    EXPECT_EQ(equations.size(), size_t(kEvalMaxPerFormat)) << "distinct evaluation equations";
-    // A smaller evaluation set is a prefix of the larger one, per format.
-    auto small = eval_problems(op, 7, kEvalProblemSeed);
-    for (int i = 0; i < 7; ++i) {
-      EXPECT_EQ(small[size_t(i)].text(), eval[size_t(i)].text());
-      EXPECT_EQ(small[size_t(7 + i)].text(), eval[size_t(kEvalMaxPerFormat + i)].text());
+    // Generalisation scores held-out operands; validation and test the training pool's, split in two halves.
+    for (auto& p : drawn_problems(op, ProblemSet::Generalisation, 500, 99)) EXPECT_TRUE(is_held_out(op, p.a, p.b));
+    const auto &val = operands_of(op, ProblemSet::Validation), &test = operands_of(op, ProblemSet::Test);
+    std::set<std::pair<int, int>> val_set(val.begin(), val.end()), test_set(test.begin(), test.end());
+    EXPECT_EQ(val_set.size() + test_set.size(), trained.size()) << op_name(op);
+    for (auto& ab : val) EXPECT_TRUE(trained.count(ab) && !test_set.count(ab)) << ab.first << "," << ab.second;
+    for (auto& ab : test) EXPECT_TRUE(trained.count(ab)) << ab.first << "," << ab.second;
+    for (ProblemSet set : kScoredSets) {
+      auto eval = eval_problems(op, set, kEvalMaxPerFormat, kEvalProblemSeed);
+      std::set<std::string> equations;
+      for (auto& p : eval) {
+        const bool general = set == ProblemSet::Generalisation;
+        EXPECT_EQ(is_held_out(op, p.a, p.b), general) << p.text();
+        if (!general) EXPECT_EQ((set == ProblemSet::Test ? test_set : val_set).count({p.a, p.b}), 1u) << p.text();
+        if (p.format == Format::Equation) equations.insert(p.prompt);
+      }
+      EXPECT_EQ(equations.size(), size_t(kEvalMaxPerFormat)) << "distinct evaluation equations";
+      // A smaller evaluation set is a prefix of the larger one, per format.
+      auto small = eval_problems(op, set, 7, kEvalProblemSeed);
+      for (int i = 0; i < 7; ++i) {
+        EXPECT_EQ(small[size_t(i)].text(), eval[size_t(i)].text());
+        EXPECT_EQ(small[size_t(7 + i)].text(), eval[size_t(kEvalMaxPerFormat + i)].text());
+      }
     }
   }
-  EXPECT_THROW(eval_problems(Op::Mul, kEvalMaxPerFormat + 1, 1), RuntimeError);
+  EXPECT_THROW(eval_problems(Op::Mul, ProblemSet::Test, kEvalMaxPerFormat + 1, 1), RuntimeError);
+  EXPECT_THROW(eval_problems(Op::Mul, ProblemSet::Training, 1, 1), RuntimeError);
 }
 
 TEST(Arithmetic, ScorerCases) {
@@ -115,7 +149,8 @@ TEST(Arithmetic, AnswerScorer) {
 // batch of equal shapes, equals the sum over the answer's tokens scored alone.
 TEST(Evaluator, AnswerNllIsTheTeacherForcedLogLikelihoodOfTheAnswer) {
   Vocabulary vocab(test::tiny_data_dir() + "/vocab.bin");
-  auto prompts = read_eval_prompts(test::tiny_data_dir() + "/eval_prompts.jsonl", 3, vocab.size()).at(Op::Mul);
+  auto prompts =
+      read_eval_prompts(test::tiny_data_dir() + "/eval_prompts.jsonl", 3, vocab.size()).at(ProblemSet::Test).at(Op::Mul);
   Transformer model = test::trained_tiny_model();
   auto nll = answer_nll(model, vocab.eos_id(), prompts, false);
   ASSERT_EQ(nll.size(), prompts.size());

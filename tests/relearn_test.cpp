@@ -79,6 +79,30 @@ TEST(Relearn, WorstCaseTakesTheStrongestAttackAtEachStep) {
   EXPECT_EQ(retain_metric_of("forget_answer_ce"), "retain_answer_ce");
 }
 
+// The attacker's worst LR is chosen on validation figures where they were
+// measured; the figure reported is the test one of the run chosen, even where
+// another run's test figure is higher (choosing on test would inflate it).
+TEST(Relearn, TheWorstCaseIsChosenOnValidationAndReportedOnTest) {
+  auto point = [](double lr, double val, double test) {
+    AttackPoint p;
+    p.lr = lr, p.step = 10;
+    p.metrics = {{"forget_acc", test}, {"val_forget_acc", val}, {"forget_gen_acc", test / 2}};
+    return p;
+  };
+  std::vector<AttackPoint> pts = {point(1e-3, 0.5, 0.4), point(1e-4, 0.3, 0.6)};
+  EXPECT_EQ(selected_on(pts, "forget_acc"), "validation");
+  auto worst = worst_case(pts, "forget_acc");
+  ASSERT_EQ(worst.size(), 1u);
+  EXPECT_DOUBLE_EQ(worst[0].worst_lr, 1e-3);
+  EXPECT_DOUBLE_EQ(worst[0].metrics.at("forget_acc"), 0.4);
+  // Generalisation is chosen on the same validation figure.
+  EXPECT_DOUBLE_EQ(worst_case(pts, "forget_gen_acc")[0].worst_lr, 1e-3);
+  // Curves from before validation sets choose on the test figure, and say so.
+  for (auto& p : pts) p.metrics.erase("val_forget_acc");
+  EXPECT_EQ(selected_on(pts, "forget_acc"), "test");
+  EXPECT_DOUBLE_EQ(worst_case(pts, "forget_acc")[0].worst_lr, 1e-4);
+}
+
 TEST(Relearn, ADivergedAttackIsNeitherTheWorstCaseNorReadAsZero) {
   // A diverged run's loss is written as null; it must read back as NaN (as 0
   // it would look like a perfect relearning) and lose to any finite run.
@@ -109,21 +133,22 @@ TEST(Cli, RelearnAttackRaisesForgetPerformanceAndSkipsFinishedAttacksOnRerun) {
   auto worst = read_json_lines(dir + "/attack_worst.jsonl");
   ASSERT_EQ(worst.size(), 5u);
   double before = std::stod(worst.front().at("forget_ce")), after = std::stod(worst.back().at("forget_ce"));
-  // Training on multiplication and division lowers their CE...
-  EXPECT_LT(after, before - 0.1) << "forget CE " << before << " -> " << after;
+  // Training on multiplication and division lowers their CE (on the test
+  // stream's held-out renderings, which the attack never trains on, only a little)...
+  EXPECT_LT(after, before) << "forget CE " << before << " -> " << after;
   EXPECT_EQ(std::stod(worst.back().at("worst_lr")), 3e-3);
   // ...and the tiny LR barely moves it.
   double slow = 0;
   for (auto& l : lines)
     if (std::stod(l.at("lr")) == 1e-5 && l.at("step") == "20") slow = std::stod(l.at("forget_ce"));
   EXPECT_GT(slow, before - 0.05);
-  // The held-out answers' NLL falls too: the attack teaches the answers, not only the text around them.
+  // ...and the test problems' answers clearly: the attack teaches the answers, not only the text around them.
   std::vector<AttackPoint> points;
   for (auto& l : lines) points.push_back(AttackPoint::from_json(l));
   auto by_answers = worst_case(points, "forget_answer_ce");
   double answers_before = by_answers.front().metrics.at("forget_answer_ce");
   double answers_after = by_answers.back().metrics.at("forget_answer_ce");
-  EXPECT_LT(answers_after, answers_before) << "forget answer CE " << answers_before << " -> " << answers_after;
+  EXPECT_LT(answers_after, answers_before - 0.1) << "forget answer CE " << answers_before << " -> " << answers_after;
   auto summary = parse_flat_json(read_file(dir + "/summary.json"));
   EXPECT_EQ(summary.at("metric"), "forget_acc");
   EXPECT_NE(summary.at("after_40").find("\"step\": 20"), std::string::npos) << summary.at("after_40");
@@ -147,6 +172,7 @@ SweepEvidence sound_evidence() {
   e.has_oracle = true;
   e.oracle_before = 0.02, e.oracle_after = 0.40;
   e.has_base = true, e.base_robustness = 0.05;
+  e.base_before = 0.60, e.base_before_se = 0.02;  // competent, on a test set that resolves the gap
   e.attack_lrs = 10, e.attack_steps = 500, e.replicates = 5, e.eval_per_op_format = 100;
   e.varied = kEveryStageVaries, e.independent = true;
   return e;
@@ -249,6 +275,24 @@ TEST(Report, EachSupportRuleFailingAloneMarksTheFigure) {
   EXPECT_NE(support_summary(s).find("the attacked base scores robustness 1.1"), std::string::npos) << support_summary(s);
   e.has_base = false;
   EXPECT_EQ(figure_mark(judge_support(e), row), "base not attacked");
+  // Base competence: the committed arithmetic sweeps' base scored 0.15-0.2 on held-out operands.
+  e = sound_evidence();
+  e.base_before = 0.15;
+  s = judge_support(e);
+  EXPECT_EQ(figure_mark(s, row), "base not competent");
+  EXPECT_NE(support_summary(s).find("forget_acc before the attack is 0.15 against the oracle's 0.02"),
+            std::string::npos)
+      << support_summary(s);
+  // A test set whose standard error is not small against the gap it measures.
+  e = sound_evidence();
+  e.base_before_se = 0.07;
+  s = judge_support(e);
+  EXPECT_EQ(figure_mark(s, row), "small test set");
+  EXPECT_NE(support_summary(s).find("standard error of 0.07"), std::string::npos) << support_summary(s);
+  // Validation apart: curves that chose the worst LR on the test figures.
+  e = sound_evidence();
+  e.selected_on = "test";
+  EXPECT_EQ(figure_mark(judge_support(e), row), "selected on test set");
   // Grid edge.
   e = sound_evidence();
   e.censored = {"base", "oracle"};
@@ -276,10 +320,13 @@ TEST(Report, EachSupportRuleFailingAloneMarksTheFigure) {
   // CE metrics: the oracle's forget CE must fall by 10%; answer CE scores problems.
   SweepEvidence ce = sound_evidence();
   ce.metric = "forget_ce";
-  ce.oracle_before = 5.8, ce.oracle_after = 5.5, ce.eval_windows = 128;
+  ce.oracle_before = 5.8, ce.oracle_after = 5.5, ce.eval_windows = 128, ce.base_before = 3.0;
   EXPECT_FALSE(judge_support(ce).attack_strong);
   ce.oracle_after = 4.0;
   EXPECT_TRUE(judge_support(ce).supported());
+  ce.base_before = 5.4;  // within 10% of the oracle's: the base hardly knows the forget text
+  EXPECT_EQ(figure_mark(judge_support(ce), row), "base not competent");
+  ce.base_before = 3.0;
   SweepEvidence answers = ce;
   answers.metric = "forget_answer_ce";
   answers.eval_per_op_format = 50;
@@ -312,8 +359,41 @@ TEST(Report, EvidenceIsReadOffTheResultsTable) {
   EXPECT_EQ(e.censored, std::vector<std::string>{"base"});
   EXPECT_EQ(e.attack_lrs, 2);
   EXPECT_FALSE(e.independent);
+  EXPECT_EQ(e.selected_on, "test") << "a table from before validation figures";
   Support s = judge_results(rows);
-  EXPECT_EQ(figure_mark(s, rows[0]), "base not near 0; censored at grid edge; 2 attack LRs; n = 1");
+  EXPECT_EQ(figure_mark(s, rows[0]), "base not near 0; selected on test set; censored at grid edge; 2 attack LRs; n = 1");
+  // Rows that chose on validation are judged on their validation figures: the
+  // base's worst LR on validation is the smaller one, so it is not censored.
+  for (auto& r : rows) r.selected_on = "validation";
+  rows[0].forget_final_val = 0.20, rows[1].forget_final_val = 0.30;
+  rows[2].forget_final_val = 0.20, rows[3].forget_final_val = 0.25;
+  e = evidence_of(rows, "forget_acc");
+  EXPECT_EQ(e.selected_on, "validation");
+  EXPECT_TRUE(e.censored.empty()) << e.censored.front();
+}
+
+// Generalisation (held-out operands) is reported beside the paper's figure,
+// with the headline's marks, and its own base's competence judged on it.
+TEST(Report, TheGeneralisationFigureIsJudgedOnItsOwnCompetence) {
+  std::vector<ResultRow> rows(3);
+  rows[0].role = "base", rows[0].forget_before_general = 0.15;
+  rows[1].role = "oracle", rows[1].forget_before_general = 0.01;
+  rows[2] = student_row(0.48);
+  for (auto& r : rows) r.metric = "forget_acc";
+  rows[2].robustness_general = 0.9;
+  const Support sound = judge_support(sound_evidence());
+  EXPECT_EQ(general_robustness_text(sound, rows, rows[2]), "0.90 (base not competent)");
+  rows[0].forget_before_general = 0.5;
+  EXPECT_EQ(general_robustness_text(sound, rows, rows[2]), "0.90");
+  SweepEvidence censored = sound_evidence();
+  censored.censored = {"base"};
+  EXPECT_EQ(general_robustness_text(judge_support(censored), rows, rows[2]), "0.90 (censored at grid edge)");
+  rows[2].robustness_general = NAN;
+  EXPECT_EQ(general_robustness_text(sound, rows, rows[2]), "-");
+  EXPECT_EQ(generalisation_metric_of("forget_acc"), "forget_gen_acc");
+  EXPECT_EQ(generalisation_metric_of("retain_answer_ce"), "retain_gen_answer_ce");
+  EXPECT_EQ(generalisation_metric_of("forget_ce"), "");
+  EXPECT_EQ(validation_metric_of("forget_gen_acc"), "val_forget_acc");
 }
 
 // A spec is judged on what it fixes before anything runs.

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/stage_settings.h"
+#include "results/attack_curve.h"
 #include "train/objectives/distill.h"
 #include "train/stage_models.h"
 #include "train/teacher_cache.h"
@@ -62,16 +63,18 @@ int stage_distill(int argc, const char* const* argv) {
   }
   Evaluator evaluator(cfg);
 
-  // The stopping rule: the student has recovered the teacher's retain performance.
+  // The stopping rule: the student has recovered the teacher's retain
+  // performance, judged on validation (never on the test figures it reports).
   evaluator.run(teacher);
   auto target = evaluator.last();
   std::string metric = d.stop_metric;
   if (metric == "auto") metric = target.count("retain_acc") ? "retain_acc" : "retain_ce";
   UNDO_INPUT_CHECK(metric == "none" || target.count(metric), "distill.stop_metric = ", metric,
                    " is not measured for this data (no arithmetic evaluation)");
+  const std::string judged = validation_metric_of(metric);
   auto recovered = [&](const std::map<std::string, double>& now) {
-    if (metric == "retain_ce") return (now.at(metric) - target.at(metric)) / target.at(metric) < d.stop_tol;
-    return target.at(metric) - now.at(metric) <= d.stop_tol;
+    if (metric == "retain_ce") return (now.at(judged) - target.at(judged)) / target.at(judged) < d.stop_tol;
+    return target.at(judged) - now.at(judged) <= d.stop_tol;
   };
 
   std::string stage = "distill-" + d.init;
@@ -98,7 +101,7 @@ int stage_distill(int argc, const char* const* argv) {
                                               {"teacher_forward_tokens", std::to_string(teacher_tokens)},
                                               {"teacher_logits", d.cache == "off" ? "online" : cache.path},
                                               {"cache_built", cache.built ? "1" : "0"}};
-  if (metric != "none") extra["teacher_" + metric] = format_double(target.at(metric));
+  if (metric != "none") extra["teacher_" + judged] = format_double(target.at(judged));
   write_stage_result(cfg, stage, student, r, wall, extra);
   return 0;
 }

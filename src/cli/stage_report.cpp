@@ -34,6 +34,188 @@ std::string forget_share_text(const std::vector<Row>& results) {
   return lo == hi ? pct(lo) : pct(lo) + " to " + pct(hi);
 }
 
+// What the sweep's metric is called in the report.
+struct MetricNames {
+  std::string metric, forget, retain, label;
+  bool acc = false, answers = false;
+  explicit MetricNames(const std::string& m) : metric(m) {
+    acc = relearned_when_higher(m), answers = m.find("answer_ce") != std::string::npos;
+    forget = acc ? "forget acc" : answers ? "forget answer CE" : "forget CE";
+    retain = acc ? "retain acc" : answers ? "retain answer CE" : "retain CE";
+    label = acc ? "forget accuracy" : answers ? "forget answer CE (nats)" : "forget CE";
+  }
+};
+
+// The worst case over the relearning attack's LRs, one line per model.
+Chart relearn_chart(const std::vector<CurveRow>& curves, const MetricNames& names) {
+  Chart chart{"Relearning attack (worst case over LRs)", "attack step", names.label, {}, {}};
+  std::vector<std::string> order;
+  std::map<std::string, Series> by_model;
+  for (auto& r : curves) {
+    auto& s = by_model[r.model];
+    if (s.name.empty()) {
+      s.name = r.model;
+      order.push_back(s.name);
+    }
+    s.points.emplace_back(r.step, r.forget);
+  }
+  for (auto& name : order) chart.series.push_back(by_model[name]);
+  return chart;
+}
+
+// Total compute against robustness: each student and control twice, with its
+// teacher's forward pass shared by the students of its cache and alone.
+Chart tradeoff_chart(const std::vector<Row>& results, const Support& support) {
+  std::string title = !support.attack_strong ? "Compute vs robustness (WITHHELD: attack too weak to judge)"
+                      : !support.supported() ? "Compute vs robustness (MARKED: " + support.marks.front() + "; see report.md)"
+                                             : "Compute vs robustness";
+  Chart chart{title, "total compute (unlearn + teacher pass + distillation) / oracle pretraining", "robustness", {}, {}};
+  std::map<std::string, Series> students;  // per method and accounting
+  std::set<std::string> seen_models;
+  Series unlearn_pts{"unlearned teacher", {}, false, true, {}};
+  for (auto& r : results) {
+    if (!seen_models.insert(r.model).second) continue;
+    if (r.role == "student" || r.role == "control") {
+      std::string who = r.role == "control" ? "distilled base (control)" : "UNDO / U&D (" + r.method + ")";
+      std::string label = r.role == "control" ? "ctrl" : std::strtod(r.alpha.c_str(), nullptr) >= 1 ? "U&D" : "a=" + r.alpha;
+      for (auto [compute, accounting] : {std::pair{r.total_compute_amortised, "teacher shared"},
+                                         std::pair{r.total_compute_alone, "teacher alone"}}) {
+        auto& s = students[(r.role == "control" ? "~" : "") + who + accounting];  // the control after the methods
+        s.name = who + ", " + accounting;
+        s.line = false;
+        s.markers = true;
+        s.points.emplace_back(compute, r.robustness);
+        s.labels.push_back(label);
+      }
+    } else if (r.role == "unlearn") {
+      unlearn_pts.points.emplace_back(r.compute_vs_oracle, 0.0);
+      unlearn_pts.labels.push_back(r.method);
+    }
+  }
+  for (auto& [m, s] : students) chart.series.push_back(s);
+  if (!unlearn_pts.points.empty()) chart.series.push_back(unlearn_pts);
+  chart.hlines = {{"oracle = 1", 1.0}, {"unlearn only = 0", 0.0}};
+  return chart;
+}
+
+// One model's rows folded into its report line: its first row, and the worst
+// case over LRs after 40 steps with the retain metric of the LR that attained
+// it (and so after all steps).
+struct ModelSummary {
+  Row first;
+  double worst40 = NAN, retain40 = NAN, retain_final = NAN;
+};
+std::vector<ModelSummary> model_summaries(const std::vector<Row>& results) {
+  std::vector<std::string> order;
+  std::map<std::string, ModelSummary> per;
+  for (auto& r : results) {
+    auto& s = per[r.model];
+    if (s.first.model.empty()) {
+      s.first = r;
+      order.push_back(r.model);
+    }
+    double v = r.forget_after40;
+    if (std::isfinite(v) && (!std::isfinite(s.worst40) || (relearned_when_higher(r.metric) ? v > s.worst40 : v < s.worst40)))
+      s.worst40 = v, s.retain40 = r.retain_after40;
+    if (r.forget_final == r.worst_forget_final) s.retain_final = r.retain_final;
+  }
+  std::vector<ModelSummary> out;
+  for (auto& m : order) out.push_back(per[m]);
+  return out;
+}
+
+// The support rules, the attack's share of forget data, the metric and the compute accounting.
+void write_method_notes(std::ostream& md, const std::vector<Row>& results, const MetricNames& n) {
+  const SupportThresholds t;
+  if (n.answers)
+    md << "Metric: forget answer CE, the negative log-likelihood (nats) of each test problem's answer given its "
+          "prompt, averaged over multiplication and division, equations and word problems (retain: addition and "
+          "subtraction). Lower means more of the capability; it is used where accuracy sits at its floor.\n\n";
+  md << "Support rules (results/support.h): the oracle relearns (" << (n.acc ? "forget accuracy +" : n.forget + " -")
+     << (n.acc ? format_cell(t.min_oracle_gain_acc, 2) : format_cell(100 * t.min_oracle_drop_ce, 0) + "%")
+     << "); the attacked base scores |robustness| < " << format_cell(t.max_base_robustness, 1)
+     << "; before the attack the base's " << n.forget << " is clearly off the floor ("
+     << (n.acc ? format_cell(t.min_base_gap_acc, 2) + " above" : format_cell(100 * t.min_base_gap_ce, 0) + "% below")
+     << " the oracle's); the attack's worst LR is chosen on validation, never on the test figures; every model's "
+        "worst LR lies inside its grid; at least "
+     << t.min_replicates << " independent replicates; at least " << t.min_attack_lrs << " attack LRs and "
+     << t.min_attack_steps << " attack steps; "
+     << (n.metric != "forget_ce" ? std::to_string(t.min_eval_per_op_format) + " test problems per operation and format"
+                                 : std::to_string(t.min_eval_windows) + " test windows")
+     << ", with a standard error under " << format_cell(100 * t.max_se_of_gap, 0)
+     << "% of the base-oracle gap; a distilled model met its stopping rule. A figure that fails one carries its "
+        "mark.\n\n"
+     << "The attack replays " << forget_share_text(results)
+     << " of the forget tokens the base saw in pretraining (the paper's attack: about 1%).\n\n"
+     << "Worst case over attack LRs (" << (n.acc ? "highest " : "lowest ") << n.forget
+     << " on validation; the test figure of that LR is shown). Robustness = (P - P_unlearn) / (P_oracle - P_unlearn) "
+        "on the worst-case test forget metric after the full attack. Compute is relative to the oracle's "
+        "pretraining tokens: distillation compute is the student's training tokens; total compute adds the "
+        "unlearning that made the teacher and the teacher's forward pass (a third of a training token per "
+        "token): at the positions the student read (consumed), shared by the students of its cache, or the whole "
+        "pass alone. Against the oracle (1.00) on total compute is the comparison the paper's claim rests on.\n\n";
+}
+
+// What the test set can resolve, and the generalisation figure beside the paper's.
+void write_evaluation_notes(std::ostream& md, const std::vector<Row>& results, const MetricNames& n) {
+  const Row *base = nullptr, *oracle = nullptr;
+  for (auto& r : results) {
+    if (r.role == "base" && !base) base = &r;
+    if (r.role == "oracle" && !oracle) oracle = &r;
+  }
+  if (base && oracle && std::isfinite(base->forget_before_se))
+    md << "Test set: the base's " << n.forget << " before the attack is " << format_cell(base->forget_before) << " (standard error "
+       << format_cell(base->forget_before_se) << "), the oracle's " << format_cell(oracle->forget_before)
+       << ": a gap of " << format_cell(std::abs(base->forget_before - oracle->forget_before)) << ".\n\n";
+  if (n.acc || n.answers)
+    md << "Problems (data/arithmetic.h): the test figures score problems on the training pool's operands rendered "
+          "only with held-out templates, so no string a model trained on is ever scored (the paper's protocol); "
+          "the generalisation column scores held-out operands, which no model trained on in any rendering, and "
+          "is judged on its own base's competence.\n\n";
+}
+
+// One line per attacked model.
+void write_model_table(std::ostream& md, const std::vector<ModelSummary>& models, const std::vector<Row>& results,
+                       const Support& support, const MetricNames& n) {
+  md << "Each model's " << n.retain << " is shown before the attack next to its forget metric, and after 40 and "
+        "all steps for the LR that attained the worst case there; the base's and the teacher's rows give the "
+        "students' retain reference.\n\n"
+     << "| model | role | alpha | distillation compute | total compute (teacher consumed / shared / alone) | " << n.forget
+     << " / " << n.retain << " before | after 40 | after all | robustness | generalisation |\n"
+     << "|---|---|---|---|---|---|---|---|---|---|\n";
+  for (auto& s : models) {
+    const Row& f = s.first;
+    md << "| " << f.model << " | " << f.role << " | " << (f.alpha.empty() ? "-" : f.alpha) << " | "
+       << format_cell(f.compute_vs_oracle, 2) << " | "
+       << (std::isfinite(f.total_compute_amortised)
+               ? format_cell(f.total_compute_consumed, 2) + " / " + format_cell(f.total_compute_amortised, 2) + " / " +
+                     format_cell(f.total_compute_alone, 2)
+               : "-")
+       << " | " << format_cell(f.forget_before) << " / " << format_cell(f.retain_before) << " | " << format_cell(s.worst40)
+       << " / " << format_cell(s.retain40) << " | " << format_cell(f.worst_forget_final) << " / "
+       << format_cell(s.retain_final) << " | " << robustness_text(support, f, f.robustness) << " | "
+       << general_robustness_text(support, results, f) << " |\n";
+  }
+}
+
+// Robustness per configuration over its replicates: mean, and a 95% interval or the range.
+void write_configuration_table(std::ostream& md, const std::vector<ModelSummary>& models, const Support& support) {
+  md << "\nRobustness per configuration, over its replicates (which vary the " << support.varied
+     << "): mean, and the 95% bootstrap interval with at least " << SupportThresholds().min_replicates
+     << " independent replicates, else their range.\n\n| role | method | alpha | beta | signal | n | robustness mean | "
+        "interval |\n|---|---|---|---|---|---|---|---|\n";
+  std::set<std::string> configs_seen;
+  for (auto& s : models) {
+    const Row& r = s.first;
+    if (r.role != "student" && r.role != "control") continue;
+    if (!configs_seen.insert(configuration_of(r)).second) continue;
+    md << "| " << r.role << " | " << (r.method.empty() ? "-" : r.method) << " | " << r.alpha << " | "
+       << (r.beta.empty() ? "-" : r.beta) << " | " << (r.signal.empty() ? "-" : r.signal) << " | "
+       << (std::isfinite(r.robustness_seeds) ? std::to_string(int64_t(r.robustness_seeds)) : "") << " | "
+       << robustness_text(support, r, r.robustness_mean) << " | " << interval_text(support, r) << " |\n";
+  }
+}
+
 }  // namespace
 
 // `undo report DIR`: plots and a Markdown summary of a collected sweep.
@@ -46,151 +228,26 @@ int stage_report(int argc, const char* const* argv) {
   auto results = read_results_csv(join_path(dir, "results.csv"));
   auto curves = read_curves_csv(join_path(dir, "curves.csv"));
   UNDO_INPUT_CHECK(!results.empty(), join_path(dir, "results.csv"), " has no rows");
-  const std::string metric = results.front().metric;
+  const MetricNames names(results.front().metric);
   const auto& known = forget_metrics();
-  UNDO_INPUT_CHECK(std::find(known.begin(), known.end(), metric) != known.end(), dir, "/results.csv: unknown metric '",
-                   metric, "'");
-  const bool acc = metric == "forget_acc", answers = metric == "forget_answer_ce";
-  const std::string forget_label = acc ? "forget accuracy" : answers ? "forget answer CE (nats)" : "forget CE";
+  UNDO_INPUT_CHECK(std::find(known.begin(), known.end(), names.metric) != known.end(), dir,
+                   "/results.csv: unknown metric '", names.metric, "'");
   std::string out = join_path(dir, "report");
   make_dirs(out);
   // Robustness is printed bare only when the results can carry it (results/support.h).
   const Support support = judge_results(results);
-
-  // 1. Relearning curves: the worst case over LRs, one line per model.
-  Chart relearn{"Relearning attack (worst case over LRs)", "attack step", forget_label, {}, {}};
-  std::vector<std::string> order;
-  std::map<std::string, Series> by_model;
-  for (auto& r : curves) {
-    auto& s = by_model[r.model];
-    if (s.name.empty()) {
-      s.name = r.model;
-      order.push_back(s.name);
-    }
-    s.points.emplace_back(r.step, r.forget);
-  }
-  for (auto& name : order) relearn.series.push_back(by_model[name]);
-
-  // 2. Total compute against robustness: each student and control twice, with
-  // its teacher's forward pass shared by the students of its cache and alone.
-  std::string tradeoff_title = !support.attack_strong ? "Compute vs robustness (WITHHELD: attack too weak to judge)"
-                               : !support.supported() ? "Compute vs robustness (MARKED: " + support.marks.front() + "; see report.md)"
-                                                      : "Compute vs robustness";
-  Chart tradeoff{tradeoff_title, "total compute (unlearn + teacher pass + distillation) / oracle pretraining",
-                 "robustness", {}, {}};
-  std::map<std::string, Series> students;  // per method and accounting
-  std::map<std::string, double> seen_models;
-  Series unlearn_pts{"unlearned teacher", {}, false, true, {}};
-  for (auto& r : results) {
-    if (seen_models.count(r.model)) continue;
-    seen_models[r.model] = 1;
-    const std::string& role = r.role;
-    if (role == "student" || role == "control") {
-      std::string who = role == "control" ? "distilled base (control)" : "UNDO / U&D (" + r.method + ")";
-      std::string label = role == "control" ? "ctrl" : std::strtod(r.alpha.c_str(), nullptr) >= 1 ? "U&D" : "a=" + r.alpha;
-      for (auto [compute, accounting] : {std::pair{r.total_compute_amortised, "teacher shared"},
-                                         std::pair{r.total_compute_alone, "teacher alone"}}) {
-        auto& s = students[(role == "control" ? "~" : "") + who + accounting];  // the control after the methods
-        s.name = who + ", " + accounting;
-        s.line = false;
-        s.markers = true;
-        s.points.emplace_back(compute, r.robustness);
-        s.labels.push_back(label);
-      }
-    } else if (role == "unlearn") {
-      unlearn_pts.points.emplace_back(r.compute_vs_oracle, 0.0);
-      unlearn_pts.labels.push_back(r.method);
-    }
-  }
-  for (auto& [m, s] : students) tradeoff.series.push_back(s);
-  if (!unlearn_pts.points.empty()) tradeoff.series.push_back(unlearn_pts);
-  tradeoff.hlines = {{"oracle = 1", 1.0}, {"unlearn only = 0", 0.0}};
-
-  for (auto& [name, chart] : {std::pair{"relearn_curves", relearn}, {"compute_robustness", tradeoff}}) {
+  for (auto& [name, chart] : {std::pair{"relearn_curves", relearn_chart(curves, names)},
+                              {"compute_robustness", tradeoff_chart(results, support)}}) {
     write_file_atomic(join_path(out, std::string(name) + ".svg"), render_svg(chart));
     write_file_atomic(join_path(out, std::string(name) + ".png"), render_png(chart));
   }
-
-  // 3. The Markdown summary: one row per model, worst case over the attack LRs.
-  // The retain metric shown after 40 and after all steps is that of the LR
-  // that attained the worst-case forget metric there.
-  struct Summary {
-    Row first;
-    double worst40 = NAN, retain40 = NAN, retain_final = NAN;
-  };
-  std::vector<std::string> models;
-  std::map<std::string, Summary> per;
-  for (auto& r : results) {
-    auto& s = per[r.model];
-    if (s.first.model.empty()) {
-      s.first = r;
-      models.push_back(r.model);
-    }
-    double v = r.forget_after40;
-    if (std::isfinite(v) && (!std::isfinite(s.worst40) || (relearned_when_higher(metric) ? v > s.worst40 : v < s.worst40)))
-      s.worst40 = v, s.retain40 = r.retain_after40;
-    if (r.forget_final == r.worst_forget_final) s.retain_final = r.retain_final;
-  }
-  const SupportThresholds thresholds;
+  const auto models = model_summaries(results);
   std::ostringstream md;
-  std::string r_name = acc ? "retain acc" : answers ? "retain answer CE" : "retain CE",
-              f_name = acc ? "forget acc" : answers ? "forget answer CE" : "forget CE";
   md << "# Sweep report: " << dir << "\n\n" << support_summary(support) << "\n\n";
-  if (answers)
-    md << "Metric: forget answer CE, the negative log-likelihood (nats) of each held-out problem's answer given its "
-          "prompt, averaged over multiplication and division, equations and word problems (retain: addition and "
-          "subtraction). Lower means more of the capability; it is used where accuracy sits at its floor.\n\n";
-  md << "Support rules (results/support.h): the oracle relearns (" << (acc ? "forget accuracy +" : f_name + " -")
-     << (acc ? format_cell(thresholds.min_oracle_gain_acc, 2) : format_cell(100 * thresholds.min_oracle_drop_ce, 0) + "%")
-     << "); the attacked base scores |robustness| < " << format_cell(thresholds.max_base_robustness, 1)
-     << "; every model's worst LR lies inside its grid; at least " << thresholds.min_replicates
-     << " independent replicates; at least " << thresholds.min_attack_lrs << " attack LRs and "
-     << thresholds.min_attack_steps << " attack steps; "
-     << (metric != "forget_ce" ? std::to_string(thresholds.min_eval_per_op_format) + " evaluation problems per operation and format"
-             : std::to_string(thresholds.min_eval_windows) + " evaluation windows")
-     << "; a distilled model met its stopping rule. A figure that fails one carries its mark.\n\n"
-     << "The attack replays " << forget_share_text(results)
-     << " of the forget tokens the base saw in pretraining (the paper's attack: about 1%).\n\n"
-     << "Worst case over attack LRs (" << (acc ? "highest " : "lowest ") << f_name
-     << "). Robustness = (P - P_unlearn) / (P_oracle - P_unlearn) on the worst-case forget metric after the "
-        "full attack. Compute is relative to the oracle's pretraining tokens: distillation compute is the "
-        "student's training tokens; total compute adds the unlearning that made the teacher and the teacher's "
-        "forward pass (a third of a training token per token): at the positions the student read (consumed), "
-        "shared by the students of its cache, or the whole pass alone. "
-        "Against the oracle (1.00) on total compute is the comparison the paper's claim rests on.\n\n"
-     << "Each model's " << r_name << " is shown before the attack next to its forget metric, and after 40 and "
-        "all steps for the LR that attained the worst case there; the base's and the teacher's rows give the "
-        "students' retain reference.\n\n"
-     << "| model | role | alpha | distillation compute | total compute (teacher consumed / shared / alone) | " << f_name
-     << " / " << r_name << " before | after 40 | after all | robustness |\n|---|---|---|---|---|---|---|---|---|\n";
-  for (auto& m : models) {
-    auto& s = per[m];
-    const Row& f = s.first;
-    md << "| " << m << " | " << f.role << " | " << (f.alpha.empty() ? "-" : f.alpha) << " | "
-       << format_cell(f.compute_vs_oracle, 2) << " | "
-       << (std::isfinite(f.total_compute_amortised)
-               ? format_cell(f.total_compute_consumed, 2) + " / " + format_cell(f.total_compute_amortised, 2) + " / " +
-                     format_cell(f.total_compute_alone, 2)
-               : "-")
-       << " | " << format_cell(f.forget_before) << " / " << format_cell(f.retain_before) << " | " << format_cell(s.worst40) << " / "
-       << format_cell(s.retain40) << " | " << format_cell(f.worst_forget_final) << " / "
-       << format_cell(s.retain_final) << " | " << robustness_text(support, f, f.robustness) << " |\n";
-  }
-  // Robustness per configuration over its replicates: mean, and a 95% interval or the range.
-  md << "\nRobustness per configuration, over its replicates (which vary the " << support.varied
-     << "): mean, and the 95% bootstrap interval with at least " << thresholds.min_replicates
-     << " independent replicates, else their range.\n\n| role | method | alpha | beta | signal | n | robustness mean | "
-        "interval |\n|---|---|---|---|---|---|---|---|\n";
-  std::set<std::string> configs_seen;
-  for (auto& m : models) {
-    auto& r = per[m].first;
-    if (r.role != "student" && r.role != "control") continue;
-    if (!configs_seen.insert(configuration_of(r)).second) continue;
-    md << "| " << r.role << " | " << (r.method.empty() ? "-" : r.method) << " | " << r.alpha << " | "
-       << (r.beta.empty() ? "-" : r.beta) << " | " << (r.signal.empty() ? "-" : r.signal) << " | "
-       << (std::isfinite(r.robustness_seeds) ? std::to_string(int64_t(r.robustness_seeds)) : "") << " | "
-       << robustness_text(support, r, r.robustness_mean) << " | " << interval_text(support, r) << " |\n";
-  }
+  write_method_notes(md, results, names);
+  write_evaluation_notes(md, results, names);
+  write_model_table(md, models, results, support, names);
+  write_configuration_table(md, models, support);
   md << "\n![relearning curves](relearn_curves.svg)\n\n![compute vs robustness](compute_robustness.svg)\n";
   write_file_atomic(join_path(out, "report.md"), md.str());
   std::cout << md.str();

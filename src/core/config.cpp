@@ -172,8 +172,8 @@ void describe_into(Config& c, Registry& r) {
            at_least(300))
       .add("data.tokenizer", &c.data.tokenizer,
            "prepare: a model's tokenizer (HF model dir, tokenizer.json or tokenizer.model; empty = train one)")
-      .add("data.val_fraction", &c.data.val_fraction, "prepare: share of documents held out",
-           in_range(0.001, 0.5))
+      .add("data.val_fraction", &c.data.val_fraction,
+           "prepare: share of documents held out for validation, and as many again for test", in_range(0.001, 0.33))
       .add("data.arith_problems", &c.data.arith_problems, "prepare: training problems per operation",
            at_least(1))
       .add("data.max_text_bytes", &c.data.max_text_bytes, "prepare: cap on each language's text (0 = all)",

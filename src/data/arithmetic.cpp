@@ -47,6 +47,11 @@ const std::vector<std::vector<std::string>> kTemplates = {
 };
 constexpr int kHeldOut = 2;
 
+// Equations: the training rendering first, then the held-out ones; {S} is the
+// operation's symbol. A held-out rendering changes the string, never the
+// problem: what the model must know is the same product.
+const std::vector<std::string> kEquations = {"{A} {S} {B} =", "{A}{S}{B} =", "({A} {S} {B}) ="};
+
 std::string fill(std::string t, int a, int b) {
   auto put = [&](const std::string& key, int v) {
     auto p = t.find(key);
@@ -55,6 +60,13 @@ std::string fill(std::string t, int a, int b) {
   put("{A}", a);
   put("{B}", b);
   return t;
+}
+
+// Template `hash`'s pick among the training templates of `all` (all but the
+// last kHeldOut) or the held-out ones (those last).
+const std::string& pick(const std::vector<std::string>& all, uint64_t hash, bool held_out) {
+  const uint64_t n_train = all.size() - kHeldOut;
+  return all[held_out ? n_train + hash % kHeldOut : hash % n_train];
 }
 
 }  // namespace
@@ -79,11 +91,13 @@ Format format_from_name(const std::string& name) {
 namespace {
 
 struct Pools {
-  std::vector<std::pair<int, int>> train, held_out;
+  std::vector<std::pair<int, int>> train, held_out, validation, test;
 };
 
 // Every problem of `op` by its written operands, ranked by a hash of (op, a, b):
-// the first quarter is held out. Fixed for all runs, settings and seeds.
+// the first quarter is held out, the rest is the training pool, whose
+// problems alternate in rank between the validation and the test half. Fixed
+// for all runs, settings and seeds.
 const Pools& pools(Op op) {
   static const std::vector<Pools> all = [] {
     std::vector<Pools> out(4);
@@ -101,7 +115,9 @@ const Pools& pools(Op op) {
       std::sort(ab.begin(), ab.end(), [&](auto& l, auto& r) { return rank(l) < rank(r); });
       size_t held = (ab.size() + 3) / 4;
       out[size_t(o)].held_out.assign(ab.begin(), ab.begin() + long(held));
-      out[size_t(o)].train.assign(ab.begin() + long(held), ab.end());
+      Pools& p = out[size_t(o)];
+      p.train.assign(ab.begin() + long(held), ab.end());
+      for (size_t i = 0; i < p.train.size(); ++i) (i % 2 ? p.test : p.validation).push_back(p.train[i]);
     }
     return out;
   }();
@@ -116,27 +132,48 @@ Problem problem_of(Op op, Format format, std::pair<int, int> ab, uint64_t templa
     case Op::Mul: p.answer = p.a * p.b; break;
     case Op::Div: p.answer = p.a / p.b; break;
   }
-  static const char* symbols[] = {"+", "-", "*", "/"};
+  static const char* symbols[] = {"+", "-", "*", "/"};  // an equation's operator, per operation
   if (format == Format::Equation) {
-    p.prompt = std::to_string(p.a) + " " + symbols[int(op)] + " " + std::to_string(p.b) + " =";
+    std::string t = pick(kEquations, template_hash, held_out);
+    t.replace(t.find("{S}"), 3, symbols[int(op)]);
+    p.prompt = fill(t, p.a, p.b);
   } else {
-    const auto& ts = kTemplates[int(op)];
-    int n_train = int(ts.size()) - kHeldOut;
-    int idx = held_out ? n_train + int(template_hash % kHeldOut) : int(template_hash % uint64_t(n_train));
-    p.prompt = fill(ts[size_t(idx)], p.a, p.b);
+    p.prompt = fill(pick(kTemplates[int(op)], template_hash, held_out), p.a, p.b);
   }
   return p;
 }
 
-std::vector<Problem> drawn_problems(Op op, int n, uint64_t seed, bool held_out) {
+}  // namespace
+
+const char* problem_set_name(ProblemSet s) {
+  static const char* names[] = {"train", "val", "test", "general"};
+  return names[int(s)];
+}
+
+ProblemSet problem_set_from_name(const std::string& name) {
+  for (ProblemSet s : {ProblemSet::Training, ProblemSet::Validation, ProblemSet::Test, ProblemSet::Generalisation})
+    if (name == problem_set_name(s)) return s;
+  UNDO_FAIL("unknown problem set '", name, "' (train, val, test or general)");
+}
+
+const std::vector<std::pair<int, int>>& operands_of(Op op, ProblemSet set) {
+  const Pools& p = pools(op);
+  switch (set) {
+    case ProblemSet::Training: return p.train;
+    case ProblemSet::Validation: return p.validation;
+    case ProblemSet::Test: return p.test;
+    case ProblemSet::Generalisation: break;
+  }
+  return p.held_out;
+}
+
+std::vector<Problem> drawn_problems(Op op, ProblemSet set, int n, uint64_t seed) {
   std::vector<Problem> out;
   for (int i = 0; i < n; ++i)
     out.push_back(make_problem(op, i % 2 ? Format::Word : Format::Equation,
-                               splitmix64(seed * 4 + uint64_t(op)) ^ uint64_t(i), held_out));
+                               splitmix64(seed * 4 + uint64_t(op)) ^ uint64_t(i), set));
   return out;
 }
-
-}  // namespace
 
 bool is_held_out(Op op, int a, int b) {
   const auto& h = pools(op).held_out;
@@ -145,21 +182,18 @@ bool is_held_out(Op op, int a, int b) {
 
 const std::vector<std::pair<int, int>>& held_out_operands(Op op) { return pools(op).held_out; }
 
-Problem make_problem(Op op, Format format, uint64_t seed, bool held_out) {
+Problem make_problem(Op op, Format format, uint64_t seed, ProblemSet set) {
   uint64_t h1 = splitmix64(seed), h2 = splitmix64(h1);
-  const auto& pool = held_out ? pools(op).held_out : pools(op).train;
-  return problem_of(op, format, pool[h1 % pool.size()], h2, held_out);
+  const auto& pool = operands_of(op, set);
+  return problem_of(op, format, pool[h1 % pool.size()], h2, renders_held_out(set));
 }
 
-std::vector<Problem> training_problems(Op op, int n, uint64_t seed) { return drawn_problems(op, n, seed, false); }
-
-std::vector<Problem> validation_problems(Op op, int n, uint64_t seed) { return drawn_problems(op, n, seed, true); }
-
-std::vector<Problem> eval_problems(Op op, int per_format, uint64_t seed) {
+std::vector<Problem> eval_problems(Op op, ProblemSet set, int per_format, uint64_t seed) {
+  UNDO_CHECK(set != ProblemSet::Training, "the training set is never scored");
   UNDO_CHECK(per_format >= 0 && per_format <= kEvalMaxPerFormat, "at most ", kEvalMaxPerFormat,
              " evaluation problems per format, asked for ", per_format);
-  // The held-out operands in an order fixed by `seed`: distinct problems, and prefixes of each other.
-  auto order = pools(op).held_out;
+  // The set's operands in an order fixed by `seed`: distinct problems, and prefixes of each other.
+  auto order = operands_of(op, set);
   uint64_t h = splitmix64(~seed * 8 + uint64_t(op));
   for (size_t i = order.size(); i > 1; --i) {
     h = splitmix64(h);

@@ -10,13 +10,13 @@
 
 namespace undo {
 
-double shard_ce(Transformer& model, const Shard& shard, int window, int n_windows, int batch, bool bf16,
-                const StopPoll& poll) {
+std::vector<double> window_ces(Transformer& model, const Shard& shard, int window, int n_windows, int batch, bool bf16,
+                               const StopPoll& poll) {
   torch::NoGradGuard no_grad;
   int available = int((shard.size() - 1) / uint64_t(window));
   n_windows = std::min(n_windows, available);
   UNDO_CHECK(n_windows > 0, "shard '", shard.path(), "' is shorter than one window");
-  double total = 0;
+  std::vector<double> out;
   for (int start = 0; start < n_windows; start += batch) {
     stop_point(poll);
     int rows = std::min(batch, n_windows - start);
@@ -27,11 +27,21 @@ double shard_ce(Transformer& model, const Shard& shard, int window, int n_window
     auto w = torch::from_blob(buf.data(), {rows, window + 1}, torch::kLong).to(compute_device());
     AutocastGuard autocast(bf16, computing_on_cuda());
     auto logits = model->forward(w.narrow(1, 0, window));
-    auto ce = torch::nn::functional::cross_entropy(logits.reshape({-1, logits.size(-1)}),
-                                                   w.narrow(1, 1, window).reshape({-1}));
-    total += ce.item<double>() * rows;
+    namespace F = torch::nn::functional;
+    auto ce = F::cross_entropy(logits.reshape({-1, logits.size(-1)}), w.narrow(1, 1, window).reshape({-1}),
+                               F::CrossEntropyFuncOptions().reduction(torch::kNone));
+    auto per_window = ce.reshape({rows, window}).to(torch::kFloat).mean(1).to(torch::kCPU).to(torch::kDouble).contiguous();
+    out.insert(out.end(), per_window.data_ptr<double>(), per_window.data_ptr<double>() + rows);
   }
-  return total / n_windows;
+  return out;
+}
+
+double shard_ce(Transformer& model, const Shard& shard, int window, int n_windows, int batch, bool bf16,
+                const StopPoll& poll) {
+  auto ces = window_ces(model, shard, window, n_windows, batch, bf16, poll);
+  double total = 0;
+  for (double v : ces) total += v;
+  return total / double(ces.size());
 }
 
 bool answer_correct(const std::string& generated, long answer) {
@@ -109,24 +119,140 @@ std::vector<std::string> greedy_complete(Transformer& model, const Vocabulary& v
   return out;
 }
 
+namespace {
+
+// A mean over strata of equal weight (streams, or operations) and its
+// standard error, each stratum's from its own sample variance. The samples of
+// one stratum are treated as independent: for text windows, which are
+// consecutive, it is a lower bound.
+struct StratifiedMean {
+  struct Stratum {
+    double sum = 0, sumsq = 0;
+    int n = 0;
+  };
+  std::vector<Stratum> strata;
+  void add_stratum(const std::vector<double>& values) {
+    Stratum s;
+    for (double v : values)
+      if (std::isfinite(v)) s.sum += v, s.sumsq += v * v, ++s.n;
+    strata.push_back(s);
+  }
+  bool empty() const {
+    for (auto& s : strata)
+      if (s.n == 0) return true;
+    return strata.empty();
+  }
+  double mean() const {
+    double m = 0;
+    for (auto& s : strata) m += s.sum / s.n;
+    return m / double(strata.size());
+  }
+  double standard_error() const {
+    double var = 0;
+    for (auto& s : strata) {
+      const double mu = s.sum / s.n, sample_var = s.n > 1 ? (s.sumsq - s.n * mu * mu) / (s.n - 1) : 0.0;
+      var += std::max(0.0, sample_var) / s.n;
+    }
+    return std::sqrt(var) / double(strata.size());
+  }
+};
+
+// The operations a forget or retain figure averages over.
+const std::vector<Op>& ops_of(bool forget) {
+  static const std::vector<Op> retain = {Op::Add, Op::Sub}, forget_ops = {Op::Mul, Op::Div};
+  return forget ? forget_ops : retain;
+}
+
+}  // namespace
+
 Evaluator::Evaluator(const Config& cfg) : cfg_(cfg) {
   retain_ = split_list(cfg.data.retain_eval);
   forget_ = split_list(cfg.data.forget_eval);
   for (auto* list : {&retain_, &forget_})
-    for (auto& s : *list) {
-      auto path = join_path(cfg.data.dir, s + ".val.bin");
-      UNDO_INPUT_CHECK(file_exists(path), "evaluation stream '", s, "': '", path, "' is missing");
-      if (!shards_.count(s)) shards_[s] = std::make_unique<Shard>(path);
-    }
-  bool arith = shards_.count("addsub") || shards_.count("muldiv");
+    for (auto& s : *list)
+      for (auto [split, shards] : {std::pair{".test", &test_shards_}, {".val", &val_shards_}}) {
+        auto path = join_path(cfg.data.dir, s + split + ".bin");
+        UNDO_INPUT_CHECK(file_exists(path), "evaluation stream '", s, "': '", path,
+                         "' is missing (a preparation older than the validation and test splits: prepare the data "
+                         "again)");
+        if (!shards->count(s)) (*shards)[s] = std::make_unique<Shard>(path);
+      }
+  bool arith = test_shards_.count("addsub") || test_shards_.count("muldiv");
   if (arith && cfg.eval.arith_per_op > 0) {
     vocab_ = std::make_unique<Vocabulary>(join_path(cfg.data.dir, "vocab.bin"));
     problems_ = read_eval_prompts(join_path(cfg.data.dir, "eval_prompts.jsonl"), cfg.eval.arith_per_op, vocab_->size());
   }
 }
 
+void Evaluator::score_text(Transformer& model, const StopPoll& poll) {
+  const bool bf16 = cfg_.train.precision == "bf16";
+  const int n_windows = cfg_.eval.batches * cfg_.train.batch_size;
+  for (auto [test, shards] : {std::pair{true, &test_shards_}, {false, &val_shards_}}) {
+    const std::string prefix = test ? "" : "val_";
+    std::map<std::string, std::vector<double>> ces;
+    for (auto& [name, shard] : *shards)
+      ces[name] = window_ces(model, *shard, cfg_.model.seq_len, n_windows, cfg_.train.batch_size, bf16, poll);
+    for (auto [figure, names] : {std::pair{"retain_ce", &retain_}, {"forget_ce", &forget_}}) {
+      StratifiedMean m;
+      for (auto& n : *names) m.add_stratum(ces[n]);
+      last_[prefix + figure] = m.mean();
+      if (test) last_["se_" + std::string(figure)] = m.standard_error();
+    }
+    if (test)
+      for (auto& [name, v] : ces) {
+        StratifiedMean m;
+        m.add_stratum(v);
+        last_["ce_" + name] = m.mean();
+      }
+  }
+}
+
+void Evaluator::score_problems(Transformer& model, ProblemSet set, const StopPoll& poll) {
+  const bool bf16 = cfg_.train.precision == "bf16";
+  // Per operation and format: 1/0 per problem, and answer NLLs. A problem
+  // longer than the window cannot be answered (it counts as wrong) and is not
+  // scored by answer CE (its NLL is NaN, which no mean takes in).
+  std::map<Op, std::map<Format, std::vector<double>>> correct, nll;
+  for (auto& [op, ps] : problems_.at(set)) {
+    auto gen = greedy_complete(model, *vocab_, ps, cfg_.eval.max_new_tokens, bf16, poll);
+    auto answer = answer_nll(model, vocab_->eos_id(), ps, bf16, poll);
+    for (size_t i = 0; i < ps.size(); ++i) {
+      const Format f = ps[i].problem.format;
+      correct[op][f].push_back(answer_correct(gen[i], ps[i].problem.answer) ? 1.0 : 0.0);
+      nll[op][f].push_back(answer[i]);
+    }
+  }
+  // Names: the test set's as they are ("forget_acc"), validation's prefixed
+  // ("val_forget_acc"), generalisation's with "gen" ("forget_gen_acc").
+  const std::string prefix = set == ProblemSet::Validation ? "val_" : "";
+  const std::string infix = set == ProblemSet::Generalisation ? "gen_" : "";
+  auto pooled = [](const std::map<Format, std::vector<double>>& by_format) {
+    std::vector<double> all;
+    for (auto& [f, v] : by_format) all.insert(all.end(), v.begin(), v.end());
+    return all;
+  };
+  for (bool forget : {false, true}) {
+    const std::string side = forget ? "forget_" : "retain_";
+    StratifiedMean acc, ce;
+    for (Op op : ops_of(forget)) acc.add_stratum(pooled(correct[op])), ce.add_stratum(pooled(nll[op]));
+    last_[prefix + side + infix + "acc"] = acc.mean();
+    if (!ce.empty()) last_[prefix + side + infix + "answer_ce"] = ce.mean();
+    if (set != ProblemSet::Test) continue;
+    last_["se_" + side + "acc"] = acc.standard_error();
+    if (!ce.empty()) last_["se_" + side + "answer_ce"] = ce.standard_error();
+  }
+  if (set != ProblemSet::Test) return;
+  for (auto& [op, by_format] : correct)
+    for (auto& [f, values] : by_format) {
+      const std::string name = std::string(op_name(op)) + "_" + format_name(f);
+      StratifiedMean a, c;
+      a.add_stratum(values), c.add_stratum(nll[op][f]);
+      last_["acc_" + name] = a.mean();
+      if (!c.empty()) last_["answer_ce_" + name] = c.mean();
+    }
+}
+
 JsonObject Evaluator::run(Transformer& model, const StopPoll& poll) {
-  bool bf16 = cfg_.train.precision == "bf16";
   // The model goes back to its mode however this ends (a stop throws).
   struct ModeGuard {
     Transformer& m;
@@ -134,53 +260,14 @@ JsonObject Evaluator::run(Transformer& model, const StopPoll& poll) {
     ~ModeGuard() { m->train(training); }
   } mode{model, model->is_training()};
   model->eval();
-  JsonObject j;
   last_.clear();
-  int n_windows = cfg_.eval.batches * cfg_.train.batch_size;
-  std::map<std::string, double> ce;
-  for (auto& [name, shard] : shards_) ce[name] = shard_ce(model, *shard, cfg_.model.seq_len, n_windows, cfg_.train.batch_size, bf16, poll);
-  auto mean_of = [&](const std::vector<std::string>& names) {
-    double s = 0;
-    for (auto& n : names) s += ce[n];
-    return s / double(names.size());
-  };
-  last_["retain_ce"] = mean_of(retain_);
-  last_["forget_ce"] = mean_of(forget_);
-  for (auto& [name, v] : ce) last_["ce_" + name] = v;
-  if (vocab_) {
-    std::map<Op, double> acc_op, nll_op;
-    for (auto& [op, ps] : problems_) {
-      auto gen = greedy_complete(model, *vocab_, ps, cfg_.eval.max_new_tokens, bf16, poll);
-      auto nll = answer_nll(model, vocab_->eos_id(), ps, bf16, poll);
-      // A problem longer than the window cannot be answered (it counts as
-      // wrong) and is not scored by answer CE (no NaN enters a mean).
-      struct Tally {
-        int correct = 0, n = 0, scored = 0;
-        double nll = 0;
-      };
-      std::map<Format, Tally> per_format;
-      Tally all;
-      for (size_t i = 0; i < ps.size(); ++i) {
-        bool ok = answer_correct(gen[i], ps[i].problem.answer), fits = std::isfinite(nll[i]);
-        for (Tally* t : {&all, &per_format[ps[i].problem.format]})
-          t->correct += ok, t->n += 1, t->scored += fits, t->nll += fits ? nll[i] : 0.0;
-      }
-      acc_op[op] = double(all.correct) / all.n;
-      nll_op[op] = all.scored ? all.nll / all.scored : NAN;
-      for (auto& [f, t] : per_format) {
-        std::string name = std::string(op_name(op)) + "_" + format_name(f);
-        last_["acc_" + name] = double(t.correct) / t.n;
-        if (t.scored) last_["answer_ce_" + name] = t.nll / t.scored;
-      }
-    }
-    last_["retain_acc"] = (acc_op[Op::Add] + acc_op[Op::Sub]) / 2;
-    last_["forget_acc"] = (acc_op[Op::Mul] + acc_op[Op::Div]) / 2;
-    for (auto [name, a, b] : {std::tuple{"retain_answer_ce", Op::Add, Op::Sub}, {"forget_answer_ce", Op::Mul, Op::Div}})
-      if (std::isfinite(nll_op[a] + nll_op[b])) last_[name] = (nll_op[a] + nll_op[b]) / 2;
-  }
+  score_text(model, poll);
+  if (vocab_)
+    for (ProblemSet set : kScoredSets) score_problems(model, set, poll);
   // Headline metrics first, then the details, in a stable order.
   const std::vector<std::string> headline = {"retain_ce",  "forget_ce",        "retain_acc",
                                              "forget_acc", "retain_answer_ce", "forget_answer_ce"};
+  JsonObject j;
   for (auto& key : headline)
     if (last_.count(key)) j.add(key, last_[key]);
   for (auto& [k, v] : last_)

@@ -1,9 +1,16 @@
 // Evaluation: cross-entropy on held-out retain and forget text, and on
-// held-out arithmetic problems both the accuracy of greedy decoding (exact
-// match of the first number) and the answer's negative log-likelihood given
-// the prompt ("answer CE", in nats per answer). Accuracy is what the paper
-// reports; a small model that rarely gets a held-out product right sits at
-// accuracy's floor, where answer CE still measures how close it comes.
+// arithmetic problems both the accuracy of greedy decoding (exact match of the
+// first number) and the answer's negative log-likelihood given the prompt
+// ("answer CE", in nats per answer). Accuracy is what the paper reports;
+// where a model sits at accuracy's floor, answer CE still measures how close
+// it comes.
+//
+// Validation and test apart: every figure is measured on the test windows
+// and problems ("forget_acc"), and again on disjoint validation ones
+// ("val_forget_acc"), which alone serve selection (the stopping rule, the
+// attack's worst LR); the test figures carry their standard error
+// ("se_forget_acc"). Arithmetic adds generalisation to held-out operands
+// ("forget_gen_acc"; data/arithmetic.h says what each set holds).
 #pragma once
 #include <torch/torch.h>
 
@@ -26,7 +33,10 @@ namespace undo {
 // Each of these polls `poll` between its batches (and greedy_complete between
 // generated tokens) and throws StopRequested when it says stop.
 
-// Mean next-token CE over the first `n_windows` consecutive windows of `shard`.
+// Next-token CE of each of the first `n_windows` consecutive windows of `shard`.
+std::vector<double> window_ces(Transformer& model, const Shard& shard, int window, int n_windows, int batch, bool bf16,
+                               const StopPoll& poll = {});
+// Their mean.
 double shard_ce(Transformer& model, const Shard& shard, int window, int n_windows, int batch, bool bf16,
                 const StopPoll& poll = {});
 
@@ -45,19 +55,25 @@ std::vector<std::string> greedy_complete(Transformer& model, const Vocabulary& v
 class Evaluator {
  public:
   explicit Evaluator(const Config& cfg);
-  // retain_ce, forget_ce, ce_<stream>; for arithmetic also retain_acc,
+  // Test: retain_ce, forget_ce, ce_<stream>; for arithmetic also retain_acc,
   // forget_acc, acc_<op>_<format>, retain_answer_ce, forget_answer_ce and
-  // answer_ce_<op>_<format> (retain: add and sub; forget: mul and div).
+  // answer_ce_<op>_<format> (retain: add and sub; forget: mul and div), and
+  // se_<figure>, their standard errors. Validation: val_<figure> of the
+  // retain and forget figures. Generalisation: retain_gen_acc,
+  // forget_gen_acc, retain_gen_answer_ce, forget_gen_answer_ce.
   // A stop (see core/stop_signal.h) throws StopRequested between batches.
   JsonObject run(Transformer& model, const StopPoll& poll = {});
   std::map<std::string, double> last() const { return last_; }
 
  private:
+  void score_text(Transformer& model, const StopPoll& poll);
+  void score_problems(Transformer& model, ProblemSet set, const StopPoll& poll);
+
   Config cfg_;
-  std::map<std::string, std::unique_ptr<Shard>> shards_;
+  std::map<std::string, std::unique_ptr<Shard>> test_shards_, val_shards_;
   std::vector<std::string> retain_, forget_;
   std::unique_ptr<Vocabulary> vocab_;
-  std::map<Op, std::vector<EvalPrompt>> problems_;
+  std::map<ProblemSet, EvalPromptSet> problems_;
   std::map<std::string, double> last_;
 };
 

@@ -35,7 +35,7 @@ namespace fs = std::filesystem;
 namespace undo {
 namespace {
 
-constexpr int kManifestVersion = 5;  // part of the preparation key: bump when the output changes
+constexpr int kManifestVersion = 6;  // part of the preparation key: bump when the output changes
 
 // Regular files under `dir` with one of `exts` ("" = no extension; none given = every file).
 std::vector<std::string> files_under(const std::string& dir, const std::vector<std::string>& exts) {
@@ -126,6 +126,22 @@ bool replaceable(const std::string& dir) {
   if (fs::is_empty(dir, ec)) return true;
   std::string manifest = join_path(dir, "manifest.json");
   return file_exists(manifest) && read_file(manifest).find("\"prepare_key\"") != std::string::npos;
+}
+
+// The scored arithmetic sets, tokenized. The answer's tokens are those the
+// whole text adds to the prompt's: what a model that was trained on such texts
+// must produce after the prompt.
+std::map<ProblemSet, std::vector<EvalPrompt>> tokenized_eval_sets(const TextTokenizer& tok) {
+  std::map<ProblemSet, std::vector<EvalPrompt>> sets;
+  for (ProblemSet set : kScoredSets)
+    for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div})
+      for (auto& p : eval_problems(op, set, kEvalPromptsPerFormat, kEvalProblemSeed)) {
+        auto prompt = tok.encode(p.prompt), whole = tok.encode(p.text());
+        UNDO_CHECK(whole.size() > prompt.size() && std::equal(prompt.begin(), prompt.end(), whole.begin()),
+                   "the tokenizer splits '", p.text(), "' across the prompt's end: no answer tokens to score");
+        sets[set].push_back({p, prompt, std::vector<int>(whole.begin() + long(prompt.size()), whole.end())});
+      }
+  return sets;
 }
 
 }  // namespace
@@ -262,32 +278,36 @@ bool prepare_data(const Config& cfg) {
     std::cerr << "data: warning: no English text found (data.sources/data.english_dirs); the arith "
                  "setting will have only the arithmetic streams\n";
 
-  // 2. Train/val split by document, deterministic in the seed.
+  // 2. Train/val/test split by document, deterministic in the seed: a share
+  // val_fraction of the documents for validation (selection), as many again for
+  // test (the reported figures).
   std::map<std::string, std::vector<std::string>> split_text;  // "<stream>.<split>" -> docs
   for (auto& [name, docs] : streams) {
     for (size_t i = 0; i < docs.size(); ++i) {
       uint64_t h = splitmix64(uint64_t(cfg.run.seed) ^ splitmix64(i + 1));
-      bool val = double(h >> 11) * 0x1.0p-53 < d.val_fraction;
-      split_text[name + (val ? ".val" : ".train")].push_back(docs[i].text);
+      const double u = double(h >> 11) * 0x1.0p-53;
+      split_text[name + (u < d.val_fraction ? ".val" : u < 2 * d.val_fraction ? ".test" : ".train")].push_back(docs[i].text);
     }
-    for (auto split : {".train", ".val"}) {
-      // Every stream needs both splits: move one document over if a split came out empty.
+    // Every stream needs every split: move a training document over where one came out empty.
+    for (auto split : {".val", ".test"}) {
       auto& mine = split_text[name + split];
-      auto& other = split_text[name + (std::string(split) == ".val" ? ".train" : ".val")];
-      if (mine.empty() && other.size() > 1) mine.push_back(other.back()), other.pop_back();
+      auto& train = split_text[name + ".train"];
+      if (mine.empty() && train.size() > 1) mine.push_back(train.back()), train.pop_back();
     }
   }
-  // Arithmetic validation streams: problems drawn from the held-out operands and templates only.
+  // Arithmetic validation and test streams: their problem sets' operands and
+  // held-out templates only (data/arithmetic.h).
   if (d.setting == "arith") {
     int n_val = std::max(200, int(d.arith_problems * d.val_fraction));
     for (auto [name, ops] : {std::pair<const char*, std::vector<Op>>{"addsub", {Op::Add, Op::Sub}},
-                             {"muldiv", {Op::Mul, Op::Div}}}) {
-      auto& val = split_text[std::string(name) + ".val"];
-      val.clear();
-      // One document per problem, as in training.
-      for (Op op : ops)
-        for (auto& p : validation_problems(op, n_val, ~uint64_t(cfg.run.seed))) val.push_back(p.text());
-    }
+                             {"muldiv", {Op::Mul, Op::Div}}})
+      for (auto [split, set] : {std::pair{".val", ProblemSet::Validation}, {".test", ProblemSet::Test}}) {
+        auto& docs = split_text[std::string(name) + split];
+        docs.clear();
+        // One document per problem, as in training.
+        for (Op op : ops)
+          for (auto& p : drawn_problems(op, set, n_val, ~uint64_t(cfg.run.seed))) docs.push_back(p.text());
+      }
   }
 
   // 3. Tokenizer, trained on (a sample of) the training documents of every stream.
@@ -328,19 +348,7 @@ bool prepare_data(const Config& cfg) {
   // What the LibTorch processes need in place of the tokenizer: the decoding
   // table, and the evaluation prompts already tokenized.
   Vocabulary(tok.pieces(), tok.eos_id(), tok.strips_leading_space()).write(join_path(out, "vocab.bin"));
-  if (d.setting == "arith") {
-    std::vector<EvalPrompt> prompts;
-    for (Op op : {Op::Add, Op::Sub, Op::Mul, Op::Div})
-      for (auto& p : eval_problems(op, kEvalPromptsPerFormat, kEvalProblemSeed)) {
-        // The answer's tokens are those the whole text adds to the prompt's: what a
-        // model that was trained on such texts must produce after the prompt.
-        auto prompt = tok.encode(p.prompt), whole = tok.encode(p.text());
-        UNDO_CHECK(whole.size() > prompt.size() && std::equal(prompt.begin(), prompt.end(), whole.begin()),
-                   "the tokenizer splits '", p.text(), "' across the prompt's end: no answer tokens to score");
-        prompts.push_back({p, prompt, std::vector<int>(whole.begin() + long(prompt.size()), whole.end())});
-      }
-    write_eval_prompts(join_path(out, "eval_prompts.jsonl"), prompts);
-  }
+  if (d.setting == "arith") write_eval_prompts(join_path(out, "eval_prompts.jsonl"), tokenized_eval_sets(tok));
 
   // 4. Token shards.
   JsonObject stream_json;

@@ -64,17 +64,38 @@ std::string retain_metric_of(const std::string& forget_metric) {
   return "retain_" + forget_metric.substr(7);
 }
 
+std::string validation_metric_of(const std::string& metric) {
+  std::string m = metric;
+  if (auto at = m.find("_gen_"); at != std::string::npos) m.erase(at, 4);
+  return "val_" + m;
+}
+
+std::string selected_on(const std::vector<AttackPoint>& points, const std::string& metric) {
+  const std::string val = validation_metric_of(metric);
+  for (auto& p : points)
+    if (!p.metrics.count(val)) return "test";
+  return points.empty() ? "test" : "validation";
+}
+
+std::string generalisation_metric_of(const std::string& metric) {
+  if (metric.rfind("forget_", 0) != 0 && metric.rfind("retain_", 0) != 0) return "";
+  const std::string what = metric.substr(7);
+  if (what != "acc" && what != "answer_ce") return "";  // text CE has no generalisation set
+  return metric.substr(0, 7) + "gen_" + what;
+}
+
 std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points, std::string metric) {
   if (metric.empty()) metric = attack_metric(points);
   const bool higher_is_worse = relearned_when_higher(metric);  // worse for the defender
+  const std::string chosen_on = selected_on(points, metric) == "validation" ? validation_metric_of(metric) : metric;
   std::map<int64_t, AttackPoint> by_step;
   for (auto& p : points) {
-    auto it = p.metrics.find(metric);
-    if (it == p.metrics.end()) continue;
+    auto it = p.metrics.find(chosen_on);
+    if (it == p.metrics.end() || !p.metrics.count(metric)) continue;
     auto found = by_step.find(p.step);
     // A NaN (diverged) run is the attack only where every run diverged.
     const double v = it->second;
-    const double held = found == by_step.end() ? NAN : found->second.metrics.at(metric);
+    const double held = found == by_step.end() ? NAN : found->second.metrics.at(chosen_on);
     bool better_attack = found == by_step.end() || (std::isnan(held) && !std::isnan(v)) ||
                          (higher_is_worse ? v > held : v < held);
     if (!better_attack) continue;

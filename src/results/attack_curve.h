@@ -30,8 +30,21 @@ std::vector<AttackPoint> read_attack_points(const std::string& path);
 // The attacker's result at each evaluated step: the best forget performance
 // over all LRs and seeds (highest forget_acc where measured, else lowest
 // forget_ce, or by `metric` when given); the other metrics are those of the
-// run that attained it.
+// run that attained it. The choice is made on validation (`metric`'s
+// validation_metric_of) where the points measured it, so that the reported
+// test figure is never the one selected on; curves from before validation
+// existed choose on `metric` itself (selected_on says which).
 std::vector<AttackPoint> worst_case(const std::vector<AttackPoint>& points, std::string metric = "");
+// The validation figure that selection on `metric` uses: "val_forget_acc" for
+// forget_acc and for its generalisation twin forget_gen_acc (selection is
+// never made on a test or generalisation set).
+std::string validation_metric_of(const std::string& metric);
+// What the worst case over `points` selects on: "validation", or "test"
+// (points from before validation figures existed).
+std::string selected_on(const std::vector<AttackPoint>& points, const std::string& metric);
+// The generalisation twin of a forget or retain metric ("forget_acc" ->
+// "forget_gen_acc"; "" for text CE, which has none).
+std::string generalisation_metric_of(const std::string& metric);
 // The forget metric the worst case optimises by default: "forget_acc" where
 // measured, else "forget_ce".
 std::string attack_metric(const std::vector<AttackPoint>& points);

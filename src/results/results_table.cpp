@@ -60,7 +60,10 @@ const std::vector<Column<R>>& result_columns() {
       text("replicates_vary", &R::replicates_vary, false), text("stop_metric", &R::stop_metric, false),
       whole("stopped_at", &R::stopped_at, false), text("support", &R::support, false),
       real("attack_forget_share", &R::attack_forget_share, false),
-      real("total_compute_consumed", &R::total_compute_consumed, false)};
+      real("total_compute_consumed", &R::total_compute_consumed, false),
+      real("forget_before_se", &R::forget_before_se, false), real("forget_final_val", &R::forget_final_val, false),
+      text("selected_on", &R::selected_on, false), real("robustness_general", &R::robustness_general, false),
+      real("forget_before_general", &R::forget_before_general, false)};
   return c;
 }
 

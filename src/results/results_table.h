@@ -19,6 +19,9 @@ struct ResultRow {
   // The forget and retain metrics before the attack, after 40 steps and at its end.
   double forget_before = NAN, retain_before = NAN, forget_after40 = NAN, retain_after40 = NAN;
   double forget_final = NAN, retain_final = NAN;
+  double forget_before_se = NAN;  // the test forget metric's standard error before the attack
+  double forget_final_val = NAN;  // the validation forget metric at the attack's end (what selection used)
+  std::string selected_on;        // "validation", or "test" for curves from before validation sets
   double attack_steps = NAN;
   double attack_forget_share = NAN;  // of the forget tokens pretraining saw, that the whole attack replays
   // Compute relative to the oracle's pretraining tokens.
@@ -30,6 +33,9 @@ struct ResultRow {
   // 95% bootstrap interval and range over the replicates of its configuration.
   double worst_forget_final = NAN, robustness = NAN, robustness_mean = NAN, robustness_ci_lo = NAN,
          robustness_ci_hi = NAN, robustness_seeds = NAN, robustness_min = NAN, robustness_max = NAN;
+  // The same on the generalisation set (held-out operands), reported beside,
+  // and the model's generalisation forget metric before the attack.
+  double robustness_general = NAN, forget_before_general = NAN;
   std::string replicates_vary;  // what differs between the replicates ("student seed")
   // How much the evaluation scored.
   double eval_per_op_format = NAN, eval_windows = NAN;

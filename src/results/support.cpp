@@ -61,7 +61,7 @@ void judge_size(const SweepEvidence& e, const SupportThresholds& t, Support& s) 
          "n = " + std::to_string(e.replicates) + " replicate" + (e.replicates == 1 ? "" : "s") + " varying " +
              e.varied + (e.independent ? "" : " only") + " (needed: " + std::to_string(t.min_replicates) +
              " independent replicates, each reseeding the whole pipeline)");
-  const bool problems = e.metric != "forget_ce";
+  const bool problems = e.metric.find("answer_ce") != std::string::npos || relearned_when_higher(e.metric);
   if (problems && e.eval_per_op_format < t.min_eval_per_op_format)
     fail(s, "small test set",
          std::to_string(e.eval_per_op_format) + " problems per operation and format (< " +
@@ -69,6 +69,26 @@ void judge_size(const SweepEvidence& e, const SupportThresholds& t, Support& s) 
   if (!problems && e.eval_windows < t.min_eval_windows)
     fail(s, "small test set",
          std::to_string(e.eval_windows) + " evaluation windows (< " + std::to_string(t.min_eval_windows) + ")");
+}
+
+constexpr const char* kNotCompetent = "base not competent";
+
+// Whether the base knows what the oracle never learned, clearly beyond the
+// test set's sampling error: robustness is measured in that gap.
+void judge_competence(const SweepEvidence& e, const SupportThresholds& t, Support& s) {
+  if (!std::isfinite(e.base_before) || !e.has_oracle) return;  // no base or oracle: judged by their own rules
+  const bool acc = relearned_when_higher(e.metric);
+  const double gap = acc ? e.base_before - e.oracle_before : e.oracle_before - e.base_before;
+  const double needed = acc ? t.min_base_gap_acc : t.min_base_gap_ce * e.oracle_before;
+  if (!(gap >= needed))
+    fail(s, kNotCompetent,
+         "the base's " + e.metric + " before the attack is " + num(e.base_before) + " against the oracle's " +
+             num(e.oracle_before) + " (a gap of " + num(gap) + "; needed: " + num(needed) +
+             "): the base is not clearly off the floor, so robustness would be measured in noise");
+  else if (std::isfinite(e.base_before_se) && e.base_before_se > t.max_se_of_gap * gap)
+    fail(s, "small test set",
+         "the test " + e.metric + " has a standard error of " + num(e.base_before_se) + ", more than " +
+             num(100 * t.max_se_of_gap) + "% of the base-oracle gap " + num(gap));
 }
 
 }  // namespace
@@ -86,6 +106,11 @@ Support judge_support(const SweepEvidence& e, const SupportThresholds& t) {
     fail(s, "base not near 0",
          "the attacked base scores robustness " + num(e.base_robustness) + " (|r| must be below " +
              num(t.max_base_robustness) + " for a model that never unlearned): the metric cannot separate models");
+  judge_competence(e, t, s);
+  if (e.selected_on != "validation")
+    fail(s, "selected on test set",
+         "the attack's worst LR was chosen on the test figures it reports (curves from before validation sets; "
+         "rerun the attacks on data prepared with them)");
   if (!e.censored.empty())
     fail(s, "censored at grid edge",
          "censored at grid edge: the worst LR of " + joined(e.censored, ", ") +
@@ -121,6 +146,8 @@ std::vector<std::string> censored_models(const std::vector<ResultRow>& results, 
     p.lr = r.attack_lr;
     p.step = std::isfinite(r.attack_steps) ? int64_t(r.attack_steps) : 0;
     p.metrics[metric] = r.forget_final;
+    // The extension chose on validation where it was measured, and so does this rule.
+    if (std::isfinite(r.forget_final_val)) p.metrics[validation_metric_of(metric)] = r.forget_final_val;
     finals[r.model].push_back(p);
   }
   std::vector<std::string> out;
@@ -148,6 +175,7 @@ SweepEvidence evidence_of(const std::vector<ResultRow>& results, const std::stri
       e.oracle_after = r.worst_forget_final;
     }
     if (r.role == "base") base = &r;
+    if (r.selected_on != "validation") e.selected_on = "test";  // "": a table from before the column
     if (r.role == "unlearn" && !unlearn) unlearn = &r;
     if (r.role == "oracle" && !oracle) oracle = &r;
     if (!r.replicates_vary.empty()) e.varied = r.replicates_vary;
@@ -163,6 +191,7 @@ SweepEvidence evidence_of(const std::vector<ResultRow>& results, const std::stri
                             : robustness_between(base->worst_forget_final, unlearn->worst_forget_final,
                                                  oracle->worst_forget_final);
     e.has_base = std::isfinite(e.base_robustness);
+    e.base_before = base->forget_before, e.base_before_se = base->forget_before_se;
   }
   e.independent = e.varied == kEveryStageVaries;
   e.attack_lrs = std::numeric_limits<int>::max();
@@ -191,6 +220,26 @@ std::string robustness_text(const Support& s, const ResultRow& r, double value, 
   if (!std::isfinite(value)) return "-";
   const std::string mark = figure_mark(s, r);
   return format_cell(value, digits) + (mark.empty() ? "" : " (" + mark + ")");
+}
+
+std::string general_robustness_text(const Support& s, const std::vector<ResultRow>& results, const ResultRow& r,
+                                    const SupportThresholds& t) {
+  if (!s.attack_strong) return "withheld";
+  if (!std::isfinite(r.robustness_general)) return "-";
+  SweepEvidence e;
+  e.metric = generalisation_metric_of(r.metric);
+  for (auto& row : results) {
+    if (row.role == "base") e.base_before = row.forget_before_general;
+    if (row.role == "oracle") e.oracle_before = row.forget_before_general, e.has_oracle = true;
+  }
+  // The headline's marks, with competence judged on this metric instead.
+  Support general = s, own;
+  judge_competence(e, t, own);
+  auto& marks = general.marks;
+  marks.erase(std::remove(marks.begin(), marks.end(), std::string(kNotCompetent)), marks.end());
+  marks.insert(marks.end(), own.marks.begin(), own.marks.end());
+  const std::string mark = figure_mark(general, r);
+  return format_cell(r.robustness_general, 2) + (mark.empty() ? "" : " (" + mark + ")");
 }
 
 std::string interval_text(const Support& s, const ResultRow& r) {

@@ -8,16 +8,23 @@
 //    relearn" means something (else every figure is withheld);
 //  - base sanity: the attacked base scores near 0, as a model that never
 //    unlearned must (a "robust" base means the metric cannot separate models);
+//  - base competence: before the attack the base is clearly off the floor on
+//    the forget metric (its gap to the oracle, against a stated threshold):
+//    robustness is measured in that gap, and a gap of noise measures nothing;
+//  - validation apart: the attack's worst LR was chosen on validation figures,
+//    never on the test figures reported;
 //  - grid edge: every attacked model's worst LR lies inside its grid, not at
 //    its top, where the true worst case may lie above it;
 //  - replication: at least 5 independent replicates per configuration (and
 //    intervals are "n = 3, range" below that, never "95% interval");
 //  - the attack and the evaluation are large enough (LRs, steps, problems or
-//    windows);
+//    windows; the test figure's standard error small against the base-oracle
+//    gap);
 //  - stopping rule: a student that never met its stopping rule is marked, on
 //    its own row.
 // A figure that fails a rule is shown with the rule's mark, never bare.
 #pragma once
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,6 +40,9 @@ struct SupportThresholds {
   double min_oracle_gain_acc = 0.10;  // the oracle's forget accuracy must rise by this much (absolute)
   double min_oracle_drop_ce = 0.10;   // or its forget CE (text or answer) fall by this fraction
   double max_base_robustness = 0.2;   // |robustness| of the attacked base: a model that never unlearned
+  double min_base_gap_acc = 0.2;      // base's forget accuracy above the oracle's before the attack (absolute)
+  double min_base_gap_ce = 0.1;       // or its forget CE below the oracle's by this fraction
+  double max_se_of_gap = 0.1;         // the test forget metric's standard error, against the base-oracle gap
 };
 
 // What results.csv's replicates_vary says of replicates that reseed every
@@ -50,6 +60,9 @@ struct SweepEvidence {
   bool has_oracle = false;
   double base_robustness = 0;  // the attacked base's, measured like a student's
   bool has_base = false;
+  // The base's forget metric before the attack and its standard error on the test set (NaN: not measured).
+  double base_before = NAN, base_before_se = NAN;
+  std::string selected_on = "validation";  // what the attack's worst LR was chosen on ("test": old curves)
   int attack_lrs = 0, attack_steps = 0;
   int replicates = 0;               // per configuration, the fewest
   std::string varied = kStudentSeedVaries;  // what differs between replicates
@@ -90,6 +103,11 @@ std::string configuration_of(const ResultRow& r);
 std::string figure_mark(const Support& s, const ResultRow& r);
 // A robustness value as shown: "0.48", "0.48 (censored at grid edge)", "withheld", "-".
 std::string robustness_text(const Support& s, const ResultRow& r, double value, int digits = 2);
+// The generalisation figure (held-out operands) beside a row's robustness: the
+// headline's marks, and "base not competent" judged on the generalisation
+// metric itself; "-" where the sweep did not measure it.
+std::string general_robustness_text(const Support& s, const std::vector<ResultRow>& results, const ResultRow& r,
+                                    const SupportThresholds& t = {});
 // A row's interval over its configuration's replicates: "[0.46, 0.50] (95%, n = 5)",
 // "range [0.46, 0.50] (n = 3)", or "-".
 std::string interval_text(const Support& s, const ResultRow& r);

@@ -62,6 +62,19 @@ double metric_at(const AttackPoint& p, const std::string& m) {
   return it == p.metrics.end() ? NAN : it->second;
 }
 
+// Per attacked model whose attacks all finished: its worst-case `metric` after
+// the whole attack (NaN where `metric` is "" or was not measured).
+std::map<std::string, double> worst_finals(const std::map<std::string, std::vector<AttackPoint>>& by_model,
+                                           const std::map<std::string, int>& missing, const std::string& metric) {
+  std::map<std::string, double> out;
+  for (auto& [model, pts] : by_model) {
+    if (missing.count(model)) continue;
+    auto worst = metric.empty() ? std::vector<AttackPoint>() : worst_case(pts, metric);
+    out[model] = worst.empty() ? NAN : metric_at(worst.back(), metric);
+  }
+  return out;
+}
+
 }  // namespace
 
 int collect_results(const Plan& plan) {
@@ -84,13 +97,12 @@ int collect_results(const Plan& plan) {
     }
   }
   int skipped = 0;
-  std::string metric;
-  std::map<std::string, double> worst_final;  // per model id
-  for (auto& [model, pts] : by_model) {
-    if (missing_attacks.count(model)) continue;
-    metric = plan.spec.metric == "auto" ? attack_metric(pts) : plan.spec.metric;
-    worst_final[model] = metric_at(worst_case(pts, metric).back(), metric);
-  }
+  std::string metric = plan.spec.metric;
+  for (auto& [model, pts] : by_model)
+    if (plan.spec.metric == "auto") metric = attack_metric(pts);
+  // Per model id: the worst case on the metric, and on its generalisation twin (reported beside it).
+  std::map<std::string, double> worst_final = worst_finals(by_model, missing_attacks, metric);
+  std::map<std::string, double> worst_general = worst_finals(by_model, missing_attacks, generalisation_metric_of(metric));
   auto find_role = [&](const std::string& role, const std::string& method) -> const Job* {
     for (auto& j : plan.jobs)
       if (j.tags.count("role") && j.tags.at("role") == role && (method.empty() || j.tags.at("method") == method))
@@ -106,7 +118,7 @@ int collect_results(const Plan& plan) {
   const int64_t eval_windows = int64_t(cfg.eval.batches) * cfg.train.batch_size;
   // Per attacked model: its robustness, and the compute that made it.
   struct ModelFigures {
-    double tokens = NAN, compute = NAN, teacher_tokens = NAN, robustness = NAN;
+    double tokens = NAN, compute = NAN, teacher_tokens = NAN, robustness = NAN, robustness_general = NAN;
     double teacher_alone = NAN, teacher_amortised = NAN, teacher_consumed = NAN, unlearn = NAN;
   };
   std::map<std::string, ModelFigures> figures;
@@ -151,9 +163,12 @@ int collect_results(const Plan& plan) {
     // teacher (the base so, as the support rules' sanity check: it must score near 0).
     const bool methodless = role == "control" || role == "base";
     const Job* unlearn = methodless ? find_role("unlearn", "") : method.empty() ? nullptr : find_role("unlearn", method);
-    if (unlearn && oracle && worst_final.count(unlearn->id) && worst_final.count(oracle->id))
+    if (unlearn && oracle && worst_final.count(unlearn->id) && worst_final.count(oracle->id)) {
       f.robustness = robustness_between(worst_final[j.id], worst_final[unlearn->id], worst_final[oracle->id]);
-    if (role == "oracle") f.robustness = 1;
+      f.robustness_general =
+          robustness_between(worst_general[j.id], worst_general[unlearn->id], worst_general[oracle->id]);
+    }
+    if (role == "oracle") f.robustness = 1, f.robustness_general = 1;
     figures[j.id] = f;
   }
   // Mean and 95% bootstrap interval of robustness over the seeds of each configuration.
@@ -191,6 +206,8 @@ int collect_results(const Plan& plan) {
     base.total_compute_amortised = f.compute + f.teacher_amortised + f.unlearn;
     base.total_compute_consumed = f.compute + f.teacher_consumed + f.unlearn;
     base.worst_forget_final = worst_final[j.id], base.robustness = f.robustness;
+    base.robustness_general = f.robustness_general;
+    base.selected_on = selected_on(by_model[j.id], metric);
     base.robustness_mean = ci.mean, base.robustness_ci_lo = ci.lo, base.robustness_ci_hi = ci.hi;
     base.robustness_seeds = ci.n, base.eval_per_op_format = eval_per_op, base.eval_windows = double(eval_windows);
     base.robustness_min = reps.min, base.robustness_max = reps.max, base.replicates_vary = kStudentSeedVaries;
@@ -208,6 +225,9 @@ int collect_results(const Plan& plan) {
       row.forget_before = metric_at(b, metric), row.retain_before = metric_at(b, r);
       row.forget_after40 = metric_at(m, metric), row.retain_after40 = metric_at(m, r);
       row.forget_final = metric_at(e, metric), row.retain_final = metric_at(e, r);
+      row.forget_before_se = metric_at(b, "se_" + metric);
+      row.forget_final_val = metric_at(e, validation_metric_of(metric));
+      row.forget_before_general = metric_at(b, generalisation_metric_of(metric));
       row.attack_steps = double(e.step);
       rows.push_back(std::move(row));
     }

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "core/error.h"
 #include "core/fs.h"
@@ -136,24 +137,28 @@ TEST(Vocabulary, FileRoundTripAndCorruptionIsRefusedByName) {
 TEST(Prepare, EvalPromptsAreTokenizedHeldOutProblems) {
   const std::string& data = test::tiny_data_dir();
   SpmTokenizer tok(data + "/tokenizer.model");
-  auto by_op = read_eval_prompts(data + "/eval_prompts.jsonl", kEvalPromptsPerFormat, tok.vocab_size());
-  ASSERT_EQ(by_op.size(), 4u);
-  for (auto& [op, prompts] : by_op) {
-    auto expected = eval_problems(op, kEvalPromptsPerFormat, kEvalProblemSeed);
-    ASSERT_EQ(prompts.size(), expected.size());
-    for (size_t i = 0; i < prompts.size(); ++i) {
-      EXPECT_EQ(prompts[i].problem.prompt, expected[i].prompt);
-      EXPECT_EQ(prompts[i].problem.answer, expected[i].answer);
-      EXPECT_EQ(prompts[i].ids, tok.encode(expected[i].prompt));
-      // Prompt then answer tokens are the whole training text's, and the answer decodes to its number.
-      auto whole = prompts[i].ids;
-      whole.insert(whole.end(), prompts[i].answer_ids.begin(), prompts[i].answer_ids.end());
-      EXPECT_EQ(whole, tok.encode(expected[i].text()));
-      EXPECT_EQ(std::stol(tok.decode(prompts[i].answer_ids)), expected[i].answer);
+  auto sets = read_eval_prompts(data + "/eval_prompts.jsonl", kEvalPromptsPerFormat, tok.vocab_size());
+  ASSERT_EQ(sets.size(), 3u);
+  for (auto& [set, by_op] : sets) {
+    ASSERT_EQ(by_op.size(), 4u);
+    for (auto& [op, prompts] : by_op) {
+      auto expected = eval_problems(op, set, kEvalPromptsPerFormat, kEvalProblemSeed);
+      ASSERT_EQ(prompts.size(), expected.size());
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        EXPECT_EQ(prompts[i].problem.prompt, expected[i].prompt);
+        EXPECT_EQ(prompts[i].problem.answer, expected[i].answer);
+        EXPECT_EQ(prompts[i].ids, tok.encode(expected[i].prompt));
+        // Prompt then answer tokens are the whole training text's, and the answer decodes to its number.
+        auto whole = prompts[i].ids;
+        whole.insert(whole.end(), prompts[i].answer_ids.begin(), prompts[i].answer_ids.end());
+        EXPECT_EQ(whole, tok.encode(expected[i].text()));
+        EXPECT_EQ(std::stol(tok.decode(prompts[i].answer_ids)), expected[i].answer);
+      }
     }
   }
   // The evaluator asks for the first N of each format; more than were prepared is refused by name.
-  EXPECT_EQ(read_eval_prompts(data + "/eval_prompts.jsonl", 3, tok.vocab_size()).at(Op::Mul).size(), 6u);
+  EXPECT_EQ(read_eval_prompts(data + "/eval_prompts.jsonl", 3, tok.vocab_size()).at(ProblemSet::Test).at(Op::Mul).size(),
+            6u);
   try {
     read_eval_prompts(data + "/eval_prompts.jsonl", kEvalPromptsPerFormat + 1, tok.vocab_size());
     ADD_FAILURE() << "accepted more prompts than were prepared";
@@ -190,24 +195,39 @@ void expect_held_out(const std::string& data, const std::vector<std::string>& st
   for (auto& s : streams)
     for (auto& d : documents(data + "/" + s + ".train.bin", vocab)) trained.insert(d);
   ASSERT_FALSE(trained.empty());
+  // Validation and test documents: never trained on, and never each other.
   for (auto& s : streams) {
-    auto val = documents(data + "/" + s + ".val.bin", vocab);
+    auto val = documents(data + "/" + s + ".val.bin", vocab), test = documents(data + "/" + s + ".test.bin", vocab);
     ASSERT_FALSE(val.empty()) << s;
+    ASSERT_FALSE(test.empty()) << s;
+    std::set<std::string> test_docs(test.begin(), test.end());
     for (auto& d : val) EXPECT_EQ(trained.count(d), 0u) << s << ".val document also trained on: " << d.substr(0, 80);
+    for (auto& d : test) EXPECT_EQ(trained.count(d), 0u) << s << ".test document also trained on: " << d.substr(0, 80);
+    for (auto& d : val) EXPECT_EQ(test_docs.count(d), 0u) << s << ": a validation document is also a test one";
   }
   if (!file_exists(data + "/eval_prompts.jsonl")) return;
   auto prompts = read_eval_prompts(data + "/eval_prompts.jsonl", kEvalPromptsPerFormat, vocab.size());
   std::set<std::string> trained_prompts;  // a trained problem's text up to its answer
   for (auto& d : trained)
     if (auto at = d.rfind(' '); at != std::string::npos) trained_prompts.insert(d.substr(0, at));
+  // No scored string was trained on; validation and test problems are disjoint;
+  // the paper's sets (validation, test) score the training pool's operands
+  // (data_test checks that training draws every one of them), generalisation
+  // only held-out ones.
   size_t checked = 0;
-  for (auto& [op, ps] : prompts)
-    for (auto& p : ps) {
-      EXPECT_EQ(trained_prompts.count(p.problem.prompt), 0u) << "evaluation problem trained on: " << p.problem.prompt;
-      EXPECT_EQ(trained.count(p.problem.text()), 0u) << p.problem.text();
-      ++checked;
-    }
-  EXPECT_EQ(checked, size_t(4 * 2 * kEvalPromptsPerFormat));
+  std::set<std::tuple<Op, int, int>> val_problems;
+  for (auto& [op, ps] : prompts.at(ProblemSet::Validation))
+    for (auto& p : ps) val_problems.insert({op, p.problem.a, p.problem.b});
+  for (auto& [set, by_op] : prompts)
+    for (auto& [op, ps] : by_op)
+      for (auto& p : ps) {
+        EXPECT_EQ(trained_prompts.count(p.problem.prompt), 0u) << "evaluation problem trained on: " << p.problem.prompt;
+        EXPECT_EQ(trained.count(p.problem.text()), 0u) << p.problem.text();
+        EXPECT_EQ(is_held_out(op, p.problem.a, p.problem.b), set == ProblemSet::Generalisation) << p.problem.text();
+        if (set == ProblemSet::Test) EXPECT_EQ(val_problems.count({op, p.problem.a, p.problem.b}), 0u) << p.problem.text();
+        ++checked;
+      }
+  EXPECT_EQ(checked, size_t(3 * 4 * 2 * kEvalPromptsPerFormat));
   // Equations in the training streams never use held-out operands.
   for (auto& d : trained) {
     int a, b;
@@ -271,7 +291,7 @@ TEST(Prepare, AnotherForgetLanguageByConfigurationAlone) {
   Vocabulary vocab(dir + "/prepared/vocab.bin");
   auto script = parse_code_point_ranges("data.forget_script", "0400-04FF");
   size_t lines = 0;
-  for (auto split : {"train", "val"})
+  for (auto split : {"train", "val", "test"})
     for (auto& doc : documents(dir + "/prepared/russian." + std::string(split) + ".bin", vocab)) {
       std::istringstream in(doc);
       for (std::string line; std::getline(in, line);) {
