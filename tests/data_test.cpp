@@ -112,7 +112,9 @@ TEST(Arithmetic, HeldOutOperandsAreNeverTrainedOn) {
       for (auto& p : eval) {
         const bool general = set == ProblemSet::Generalisation;
         EXPECT_EQ(is_held_out(op, p.a, p.b), general) << p.text();
-        if (!general) EXPECT_EQ((set == ProblemSet::Test ? test_set : val_set).count({p.a, p.b}), 1u) << p.text();
+        if (!general) {
+          EXPECT_EQ((set == ProblemSet::Test ? test_set : val_set).count({p.a, p.b}), 1u) << p.text();
+        }
         if (p.format == Format::Equation) equations.insert(p.prompt);
       }
       EXPECT_EQ(equations.size(), size_t(kEvalMaxPerFormat)) << "distinct evaluation equations";

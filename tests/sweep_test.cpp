@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 
@@ -16,6 +18,7 @@
 #include "core/json.h"
 #include "model/transformer.h"
 #include "results/results_table.h"
+#include "results/support.h"
 #include "sweep/plan.h"
 #include "sweep/rank_memory.h"
 #include "sweep/state.h"
@@ -64,11 +67,11 @@ TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
   EXPECT_EQ(count_kind(plan, "data"), 0);
   EXPECT_EQ(count_kind(plan, "pretrain"), 2);  // one base, one oracle
   EXPECT_EQ(count_kind(plan, "unlearn"), 2);   // one teacher per method
-  EXPECT_EQ(count_kind(plan, "cache"), 3);     // one logit cache per teacher, and the base's for the control
+  EXPECT_EQ(count_kind(plan, "cache"), 4);  // one logit cache per teacher, and the base's and oracle's for the controls
   // Per method and seed: one Unlearn-and-Distill student (beta plays no part) + 2 alphas x 2 betas.
-  EXPECT_EQ(count_kind(plan, "distill"), 2 * 2 * (1 + 2 * 2) + 2);  // + the distilled-base control per seed
-  EXPECT_EQ(count_kind(plan, "relearn"), (2 + 2 + 20 + 2) * 2);  // every model at every LR
-  EXPECT_EQ(count_kind(plan, "extend"), 2 + 2 + 20 + 2);         // and its grid's extension
+  EXPECT_EQ(count_kind(plan, "distill"), 2 * 2 * (1 + 2 * 2) + 2 * 2);  // + the distilled base and oracle per seed
+  EXPECT_EQ(count_kind(plan, "relearn"), (2 + 2 + 20 + 4) * 2);  // every model at every LR
+  EXPECT_EQ(count_kind(plan, "extend"), 2 + 2 + 20 + 4);         // and its grid's extension
   std::set<std::string> ids, dirs;
   for (auto& j : plan.jobs) {
     ids.insert(j.id);
@@ -81,7 +84,7 @@ TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
   std::set<std::string> caches_used;
   for (auto& j : plan.jobs)
     if (j.kind == "distill") caches_used.insert(j.deps.back());
-  EXPECT_EQ(caches_used.size(), 3u);
+  EXPECT_EQ(caches_used.size(), 4u);
   // The spec's [train] steps is the pretraining budget: stages with budgets of their own do not get it.
   for (auto& j : plan.jobs) {
     bool has_steps = std::find(j.args.begin(), j.args.end(), "--train.steps") != j.args.end();
@@ -150,12 +153,62 @@ TEST(Sweep, AMethodsOwnSectionReachesItsTeacherAlone) {
   refused(grid, "[unlearn.rmu]\nlr = fast\n", "fast");
 }
 
+// Replicates reseed the whole pipeline: replicate 1 is the sweep without
+// replicates (its jobs keep their ids), every later one has its own base,
+// oracle, teacher, caches, students and attacks, each stage with its own
+// seeds; base_oracle shares replicate 1's base and oracle.
+TEST(Sweep, ReplicatesReseedEveryStage) {
+  auto dir = test::temp_dir("sweep_replicates");
+  Plan one = make_plan(read_sweep_spec(write_spec(dir, kSmallGrid)), dir + "/out", UNDO_BINARY);
+  Plan three = make_plan(read_sweep_spec(write_spec(dir, kSmallGrid + "\nreplicates = 3")), dir + "/out", UNDO_BINARY);
+  EXPECT_EQ(three.jobs.size(), 3 * one.jobs.size());
+  std::set<std::string> one_ids;
+  for (auto& j : one.jobs) one_ids.insert(j.id);
+  auto arg = [](const Job& j, const std::string& key) {
+    auto it = std::find(j.args.begin(), j.args.end(), key);
+    return it == j.args.end() ? std::string() : *(it + 1);
+  };
+  std::map<std::string, std::set<std::string>> seeds_by_kind;
+  for (auto& j : three.jobs) {
+    const std::string rep = j.tags.at("replicate");
+    EXPECT_EQ(one_ids.count(j.id), rep == "1" ? 1u : 0u) << j.name;
+    if (rep == "1") continue;
+    EXPECT_NE(j.name.find("-r" + rep), std::string::npos) << j.name;
+    seeds_by_kind[j.kind].insert(arg(j, "--run.seed"));
+    const std::string offset = std::to_string(1 + 1000 * std::stoi(rep));  // the configs' seeds are 1
+    if (j.kind == "relearn") {
+      EXPECT_EQ(arg(j, "--relearn.seeds"), offset) << j.name;
+    }
+    if (j.kind == "cache") {
+      EXPECT_EQ(arg(j, "--distill.data_seed"), offset) << j.name;
+    }
+  }
+  for (auto kind : {"pretrain", "unlearn", "cache", "distill", "relearn"})
+    EXPECT_EQ(seeds_by_kind[kind].size(), 2u) << kind << ": one seed per later replicate";
+  EXPECT_EQ(replicates_vary(read_sweep_spec(write_spec(dir, kSmallGrid + "\nreplicates = 3"))), kEveryStageVaries);
+  // Shared base and oracle: one of each, the rest replicated.
+  Plan shared = make_plan(read_sweep_spec(write_spec(dir, kSmallGrid + "\nreplicates = 3\nreplicate_shared = base_oracle")),
+                          dir + "/out", UNDO_BINARY);
+  EXPECT_EQ(count_kind(shared, "pretrain"), 2);
+  EXPECT_EQ(count_kind(shared, "unlearn"), 3);
+  EXPECT_EQ(count_kind(shared, "distill"), 3 * count_kind(one, "distill"));
+  int rc = 0;
+  auto out = sweep("plan", write_spec(dir, kSmallGrid + "\nreplicate_shared = data"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("sweep.replicate_shared: 'data' (none | base_oracle)"), std::string::npos) << out;
+  // The plan says before anything runs that 3 replicates are too few, and that they are independent.
+  out = sweep("plan", write_spec(dir, kSmallGrid + "\nreplicates = 3"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("n = 3 replicates varying whole pipeline (needed: 5"), std::string::npos) << out;
+}
+
 // Several distillation signals: one cache per teacher and cached signal, a
 // student per signal (named by it), online students without a cache, and the
 // control on the first signal. A job's own key replaces the spec's override.
 TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   auto dir = test::temp_dir("sweep_signals");
-  auto spec = write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top8,top8+s4,online",
+  auto spec = write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top8,top8+s4,online\n"
+                              "controls = base",
                          "[distill]\ncache_k = 16\n");
   Plan plan = make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY);
   EXPECT_EQ(count_kind(plan, "cache"), 2 + 1);
@@ -182,7 +235,8 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   EXPECT_EQ(names, (std::set<std::string>{"distill-maxent-top8-a1-s1", "distill-maxent-top8+s4-a1-s1",
                                           "distill-maxent-online-a1-s1", "control-distilled-base-top8-s1"}));
   // The setting's own signal (tiny: top-32 + 32 draws) keeps the names a single-signal sweep gives.
-  auto with_default = write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top32+s32,online");
+  auto with_default =
+      write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top32+s32,online\ncontrols = base");
   std::set<std::string> default_names;
   for (auto& j : make_plan(read_sweep_spec(with_default), dir + "/out", UNDO_BINARY).jobs)
     if (j.kind == "distill" || j.kind == "cache") default_names.insert(j.name);
@@ -190,7 +244,7 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
                                                   "distill-maxent-online-a1-s1", "control-distilled-base-s1"}));
   // Teachers that are only attacked: no cache, no students, their attacks all the same.
   auto attacked_only = write_spec(dir, "methods = maxent,graddiff,rmu\ndistill_methods = maxent\nalphas = 1\n"
-                                       "attack_lrs = 1e-3");
+                                       "attack_lrs = 1e-3\ncontrols = base");
   Plan three = make_plan(read_sweep_spec(attacked_only), dir + "/out", UNDO_BINARY);
   EXPECT_EQ(count_kind(three, "unlearn"), 3);
   EXPECT_EQ(count_kind(three, "cache"), 1 + 1);
@@ -207,6 +261,9 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   out = sweep("plan", write_spec(dir, kSmallGrid + "\nsignals = top8,full"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(out.find("distillation signal 'full'"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, kSmallGrid + "\ncontrols = teacher"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("sweep.controls: control 'teacher' (base | oracle)"), std::string::npos) << out;
   out = sweep("plan", write_spec(dir, kSmallGrid + "\nmetric = accuracy"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(out.find("metric 'accuracy'"), std::string::npos) << out;
@@ -368,29 +425,30 @@ TEST(Sweep, LocalRunCollectsAndReports) {
             0);
   auto out = read_file(dir + "/run.log");
   ASSERT_EQ(read_file(dir + "/run.rc"), "0\n") << out;
-  EXPECT_NE(out.find("26 jobs: 26 done"), std::string::npos) << out;  // 6 models' grids, each extended
+  EXPECT_NE(out.find("31 jobs: 31 done"), std::string::npos) << out;  // 7 models' grids, each extended
   // Sweep-level progress as jobs finish: done of all, what runs, the time left.
-  EXPECT_NE(out.find("26/26 jobs done, 0 running, ETA 0h00m"), std::string::npos) << out;
+  EXPECT_NE(out.find("31/31 jobs done, 0 running, ETA 0h00m"), std::string::npos) << out;
   EXPECT_NE(watched.find("\nrunning  "), std::string::npos) << "the watch saw jobs run:\n" << watched;
-  EXPECT_EQ(watched.rfind("26 jobs: 26 done") + 2, watched.rfind(" jobs: ")) << "the watch ended when all were done";
+  EXPECT_EQ(watched.rfind("31 jobs: 31 done") + 2, watched.rfind(" jobs: ")) << "the watch ended when all were done";
   std::string page = read_file(dir + "/out/report/index.html");
   for (auto& j : make_plan(read_sweep_spec(spec), dir + "/out", UNDO_BINARY).jobs)
     EXPECT_NE(page.find("id=\"job-" + j.id + "\""), std::string::npos) << j.name;
   auto csv = read_file(dir + "/out/results.csv");
-  // 6 models (the distilled-base control among them) x 2 LRs, plus the header, plus a row at 6e-3 for
+  // 7 models (the distilled base and oracle among them) x 2 LRs, plus the header, plus a row at 6e-3 for
   // each model whose worst case sat at 3e-3 (and for no other).
   const auto results = read_results_csv(dir + "/out/results.csv");
   std::map<std::string, std::set<double>> lrs;
   for (auto& r : results) lrs[r.model].insert(r.attack_lr);
-  ASSERT_EQ(lrs.size(), 6u);
+  ASSERT_EQ(lrs.size(), 7u);
   for (auto& r : results) {  // a model left unextended had its worst case inside the grid
     if (!lrs[r.model].count(6e-3) && r.forget_final == r.worst_forget_final) {
       EXPECT_NE(r.attack_lr, 3e-3) << r.model;
     }
   }
-  EXPECT_GE(results.size(), 12u);
+  EXPECT_GE(results.size(), 14u);
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), int(results.size()) + 1) << csv;
-  EXPECT_NE(csv.find("control-distilled-base-s1,control,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("control-distilled-base-s1,control,distilled-base,"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("control-distilled-oracle-s1,control,distilled-oracle,"), std::string::npos) << csv;
   EXPECT_NE(csv.find("distill-maxent-a0.5-b0.1-s1,student,maxent,0.5,0.1,top32+s32,1,0.003,forget_acc"),
             std::string::npos)
       << csv;
@@ -421,7 +479,19 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   }
   EXPECT_NE(read_file(dir + "/out/plan.txt").find("support: this sweep runs, but its robustness figures will be marked"),
             std::string::npos);
-  for (auto& row : read_results_csv(dir + "/out/results.csv")) EXPECT_FALSE(row.support.empty()) << row.model;
+  for (auto& row : read_results_csv(dir + "/out/results.csv")) {
+    EXPECT_FALSE(row.support.empty()) << row.model;
+    // Validation apart: every worst LR chosen on validation, the test figure's standard error and the
+    // generalisation set measured beside it.
+    EXPECT_EQ(row.selected_on, "validation") << row.model;
+    EXPECT_TRUE(std::isfinite(row.forget_final_val)) << row.model;
+    EXPECT_TRUE(std::isfinite(row.forget_before_general)) << row.model;
+    if (row.role == "base") {
+      EXPECT_GE(row.forget_before_se, 0) << "a binomial standard error over 20 problems";
+    }
+  }
+  EXPECT_NE(md.find("| robustness | generalisation |"), std::string::npos) << md;
+  EXPECT_NE(md.find("Test set: the base's forget acc before the attack is"), std::string::npos) << md;
   EXPECT_NE(csv.find(",eval_per_op_format,eval_windows"), std::string::npos);
   // Compute counts the teacher's forward pass, alone and shared by the two students of its cache.
   std::istringstream lines(csv);
@@ -591,10 +661,10 @@ TEST(Sweep, ShippedSpecsPlan) {
   Plan lang_large = make_plan(read_sweep_spec("configs/lang-en-ko-size256-sweep.ini"), demo_out, UNDO_BINARY);
   std::filesystem::current_path(cwd);
   EXPECT_EQ(count_kind(protocol, "unlearn"), 3);
-  EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3);
-  EXPECT_EQ(count_kind(protocol, "relearn"), (2 + 3 + 9) * 5);
-  EXPECT_EQ(count_kind(protocol, "extend"), 2 + 3 + 9);
-  EXPECT_EQ(count_kind(ablation, "distill"), 4 * 3 + 3);  // 4 signals and a control, 3 seeds each
+  EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3 + 3);  // the students, the distilled base and oracle
+  EXPECT_EQ(count_kind(protocol, "relearn"), (2 + 3 + 9 + 3) * 5);
+  EXPECT_EQ(count_kind(protocol, "extend"), 2 + 3 + 9 + 3);
+  EXPECT_EQ(count_kind(ablation, "distill"), 4 * 3 + 3 + 3);  // 4 signals and two controls, 3 seeds each
   std::set<std::string> protocol_dirs;
   for (auto& j : protocol.jobs) protocol_dirs.insert(j.dir);
   int shared = 0;
@@ -604,30 +674,31 @@ TEST(Sweep, ShippedSpecsPlan) {
   // ablation's controls learn from its first signal (top32), the protocol's from the default: not shared.
   EXPECT_EQ(shared, 1 + 2 + 1 + 1 + 3 + 6 * (5 + 1));
   EXPECT_EQ(count_kind(lang_methods, "unlearn"), 3);
-  EXPECT_EQ(count_kind(lang_methods, "distill"), 2 * 2 * 3 + 3);  // MaxEnt's and RMU's students, the controls
-  EXPECT_EQ(count_kind(lang_noise, "distill"), 5 * 3 + 3);  // alpha 1, and 0.8 and 0.5 at two betas
+  EXPECT_EQ(count_kind(lang_methods, "distill"), 2 * 2 * 3 + 3 + 3);  // MaxEnt's and RMU's students, the controls
+  EXPECT_EQ(count_kind(lang_noise, "distill"), 5 * 3 + 3 + 3);  // alpha 1, and 0.8 and 0.5 at two betas
   std::set<std::string> methods_dirs;
   for (auto& j : lang_methods.jobs) methods_dirs.insert(j.dir);
   int reused = 0;
   for (auto& j : lang_noise.jobs) reused += int(j.kind == "distill" && methods_dirs.count(j.dir));
-  EXPECT_EQ(reused, 2 * 3 + 3);  // both students of the methods sweep and the controls
-  // The paper's attack on the methods sweep's models: every model reused, only the 132 attacks new.
+  EXPECT_EQ(reused, 2 * 3 + 3 + 3);  // both students of the methods sweep and the controls
+  // The paper's attack on the methods sweep's models: every model reused, only the 165 attacks new.
   int full_reused = 0;
   for (auto& j : lang_full.jobs) full_reused += int(j.kind != "relearn" && j.kind != "extend" && methods_dirs.count(j.dir));
-  EXPECT_EQ(full_reused, int(lang_full.jobs.size()) - 132);
-  EXPECT_EQ(count_kind(lang_full, "relearn") + count_kind(lang_full, "extend"), (3 + 3 * 3) * (10 + 1));  // 3 models; 2 students, control x 3 seeds
+  EXPECT_EQ(full_reused, int(lang_full.jobs.size()) - 165);
+  // 3 models; 2 students and 2 controls x 3 seeds
+  EXPECT_EQ(count_kind(lang_full, "relearn") + count_kind(lang_full, "extend"), (3 + 4 * 3) * (10 + 1));
   EXPECT_EQ(lang_full.spec.attack_steps, 500);
-  EXPECT_EQ(count_kind(lang_small, "distill"), 2 * 3 + 3);
+  EXPECT_EQ(count_kind(lang_small, "distill"), 2 * 3 + 3 + 3);
   for (auto& j : lang_small.jobs) EXPECT_TRUE(j.kind == "data" || !methods_dirs.count(j.dir)) << j.name;  // its own models
-  EXPECT_EQ(count_kind(lang_large, "distill"), 2 * 3 + 3);
+  EXPECT_EQ(count_kind(lang_large, "distill"), 2 * 3 + 3 + 3);
   std::set<std::string> small_dirs;
   for (auto& j : lang_small.jobs) small_dirs.insert(j.dir);
   for (auto& j : lang_large.jobs)  // its own models, apart from both other sizes'
     EXPECT_TRUE(j.kind == "data" || (!methods_dirs.count(j.dir) && !small_dirs.count(j.dir))) << j.name;
-  EXPECT_EQ(count_kind(demo, "distill"), 3 + 1);  // + the distilled-base control
-  EXPECT_EQ(count_kind(demo, "relearn"), 7 * 3);
-  EXPECT_EQ(count_kind(demo, "extend"), 7);
-  EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5);
+  EXPECT_EQ(count_kind(demo, "distill"), 3 + 1 + 1);  // + the distilled base and oracle
+  EXPECT_EQ(count_kind(demo, "relearn"), 8 * 3);
+  EXPECT_EQ(count_kind(demo, "extend"), 8);
+  EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5 + 5);
   EXPECT_EQ(paper.spec.ranks, 4);
   EXPECT_EQ(paper.spec.cfg.run.device, "cuda");  // the paper presets train on GPUs
   EXPECT_NE(paper.command(paper.jobs.back(), true).find("srun -n 4 --mpi=pmix"), std::string::npos);

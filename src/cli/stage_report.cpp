@@ -76,8 +76,13 @@ Chart tradeoff_chart(const std::vector<Row>& results, const Support& support) {
   for (auto& r : results) {
     if (!seen_models.insert(r.model).second) continue;
     if (r.role == "student" || r.role == "control") {
-      std::string who = r.role == "control" ? "distilled base (control)" : "UNDO / U&D (" + r.method + ")";
-      std::string label = r.role == "control" ? "ctrl" : std::strtod(r.alpha.c_str(), nullptr) >= 1 ? "U&D" : "a=" + r.alpha;
+      const bool oracle_control = r.method == "distilled-oracle";  // else the distilled base ("" before the tag)
+      std::string who = r.role != "control" ? "UNDO / U&D (" + r.method + ")"
+                        : oracle_control    ? "distilled oracle (control)"
+                                            : "distilled base (control)";
+      std::string label = r.role == "control"                          ? (oracle_control ? "ctrl-o" : "ctrl")
+                          : std::strtod(r.alpha.c_str(), nullptr) >= 1 ? "U&D"
+                                                                       : "a=" + r.alpha;
       for (auto [compute, accounting] : {std::pair{r.total_compute_amortised, "teacher shared"},
                                          std::pair{r.total_compute_alone, "teacher alone"}}) {
         auto& s = students[(r.role == "control" ? "~" : "") + who + accounting];  // the control after the methods

@@ -63,7 +63,7 @@ const std::vector<Column<R>>& result_columns() {
       real("total_compute_consumed", &R::total_compute_consumed, false),
       real("forget_before_se", &R::forget_before_se, false), real("forget_final_val", &R::forget_final_val, false),
       text("selected_on", &R::selected_on, false), real("robustness_general", &R::robustness_general, false),
-      real("forget_before_general", &R::forget_before_general, false)};
+      real("forget_before_general", &R::forget_before_general, false), text("replicate", &R::replicate, false)};
   return c;
 }
 

@@ -14,6 +14,7 @@ namespace undo {
 struct ResultRow {
   // What the model is (sweep job tags; "" where they do not apply).
   std::string model, role, method, alpha, beta, signal, seed;
+  std::string replicate;  // the pipeline replicate it belongs to (sweep.replicates; "" before the column)
   double attack_lr = NAN;
   std::string metric;  // the forget metric robustness is judged on
   // The forget and retain metrics before the attack, after 40 steps and at its end.

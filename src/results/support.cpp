@@ -168,13 +168,20 @@ SweepEvidence evidence_of(const std::vector<ResultRow>& results, const std::stri
   for (auto& r : results) {
     lrs_per_model[r.model].insert(r.attack_lr);
     e.attack_steps = std::min(e.attack_steps, int(r.attack_steps));
-    if (r.role == "student") seeds_per_config[configuration_of(r)].insert(r.seed);
+    // Independent replicates are counted by replicate, student seeds within one pipeline by seed.
+    if (r.role == "student")
+      seeds_per_config[configuration_of(r)].insert(r.replicates_vary == kStudentSeedVaries || r.replicate.empty()
+                                                       ? "seed " + r.seed
+                                                       : "replicate " + r.replicate);
     if (r.role == "oracle" && !e.has_oracle) {
       e.has_oracle = true;
       e.oracle_before = r.forget_before;
       e.oracle_after = r.worst_forget_final;
     }
-    if (r.role == "base") base = &r;
+    // The base that looks most robust (each replicate's, against its own teacher and oracle).
+    if (r.role == "base" && (!base || !std::isfinite(base->robustness) ||
+                             (std::isfinite(r.robustness) && std::abs(r.robustness) > std::abs(base->robustness))))
+      base = &r;
     if (r.selected_on != "validation") e.selected_on = "test";  // "": a table from before the column
     if (r.role == "unlearn" && !unlearn) unlearn = &r;
     if (r.role == "oracle" && !oracle) oracle = &r;
@@ -193,7 +200,7 @@ SweepEvidence evidence_of(const std::vector<ResultRow>& results, const std::stri
     e.has_base = std::isfinite(e.base_robustness);
     e.base_before = base->forget_before, e.base_before_se = base->forget_before_se;
   }
-  e.independent = e.varied == kEveryStageVaries;
+  e.independent = e.varied == kEveryStageVaries || e.varied == kAllButBaseOracleVaries;
   e.attack_lrs = std::numeric_limits<int>::max();
   for (auto& [m, lrs] : lrs_per_model) e.attack_lrs = std::min(e.attack_lrs, int(lrs.size()));
   e.replicates = seeds_per_config.empty() ? 1 : std::numeric_limits<int>::max();

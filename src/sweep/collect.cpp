@@ -4,6 +4,7 @@
 #include <cmath>
 #include <iostream>
 #include <map>
+#include <numeric>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -57,6 +58,12 @@ ReplicateFigures replicate_figures(const std::vector<double>& values) {
 }
 
 
+// The pipeline replicate a job belongs to ("1" for plans from before replicates).
+std::string replicate_of(const Job& j) {
+  auto it = j.tags.find("replicate");
+  return it == j.tags.end() ? "1" : it->second;
+}
+
 double metric_at(const AttackPoint& p, const std::string& m) {
   auto it = p.metrics.find(m);
   return it == p.metrics.end() ? NAN : it->second;
@@ -103,13 +110,16 @@ int collect_results(const Plan& plan) {
   // Per model id: the worst case on the metric, and on its generalisation twin (reported beside it).
   std::map<std::string, double> worst_final = worst_finals(by_model, missing_attacks, metric);
   std::map<std::string, double> worst_general = worst_finals(by_model, missing_attacks, generalisation_metric_of(metric));
-  auto find_role = [&](const std::string& role, const std::string& method) -> const Job* {
-    for (auto& j : plan.jobs)
-      if (j.tags.count("role") && j.tags.at("role") == role && (method.empty() || j.tags.at("method") == method))
-        return &j;
+  // A role's job in a replicate, or replicate 1's where the replicates share it (sweep.replicate_shared).
+  auto find_role = [&](const std::string& role, const std::string& method, const std::string& replicate) -> const Job* {
+    for (const std::string& rep : {replicate, std::string("1")})
+      for (auto& j : plan.jobs)
+        if (j.tags.count("role") && j.tags.at("role") == role && (method.empty() || j.tags.at("method") == method) &&
+            replicate_of(j) == rep)
+          return &j;
     return nullptr;
   };
-  const Job* oracle = find_role("oracle", "");
+  const Job* oracle = find_role("oracle", "", "1");
   double oracle_tokens = oracle ? summary_number(*oracle, "tokens") : NAN;
 
   // How much each evaluation scores: the report judges from it whether a figure is supported.
@@ -154,33 +164,46 @@ int collect_results(const Plan& plan) {
       // What it consumed: the teacher at each of its own training positions (a cached row read, or an
       // online forward), whatever share of the cache it read.
       f.teacher_consumed = std::min(f.tokens, f.teacher_tokens) / 3 / oracle_tokens;
-      const Job* teacher = role == "student" ? find_role("unlearn", method) : nullptr;
+      const Job* teacher = role == "student" ? find_role("unlearn", method, replicate_of(j)) : nullptr;
       f.unlearn = teacher ? summary_number(*teacher, "tokens") / oracle_tokens : 0.0;
     }
     // Robustness: where the worst-case forget metric sits between the unlearned
     // teacher (0) and the oracle (1) after the full attack. The control and the
     // base belong to no method: they are measured against the first method's
     // teacher (the base so, as the support rules' sanity check: it must score near 0).
+    // Each replicate against its own teacher and oracle.
     const bool methodless = role == "control" || role == "base";
-    const Job* unlearn = methodless ? find_role("unlearn", "") : method.empty() ? nullptr : find_role("unlearn", method);
-    if (unlearn && oracle && worst_final.count(unlearn->id) && worst_final.count(oracle->id)) {
-      f.robustness = robustness_between(worst_final[j.id], worst_final[unlearn->id], worst_final[oracle->id]);
+    const std::string rep = replicate_of(j);
+    const Job* unlearn = methodless          ? find_role("unlearn", "", rep)
+                         : method.empty()    ? nullptr
+                                             : find_role("unlearn", method, rep);
+    const Job* own_oracle = find_role("oracle", "", rep);
+    if (unlearn && own_oracle && worst_final.count(unlearn->id) && worst_final.count(own_oracle->id)) {
+      f.robustness = robustness_between(worst_final[j.id], worst_final[unlearn->id], worst_final[own_oracle->id]);
       f.robustness_general =
-          robustness_between(worst_general[j.id], worst_general[unlearn->id], worst_general[oracle->id]);
+          robustness_between(worst_general[j.id], worst_general[unlearn->id], worst_general[own_oracle->id]);
     }
     if (role == "oracle") f.robustness = 1, f.robustness_general = 1;
     figures[j.id] = f;
   }
-  // Mean and 95% bootstrap interval of robustness over the seeds of each configuration.
+  // Mean and 95% bootstrap interval of robustness over the replicates of each
+  // configuration: one value per pipeline replicate (the mean over its student
+  // seeds) where the sweep has replicates, else one per student seed.
   auto config_of = [&](const Job& j) {
     auto tag = [&](const char* k) { return j.tags.count(k) ? j.tags.at(k) : std::string(); };
     return role_of(j) + "|" + tag("method") + "|" + tag("alpha") + "|" + tag("beta") + "|" + tag("signal");
   };
-  std::map<std::string, std::vector<double>> seeds_of;
+  const bool by_replicate = plan.spec.replicates > 1;
+  std::map<std::string, std::map<std::string, std::vector<double>>> values_of;  // config -> replicate or seed -> values
   for (auto& j : plan.jobs)
-    if (figures.count(j.id) && std::isfinite(figures[j.id].robustness)) seeds_of[config_of(j)].push_back(figures[j.id].robustness);
+    if (figures.count(j.id) && std::isfinite(figures[j.id].robustness))
+      values_of[config_of(j)][by_replicate ? replicate_of(j) : j.id].push_back(figures[j.id].robustness);
   std::map<std::string, ReplicateFigures> interval_of;
-  for (auto& [c, values] : seeds_of) interval_of[c] = replicate_figures(values);
+  for (auto& [c, groups] : values_of) {
+    std::vector<double> values;
+    for (auto& [g, v] : groups) values.push_back(std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()));
+    interval_of[c] = replicate_figures(values);
+  }
 
   std::vector<ResultRow> rows;
   std::vector<CurveRow> curves;
@@ -210,7 +233,8 @@ int collect_results(const Plan& plan) {
     base.selected_on = selected_on(by_model[j.id], metric);
     base.robustness_mean = ci.mean, base.robustness_ci_lo = ci.lo, base.robustness_ci_hi = ci.hi;
     base.robustness_seeds = ci.n, base.eval_per_op_format = eval_per_op, base.eval_windows = double(eval_windows);
-    base.robustness_min = reps.min, base.robustness_max = reps.max, base.replicates_vary = kStudentSeedVaries;
+    base.robustness_min = reps.min, base.robustness_max = reps.max, base.replicates_vary = replicates_vary(plan.spec);
+    base.replicate = replicate_of(j);
     base.attack_forget_share = forget_share.count(j.id) ? forget_share[j.id] : NAN;
     if (role == "student" || role == "control") {
       base.stop_metric = summary_text(j, "stop_metric");

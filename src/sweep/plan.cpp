@@ -59,6 +59,267 @@ std::string Plan::command(const Job& j, bool slurm) const {
   return os.str();
 }
 
+namespace {
+
+// Builds a plan's job graph, one replicate of the pipeline at a time
+// (sweep.replicates): replicate r > 1 gives every stage its own seeds
+// (replicate_seeds), so that its jobs hash apart from replicate 1's, whose
+// jobs are those of a sweep without replicates.
+class PlanBuilder {
+ public:
+  PlanBuilder(Plan& plan) : plan_(plan), spec_(plan.spec), cfg_(plan.spec.cfg) {
+    common_ = {"--config", absolute(spec_.config)};
+    for (auto& [k, v] : spec_.overrides) common_.insert(common_.end(), {k, v});
+    common_.insert(common_.end(), {"--run.threads", std::to_string(spec_.threads)});
+    config_sha_ = sha256_file(spec_.config);
+    global_batch_ = double(cfg_.train.batch_size) * cfg_.train.accum * spec_.ranks;
+    window_ = cfg_.model.seq_len;
+  }
+
+  void build() {
+    if (spec_.prepare_data)
+      data_deps_.push_back(add("data", "data", with({"data", "prepare"}, {}), {}, 0, {{"role", "data"}}).id);
+    for (int r = 1; r <= spec_.replicates; ++r) {
+      enter_replicate(r);
+      add_models();
+    }
+    add_attacks();
+  }
+
+ private:
+  // The seeds of replicate r: 1 keeps the config's, r > 1 offsets each stage's
+  // own seed by 1000 r (pretraining's data order and initialisation,
+  // unlearning, the cache's draws and the distillation stream, students,
+  // attacks). The prepared data, and so the evaluation sets, stay shared.
+  int64_t seed_of(int64_t own) const { return replicate_ == 1 ? own : own + 1000 * replicate_; }
+  std::vector<std::string> replicate_seeds() const {
+    if (replicate_ == 1) return {};
+    std::string attack_seeds;
+    for (double s : parse_number_list("relearn.seeds", cfg_.relearn.seeds))
+      attack_seeds += (attack_seeds.empty() ? "" : ",") + std::to_string(seed_of(int64_t(s)));
+    return {"--run.seed", std::to_string(seed_of(cfg_.run.seed)), "--distill.data_seed",
+            std::to_string(seed_of(cfg_.distill.data_seed)), "--relearn.seeds", attack_seeds};
+  }
+  void enter_replicate(int r) {
+    replicate_ = r;
+    reseed_ = replicate_seeds();
+  }
+
+  const Job& add(std::string kind, std::string name, std::vector<std::string> args, std::vector<std::string> deps,
+                 double est_tokens, std::map<std::string, std::string> tags) {
+    Sha256 h;
+    h.update("undo-sweep-job-v1\n" + kind + "\nconfig_sha256=" + config_sha_ + "\n");
+    for (auto& a : args) h.update(a + "\n");
+    for (auto& d : deps) h.update("dep=" + d + "\n");
+    Job j;
+    j.id = h.hex().substr(0, 12);
+    for (auto& existing : plan_.jobs)
+      if (existing.id == j.id) return existing;  // the same work, already planned: share it
+    j.kind = std::move(kind);
+    j.name = std::move(name);
+    j.args = std::move(args);
+    j.deps = std::move(deps);
+    j.dir = plan_.out + "/jobs/" + j.name + "-" + j.id;
+    j.est_tokens = est_tokens;
+    j.tags = std::move(tags);
+    j.tags["name"] = j.name;
+    if (j.kind != "data") j.tags.emplace("replicate", std::to_string(replicate_));
+    plan_.jobs.push_back(std::move(j));
+    return plan_.jobs.back();
+  }
+  // A job's name in this replicate.
+  std::string named(const std::string& name) const {
+    return replicate_ == 1 ? name : name + "-r" + std::to_string(replicate_);
+  }
+
+  // A stage's arguments: `head`, the spec's overrides and the replicate's
+  // seeds, then `tail`. A stage that sets a general key itself
+  // (core/stage_settings.h) would refuse the spec's override of it, which is
+  // meant for pretraining: it is left out there. A key the job sets itself (in
+  // `tail`) replaces the spec's.
+  std::vector<std::string> with(std::vector<std::string> head, const std::vector<std::string>& tail,
+                                const std::vector<std::string>& owned = {}) const {
+    for (const auto* pairs : {&common_, &reseed_})
+      for (size_t i = 0; i < pairs->size(); i += 2) {
+        const std::string& key = (*pairs)[i];
+        bool skip = std::find(owned.begin(), owned.end(), key.substr(2)) != owned.end() ||
+                    std::find(tail.begin(), tail.end(), key) != tail.end();
+        if (!skip) head.insert(head.end(), {key, (*pairs)[i + 1]});
+      }
+    head.insert(head.end(), tail.begin(), tail.end());
+    return head;
+  }
+  static std::string ckpt(const Job& j) { return j.dir + "/model.ckpt"; }
+
+  void add_models() {
+    const double pretrain_tokens = double(cfg_.train.steps) * global_batch_ * window_;
+    {
+      // sweep.replicate_shared = base_oracle: replicate 1's base and oracle serve every replicate.
+      const auto own = reseed_;
+      if (spec_.replicate_shared == "base_oracle") reseed_.clear();
+      base_id_ = add("pretrain", named("base"), with({"pretrain"}, {"--pretrain.target", "base"}), data_deps_,
+                     pretrain_tokens, {{"role", "base"}}).id;
+      oracle_id_ = add("pretrain", named("oracle"), with({"pretrain"}, {"--pretrain.target", "oracle"}), data_deps_,
+                       pretrain_tokens, {{"role", "oracle"}}).id;
+      reseed_ = own;
+      attacked(base_id_), attacked(oracle_id_);
+    }
+    for (auto& method : spec_.methods) add_method(method);
+    for (auto& which : spec_.controls) add_control(which, which == "base" ? base_id_ : oracle_id_);
+  }
+  void attacked(const std::string& id) {
+    if (std::find(models_.begin(), models_.end(), id) == models_.end()) models_.push_back(id);
+  }
+
+  // Distilling from a teacher with one signal: its cache job (none online), and
+  // the arguments and dependencies of a student. Names carry the signal unless
+  // it is the setting's own (its distill.cache_k and cache_samples), so that a
+  // sweep adding signals to an earlier one on the same --out reuses its jobs.
+  struct Teaching {
+    std::vector<std::string> args, deps;
+    std::string suffix;  // "-<signal>" or ""
+    double tokens = 0;   // a student's, the teacher's online forward pass included
+  };
+  Teaching teaching(const DistillSignal& signal, const std::string& teacher_id, const std::string& cache_name,
+                    const std::string& method) {
+    const double distill_tokens = double(cfg_.distill.steps) * global_batch_ * window_;
+    const std::string teacher = ckpt(plan_.job(teacher_id));
+    Teaching t;
+    t.suffix = !signal.online && signal.k == cfg_.distill.cache_k && signal.samples == cfg_.distill.cache_samples
+                   ? ""
+                   : "-" + signal.name;
+    t.deps = {teacher_id};
+    t.args = {"--teacher", teacher, "--distill.cache_dir", plan_.out + "/cache"};
+    if (signal.online) {
+      t.args.insert(t.args.end(), {"--distill.cache", "off"});
+      t.tokens = distill_tokens * 4.0 / 3.0;
+      return t;
+    }
+    std::vector<std::string> shape = {"--distill.cache_k", std::to_string(signal.k), "--distill.cache_samples",
+                                      std::to_string(signal.samples)};
+    std::vector<std::string> cache_tail = {"--teacher", teacher, "--tokens", std::to_string(int64_t(distill_tokens)),
+                                           "--distill.cache_dir", plan_.out + "/cache"};
+    cache_tail.insert(cache_tail.end(), shape.begin(), shape.end());
+    t.deps.push_back(add("cache", named(cache_name + t.suffix), with({"cache-logits"}, cache_tail), {teacher_id},
+                         distill_tokens / 3, {{"role", "cache"}, {"method", method}, {"signal", signal.name}}).id);
+    t.args.insert(t.args.end(), {"--distill.cache", "require"});
+    t.args.insert(t.args.end(), shape.begin(), shape.end());
+    t.tokens = distill_tokens;
+    return t;
+  }
+
+  // A method's teacher (attacked), and its students when it is distilled.
+  void add_method(const std::string& method) {
+    // The method's own [unlearn.<method>] keys come last, replacing the spec's general ones for it alone.
+    std::vector<std::string> unlearn_tail = {"--base", ckpt(plan_.job(base_id_)), "--unlearn.method", method};
+    const Config* unlearn_cfg = &cfg_;
+    if (auto own = spec_.method_overrides.find(method); own != spec_.method_overrides.end()) {
+      for (auto& [k, v] : own->second) unlearn_tail.insert(unlearn_tail.end(), {k, v});
+      unlearn_cfg = &spec_.method_cfg.at(method);
+    }
+    const std::string teacher_id =
+        add("unlearn", named("unlearn-" + method),
+            with({"unlearn"}, unlearn_tail, stage_owned_keys(TrainingStage::Unlearn)), {base_id_},
+            2.0 * unlearn_cfg->unlearn.steps * global_batch_ * window_, {{"role", "unlearn"}, {"method", method}}).id;
+    attacked(teacher_id);
+    if (std::find(spec_.distill_methods.begin(), spec_.distill_methods.end(), method) == spec_.distill_methods.end())
+      return;  // a teacher that is only attacked
+    for (auto& signal : spec_.signals) {
+      Teaching t = teaching(signal, teacher_id, "cache-" + method, method);
+      for (int64_t seed : spec_.seeds)
+        for (double alpha : spec_.alphas)
+          for (double beta : spec_.betas) add_student(t, teacher_id, method, signal, seed, alpha, beta);
+    }
+  }
+  void add_student(const Teaching& t, const std::string& teacher_id, const std::string& method,
+                   const DistillSignal& signal, int64_t seed, double alpha, double beta) {
+    bool fresh = alpha >= 1.0;  // Unlearn-and-Distill: a random student, beta plays no part
+    std::vector<std::string> tail = t.args;
+    tail.insert(tail.end(), {"--run.seed", std::to_string(seed_of(seed))});
+    if (fresh) tail.insert(tail.end(), {"--distill.init", "random"});
+    else tail.insert(tail.end(), {"--distill.init", "noised", "--distill.alpha", num(alpha), "--distill.beta", num(beta)});
+    std::string name = "distill-" + method + t.suffix + "-a" + num(alpha) + (fresh ? "" : "-b" + num(beta)) + "-s" +
+                       std::to_string(seed);
+    attacked(add("distill", named(name), with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)), t.deps,
+                 t.tokens,
+                 {{"role", "student"}, {"method", method}, {"alpha", num(fresh ? 1.0 : alpha)},
+                  {"beta", fresh ? "" : num(beta)}, {"seed", std::to_string(seed)}, {"teacher", teacher_id},
+                  {"signal", signal.name}}).id);
+  }
+
+  // The controls, per seed: the base and the oracle, each distilled with the
+  // Unlearn-and-Distill recipe (a random student, the same budget and stopping
+  // rule, the first signal). A student that relearns no faster than the
+  // distilled base owes its robustness to distillation itself, not to the
+  // unlearning before it; the distilled oracle is how robust distillation
+  // from a model that never learned the capability leaves a student.
+  void add_control(const std::string& which, const std::string& teacher_id) {
+    const DistillSignal& signal = spec_.signals.front();
+    Teaching t = teaching(signal, teacher_id, "cache-" + which, "");
+    for (int64_t seed : spec_.seeds) {
+      std::vector<std::string> tail = t.args;
+      tail.insert(tail.end(), {"--run.seed", std::to_string(seed_of(seed)), "--distill.init", "random"});
+      attacked(add("distill", named("control-distilled-" + which + t.suffix + "-s" + std::to_string(seed)),
+                   with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)), t.deps, t.tokens,
+                   {{"role", "control"}, {"method", "distilled-" + which}, {"alpha", "1"}, {"beta", ""},
+                    {"seed", std::to_string(seed)}, {"teacher", teacher_id}, {"signal", signal.name}}).id);
+    }
+  }
+
+  // Every model is attacked at every LR (one job each, so LRs run in parallel),
+  // with the batch the spec's pretraining budget gives it (written out, so that
+  // the job's hash and command say it), and its replicate's attack seeds.
+  void add_attacks() {
+    const AttackBatch attack = planned_attack_batch(spec_);
+    const double attack_rows = double(attack.rows) * cfg_.relearn.accum * spec_.ranks;  // a step's, over the ranks
+    for (auto& model_id : models_) {
+      const Job& m = plan_.job(model_id);
+      enter_replicate(std::stoi(m.tags.at("replicate")));
+      const std::string model_name = m.name;  // it carries its replicate already
+      const std::vector<std::string> attack_args = {"--model", ckpt(m), "--steps", std::to_string(spec_.attack_steps),
+                                                    "--eval-every", std::to_string(spec_.attack_eval_every),
+                                                    "--relearn.batch_size", std::to_string(attack.rows),
+                                                    "--relearn.metric", spec_.metric};
+      std::vector<std::string> grid_jobs, grid_dirs;
+      for (double lr : spec_.attack_lrs) {
+        std::vector<std::string> tail = attack_args;
+        tail.insert(tail.end(), {"--lrs", num(lr), "--relearn.extend", "0"});
+        const Job& job = add("relearn", "relearn-" + model_name + "-lr" + num(lr),
+                             with({"relearn"}, tail, stage_owned_keys(TrainingStage::Relearn)), {model_id},
+                             double(spec_.attack_steps) * attack_rows * window_,
+                             {{"role", "attack"}, {"model", model_id}, {"lr", num(lr)}});
+        grid_jobs.push_back(job.id);
+        grid_dirs.push_back(job.dir);
+      }
+      if (cfg_.relearn.extend > 0) add_extension(model_id, model_name, attack_args, grid_jobs, grid_dirs, attack_rows);
+    }
+  }
+  // The grid's extension, once the grid is done: twice its largest LR while the worst case sits there.
+  void add_extension(const std::string& model_id, const std::string& model_name, std::vector<std::string> tail,
+                     const std::vector<std::string>& grid_jobs, const std::vector<std::string>& grid_dirs,
+                     double attack_rows) {
+    std::string dirs;
+    for (auto& d : grid_dirs) dirs += (dirs.empty() ? "" : ",") + d;
+    tail.insert(tail.end(), {"--lrs", num(*std::max_element(spec_.attack_lrs.begin(), spec_.attack_lrs.end())),
+                             "--extend-after", dirs});
+    add("extend", "relearn-" + model_name + "-extend", with({"relearn"}, tail, stage_owned_keys(TrainingStage::Relearn)),
+        grid_jobs, double(cfg_.relearn.extend) * spec_.attack_steps * attack_rows * window_,
+        {{"role", "attack"}, {"model", model_id}, {"lr", "extend"}});
+  }
+
+  Plan& plan_;
+  const SweepSpec& spec_;
+  const Config& cfg_;  // budgets and estimates
+  std::string config_sha_;
+  std::vector<std::string> common_, reseed_, data_deps_;
+  std::vector<std::string> models_;  // ids of every model to attack, in plan order
+  std::string base_id_, oracle_id_;  // this replicate's base and oracle
+  double global_batch_ = 0, window_ = 0;
+  int replicate_ = 1;
+};
+
+}  // namespace
+
 Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::string& undo_binary) {
   Plan plan;
   plan.spec = spec;
@@ -73,191 +334,7 @@ Plan make_plan(const SweepSpec& spec, const std::string& out_dir, const std::str
     for (char c : value)
       UNDO_INPUT_CHECK(static_cast<unsigned char>(c) >= 0x20 && c != 0x7f, what, " '", value,
                        "' contains a control character (a newline?): job scripts cannot hold it safely");
-  const Config& cfg = spec.cfg;  // budgets and estimates
-  const std::string config_sha = sha256_file(spec.config);
-  std::vector<std::string> common = {"--config", absolute(spec.config)};
-  for (auto& [k, v] : spec.overrides) common.insert(common.end(), {k, v});
-  common.insert(common.end(), {"--run.threads", std::to_string(spec.threads)});
-  const double global_batch = double(cfg.train.batch_size) * cfg.train.accum * spec.ranks;
-  const double window = cfg.model.seq_len;
-
-  auto add = [&](std::string kind, std::string name, std::vector<std::string> args, std::vector<std::string> deps,
-                 double est_tokens, std::map<std::string, std::string> tags) -> const Job& {
-    Sha256 h;
-    h.update("undo-sweep-job-v1\n" + kind + "\nconfig_sha256=" + config_sha + "\n");
-    for (auto& a : args) h.update(a + "\n");
-    for (auto& d : deps) h.update("dep=" + d + "\n");
-    Job j;
-    j.id = h.hex().substr(0, 12);
-    for (auto& existing : plan.jobs)
-      if (existing.id == j.id) return existing;  // the same work, already planned: share it
-    j.kind = std::move(kind);
-    j.name = std::move(name);
-    j.args = std::move(args);
-    j.deps = std::move(deps);
-    j.dir = plan.out + "/jobs/" + j.name + "-" + j.id;
-    j.est_tokens = est_tokens;
-    j.tags = std::move(tags);
-    j.tags["name"] = j.name;
-    plan.jobs.push_back(std::move(j));
-    return plan.jobs.back();
-  };
-  // A stage that sets a general key itself (core/stage_settings.h) would refuse
-  // the spec's override of it, which is meant for pretraining: it is left out
-  // there. A key the job sets itself (in `tail`) replaces the spec's.
-  auto with = [&](std::vector<std::string> head, std::vector<std::string> tail,
-                  std::vector<std::string> owned = {}) {
-    for (size_t i = 0; i < common.size(); i += 2) {
-      bool skip = std::find(owned.begin(), owned.end(), common[i].substr(2)) != owned.end() ||
-                  std::find(tail.begin(), tail.end(), common[i]) != tail.end();
-      if (!skip) head.insert(head.end(), {common[i], common[i + 1]});
-    }
-    head.insert(head.end(), tail.begin(), tail.end());
-    return head;
-  };
-  auto ckpt = [](const Job& j) { return j.dir + "/model.ckpt"; };
-
-  std::vector<std::string> data_deps;
-  if (spec.prepare_data) data_deps.push_back(add("data", "data", with({"data", "prepare"}, {}), {}, 0, {{"role", "data"}}).id);
-  std::vector<std::string> models;  // ids of every model to attack
-  double pretrain_tokens = double(cfg.train.steps) * global_batch * window;
-  const std::string base_id =
-      add("pretrain", "base", with({"pretrain"}, {"--pretrain.target", "base"}), data_deps, pretrain_tokens,
-          {{"role", "base"}}).id;
-  const std::string oracle_id =
-      add("pretrain", "oracle", with({"pretrain"}, {"--pretrain.target", "oracle"}), data_deps, pretrain_tokens,
-          {{"role", "oracle"}}).id;
-  models.insert(models.end(), {base_id, oracle_id});
-
-  // Distilling from a teacher with one signal: its cache job (none online), and
-  // the arguments and dependencies of a student. Names carry the signal unless
-  // it is the setting's own (its distill.cache_k and cache_samples), so that a
-  // sweep adding signals to an earlier one on the same --out reuses its jobs.
-  const double distill_tokens = double(cfg.distill.steps) * global_batch * window;
-  auto is_default = [&](const DistillSignal& s) {
-    return !s.online && s.k == cfg.distill.cache_k && s.samples == cfg.distill.cache_samples;
-  };
-  struct Teaching {
-    std::vector<std::string> args, deps;
-    std::string suffix;  // "-<signal>" or ""
-    double tokens = 0;   // a student's, the teacher's online forward pass included
-  };
-  auto teaching = [&](const DistillSignal& signal, const std::string& teacher_id, const std::string& cache_name,
-                      const std::string& method) {
-    const std::string teacher = ckpt(plan.job(teacher_id));
-    Teaching t;
-    t.suffix = is_default(signal) ? "" : "-" + signal.name;
-    t.deps = {teacher_id};
-    t.args = {"--teacher", teacher, "--distill.cache_dir", plan.out + "/cache"};
-    if (signal.online) {
-      t.args.insert(t.args.end(), {"--distill.cache", "off"});
-      t.tokens = distill_tokens * 4.0 / 3.0;
-      return t;
-    }
-    std::vector<std::string> shape = {"--distill.cache_k", std::to_string(signal.k), "--distill.cache_samples",
-                                      std::to_string(signal.samples)};
-    std::vector<std::string> cache_tail = {"--teacher", teacher, "--tokens", std::to_string(int64_t(distill_tokens)),
-                                           "--distill.cache_dir", plan.out + "/cache"};
-    cache_tail.insert(cache_tail.end(), shape.begin(), shape.end());
-    t.deps.push_back(add("cache", cache_name + t.suffix, with({"cache-logits"}, cache_tail), {teacher_id},
-                         distill_tokens / 3, {{"role", "cache"}, {"method", method}, {"signal", signal.name}}).id);
-    t.args.insert(t.args.end(), {"--distill.cache", "require"});
-    t.args.insert(t.args.end(), shape.begin(), shape.end());
-    t.tokens = distill_tokens;
-    return t;
-  };
-  for (auto& method : spec.methods) {
-    // The method's own [unlearn.<method>] keys come last, replacing the spec's general ones for it alone.
-    std::vector<std::string> unlearn_tail = {"--base", ckpt(plan.job(base_id)), "--unlearn.method", method};
-    const Config* unlearn_cfg = &cfg;
-    if (auto own = spec.method_overrides.find(method); own != spec.method_overrides.end()) {
-      for (auto& [k, v] : own->second) unlearn_tail.insert(unlearn_tail.end(), {k, v});
-      unlearn_cfg = &spec.method_cfg.at(method);
-    }
-    const std::string teacher_id =
-        add("unlearn", "unlearn-" + method,
-            with({"unlearn"}, unlearn_tail, stage_owned_keys(TrainingStage::Unlearn)), {base_id},
-            2.0 * unlearn_cfg->unlearn.steps * global_batch * window, {{"role", "unlearn"}, {"method", method}}).id;
-    models.push_back(teacher_id);
-    if (std::find(spec.distill_methods.begin(), spec.distill_methods.end(), method) == spec.distill_methods.end())
-      continue;  // a teacher that is only attacked
-    for (auto& signal : spec.signals) {
-      Teaching t = teaching(signal, teacher_id, "cache-" + method, method);
-      for (int64_t seed : spec.seeds) {
-        for (double alpha : spec.alphas) {
-          for (double beta : spec.betas) {
-            bool fresh = alpha >= 1.0;  // Unlearn-and-Distill: a random student, beta plays no part
-            std::vector<std::string> tail = t.args;
-            tail.insert(tail.end(), {"--run.seed", std::to_string(seed)});
-            if (fresh) tail.insert(tail.end(), {"--distill.init", "random"});
-            else tail.insert(tail.end(), {"--distill.init", "noised", "--distill.alpha", num(alpha), "--distill.beta", num(beta)});
-            std::string name = "distill-" + method + t.suffix + "-a" + num(alpha) + (fresh ? "" : "-b" + num(beta)) +
-                               "-s" + std::to_string(seed);
-            models.push_back(add("distill", name, with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)),
-                                 t.deps, t.tokens,
-                                 {{"role", "student"}, {"method", method}, {"alpha", num(fresh ? 1.0 : alpha)},
-                                  {"beta", fresh ? "" : num(beta)}, {"seed", std::to_string(seed)},
-                                  {"teacher", teacher_id}, {"signal", signal.name}}).id);
-          }
-        }
-      }
-    }
-  }
-  // The distilled-base control, per seed: the base distilled with the
-  // Unlearn-and-Distill recipe (a random student, the same budget and
-  // stopping rule, the first signal). A student that relearns no faster than
-  // this control owes its robustness to distillation itself, not to the
-  // unlearning before it.
-  {
-    const DistillSignal& signal = spec.signals.front();
-    Teaching t = teaching(signal, base_id, "cache-base", "");
-    for (int64_t seed : spec.seeds) {
-      std::vector<std::string> tail = t.args;
-      tail.insert(tail.end(), {"--run.seed", std::to_string(seed), "--distill.init", "random"});
-      models.push_back(add("distill", "control-distilled-base" + t.suffix + "-s" + std::to_string(seed),
-                           with({"distill"}, tail, stage_owned_keys(TrainingStage::Distill)), t.deps, t.tokens,
-                           {{"role", "control"}, {"method", ""}, {"alpha", "1"}, {"beta", ""},
-                            {"seed", std::to_string(seed)}, {"teacher", base_id}, {"signal", signal.name}}).id);
-    }
-  }
-  // Every model is attacked at every LR (one job each, so LRs run in parallel),
-  // with the batch the spec's pretraining budget gives it (written out, so that
-  // the job's hash and command say it).
-  const AttackBatch attack = planned_attack_batch(spec);
-  const double attack_rows = double(attack.rows) * cfg.relearn.accum * spec.ranks;  // a step's, over the ranks
-  std::vector<std::string> seen;
-  for (auto& model_id : models) {
-    if (std::find(seen.begin(), seen.end(), model_id) != seen.end()) continue;
-    seen.push_back(model_id);
-    const Job& m = plan.job(model_id);
-    std::string model_name = m.name, model_path = ckpt(m);
-    const std::vector<std::string> attack_args = {"--model", model_path, "--steps", std::to_string(spec.attack_steps),
-                                                  "--eval-every", std::to_string(spec.attack_eval_every),
-                                                  "--relearn.batch_size", std::to_string(attack.rows),
-                                                  "--relearn.metric", spec.metric};
-    std::vector<std::string> grid_jobs, grid_dirs;
-    for (double lr : spec.attack_lrs) {
-      std::vector<std::string> tail = attack_args;
-      tail.insert(tail.end(), {"--lrs", num(lr), "--relearn.extend", "0"});
-      const Job& job = add("relearn", "relearn-" + model_name + "-lr" + num(lr),
-                           with({"relearn"}, tail, stage_owned_keys(TrainingStage::Relearn)), {model_id},
-                           double(spec.attack_steps) * attack_rows * window,
-                           {{"role", "attack"}, {"model", model_id}, {"lr", num(lr)}});
-      grid_jobs.push_back(job.id);
-      grid_dirs.push_back(job.dir);
-    }
-    // The grid's extension, once the grid is done: twice its largest LR while the worst case sits there.
-    if (cfg.relearn.extend > 0) {
-      std::vector<std::string> tail = attack_args;
-      std::string dirs;
-      for (auto& d : grid_dirs) dirs += (dirs.empty() ? "" : ",") + d;
-      tail.insert(tail.end(), {"--lrs", num(*std::max_element(spec.attack_lrs.begin(), spec.attack_lrs.end())),
-                               "--extend-after", dirs});
-      add("extend", "relearn-" + model_name + "-extend", with({"relearn"}, tail, stage_owned_keys(TrainingStage::Relearn)),
-          grid_jobs, double(cfg.relearn.extend) * spec.attack_steps * attack_rows * window,
-          {{"role", "attack"}, {"model", model_id}, {"lr", "extend"}});
-    }
-  }
+  PlanBuilder(plan).build();
   // Order by kind (dependencies always point to an earlier kind).
   std::stable_sort(plan.jobs.begin(), plan.jobs.end(), [](const Job& a, const Job& b) {
     auto rank = [](const std::string& k) {
@@ -283,7 +360,9 @@ std::string planned_support(const SweepSpec& spec) {
   e.metric = spec.metric == "auto" ? (cfg.eval.arith_per_op > 0 ? "forget_acc" : "forget_ce") : spec.metric;
   e.attack_lrs = int(spec.attack_lrs.size());
   e.attack_steps = spec.attack_steps;
-  e.replicates = int(spec.seeds.size());
+  e.replicates = spec.replicates > 1 ? spec.replicates : int(spec.seeds.size());
+  e.varied = replicates_vary(spec);
+  e.independent = spec.replicates > 1;
   e.eval_per_op_format = cfg.eval.arith_per_op;
   e.eval_windows = int64_t(cfg.eval.batches) * cfg.train.batch_size;
   const AttackBatch attack = planned_attack_batch(spec);

@@ -9,6 +9,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "results/attack_curve.h"
+#include "results/support.h"
 
 namespace undo {
 
@@ -69,6 +70,11 @@ DistillSignal parse_distill_signal(const std::string& where, const std::string& 
   return s;
 }
 
+std::string replicates_vary(const SweepSpec& spec) {
+  if (spec.replicates == 1) return kStudentSeedVaries;
+  return spec.replicate_shared == "base_oracle" ? kAllButBaseOracleVaries : kEveryStageVaries;
+}
+
 SweepSpec read_sweep_spec(const std::string& path) {
   UNDO_INPUT_CHECK(file_exists(path), "sweep spec '", path, "' does not exist");
   SweepSpec spec;
@@ -101,6 +107,15 @@ SweepSpec read_sweep_spec(const std::string& path) {
       {"sweep.seeds", [&](auto& w, auto& v) {
          spec.seeds.clear();
          for (double s : parse_number_list(w, v)) spec.seeds.push_back(int64_t(s));
+       }},
+      {"sweep.replicates", [&](auto& w, auto& v) { spec.replicates = to_int(w, v, 1); }},
+      {"sweep.replicate_shared", [&](auto& w, auto& v) {
+         UNDO_INPUT_CHECK(v == "none" || v == "base_oracle", w, ": '", v, "' (none | base_oracle)");
+         spec.replicate_shared = v;
+       }},
+      {"sweep.controls", [&](auto& w, auto& v) {
+         spec.controls = split_list(v);
+         for (auto& c : spec.controls) UNDO_INPUT_CHECK(c == "base" || c == "oracle", w, ": control '", c, "' (base | oracle)");
        }},
       {"sweep.attack_lrs", [&](auto& w, auto& v) {
          spec.attack_lrs = parse_number_list(w, v);

@@ -14,6 +14,9 @@
 //   alphas = 1,0.6,0.3                  ; 1 = Unlearn-and-Distill (random student), <1 = UNDO (noised)
 //   betas = 0.1
 //   seeds = 1                           ; student seeds
+//   replicates = 5                      ; independent replicates: each reseeds every stage (default 1)
+//   replicate_shared = none             ; base_oracle: the replicates share replicate 1's base and oracle
+//   controls = base,oracle              ; distilled controls: the base and/or the oracle, distilled like a student
 //   attack_lrs = 1e-3,4e-4,1e-4
 //   attack_steps = 100
 //   attack_eval_every = 10
@@ -65,6 +68,15 @@ struct SweepSpec {
   std::vector<double> alphas = {1.0};
   std::vector<double> betas = {0.1};
   std::vector<int64_t> seeds = {1};
+  // Independent replicates of the whole pipeline: replicate r > 1 reseeds
+  // pretraining (data order, initialisation), unlearning, the cache's draws,
+  // the students and the attacks (sweep/plan.cpp); the prepared data, and so
+  // the evaluation sets, are shared. replicate_shared = "base_oracle" keeps
+  // replicate 1's base and oracle for all of them.
+  int replicates = 1;
+  std::string replicate_shared = "none";
+  // The distilled controls (sweep/plan.cpp): "base", "oracle", both by default.
+  std::vector<std::string> controls = {"base", "oracle"};
   // The paper's attack by default: 10 LRs, 500 steps, an evaluation every 5.
   std::vector<double> attack_lrs = {1e-3, 7e-4, 4e-4, 1e-4, 7e-5, 5e-5, 1e-5, 7e-6, 4e-6, 1e-6};
   int attack_steps = 500;
@@ -89,6 +101,10 @@ struct SweepSpec {
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> method_overrides;
   std::map<std::string, Config> method_cfg;
 };
+
+// What differs between the replicates whose robustness results.csv pools (its
+// replicates_vary column, results/support.h's constants).
+std::string replicates_vary(const SweepSpec& spec);
 
 // Reads and validates the spec (and its overrides against the config) before
 // anything runs; errors name the file, line and key.
