@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <set>
 
+#include "core/error.h"
 #include "core/fs.h"
 #include "core/stage_settings.h"
 #include "core/json.h"
@@ -445,4 +446,15 @@ TEST(Report, BootstrapIntervalOfTheMeanOverSeeds) {
   // A tight sample gives a tight interval.
   auto tight = bootstrap_mean({0.50, 0.51, 0.49, 0.50, 0.52});
   EXPECT_LT(tight.hi - tight.lo, 0.03);
+}
+
+// results.csv's cells are plain (results/csv_table.h): a text that would
+// break its columns is refused when written, not read back shifted.
+TEST(Report, AResultsCellWithACommaIsRefusedWhenWritten) {
+  ResultRow r = student_row(0.5);
+  r.replicates_vary = kAllButBaseOracleVaries;
+  const std::string csv = results_csv({r});
+  EXPECT_EQ(parse_results_csv(csv, "test").at(0).replicates_vary, kAllButBaseOracleVaries);
+  r.replicates_vary = "unlearning, cache";
+  EXPECT_THROW(results_csv({r}), RuntimeError);
 }

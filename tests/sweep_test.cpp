@@ -263,7 +263,9 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   EXPECT_NE(out.find("distillation signal 'full'"), std::string::npos) << out;
   out = sweep("plan", write_spec(dir, kSmallGrid + "\ncontrols = teacher"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
-  EXPECT_NE(out.find("sweep.controls: control 'teacher' (base | oracle)"), std::string::npos) << out;
+  EXPECT_NE(out.find("sweep.controls: control 'teacher' (base | oracle, or none)"), std::string::npos) << out;
+  Plan no_controls = make_plan(read_sweep_spec(write_spec(dir, kSmallGrid + "\ncontrols = none")), dir + "/out", UNDO_BINARY);
+  EXPECT_EQ(count_kind(no_controls, "distill"), 1);
   out = sweep("plan", write_spec(dir, kSmallGrid + "\nmetric = accuracy"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(out.find("metric 'accuracy'"), std::string::npos) << out;
@@ -581,7 +583,7 @@ TEST(Sweep, AKilledJobResumesFromItsCheckpointOnRerun) {
 TEST(Slurm, SweepThroughSbatchMatchesTheLocalExecutor) {
   ASSERT_NE(std::getenv("SLURM_CONF"), nullptr) << "run through ctest (the Slurm fixture sets SLURM_CONF)";
   auto dir = test::temp_dir("sweep_slurm");
-  auto spec = write_spec(dir, "methods = maxent\nalphas = 1,0.5\nattack_lrs = 1e-3",
+  auto spec = write_spec(dir, "methods = maxent\nalphas = 1,0.5\nattack_lrs = 1e-3\ncontrols = base",
                          "[slurm]\ntime = 00:10:00\nmax_parallel = 2\n");
   int rc = 0;
   auto local = sweep("run", spec, dir + "/local", &rc);

@@ -86,7 +86,11 @@ std::string write_table(const std::vector<Column<Row>>& columns, const std::vect
       const auto& c = columns[i];
       if (i) out += ",";
       if (c.text) {
-        out += r.*c.text;
+        // Plain cells (results/csv_table.h): a writer that breaks that is a bug, not bad input.
+        const std::string& cell = r.*c.text;
+        UNDO_CHECK(cell.find_first_of(",\"\n\r") == std::string::npos, "column ", c.name, ": cell '", cell,
+                   "' holds a comma, a quote or a newline");
+        out += cell;
       } else if (double v = r.*c.number; std::isfinite(v)) {
         out += c.whole ? std::to_string(int64_t(v)) : format_double(v);
       }

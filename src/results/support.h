@@ -51,7 +51,7 @@ struct SupportThresholds {
 inline constexpr const char* kEveryStageVaries = "whole pipeline";
 // Those that share replicate 1's base and oracle (sweep.replicate_shared =
 // base_oracle): independent replicates of the method, from unlearning on.
-inline constexpr const char* kAllButBaseOracleVaries = "unlearning, cache, students and attacks (base and oracle shared)";
+inline constexpr const char* kAllButBaseOracleVaries = "unlearning onward (base and oracle shared)";
 // Student seeds within one pipeline: the student's initialisation and data order alone.
 inline constexpr const char* kStudentSeedVaries = "student seed";
 

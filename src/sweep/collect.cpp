@@ -89,7 +89,6 @@ int collect_results(const Plan& plan) {
   std::map<std::string, std::vector<AttackPoint>> by_model;
   std::map<std::string, std::map<double, std::vector<AttackPoint>>> by_model_lr;
   std::map<std::string, int> missing_attacks;
-  std::map<std::string, double> forget_share;  // per model: what its attack replays (relearn's summary)
   for (auto& j : plan.jobs) {
     if (j.kind != "relearn" && j.kind != "extend") continue;  // a grid's attacks and its extension
     const std::string& model = j.tags.at("model");
@@ -97,7 +96,6 @@ int collect_results(const Plan& plan) {
       missing_attacks[model]++;
       continue;
     }
-    forget_share[model] = summary_number(j, "forget_share");
     for (auto& p : read_attack_points(j.dir + "/attack.jsonl")) {
       by_model[model].push_back(p);
       by_model_lr[model][p.lr].push_back(p);
@@ -235,7 +233,9 @@ int collect_results(const Plan& plan) {
     base.robustness_seeds = ci.n, base.eval_per_op_format = eval_per_op, base.eval_windows = double(eval_windows);
     base.robustness_min = reps.min, base.robustness_max = reps.max, base.replicates_vary = replicates_vary(plan.spec);
     base.replicate = replicate_of(j);
-    base.attack_forget_share = forget_share.count(j.id) ? forget_share[j.id] : NAN;
+    // What each attack replays, against the spec's pretraining budget (the attack's own job reads its
+    // config's train.steps, which a spec's [train] override gives pretraining alone).
+    base.attack_forget_share = planned_attack_batch(plan.spec).forget_share;
     if (role == "student" || role == "control") {
       base.stop_metric = summary_text(j, "stop_metric");
       base.stopped_at = summary_number(j, "stopped_at");

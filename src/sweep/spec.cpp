@@ -114,8 +114,9 @@ SweepSpec read_sweep_spec(const std::string& path) {
          spec.replicate_shared = v;
        }},
       {"sweep.controls", [&](auto& w, auto& v) {
-         spec.controls = split_list(v);
-         for (auto& c : spec.controls) UNDO_INPUT_CHECK(c == "base" || c == "oracle", w, ": control '", c, "' (base | oracle)");
+         spec.controls = v == "none" ? std::vector<std::string>() : split_list(v);
+         for (auto& c : spec.controls)
+           UNDO_INPUT_CHECK(c == "base" || c == "oracle", w, ": control '", c, "' (base | oracle, or none)");
        }},
       {"sweep.attack_lrs", [&](auto& w, auto& v) {
          spec.attack_lrs = parse_number_list(w, v);

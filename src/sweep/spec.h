@@ -16,7 +16,7 @@
 //   seeds = 1                           ; student seeds
 //   replicates = 5                      ; independent replicates: each reseeds every stage (default 1)
 //   replicate_shared = none             ; base_oracle: the replicates share replicate 1's base and oracle
-//   controls = base,oracle              ; distilled controls: the base and/or the oracle, distilled like a student
+//   controls = base,oracle              ; distilled controls: the base and/or the oracle, distilled like a student (or none)
 //   attack_lrs = 1e-3,4e-4,1e-4
 //   attack_steps = 100
 //   attack_eval_every = 10
@@ -75,7 +75,7 @@ struct SweepSpec {
   // replicate 1's base and oracle for all of them.
   int replicates = 1;
   std::string replicate_shared = "none";
-  // The distilled controls (sweep/plan.cpp): "base", "oracle", both by default.
+  // The distilled controls (sweep/plan.cpp): "base", "oracle", both by default ("none": neither).
   std::vector<std::string> controls = {"base", "oracle"};
   // The paper's attack by default: 10 LRs, 500 steps, an evaluation every 5.
   std::vector<double> attack_lrs = {1e-3, 7e-4, 4e-4, 1e-4, 7e-5, 5e-5, 1e-5, 7e-6, 4e-6, 1e-6};
