@@ -700,7 +700,9 @@ TEST(Sweep, ShippedSpecsPlan) {
   EXPECT_EQ(count_kind(demo, "distill"), 3 + 1 + 1);  // + the distilled base and oracle
   EXPECT_EQ(count_kind(demo, "relearn"), 8 * 3);
   EXPECT_EQ(count_kind(demo, "extend"), 8);
-  EXPECT_EQ(count_kind(paper, "distill"), 3 * 5 * 6 + 5 + 5);
+  EXPECT_EQ(count_kind(paper, "distill"), 5 * (3 * 6 + 1 + 1));  // 5 replicates of 18 students and 2 controls
+  EXPECT_EQ(paper.spec.replicates, 5);
+  EXPECT_EQ(count_kind(paper, "pretrain"), 5 * 2);
   EXPECT_EQ(paper.spec.ranks, 4);
   EXPECT_EQ(paper.spec.cfg.run.device, "cuda");  // the paper presets train on GPUs
   EXPECT_NE(paper.command(paper.jobs.back(), true).find("srun -n 4 --mpi=pmix"), std::string::npos);
