@@ -197,9 +197,10 @@ void describe_into(Config& c, Registry& r) {
       .add("train.eval_every", &c.train.eval_every, "steps between evaluations (0 = end only)", at_least(0))
       .add("train.ckpt_every", &c.train.ckpt_every, "steps between checkpoints (0 = end only)", at_least(0))
       .add("train.keep_ckpts", &c.train.keep_ckpts, "checkpoints kept besides the final one", at_least(1));
-  r.add("eval.batches", &c.eval.batches, "validation batches per stream", at_least(1))
+  r.add("eval.batches", &c.eval.batches, "evaluation batches per stream, on validation and on test", at_least(1))
       .add("eval.arith_per_op", &c.eval.arith_per_op,
-           "held-out arithmetic problems per operation and format (at most 100: every held-out product)",
+           "arithmetic problems per operation and format in each scored set (validation, test, "
+           "generalisation; at most 100)",
            in_range(0, 100))
       .add("eval.max_new_tokens", &c.eval.max_new_tokens, "greedy tokens decoded per problem", at_least(1));
   r.add("dist.backend", &c.dist.backend, "auto (nccl with run.device = cuda in a CUDA build, else gloo) | gloo | nccl",
