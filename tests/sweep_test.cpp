@@ -481,8 +481,13 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   }
   EXPECT_NE(read_file(dir + "/out/plan.txt").find("support: this sweep runs, but its robustness figures will be marked"),
             std::string::npos);
+  // The attack's forget share is stated against the spec's pretraining budget ([train] steps = 30), not
+  // the setting's (tiny.ini: 40), which the attack jobs' own configs hold.
+  const double share = planned_attack_batch(read_sweep_spec(spec)).forget_share;
+  ASSERT_TRUE(std::isfinite(share));
   for (auto& row : read_results_csv(dir + "/out/results.csv")) {
     EXPECT_FALSE(row.support.empty()) << row.model;
+    EXPECT_NEAR(row.attack_forget_share, share, 1e-12 * share) << row.model << ": a decimal written and read back";
     // Validation apart: every worst LR chosen on validation, the test figure's standard error and the
     // generalisation set measured beside it.
     EXPECT_EQ(row.selected_on, "validation") << row.model;

@@ -102,9 +102,9 @@ int collect_results(const Plan& plan) {
     }
   }
   int skipped = 0;
+  // Every model is evaluated alike: any one's points say which forget metric "auto" is.
   std::string metric = plan.spec.metric;
-  for (auto& [model, pts] : by_model)
-    if (plan.spec.metric == "auto") metric = attack_metric(pts);
+  if (metric == "auto") metric = by_model.empty() ? "" : attack_metric(by_model.begin()->second);
   // Per model id: the worst case on the metric, and on its generalisation twin (reported beside it).
   std::map<std::string, double> worst_final = worst_finals(by_model, missing_attacks, metric);
   std::map<std::string, double> worst_general = worst_finals(by_model, missing_attacks, generalisation_metric_of(metric));
@@ -124,6 +124,9 @@ int collect_results(const Plan& plan) {
   const Config& cfg = plan.spec.cfg;
   const int eval_per_op = metric == "forget_ce" ? 0 : cfg.eval.arith_per_op;  // accuracy and answer CE score problems
   const int64_t eval_windows = int64_t(cfg.eval.batches) * cfg.train.batch_size;
+  // What each attack replays, against the spec's pretraining budget (the attack's own job reads its
+  // config's train.steps, which a spec's [train] override gives pretraining alone).
+  const double attack_forget_share = planned_attack_batch(plan.spec).forget_share;
   // Per attacked model: its robustness, and the compute that made it.
   struct ModelFigures {
     double tokens = NAN, compute = NAN, teacher_tokens = NAN, robustness = NAN, robustness_general = NAN;
@@ -233,9 +236,7 @@ int collect_results(const Plan& plan) {
     base.robustness_seeds = ci.n, base.eval_per_op_format = eval_per_op, base.eval_windows = double(eval_windows);
     base.robustness_min = reps.min, base.robustness_max = reps.max, base.replicates_vary = replicates_vary(plan.spec);
     base.replicate = replicate_of(j);
-    // What each attack replays, against the spec's pretraining budget (the attack's own job reads its
-    // config's train.steps, which a spec's [train] override gives pretraining alone).
-    base.attack_forget_share = planned_attack_batch(plan.spec).forget_share;
+    base.attack_forget_share = attack_forget_share;
     if (role == "student" || role == "control") {
       base.stop_metric = summary_text(j, "stop_metric");
       base.stopped_at = summary_number(j, "stopped_at");
