@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -145,6 +146,44 @@ TEST(Arithmetic, AnswerScorer) {
   EXPECT_FALSE(answer_correct(" 190", 19));         // a longer number is not a match
   EXPECT_FALSE(answer_correct(" nineteen", 19));    // unparsable
   EXPECT_FALSE(answer_correct("", 19));
+}
+
+// A window the model scores NaN (it diverged on some text) makes its stream's
+// CE NaN, never the mean of the windows left: the attack's divergence check
+// reads it (a mean over the rest would hide the divergence).
+TEST(Evaluator, ANaNWindowMakesTheStreamCeNaN) {
+  Config cfg = test::tiny_config(test::temp_dir("nan_window"));
+  Shard shard(test::tiny_data_dir() + "/muldiv.test.bin");
+  const int window = cfg.model.seq_len, n = cfg.eval.batches * cfg.train.batch_size;
+  auto in_window = [&](int w, uint32_t t) {
+    for (int i = 0; i <= window; ++i)
+      if (shard[uint64_t(w) * uint64_t(window) + uint64_t(i)] == t) return true;
+    return false;
+  };
+  // A token of the first window that some other scored window lacks.
+  int64_t token = -1;
+  for (int i = 1; i <= window && token < 0; ++i)
+    for (int w = 1; w < n && token < 0; ++w)
+      if (!in_window(w, shard[uint64_t(i)])) token = shard[uint64_t(i)];
+  ASSERT_GE(token, 0);
+  // Its own output head, so that a NaN input embedding reaches only the windows that hold the token.
+  cfg.model.tied_embeddings = false;
+  torch::manual_seed(1);
+  Transformer model(cfg.model);
+  Evaluator evaluator(cfg);
+  evaluator.run(model);
+  ASSERT_TRUE(std::isfinite(evaluator.last().at("forget_ce")));
+  {
+    torch::NoGradGuard no_grad;
+    model->embed->weight[token].fill_(NAN);
+  }
+  auto ces = window_ces(model, shard, window, n, cfg.train.batch_size, false);
+  const auto nan = std::count_if(ces.begin(), ces.end(), [](double v) { return std::isnan(v); });
+  ASSERT_GT(nan, 0);
+  ASSERT_LT(nan, n) << "some windows are still scored";
+  evaluator.run(model);
+  EXPECT_TRUE(std::isnan(evaluator.last().at("forget_ce")));
+  EXPECT_TRUE(std::isnan(evaluator.last().at("ce_muldiv")));
 }
 
 // Answer CE: -log p(answer | separator, prompt), by one teacher-forced pass per

@@ -124,7 +124,9 @@ namespace {
 // A mean over strata of equal weight (streams, or operations) and its
 // standard error, each stratum's from its own sample variance. The samples of
 // one stratum are treated as independent: for text windows, which are
-// consecutive, it is a lower bound.
+// consecutive, it is a lower bound. A NaN sample makes the mean NaN (a
+// diverged model says so); samples that were not scored are left out by the
+// caller (scored_only).
 struct StratifiedMean {
   struct Stratum {
     double sum = 0, sumsq = 0;
@@ -133,8 +135,7 @@ struct StratifiedMean {
   std::vector<Stratum> strata;
   void add_stratum(const std::vector<double>& values) {
     Stratum s;
-    for (double v : values)
-      if (std::isfinite(v)) s.sum += v, s.sumsq += v * v, ++s.n;
+    for (double v : values) s.sum += v, s.sumsq += v * v, ++s.n;
     strata.push_back(s);
   }
   bool empty() const {
@@ -156,6 +157,14 @@ struct StratifiedMean {
     return std::sqrt(var) / double(strata.size());
   }
 };
+
+// Answer NLLs without those not scored (NaN: a problem longer than the window; as before, not finite).
+std::vector<double> scored_only(const std::vector<double>& nll) {
+  std::vector<double> out;
+  for (double v : nll)
+    if (std::isfinite(v)) out.push_back(v);
+  return out;
+}
 
 // The operations a forget or retain figure averages over.
 const std::vector<Op>& ops_of(bool forget) {
@@ -234,7 +243,7 @@ void Evaluator::score_problems(Transformer& model, ProblemSet set, const StopPol
   for (bool forget : {false, true}) {
     const std::string side = forget ? "forget_" : "retain_";
     StratifiedMean acc, ce;
-    for (Op op : ops_of(forget)) acc.add_stratum(pooled(correct[op])), ce.add_stratum(pooled(nll[op]));
+    for (Op op : ops_of(forget)) acc.add_stratum(pooled(correct[op])), ce.add_stratum(scored_only(pooled(nll[op])));
     last_[prefix + side + infix + "acc"] = acc.mean();
     if (!ce.empty()) last_[prefix + side + infix + "answer_ce"] = ce.mean();
     if (set != ProblemSet::Test) continue;
@@ -246,7 +255,7 @@ void Evaluator::score_problems(Transformer& model, ProblemSet set, const StopPol
     for (auto& [f, values] : by_format) {
       const std::string name = std::string(op_name(op)) + "_" + format_name(f);
       StratifiedMean a, c;
-      a.add_stratum(values), c.add_stratum(nll[op][f]);
+      a.add_stratum(values), c.add_stratum(scored_only(nll[op][f]));
       last_["acc_" + name] = a.mean();
       if (!c.empty()) last_["answer_ce_" + name] = c.mean();
     }
