@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <variant>
@@ -17,6 +18,7 @@
 #include "numerics.h"
 #include "test_util.h"
 #include "train/objectives/distill.h"
+#include "train/teacher_targets.h"
 
 using namespace undo;
 
@@ -40,33 +42,44 @@ LogitCacheKey test_key(int vocab, int k, const std::string& dtype, int samples =
   return key;
 }
 
-// Random rows with the key's shapes; ids in [0, vocab).
+// Random rows with the key's shapes, through the same conversion a build
+// uses (cache_rows_of); ids in [0, vocab), draws ascending.
 LogitRows random_rows(const LogitCacheKey& key, uint64_t first, uint64_t count, uint64_t seed) {
   torch::manual_seed(seed);
-  LogitRows r;
-  r.first = first;
-  r.count = count;
-  size_t pos = count * size_t(key.window), n = pos * size_t(key.k);
-  auto ids = torch::randint(key.vocab, {int64_t(n)}, torch::kLong);
-  for (int64_t i = 0; i < int64_t(n); ++i) r.ids.push_back(uint32_t(ids[i].item<int64_t>()));
-  for (size_t i = 0; i < pos; ++i) r.tokens.push_back(r.ids[i]);
-  auto logp = -torch::rand({int64_t(n)}) * 20;
-  if (key.dtype == "f16") {
-    auto h = logp.to(torch::kHalf);
-    auto* p = reinterpret_cast<const uint16_t*>(h.data_ptr<at::Half>());
-    r.logp_f16.assign(p, p + n);
-  } else {
-    r.logp_f32.assign(logp.data_ptr<float>(), logp.data_ptr<float>() + n);
+  const int64_t n = int64_t(count), T = key.window;
+  TeacherTargets t;
+  if (key.k > 0) {
+    t.ids = torch::randint(key.vocab, {n, T, key.k}, torch::kLong);
+    t.logp = -torch::rand({n, T, key.k}) * 15;
+    t.rest_logp = -torch::rand({n, T}) * 5;
+    t.rest_logp[0][0] = -std::numeric_limits<float>::infinity();  // k = vocab leaves no mass
   }
-  auto rest = -torch::rand({int64_t(pos)}) * 5;
-  r.rest_logp.assign(rest.data_ptr<float>(), rest.data_ptr<float>() + pos);
-  r.rest_logp[0] = -std::numeric_limits<float>::infinity();  // k = vocab leaves no mass
-  size_t draws = pos * size_t(key.samples);
-  auto tail = torch::randint(key.vocab, {int64_t(draws)}, torch::kLong);
-  auto tail_logp = -torch::rand({int64_t(draws)}) * 20;
-  for (size_t i = 0; i < draws; ++i) r.tail_ids.push_back(uint32_t(tail[int64_t(i)].item<int64_t>()));
-  r.tail_logp.assign(tail_logp.data_ptr<float>(), tail_logp.data_ptr<float>() + draws);
-  return r;
+  if (key.samples > 0) {
+    t.tail_ids = std::get<0>(torch::randint(key.vocab, {n, T, key.samples}, torch::kLong).sort(-1));
+    t.tail_logp = -torch::rand({n, T, key.samples}) * 15;
+  }
+  auto rows = cache_rows_of(t, torch::randint(key.vocab, {n, T}, torch::kLong), key);
+  rows.first = first;
+  return rows;
+}
+
+// A cache at `path` of `rows` rows written as `parts` parts (rank shares), then joined.
+void write_cache(const std::string& path, const LogitCacheKey& key, uint64_t rows, int parts, int64_t tokens,
+                 uint64_t seed = 1) {
+  std::vector<CachePart> joined;
+  for (int r = 0; r < parts; ++r) {
+    const uint64_t b = rows * uint64_t(r) / uint64_t(parts), e = rows * uint64_t(r + 1) / uint64_t(parts);
+    const std::string part = path + ".part" + std::to_string(r) + "-of-" + std::to_string(parts);
+    LogitCachePartWriter w(part, key, e - b, r == 0 ? 4 : 0);  // deflated and plain parts mix
+    for (uint64_t at = b; at < e; at += 3) {
+      auto rows_here = random_rows(key, at, std::min<uint64_t>(3, e - at), seed + at);
+      rows_here.first = at - b;
+      w.write(rows_here);
+    }
+    w.close(e - b);
+    joined.push_back({std::filesystem::path(part).filename().string(), b, e - b});
+  }
+  join_cache_parts(path, key, joined, tokens);
 }
 
 std::string tiny_ini() { return std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini"; }
@@ -182,8 +195,10 @@ TEST(Distill, TailDrawsComeFromOutsideTheTopKWithTheTeachersLogProbs) {
   auto in_top = (t.tail_ids.unsqueeze(-1) == t.ids.unsqueeze(-2)).any(-1);
   EXPECT_FALSE(in_top.any().item<bool>());
   auto logp = torch::log_softmax(logits, -1);
-  // The same log-softmax kernel on the same logits: the same bits.
-  EXPECT_TRUE(torch::equal(t.tail_logp, logp.gather(-1, t.tail_ids)));
+  // log of the softmax's p at each draw: the log-softmax to float rounding.
+  test::expect_tensors_close(logp.gather(-1, t.tail_ids), t.tail_logp, test::fp32_reordered(40), "draw log-probs");
+  test::expect_tensors_close(logp.gather(-1, t.ids), t.logp, test::fp32_reordered(40), "top-k log-probs");
+  EXPECT_TRUE(torch::equal(std::get<0>(t.tail_ids.sort(-1)), t.tail_ids));  // ascending: a repeat is a count
   EXPECT_TRUE(torch::equal(teacher_targets(logits, 6, 16, 99).tail_ids, t.tail_ids));
   EXPECT_FALSE(torch::equal(teacher_targets(logits, 6, 16, 100).tail_ids, t.tail_ids));
 }
@@ -230,35 +245,73 @@ TEST(Distill, SampledLossAndGradientAreUnbiasedForTheFullKl) {
                           test::fp32_reordered(60, 1, 1), "k = V");
 }
 
+// Pure sampling (k = 0, the draws are the whole target, each of weight 1/s):
+// the mean over replicas of the loss and gradient is the full KL's, and the
+// stratified draws vary less than independent ones would.
+TEST(Distill, PureSamplingIsUnbiasedForTheFullKl) {
+  torch::manual_seed(7);
+  const int64_t P = 4, V = 60, N = 20000, s = 8;
+  auto teacher = torch::randn({P, V}) * 1.5, student = torch::randn({P, V});
+  auto x = student.clone().requires_grad_(true);
+  auto full = forward_kl(teacher, x);
+  full.backward();
+  auto targets = teacher_targets(teacher.expand({N, P, V}).contiguous(), 0, s, 1);
+  EXPECT_FALSE(targets.ids.defined());
+  auto y = student.clone().requires_grad_(true);
+  auto sampled = cached_forward_kl(targets, y.expand({N, P, V}));
+  sampled.backward();
+  EXPECT_NEAR(sampled.item<double>(), full.item<double>(), 0.01 * full.item<double>());
+  EXPECT_LT((y.grad() - x.grad()).abs().max().item<double>(), 0.02 * x.grad().abs().max().item<double>());
+  // Each replica's estimate against independent multinomial draws' at the same s.
+  auto per_replica = [&](const TeacherTargets& t) {
+    auto log_q = torch::log_softmax(student, -1).expand({N, P, V});
+    return ((t.tail_logp - log_q.gather(-1, t.tail_ids)).sum(-1) / double(s)).mean(-1);
+  };
+  TeacherTargets iid;
+  auto p = torch::softmax(teacher, -1).expand({N, P, V}).reshape({N * P, V});
+  iid.tail_ids = torch::multinomial(p, s, /*replacement=*/true).reshape({N, P, s});
+  iid.tail_logp = torch::log_softmax(teacher, -1).expand({N, P, V}).gather(-1, iid.tail_ids);
+  EXPECT_LT(per_replica(targets).var().item<double>(), 0.8 * per_replica(iid).var().item<double>());
+}
+
 TEST(LogitCache, WritesAndReadsBackExactly) {
   auto dir = test::temp_dir("cache_rw");
-  // uint16 and uint32 ids, with and without tail draws
-  for (auto [vocab, dtype, samples] : {std::tuple{320, "f16", 2}, {70000, "f32", 0}}) {
-    auto key = test_key(vocab, 3, dtype, samples);
+  // uint16 and uint32 ids; top-k with and without draws; pure sampling in q8
+  for (auto [vocab, k, dtype, samples] :
+       {std::tuple{320, 3, "f16", 2}, {70000, 3, "f32", 0}, {320, 0, "q8", 5}}) {
+    auto key = test_key(vocab, k, dtype, samples);
     auto path = dir + "/c-" + dtype + ".h5";
-    auto a = random_rows(key, 0, 5, 1), b = random_rows(key, 5, 2, 2);
-    {
-      LogitCacheWriter w(path, key, 7, dtype == std::string("f16") ? 4 : 0);
-      w.write(b);  // any order
-      w.write(a);
-      w.finish(28);
-    }
+    write_cache(path, key, 7, 2, 28);
     LogitCacheReader r(path);
     EXPECT_EQ(r.key().mismatch(key), "");
     EXPECT_EQ(r.rows(), 7u);
     EXPECT_EQ(r.teacher_tokens(), 28);
-    EXPECT_NO_THROW(r.verify());
-    auto back = r.read(5, 2);
-    EXPECT_EQ(back.tokens, b.tokens);
-    EXPECT_EQ(back.ids, b.ids);
-    EXPECT_EQ(back.logp_f16, b.logp_f16);
-    EXPECT_EQ(back.logp_f32, b.logp_f32);
-    EXPECT_EQ(std::memcmp(back.rest_logp.data(), b.rest_logp.data(), b.rest_logp.size() * 4), 0);
-    EXPECT_EQ(back.tail_ids, b.tail_ids);
-    EXPECT_EQ(back.tail_logp, b.tail_logp);
-    EXPECT_EQ(back.tail_ids.size(), size_t(2 * 4 * samples));
+    EXPECT_EQ(r.part_files().size(), 2u);
+    EXPECT_NO_THROW(r.verify(2));  // blocks that straddle the parts
+    auto back = r.read(2, 3);      // rows 2..4: across the parts' boundary at 3
+    // write_cache's writes: rows 0..2 (seed 1) into the first part, rows 3..5 (seed 4) into the second.
+    auto first = random_rows(key, 0, 3, 1), second = random_rows(key, 0, 3, 4);
+    const auto cols = cache_columns(key);
+    for (size_t c = 0; c < cols.size(); ++c) {
+      const size_t b = cols[c].row_bytes();
+      ASSERT_EQ(back.columns[c].size(), 3 * b) << cols[c].name;
+      EXPECT_EQ(std::memcmp(back.columns[c].data(), first.columns[c].data() + 2 * b, b), 0) << cols[c].name;
+      EXPECT_EQ(std::memcmp(back.columns[c].data() + b, second.columns[c].data(), 2 * b), 0) << cols[c].name;
+    }
     EXPECT_THROW(r.read(6, 2), RuntimeError);
   }
+}
+
+TEST(LogitCache, QuantisedLogProbsRoundTripWithinHalfAStep) {
+  auto key = test_key(320, 0, "q8", 6);
+  torch::manual_seed(2);
+  TeacherTargets t;
+  t.tail_ids = std::get<0>(torch::randint(320, {2, 4, 6}, torch::kLong).sort(-1));
+  t.tail_logp = -torch::rand({2, 4, 6}) * 15;
+  auto back = targets_of(cache_rows_of(t, torch::zeros({2, 4}, torch::kLong), key), key, nullptr);
+  EXPECT_TRUE(torch::equal(back.tail_ids, t.tail_ids));
+  EXPECT_LE((back.tail_logp - t.tail_logp).abs().max().item<double>(), 1.0 / 32 + 1e-6);
+  EXPECT_FALSE(back.ids.defined());
 }
 
 TEST(LogitCache, OpensInPythonWithH5py) {
@@ -268,30 +321,32 @@ TEST(LogitCache, OpensInPythonWithH5py) {
     GTEST_SKIP() << "h5py is missing from " << python << ": skipped (launch/setup installs it; CI runs it)";
   auto dir = test::temp_dir("cache_h5py");
   auto key = test_key(320, 3, "f16", 5);
-  auto rows = random_rows(key, 0, 2, 3);
-  {
-    LogitCacheWriter w(dir + "/c.h5", key, 2, 0);
-    w.write(rows);
-    w.finish(8);
-  }
-  // docs/LOGIT_CACHE.md's recipe: float16 log-probs, ids, attributes.
+  write_cache(dir + "/c.h5", key, 4, 2, 16);
+  auto rows = LogitCacheReader(dir + "/c.h5").read(0, 4);
+  // docs/LOGIT_CACHE.md's recipe: float16 log-probs, ids, attributes, the
+  // virtual datasets read across both parts from another working directory.
   std::string script = dir + "/read.py";
   std::ofstream(script) << "import h5py, numpy as np, sys\n"
                            "f = h5py.File(sys.argv[1], 'r')\n"
                            "lp = f['topk_logp'][...]\n"
                            "assert lp.dtype == np.float16, lp.dtype\n"
                            "assert f['topk_ids'].dtype == np.uint16\n"
-                           "assert f['tail_ids'].shape == (2, 4, 5) and f['tail_logp'].dtype == np.float32\n"
-                           "assert f.attrs['samples'] == 5 and f.attrs['format_version'] == 2\n"
-                           "print(f.attrs['k'], f.attrs['dtype'].decode(), lp.shape, repr(float(lp[1, 2, 0])),\n"
-                           "      int(f['topk_ids'][1, 2, 0]), float(f['rest_logp'][0, 0]))\n";
+                           "assert f['draw_ids'].shape == (4, 4, 5) and f['draw_logp'].dtype == np.float16\n"
+                           "assert f['row_sha256'].shape == (4, 32)\n"
+                           "assert f.attrs['samples'] == 5 and f.attrs['format_version'] == 3\n"
+                           "print(f.attrs['k'], f.attrs['dtype'].decode(), lp.shape, repr(float(lp[3, 2, 0])),\n"
+                           "      int(f['topk_ids'][3, 2, 0]), float(f['rest_logp'][0, 0]))\n";
   auto out = test::temp_dir("cache_h5py_out") + "/out.txt";
-  ASSERT_EQ(std::system((python + " " + script + " " + dir + "/c.h5 > " + out).c_str()), 0);
-  float expected = torch::from_blob(&rows.logp_f16[(1 * 4 + 2) * 3], {1}, torch::kHalf).item<float>();
+  ASSERT_EQ(std::system(("cd / && " + python + " " + script + " " + dir + "/c.h5 > " + out).c_str()), 0);
+  auto at = column_index(key);
+  const uint16_t* lp = reinterpret_cast<const uint16_t*>(rows.columns[size_t(at.topk_logp)].data());
+  const uint16_t* ids = reinterpret_cast<const uint16_t*>(rows.columns[size_t(at.topk_ids)].data());
+  uint16_t bits = lp[(3 * 4 + 2) * 3];
+  float expected = torch::from_blob(&bits, {1}, torch::kHalf).item<float>();
   auto text = read_file(out);
-  EXPECT_NE(text.find("3 f16 (2, 4, 3)"), std::string::npos) << text;
+  EXPECT_NE(text.find("3 f16 (4, 4, 3)"), std::string::npos) << text;
   EXPECT_NEAR(std::stod(text.substr(text.find(") ") + 2)), expected, 0.0) << text;
-  EXPECT_NE(text.find(" " + std::to_string(rows.ids[(1 * 4 + 2) * 3]) + " -inf"), std::string::npos) << text;
+  EXPECT_NE(text.find(" " + std::to_string(ids[(3 * 4 + 2) * 3]) + " -inf"), std::string::npos) << text;
 }
 
 // A crafted cache: each key field, the format and the row count rewritten in
@@ -300,20 +355,17 @@ TEST(LogitCache, OpensInPythonWithH5py) {
 TEST(LogitCache, CraftedFieldsAreRefusedOneByOne) {
   auto dir = test::temp_dir("cache_crafted");
   auto key = test_key(320, 8, "f32", 4);
-  {
-    LogitCacheWriter w(dir + "/good.h5", key, 16, 0);
-    w.write(random_rows(key, 0, 16, 1));
-    w.finish(512);
-  }
+  write_cache(dir + "/good.h5", key, 16, 1, 512);
   struct Case {
     std::string attr;
     std::variant<int64_t, std::string> value;
     std::string expect;
   };
   const std::vector<Case> cases = {
-      {"format", std::string("other"), "not an undo logit cache"},
+      {"format", std::string("other"), "not an undo-logit-cache file"},
       {"format_version", int64_t(99), "format version 99"},
-      {"k", int64_t(0), "k=0"},
+      {"format_version", int64_t(2), "format version 2, this build reads only version 3"},
+      {"k", int64_t(-1), "k=-1"},
       {"k", int64_t(321), "k=321"},
       {"window", int64_t(0), "window=0"},
       {"vocab", int64_t(0), "vocab=0"},
@@ -322,13 +374,16 @@ TEST(LogitCache, CraftedFieldsAreRefusedOneByOne) {
       {"dtype", std::string("f8"), "dtype=f8"},
       {"window", int64_t(64), "wrong shape"},
       {"rows", int64_t(17), "wrong shape"},
-      {"content_sha256", std::string(64, '0'), "differs from the recorded"},
+      {"seed", int64_t(4), "belongs to another key: seed 3 (expected 4)"},
+      {"content_sha256", std::string(64, '0'), "not the recorded content_sha256"},
   };
   const std::string good = read_file(dir + "/good.h5");
   int n = 0;
   for (auto& c : cases) {
     const std::string bad = dir + "/bad" + std::to_string(n++) + ".h5";
-    write_file_atomic(bad, good);
+    write_file_atomic(bad, good);  // the index only: it names the same part, by its name
+    std::filesystem::copy_file(dir + "/good.h5.part0-of-1", dir + "/" + std::filesystem::path(bad).filename().string() +
+                                                                ".part0-of-1");
     {
       h5::Handle f(H5Fopen(bad.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
       ASSERT_GE(H5Adelete(f, c.attr.c_str()), 0) << c.attr;
@@ -346,35 +401,37 @@ TEST(LogitCache, CraftedFieldsAreRefusedOneByOne) {
   }
 }
 
-TEST(LogitCache, TruncatedOrBitFlippedFilesAreDetected) {
+TEST(LogitCache, TruncatedBitFlippedOrMissingPartsAreDetected) {
   auto dir = test::temp_dir("cache_corrupt");
-  auto key = test_key(320, 8, "f32");
-  {
-    LogitCacheWriter w(dir + "/good.h5", key, 64, 0);
-    for (uint64_t i = 0; i < 64; i += 16) w.write(random_rows(key, i, 16, i));
-    w.finish(256);
-  }
-  auto good = read_file(dir + "/good.h5");
-  write_file_atomic(dir + "/cut.h5", good.substr(0, good.size() / 2));
-  try {
-    LogitCacheReader r(dir + "/cut.h5");
-    r.verify();
-    ADD_FAILURE() << "a truncated cache was accepted";
-  } catch (const RuntimeError& e) {
-    EXPECT_NE(std::string(e.what()).find(dir + "/cut.h5"), std::string::npos) << e.what();
-  }
-  // One bit in the middle of the data (the datasets take most of the file).
+  auto key = test_key(320, 0, "q8", 12);
+  write_cache(dir + "/good.h5", key, 64, 2, 256);
+  const std::string part = dir + "/good.h5.part1-of-2";
+  const auto good = read_file(part);
+  // Where row 40's draws lie in the part's bytes (96 distinctive bytes), to flip one of them.
+  auto row = LogitCacheReader(dir + "/good.h5").read(40, 1).columns[size_t(column_index(key).draw_ids)];
+  const size_t at = good.find(std::string(row.begin(), row.end()));
+  ASSERT_NE(at, std::string::npos);
+  auto refused = [&](const std::string& what, const std::string& expect) {
+    try {
+      LogitCacheReader r(dir + "/good.h5");
+      r.verify();
+      ADD_FAILURE() << "a cache with a " << what << " part was accepted";
+    } catch (const RuntimeError& e) {
+      EXPECT_NE(std::string(e.what()).find(dir + "/good.h5"), std::string::npos) << what << ": " << e.what();
+      EXPECT_NE(std::string(e.what()).find(expect), std::string::npos) << what << ": " << e.what();
+    }
+  };
+  write_file_atomic(part, good.substr(0, good.size() / 2));
+  refused("truncated", "part1-of-2");
+  // One bit of one row's data: the row is named.
   std::string flipped = good;
-  flipped[flipped.size() * 6 / 10] ^= 0x10;
-  write_file_atomic(dir + "/flip.h5", flipped);
-  try {
-    LogitCacheReader r(dir + "/flip.h5");
-    r.verify();
-    ADD_FAILURE() << "a bit-flipped cache was accepted";
-  } catch (const RuntimeError& e) {
-    EXPECT_NE(std::string(e.what()).find("corrupted"), std::string::npos) << e.what();
-    EXPECT_NE(std::string(e.what()).find(dir + "/flip.h5"), std::string::npos) << e.what();
-  }
+  flipped[at + 10] ^= 0x10;
+  write_file_atomic(part, flipped);
+  refused("bit-flipped", "row 40 does not match its recorded sha256");
+  std::filesystem::remove(part);
+  refused("missing", "its part '" + part + "' is missing");
+  write_file_atomic(part, good);
+  EXPECT_NO_THROW(LogitCacheReader(dir + "/good.h5").verify());
 }
 
 TEST(Cli, CachedDistillationMatchesOnlineAndOneTeacherPassServesManyStudents) {
@@ -430,9 +487,9 @@ TEST(Cli, CacheOfAnotherTeacherIsRefusedAndCorruptionIsReported) {
   EXPECT_NE(out.find("another key: teacher_sha256"), std::string::npos) << out;
   // Teacher A's own cache serves it, until a bit flips.
   ASSERT_EQ(test::run_undo(distill + " --teacher " + teacher_a + " --distill.cache require", &out), 0) << out;
-  auto bytes = read_file(dir + "/a.h5");
+  auto bytes = read_file(dir + "/a.h5.part0-of-1");  // the index maps its one part: the data is there
   bytes[bytes.size() * 6 / 10] ^= 0x01;
-  write_file_atomic(dir + "/a.h5", bytes);
+  write_file_atomic(dir + "/a.h5.part0-of-1", bytes);
   // (A new run directory: the student's own holds its finished run, which a fresh run may not replace.)
   std::string again = distill;
   again.replace(again.find("/student "), 9, "/student-again ");
@@ -457,7 +514,8 @@ TEST(Cli, TwoConcurrentCacheWritersLeaveOneValidCache) {
   std::vector<std::string> files;
   for (auto& e : std::filesystem::directory_iterator(dir + "/cache")) files.push_back(e.path().filename().string());
   std::sort(files.begin(), files.end());
-  ASSERT_EQ(files.size(), 3u) << "expected the cache, its manifest and its lock";  // no temporaries left
+  ASSERT_EQ(files.size(), 4u) << "expected the cache, its manifest, its lock and its part";  // no temporaries left
   EXPECT_NO_THROW(LogitCacheReader(dir + "/cache/" + files[0]).verify());
   EXPECT_EQ(files[1], files[0] + ".json");
+  EXPECT_EQ(files[3], files[0] + ".part0-of-1");
 }

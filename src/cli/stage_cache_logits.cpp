@@ -2,6 +2,7 @@
 
 #include "cli/stages.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/json.h"
 #include "distributed/communicator.h"
 #include "train/checkpoint.h"
@@ -38,8 +39,11 @@ int stage_cache_logits(int argc, const char* const* argv) {
   auto cache = ensure_teacher_cache(cfg, key, rows, teacher, "auto", out);
   if (!is_writer()) return 0;
   JsonObject o;
-  o.add("cache", cache.path).add("built", cache.built).add("rows", int64_t(rows)).add("key_sha256", key.digest())
-      .add("teacher_tokens", cache.teacher_tokens);
+  o.add("stage", "cache-logits").add("cache", cache.path).add("built", cache.built).add("rows", int64_t(rows))
+      .add("format", key.format_name()).add("bytes_per_position", logit_cache_bytes_per_position(key))
+      .add("key_sha256", key.digest()).add("teacher_tokens", cache.teacher_tokens);
+  if (cache.built) cache.times.add_to(o);  // rank 0's phases: every rank builds an equal share
+  write_file_atomic(join_path(cfg.run.dir, "summary.json"), o.str() + "\n");
   std::cout << o.str() << "\n";
   return 0;
 }

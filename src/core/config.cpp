@@ -253,10 +253,14 @@ void describe_into(Config& c, Registry& r) {
       .add("distill.cache", &c.distill.cache, "teacher logits: auto (cache, built if missing) | off (online) | require",
            one_of({"auto", "off", "require"}))
       .add("distill.cache_dir", &c.distill.cache_dir, "directory of teacher-logit caches")
-      .add("distill.cache_k", &c.distill.cache_k, "top-k log-probs cached per position", at_least(1))
+      .add("distill.cache_k", &c.distill.cache_k,
+           "top-k log-probs cached per position (0 = none: the draws are the whole target)", at_least(0))
       .add("distill.cache_samples", &c.distill.cache_samples,
-           "draws per position from the teacher's mass outside the top-k (0 = top-k only)", in_range(0, 4096))
-      .add("distill.cache_dtype", &c.distill.cache_dtype, "cached log-prob type", one_of({"f16", "f32"}))
+           "draws per position: from the teacher's whole distribution when cache_k = 0, else from its mass outside "
+           "the top-k (0 = top-k only)",
+           in_range(0, 4096))
+      .add("distill.cache_dtype", &c.distill.cache_dtype,
+           "cached log-prob type: f32, f16 or q8 (8 bits, steps of 1/16 nat)", one_of({"f16", "f32", "q8"}))
       .add("distill.cache_deflate", &c.distill.cache_deflate, "deflate level of the cache (0 = off)", in_range(0, 9));
   r.add("relearn.lrs", &c.relearn.lrs, "attack learning rates, comma-separated (worst case taken over them)",
         number_list(1e-12, 1.0))

@@ -50,15 +50,32 @@ Progress::Progress(std::string label, int64_t total_steps, bool enabled, double 
     : label_(std::move(label)), total_(total_steps), enabled_(enabled), tty_(::isatty(2)), interval_s_(interval_s),
       start_(std::chrono::steady_clock::now()), last_(start_) {}
 
-void Progress::update(int64_t step, double loss, double tokens_per_s) {
-  if (!enabled_) return;
+bool Progress::due(int64_t done, double* elapsed, double* eta) {
+  if (!enabled_) return false;
   auto now = std::chrono::steady_clock::now();
   double since_last = std::chrono::duration<double>(now - last_).count();
-  if (!tty_ && since_last < interval_s_ && step != total_) return;
-  if (tty_ && since_last < 0.2 && step != total_) return;
+  if (!tty_ && since_last < interval_s_ && done != total_) return false;
+  if (tty_ && since_last < 0.2 && done != total_) return false;
   last_ = now;
-  double elapsed = std::chrono::duration<double>(now - start_).count();
-  double eta = step > 0 ? elapsed / double(step) * double(total_ - step) : 0;
+  *elapsed = std::chrono::duration<double>(now - start_).count();
+  *eta = done > 0 ? *elapsed / double(done) * double(total_ - done) : 0;
+  return true;
+}
+
+void Progress::update_count(int64_t done, const char* unit, double per_s) {
+  double elapsed = 0, eta = 0;
+  if (!due(done, &elapsed, &eta)) return;
+  char buf[256];
+  std::snprintf(buf, sizeof buf, tty_ ? "\r%s %lld/%lld %s  %.0f %s/s  elapsed %.0fs  ETA %.0fs "
+                                      : "%s %lld/%lld %s %.0f %s/s elapsed %.0fs ETA %.0fs\n",
+                label_.c_str(), static_cast<long long>(done), static_cast<long long>(total_), unit, per_s, unit,
+                elapsed, eta);
+  std::cerr << buf << std::flush;
+}
+
+void Progress::update(int64_t step, double loss, double tokens_per_s) {
+  double elapsed = 0, eta = 0;
+  if (!due(step, &elapsed, &eta)) return;
   char buf[256];
   if (tty_) {
     int width = 24, filled = int(width * step / std::max<int64_t>(total_, 1));

@@ -30,6 +30,8 @@ class Progress {
  public:
   Progress(std::string label, int64_t total_steps, bool enabled, double interval_s = 30);
   void update(int64_t step, double loss, double tokens_per_s);
+  // For a stage counted in `unit` (a cache build's positions) rather than steps.
+  void update_count(int64_t done, const char* unit, double per_s);
   void finish();
 
  private:
@@ -38,6 +40,8 @@ class Progress {
   bool enabled_, tty_;
   double interval_s_;
   std::chrono::steady_clock::time_point start_, last_;
+  // Whether a line is due at `done` (rate limited), and the seconds elapsed and left.
+  bool due(int64_t done, double* elapsed, double* eta);
 };
 
 }  // namespace undo

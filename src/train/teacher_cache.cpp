@@ -3,6 +3,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -17,7 +18,7 @@
 #include "distributed/communicator.h"
 #include "model/device.h"
 #include "model/precision.h"
-#include "train/objectives/distill.h"
+#include "train/cache_build.h"
 
 namespace undo {
 
@@ -30,10 +31,11 @@ std::string canonical_mix(const std::string& spec) {
   return os.str();
 }
 
-std::string stream_mix_of(const LogitCacheKey& key) { return key.stream.substr(0, key.stream.find('|')); }
-
 // What is wrong with the file at `path` for `key` and `rows` ("" = usable).
 // A foreign key throws: such a file is never used, rebuilt over or deleted.
+// A usable one is verified in full first (the read-back a reuse costs,
+// bench/logit-cache's verify column): the file has sat on a disk since its
+// build, and a bad row would otherwise train every student that reads it.
 std::string check_existing(const std::string& path, const LogitCacheKey& key, uint64_t rows) {
   if (!file_exists(path)) return "missing";
   std::unique_ptr<LogitCacheReader> reader;
@@ -52,90 +54,6 @@ std::string check_existing(const std::string& path, const LogitCacheKey& key, ui
     return e.what();
   }
   return "";
-}
-
-// The seed of the tail draws of the batch that starts at `row`.
-uint64_t draw_seed(uint64_t stream_seed, uint64_t row) {
-  uint64_t x = stream_seed * 0x9E3779B97F4A7C15ull ^ (row + 0x632BE59BD9B4E019ull);
-  x ^= x >> 31, x *= 0xBF58476D1CE4E5B9ull, x ^= x >> 29;
-  return x;
-}
-
-// Runs the teacher over rows [begin, end) of the stream into a part file,
-// continuing a part that a stop paused. Between batches the ranks vote on a
-// stop (`votes` times on every rank, whatever its share): on a stop the part
-// keeps its finished rows (LogitCacheWriter::pause) and StopRequested is thrown.
-void build_part(const Config& cfg, const LogitCacheKey& key, Transformer& teacher, uint64_t begin, uint64_t end,
-                const std::string& part, uint64_t votes) {
-  const uint64_t batch = uint64_t(cfg.train.batch_size);
-  std::unique_ptr<LogitCacheWriter> writer;
-  uint64_t done = 0;
-  if (end > begin) {
-    if (file_exists(part)) {
-      writer = LogitCacheWriter::continue_part(part, key, end - begin, &done);
-      if (writer)
-        std::cerr << "logit cache part '" << part << "': continuing after its " << done << " finished rows\n";
-      else
-        std::remove(part.c_str());  // not a paused part of this build: rebuilt whole
-    }
-    if (!writer) writer = std::make_unique<LogitCacheWriter>(part, key, end - begin, 0);
-  }
-  DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("--data", stream_mix_of(key)), "train",
-                                                   key.window),
-                       key.seed, key.offset, 0};
-  teacher->eval();
-  torch::NoGradGuard no_grad;
-  auto comm = distributed();
-  for (uint64_t i = 0; i < votes; ++i) {
-    const uint64_t at = begin + i * batch;
-    if (stop_vote(comm.get())) {
-      if (writer) writer->pause(std::min(end, at) - begin);
-      throw StopRequested();
-    }
-    if (at >= end || at < begin + done) {
-      // This rank's share is done (or was, before a stop); it still votes with
-      // the others, and a sharded teacher's gathers need every rank: one token.
-      if (teacher->runner) teacher->forward(torch::zeros({1, 1}, torch::kLong).to(compute_device()));
-      continue;
-    }
-    int64_t n = int64_t(std::min<uint64_t>(batch, end - at));
-    auto inputs = stream.inputs(at, n);
-    torch::Tensor logits;
-    {
-      AutocastGuard autocast(cfg.train.precision == "bf16", computing_on_cuda());
-      logits = teacher->forward(inputs);
-    }
-    // The draws' generator is seeded by the stream's seed and the batch's first
-    // row, and ranks build whole batches of one grid: the same draws at any world size.
-    auto top = teacher_targets(logits, key.k, key.samples, draw_seed(key.seed, at));
-    LogitRows rows;
-    rows.first = at - begin;
-    rows.count = uint64_t(n);
-    auto as_u32 = [](const torch::Tensor& t) {
-      auto c = t.to(torch::kCPU).to(torch::kLong).contiguous();
-      return std::vector<uint32_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
-    };
-    auto as_f32 = [](const torch::Tensor& t) {
-      auto c = t.to(torch::kCPU).contiguous();
-      return std::vector<float>(c.data_ptr<float>(), c.data_ptr<float>() + c.numel());
-    };
-    rows.tokens = as_u32(inputs);
-    rows.ids = as_u32(top.ids);
-    if (key.dtype == "f16") {
-      auto h = top.logp.to(torch::kHalf).to(torch::kCPU).contiguous();  // rounded by torch, stored as raw bits
-      auto* p = reinterpret_cast<const uint16_t*>(h.data_ptr<at::Half>());
-      rows.logp_f16.assign(p, p + h.numel());
-    } else {
-      rows.logp_f32 = as_f32(top.logp);
-    }
-    rows.rest_logp = as_f32(top.rest_logp);
-    if (key.samples > 0) {
-      rows.tail_ids = as_u32(top.tail_ids);
-      rows.tail_logp = as_f32(top.tail_logp);
-    }
-    writer->write(rows);
-  }
-  if (writer) writer->close();
 }
 
 // Each rank's part of a build at `world` ranks: named without a pid, so that
@@ -172,6 +90,8 @@ LogitCacheKey teacher_cache_key(const Config& cfg, const std::string& teacher_pa
   key.offset = uint64_t(cfg.distill.data_offset);
   key.k = std::min(cfg.distill.cache_k, vocab);
   key.samples = key.k < vocab ? cfg.distill.cache_samples : 0;  // nothing is left over to draw from
+  UNDO_INPUT_CHECK(key.k + key.samples >= 1, "distill.cache_k = 0 and distill.cache_samples = 0: the cache would hold "
+                   "nothing of the teacher (set either above 0)");
   key.dtype = cfg.distill.cache_dtype;
   key.vocab = vocab;
   key.window = cfg.model.seq_len;
@@ -187,7 +107,7 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
   if (file.empty()) file = teacher_cache_path(cfg, key);
   auto comm = distributed();
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->world() : 1;
-  TeacherCache result{file, false, 0};
+  TeacherCache result{file, false, 0, {}};
 
   // Rank 0 decides under the lock (held until the cache is in place); the
   // others learn the decision and rank 0's pid, which names the merged temporary.
@@ -204,14 +124,14 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
                          problem);
         if (problem != "missing") std::cerr << "logit cache '" << file << "': " << problem << "; rebuilding\n";
         remove_stale_temporaries(file, world);
-        // The parts and the merged file are both on disk before the parts go:
-        // refuse now rather than fill the disk half way (HDF5 then fails badly).
-        const uint64_t need = 2 * logit_cache_bytes(key, rows) + (16u << 20);
+        // Refuse now rather than fill the disk half way (HDF5 then fails badly).
+        // The parts are the cache: nothing is copied, so its size is all it needs.
+        const uint64_t need = logit_cache_bytes(key, rows) + (16u << 20);
         struct statvfs fs_stat {};
         if (::statvfs(dir.empty() ? "." : dir.c_str(), &fs_stat) == 0) {
           const uint64_t free_bytes = uint64_t(fs_stat.f_bavail) * uint64_t(fs_stat.f_frsize);
-          UNDO_INPUT_CHECK(free_bytes >= need, "logit cache '", file, "' needs about ", need >> 20, " MiB to build ",
-                           "(its parts and the merged file), and '", dir.empty() ? "." : dir, "' has ",
+          UNDO_INPUT_CHECK(free_bytes >= need, "logit cache '", file, "' needs about ", need >> 20, " MiB to build, ",
+                           "and '", dir.empty() ? "." : dir, "' has ",
                            free_bytes >> 20, " MiB free: set distill.cache_dir to a larger disk, or distill.cache = off");
         }
         decision = 1;
@@ -248,7 +168,7 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
     const uint64_t votes = (batches + uint64_t(world) - 1) / uint64_t(world);
     install_stop_handlers();
     try {
-      build_part(cfg, key, teacher, begin, end, part_of(rank), votes);
+      result.times = build_cache_part(cfg, key, teacher, begin, end, part_of(rank), votes);
     } catch (const StopRequested&) {
       // Each rank's part keeps its finished rows; the next build continues them.
       throw Preempted("logit cache '" + file + "': stop signal received; the teacher's finished rows are kept in " +
@@ -260,24 +180,21 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
     }
     if (comm) comm->barrier();
     if (rank == 0) try {
-      {
-        LogitCacheWriter out(tmp, key, rows, cfg.distill.cache_deflate);
-        for (int r = 0; r < world; ++r) {
-          auto [b, e] = slice(r);
-          if (e > b) copy_rows(LogitCacheReader(part_of(r), /*unfinished_ok=*/true), out, b);
-        }
-        out.finish(int64_t(rows) * key.window);
+      // The parts stay where they are: the index maps them (no copy, no second disk).
+      auto join_start = std::chrono::steady_clock::now();
+      std::vector<CachePart> parts;
+      for (int r = 0; r < world; ++r) {
+        auto [b, e] = slice(r);
+        if (e > b) parts.push_back({std::filesystem::path(part_of(r)).filename().string(), b, e - b});
       }
-      for (int r = 0; r < world; ++r) std::remove(part_of(r).c_str());
+      join_cache_parts(tmp, key, parts, int64_t(rows) * key.window);
       UNDO_CHECK(std::rename(tmp.c_str(), file.c_str()) == 0, "cannot rename ", tmp, " to ", file);
-      LogitCacheReader done(file);
-      write_file_atomic(file + ".json", logit_cache_manifest(done, file));
-      std::cerr << "logit cache '" << file << "': built, " << rows << " sequences x " << key.window
-                << " positions, top-" << key.k << " " << key.dtype
-                << (key.samples ? " + " + std::to_string(key.samples) + " tail draws" : std::string()) << "\n";
+      write_file_atomic(file + ".json", logit_cache_manifest(LogitCacheReader(file)));
+      result.times.join_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - join_start).count();
+      std::cerr << "logit cache '" << file << "': built, " << rows << " sequences x " << key.window << " positions, "
+                << key.format_name() << ", " << parts.size() << " part(s)\n";
     } catch (...) {
-      for (int r = 0; r < world; ++r) std::remove(part_of(r).c_str());
-      std::remove(tmp.c_str());
+      std::remove(tmp.c_str());  // the finished parts stay: the next build continues them (nothing left to do)
       throw;
     }
     result.built = true;

@@ -8,6 +8,7 @@
 #include "cache/logit_cache.h"
 #include "core/config.h"
 #include "model/transformer.h"
+#include "train/cache_build.h"
 
 namespace undo {
 
@@ -22,6 +23,7 @@ struct TeacherCache {
   std::string path;
   bool built = false;          // built by this call (else an existing one was verified and reused)
   int64_t teacher_tokens = 0;  // the teacher's forward tokens that made it
+  CacheBuildTimes times;       // this rank's build (zeros when reused)
 };
 
 // Returns a verified cache of at least `rows` rows for `key`, at `file` (or

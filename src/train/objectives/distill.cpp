@@ -1,38 +1,9 @@
 #include "train/objectives/distill.h"
 
-#include <ATen/CPUGeneratorImpl.h>
-
 #include "core/error.h"
 #include "model/device.h"
 
 namespace undo {
-
-TeacherTargets teacher_targets(const torch::Tensor& teacher_logits, int k, int samples, uint64_t seed) {
-  auto logp = torch::log_softmax(teacher_logits.to(torch::kFloat), -1);
-  auto top = logp.topk(k, -1, /*largest=*/true, /*sorted=*/true);
-  TeacherTargets t;
-  t.logp = std::get<0>(top), t.ids = std::get<1>(top);
-  // The leftover mass from the logits themselves (not 1 - sum, which cancels).
-  auto outside = logp.scatter(-1, t.ids, -std::numeric_limits<float>::infinity());
-  t.rest_logp = outside.logsumexp(-1);
-  if (samples > 0) {
-    // Draws from the leftover mass, renormalised. A position without any
-    // (k = vocab) draws uniformly: its draws weigh p_rest = 0. The draws are
-    // made on the CPU, by one generator, so that a cache's content depends on
-    // the logits and the seed only.
-    const int64_t V = logp.size(-1);
-    auto rest = t.rest_logp.reshape({-1, 1});
-    auto probs = torch::where(torch::isfinite(rest), (outside.reshape({-1, V}) - rest).exp(),
-                              torch::ones({1, V}, logp.options()));
-    auto gen = at::detail::createCPUGenerator(seed);
-    auto draws = torch::multinomial(probs.to(torch::kCPU), samples, /*replacement=*/true, gen);
-    auto shape = t.rest_logp.sizes().vec();
-    shape.push_back(samples);
-    t.tail_ids = draws.to(logp.device()).reshape(shape);
-    t.tail_logp = logp.gather(-1, t.tail_ids);
-  }
-  return t;
-}
 
 namespace {
 
@@ -84,8 +55,8 @@ struct FusedTopKKl : torch::autograd::Function<FusedTopKKl> {
 
 // The sampled estimate of the full KL as one autograd node. The target is
 // sparse: weight w = p at the k top ids and p_rest / s at each of the s draws
-// from the leftover mass (a token drawn twice counts twice), with the teacher's
-// log-prob lt there. With log q = x - lse(x), per position
+// from the leftover mass, or 1/s at each of s draws from the whole distribution
+// (k = 0); a token drawn twice counts twice; lt is the teacher's log-prob there. With log q = x - lse(x), per position
 //   loss = sum_t w_t (lt_t - log q_t)       E[loss] = KL(p || q)
 //   dx_j = q_j W - sum_t w_t [id_t = j]     E[dx]   = q - p,  W = sum_t w_t
 // since E over the draws of sum_draws (p_rest / s) f(j) = sum_{j outside} p_j f(j).
@@ -154,36 +125,13 @@ torch::Tensor cached_forward_kl(const TeacherTargets& teacher, const torch::Tens
   if (!teacher.tail_ids.defined())
     return FusedTopKKl::apply(student_logits, teacher.ids, teacher.logp, teacher.rest_logp);
   const int64_t s = teacher.tail_ids.size(-1);
+  if (!teacher.ids.defined())  // pure sampling: the draws are the whole target
+    return FusedSampledKl::apply(student_logits, teacher.tail_ids, torch::full_like(teacher.tail_logp, 1.0 / double(s)),
+                                 teacher.tail_logp);
   auto tail_w = (teacher.rest_logp.exp() / double(s)).unsqueeze(-1).expand_as(teacher.tail_logp);
   return FusedSampledKl::apply(student_logits, torch::cat({teacher.ids, teacher.tail_ids}, -1),
                                torch::cat({teacher.logp.exp(), tail_w}, -1),
                                torch::cat({teacher.logp, teacher.tail_logp}, -1));
-}
-
-TeacherTargets targets_of(const LogitRows& r, const LogitCacheKey& key, torch::Tensor* tokens) {
-  const int64_t n = int64_t(r.count), T = key.window, K = key.k, S = key.samples;
-  auto u32 = [](const std::vector<uint32_t>& v, std::vector<int64_t> shape) {
-    return torch::from_blob(const_cast<uint32_t*>(v.data()), {int64_t(v.size())}, torch::kInt)
-        .to(torch::kLong)
-        .bitwise_and(int64_t(0xffffffff))
-        .reshape(shape);
-  };
-  TeacherTargets t;
-  t.ids = u32(r.ids, {n, T, K});
-  if (key.dtype == "f16")  // raw half bits, converted here (HDF5 1.10 cannot)
-    t.logp = torch::from_blob(const_cast<uint16_t*>(r.logp_f16.data()), {n, T, K}, torch::kHalf).to(torch::kFloat);
-  else
-    t.logp = torch::from_blob(const_cast<float*>(r.logp_f32.data()), {n, T, K}, torch::kFloat).clone();
-  t.rest_logp = torch::from_blob(const_cast<float*>(r.rest_logp.data()), {n, T}, torch::kFloat).clone();
-  // Rows arrive on the CPU; the loss runs where the student is.
-  t.ids = to_compute_device(t.ids), t.logp = to_compute_device(t.logp), t.rest_logp = to_compute_device(t.rest_logp);
-  if (S > 0) {
-    t.tail_ids = to_compute_device(u32(r.tail_ids, {n, T, S}));
-    t.tail_logp = to_compute_device(
-        torch::from_blob(const_cast<float*>(r.tail_logp.data()), {n, T, S}, torch::kFloat).clone());
-  }
-  if (tokens) *tokens = u32(r.tokens, {n, T});  // stays on the host: it is only compared there
-  return t;
 }
 
 torch::Tensor DistillStream::host_inputs(uint64_t first_row, int64_t count) const {

@@ -1,13 +1,15 @@
 // Distillation on outputs: forward KL(teacher || student), temperature 1,
 // every next-token position, mean over tokens, no CE term (undo-spec.md).
 // The teacher's distribution comes either from the teacher itself, run in the
-// same step (online), or from a logit cache of its top-k (cached). From a cache
+// same step (online), or from a logit cache (cached). From a cache of top-k
 // without samples, the k log-probs plus the leftover mass as one more bucket
-// form the target (a lower bound of the full KL); with s samples drawn from the
-// leftover mass, each carries p_rest / s of it, and the loss and its gradient
-// are unbiased estimates of the full KL's (docs/LOGIT_CACHE.md derives both).
+// form the target (a lower bound of the full KL); with s draws from the
+// leftover mass (or from the whole distribution, k = 0), each carries 1/s of
+// the mass it was drawn from, and the gradient is an unbiased estimate of the
+// full KL's (docs/LOGIT_CACHE.md derives it).
 #pragma once
 #include "cache/logit_cache.h"
+#include "train/teacher_targets.h"
 #include "train/objective.h"
 
 namespace undo {
@@ -15,24 +17,10 @@ namespace undo {
 // KL(p_t || p_s) per position, averaged: sum_v p_t (log p_t - log p_s).
 torch::Tensor forward_kl(const torch::Tensor& teacher_logits, const torch::Tensor& student_logits);
 
-// What a cache keeps of the teacher at each position: its top-k ids [.., k]
-// (long), their log-probs [.., k], the log of the leftover mass [..] (-inf when
-// k = vocab) and, when sampled, s draws from the leftover mass [.., s] (long)
-// with their log-probs (undefined tensors when s = 0).
-struct TeacherTargets {
-  torch::Tensor ids, logp, rest_logp;
-  torch::Tensor tail_ids, tail_logp;
-};
-// The top-k of `teacher_logits` and `samples` draws per position from the
-// rest, made by a generator seeded with `seed` (the same logits and seed give
-// the same draws).
-TeacherTargets teacher_targets(const torch::Tensor& teacher_logits, int k, int samples = 0, uint64_t seed = 0);
 // The cached loss: KL over the k + 1 buckets (top-k ids, everything else)
-// without samples; with them, the unbiased estimate of the full KL. Averaged
-// over positions.
+// without samples; with them, the estimate of the full KL whose gradient is
+// unbiased (each draw weighs 1/s of the mass it was drawn from). Averaged over positions.
 torch::Tensor cached_forward_kl(const TeacherTargets& teacher, const torch::Tensor& student_logits);
-// Rows of a cache as tensors (ids long, log-probs float, leftover float) and the input tokens.
-TeacherTargets targets_of(const LogitRows& rows, const LogitCacheKey& key, torch::Tensor* tokens);
 
 // The distillation stream: its windows are numbered (StreamMix::sequence), the
 // row r of step s's global batch being sequence offset + s * global_batch + r,
