@@ -375,6 +375,7 @@ TEST(LogitCache, CraftedFieldsAreRefusedOneByOne) {
       {"window", int64_t(64), "wrong shape"},
       {"rows", int64_t(17), "wrong shape"},
       {"seed", int64_t(4), "belongs to another key: seed 3 (expected 4)"},
+      {"tokenizer_sha256", std::string(64, 'c'), "belongs to another key: tokenizer_sha256"},
       {"content_sha256", std::string(64, '0'), "not the recorded content_sha256"},
   };
   const std::string good = read_file(dir + "/good.h5");
@@ -518,4 +519,80 @@ TEST(Cli, TwoConcurrentCacheWritersLeaveOneValidCache) {
   EXPECT_NO_THROW(LogitCacheReader(dir + "/cache/" + files[0]).verify());
   EXPECT_EQ(files[1], files[0] + ".json");
   EXPECT_EQ(files[3], files[0] + ".part0-of-1");
+}
+
+// `undo cache ls | verify | gc`: a cache a student read is listed with its
+// reader and kept; one nothing read is deleted only when confirmed. And a
+// cache without a directory given lives under the run's, never in the cwd.
+TEST(Cli, CachesAreListedVerifiedAndCollectedByWhatReadsThem) {
+  auto dir = test::temp_dir("cache_cli");
+  auto teacher = save_teacher(dir, test::trained_tiny_model());
+  const std::string base = " --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() + " --run.threads 1";
+  std::string out;
+  const std::string caches = dir + "/sweep/cache";
+  ASSERT_EQ(test::run_undo("distill" + base + " --teacher " + teacher + " --eval.arith_per_op 0 --distill.steps 2" +
+                               " --distill.stop_metric none --distill.cache_dir " + caches + " --run-dir " + dir +
+                               "/sweep/jobs/student",
+                           &out),
+            0)
+      << out;
+  ASSERT_EQ(test::run_undo("cache-logits" + base + " --teacher " + teacher + " --tokens 512 --distill.cache_k 4" +
+                               " --distill.cache_dir " + caches + " --run-dir " + dir + "/sweep/jobs/unread",
+                           &out),
+            0)
+      << out;
+  std::string read_by, unread;
+  for (auto& e : std::filesystem::directory_iterator(caches)) {
+    const std::string f = e.path().string();
+    if (f.size() < 3 || f.compare(f.size() - 3, 3, ".h5") != 0) continue;
+    (read_file(dir + "/sweep/jobs/student/summary.json").find(f) != std::string::npos ? read_by : unread) = f;
+  }
+  ASSERT_FALSE(read_by.empty() || unread.empty()) << read_by << " / " << unread;
+  ASSERT_EQ(test::run_undo("cache ls " + dir + "/sweep", &out), 0) << out;
+  const auto listed_read = out.find(read_by + "\n"), listed_unread = out.find(unread + "\n");
+  ASSERT_NE(listed_read, std::string::npos) << out;
+  ASSERT_NE(listed_unread, std::string::npos) << out;
+  EXPECT_NE(out.find("read by 1 run(s): " + dir + "/sweep/jobs/student", listed_read), std::string::npos) << out;
+  EXPECT_NE(out.find("top4+s12 q8", listed_unread), std::string::npos) << out;
+  EXPECT_NE(out.find("positions"), std::string::npos) << out;
+  EXPECT_EQ(test::run_undo("cache verify " + read_by, &out), 0) << out;
+  EXPECT_NE(out.find(": ok, "), std::string::npos) << out;
+  // Asked and refused: nothing goes.
+  EXPECT_EQ(test::run_command("echo n | " + std::string(UNDO_BINARY) + " cache gc " + dir + "/sweep --keep-referenced",
+                              &out),
+            1)
+      << out;
+  EXPECT_TRUE(file_exists(unread));
+  EXPECT_EQ(test::run_undo("cache gc " + dir + "/sweep", &out), 2) << out;  // the policy must be named
+  ASSERT_EQ(test::run_undo("cache gc " + dir + "/sweep --keep-referenced --yes", &out), 0) << out;
+  EXPECT_FALSE(file_exists(unread));
+  EXPECT_FALSE(file_exists(unread + ".part0-of-1"));
+  EXPECT_FALSE(file_exists(unread + ".json"));
+  EXPECT_NO_THROW(LogitCacheReader(read_by).verify());
+  // A corrupted part: verify exits non-zero naming the row.
+  auto part = read_by + ".part0-of-1";
+  auto row = LogitCacheReader(read_by).read(1, 1).columns[0];  // row 1's tokens
+  auto bytes = read_file(part);
+  const size_t at = bytes.find(std::string(row.begin(), row.end()));
+  ASSERT_NE(at, std::string::npos);
+  bytes[at] ^= 0x01;
+  write_file_atomic(part, bytes);
+  EXPECT_EQ(test::run_undo("cache verify " + read_by, &out), 1) << out;
+  EXPECT_NE(out.find("row 1 does not match"), std::string::npos) << out;
+  // No cache dir given: under the run's directory.
+  ASSERT_EQ(test::run_command("cd " + dir + " && " + UNDO_BINARY + " cache-logits" + base + " --teacher " + teacher +
+                                  " --tokens 256 --run-dir " + dir + "/own 2>&1",
+                              &out),
+            0)
+      << out;
+  EXPECT_NE(out.find(dir + "/own/logit-cache/logits-"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/cache"));
+  // Its progress line and the phases of its build.
+  EXPECT_NE(out.find("cache-logits 256/256 positions"), std::string::npos) << out;
+  EXPECT_NE(out.find("positions/s elapsed"), std::string::npos) << out;
+  EXPECT_NE(out.find(" ETA "), std::string::npos) << out;
+  auto summary = read_file(dir + "/own/summary.json");
+  for (const char* phase : {"\"forward_s\"", "\"sample_s\"", "\"hash_s\"", "\"write_s\"", "\"join_s\"",
+                            "\"teacher_waited_for_writer_s\"", "\"positions_per_s\""})
+    EXPECT_NE(summary.find(phase), std::string::npos) << phase << " in " << summary;
 }

@@ -266,7 +266,8 @@ TEST(Reliability, ASwappedTokenizerOrGarbageManifestIsRefused) {
 TEST(Reliability, AFullDiskDuringACacheBuildFailsCleanly) {
   auto dir = test::temp_dir("full_disk");
   const std::string cache = "cache-logits --config " + tiny_ini() + " --data.dir " + test::tiny_data_dir() +
-                            " --teacher " + test::trained_tiny_checkpoint() + " --tokens 3000 --run.threads 1";
+                            " --teacher " + test::trained_tiny_checkpoint() + " --tokens 20000 --run.threads 1";
+  // (20000 positions: about 770 KB at the default 38.5 bytes a position, over both limits below.)
   auto leftovers = [](const std::string& d) {
     std::vector<std::string> found;
     for (auto& e : fs::directory_iterator(d))

@@ -234,14 +234,30 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   }
   EXPECT_EQ(names, (std::set<std::string>{"distill-maxent-top8-a1-s1", "distill-maxent-top8+s4-a1-s1",
                                           "distill-maxent-online-a1-s1", "control-distilled-base-top8-s1"}));
-  // The setting's own signal (tiny: top-32 + 32 draws) keeps the names a single-signal sweep gives.
+  // The setting's own signal (the default: 12 draws in q8) keeps the names a single-signal sweep gives.
   auto with_default =
-      write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = top32+s32,online\ncontrols = base");
+      write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = s12:q8,online\ncontrols = base");
   std::set<std::string> default_names;
   for (auto& j : make_plan(read_sweep_spec(with_default), dir + "/out", UNDO_BINARY).jobs)
     if (j.kind == "distill" || j.kind == "cache") default_names.insert(j.name);
   EXPECT_EQ(default_names, (std::set<std::string>{"cache-maxent", "cache-base", "distill-maxent-a1-s1",
                                                   "distill-maxent-online-a1-s1", "control-distilled-base-s1"}));
+  // Pure sampling and a dtype: the dtype reaches the cache and the student, the name is file-safe;
+  // a cache root shared with other sweeps replaces OUT/cache in both.
+  auto sampled = write_spec(dir, "methods = maxent\nalphas = 1\nattack_lrs = 1e-3\nsignals = s8:f16\n"
+                                 "controls = none\ncache_root = " + dir + "/shared-caches");
+  Plan sampled_plan = make_plan(read_sweep_spec(sampled), dir + "/out", UNDO_BINARY);
+  int sampled_jobs = 0;
+  for (auto& j : sampled_plan.jobs) {
+    if (j.kind != "distill" && j.kind != "cache") continue;
+    ++sampled_jobs;
+    EXPECT_EQ(j.name, j.kind == "cache" ? "cache-maxent-s8-f16" : "distill-maxent-s8-f16-a1-s1");
+    EXPECT_EQ(arg(j, "--distill.cache_k"), "0");
+    EXPECT_EQ(arg(j, "--distill.cache_samples"), "8");
+    EXPECT_EQ(arg(j, "--distill.cache_dtype"), "f16");
+    EXPECT_EQ(arg(j, "--distill.cache_dir"), dir + "/shared-caches");
+  }
+  EXPECT_EQ(sampled_jobs, 2);
   // Teachers that are only attacked: no cache, no students, their attacks all the same.
   auto attacked_only = write_spec(dir, "methods = maxent,graddiff,rmu\ndistill_methods = maxent\nalphas = 1\n"
                                        "attack_lrs = 1e-3\ncontrols = base");
@@ -261,6 +277,9 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   out = sweep("plan", write_spec(dir, kSmallGrid + "\nsignals = top8,full"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(out.find("distillation signal 'full'"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, kSmallGrid + "\nsignals = s12:f8"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("has dtype 'f8' (f32 | f16 | q8)"), std::string::npos) << out;
   out = sweep("plan", write_spec(dir, kSmallGrid + "\ncontrols = teacher"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(out.find("sweep.controls: control 'teacher' (base | oracle, or none)"), std::string::npos) << out;
@@ -451,7 +470,7 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   EXPECT_EQ(std::count(csv.begin(), csv.end(), '\n'), int(results.size()) + 1) << csv;
   EXPECT_NE(csv.find("control-distilled-base-s1,control,distilled-base,"), std::string::npos) << csv;
   EXPECT_NE(csv.find("control-distilled-oracle-s1,control,distilled-oracle,"), std::string::npos) << csv;
-  EXPECT_NE(csv.find("distill-maxent-a0.5-b0.1-s1,student,maxent,0.5,0.1,top32+s32,1,0.003,forget_acc"),
+  EXPECT_NE(csv.find("distill-maxent-a0.5-b0.1-s1,student,maxent,0.5,0.1,s12,1,0.003,forget_acc"),
             std::string::npos)
       << csv;
   // A second run finds everything done and runs nothing.
@@ -676,10 +695,10 @@ TEST(Sweep, ShippedSpecsPlan) {
   for (auto& j : protocol.jobs) protocol_dirs.insert(j.dir);
   int shared = 0;
   for (auto& j : ablation.jobs) shared += int(protocol_dirs.count(j.dir));
-  // Shared: data, base + oracle, teacher, the teacher's cache of the default signal (top32+s32), the three
-  // students of that signal, and the attacks of those six models (5 LRs and the grid's extension). The
-  // ablation's controls learn from its first signal (top32), the protocol's from the default: not shared.
-  EXPECT_EQ(shared, 1 + 2 + 1 + 1 + 3 + 6 * (5 + 1));
+  // Shared: data, base + oracle, teacher, and the attacks of those three models (5 LRs and the grid's
+  // extension). The ablation's signals are all in f16, none the default (12 draws in q8): its caches,
+  // students and controls are its own.
+  EXPECT_EQ(shared, 1 + 2 + 1 + 3 * (5 + 1));
   EXPECT_EQ(count_kind(lang_methods, "unlearn"), 3);
   EXPECT_EQ(count_kind(lang_methods, "distill"), 2 * 2 * 3 + 3 + 3);  // MaxEnt's and RMU's students, the controls
   EXPECT_EQ(count_kind(lang_noise, "distill"), 5 * 3 + 3 + 3);  // alpha 1, and 0.8 and 0.5 at two betas

@@ -5,6 +5,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "distributed/communicator.h"
+#include "train/cache_build.h"
 #include "train/checkpoint.h"
 #include "train/stage_models.h"
 #include "train/teacher_cache.h"
@@ -15,12 +16,14 @@ namespace undo {
 // HDF5 cache that `undo distill` (distill.cache = auto | require) reads.
 int stage_cache_logits(int argc, const char* const* argv) {
   Config cfg;
-  std::string teacher_path, mix, tokens_text, out;
+  std::string teacher_path, mix, tokens_text, out, forward_only;
   if (!parse_config(argc, argv, "cache-logits", cfg,
                     {{"teacher", "checkpoint of the teacher", &teacher_path, true, true},
                      {"data", "stream mix to run it over (default data.base_mix, what distill reads)", &mix},
                      {"tokens", "positions to cache (rounded up to whole windows)", &tokens_text, true},
-                     {"out", "cache file (default: distill.cache_dir, named by its key)", &out}}))
+                     {"out", "cache file (default: distill.cache_dir, named by its key)", &out},
+                     {"forward-only", "1: run the teacher over the same rows and write nothing (the baseline "
+                      "bench/logit-cache compares a build's throughput with)", &forward_only}}))
     return 0;
   const int64_t tokens = parse_integer("--tokens", tokens_text, 1);
   if (mix.empty()) mix = cfg.data.base_mix;
@@ -36,6 +39,17 @@ int stage_cache_logits(int argc, const char* const* argv) {
                    ") does not match the tokenizer of data.dir");
   uint64_t rows = uint64_t((tokens + cfg.model.seq_len - 1) / cfg.model.seq_len);
   auto key = teacher_cache_key(cfg, teacher_path, mix, cfg.model.vocab_size);
+  if (forward_only == "1") {
+    UNDO_INPUT_CHECK(!distributed(), "--forward-only runs in one process (a benchmark's baseline)");
+    const uint64_t batches = (rows + uint64_t(cfg.train.batch_size) - 1) / uint64_t(cfg.train.batch_size);
+    JsonObject o;
+    o.add("stage", "cache-logits").add("forward_only", true).add("rows", int64_t(rows));
+    build_cache_part(cfg, key, teacher, 0, rows, "", batches).add_to(o);
+    write_file_atomic(join_path(cfg.run.dir, "summary.json"), o.str() + "\n");
+    std::cout << o.str() << "\n";
+    return 0;
+  }
+  UNDO_INPUT_CHECK(forward_only.empty() || forward_only == "0", "--forward-only '", forward_only, "' (0 | 1)");
   auto cache = ensure_teacher_cache(cfg, key, rows, teacher, "auto", out);
   if (!is_writer()) return 0;
   JsonObject o;

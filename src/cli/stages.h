@@ -12,6 +12,7 @@ int stage_pretrain(int argc, const char* const* argv);
 int stage_unlearn(int argc, const char* const* argv);
 int stage_distill(int argc, const char* const* argv);
 int stage_cache_logits(int argc, const char* const* argv);
+int stage_cache(int argc, const char* const* argv);  // ls | verify | gc
 int stage_relearn(int argc, const char* const* argv);
 int stage_sweep(int argc, const char* const* argv);
 int stage_report(int argc, const char* const* argv);

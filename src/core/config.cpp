@@ -252,7 +252,8 @@ void describe_into(Config& c, Registry& r) {
       .add("distill.data_offset", &c.distill.data_offset, "first sequence of the distillation stream", at_least(0))
       .add("distill.cache", &c.distill.cache, "teacher logits: auto (cache, built if missing) | off (online) | require",
            one_of({"auto", "off", "require"}))
-      .add("distill.cache_dir", &c.distill.cache_dir, "directory of teacher-logit caches")
+      .add("distill.cache_dir", &c.distill.cache_dir,
+           "directory of teacher-logit caches (empty: <run.dir>/logit-cache; a sweep passes sweep.cache_root)")
       .add("distill.cache_k", &c.distill.cache_k,
            "top-k log-probs cached per position (0 = none: the draws are the whole target)", at_least(0))
       .add("distill.cache_samples", &c.distill.cache_samples,

@@ -1,6 +1,7 @@
 #include "sweep/plan.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <cmath>
 #include <iomanip>
 #include <sstream>
@@ -171,6 +172,17 @@ class PlanBuilder {
     if (std::find(models_.begin(), models_.end(), id) == models_.end()) models_.push_back(id);
   }
 
+  // The caches' directory: the spec's root (absolute, as jobs run anywhere), else OUT/cache.
+  std::string cache_root() const {
+    return spec_.cache_root.empty() ? plan_.out + "/cache" : std::filesystem::absolute(spec_.cache_root).string();
+  }
+
+  // A signal's name in job names: its ':' (before a dtype) as '-'.
+  static std::string file_safe(std::string name) {
+    std::replace(name.begin(), name.end(), ':', '-');
+    return name;
+  }
+
   // Distilling from a teacher with one signal: its cache job (none online), and
   // the arguments and dependencies of a student. Names carry the signal unless
   // it is the setting's own (its distill.cache_k and cache_samples), so that a
@@ -185,11 +197,13 @@ class PlanBuilder {
     const double distill_tokens = double(cfg_.distill.steps) * global_batch_ * window_;
     const std::string teacher = ckpt(plan_.job(teacher_id));
     Teaching t;
-    t.suffix = !signal.online && signal.k == cfg_.distill.cache_k && signal.samples == cfg_.distill.cache_samples
+    const std::string dtype = signal.dtype.empty() ? cfg_.distill.cache_dtype : signal.dtype;
+    t.suffix = !signal.online && signal.k == cfg_.distill.cache_k && signal.samples == cfg_.distill.cache_samples &&
+                       dtype == cfg_.distill.cache_dtype
                    ? ""
-                   : "-" + signal.name;
+                   : "-" + file_safe(signal.name);
     t.deps = {teacher_id};
-    t.args = {"--teacher", teacher, "--distill.cache_dir", plan_.out + "/cache"};
+    t.args = {"--teacher", teacher, "--distill.cache_dir", cache_root()};
     if (signal.online) {
       t.args.insert(t.args.end(), {"--distill.cache", "off"});
       t.tokens = distill_tokens * 4.0 / 3.0;
@@ -197,8 +211,9 @@ class PlanBuilder {
     }
     std::vector<std::string> shape = {"--distill.cache_k", std::to_string(signal.k), "--distill.cache_samples",
                                       std::to_string(signal.samples)};
+    if (dtype != cfg_.distill.cache_dtype) shape.insert(shape.end(), {"--distill.cache_dtype", dtype});
     std::vector<std::string> cache_tail = {"--teacher", teacher, "--tokens", std::to_string(int64_t(distill_tokens)),
-                                           "--distill.cache_dir", plan_.out + "/cache"};
+                                           "--distill.cache_dir", cache_root()};
     cache_tail.insert(cache_tail.end(), shape.begin(), shape.end());
     t.deps.push_back(add("cache", named(cache_name + t.suffix), with({"cache-logits"}, cache_tail), {teacher_id},
                          distill_tokens / 3, {{"role", "cache"}, {"method", method}, {"signal", signal.name}}).id);

@@ -60,13 +60,23 @@ DistillSignal parse_distill_signal(const std::string& where, const std::string& 
     s.online = true;
     return s;
   }
-  auto plus = text.find("+s");
-  UNDO_INPUT_CHECK(text.rfind("top", 0) == 0 && text.size() > 3, where, ": distillation signal '", text,
-                   "' is not online, top<k> or top<k>+s<samples>");
-  s.k = int(parse_integer(where + " (" + text + ")", text.substr(3, plus == std::string::npos ? std::string::npos : plus - 3),
-                          1, 1 << 20));
-  if (plus != std::string::npos)
-    s.samples = int(parse_integer(where + " (" + text + ")", text.substr(plus + 2), 0, 4096));
+  const std::string what = where + " (" + text + ")";
+  const auto colon = text.find(':');
+  const std::string shape = text.substr(0, colon);
+  if (colon != std::string::npos) {
+    s.dtype = text.substr(colon + 1);
+    UNDO_INPUT_CHECK(s.dtype == "f32" || s.dtype == "f16" || s.dtype == "q8", where, ": distillation signal '", text,
+                     "' has dtype '", s.dtype, "' (f32 | f16 | q8)");
+  }
+  auto plus = shape.find("+s");
+  if (shape.rfind("s", 0) == 0 && shape.size() > 1) {  // pure sampling
+    s.samples = int(parse_integer(what, shape.substr(1), 1, 4096));
+    return s;
+  }
+  UNDO_INPUT_CHECK(shape.rfind("top", 0) == 0 && shape.size() > 3, where, ": distillation signal '", text,
+                   "' is not online, top<k>, top<k>+s<n> or s<n> (each cache format optionally :f32, :f16 or :q8)");
+  s.k = int(parse_integer(what, shape.substr(3, plus == std::string::npos ? std::string::npos : plus - 3), 1, 1 << 20));
+  if (plus != std::string::npos) s.samples = int(parse_integer(what, shape.substr(plus + 2), 0, 4096));
   return s;
 }
 
@@ -142,6 +152,10 @@ SweepSpec read_sweep_spec(const std::string& path) {
          spec.metric = v;
        }},
       {"sweep.prepare_data", [&](auto& w, auto& v) { spec.prepare_data = to_int(w, v, 0) != 0; }},
+      {"sweep.cache_root", [&](auto& w, auto& v) {
+         UNDO_INPUT_CHECK(!v.empty(), w, ": cache_root is empty (leave it out for OUT/cache)");
+         spec.cache_root = v;
+       }},
       {"slurm.partition", [&](auto&, auto& v) { spec.slurm.partition = v; }},
       {"slurm.account", [&](auto&, auto& v) { spec.slurm.account = v; }},
       {"slurm.time", [&](auto&, auto& v) { spec.slurm.time = v; }},
@@ -205,9 +219,10 @@ SweepSpec read_sweep_spec(const std::string& path) {
                    ": sweep.cache and sweep.signals both given (signals names the cache of each: top<k>, or online)");
   if (spec.signals.empty()) {  // the one signal `cache` and the config name
     const auto& d = spec.cfg.distill;
-    spec.signals.push_back(parse_distill_signal(
-        path, !spec.cache ? "online"
-                          : "top" + std::to_string(d.cache_k) + (d.cache_samples ? "+s" + std::to_string(d.cache_samples) : "")));
+    const std::string shape = d.cache_k == 0 ? "s" + std::to_string(d.cache_samples)
+                              : "top" + std::to_string(d.cache_k) +
+                                    (d.cache_samples ? "+s" + std::to_string(d.cache_samples) : "");
+    spec.signals.push_back(parse_distill_signal(path, !spec.cache ? "online" : shape));
   }
   UNDO_INPUT_CHECK(spec.metric == "auto" || spec.metric == "forget_ce" ||
                        (spec.cfg.data.setting == "arith" && spec.cfg.eval.arith_per_op > 0),

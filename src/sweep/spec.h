@@ -23,9 +23,10 @@
 //   ranks = 1                           ; per job (mpirun -np / srun -n)
 //   threads = 2                         ; per rank
 //   cache = 1                           ; one teacher-logit cache per teacher (0 = online teacher)
-//   signals = top32,top32+s32,online    ; instead of cache: the distillation signals compared
+//   signals = s12:q8,top32+s32:f16,online ; instead of cache: the distillation signals compared
 //   metric = auto                       ; robustness on: auto | forget_acc | forget_answer_ce | forget_ce
 //   prepare_data = 1                    ; first job: undo data prepare (0: data.dir is ready)
+//   cache_root = /scratch/caches        ; logit caches by key, shared with other sweeps (default OUT/cache)
 //   [unlearn.rmu]
 //   lr = 1e-3                           ; RMU's teacher alone (any unlearn key but method)
 //   [slurm]
@@ -53,10 +54,14 @@ struct SlurmSettings {
 // online in every step (the full-vocabulary KL), or its logit cache with the
 // top k and s draws from the rest (train/objectives/distill.h). Written
 // "online", "top<k>" or "top<k>+s<s>".
+// A distillation signal: online, or a cache format. Written online, top<k>,
+// top<k>+s<n>, s<n> (pure sampling), each cache format optionally with
+// :<dtype> (f32 | f16 | q8; default the setting's distill.cache_dtype).
 struct DistillSignal {
   std::string name;
   bool online = false;
   int k = 0, samples = 0;
+  std::string dtype;  // "" = distill.cache_dtype
 };
 DistillSignal parse_distill_signal(const std::string& where, const std::string& text);
 
@@ -92,6 +97,9 @@ struct SweepSpec {
   // else forget_ce; forget_answer_ce: the held-out answers' NLL, eval/evaluator.h).
   std::string metric = "auto";
   bool prepare_data = true;  // a first job runs `undo data prepare` (0: data.dir is prepared already)
+  // Where the sweep's logit caches live, by key: another sweep that names the
+  // same root reuses a cache of the same teacher and stream. "" = <out>/cache.
+  std::string cache_root;
   SlurmSettings slurm;
   // "--section.key", "value" pairs from the other sections, in file order.
   std::vector<std::pair<std::string, std::string>> overrides;

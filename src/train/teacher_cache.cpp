@@ -99,7 +99,9 @@ LogitCacheKey teacher_cache_key(const Config& cfg, const std::string& teacher_pa
 }
 
 std::string teacher_cache_path(const Config& cfg, const LogitCacheKey& key) {
-  return join_path(cfg.distill.cache_dir, "logits-" + key.digest().substr(0, 20) + ".h5");
+  // Never the current directory: the run's own when no cache root is given.
+  const std::string dir = cfg.distill.cache_dir.empty() ? join_path(cfg.run.dir, "logit-cache") : cfg.distill.cache_dir;
+  return join_path(dir, "logits-" + key.digest().substr(0, 20) + ".h5");
 }
 
 TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, uint64_t rows, Transformer& teacher,

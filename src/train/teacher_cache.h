@@ -15,8 +15,9 @@ namespace undo {
 // The key of the cache a distillation from `teacher_path` over the mix `mix_spec` needs.
 LogitCacheKey teacher_cache_key(const Config& cfg, const std::string& teacher_path, const std::string& mix_spec,
                                 int vocab);
-// distill.cache_dir/logits-<key digest>.h5 (the length is not part of the name:
-// a longer cache of the same key serves a shorter run).
+// distill.cache_dir/logits-<key digest>.h5, or under <run.dir>/logit-cache when
+// no cache dir is set (the length is not part of the name: a longer cache of
+// the same key serves a shorter run).
 std::string teacher_cache_path(const Config& cfg, const LogitCacheKey& key);
 
 struct TeacherCache {
