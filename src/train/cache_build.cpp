@@ -84,6 +84,10 @@ class CacheRowsThread {
     rows_written_ = rows.first + rows.count;
   }
   void run() {
+    // One intra-op thread here: a fresh thread's OpenMP team would otherwise be
+    // as wide as the machine, beside the teacher's (spinning threads, 2x slower
+    // forwards measured at run.threads = 2). The setting is this thread's own.
+    at::set_num_threads(1);
     for (;;) {
       TeacherBatch batch;
       {
