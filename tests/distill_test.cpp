@@ -591,6 +591,7 @@ TEST(Cli, CachesAreListedVerifiedAndCollectedByWhatReadsThem) {
   EXPECT_NE(out.find("cache-logits 256/256 positions"), std::string::npos) << out;
   EXPECT_NE(out.find("positions/s elapsed"), std::string::npos) << out;
   EXPECT_NE(out.find(" ETA "), std::string::npos) << out;
+  EXPECT_NE(out.find("cache-logits phases (rank 0): forward "), std::string::npos) << out;
   auto summary = read_file(dir + "/own/summary.json");
   for (const char* phase : {"\"forward_s\"", "\"sample_s\"", "\"hash_s\"", "\"write_s\"", "\"join_s\"",
                             "\"teacher_waited_for_writer_s\"", "\"positions_per_s\""})

@@ -9,8 +9,10 @@
 #include <csignal>
 #include <filesystem>
 
+#include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/sha256.h"
 #include "fixtures.h"
 #include "formats/checkpoint_file.h"
 #include "formats/tensor_table.h"
@@ -299,4 +301,75 @@ TEST(Reliability, AFullDiskDuringACacheBuildFailsCleanly) {
   EXPECT_NE(out.find(dir + "/limited/c.h5.part0-of-1"), std::string::npos) << out;  // the part that failed, named
   EXPECT_TRUE(leftovers(dir + "/limited").empty()) << leftovers(dir + "/limited").front();
   EXPECT_FALSE(file_exists(dir + "/limited/c.h5"));
+}
+
+// A run directory is tied to its input files: a rerun or --resume with another
+// --base or --model is refused naming the input. (A resumed unlearning used to
+// continue state made from another base, and a relearn rerun skipped the
+// finished attacks of another model, both silently.)
+TEST(Reliability, ARunDirectoryRefusesAnotherInputFile) {
+  auto dir = test::temp_dir("other_input");
+  const std::string a = test::trained_tiny_checkpoint();
+  CheckpointMeta meta;
+  Transformer other = test::tiny_model(9);
+  meta.model = other->cfg;
+  meta.stage = "pretrain-base";
+  save_checkpoint(dir + "/other.ckpt", meta, other, nullptr);
+  const std::string common = " --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                             test::tiny_data_dir() + " --run.threads 1 --eval.arith_per_op 0";
+  std::string out;
+  const std::string unlearn = "unlearn" + common + " --unlearn.steps 2 --run-dir " + dir + "/u --base ";
+  ASSERT_EQ(test::run_undo(unlearn + a, &out), 0) << out;
+  EXPECT_NE(read_file(dir + "/u/inputs.json").find(sha256_file(a)), std::string::npos);
+  const std::string summary = read_file(dir + "/u/summary.json");
+  ASSERT_NE(summary.find("\"forget_ce\""), std::string::npos) << summary;
+  EXPECT_EQ(test::run_undo(unlearn + dir + "/other.ckpt --resume", &out), 2) << out;
+  EXPECT_NE(out.find("was made from another base: sha256 " + sha256_file(a)), std::string::npos) << out;
+  EXPECT_NE(out.find("--base '" + dir + "/other.ckpt' has " + sha256_file(dir + "/other.ckpt")), std::string::npos)
+      << out;
+  EXPECT_EQ(test::run_undo(unlearn + a + " --resume", &out), 0) << out;  // the same base goes on
+  EXPECT_EQ(read_file(dir + "/u/summary.json"), summary);  // finished: a no-op that keeps its result
+  const std::string relearn = "relearn" + common + " --relearn.lrs 1e-3 --relearn.steps 2 --relearn.eval_every 1" +
+                              " --relearn.extend 0 --run-dir " + dir + "/r --model ";
+  ASSERT_EQ(test::run_undo(relearn + a, &out), 0) << out;
+  EXPECT_EQ(test::run_undo(relearn + dir + "/other.ckpt", &out), 2) << out;
+  EXPECT_NE(out.find("was made from another model"), std::string::npos) << out;
+  EXPECT_EQ(out.find("done, skipping"), std::string::npos) << out;
+}
+
+// A start refused with exit 2 after its run directory was claimed leaves no
+// directory behind (it left config.ini and .lock), and one that existed
+// before keeps everything it held.
+TEST(Reliability, ARefusedStartLeavesNoRunDirectoryBehind) {
+  auto dir = test::temp_dir("refused_start");
+  const std::string distill = "distill --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                              test::tiny_data_dir() + " --teacher " + test::trained_tiny_checkpoint() +
+                              " --run.threads 1 --distill.cache require --distill.cache_dir " + dir + "/no-caches" +
+                              " --run-dir ";
+  std::string out;
+  EXPECT_EQ(test::run_undo(distill + dir + "/new", &out), 2) << out;
+  EXPECT_NE(out.find("distill.cache = require"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/new"));
+  make_dirs(dir + "/mine");
+  write_file_atomic(dir + "/mine/notes.txt", "mine\n");
+  EXPECT_EQ(test::run_undo(distill + dir + "/mine", &out), 2) << out;
+  EXPECT_EQ(read_file(dir + "/mine/notes.txt"), "mine\n");
+}
+
+// A stream name becomes DIR/<stream>.<split>.bin: one with '/' or '..' is
+// refused as a name, naming the key, before anything is opened.
+TEST(Reliability, StreamNamesThatWouldLeaveTheDataDirectoryAreRefused) {
+  auto dir = test::temp_dir("stream_names");
+  std::string out;
+  for (const std::string mix : {"../../etc/passwd:1", "english/..:1", "..:1"}) {
+    EXPECT_EQ(test::run_undo("cache-logits --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                                 test::tiny_data_dir() + " --teacher " + test::trained_tiny_checkpoint() +
+                                 " --tokens 64 --data '" + mix + "' --run-dir " + dir + "/r",
+                             &out),
+              2)
+        << mix << ": " << out;
+    EXPECT_NE(out.find("is not a name"), std::string::npos) << mix << ": " << out;
+  }
+  EXPECT_THROW(parse_mix("data.base_mix", "english:0.5,a/b:0.5"), InputError);
+  EXPECT_NO_THROW(parse_mix("data.base_mix", "english:0.5,korean:0.5"));
 }

@@ -12,7 +12,10 @@
 #include <sstream>
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include "core/fs.h"
 #include "core/json.h"
@@ -385,6 +388,44 @@ TEST(Sweep, OneRunnerPerOutAndAKilledRunnersJobsAreWaitedFor) {
   auto text = sweep("run", spec, out, &rc);
   EXPECT_EQ(rc, 0) << text;
   EXPECT_NE(text.find("base-" + base.id + " is still running"), std::string::npos) << text;
+  for (auto& j : plan.jobs) EXPECT_TRUE(job_done(j)) << j.name;
+}
+
+// A TERM to the runner stops the sweep, not only the runner: the running job
+// gets it, checkpoints and exits 75, the runner waits for it and exits 75, no
+// process is left behind, and a rerun resumes and finishes every job.
+TEST(Sweep, ATermToTheRunnerStopsItsJobsAndARerunResumesThem) {
+  auto dir = test::temp_dir("sweep_term");
+  auto spec = write_spec(dir, kSmallGrid, "[train]\nsteps = 400\nckpt_every = 20\n");
+  const std::string out = dir + "/out";
+  Plan plan = make_plan(read_sweep_spec(spec), out, UNDO_BINARY);
+  const Job& base = plan.jobs.front();
+  ASSERT_EQ(base.name, "base");
+  FILE* p = ::popen(("echo $$; exec " + std::string(UNDO_BINARY) + " sweep run --spec " + spec + " --out " + out +
+                     " --jobs 1 > " + dir + "/first.log 2>&1")
+                        .c_str(),
+                    "r");
+  char buf[64] = {0};
+  ASSERT_TRUE(std::fgets(buf, sizeof buf, p));
+  pid_t runner = pid_t(std::atol(buf));
+  for (int i = 0; i < 600 && !file_exists(base.dir + "/ckpt"); ++i) usleep(50000);
+  ASSERT_TRUE(file_exists(base.dir + "/job.running")) << read_file(dir + "/first.log");
+  ::kill(runner, SIGTERM);
+  const int status = ::pclose(p);  // the runner: it exits once its job has
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 75) << status;
+  const std::string log = read_file(dir + "/first.log");
+  EXPECT_NE(log.find("passing it to 1 running job(s)"), std::string::npos) << log;
+  EXPECT_NE(log.find("stopped by a signal"), std::string::npos) << log;
+  EXPECT_NE(read_file(base.dir + "/log").find("stop signal"), std::string::npos) << read_file(base.dir + "/log");
+  EXPECT_FALSE(job_done(base));
+  std::string procs;
+  // "[/]..." matches the jobs' command lines but not this shell's own.
+  test::run_command("pgrep -f -- '[/]" + base.dir.substr(1) + "' || true", &procs);
+  EXPECT_TRUE(procs.empty()) << "left running: " << procs;
+  int rc = 0;
+  auto text = sweep("run", spec, out, &rc);
+  EXPECT_EQ(rc, 0) << text;
+  EXPECT_NE(read_file(base.dir + "/log").find("resuming from"), std::string::npos) << read_file(base.dir + "/log");
   for (auto& j : plan.jobs) EXPECT_TRUE(job_done(j)) << j.name;
 }
 

@@ -7,25 +7,32 @@
 
 #include "cli/stages.h"
 #include "core/error.h"
+#include "core/stop_signal.h"
 #include "distributed/communicator.h"
 #include "distributed/launch.h"
+#include "train/run_dir.h"
 
 namespace {
 
 struct Command {
   int (*run)(int, const char* const*);
   const char* help;
+  // A stage that checkpoints at safe points (exit 75 on SIGTERM / SIGUSR1):
+  // its handlers go in before its first instruction, so that a signal during
+  // start-up (data loading, checkpoint verification) is kept for the first
+  // safe point instead of ending the process with 143.
+  bool resumable = false;
 };
 
 const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> c = {
       {"data", {undo::stage_data, "data prepare: extract, filter and tokenize corpora into token shards"}},
-      {"pretrain", {undo::stage_pretrain, "train the base (pretrain.target=base) or oracle model"}},
-      {"unlearn", {undo::stage_unlearn, "unlearn the forget data from --base (graddiff | maxent | rmu, +SAM)"}},
-      {"cache-logits", {undo::stage_cache_logits, "run --teacher over the distillation stream into an HDF5 logit cache"}},
+      {"pretrain", {undo::stage_pretrain, "train the base (pretrain.target=base) or oracle model", true}},
+      {"unlearn", {undo::stage_unlearn, "unlearn the forget data from --base (graddiff | maxent | rmu, +SAM)", true}},
+      {"cache-logits", {undo::stage_cache_logits, "run --teacher over the distillation stream into an HDF5 logit cache", true}},
       {"cache", {undo::stage_cache, "cache ls [DIR] | verify FILE | gc DIR --keep-referenced [--yes]: manage logit caches"}},
-      {"distill", {undo::stage_distill, "distill --teacher into a random (Unlearn-and-Distill) or noised (UNDO) student"}},
-      {"relearn", {undo::stage_relearn, "relearning attack on --model: finetune on forget data per LR, worst case per step"}},
+      {"distill", {undo::stage_distill, "distill --teacher into a random (Unlearn-and-Distill) or noised (UNDO) student", true}},
+      {"relearn", {undo::stage_relearn, "relearning attack on --model: finetune on forget data per LR, worst case per step", true}},
       {"sweep", {undo::stage_sweep, "sweep plan|run|status|collect --spec FILE --out DIR: the grid as a job graph, local or Slurm"}},
       {"report", {undo::stage_report, "report DIR: relearning curves and compute-vs-robustness plots (SVG, PNG) + Markdown"}},
       {"eval", {undo::stage_eval, "evaluate a checkpoint (retain/forget CE, arithmetic accuracy)"}},
@@ -61,6 +68,7 @@ int main(int argc, char** argv) {
     if (launch.world > 1) who = "rank " + std::to_string(launch.rank) + ": " + who;
   } catch (const std::exception&) {
   }
+  if (it->second.resumable) undo::install_stop_handlers();
   try {
     int rc = it->second.run(argc - 1, argv + 1);
     undo::shutdown_distributed();
@@ -72,6 +80,7 @@ int main(int argc, char** argv) {
     return undo::kExitPreempted;
   } catch (const undo::InputError& e) {
     std::cerr << who << ": error: " << e.what() << "\n";
+    undo::remove_abandoned_run_dirs();  // a refused run leaves nothing behind
     return 2;
   } catch (const std::exception& e) {
     std::cerr << who << ": fatal: " << e.what() << "\n";

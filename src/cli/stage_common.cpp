@@ -22,21 +22,28 @@ bool is_writer() {
 
 void write_stage_result(const Config& cfg, const std::string& stage, Transformer& model, const TrainResult& r,
                         double wall_s, const std::map<std::string, std::string>& extra) {
+  const std::string summary_path = join_path(cfg.run.dir, "summary.json");
   CheckpointMeta meta;
   meta.model = model->cfg;
   meta.step = r.steps_done;
   meta.stage = stage;
   meta.extra = extra;
   meta.extra["tokens"] = std::to_string(r.tokens);
-  save_checkpoint(is_writer() ? join_path(cfg.run.dir, "model.ckpt") : "", meta, model, nullptr);
+  save_checkpoint(is_writer() ? join_path(cfg.run.dir, "model.ckpt") : "", meta, model, nullptr);  // collective
   if (!is_writer()) return;
+  // --resume of a finished run: nothing was trained or evaluated here, and the
+  // run's own result stands (it used to be rewritten with an empty "eval").
+  if (r.losses.empty() && r.final_eval.empty() && file_exists(summary_path)) {
+    std::cerr << stage << ": " << cfg.run.dir << " was finished; its summary.json is kept\n";
+    return;
+  }
   JsonObject summary, ev;
   summary.add("stage", stage);
   for (auto& [k, v] : extra) summary.add(k, v);
   summary.add("steps", r.steps_done).add("tokens", r.tokens).add("wall_s", wall_s).add("params", model->num_params());
   for (auto& [k, v] : r.final_eval) ev.add(k, v);
   summary.add("eval", ev);
-  write_file_atomic(join_path(cfg.run.dir, "summary.json"), summary.str() + "\n");
+  write_file_atomic(summary_path, summary.str() + "\n");
   std::cout << summary.str() << "\n";
 }
 

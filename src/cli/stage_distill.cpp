@@ -38,6 +38,7 @@ int stage_distill(int argc, const char* const* argv) {
   cfg.model.vocab_size = teacher_meta.model.vocab_size;
   cfg.model.seq_len = teacher_meta.model.seq_len;
   apply_stage_settings(cfg, TrainingStage::Distill);  // the distill.* budget and schedule
+  cfg.inputs["teacher"] = teacher_path;  // in the run's identity: --resume refuses another one
   prepare_run(cfg);
   // dist.zero = 3: the frozen teacher is sharded as it is read (each rank
   // reads its slices of the file) and runs forward gathered unit by unit.

@@ -163,6 +163,7 @@ int stage_relearn(int argc, const char* const* argv) {
   cfg.model = meta.model;
   check_attack_batch(cfg);
   const AttackBatch batch = attack_batch(cfg);
+  cfg.inputs["model"] = model_path;  // in the run's identity: --resume refuses another one
   prepare_run(cfg);
   Evaluator evaluator(cfg);
   auto t0 = std::chrono::steady_clock::now();

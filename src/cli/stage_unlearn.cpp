@@ -21,6 +21,7 @@ int stage_unlearn(int argc, const char* const* argv) {
   CheckpointReader base_file(base_path);  // verified once
   cfg.model = base_file.meta().model;  // the model's shape is the checkpoint's
   apply_stage_settings(cfg, TrainingStage::Unlearn);  // the spec's optimiser, the unlearn.* budget
+  cfg.inputs["base"] = base_path;  // in the run's identity: --resume refuses another one
   prepare_run(cfg);
   Transformer model = load_model_for_run(cfg, base_file, /*frozen=*/false);  // sharded as read under dist.zero = 3
   auto objective = make_unlearning_objective(cfg, model);

@@ -2,6 +2,7 @@
 
 #include <boost/program_options.hpp>
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -410,6 +411,16 @@ std::vector<std::string> split_list(const std::string& text, char sep) {
   return out;
 }
 
+void check_file_name(const std::string& key, const std::string& value) {
+  const bool ok = !value.empty() && value.size() <= 128 && value != "." && value != ".." &&
+                  std::all_of(value.begin(), value.end(), [](char c) {
+                    return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == '.' || c == '+';
+                  });
+  if (!ok)
+    throw InputError(key + ": '" + printable(value) +
+                     "' is not a name (letters, digits, '_', '-', '.', '+'; it becomes part of a file name)");
+}
+
 std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, const std::string& text) {
   std::vector<std::pair<std::string, double>> mix;
   double total = 0;
@@ -422,6 +433,7 @@ std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, co
     double v = std::strtod(w.c_str(), &end);
     if (w.empty() || *end != '\0' || !(v > 0) || !std::isfinite(v))
       throw InputError(key + " = '" + text + "': weight '" + w + "' must be a positive number");
+    check_file_name(key + " = '" + text + "': stream", part.substr(0, colon));  // DIR/<stream>.<split>.bin
     mix.emplace_back(part.substr(0, colon), v);
     total += v;
   }

@@ -222,6 +222,10 @@ struct Config {
   // Where each key given explicitly came from ("command line" or a config
   // file's path); keys absent here have their defaults. Filled by parse_config.
   std::map<std::string, std::string> origin;
+  // The files a stage reads besides its config ("base" -> the --base file):
+  // not keys, set by the stage before prepare_run. Their sha256 is part of the
+  // run's identity (train/run_dir.h), so that --resume refuses another input.
+  std::map<std::string, std::string> inputs;
 };
 
 // One described key: how to print it and how to validate it.
@@ -257,7 +261,12 @@ std::string format_double(double v);  // shortest text that reads back exactly
 // (an error message never echoes raw bytes of a file).
 std::string printable(const std::string& v);
 
-// "a:0.5,b:0.5" -> {{"a",0.5},{"b",0.5}}; throws InputError naming `key`.
+// A value that becomes part of a file name (a stream, a method, a job name):
+// letters, digits, '_', '-', '.', '+', never "." or "..", at most 128 bytes;
+// throws InputError naming `key` and the value.
+void check_file_name(const std::string& key, const std::string& value);
+// "a:0.5,b:0.5" -> {{"a",0.5},{"b",0.5}}; throws InputError naming `key`
+// (and a stream name that is not a file name).
 std::vector<std::pair<std::string, double>> parse_mix(const std::string& key, const std::string& text);
 // "1e-4, 4e-4" -> {1e-4, 4e-4}; throws InputError naming `key`.
 std::vector<double> parse_number_list(const std::string& key, const std::string& text);

@@ -10,7 +10,7 @@ std::atomic<int> g_stop_signal{0};
 void on_stop_signal(int sig) { g_stop_signal.store(sig); }  // async-signal-safe: a lock-free store
 }  // namespace
 
-void install_stop_handlers() {
+void install_stop_handlers(bool interrupt_too) {
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
   sigemptyset(&sa.sa_mask);
@@ -19,6 +19,7 @@ void install_stop_handlers() {
   sa.sa_flags = SA_RESTART;
   sigaction(SIGUSR1, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  if (interrupt_too) sigaction(SIGINT, &sa, nullptr);
 }
 
 void count_safe_point() {

@@ -10,8 +10,10 @@
 
 namespace undo {
 
-// Installs the SIGTERM / SIGUSR1 handlers (idempotent).
-void install_stop_handlers();
+// Installs the SIGTERM / SIGUSR1 handlers (idempotent); with `interrupt_too`,
+// SIGINT sets the flag as well (a sweep runner, which passes a stop on to its
+// jobs, rather than a stage, which a Ctrl-C may simply end).
+void install_stop_handlers(bool interrupt_too = false);
 // True once this process has received SIGTERM or SIGUSR1.
 bool stop_signalled();
 // Forgets a received signal (tests run several stops in one process).

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/stop_signal.h"
 #include "core/fs.h"
 #include "sweep/state.h"
 
@@ -86,6 +88,11 @@ int run_local(const Plan& plan, int slots) {
   make_dirs(plan.out);
   FileLock runner(plan.out + "/.runner.lock", /*wait=*/false, "another `undo sweep run` on this --out");
   write_job_scripts(plan, false);
+  // A TERM or Ctrl-C stops the sweep, not only the runner: it is passed on to
+  // every running job (each checkpoints and exits 75), they are waited for, and
+  // the runner exits 75; a rerun resumes them. Nothing is left orphaned.
+  install_stop_handlers(/*interrupt_too=*/true);
+  bool stopping = false;
   std::map<pid_t, const Job*> running;
   std::set<std::string> failed_now, started, elsewhere;
   int failures = 0;
@@ -94,8 +101,14 @@ int run_local(const Plan& plan, int slots) {
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
   for (;;) {
     // Launch what is ready: not done, every dependency done, not failed in this run.
+    if (stop_signalled() && !stopping) {
+      stopping = true;
+      std::fprintf(stderr, "sweep: stop signal received; passing it to %zu running job(s) and waiting for them\n",
+                   running.size());
+      for (auto& [pid, j] : running) ::kill(pid, SIGTERM);
+    }
     for (auto& j : plan.jobs) {
-      if (int(running.size()) >= slots) break;
+      if (stopping || int(running.size()) >= slots) break;
       if (started.count(j.id) || job_done(j)) continue;
       // A job whose process outlived an earlier runner (killed alone) is
       // waited for, not started again; once its process is gone undone, it is
@@ -118,12 +131,13 @@ int run_local(const Plan& plan, int slots) {
     }
     for (auto it = elsewhere.begin(); it != elsewhere.end();)
       it = job_done(plan.job(*it)) ? elsewhere.erase(it) : std::next(it);
-    if (running.empty() && elsewhere.empty()) break;
+    if (running.empty() && (elsewhere.empty() || stopping)) break;
     int status = 0;
-    // While others' jobs run, poll: their end is seen only by their markers.
-    pid_t pid = running.empty() ? 0 : ::waitpid(-1, &status, elsewhere.empty() ? 0 : WNOHANG);
+    // Polled, not blocking: a stop signal must be seen while jobs run (waitpid
+    // restarts after the handler), and others' jobs end only by their markers.
+    pid_t pid = running.empty() ? 0 : ::waitpid(-1, &status, WNOHANG);
     if (pid == 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      std::this_thread::sleep_for(std::chrono::milliseconds(elsewhere.empty() ? 100 : 500));
       continue;
     }
     if (pid < 0) {
@@ -146,6 +160,9 @@ int run_local(const Plan& plan, int slots) {
                    log_tail(j, 3).c_str());
     }
   }
+  if (stopping)
+    throw Preempted("sweep: stopped by a signal; the running jobs kept their checkpoints (exit 75); "
+                    "`undo sweep run` again resumes them");
   // Whatever is not done now counts against the run: a sweep that stops with
   // work left never reports success.
   int undone = 0;

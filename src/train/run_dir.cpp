@@ -7,6 +7,8 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json.h"
+#include "core/json_value.h"
 #include "core/sha256.h"
 #include "distributed/communicator.h"
 
@@ -39,11 +41,55 @@ bool has_step_checkpoints(const std::string& run_dir) {
   return false;
 }
 
+// The run directory records the sha256 of each input file (inputs.json) the
+// first time, and every later run there, resumed or not, must have the same:
+// a relearn rerun skips finished attacks and a resumed run continues its
+// state, both silently wrong on another model. Refused naming the input.
+void check_recorded_inputs(const Config& cfg) {
+  if (cfg.inputs.empty()) return;
+  const std::string path = join_path(cfg.run.dir, "inputs.json");
+  std::map<std::string, std::string> now;
+  for (auto& [name, file] : cfg.inputs) now[name] = sha256_file(file);
+  if (file_exists(path)) {
+    auto recorded = parse_json(read_file(path), path);
+    for (auto& [name, sha] : now) {
+      const JsonValue* was = recorded.find(name);
+      UNDO_INPUT_CHECK(!was || !was->is_object() || !was->find("sha256") || was->at("sha256").string() == sha,
+                       "run.dir '", cfg.run.dir, "' was made from another ", name, ": sha256 ",
+                       was && was->is_object() && was->find("sha256") ? was->at("sha256").string() : "", " (", path,
+                       "), but --", name, " '", cfg.inputs.at(name), "' has ", sha,
+                       " (nothing was changed; use a new run.dir for another input)");
+    }
+  }
+  JsonObject o;
+  for (auto& [name, sha] : now) o.add(name, JsonObject().add("file", cfg.inputs.at(name)).add("sha256", sha));
+  write_file_atomic(path, o.str() + "\n");
+}
+
+// The run directories this process created, for remove_abandoned_run_dirs.
+std::vector<std::string>& created_run_dirs() {
+  static std::vector<std::string> dirs;
+  return dirs;
+}
+
+// What claiming and preparing a run writes before any work: a directory that
+// holds nothing else was only started.
+bool only_start_up_files(const std::string& dir) {
+  std::error_code ec;
+  for (auto& e : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name != ".lock" && name != "config.ini" && name != "inputs.json") return false;
+  }
+  return !ec;
+}
+
 // Rank 0's part of claim_run_dir: returns when the run may go on, else throws why not.
 void check_run_dir(Config& cfg, int world) {
+  if (!std::filesystem::exists(cfg.run.dir)) created_run_dirs().push_back(cfg.run.dir);
   make_dirs(cfg.run.dir);
   held_locks().push_back(std::make_unique<FileLock>(join_path(cfg.run.dir, ".lock"), /*wait=*/false,
                                                     "another undo process"));
+  check_recorded_inputs(cfg);
   if (!cfg.run.resume) {
     UNDO_INPUT_CHECK(!has_step_checkpoints(cfg.run.dir), "run.dir '", cfg.run.dir,
                      "' already holds another run's checkpoints (", join_path(cfg.run.dir, "ckpt"),
@@ -59,6 +105,16 @@ void check_run_dir(Config& cfg, int world) {
 
 }  // namespace
 
+void remove_abandoned_run_dirs() {
+  for (auto& dir : created_run_dirs()) {
+    if (!only_start_up_files(dir)) continue;  // work was done there: it stays
+    std::error_code ec;
+    for (const char* f : {"config.ini", "inputs.json", ".lock"}) std::filesystem::remove(join_path(dir, f), ec);
+    std::filesystem::remove(dir, ec);  // only when empty
+  }
+  created_run_dirs().clear();
+}
+
 std::map<std::string, std::string> run_identity(Config& cfg, int world) {
   std::map<std::string, std::string> id;
   for (auto& k : describe(cfg))
@@ -66,7 +122,9 @@ std::map<std::string, std::string> run_identity(Config& cfg, int world) {
   id["train.global_batch"] = std::to_string(int64_t(cfg.train.batch_size) * cfg.train.accum * world);
   auto manifest = join_path(cfg.data.dir, "manifest.json");
   id["data.manifest_sha256"] = file_exists(manifest) ? sha256_file(manifest) : "none";
-  return id;
+  auto tokenizer = join_path(cfg.data.dir, "tokenizer.model");
+  id["data.tokenizer_sha256"] = file_exists(tokenizer) ? sha256_file(tokenizer) : "none";
+  return id;  // the stage's input files are checked by check_recorded_inputs
 }
 
 void stamp_identity(CheckpointMeta& meta, const std::map<std::string, std::string>& identity) {

@@ -3,8 +3,11 @@
 // the process's life), a fresh run never starts over another run's
 // checkpoints (nothing there is deleted or pruned), and --resume continues only
 // a checkpoint of the same run: every checkpoint carries its run's identity
-// (the settings that determine its result, the data manifest's sha256 and the
-// global batch), and a mismatch is refused naming each differing key.
+// (the settings that determine its result, the data manifest's and tokenizer's
+// sha256 and the global batch), and a mismatch is refused naming each
+// differing key. The directory also records the sha256 of the stage's input
+// files (cfg.inputs: --base, --teacher, --model) in inputs.json, and every
+// later run there must have the same ones.
 #pragma once
 #include <map>
 #include <string>
@@ -33,5 +36,10 @@ std::string identity_mismatch(const CheckpointMeta& meta, const std::map<std::st
 // --resume refuses the latest valid checkpoint of another run. InputErrors
 // name the directory and, for a mismatch, the keys.
 void claim_run_dir(Config& cfg);
+
+// After a failed start (bad input, exit 2): removes each run directory this
+// process created that holds nothing but what claiming and preparing it wrote
+// (config.ini, inputs.json, .lock), so that a refused run leaves nothing behind.
+void remove_abandoned_run_dirs();
 
 }  // namespace undo

@@ -193,8 +193,13 @@ TeacherCache ensure_teacher_cache(const Config& cfg, const LogitCacheKey& key, u
       UNDO_CHECK(std::rename(tmp.c_str(), file.c_str()) == 0, "cannot rename ", tmp, " to ", file);
       write_file_atomic(file + ".json", logit_cache_manifest(LogitCacheReader(file)));
       result.times.join_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - join_start).count();
+      const auto& t = result.times;
       std::cerr << "logit cache '" << file << "': built, " << rows << " sequences x " << key.window << " positions, "
-                << key.format_name() << ", " << parts.size() << " part(s)\n";
+                << key.format_name() << ", " << parts.size() << " part(s)\n"
+                << "cache-logits phases (rank 0): forward " << t.forward_s << " s, probabilities and top-k "
+                << t.probs_topk_s << " s, draws " << t.sample_s << " s, packing " << t.to_host_s << " s, hashing "
+                << t.hash_s << " s, writing " << t.write_s << " s (the teacher waited " << t.wait_s
+                << " s for them), join " << t.join_s << " s\n";
     } catch (...) {
       std::remove(tmp.c_str());  // the finished parts stay: the next build continues them (nothing left to do)
       throw;

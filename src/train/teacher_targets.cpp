@@ -121,10 +121,10 @@ TeacherTargets teacher_targets(const torch::Tensor& teacher_logits, int k, int s
   if (k > 0) {
     auto top = p.topk(k, -1, /*largest=*/true, /*sorted=*/true);
     auto ids = std::get<1>(top);
-    // log p from the logits, exact where p underflows: lse = x_max - log p_max
-    // (p_max >= 1/V never underflows).
+    // log p from the logits' own log-sum-exp: exact where p underflows, and
+    // to rounding of the log-softmax (a pass the default, pure sampling, skips).
     auto top_x = flat.gather(-1, ids);
-    auto lse = top_x.narrow(-1, 0, 1) - std::get<0>(top).narrow(-1, 0, 1).log();
+    auto lse = flat.logsumexp(-1, /*keepdim=*/true);
     t.ids = ids.reshape(with(k));
     t.logp = (top_x - lse).reshape(with(k));
     p.scatter_(-1, ids, 0.0);                     // what is left is the leftover distribution
