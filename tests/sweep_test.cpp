@@ -60,6 +60,18 @@ int count_kind(const Plan& plan, const std::string& kind) {
   return int(std::count_if(plan.jobs.begin(), plan.jobs.end(), [&](const Job& j) { return j.kind == kind; }));
 }
 
+// `undo sweep run --jobs 1` in the background, its output in `log`: the pipe
+// to pclose (which waits for it) and, in `pid`, the runner's own process.
+FILE* start_runner(const std::string& spec, const std::string& out, const std::string& log, pid_t* pid) {
+  FILE* p = ::popen(("echo $$; exec " + std::string(UNDO_BINARY) + " sweep run --spec " + spec + " --out " + out +
+                     " --jobs 1 > " + log + " 2>&1")
+                        .c_str(),
+                    "r");
+  char buf[64] = {0};
+  *pid = p && std::fgets(buf, sizeof buf, p) ? pid_t(std::atol(buf)) : 0;
+  return p;
+}
+
 }  // namespace
 
 TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
@@ -373,13 +385,9 @@ TEST(Sweep, OneRunnerPerOutAndAKilledRunnersJobsAreWaitedFor) {
   Plan plan = make_plan(read_sweep_spec(spec), out, UNDO_BINARY);
   const Job& base = plan.jobs.front();
   ASSERT_EQ(base.name, "base");
-  FILE* p = ::popen(("echo $$; exec " + std::string(UNDO_BINARY) + " sweep run --spec " + spec + " --out " + out +
-                     " --jobs 1 > " + dir + "/first.log 2>&1")
-                        .c_str(),
-                    "r");
-  char buf[64] = {0};
-  ASSERT_TRUE(std::fgets(buf, sizeof buf, p));
-  pid_t runner = pid_t(std::atol(buf));
+  pid_t runner = 0;
+  FILE* p = start_runner(spec, out, dir + "/first.log", &runner);
+  ASSERT_TRUE(p && runner > 0);
   for (int i = 0; i < 600 && !file_exists(base.dir + "/job.running"); ++i) usleep(50000);
   ASSERT_TRUE(file_exists(base.dir + "/job.running")) << read_file(dir + "/first.log");
   ::kill(runner, SIGKILL);  // the runner alone: base's cmd.sh and its undo go on
@@ -401,13 +409,9 @@ TEST(Sweep, ATermToTheRunnerStopsItsJobsAndARerunResumesThem) {
   Plan plan = make_plan(read_sweep_spec(spec), out, UNDO_BINARY);
   const Job& base = plan.jobs.front();
   ASSERT_EQ(base.name, "base");
-  FILE* p = ::popen(("echo $$; exec " + std::string(UNDO_BINARY) + " sweep run --spec " + spec + " --out " + out +
-                     " --jobs 1 > " + dir + "/first.log 2>&1")
-                        .c_str(),
-                    "r");
-  char buf[64] = {0};
-  ASSERT_TRUE(std::fgets(buf, sizeof buf, p));
-  pid_t runner = pid_t(std::atol(buf));
+  pid_t runner = 0;
+  FILE* p = start_runner(spec, out, dir + "/first.log", &runner);
+  ASSERT_TRUE(p && runner > 0);
   for (int i = 0; i < 600 && !file_exists(base.dir + "/ckpt"); ++i) usleep(50000);
   ASSERT_TRUE(file_exists(base.dir + "/job.running")) << read_file(dir + "/first.log");
   ::kill(runner, SIGTERM);
