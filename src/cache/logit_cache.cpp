@@ -51,6 +51,19 @@ struct Datasets {
   size_t row_bytes(size_t i) const { return i < columns.size() ? columns[i].row_bytes() : kDigestBytes; }
 };
 
+// The one rule for a key's shape, for writers and for readers of a crafted
+// file (checked before anything is sized from it).
+bool plausible_key(const LogitCacheKey& key) {
+  return key.window >= 1 && key.vocab >= 1 && key.k >= 0 && key.k <= key.vocab && key.samples >= 0 &&
+         key.samples <= 1 << 16 && key.k + key.samples >= 1 &&
+         (key.dtype == "f16" || key.dtype == "f32" || key.dtype == "q8");
+}
+
+std::string shape_of(const LogitCacheKey& key) {
+  return "window=" + std::to_string(key.window) + " vocab=" + std::to_string(key.vocab) + " k=" +
+         std::to_string(key.k) + " samples=" + std::to_string(key.samples) + " dtype=" + key.dtype;
+}
+
 void write_key(hid_t file, const char* format, const LogitCacheKey& key) {
   h5::write_attr(file, "format", std::string(format));
   h5::write_attr(file, "format_version", int64_t(kLogitCacheVersion));
@@ -86,21 +99,13 @@ LogitCacheKey read_key(hid_t file, const char* format) {
   key.dtype = h5::read_string_attr(file, "dtype");
   key.vocab = int(h5::read_int_attr(file, "vocab"));
   key.window = int(h5::read_int_attr(file, "window"));
-  UNDO_CHECK(key.window >= 1 && key.vocab >= 1 && key.k >= 0 && key.k <= key.vocab && key.samples >= 0 &&
-                 key.samples <= 1 << 16 && key.k + key.samples >= 1 &&
-                 (key.dtype == "f16" || key.dtype == "f32" || key.dtype == "q8"),
-             "implausible key: window=", key.window, " vocab=", key.vocab, " k=", key.k, " samples=", key.samples,
-             " dtype=", key.dtype);
+  UNDO_CHECK(plausible_key(key), "implausible key: ", shape_of(key));
   return key;
 }
 
 void check_key_shape(const std::string& path, const LogitCacheKey& key, uint64_t rows) {
-  UNDO_CHECK(key.k >= 0 && key.k <= key.vocab && key.samples >= 0 && key.k + key.samples >= 1 && key.window >= 1 &&
-                 rows >= 1,
-             "logit cache '", path, "': bad shape k=", key.k, " samples=", key.samples, " vocab=", key.vocab,
-             " window=", key.window, " rows=", rows);
-  UNDO_CHECK(key.dtype == "f16" || key.dtype == "f32" || key.dtype == "q8", "logit cache dtype '", key.dtype,
-             "' (f32 | f16 | q8)");
+  UNDO_CHECK(plausible_key(key) && rows >= 1, "logit cache '", path, "': bad shape ", shape_of(key), " rows=", rows,
+             " (dtype f32 | f16 | q8)");
 }
 
 // Reads rows [first, first + n) of dataset `set` (of `bytes` bytes a row) as stored.
