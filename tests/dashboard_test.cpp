@@ -110,5 +110,29 @@ TEST(Dashboard, ChromiumShowsEveryJobAndTheResultsWithoutConsoleErrors) {
   EXPECT_TRUE(file_exists(artefacts + "/dashboard.png"));
 }
 
+// Issue 26, class 9: what is shown from a file is escaped. A job's log with
+// terminal escape sequences reached the terminal raw through `sweep status`,
+// and a name in results.csv carried HTML into report.md.
+TEST(Dashboard, TextFromFilesIsEscapedInStatusAndReport) {
+  auto dir = test::temp_dir("escaped");
+  const std::string out = dir + "/sweep";
+  Plan plan = crafted_sweep(out);
+  const Job& failed = plan.job("a00000000003");
+  write_file_atomic(failed.dir + "/log", "step 1\n\x1b]0;pwned\x07\x1b[2Jerror: \xc2\x9b" "31m gone \xed\x95\x9c\n");
+  const std::string status = status_text(plan);
+  EXPECT_EQ(status.find('\x1b'), std::string::npos) << status;
+  EXPECT_EQ(status.find("\xc2\x9b"), std::string::npos) << status;
+  EXPECT_NE(status.find("\\x1b]0;pwned\\x07\\x1b[2Jerror: \\u009b31m gone \xed\x95\x9c"), std::string::npos) << status;
+  auto rows = read_results_csv(out + "/results.csv");
+  rows.back().model = "<img src=x onerror=alert(1)>|cell";
+  rows.back().signal = "s12`code`";
+  write_file_atomic(out + "/results.csv", results_csv(rows));
+  std::string text;
+  ASSERT_EQ(test::run_undo("report " + out, &text), 0) << text;
+  const std::string md = read_file(out + "/report/report.md");
+  EXPECT_EQ(md.find("<img"), std::string::npos) << md;
+  EXPECT_NE(md.find("&lt;img src=x onerror=alert(1)&gt;\\|cell"), std::string::npos) << md;
+}
+
 }  // namespace
 }  // namespace undo

@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <sys/stat.h>
+
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -120,7 +123,7 @@ TEST(HfExport, TheDemoModelLoadsAsAGemmaWithItsTokenizer) {
   make_dirs(dir + "/mine");
   write_file_atomic(dir + "/mine/config.json", "{\"mine\": true}");
   EXPECT_EQ(test::run_undo(again + " --out " + dir + "/mine", &out), 2) << out;
-  EXPECT_NE(out.find("exists and is not an undo export"), std::string::npos) << out;
+  EXPECT_NE(out.find("holds files that undo did not write"), std::string::npos) << out;
   EXPECT_EQ(read_file(dir + "/mine/config.json"), "{\"mine\": true}");
   EXPECT_FALSE(file_exists(dir + "/mine/model.safetensors"));
 }
@@ -168,7 +171,7 @@ TEST(HfImport, UnsupportedConfigsAndMismatchedWeightsAreRefusedByName) {
   save_checkpoint(dir + "/trained/model.ckpt", pretrained, model, nullptr);
   const std::string before = read_file(dir + "/trained/model.ckpt");
   EXPECT_EQ(test::run_undo("import --from-hf " + dir + "/ok --run-dir " + dir + "/trained", &out), 2) << out;
-  EXPECT_NE(out.find("already holds another stage's model.ckpt"), std::string::npos) << out;
+  EXPECT_NE(out.find("model.ckpt' exists and undo did not write it"), std::string::npos) << out;
   EXPECT_EQ(read_file(dir + "/trained/model.ckpt"), before);
   refused("type", edit("\"model_type\": \"llama\"", "\"model_type\": \"mistral\""), weights,
           "config.json: model_type = \"mistral\"");
@@ -200,6 +203,48 @@ TEST(HfImport, UnsupportedConfigsAndMismatchedWeightsAreRefusedByName) {
   Transformer capped_model(capped);
   EXPECT_THROW(write_hf_model(capped_model, dir + "/capped", "float32", -1, -1, -1), InputError);
   EXPECT_FALSE(file_exists(dir + "/capped/config.json"));
+}
+
+// Issue 26, class 8: imported weights are checked. A NaN or infinite weight
+// used to be accepted silently, and a FIFO or device given as
+// model.safetensors hung the import; each is refused with exit 2 naming the
+// tensor or the file.
+TEST(HfImport, NonFiniteWeightsAndSpecialFilesAreRefusedByName) {
+  auto dir = test::temp_dir("hf_special");
+  ModelConfig m;
+  m.vocab_size = 50, m.d_model = 16, m.n_layers = 1, m.n_heads = 2, m.d_ff = 24, m.seq_len = 16;
+  m.activation = "silu", m.tied_embeddings = false, m.embed_scale = false;
+  std::string out;
+  for (float bad : {std::nanf(""), INFINITY}) {
+    Transformer model(m);
+    {
+      torch::NoGradGuard no_grad;
+      model->named_parameters()["layers.0.mlp.up.weight"][3][5] = bad;
+    }
+    const std::string d = dir + (std::isnan(bad) ? "/nan" : "/inf");
+    write_hf_model(model, d, "float32", -1, 2, -1);
+    EXPECT_EQ(test::run_undo("import --from-hf " + d + " --run-dir " + d + "/run", &out), 2) << out;
+    EXPECT_NE(out.find("model.layers.0.mlp.up_proj.weight holds " + std::string(std::isnan(bad) ? "1 NaN" : "0 NaN and 1 infinite")),
+              std::string::npos) << out;
+    EXPECT_FALSE(file_exists(d + "/run/model.ckpt"));
+  }
+  Transformer ok(m);
+  write_hf_model(ok, dir + "/fifo", "float32", -1, 2, -1);
+  std::filesystem::remove(dir + "/fifo/model.safetensors");
+  ASSERT_EQ(::mkfifo((dir + "/fifo/model.safetensors").c_str(), 0600), 0);
+  make_dirs(dir + "/device");
+  std::filesystem::copy_file(dir + "/fifo/config.json", dir + "/device/config.json");
+  std::filesystem::create_symlink("/dev/zero", dir + "/device/model.safetensors");
+  for (auto [name, kind] : {std::pair{"fifo", "a FIFO"}, {"device", "a character device"}}) {
+    const std::string d = dir + "/" + name;
+    // `timeout`: on failure the test must end, not hang as the import did.
+    EXPECT_EQ(test::run_command("timeout 60 " + std::string(UNDO_BINARY) + " import --from-hf " + d + " --run-dir " +
+                                    d + "/run 2>&1",
+                                &out),
+              2)
+        << out;
+    EXPECT_NE(out.find("model.safetensors' is " + std::string(kind) + ", not a file"), std::string::npos) << out;
+  }
 }
 
 }  // namespace

@@ -8,10 +8,12 @@
 
 #include <csignal>
 #include <filesystem>
+#include <thread>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/owned_output.h"
 #include "core/sha256.h"
 #include "fixtures.h"
 #include "formats/checkpoint_file.h"
@@ -228,9 +230,13 @@ TEST(Reliability, AbsurdSizesAreRefusedByKey) {
   std::string out;
   for (auto [flag, key] : std::vector<std::pair<std::string, std::string>>{{"--run.threads 100000", "run.threads"},
                                                                            {"--model.d_model 100000000", "model.d_model"},
-                                                                           {"--train.batch_size 99999999", "train.batch_size"}}) {
+                                                                           {"--train.batch_size 99999999", "train.batch_size"},
+                                                                           // each in range, together past the memory (issue 26, class 6)
+                                                                           {"--model.vocab_size 16000000 --model.d_model 65536 "
+                                                                            "--model.n_heads 64 --model.d_ff 1000000", "model.d_ff"}}) {
     EXPECT_EQ(test::run_undo(pretrain(dir + "/" + key, flag), &out), 2) << flag << ": " << out;
     EXPECT_NE(out.find(key), std::string::npos) << out;
+    EXPECT_EQ(out.find("c10::"), std::string::npos) << out;  // a message, not a LibTorch backtrace
     EXPECT_FALSE(file_exists(dir + "/" + key + "/config.ini")) << flag;
   }
 }
@@ -372,4 +378,135 @@ TEST(Reliability, StreamNamesThatWouldLeaveTheDataDirectoryAreRefused) {
   }
   EXPECT_THROW(parse_mix("data.base_mix", "english:0.5,a/b:0.5"), InputError);
   EXPECT_NO_THROW(parse_mix("data.base_mix", "english:0.5,korean:0.5"));
+}
+
+// Issue 26, class 2: an output replaces only what undo wrote, and never an
+// input. `export --format safetensors --out F` used to overwrite anything at
+// F, its own checkpoint included, and `--format hf` took any directory with an
+// undo-export.json in it (a copy of one is enough) for its own earlier export.
+TEST(Reliability, AnOutputReplacesOnlyWhatUndoWrote) {
+  auto dir = test::temp_dir("owned_outputs");
+  const std::string ckpt = dir + "/run/model.ckpt";
+  make_dirs(dir + "/run");
+  fs::copy_file(test::trained_tiny_checkpoint(), ckpt);
+  const std::string weights = read_file(ckpt);
+  const std::string exp = "export --model " + ckpt + " --out ";
+  std::string out;
+  for (const std::string same : {ckpt, dir + "/run/./model.ckpt", dir + "/run/../run/model.ckpt"}) {
+    EXPECT_EQ(test::run_undo(exp + same, &out), 2) << out;
+    EXPECT_NE(out.find("is the input '" + ckpt + "'"), std::string::npos) << out;
+  }
+  EXPECT_EQ(read_file(ckpt), weights);
+  write_file_atomic(dir + "/mine.safetensors", "mine");
+  EXPECT_EQ(test::run_undo(exp + dir + "/mine.safetensors", &out), 2) << out;
+  EXPECT_NE(out.find("mine.safetensors' exists and undo did not write it"), std::string::npos) << out;
+  EXPECT_EQ(read_file(dir + "/mine.safetensors"), "mine");
+  ASSERT_EQ(test::run_undo(exp + dir + "/ours.safetensors", &out), 0) << out;
+  EXPECT_EQ(test::run_undo(exp + dir + "/ours.safetensors", &out), 0) << out;  // its own earlier output
+
+  const std::string hf = "export --format hf --data.dir " + test::tiny_data_dir() + " --model " + ckpt + " --out ";
+  make_dirs(dir + "/user");
+  write_file_atomic(dir + "/user/config.json", "{\"mine\": true}");
+  write_file_atomic(dir + "/user/undo-export.json", "{\"checkpoint\": \"copied\"}");
+  EXPECT_EQ(test::run_undo(hf + dir + "/user", &out), 2) << out;
+  EXPECT_NE(out.find("holds files that undo did not write"), std::string::npos) << out;
+  EXPECT_EQ(read_file(dir + "/user/config.json"), "{\"mine\": true}");
+  EXPECT_EQ(test::run_undo(hf + dir + "/run", &out), 2) << out;  // the directory of its own checkpoint
+  EXPECT_NE(out.find("holds the input '" + ckpt + "'"), std::string::npos) << out;
+  EXPECT_EQ(read_file(ckpt), weights);
+  // An earlier export is replaced; the user's notes in it stay, and so does its mode.
+  ASSERT_EQ(test::run_undo(hf + dir + "/hf", &out), 0) << out;
+  EXPECT_EQ(fs::status(dir + "/hf").permissions(), fs::perms(0777 & ~test::current_umask()));
+  write_file_atomic(dir + "/hf/NOTES.md", "my notes\n");
+  make_dirs(dir + "/hf/evals");
+  write_file_atomic(dir + "/hf/evals/mmlu.json", "{}");
+  fs::permissions(dir + "/hf", fs::perms(0750));
+  ASSERT_EQ(test::run_undo(hf + dir + "/hf", &out), 0) << out;
+  EXPECT_EQ(read_file(dir + "/hf/NOTES.md"), "my notes\n");
+  EXPECT_EQ(read_file(dir + "/hf/evals/mmlu.json"), "{}");
+  EXPECT_TRUE(file_exists(dir + "/hf/model.safetensors"));
+  EXPECT_EQ(fs::status(dir + "/hf").permissions(), fs::perms(0750));
+  for (auto& e : fs::directory_iterator(dir))  // no staging or set-aside directory is left
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
+  // A user's file with the name of a new output (this export adds the
+  // tokenizer the earlier one lacked) is refused before anything moves.
+  const std::string bare = "export --format hf --data.dir " + dir + "/no-data --model " + ckpt + " --out ";
+  ASSERT_EQ(test::run_undo(bare + dir + "/hf2", &out), 0) << out;
+  ASSERT_FALSE(file_exists(dir + "/hf2/tokenizer.model"));
+  write_file_atomic(dir + "/hf2/tokenizer.model", "the user's");
+  EXPECT_EQ(test::run_undo(hf + dir + "/hf2", &out), 2) << out;
+  EXPECT_NE(out.find("'tokenizer.model' there was not written by undo"), std::string::npos) << out;
+  EXPECT_EQ(read_file(dir + "/hf2/tokenizer.model"), "the user's");
+  EXPECT_TRUE(file_exists(dir + "/hf2/model.safetensors"));
+}
+
+// The ledger that write_output_file keeps (every writer of a sweep's tables,
+// its dashboard and report, eval.json): a user's file is never overwritten, a
+// recorded one is, and writers in one directory at once keep each other's entries.
+TEST(Reliability, OutputFilesAreRecordedAndOnlyTheyAreReplaced) {
+  auto dir = test::temp_dir("output_ledger");
+  write_file_atomic(dir + "/report.md", "the user's report\n");
+  EXPECT_NE(test::error_of([&] { write_output_file(dir + "/report.md", "ours"); }).find("undo did not write it"),
+            std::string::npos);
+  EXPECT_EQ(read_file(dir + "/report.md"), "the user's report\n");
+  fs::create_symlink(dir + "/report.md", dir + "/link.md");
+  EXPECT_THROW(write_output_file(dir + "/link.md", "ours"), InputError);
+  write_output_file(dir + "/sub/results.csv", "a\n");
+  write_output_file(dir + "/sub/results.csv", "b\n");
+  EXPECT_EQ(read_file(dir + "/sub/results.csv"), "b\n");
+  std::vector<std::thread> writers;
+  for (int t = 0; t < 4; ++t)
+    writers.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) write_output_file(dir + "/sub/f" + std::to_string(t) + "-" + std::to_string(i), "x");
+    });
+  for (auto& w : writers) w.join();
+  EXPECT_EQ(recorded_outputs(dir + "/sub").size(), 81u);
+  EXPECT_TRUE(recorded_outputs(dir).empty());
+}
+
+// Issue 26, class 3: a model meets only data its ids mean the same text in.
+// Every checkpoint records the sha256 of its tokenizer, and every stage that
+// reads a model with data, or ships data.dir's tokenizer with one, compares it
+// (eval and `export --format hf` used to take any data directory, and export
+// shipped whatever tokenizer it held).
+TEST(Reliability, EveryStageRefusesDataOfAnotherTokenizer) {
+  auto dir = test::temp_dir("other_tokenizer");
+  std::string out;
+  ASSERT_EQ(test::run_command(std::string(UNDO_DATA_BINARY) + " prepare --data.dir " + dir + "/other" +
+                                  " --data.setting arith --data.sources " + dir + "/none --data.tokenizer_vocab 320" +
+                                  " --data.arith_problems 300 --run.seed 8 --data.english_dirs " + test::tiny_data_dir() +
+                                  "/../english_txt 2>&1",
+                              &out),
+            0)
+      << out;
+  ASSERT_NE(sha256_file(dir + "/other/tokenizer.model"), sha256_file(test::tiny_data_dir() + "/tokenizer.model"));
+  ASSERT_EQ(test::run_undo(pretrain(dir + "/base", "--train.steps 2"), &out), 0) << out;
+  const std::string model = dir + "/base/model.ckpt";
+  EXPECT_EQ(read_checkpoint_meta(model).extra.at("tokenizer_sha256"),
+            sha256_file(test::tiny_data_dir() + "/tokenizer.model"));
+  const std::string common = " --config " + tiny_ini() + " --run.threads 1 --eval.arith_per_op 0 --data.dir ";
+  for (const std::string stage :
+       {"eval --model " + model, "export --format hf --out " + dir + "/hf --model " + model,
+        "unlearn --unlearn.steps 1 --run-dir " + dir + "/u --base " + model,
+        "distill --distill.steps 1 --run-dir " + dir + "/d --teacher " + model,
+        "relearn --relearn.lrs 1e-3 --relearn.steps 1 --run-dir " + dir + "/r --model " + model,
+        "cache-logits --tokens 64 --run-dir " + dir + "/c --teacher " + model}) {
+    EXPECT_EQ(test::run_undo(stage + common + dir + "/other", &out), 2) << stage << ": " << out;
+    EXPECT_NE(out.find("'" + model + "' was trained with the tokenizer of sha256"), std::string::npos)
+        << stage << ": " << out;
+    EXPECT_NE(out.find("data.dir = '" + dir + "/other' was prepared with tokenizer.model"), std::string::npos) << out;
+  }
+  EXPECT_FALSE(fs::exists(dir + "/hf"));
+  EXPECT_EQ(test::run_undo("eval --model " + model + common + test::tiny_data_dir(), &out), 0) << out;
+  // A model whose vocabulary is smaller than the tokenizer's: ids past its embedding.
+  CheckpointMeta meta;
+  ModelConfig cfg = test::tiny_model(3)->cfg;
+  cfg.vocab_size = 100;
+  Transformer small(cfg);
+  small->init_weights(3);
+  meta.model = small->cfg;
+  meta.stage = "pretrain";
+  save_checkpoint(dir + "/small.ckpt", meta, small, nullptr);
+  EXPECT_EQ(test::run_undo("eval --model " + dir + "/small.ckpt" + common + test::tiny_data_dir(), &out), 2) << out;
+  EXPECT_NE(out.find("smaller than the 320 of data.dir"), std::string::npos) << out;
 }

@@ -473,6 +473,29 @@ TEST(Sweep, BadSpecsAreRefusedBeforeAnythingRuns) {
   out = sweep("plan", write_spec(dir, "methods = maxent", "[train]\nstepz = 3\n"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(out.find("stepz"), std::string::npos) << out;
+  // Issue 26, class 6: integers are integers in range (a seed of 1e20 became
+  // INT64_MIN, 1.5 became 1), a key given twice is refused (the later one
+  // used to win), and a grid too large to plan is refused from its sizes.
+  for (auto [body, words] : std::vector<std::pair<std::string, std::string>>{
+           {"methods = maxent\nseeds = 1e20", "sweep.seeds"},
+           {"methods = maxent\nseeds = 1,1.5", "sweep.seeds"},
+           {"methods = maxent\nseeds = -3", "sweep.seeds"},
+           {"methods = maxent\nalphas = 1\nmethods = rmu", "'sweep.methods' is given twice (first at "}}) {
+    out = sweep("plan", write_spec(dir, body), dir + "/out", &rc);
+    EXPECT_EQ(rc, 2) << body << ": " << out;
+    EXPECT_NE(out.find(words), std::string::npos) << body << ": " << out;
+  }
+  out = sweep("plan", write_spec(dir, "methods = maxent", "[train]\nsteps = 3\nsteps = 4\n"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("'train.steps' is given twice"), std::string::npos) << out;
+  std::string seeds, alphas;
+  for (int i = 1; i <= 400; ++i) seeds += (i > 1 ? "," : "") + std::to_string(i);
+  for (int i = 1; i <= 50; ++i) alphas += (i > 1 ? "," : "") + format_double(i / 50.0);
+  out = sweep("plan", write_spec(dir, "methods = maxent,rmu,graddiff\nseeds = " + seeds + "\nalphas = " + alphas),
+              dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("more than the 100000 a sweep may plan"), std::string::npos) << out;
+  EXPECT_FALSE(file_exists(dir + "/out/plan.txt"));
 }
 
 TEST(Sweep, LocalRunCollectsAndReports) {

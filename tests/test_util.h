@@ -10,6 +10,8 @@ namespace undo::test {
 
 // A fresh empty directory under the build tree, named after the running test.
 std::string temp_dir(const std::string& name);
+// The process's umask (the mode a new directory gets is 0777 & ~umask).
+unsigned current_umask();
 // The message of what `f` throws ("" when it does not throw).
 std::string error_of(const std::function<void()>& f);
 // English-like sentences from fixed word lists, deterministic in `seed`.

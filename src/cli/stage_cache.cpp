@@ -9,6 +9,7 @@
 #include "cache/cache_catalog.h"
 #include "cli/stages.h"
 #include "core/error.h"
+#include "core/utf8.h"
 
 namespace undo {
 
@@ -38,16 +39,16 @@ int list(const std::string& root) {
   auto caches = find_caches(root);
   if (caches.empty()) std::cout << "no logit caches under " << root << "\n";
   for (auto& c : caches) {
-    std::cout << c.path << "\n";
+    std::cout << escape_controls(c.path) << "\n";  // names and keys from files: shown escaped
     if (!c.problem.empty()) {
-      std::cout << "  unusable: " << c.problem << "\n  size " << mib(c.bytes) << "\n";
+      std::cout << "  unusable: " << escape_controls(c.problem) << "\n  size " << mib(c.bytes) << "\n";
       continue;
     }
     std::cout << "  format " << c.key.format_name() << ", teacher " << c.key.teacher_sha256.substr(0, 12)
-              << ", data " << c.key.stream << " seed " << c.key.seed << ", key " << c.key.digest().substr(0, 20)
+              << ", data " << escape_controls(c.key.stream) << " seed " << c.key.seed << ", key " << c.key.digest().substr(0, 20)
               << "\n  " << c.rows * uint64_t(c.key.window) << " positions, " << mib(c.bytes) << ", created "
               << date_of(c.created) << " UTC\n  read by " << c.read_by.size() << " run(s)";
-    for (size_t i = 0; i < c.read_by.size() && i < 3; ++i) std::cout << (i ? ", " : ": ") << c.read_by[i];
+    for (size_t i = 0; i < c.read_by.size() && i < 3; ++i) std::cout << (i ? ", " : ": ") << escape_controls(c.read_by[i]);
     if (c.read_by.size() > 3) std::cout << ", ...";
     if (!c.needed_by.empty()) std::cout << "; may be needed by " << c.needed_by.size() << " unfinished job(s)";
     std::cout << "\n";

@@ -3,6 +3,8 @@
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/owned_output.h"
+#include "data/prepared_check.h"
 #include "eval/evaluator.h"
 #include "train/checkpoint.h"
 #include "train/trainer.h"
@@ -17,13 +19,13 @@ int stage_eval(int argc, const char* const* argv) {
   select_compute_device(cfg.run.device, 0);
   CheckpointMeta meta;
   Transformer model = load_model(model_path, &meta);
+  check_model_fits_data(meta, model_path, cfg.data.dir);
   model->to(compute_device());
   cfg.model = meta.model;  // windows and vocab follow the checkpoint
   Evaluator evaluator(cfg);
   JsonObject result;
   result.add("model", model_path).add("stage", meta.stage).add("step", meta.step).merge(evaluator.run(model));
-  make_dirs(cfg.run.dir);
-  write_file_atomic(join_path(cfg.run.dir, "eval.json"), result.str() + "\n");
+  write_output_file(join_path(cfg.run.dir, "eval.json"), result.str() + "\n");
   std::cout << result.str() << "\n";
   return 0;
 }

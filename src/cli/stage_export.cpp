@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/owned_output.h"
 #include "data/prepared_check.h"
 #include "data/vocabulary.h"
 #include "model/hf_checkpoint.h"
@@ -35,11 +36,14 @@ void write_undo_safetensors(Transformer& model, const CheckpointMeta& meta, cons
 
 // The tokenizer of the data directory the model was trained with (data.dir):
 // the file its manifest names and its end-of-text id; "" and -1 without one.
-std::pair<std::string, int> prepared_tokenizer_of(const std::string& data_dir) {
+// It must be the model's own (it used to ship whatever data.dir held).
+std::pair<std::string, int> prepared_tokenizer_of(const std::string& data_dir, const CheckpointMeta& meta,
+                                                  const std::string& model_path) {
   if (!file_exists(join_path(data_dir, "manifest.json"))) {
     std::cerr << "export: no prepared data at data.dir = '" << data_dir << "': the export has no tokenizer\n";
     return {"", -1};
   }
+  check_model_fits_data(meta, model_path, data_dir);
   const std::string file = prepared_tokenizer(data_dir);
   return {file.substr(file.rfind('/') + 1), Vocabulary(join_path(data_dir, "vocab.bin")).eos_id()};
 }
@@ -60,14 +64,6 @@ void copy_tokenizer(const std::string& data_dir, const std::string& name, const 
                       "\"legacy\": false}\n");
 }
 
-// An HF export goes into a new or empty directory, or replaces an earlier
-// export (marked by undo-export.json, which also says where it came from).
-void check_export_dir(const std::string& out) {
-  if (!file_exists(out) || file_exists(join_path(out, "undo-export.json"))) return;
-  UNDO_INPUT_CHECK(is_directory(out) && std::filesystem::is_empty(out), "--out '", out,
-                   "' exists and is not an undo export: nothing was written (name a new directory)");
-}
-
 }  // namespace
 
 int stage_export(int argc, const char* const* argv) {
@@ -84,19 +80,25 @@ int stage_export(int argc, const char* const* argv) {
   CheckpointMeta meta;
   Transformer model = load_model(model_path, &meta);
   const std::string stem = model_path.substr(0, model_path.rfind('.'));
+  // Only an earlier export of undo is replaced, and never an input
+  // (core/owned_output.h): it used to overwrite anything at --out, the
+  // checkpoint included.
   if (format == "safetensors") {
     if (out.empty()) out = stem + ".safetensors";
-    write_undo_safetensors(model, meta, out);
+    check_output_is_not_an_input("--out", out, {model_path});
+    write_output_file(out, [&](const std::string& path) { write_undo_safetensors(model, meta, path); });
   } else {
     if (out.empty()) out = stem + "-hf";
-    check_export_dir(out);
-    auto [tokenizer, eos] = prepared_tokenizer_of(cfg.data.dir);
-    write_hf_model(model, out, dtype, -1, eos, -1);  // refuses what no family computes before writing
-    if (!tokenizer.empty()) copy_tokenizer(cfg.data.dir, tokenizer, out);
+    auto [tokenizer, eos] = prepared_tokenizer_of(cfg.data.dir, meta, model_path);
+    check_output_is_not_an_input("--out", out, {model_path, tokenizer.empty() ? "" : join_path(cfg.data.dir, tokenizer)});
+    OutputDirectory output("--out", out);
+    write_hf_model(model, output.staging(), dtype, -1, eos, -1);  // refuses what no family computes before writing
+    if (!tokenizer.empty()) copy_tokenizer(cfg.data.dir, tokenizer, output.staging());
     JsonObject provenance;
     provenance.add("checkpoint", model_path).add("stage", meta.stage).add("step", meta.step);
     provenance.add("data_dir", tokenizer.empty() ? std::string() : cfg.data.dir);
-    write_file_atomic(join_path(out, "undo-export.json"), provenance.str() + "\n");
+    write_file_atomic(join_path(output.staging(), "undo-export.json"), provenance.str() + "\n");
+    output.commit();
   }
   std::cout << out << "\n";
   return 0;

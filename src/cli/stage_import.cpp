@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/owned_output.h"
 #include "model/hf_checkpoint.h"
 #include "train/checkpoint.h"
 
@@ -24,21 +25,19 @@ int stage_import(int argc, const char* const* argv) {
   HfModelConfig hf;
   Transformer model = read_hf_model(from, seq_len, &hf);
   // Everything is checked before the run directory is touched, and only an
-  // earlier import is ever replaced there.
+  // earlier import is ever replaced there (core/owned_output.h).
   const std::string out = join_path(cfg.run.dir, "model.ckpt");
-  UNDO_INPUT_CHECK(!file_exists(out) || read_checkpoint_meta(out).stage == "import", "run.dir = '", cfg.run.dir,
-                   "' already holds another stage's model.ckpt: nothing was written (choose another run.dir)");
-  make_dirs(cfg.run.dir);
+  check_output_is_not_an_input("run.dir", cfg.run.dir, {from});
   CheckpointMeta meta;
   meta.model = model->cfg;
   meta.stage = "import";
   meta.extra["hf.model_type"] = hf_model_type(hf.family);
   meta.extra["hf.max_position_embeddings"] = std::to_string(hf.max_positions);
-  save_checkpoint(out, meta, model, nullptr);
+  write_output_file(out, [&](const std::string& path) { save_checkpoint(path, meta, model, nullptr); });
   JsonObject summary;
   summary.add("stage", "import").add("from_hf", from).add("model_type", hf_model_type(hf.family));
   summary.add("params", model->num_params()).add("seq_len", model->cfg.seq_len).add("checkpoint", out);
-  write_file_atomic(join_path(cfg.run.dir, "summary.json"), summary.str() + "\n");
+  write_output_file(join_path(cfg.run.dir, "summary.json"), summary.str() + "\n");
   std::cout << summary.str() << "\n";
   return 0;
 }

@@ -10,6 +10,8 @@
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/owned_output.h"
+#include "core/utf8.h"
 #include "results/attack_curve.h"
 #include "results/chart.h"
 #include "results/results_table.h"
@@ -20,6 +22,25 @@
 namespace undo {
 
 namespace {
+
+// Text from results.csv (model, method and signal names, alphas, the sweep's
+// directory) as report.md shows it: its control characters escaped, and
+// nothing that a Markdown renderer would take for HTML or a table's next cell
+// (a name could carry "<script>" or "|" into the report).
+std::string md_text(const std::string& s) {
+  std::string out;
+  for (char c : escape_controls(s)) {
+    switch (c) {
+      case '<': out += "&lt;"; break;
+      case '>': out += "&gt;"; break;
+      case '&': out += "&amp;"; break;
+      case '|': out += "\\|"; break;
+      case '`': out += "\\`"; break;
+      default: out += c;
+    }
+  }
+  return out;
+}
 
 using Row = ResultRow;
 
@@ -190,7 +211,7 @@ void write_model_table(std::ostream& md, const std::vector<ModelSummary>& models
      << "|---|---|---|---|---|---|---|---|---|---|\n";
   for (auto& s : models) {
     const Row& f = s.first;
-    md << "| " << f.model << " | " << f.role << " | " << (f.alpha.empty() ? "-" : f.alpha) << " | "
+    md << "| " << md_text(f.model) << " | " << md_text(f.role) << " | " << (f.alpha.empty() ? "-" : md_text(f.alpha)) << " | "
        << format_cell(f.compute_vs_oracle, 2) << " | "
        << (std::isfinite(f.total_compute_amortised)
                ? format_cell(f.total_compute_consumed, 2) + " / " + format_cell(f.total_compute_amortised, 2) + " / " +
@@ -205,7 +226,7 @@ void write_model_table(std::ostream& md, const std::vector<ModelSummary>& models
 
 // Robustness per configuration over its replicates: mean, and a 95% interval or the range.
 void write_configuration_table(std::ostream& md, const std::vector<ModelSummary>& models, const Support& support) {
-  md << "\nRobustness per configuration, over its replicates (which vary the " << support.varied
+  md << "\nRobustness per configuration, over its replicates (which vary the " << md_text(support.varied)
      << "): mean, and the 95% bootstrap interval with at least " << SupportThresholds().min_replicates
      << " independent replicates, else their range.\n\n| role | method | alpha | beta | signal | n | robustness mean | "
         "interval |\n|---|---|---|---|---|---|---|---|\n";
@@ -214,8 +235,9 @@ void write_configuration_table(std::ostream& md, const std::vector<ModelSummary>
     const Row& r = s.first;
     if (r.role != "student" && r.role != "control") continue;
     if (!configs_seen.insert(configuration_of(r)).second) continue;
-    md << "| " << r.role << " | " << (r.method.empty() ? "-" : r.method) << " | " << r.alpha << " | "
-       << (r.beta.empty() ? "-" : r.beta) << " | " << (r.signal.empty() ? "-" : r.signal) << " | "
+    md << "| " << md_text(r.role) << " | " << (r.method.empty() ? "-" : md_text(r.method)) << " | " << md_text(r.alpha)
+       << " | " << (r.beta.empty() ? "-" : md_text(r.beta)) << " | " << (r.signal.empty() ? "-" : md_text(r.signal))
+       << " | "
        << (std::isfinite(r.robustness_seeds) ? std::to_string(int64_t(r.robustness_seeds)) : "") << " | "
        << robustness_text(support, r, r.robustness_mean) << " | " << interval_text(support, r) << " |\n";
   }
@@ -238,23 +260,22 @@ int stage_report(int argc, const char* const* argv) {
   UNDO_INPUT_CHECK(std::find(known.begin(), known.end(), names.metric) != known.end(), dir,
                    "/results.csv: unknown metric '", names.metric, "'");
   std::string out = join_path(dir, "report");
-  make_dirs(out);
   // Robustness is printed bare only when the results can carry it (results/support.h).
   const Support support = judge_results(results);
   for (auto& [name, chart] : {std::pair{"relearn_curves", relearn_chart(curves, names)},
                               {"compute_robustness", tradeoff_chart(results, support)}}) {
-    write_file_atomic(join_path(out, std::string(name) + ".svg"), render_svg(chart));
-    write_file_atomic(join_path(out, std::string(name) + ".png"), render_png(chart));
+    write_output_file(join_path(out, std::string(name) + ".svg"), render_svg(chart));
+    write_output_file(join_path(out, std::string(name) + ".png"), render_png(chart));
   }
   const auto models = model_summaries(results);
   std::ostringstream md;
-  md << "# Sweep report: " << dir << "\n\n" << support_summary(support) << "\n\n";
+  md << "# Sweep report: " << md_text(dir) << "\n\n" << md_text(support_summary(support)) << "\n\n";  // it names models
   write_method_notes(md, results, names);
   write_evaluation_notes(md, results, names);
   write_model_table(md, models, results, support, names);
   write_configuration_table(md, models, support);
   md << "\n![relearning curves](relearn_curves.svg)\n\n![compute vs robustness](compute_robustness.svg)\n";
-  write_file_atomic(join_path(out, "report.md"), md.str());
+  write_output_file(join_path(out, "report.md"), md.str());
   std::cout << md.str();
   // The dashboard: the same results, sortable, with every job of the sweep (OUT/jobs.tsv) and the charts.
   write_dashboard(read_job_list(dir));

@@ -5,6 +5,7 @@
 #include "cli/stages.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/owned_output.h"
 #include "sweep/collect.h"
 #include "sweep/dashboard.h"
 #include "sweep/executor.h"
@@ -104,7 +105,7 @@ int stage_sweep(int argc, const char* const* argv) {
     return left_out == 0 ? 0 : 1;
   }
   make_dirs(plan.out);
-  write_file_atomic(plan.out + "/plan.txt", plan_text(plan));
+  write_output_file(plan.out + "/plan.txt", plan_text(plan));
   std::cerr << planned_support(plan.spec);  // before the first job: what the figures will carry
   write_job_list(plan);
   if (executor == "local") {

@@ -1,6 +1,8 @@
 #include "core/config.h"
 
 #include <boost/program_options.hpp>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <cmath>
@@ -298,8 +300,30 @@ std::string heads_problem(const ModelConfig& m) {
   return "";
 }
 
+// The model's weights against this machine's memory, from the sizes alone
+// and in floating point (their product can pass 2^63): sizes each within
+// their key's range but together past the memory ended in a LibTorch
+// allocation backtrace. The weights are made on the host (the init is the
+// same on every device), whole unless ZeRO-3 shards them, where only the
+// largest tensor (the embedding) is ever whole. "" or why not.
+std::string model_memory_problem(const ModelConfig& m, int zero) {
+  const double d = m.d_model, heads = double(m.n_heads) * m.head_size(), kv = double(m.kv_heads()) * m.head_size();
+  const double embedding = double(m.vocab_size) * d;
+  const double layer = d * heads * 2 + d * kv * 2 + 3 * d * double(m.d_ff);
+  const double params = embedding * (m.tied_embeddings ? 1 : 2) + double(m.n_layers) * layer;
+  const double memory = double(::sysconf(_SC_PHYS_PAGES)) * double(::sysconf(_SC_PAGESIZE));
+  const double whole = 4 * (zero == 3 ? embedding : params);  // fp32 bytes
+  if (memory <= 0 || whole <= memory) return "";
+  std::ostringstream os;
+  os.precision(3);
+  os << "model.vocab_size, model.d_model, model.n_layers, model.n_heads and model.d_ff make " << params
+     << " parameters: " << whole / double(1 << 30) << " GiB in fp32" << (zero == 3 ? " for the embedding alone" : "")
+     << ", more than this machine's " << memory / double(1 << 30) << " GiB of memory";
+  return os.str();
+}
+
 void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string, std::string>& origin,
-                  const Config& cfg) {
+                  const Config& cfg, const std::string& stage) {
   for (auto& k : keys) {
     const std::string text = k.value();
     auto fail = [&](const std::string& why) {
@@ -316,6 +340,9 @@ void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string
     if (!why.empty()) fail(why);
   }
   if (auto why = heads_problem(cfg.model); !why.empty()) throw InputError("config error: " + why);
+  // A sweep is planned where its jobs do not run (a login node); each job checks its own machine.
+  if (auto why = stage == "sweep" ? "" : model_memory_problem(cfg.model, cfg.dist.zero); !why.empty())
+    throw InputError("config error: " + why);
   if (cfg.dist.recompute && cfg.dist.zero != 3)
     throw InputError("config error: dist.recompute = 1 needs dist.zero = 3 (only zero 3 recomputes; dist.zero is " +
                      std::to_string(cfg.dist.zero) + ")");
@@ -556,7 +583,7 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
     if (o.existing_file && !o.value->empty() && !std::filesystem::is_regular_file(*o.value))
       throw InputError("--" + o.name + " '" + *o.value + "' does not exist");
   }
-  validate_all(r.keys, origin, cfg);
+  validate_all(r.keys, origin, cfg, stage);
   for (auto& [k, v] : origin) cfg.origin[k] = v;
   return true;
 }

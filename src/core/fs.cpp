@@ -88,19 +88,46 @@ void AtomicFileWriter::commit() {
   if (std::rename(tmp_.c_str(), path_.c_str()) != 0) fail("rename to " + path_ + " of");
 }
 
+int open_regular_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+  UNDO_INPUT_CHECK(fd >= 0, "cannot open file '", path, "': ", std::strerror(errno));
+  struct stat st {};
+  const bool stat_ok = ::fstat(fd, &st) == 0;
+  if (!stat_ok || !S_ISREG(st.st_mode)) {
+    const int err = errno;
+    ::close(fd);
+    UNDO_CHECK(stat_ok, "fstat of '", path, "' failed: ", std::strerror(err));
+    const char* kind = S_ISDIR(st.st_mode)   ? "a directory"
+                       : S_ISFIFO(st.st_mode) ? "a FIFO"
+                       : S_ISCHR(st.st_mode)  ? "a character device"
+                       : S_ISBLK(st.st_mode)  ? "a block device"
+                       : S_ISSOCK(st.st_mode) ? "a socket"
+                                              : "not a regular file";
+    UNDO_INPUT_CHECK(false, "'", path, "' is ", kind, ", not a file");
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return fd;
+}
+
 std::string read_file(const std::string& path) {
-  UNDO_INPUT_CHECK(!std::filesystem::is_directory(path), "'", path, "' is a directory, not a file");
-  std::ifstream in(path, std::ios::binary);
-  UNDO_INPUT_CHECK(in, "cannot open file '", path, "'");
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  const int fd = open_regular_file(path);
+  std::string out;
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      ::close(fd);
+      UNDO_CHECK(n == 0, "reading '", path, "' failed: ", std::strerror(err));
+      return out;
+    }
+    out.append(buf, size_t(n));
+  }
 }
 
 MappedFile::MappedFile(const std::string& path) {
-  UNDO_INPUT_CHECK(!std::filesystem::is_directory(path), "'", path, "' is a directory, not a file");
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  UNDO_INPUT_CHECK(fd >= 0, "cannot open file '", path, "': ", std::strerror(errno));
+  int fd = open_regular_file(path);
   struct stat st;
   if (::fstat(fd, &st) != 0) {
     int err = errno;

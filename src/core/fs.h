@@ -37,6 +37,13 @@ class AtomicFileWriter {
   uint64_t size_ = 0;
 };
 
+// Opens PATH for reading, refusing (InputError naming it and what it is)
+// anything but a regular file: a FIFO or a device given as a model file used
+// to hang the reader (open waits for a FIFO's writer, a device never ends).
+// Opened without blocking, then checked on the descriptor: no window between
+// a check and the open. Returns the descriptor, to close.
+int open_regular_file(const std::string& path);
+
 std::string read_file(const std::string& path);
 
 // A whole file mapped read-only: its pages are read as they are touched and

@@ -1,11 +1,15 @@
 #include "core/sha256.h"
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <fstream>
 #include <vector>
 
 #include "core/error.h"
+#include "core/fs.h"
 
 namespace undo {
 namespace {
@@ -82,15 +86,20 @@ std::string Sha256::hex() { auto d = digest(); return to_hex(d.data(), d.size())
 std::string sha256_hex(const void* data, size_t n) { Sha256 h; h.update(data, n); return h.hex(); }
 
 std::string sha256_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  UNDO_CHECK(in, "cannot open ", path);
+  const int fd = open_regular_file(path);  // a FIFO would never end
   Sha256 h;
   std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), buf.size());
-    h.update(buf.data(), size_t(in.gcount()));
+  for (;;) {
+    const ssize_t n = ::read(fd, buf.data(), buf.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = errno;
+      ::close(fd);
+      UNDO_CHECK(n == 0, "reading '", path, "' failed: ", std::strerror(err));
+      return h.hex();
+    }
+    h.update(buf.data(), size_t(n));
   }
-  return h.hex();
 }
 
 }  // namespace undo

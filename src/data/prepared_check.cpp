@@ -6,6 +6,7 @@
 #include "core/fs.h"
 #include "core/sha256.h"
 #include "data/shard.h"
+#include "data/vocabulary.h"
 
 namespace undo {
 
@@ -75,6 +76,35 @@ std::string prepared_data_problem(const std::string& dir, bool shards) {
     }
   }
   return "";
+}
+
+std::string prepared_tokenizer_sha256(const std::string& dir) {
+  const std::string manifest = join_path(dir, "manifest.json");
+  return file_exists(manifest) ? string_field(read_file(manifest), "tokenizer_sha256") : "";
+}
+
+std::string recorded_tokenizer_sha256(const CheckpointMeta& meta) {
+  for (const char* key : {"tokenizer_sha256", "id.data.tokenizer_sha256"}) {
+    auto it = meta.extra.find(key);
+    if (it != meta.extra.end() && it->second.size() == 64) return it->second;
+  }
+  return "";
+}
+
+void check_model_fits_data(const CheckpointMeta& meta, const std::string& model_file, const std::string& data_dir) {
+  const std::string problem = prepared_data_problem(data_dir, /*shards=*/false);
+  UNDO_INPUT_CHECK(problem.empty(), "data.dir = '", data_dir, "': ", problem);
+  const std::string manifest = read_file(join_path(data_dir, "manifest.json"));
+  const std::string theirs = prepared_tokenizer_sha256(data_dir), ours = recorded_tokenizer_sha256(meta);
+  UNDO_INPUT_CHECK(ours.empty() || ours == theirs, "'", model_file, "' was trained with the tokenizer of sha256 ",
+                   ours.substr(0, 16), "..., but data.dir = '", data_dir, "' was prepared with ",
+                   tokenizer_name(manifest), " of sha256 ", theirs.substr(0, 16),
+                   "...: its token ids would mean other text to this model (use the data directory the model was "
+                   "trained with)");
+  const int tokens = Vocabulary(join_path(data_dir, "vocab.bin")).size();
+  UNDO_INPUT_CHECK(meta.model.vocab_size >= tokens, "'", model_file, "' has a vocabulary of ", meta.model.vocab_size,
+                   ", smaller than the ", tokens, " of data.dir = '", data_dir, "': its ids would be past the "
+                   "model's embedding");
 }
 
 }  // namespace undo

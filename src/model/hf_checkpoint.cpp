@@ -99,6 +99,11 @@ Transformer read_hf_model(const std::string& dir, int seq_len, HfModelConfig* co
     UNDO_INPUT_CHECK(it->second.sizes() == p.sizes(), "'", dir, "': ", hf_name, " has shape ", it->second.sizes(),
                      ", config.json implies ", p.sizes());
     auto t = it->second.to(torch::kFloat);
+    // A NaN or infinite weight would train to NaN, or evaluate to nonsense,
+    // many stages later: refused here, naming the tensor.
+    UNDO_INPUT_CHECK(torch::isfinite(t).all().item<bool>(), "'", dir, "': ", hf_name, " holds ",
+                     torch::isnan(t).sum().item<int64_t>(), " NaN and ", torch::isinf(t).sum().item<int64_t>(),
+                     " infinite values");
     // undo's norms hold scale - 1 (see hf_stores_norm_scale).
     if (is_norm_scale(name) && hf_stores_norm_scale(hf.family)) t = t - 1;
     p.copy_(t);

@@ -220,6 +220,42 @@ struct BpeTokenizer::Impl {
     }
   }
 
+  // What the tokenizers library would refuse, or what would make nonsense of
+  // training, refused by key: ids that leave gaps or collide (an added token
+  // at id 1000000 made a vocabulary of a million), a byte of the byte-level
+  // alphabet with no token (a vocabulary of 1 encoded everything as it: loss
+  // 0, exit 0), a merge of or into a token that is not in the vocabulary.
+  void check_consistency() const {
+    const size_t defined = vocab.size() + added.size();
+    UNDO_INPUT_CHECK(size_t(size) <= defined, file, ": the ids run to ", size - 1, " but only ", defined,
+                     " tokens are defined (model.vocab and added_tokens): the ids must be 0..n-1");
+    std::vector<const std::string*> by_id(size_t(size), nullptr);
+    for (auto& [text, id] : vocab) {
+      UNDO_INPUT_CHECK(!by_id[size_t(id)], file, ": model.vocab gives the id ", id, " to both '",
+                       printable(*by_id[size_t(id)]), "' and '", printable(text), "'");
+      by_id[size_t(id)] = &text;
+    }
+    for (auto& a : added) {
+      UNDO_INPUT_CHECK(!by_id[size_t(a.id)] || *by_id[size_t(a.id)] == a.content, file, ": added_tokens gives the id ",
+                       a.id, " of '", printable(*by_id[size_t(a.id)]), "' to '", printable(a.content), "'");
+      by_id[size_t(a.id)] = &a.content;
+    }
+    for (size_t id = 0; id < by_id.size(); ++id)
+      UNDO_INPUT_CHECK(by_id[id], file, ": no token has the id ", id, " (the ids must be 0..", size - 1, ")");
+    for (int b = 0; b < 256; ++b) {
+      std::string symbol;
+      append_utf8(symbol, alphabet().to_cp[b]);
+      UNDO_INPUT_CHECK(vocab.count(symbol), file, ": model.vocab has no token for the byte 0x", std::hex, b,
+                       " ('", printable(symbol), "'): a byte-level BPE needs all 256");
+    }
+    for (auto& [pair, rank] : ranks) {
+      const std::string left = pair.substr(0, pair.find('\0')), right = pair.substr(pair.find('\0') + 1);
+      UNDO_INPUT_CHECK(vocab.count(left) && vocab.count(right) && vocab.count(left + right), file, ": model.merges[",
+                       rank, "] = \"", printable(left), " ", printable(right), "\" merges tokens that are not all in "
+                       "model.vocab");
+    }
+  }
+
   // BPE on one pre-token, already in the byte-level alphabet.
   std::vector<int> merge(const std::string& word) const {
     if (auto hit = cache.find(word); hit != cache.end()) return hit->second;
@@ -309,12 +345,13 @@ BpeTokenizer::BpeTokenizer(const std::string& path, const std::string& eos_token
   if (eos_token.empty()) {
     UNDO_INPUT_CHECK(eos_id < t.size, path, ": the end-of-text id ", eos_id, " is outside the vocabulary of ", t.size);
     t.eos = eos_id;
-    return;
+  } else {
+    for (auto& a : t.added)
+      if (a.content == eos_token) t.eos = a.id;
+    if (t.eos < 0 && t.vocab.count(eos_token)) t.eos = t.vocab.at(eos_token);
+    UNDO_INPUT_CHECK(t.eos >= 0, path, ": the end-of-text token '", printable(eos_token), "' is not in the vocabulary");
   }
-  for (auto& a : t.added)
-    if (a.content == eos_token) t.eos = a.id;
-  if (t.eos < 0 && t.vocab.count(eos_token)) t.eos = t.vocab.at(eos_token);
-  UNDO_INPUT_CHECK(t.eos >= 0, path, ": the end-of-text token '", printable(eos_token), "' is not in the vocabulary");
+  t.check_consistency();
 }
 
 BpeTokenizer::~BpeTokenizer() = default;

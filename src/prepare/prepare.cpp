@@ -19,6 +19,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/owned_output.h"
 #include "core/sha256.h"
 #include "data/arithmetic.h"
 #include "data/eval_prompts.h"
@@ -116,16 +117,12 @@ std::string fetched_inputs_json(const std::string& sources) {
   return "[" + items + "]";
 }
 
-// True when `dir` may be replaced by a new preparation: it does not exist, is an
-// empty directory, or holds an earlier preparation (its manifest has a prepare_key).
-// Anything else is the user's, and a preparation never deletes it.
-bool replaceable(const std::string& dir) {
-  std::error_code ec;
-  if (!fs::exists(fs::symlink_status(dir, ec))) return true;
-  if (!fs::is_directory(fs::symlink_status(dir, ec))) return false;
-  if (fs::is_empty(dir, ec)) return true;
-  std::string manifest = join_path(dir, "manifest.json");
-  return file_exists(manifest) && read_file(manifest).find("\"prepare_key\"") != std::string::npos;
+// Every path a preparation reads: none of them may be inside its output.
+std::vector<std::string> input_paths(const DataConfig& d) {
+  std::vector<std::string> paths = {d.sources, d.tokenizer};
+  for (auto& list : {d.english_dirs, d.forget_dirs})
+    for (auto& dir : split_list(list)) paths.push_back(dir);
+  return paths;
 }
 
 // The scored arithmetic sets, tokenized. The answer's tokens are those the
@@ -225,9 +222,6 @@ bool prepare_data(const Config& cfg) {
     }
     std::cerr << "data: " << d.dir << " is damaged (" << problem << "); preparing it again\n";
   }
-  UNDO_INPUT_CHECK(replaceable(d.dir), "data.dir = '", d.dir,
-                   "' exists and is not a prepared data directory (no undo manifest.json in it): refusing to "
-                   "replace it; name another data.dir, or remove it yourself");
   if (d.setting == "lang") {  // bad settings stop here, before anything is written
     bool plain = !d.forget_language.empty() &&
                  std::all_of(d.forget_language.begin(), d.forget_language.end(),
@@ -236,21 +230,13 @@ bool prepare_data(const Config& cfg) {
                      "': a stream name of lowercase letters, other than english");
     parse_code_point_ranges("data.forget_script", d.forget_script);
   }
-  // Everything is written into a private temporary directory that is renamed
-  // into place at the end: a cut run or a concurrent one never leaves half a preparation.
-  if (auto parent = fs::path(d.dir).parent_path(); !parent.empty()) make_dirs(parent.string());
-  std::string pattern = d.dir + ".tmp.XXXXXX";  // mkdtemp: a fresh name, created by us alone
-  UNDO_CHECK(::mkdtemp(pattern.data()) != nullptr, "cannot create a temporary directory next to '", d.dir, "': ",
-             std::strerror(errno));
-  const std::string out = pattern;
-  // A preparation that fails (bad input found late, a full disk) leaves nothing behind.
-  struct RemoveUnlessRenamed {
-    const std::string& dir;
-    ~RemoveUnlessRenamed() {
-      std::error_code ec;
-      fs::remove_all(dir, ec);  // a no-op once the directory has been renamed into place
-    }
-  } cleanup{out};
+  // The preparation is made whole in a private directory and swapped in at the
+  // end (core/owned_output.h): a cut run or a concurrent one never leaves half
+  // of one, only an earlier preparation is replaced, and a user's files placed
+  // in it stay. Its inputs are never inside it.
+  check_output_is_not_an_input("data.dir", d.dir, input_paths(d));
+  OutputDirectory output("data.dir", d.dir);
+  const std::string out = output.staging();
 
   // 1. Documents per stream.
   std::map<std::string, std::vector<Document>> streams;
@@ -384,18 +370,7 @@ bool prepare_data(const Config& cfg) {
       .add("english_dirs", d.english_dirs)
       .add("streams", stream_json);
   write_file_atomic(join_path(out, "manifest.json"), m.str() + "\n");
-  // Only an earlier preparation is replaced (checked again: the directory may have changed meanwhile).
-  UNDO_INPUT_CHECK(replaceable(d.dir), "data.dir = '", d.dir, "' changed while preparing and is not a prepared "
-                   "data directory: refusing to replace it");
-  fs::remove_all(d.dir);
-  std::error_code ec;
-  fs::rename(out, d.dir, ec);
-  if (ec) {
-    // Another process put its preparation there first: keep it if it is the same one.
-    fs::remove_all(out);
-    UNDO_CHECK(file_exists(manifest_path) && read_file(manifest_path).find(prep_key) != std::string::npos,
-               "cannot move the prepared data into ", d.dir, ": ", ec.message());
-  }
+  output.commit();
   return true;
 }
 

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/owned_output.h"
 #include "results/attack_curve.h"
 #include "results/bootstrap.h"
 #include "results/results_table.h"
@@ -263,8 +264,8 @@ int collect_results(const Plan& plan) {
   // Each row carries the support rules' marks on its figure (results/support.h).
   const Support support = judge_results(rows);
   for (auto& row : rows) row.support = figure_mark(support, row);
-  write_file_atomic(plan.out + "/results.csv", results_csv(rows));
-  write_file_atomic(plan.out + "/curves.csv", curves_csv(curves));
+  write_output_file(plan.out + "/results.csv", results_csv(rows));
+  write_output_file(plan.out + "/curves.csv", curves_csv(curves));
   std::cerr << "sweep: wrote " << plan.out << "/results.csv and curves.csv"
             << (skipped ? " (" + std::to_string(skipped) + " model(s) left out: attacks not all done)" : "") << "\n";
   return skipped;

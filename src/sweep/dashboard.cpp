@@ -11,6 +11,7 @@
 #include "core/config.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/owned_output.h"
 #include "results/attack_curve.h"
 #include "results/chart.h"
 #include "results/results_table.h"
@@ -232,9 +233,8 @@ std::string dashboard_html(const Plan& plan) {
 
 std::string write_dashboard(const Plan& plan) {
   const std::string dir = join_path(plan.out, "report");
-  make_dirs(dir);
   const std::string path = join_path(dir, "index.html");
-  write_file_atomic(path, dashboard_html(plan));
+  write_output_file(path, dashboard_html(plan));
   return path;
 }
 

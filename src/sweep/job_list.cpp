@@ -6,6 +6,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/owned_output.h"
 
 namespace undo {
 
@@ -16,8 +17,7 @@ void write_job_list(const Plan& plan) {
     for (size_t i = 0; i < j.deps.size(); ++i) text += (i ? "," : "") + j.deps[i];
     text += "\n";
   }
-  make_dirs(plan.out);
-  write_file_atomic(join_path(plan.out, "jobs.tsv"), text);
+  write_output_file(join_path(plan.out, "jobs.tsv"), text);
 }
 
 Plan read_job_list(const std::string& out) {

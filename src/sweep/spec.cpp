@@ -85,6 +85,15 @@ std::string replicates_vary(const SweepSpec& spec) {
   return spec.replicate_shared == "base_oracle" ? kAllButBaseOracleVaries : kEveryStageVaries;
 }
 
+double planned_job_count(const SweepSpec& spec) {
+  const double signals = double(spec.signals.empty() ? 1 : spec.signals.size()), seeds = double(spec.seeds.size());
+  const double students = double(spec.distill_methods.size()) * signals * seeds * double(spec.alphas.size()) *
+                          double(spec.betas.empty() ? 1 : spec.betas.size());
+  const double models = 2 + double(spec.methods.size()) + students + double(spec.controls.size()) * seeds;
+  const double caches = signals * double(spec.methods.size() + spec.controls.size());
+  return double(spec.replicates) * (models * (1 + double(spec.attack_lrs.size())) + caches);
+}
+
 SweepSpec read_sweep_spec(const std::string& path) {
   UNDO_INPUT_CHECK(file_exists(path), "sweep spec '", path, "' does not exist");
   SweepSpec spec;
@@ -115,8 +124,11 @@ SweepSpec read_sweep_spec(const std::string& path) {
          for (double b : spec.betas) UNDO_INPUT_CHECK(b >= 0 && b <= 1, w, ": beta ", b, " outside [0, 1]");
        }},
       {"sweep.seeds", [&](auto& w, auto& v) {
+         // Whole numbers in range, read as integers (through a double, 1e20
+         // became INT64_MIN and 1.5 became 1). The bound leaves room for the
+         // 1000 r offset of each replicate.
          spec.seeds.clear();
-         for (double s : parse_number_list(w, v)) spec.seeds.push_back(int64_t(s));
+         for (auto& item : split_list(v)) spec.seeds.push_back(parse_integer(w, trim(item), 0, int64_t(1) << 53));
        }},
       {"sweep.replicates", [&](auto& w, auto& v) { spec.replicates = to_int(w, v, 1); }},
       {"sweep.replicate_shared", [&](auto& w, auto& v) {
@@ -164,6 +176,7 @@ SweepSpec read_sweep_spec(const std::string& path) {
       {"slurm.signal_s", [&](auto& w, auto& v) { spec.slurm.signal_s = to_int(w, v, 0); }},
       {"slurm.extra", [&](auto&, auto& v) { spec.slurm.extra = v; }},
   };
+  std::map<std::string, std::string> given_at;  // key -> where, so that a key given twice is refused
   for (int n = 1; std::getline(in, line); ++n) {
     auto t = trim(line);
     if (t.empty() || t[0] == '#' || t[0] == ';') continue;
@@ -186,6 +199,9 @@ SweepSpec read_sweep_spec(const std::string& path) {
     auto value = trim(t.substr(eq + 1));
     if (auto hash = value.find(" #"); hash != std::string::npos) value = trim(value.substr(0, hash));
     if (auto semi = value.find(" ;"); semi != std::string::npos) value = trim(value.substr(0, semi));
+    // Given twice, which one did the author mean? (The later used to win silently.)
+    auto [first, fresh] = given_at.emplace(key, where);
+    UNDO_INPUT_CHECK(fresh, where, ": '", key, "' is given twice (first at ", first->second, ")");
     if (section == "sweep" || section == "slurm") {
       auto it = keys.find(key);
       UNDO_INPUT_CHECK(it != keys.end(), where, ": unknown sweep key '", key, "'");
@@ -228,6 +244,10 @@ SweepSpec read_sweep_spec(const std::string& path) {
                        (spec.cfg.data.setting == "arith" && spec.cfg.eval.arith_per_op > 0),
                    path, ": sweep.metric = ", spec.metric,
                    " scores arithmetic problems: it needs data.setting = arith and eval.arith_per_op > 0");
+  const double jobs = planned_job_count(spec);
+  UNDO_INPUT_CHECK(jobs <= kMaxPlannedJobs, path, ": the grid makes about ", int64_t(jobs), " jobs (methods x ",
+                   "signals x seeds x alphas x betas x replicates, each attacked at every LR), more than the ",
+                   int64_t(kMaxPlannedJobs), " a sweep may plan: split it into several sweeps");
   return spec;
 }
 

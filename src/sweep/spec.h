@@ -116,6 +116,12 @@ std::string replicates_vary(const SweepSpec& spec);
 
 // Reads and validates the spec (and its overrides against the config) before
 // anything runs; errors name the file, line and key.
+// The most jobs a spec may plan: a grid whose product was millions of jobs
+// hung the planner. Checked from the grid's sizes before anything is planned.
+constexpr double kMaxPlannedJobs = 100000;
+// How many jobs the spec's grid makes (an upper bound: a shared cache counts once per user).
+double planned_job_count(const SweepSpec& spec);
+
 SweepSpec read_sweep_spec(const std::string& path);
 
 }  // namespace undo

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/fs.h"
+#include "core/utf8.h"
 
 namespace undo {
 
@@ -102,7 +103,9 @@ std::string status_text(const Plan& plan) {
     counts[state_name(s.state)]++;
     os << state_name(s.state) << std::string(9 - std::string(state_name(s.state)).size(), ' ') << j.name << "-"
        << j.id;
-    if (!s.reason.empty()) os << "  (" << s.reason << ")";
+    // A reason quotes the job's log and markers: a terminal escape sequence
+    // there used to reach the user's terminal raw.
+    if (!s.reason.empty()) os << "  (" << escape_controls(s.reason) << ")";
     os << "\n";
   }
   os << plan.jobs.size() << " jobs:";

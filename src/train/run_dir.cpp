@@ -10,6 +10,7 @@
 #include "core/json.h"
 #include "core/json_value.h"
 #include "core/sha256.h"
+#include "data/prepared_check.h"
 #include "distributed/communicator.h"
 
 namespace undo {
@@ -122,8 +123,10 @@ std::map<std::string, std::string> run_identity(Config& cfg, int world) {
   id["train.global_batch"] = std::to_string(int64_t(cfg.train.batch_size) * cfg.train.accum * world);
   auto manifest = join_path(cfg.data.dir, "manifest.json");
   id["data.manifest_sha256"] = file_exists(manifest) ? sha256_file(manifest) : "none";
-  auto tokenizer = join_path(cfg.data.dir, "tokenizer.model");
-  id["data.tokenizer_sha256"] = file_exists(tokenizer) ? sha256_file(tokenizer) : "none";
+  // The manifest's record of the tokenizer (tokenizer.model or a model's
+  // tokenizer.json), which prepare_run has checked against the file.
+  const std::string tokenizer = prepared_tokenizer_sha256(cfg.data.dir);
+  id["data.tokenizer_sha256"] = tokenizer.empty() ? "none" : tokenizer;
   return id;  // the stage's input files are checked by check_recorded_inputs
 }
 

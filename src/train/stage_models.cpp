@@ -1,5 +1,6 @@
 #include "train/stage_models.h"
 
+#include "data/prepared_check.h"
 #include "distributed/zero3.h"
 #include "model/device.h"
 #include "model/noise.h"
@@ -54,6 +55,7 @@ Transformer noised_sharded(const CheckpointReader& in, std::shared_ptr<Communica
 }
 
 Transformer load_model_for_run(const Config& cfg, const CheckpointReader& in, bool frozen) {
+  check_model_fits_data(in.meta(), in.path(), cfg.data.dir);
   Transformer model = cfg.dist.zero == 3 ? load_sharded(in, distributed(), compute_device(), frozen) : load_model(in);
   if (frozen) model->eval();
   model->to(compute_device());  // the buffers (and a whole model's parameters)

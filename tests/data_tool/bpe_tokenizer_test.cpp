@@ -98,6 +98,31 @@ TEST(BpeTokenizer, UnsupportedFilesAreRefusedByKey) {
   refused(R"({"model": {"type": "BPE", "vocab": {"a": -1}, "merges": []}})", "model.vocab.a");
   refused(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})", "end-of-text token");
   refused(R"({"model": {"type": "BPE", )", "not valid JSON");
+  // Issue 26, class 3: a tokenizer that is not internally consistent is
+  // refused (a vocabulary of 1 trained to loss 0, an id of a million made a
+  // vocabulary of a million, both with exit 0).
+  refused(R"({"model": {"type": "BPE", )" + vocab + "}}", "no token for the byte 0x0");
+  std::string alphabet;  // GPT-2's byte-level alphabet, as ids 0..255
+  for (int b = 0, next = 256; b < 256; ++b) {
+    const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+    std::string symbol;
+    append_utf8(symbol, printable ? uint32_t(b) : uint32_t(next++));
+    alphabet += (b ? ", " : "") + std::string("\"") + (symbol == "\"" || symbol == "\\" ? "\\" : "") + symbol +
+                "\": " + std::to_string(b);
+  }
+  auto bpe = [&](const std::string& extra_vocab, const std::string& merges, const std::string& added) {
+    return R"({"added_tokens": [)" + added + R"(], "model": {"type": "BPE", "vocab": {)" + alphabet + extra_vocab +
+           R"(}, "merges": [)" + merges + "]}}";
+  };
+  refused(bpe(R"(, "</s>": 256)", "", R"({"id": 1000000, "content": "<pad>"})"), "the ids run to 1000000");
+  refused(bpe(R"(, "</s>": 0)", "", ""), "gives the id 0 to both");
+  refused(bpe(R"(, "</s>": 256)", "", R"({"id": 256, "content": "<pad>"})"), "added_tokens gives the id 256");
+  refused(bpe(R"(, "</s>": 257)", "", ""), "the ids run to 257 but only 257");
+  refused(bpe(R"(, "</s>": 256)", R"("a b")", ""), "model.merges[0] = \"a b\"");
+  write_file_atomic(dir + "/tokenizer.json", bpe(R"(, "</s>": 256, "ab": 257)", R"("a b")", R"({"id": 256, "content": "</s>"})"));
+  auto tok = open_text_tokenizer(find_tokenizer_file(dir));
+  EXPECT_EQ(tok->vocab_size(), 258);
+  EXPECT_EQ(tok->encode("ab"), std::vector<int>{257});
 }
 
 // Text taken apart by hand: invalid UTF-8 becomes U+FFFD as a lossy Rust

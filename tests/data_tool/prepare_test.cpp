@@ -2,6 +2,7 @@
 // the decoding table it hands to the LibTorch processes, text extraction and
 // a whole preparation. This binary links sentencepiece and never LibTorch.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -329,6 +330,33 @@ TEST(Prepare, NeverDeletesWhatItDidNotCreate) {
   ASSERT_EQ(test::run_command(base + dir + "/empty 2>&1", &out), 0) << out;
   ASSERT_EQ(test::run_command(base + dir + "/empty --run.seed 9 2>&1", &out), 0) << out;
   EXPECT_NE(read_file(dir + "/empty/manifest.json").find("\"seed\": 9"), std::string::npos);
+  // Issue 26, class 2: the user's files placed in an earlier preparation stay
+  // through the next one (they used to be deleted with it), the directory
+  // keeps its mode (it used to come back 0700), and a copied manifest does not
+  // make a directory a preparation.
+  write_file_atomic(dir + "/empty/NOTES.md", "my notes\n");
+  std::filesystem::create_directories(dir + "/empty/analysis");
+  write_file_atomic(dir + "/empty/analysis/plot.py", "print(1)\n");
+  std::filesystem::permissions(dir + "/empty", std::filesystem::perms(0750));
+  ASSERT_EQ(test::run_command(base + dir + "/empty --run.seed 10 2>&1", &out), 0) << out;
+  EXPECT_NE(read_file(dir + "/empty/manifest.json").find("\"seed\": 10"), std::string::npos);
+  EXPECT_EQ(read_file(dir + "/empty/NOTES.md"), "my notes\n");
+  EXPECT_EQ(read_file(dir + "/empty/analysis/plot.py"), "print(1)\n");
+  EXPECT_EQ(std::filesystem::status(dir + "/empty").permissions(), std::filesystem::perms(0750));
+  ASSERT_EQ(test::run_command(base + dir + "/fresh 2>&1", &out), 0) << out;
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  EXPECT_EQ(std::filesystem::status(dir + "/fresh").permissions(), std::filesystem::perms(0777 & ~mask));
+  std::filesystem::copy_file(dir + "/empty/manifest.json", dir + "/mine/manifest.json");
+  EXPECT_EQ(test::run_command(base + dir + "/mine 2>&1", &out), 2) << out;
+  EXPECT_EQ(read_file(dir + "/mine/precious.txt"), "keep me");
+  // Its inputs are never inside it: a preparation there would move them.
+  std::filesystem::create_directories(dir + "/outer/en");
+  write_file_atomic(dir + "/outer/en/a.txt", test::generated_english(200, 1));
+  EXPECT_EQ(test::run_command(base + dir + "/outer --data.english_dirs " + dir + "/outer/en 2>&1", &out), 2) << out;
+  EXPECT_NE(out.find("holds the input '" + dir + "/outer/en'"), std::string::npos) << out;
+  for (auto& e : std::filesystem::directory_iterator(dir))  // no staging or set-aside directory is left
+    EXPECT_EQ(e.path().filename().string().find(".tmp."), std::string::npos) << e.path();
 }
 
 // "Already prepared" means the output is intact: a preparation whose shard or
