@@ -497,7 +497,15 @@ TEST(Reliability, EveryStageRefusesDataOfAnotherTokenizer) {
     EXPECT_NE(out.find("data.dir = '" + dir + "/other' was prepared with tokenizer.model"), std::string::npos) << out;
   }
   EXPECT_FALSE(fs::exists(dir + "/hf"));
-  EXPECT_EQ(test::run_undo("eval --model " + model + common + test::tiny_data_dir(), &out), 0) << out;
+  // Without --run-dir, eval prints its result and writes nothing (class 7: it
+  // wrote runs/tiny/ in the current directory).
+  EXPECT_EQ(test::run_command("cd " + dir + " && " + UNDO_BINARY + " eval --model " + model + common +
+                                  test::tiny_data_dir() + " 2>&1",
+                              &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("\"forget_ce\""), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir + "/runs")) << "eval wrote into the current directory";
   // A model whose vocabulary is smaller than the tokenizer's: ids past its embedding.
   CheckpointMeta meta;
   ModelConfig cfg = test::tiny_model(3)->cfg;

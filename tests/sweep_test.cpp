@@ -8,8 +8,10 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include <signal.h>
 #include <sys/wait.h>
@@ -17,6 +19,7 @@
 
 #include <csignal>
 
+#include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "model/transformer.h"
@@ -33,11 +36,32 @@ namespace {
 
 // A sweep spec over the tests' tiny data: small budgets, `grid` lines in [sweep].
 std::string write_spec(const std::string& dir, const std::string& grid, const std::string& extra = "") {
+  // The tests' defaults, less any key that `extra` sets itself (a key given
+  // twice in a spec is refused).
+  std::set<std::string> given;
+  std::istringstream in(extra);
+  std::string section;
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line[0] == '[') section = line.substr(1, line.find(']') - 1);
+    else if (auto eq = line.find(" ="); eq != std::string::npos) given.insert(section + "." + line.substr(0, eq));
+  }
+  const std::vector<std::tuple<std::string, std::string, std::string>> defaults = {
+      {"data", "dir", test::tiny_data_dir()}, {"train", "steps", "30"},   {"unlearn", "steps", "5"},
+      {"unlearn", "lr", "1e-3"},              {"distill", "steps", "10"}, {"distill", "check_every", "5"},
+      {"eval", "arith_per_op", "5"},          {"eval", "batches", "1"}};
+  std::ostringstream text;
+  text << "[sweep]\nconfig = " << UNDO_SOURCE_DIR << "/configs/tiny.ini\nprepare_data = 0\nthreads = 1\n"
+       << "attack_steps = 10\nattack_eval_every = 5\n" << grid << "\n";
+  std::string open;  // one header per section, as a user writes it
+  for (auto& [sec, key, value] : defaults)
+    if (!given.count(sec + "." + key)) {
+      if (sec != open) text << "[" << sec << "]\n";
+      open = sec;
+      text << key << " = " << value << "\n";
+    }
+  text << extra;
   std::string path = dir + "/spec.ini";
-  std::ofstream(path) << "[sweep]\nconfig = " << UNDO_SOURCE_DIR << "/configs/tiny.ini\nprepare_data = 0\nthreads = 1\n"
-                      << "attack_steps = 10\nattack_eval_every = 5\n" << grid << "\n[data]\ndir = " << test::tiny_data_dir()
-                      << "\n[train]\nsteps = 30\n[unlearn]\nsteps = 5\nlr = 1e-3\n[distill]\nsteps = 10\ncheck_every = 5\n"
-                      << "[eval]\narith_per_op = 5\nbatches = 1\n" << extra;
+  std::ofstream(path) << text.str();
   return path;
 }
 
@@ -840,3 +864,67 @@ TEST(Sweep, RankMemoryCountsEveryFamilysParameters) {
     EXPECT_EQ(matrices, multiplied);
   }
 }
+
+namespace undo {
+namespace {
+
+// Issue 26, class 10: a job's hash covers exactly the settings its stage
+// reads. For every key of the stages' own sections (unlearn.*, distill.*,
+// relearn.*) changed to another valid value, the jobs whose hash changes are
+// those that read it (unlearning; the caches and distillation; the attacks)
+// and the jobs made from them, never the data or pretraining jobs: an
+// [unlearn] budget used to change every hash, retraining base and oracle.
+TEST(Sweep, AJobsHashCoversExactlyTheSettingsItsStageReads) {
+  auto dir = test::temp_dir("job_identity");
+  const std::string spec_path = write_spec(dir, "methods = maxent\nalphas = 1,0.5\nattack_lrs = 1e-3,3e-4");
+  const std::string base_text = read_file(spec_path);
+  auto plan_of = [&](const std::string& text) {
+    write_file_atomic(dir + "/variant.ini", text);
+    return make_plan(read_sweep_spec(dir + "/variant.ini"), dir + "/out", UNDO_BINARY);
+  };
+  std::map<std::string, std::string> before;
+  for (auto& j : plan_of(base_text).jobs) before[j.name] = j.id;
+  const std::map<std::string, std::set<std::string>> readers = {
+      {"unlearn", {"unlearn"}}, {"distill", {"cache", "distill"}}, {"relearn", {"relearn", "extend"}}};
+  int keys_tested = 0;
+  Config defaults;
+  for (auto& key : describe(defaults)) {
+    const std::string section = key.name.substr(0, key.name.find('.')), name = key.name.substr(section.size() + 1);
+    if (!readers.count(section)) continue;
+    // The first of a few other values that the spec accepts.
+    const double v = std::atof(key.value().c_str());
+    std::optional<Plan> plan;
+    for (const std::string& other : std::vector<std::string>{format_double(v * 2), format_double(v / 2),
+                                                             format_double(v + 1), "1", "0", "none", "graddiff",
+                                                             "forget_ce", "random", "1,2"}) {
+      if (other == key.value()) continue;
+      std::string text = base_text;
+      const std::string line = "\n" + name + " = ";
+      const auto at = text.find("[" + section + "]");
+      const auto own = at == std::string::npos ? std::string::npos : text.find(line, at);
+      if (own != std::string::npos && text.find('[', at + 1) > own)
+        text = text.substr(0, own + line.size()) + other + text.substr(text.find('\n', own + 1));
+      else
+        text += "\n[" + section + "]\n" + name + " = " + other + "\n";
+      try {
+        plan = plan_of(text);
+        break;
+      } catch (const InputError&) {
+      }
+    }
+    if (!plan) continue;  // no other value is a valid one here
+    ++keys_tested;
+    std::map<std::string, bool> changed;  // by job id in the new plan, in order (dependencies come first)
+    for (auto& j : plan->jobs) {
+      bool reads = readers.at(section).count(j.kind) > 0;
+      for (auto& d : j.deps) reads = reads || changed[d];
+      changed[j.id] = reads;
+      if (!before.count(j.name)) continue;  // a job the change added (an extended grid)
+      EXPECT_EQ(before[j.name] != j.id, reads) << key.name << ": job " << j.name << " (" << j.kind << ")";
+    }
+  }
+  EXPECT_GE(keys_tested, 30);
+}
+
+}  // namespace
+}  // namespace undo

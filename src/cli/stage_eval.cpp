@@ -25,7 +25,10 @@ int stage_eval(int argc, const char* const* argv) {
   Evaluator evaluator(cfg);
   JsonObject result;
   result.add("model", model_path).add("stage", meta.stage).add("step", meta.step).merge(evaluator.run(model));
-  write_output_file(join_path(cfg.run.dir, "eval.json"), result.str() + "\n");
+  // The result goes to stdout; to RUN_DIR/eval.json only where the command
+  // names a run directory (it used to land in the config's runs/tiny of the
+  // current directory: an evaluation has no run of its own).
+  if (auto it = cfg.origin.find("run.dir"); it != cfg.origin.end() && it->second == "command line") write_output_file(join_path(cfg.run.dir, "eval.json"), result.str() + "\n");
   std::cout << result.str() << "\n";
   return 0;
 }

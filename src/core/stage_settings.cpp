@@ -136,4 +136,14 @@ std::vector<std::string> stage_owned_keys(TrainingStage stage) {
   return keys;
 }
 
+bool stage_reads_key(const std::string& stage_name, const std::string& key) {
+  const std::string stage = stage_name.substr(0, stage_name.find('-')) == "cache" ? "cache-logits"
+                                                                                  : stage_name.substr(0, stage_name.find('-'));
+  const std::string section = key.substr(0, key.find('.'));
+  if (stage == "data") return section == "data" || section == "run";
+  for (const char* own : {"pretrain", "unlearn", "distill", "relearn"})
+    if (section == own) return stage == own || (section == "distill" && stage == "cache-logits");
+  return true;  // run, model, data, train, optim, eval, dist: every training stage's
+}
+
 }  // namespace undo

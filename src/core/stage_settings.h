@@ -23,6 +23,16 @@ void apply_stage_settings(Config& cfg, TrainingStage stage, double attack_lr = 0
 // overrides of these keys to pretraining only.
 std::vector<std::string> stage_owned_keys(TrainingStage stage);
 
+// Whether `stage` (a command: "data", "pretrain", "unlearn", "cache-logits",
+// "distill", "relearn"; a Trainer's "pretrain-base" counts as "pretrain")
+// reads the config key `key`. Each stage's own section (pretrain.*,
+// unlearn.*, distill.*, relearn.*) is read by that stage alone, and by
+// cache-logits for distill.* (the cache's key); data preparation reads data.*
+// and run.*. A sweep job's hash and a run's identity cover exactly the
+// keys their stage reads: an [unlearn] budget used to change the pretraining
+// jobs' hashes, so that base and oracle were retrained.
+bool stage_reads_key(const std::string& stage, const std::string& key);
+
 // The relearning attack's batch: relearn.batch_size rows per rank, or, where
 // that is 0, the rows whose whole attack (relearn.steps x relearn.accum
 // micro-batches) replays relearn.forget_share of the forget rows pretraining

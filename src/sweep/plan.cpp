@@ -72,7 +72,8 @@ class PlanBuilder {
     common_ = {"--config", absolute(spec_.config)};
     for (auto& [k, v] : spec_.overrides) common_.insert(common_.end(), {k, v});
     common_.insert(common_.end(), {"--run.threads", std::to_string(spec_.threads)});
-    config_sha_ = sha256_file(spec_.config);
+    Config resolved = cfg_;  // describe() takes the keys' storage
+    for (auto& k : describe(resolved)) config_values_.emplace_back(k.name, k.value());
     global_batch_ = double(cfg_.train.batch_size) * cfg_.train.accum * spec_.ranks;
     window_ = cfg_.model.seq_len;
   }
@@ -108,8 +109,14 @@ class PlanBuilder {
 
   const Job& add(std::string kind, std::string name, std::vector<std::string> args, std::vector<std::string> deps,
                  double est_tokens, std::map<std::string, std::string> tags) {
+    // The hash covers exactly what the job's stage reads: the config's values
+    // of its keys (core/stage_settings.h's stage_reads_key; the config file's
+    // other sections and its comments do not count), its arguments and its
+    // dependencies. (v1 hashed the whole config file.)
     Sha256 h;
-    h.update("undo-sweep-job-v1\n" + kind + "\nconfig_sha256=" + config_sha_ + "\n");
+    h.update("undo-sweep-job-v2\n" + kind + "\n");
+    for (auto& [key, value] : config_values_)
+      if (stage_reads_key(stage_of(kind), key)) h.update(key + "=" + value + "\n");
     for (auto& a : args) h.update(a + "\n");
     for (auto& d : deps) h.update("dep=" + d + "\n");
     Job j;
@@ -140,11 +147,13 @@ class PlanBuilder {
   // `tail`) replaces the spec's.
   std::vector<std::string> with(std::vector<std::string> head, const std::vector<std::string>& tail,
                                 const std::vector<std::string>& owned = {}) const {
+    const std::string stage = head.front();
     for (const auto* pairs : {&common_, &reseed_})
       for (size_t i = 0; i < pairs->size(); i += 2) {
         const std::string& key = (*pairs)[i];
         bool skip = std::find(owned.begin(), owned.end(), key.substr(2)) != owned.end() ||
-                    std::find(tail.begin(), tail.end(), key) != tail.end();
+                    std::find(tail.begin(), tail.end(), key) != tail.end() ||
+                    (key.find('.') != std::string::npos && !stage_reads_key(stage, key.substr(2)));
         if (!skip) head.insert(head.end(), {key, (*pairs)[i + 1]});
       }
     head.insert(head.end(), tail.begin(), tail.end());
@@ -325,8 +334,12 @@ class PlanBuilder {
   Plan& plan_;
   const SweepSpec& spec_;
   const Config& cfg_;  // budgets and estimates
-  std::string config_sha_;
   std::vector<std::string> common_, reseed_, data_deps_;
+  std::vector<std::pair<std::string, std::string>> config_values_;  // the spec's config, every key resolved
+  // The command a job kind runs, as stage_reads_key names it.
+  static std::string stage_of(const std::string& kind) {
+    return kind == "cache" ? "cache-logits" : kind == "extend" ? "relearn" : kind;
+  }
   std::vector<std::string> models_;  // ids of every model to attack, in plan order
   std::string base_id_, oracle_id_;  // this replicate's base and oracle
   double global_batch_ = 0, window_ = 0;

@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/stop_signal.h"
+#include "core/stage_settings.h"
 #include "model/device.h"
 #include "model/precision.h"
 #include "train/metrics.h"
@@ -133,6 +134,10 @@ void Trainer::checkpoint(int64_t step, bool eval_pending, bool rule_stopped) {
 const std::map<std::string, std::string>& Trainer::identity() {
   if (identity_.empty()) {  // constant for the run: the manifest is hashed once
     identity_ = run_identity(cfg_, comm_ ? comm_->world() : 1);
+    // Only what this stage reads: a pretraining cut by a kill resumes although
+    // the sweep's [unlearn] budget changed meanwhile.
+    for (auto it = identity_.begin(); it != identity_.end();)
+      it = stage_reads_key(stage_, it->first) ? std::next(it) : identity_.erase(it);
     identity_["stage"] = stage_;
   }
   return identity_;
