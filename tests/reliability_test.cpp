@@ -497,8 +497,8 @@ TEST(Reliability, EveryStageRefusesDataOfAnotherTokenizer) {
     EXPECT_NE(out.find("data.dir = '" + dir + "/other' was prepared with tokenizer.model"), std::string::npos) << out;
   }
   EXPECT_FALSE(fs::exists(dir + "/hf"));
-  // Without --run-dir, eval prints its result and writes nothing (class 7: it
-  // wrote runs/tiny/ in the current directory).
+  // Without --run-dir, eval prints its result and writes nothing, and
+  // cache-logits is refused (class 7: both wrote runs/tiny/ in the current directory).
   EXPECT_EQ(test::run_command("cd " + dir + " && " + UNDO_BINARY + " eval --model " + model + common +
                                   test::tiny_data_dir() + " 2>&1",
                               &out),
@@ -506,6 +506,13 @@ TEST(Reliability, EveryStageRefusesDataOfAnotherTokenizer) {
       << out;
   EXPECT_NE(out.find("\"forget_ce\""), std::string::npos) << out;
   EXPECT_FALSE(fs::exists(dir + "/runs")) << "eval wrote into the current directory";
+  EXPECT_EQ(test::run_command("cd " + dir + " && " + UNDO_BINARY + " cache-logits --teacher " + model + " --tokens 64" +
+                                  common + test::tiny_data_dir() + " 2>&1",
+                              &out),
+            2)
+      << out;
+  EXPECT_NE(out.find("cache-logits needs --run-dir DIR"), std::string::npos) << out;
+  EXPECT_FALSE(fs::exists(dir + "/runs")) << "cache-logits wrote into the current directory";
   // A model whose vocabulary is smaller than the tokenizer's: ids past its embedding.
   CheckpointMeta meta;
   ModelConfig cfg = test::tiny_model(3)->cfg;

@@ -25,6 +25,13 @@ int stage_cache_logits(int argc, const char* const* argv) {
                      {"forward-only", "1: run the teacher over the same rows and write nothing (the baseline "
                       "bench/logit-cache compares a build's throughput with)", &forward_only}}))
     return 0;
+  // A cache build's run directory holds its config, summary and (by default)
+  // the cache: it is named on the command line, never taken from the config
+  // file's run.dir, which wrote runs/tiny/ into whatever directory it ran in.
+  auto given = cfg.origin.find("run.dir");
+  UNDO_INPUT_CHECK(given != cfg.origin.end() && given->second == "command line",
+                   "cache-logits needs --run-dir DIR (its config, summary and, without --out or distill.cache_dir, "
+                   "its cache go there); the config's run.dir = '", cfg.run.dir, "' is not used for it");
   const int64_t tokens = parse_integer("--tokens", tokens_text, 1);
   if (mix.empty()) mix = cfg.data.base_mix;
   parse_mix("--data", mix);
