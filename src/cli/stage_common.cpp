@@ -55,8 +55,7 @@ void prepare_run(Config& cfg) {
   auto vocab_path = join_path(cfg.data.dir, "vocab.bin");
   // The tokenizer and decoding table must be the ones the data was prepared
   // with (shards verify themselves when opened).
-  auto problem = prepared_data_problem(cfg.data.dir, /*shards=*/false);
-  UNDO_INPUT_CHECK(problem.empty(), "data.dir = '", cfg.data.dir, "': ", problem);
+  check_prepared_data(cfg.data.dir);
   int tok_vocab = Vocabulary(vocab_path).size();
   if (cfg.model.vocab_size == 0) cfg.model.vocab_size = tok_vocab;
   UNDO_INPUT_CHECK(cfg.model.vocab_size >= tok_vocab, "model.vocab_size = ", cfg.model.vocab_size,

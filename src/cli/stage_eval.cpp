@@ -19,6 +19,7 @@ int stage_eval(int argc, const char* const* argv) {
   select_compute_device(cfg.run.device, 0);
   CheckpointMeta meta;
   Transformer model = load_model(model_path, &meta);
+  check_prepared_data(cfg.data.dir);
   check_model_fits_data(meta, model_path, cfg.data.dir);
   model->to(compute_device());
   cfg.model = meta.model;  // windows and vocab follow the checkpoint

@@ -43,6 +43,7 @@ std::pair<std::string, int> prepared_tokenizer_of(const std::string& data_dir, c
     std::cerr << "export: no prepared data at data.dir = '" << data_dir << "': the export has no tokenizer\n";
     return {"", -1};
   }
+  check_prepared_data(data_dir);
   check_model_fits_data(meta, model_path, data_dir);
   const std::string file = prepared_tokenizer(data_dir);
   return {file.substr(file.rfind('/') + 1), Vocabulary(join_path(data_dir, "vocab.bin")).eos_id()};

@@ -29,15 +29,9 @@ namespace {
 // (a name could carry "<script>" or "|" into the report).
 std::string md_text(const std::string& s) {
   std::string out;
-  for (char c : escape_controls(s)) {
-    switch (c) {
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '&': out += "&amp;"; break;
-      case '|': out += "\\|"; break;
-      case '`': out += "\\`"; break;
-      default: out += c;
-    }
+  for (char c : xml_escape(escape_controls(s))) {  // entities for HTML's < > & "
+    if (c == '|' || c == '`') out += '\\';
+    out += c;
   }
   return out;
 }

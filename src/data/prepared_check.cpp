@@ -78,6 +78,11 @@ std::string prepared_data_problem(const std::string& dir, bool shards) {
   return "";
 }
 
+void check_prepared_data(const std::string& dir) {
+  const std::string problem = prepared_data_problem(dir, /*shards=*/false);
+  UNDO_INPUT_CHECK(problem.empty(), "data.dir = '", dir, "': ", problem);
+}
+
 std::string prepared_tokenizer_sha256(const std::string& dir) {
   const std::string manifest = join_path(dir, "manifest.json");
   return file_exists(manifest) ? string_field(read_file(manifest), "tokenizer_sha256") : "";
@@ -92,10 +97,8 @@ std::string recorded_tokenizer_sha256(const CheckpointMeta& meta) {
 }
 
 void check_model_fits_data(const CheckpointMeta& meta, const std::string& model_file, const std::string& data_dir) {
-  const std::string problem = prepared_data_problem(data_dir, /*shards=*/false);
-  UNDO_INPUT_CHECK(problem.empty(), "data.dir = '", data_dir, "': ", problem);
   const std::string manifest = read_file(join_path(data_dir, "manifest.json"));
-  const std::string theirs = prepared_tokenizer_sha256(data_dir), ours = recorded_tokenizer_sha256(meta);
+  const std::string theirs = string_field(manifest, "tokenizer_sha256"), ours = recorded_tokenizer_sha256(meta);
   UNDO_INPUT_CHECK(ours.empty() || ours == theirs, "'", model_file, "' was trained with the tokenizer of sha256 ",
                    ours.substr(0, 16), "..., but data.dir = '", data_dir, "' was prepared with ",
                    tokenizer_name(manifest), " of sha256 ", theirs.substr(0, 16),

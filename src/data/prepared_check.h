@@ -21,6 +21,11 @@ std::string prepared_data_problem(const std::string& dir, bool shards);
 // when the manifest is missing or names none undo reads.
 std::string prepared_tokenizer(const std::string& dir);
 
+// Refuses (InputError naming data.dir) a directory for which
+// prepared_data_problem finds a problem: what every stage that reads
+// prepared data calls first.
+void check_prepared_data(const std::string& dir);
+
 // The sha256 of the tokenizer DIR was prepared with, as its manifest records
 // it (prepared_data_problem checks the file against it); "" without one.
 std::string prepared_tokenizer_sha256(const std::string& dir);
@@ -33,8 +38,8 @@ std::string recorded_tokenizer_sha256(const CheckpointMeta& meta);
 // Refuses, with InputError naming the model file, data.dir and both hashes, a
 // model that data.dir's tokens would not mean the same to: the checkpoint
 // records another tokenizer than the one data.dir was prepared with, or its
-// vocabulary is smaller than the tokenizer's (ids past its embedding). Checks
-// the preparation itself first (prepared_data_problem). Every stage that
+// vocabulary is smaller than the tokenizer's (ids past its embedding). The
+// preparation itself must have been checked (check_prepared_data). Every stage that
 // reads a model together with data, or ships data.dir's tokenizer with a
 // model, calls this: it used to be the training stages' own check alone.
 void check_model_fits_data(const CheckpointMeta& meta, const std::string& model_file, const std::string& data_dir);
