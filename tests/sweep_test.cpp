@@ -136,6 +136,12 @@ TEST(Sweep, GridExpandsIntoASharedContentAddressedGraph) {
   auto other = write_spec(test::temp_dir("sweep_grid_lr"), "methods = maxent\nattack_lrs = 5e-4");
   Plan lr_only = make_plan(read_sweep_spec(other), dir + "/out", UNDO_BINARY);
   EXPECT_EQ(lr_only.jobs[0].id, plan.jobs[0].id);
+  // run.dir is replaced by each job's --run-dir: another [run] dir leaves every job as it was.
+  auto moved = write_spec(test::temp_dir("sweep_grid_run_dir"), "methods = maxent,graddiff\nalphas = 1,0.5,0.3\n"
+                          "betas = 0.1,0.05\nseeds = 1,2\nattack_lrs = 1e-3,1e-4", "[run]\ndir = elsewhere\n");
+  Plan moved_plan = make_plan(read_sweep_spec(moved), dir + "/out", UNDO_BINARY);
+  ASSERT_EQ(moved_plan.jobs.size(), plan.jobs.size());
+  for (size_t i = 0; i < plan.jobs.size(); ++i) EXPECT_EQ(moved_plan.jobs[i].id, plan.jobs[i].id) << plan.jobs[i].name;
   auto longer = write_spec(test::temp_dir("sweep_grid_long"), "methods = maxent", "[train]\nsteps = 31\n");
   Plan changed = make_plan(read_sweep_spec(longer), dir + "/out", UNDO_BINARY);
   EXPECT_NE(changed.jobs[0].id, plan.jobs[0].id);
@@ -186,10 +192,46 @@ TEST(Sweep, AMethodsOwnSectionReachesItsTeacherAlone) {
     EXPECT_NE(out.find(message), std::string::npos) << out;
   };
   refused(grid, "[unlearn.graddiff]\nlr = 1e-3\n", "[unlearn.graddiff] but 'graddiff' is not one of sweep.methods");
-  refused(grid, "[unlearn.npo]\nlr = 1e-3\n", "unknown method 'npo'");
+  refused(grid, "[unlearn.forgetful]\nlr = 1e-3\n", "unknown method 'forgetful'");
   refused(grid, "[unlearn.rmu]\nmethod = maxent\n", "[unlearn.rmu] cannot set method");
   refused(grid, "[unlearn.rmu]\nrmu_k = 3\n", "rmu_k");
   refused(grid, "[unlearn.rmu]\nlr = fast\n", "fast");
+}
+
+// METHOD+sam is a teacher of its own: the method, wrapped in SAM with its section's radius, beside the
+// plain method's teacher; without a radius it is refused before anything runs.
+TEST(Sweep, ASamTeacherRunsItsMethodInSamBesideThePlainOne) {
+  auto dir = test::temp_dir("sweep_sam_teacher");
+  const std::string grid = "methods = maxent,maxent+sam,npo\ndistill_methods = maxent+sam\nalphas = 1\nattack_lrs = 1e-3";
+  SweepSpec spec = read_sweep_spec(write_spec(dir, grid, "[unlearn.maxent+sam]\nsam_rho = 0.02\n"));
+  Plan plan = make_plan(spec, dir + "/out", UNDO_BINARY);
+  auto arg = [](const Job& j, const std::string& key) {
+    auto it = std::find(j.args.begin(), j.args.end(), key);
+    return it == j.args.end() ? std::string() : *(it + 1);
+  };
+  std::map<std::string, const Job*> teachers;
+  int students = 0;
+  for (auto& j : plan.jobs) {
+    if (j.kind == "unlearn") teachers[j.tags.at("method")] = &j;
+    if (j.kind == "distill" && j.tags.at("role") == "student") {
+      ++students;
+      EXPECT_EQ(j.tags.at("method"), "maxent+sam") << j.name;
+    }
+  }
+  ASSERT_EQ(teachers.size(), 3u);
+  EXPECT_EQ(arg(*teachers.at("maxent+sam"), "--unlearn.method"), "maxent");
+  EXPECT_EQ(arg(*teachers.at("maxent+sam"), "--unlearn.sam_rho"), "0.02");
+  EXPECT_EQ(arg(*teachers.at("maxent"), "--unlearn.sam_rho"), "");
+  EXPECT_EQ(arg(*teachers.at("npo"), "--unlearn.method"), "npo");
+  EXPECT_NE(teachers.at("maxent")->id, teachers.at("maxent+sam")->id);
+  EXPECT_EQ(students, 1);
+  int rc = 0;
+  auto out = sweep("plan", write_spec(dir, grid), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("teacher 'maxent+sam' runs SAM but its unlearn.sam_rho is 0"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, "methods = maxent+rho\nalphas = 1\nattack_lrs = 1e-3"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("unknown method 'maxent+rho'"), std::string::npos) << out;
 }
 
 // Replicates reseed the whole pipeline: replicate 1 is the sweep without

@@ -28,7 +28,7 @@ const std::map<std::string, Command>& commands() {
   static const std::map<std::string, Command> c = {
       {"data", {undo::stage_data, "data prepare: extract, filter and tokenize corpora into token shards"}},
       {"pretrain", {undo::stage_pretrain, "train the base (pretrain.target=base) or oracle model", true}},
-      {"unlearn", {undo::stage_unlearn, "unlearn the forget data from --base (graddiff | maxent | rmu, +SAM)", true}},
+      {"unlearn", {undo::stage_unlearn, "unlearn the forget data from --base (unlearn.method, +SAM with unlearn.sam_rho)", true}},
       {"cache-logits", {undo::stage_cache_logits, "run --teacher over the distillation stream into an HDF5 logit cache", true}},
       {"cache", {undo::stage_cache, "cache ls [DIR] | verify FILE | gc DIR --keep-referenced [--yes]: manage logit caches"}},
       {"distill", {undo::stage_distill, "distill --teacher into a random (Unlearn-and-Distill) or noised (UNDO) student", true}},

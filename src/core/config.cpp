@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/unlearning_methods.h"
 
 namespace po = boost::program_options;
 
@@ -225,7 +226,10 @@ void describe_into(Config& c, Registry& r) {
            "a job launched without MPI: a file (mode 600) holding the job's secret, if UNDO_DIST_SECRET is unset");
   r.add("pretrain.target", &c.pretrain.target, "base (data.base_mix) | oracle (data.oracle_mix)",
         one_of({"base", "oracle"}));
-  r.add("unlearn.method", &c.unlearn.method, "graddiff | maxent | rmu", one_of({"graddiff", "maxent", "rmu"}))
+  std::set<std::string> methods;
+  for (auto& m : unlearning_methods()) methods.insert(m.name);
+  static const std::string method_help = unlearning_method_names();  // the registry keeps the pointer
+  r.add("unlearn.method", &c.unlearn.method, method_help.c_str(), one_of(methods))
       .add("unlearn.steps", &c.unlearn.steps, "unlearning steps", at_least(1))
       .add("unlearn.lr", &c.unlearn.lr, "constant learning rate of unlearning", in_range(1e-12, 1.0))
       .add("unlearn.retain_coef", &c.unlearn.retain_coef,
@@ -236,7 +240,16 @@ void describe_into(Config& c, Registry& r) {
            at_least(-1))
       .add("unlearn.rmu_c", &c.unlearn.rmu_c, "RMU steering coefficient c (paper 6.5)", at_least(0.0))
       .add("unlearn.rmu_alpha", &c.unlearn.rmu_alpha, "RMU retain weight (paper 1200)", at_least(0.0))
-      .add("unlearn.rmu_retain_term", &c.unlearn.rmu_retain_term, "RMU: keep the retain term (default on)");
+      .add("unlearn.rmu_retain_term", &c.unlearn.rmu_retain_term, "RMU: keep the retain term (default on)")
+      .add("unlearn.npo_beta", &c.unlearn.npo_beta, "NPO inverse temperature beta (paper 0.1)", in_range(1e-6, 100.0))
+      .add("unlearn.simnpo_beta", &c.unlearn.simnpo_beta, "SimNPO inverse temperature beta (paper 2.5)",
+           in_range(1e-6, 100.0))
+      .add("unlearn.simnpo_gamma", &c.unlearn.simnpo_gamma, "SimNPO reward margin gamma (paper 0)",
+           in_range(-100.0, 100.0))
+      .add("unlearn.repnoise_alpha", &c.unlearn.repnoise_alpha,
+           "RepNoise: weight of -log(1 + logit-lens CE on forget) (paper 1)", at_least(0.0))
+      .add("unlearn.repnoise_beta", &c.unlearn.repnoise_beta,
+           "RepNoise: weight of MMD(forget activations, Gaussian) (paper 0.001)", at_least(0.0));
   r.add("distill.init", &c.distill.init, "student start: random (Unlearn-and-Distill) | noised (UNDO)",
         one_of({"random", "noised"}))
       .add("distill.alpha", &c.distill.alpha, "UNDO noise alpha", in_range(0.0, 1.0))

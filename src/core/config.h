@@ -140,7 +140,7 @@ struct DistConfig {
 
 // `undo unlearn`: the stage's own budget (spec: AdamW, weight decay 0, clip 1.0, constant LR).
 struct UnlearnConfig {
-  std::string method = "maxent";  // graddiff | maxent | rmu
+  std::string method = "maxent";  // one of core/unlearning_methods.h
   int steps = 50;
   double lr = 4e-5;
   double retain_coef = 1.0;      // GradDiff's a (paper: 1 language, 15 arithmetic); MaxEnt's retain weight
@@ -150,6 +150,13 @@ struct UnlearnConfig {
   double rmu_c = 6.5;            // steering coefficient c
   double rmu_alpha = 1200;       // weight of the retain term
   bool rmu_retain_term = true;   // the original code left it off in two settings by mistake
+  // NPO (Zhang et al. 2024) and SimNPO (Fan et al. 2024): each paper's own defaults.
+  double npo_beta = 0.1;
+  double simnpo_beta = 2.5;
+  double simnpo_gamma = 0.0;
+  // RepNoise (Rosati et al. 2024): its paper's alpha and beta.
+  double repnoise_alpha = 1.0;
+  double repnoise_beta = 0.001;
 };
 
 // `undo distill`: the student, its budget and the stopping rule (undo-spec.md).

@@ -73,6 +73,9 @@ struct TransformerImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden = nullptr);
   // The residual stream after block `layer` (0-based), without computing the rest.
   torch::Tensor hidden_after(const torch::Tensor& tokens, int layer);
+  // The final norm and the output projection applied to a residual stream [B, T, d]: the logits of
+  // forward for the last block's, the "logit lens" for an earlier one's (RepNoise).
+  torch::Tensor logits_from_residual(const torch::Tensor& residual) { return output_logits(residual); }
   // Normal(0, 0.02) matrices, output projections scaled by 1/sqrt(2 n_layers), norm scales 0.
   void init_weights(uint64_t seed);
   int64_t num_params();

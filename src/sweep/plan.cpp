@@ -70,7 +70,8 @@ class PlanBuilder {
  public:
   PlanBuilder(Plan& plan) : plan_(plan), spec_(plan.spec), cfg_(plan.spec.cfg) {
     common_ = {"--config", absolute(spec_.config)};
-    for (auto& [k, v] : spec_.overrides) common_.insert(common_.end(), {k, v});
+    for (auto& [k, v] : spec_.overrides)
+      if (k != "--run.dir") common_.insert(common_.end(), {k, v});  // each job is given its own --run-dir
     common_.insert(common_.end(), {"--run.threads", std::to_string(spec_.threads)});
     Config resolved = cfg_;  // describe() takes the keys' storage
     for (auto& k : describe(resolved)) config_values_.emplace_back(k.name, k.value());
@@ -115,8 +116,10 @@ class PlanBuilder {
     // dependencies. (v1 hashed the whole config file.)
     Sha256 h;
     h.update("undo-sweep-job-v2\n" + kind + "\n");
+    // run.dir is not read: every job is given its own --run-dir (named by this hash), so a spec's [run] dir
+    // must not make another sweep's identical jobs hash apart.
     for (auto& [key, value] : config_values_)
-      if (stage_reads_key(stage_of(kind), key)) h.update(key + "=" + value + "\n");
+      if (key != "run.dir" && stage_reads_key(stage_of(kind), key)) h.update(key + "=" + value + "\n");
     for (auto& a : args) h.update(a + "\n");
     for (auto& d : deps) h.update("dep=" + d + "\n");
     Job j;
@@ -235,7 +238,8 @@ class PlanBuilder {
   // A method's teacher (attacked), and its students when it is distilled.
   void add_method(const std::string& method) {
     // The method's own [unlearn.<method>] keys come last, replacing the spec's general ones for it alone.
-    std::vector<std::string> unlearn_tail = {"--base", ckpt(plan_.job(base_id_)), "--unlearn.method", method};
+    std::vector<std::string> unlearn_tail = {"--base", ckpt(plan_.job(base_id_)), "--unlearn.method",
+                                              teacher_method(method)};
     const Config* unlearn_cfg = &cfg_;
     if (auto own = spec_.method_overrides.find(method); own != spec_.method_overrides.end()) {
       for (auto& [k, v] : own->second) unlearn_tail.insert(unlearn_tail.end(), {k, v});

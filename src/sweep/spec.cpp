@@ -8,6 +8,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/unlearning_methods.h"
 #include "results/attack_curve.h"
 #include "results/support.h"
 
@@ -24,7 +25,9 @@ int to_int(const std::string& where, const std::string& v, int lo) {
   return int(parse_integer(where, v, lo, std::numeric_limits<int>::max()));
 }
 
-bool known_method(const std::string& m) { return m == "maxent" || m == "graddiff" || m == "rmu"; }
+constexpr const char* kSamSuffix = "+sam";
+
+std::string teacher_names() { return unlearning_method_names(", ") + ", each also as METHOD+sam"; }
 
 using Overrides = std::vector<std::pair<std::string, std::string>>;
 
@@ -109,7 +112,8 @@ SweepSpec read_sweep_spec(const std::string& path) {
       {"sweep.methods",
        [&](auto& w, auto& v) {
          spec.methods = split_list(v);
-         for (auto& m : spec.methods) UNDO_INPUT_CHECK(known_method(m), w, ": unknown method '", m, "'");
+         for (auto& m : spec.methods)
+           UNDO_INPUT_CHECK(is_sweep_teacher(m), w, ": unknown method '", m, "' (methods: ", teacher_names(), ")");
        }},
       {"sweep.distill_methods", [&](auto& w, auto& v) {
          spec.distill_methods = split_list(v);
@@ -186,8 +190,8 @@ SweepSpec read_sweep_spec(const std::string& path) {
       section = trim(t.substr(1, t.size() - 2));
       if (section.rfind("unlearn.", 0) == 0) {
         auto m = section.substr(8);
-        UNDO_INPUT_CHECK(known_method(m), where, ": [", section, "]: unknown method '", m,
-                         "' (sections [unlearn.maxent], [unlearn.graddiff], [unlearn.rmu] set one method's keys)");
+        UNDO_INPUT_CHECK(is_sweep_teacher(m), where, ": [", section, "]: unknown method '", m,
+                         "' (a section [unlearn.<method>] sets one teacher's keys; methods: ", teacher_names(), ")");
         method_where.emplace(m, where);
         spec.method_overrides[m];  // an empty section still names a method, checked below
       }
@@ -227,6 +231,13 @@ SweepSpec read_sweep_spec(const std::string& path) {
     for (auto& [k, v] : list) set_override(merged, k, v);
     spec.method_cfg[m] = parse_overridden(path + " [unlearn." + m + "]", spec.config, merged);
   }
+  for (auto& m : spec.methods) {
+    if (!teacher_uses_sam(m)) continue;
+    auto own = spec.method_cfg.find(m);
+    const double rho = (own != spec.method_cfg.end() ? own->second : spec.cfg).unlearn.sam_rho;
+    UNDO_INPUT_CHECK(rho > 0, path, ": teacher '", m, "' runs SAM but its unlearn.sam_rho is 0: set sam_rho = R ",
+                     "(paper 0.01-0.05) in [unlearn.", m, "] or in [unlearn]");
+  }
   for (auto& m : spec.distill_methods)
     UNDO_INPUT_CHECK(std::find(spec.methods.begin(), spec.methods.end(), m) != spec.methods.end(), distill_where,
                      ": '", m, "' is not one of sweep.methods");
@@ -250,5 +261,16 @@ SweepSpec read_sweep_spec(const std::string& path) {
                    int64_t(kMaxPlannedJobs), " a sweep may plan: split it into several sweeps");
   return spec;
 }
+
+bool teacher_uses_sam(const std::string& teacher) {
+  const std::string suffix = kSamSuffix;
+  return teacher.size() > suffix.size() && teacher.compare(teacher.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string teacher_method(const std::string& teacher) {
+  return teacher_uses_sam(teacher) ? teacher.substr(0, teacher.size() - std::string(kSamSuffix).size()) : teacher;
+}
+
+bool is_sweep_teacher(const std::string& teacher) { return is_unlearning_method(teacher_method(teacher)); }
 
 }  // namespace undo

@@ -9,7 +9,8 @@
 //
 //   [sweep]
 //   config = configs/demo-arith.ini    ; the setting
-//   methods = maxent,graddiff           ; unlearning methods (one teacher each, every one attacked)
+//   methods = maxent,maxent+sam,npo     ; teachers: unlearning methods, each also as METHOD+sam (wrapped
+//                                       ; in SAM; its section or the setting gives sam_rho > 0); every one attacked
 //   distill_methods = maxent            ; the teachers students are distilled from (default: all methods)
 //   alphas = 1,0.6,0.3                  ; 1 = Unlearn-and-Distill (random student), <1 = UNDO (noised)
 //   betas = 0.1
@@ -109,6 +110,12 @@ struct SweepSpec {
   std::map<std::string, std::vector<std::pair<std::string, std::string>>> method_overrides;
   std::map<std::string, Config> method_cfg;
 };
+
+// A sweep's teacher is an unlearning method (core/unlearning_methods.h) or METHOD+sam.
+bool is_sweep_teacher(const std::string& teacher);
+// The unlearning method a teacher runs: "maxent" for "maxent+sam".
+std::string teacher_method(const std::string& teacher);
+bool teacher_uses_sam(const std::string& teacher);
 
 // What differs between the replicates whose robustness results.csv pools (its
 // replicates_vary column, results/support.h's constants).

@@ -3,7 +3,12 @@
 //   MaxEnt:   KL(Uniform || p) on forget tokens + a CE(retain)
 //   RMU:      MSE(h_l(x_f), c u) + alpha MSE(h_l(x_r), h_l_frozen(x_r)), training only the
 //             MLP down-projections of the chosen blocks
+//   NPO:      (2/beta) mean softplus(beta (log p(y) - log p_ref(y))) + a CE(retain), y a forget window
+//   SimNPO:   (2/beta) mean softplus(beta log p(y) / |y| + gamma) + a CE(retain)
+//   RepNoise: MaxEnt + a CE(retain) + beta MMD(forget activations, N(0, I))
+//             - alpha log(1 + mean over blocks of the logit-lens CE on forget)
 //   SAM:      any of them, with the gradient taken at weights moved by rho g/|g|
+// core/unlearning_methods.h lists them; docs/METHODS.md gives each one's defaults and source.
 #pragma once
 #include <memory>
 
@@ -77,6 +82,57 @@ class RmuObjective : public ForgetRetainObjective {
   int layer_;
   std::vector<int> train_layers_;
   torch::Tensor u_;
+};
+
+// log p(y) of each window: the sum of its next-token log-probabilities. windows [B, T+1] -> [B].
+torch::Tensor window_log_prob(Transformer& model, const torch::Tensor& windows);
+// NPO's forget term from sequence log-probabilities under the model and the reference: [B] -> scalar.
+torch::Tensor npo_forget_loss(const torch::Tensor& log_p, const torch::Tensor& log_p_ref, double beta);
+// SimNPO's forget term from sequence log-probabilities of sequences of `length` tokens.
+torch::Tensor simnpo_forget_loss(const torch::Tensor& log_p, int64_t length, double beta, double gamma);
+
+// NPO against a frozen copy of the model before unlearning (its reference).
+class NpoObjective : public ForgetRetainObjective {
+ public:
+  NpoObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
+               const UnlearnConfig& cfg, Transformer reference);
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
+
+ private:
+  UnlearnConfig cfg_;
+  Transformer reference_;
+};
+
+// SimNPO: NPO without the reference, the reward normalised by length and shifted by gamma.
+class SimNpoObjective : public ForgetRetainObjective {
+ public:
+  SimNpoObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
+                  const UnlearnConfig& cfg)
+      : ForgetRetainObjective(std::move(forget), std::move(retain), window), cfg_(cfg) {}
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
+
+ private:
+  UnlearnConfig cfg_;
+};
+
+// The squared maximum mean discrepancy between samples x [N, d] and y [M, d]
+// under a sum of Gaussian kernels exp(-|a - b|^2 / w), one per bandwidth w.
+torch::Tensor mmd_squared(const torch::Tensor& x, const torch::Tensor& y, const std::vector<double>& bandwidths);
+// RepNoise's MMD: five bandwidths, 1/4x to 4x the mean squared distance of the pooled samples (as its paper's code).
+torch::Tensor repnoise_mmd(const torch::Tensor& x, const torch::Tensor& y);
+
+// The Gaussian draws come from each micro-batch's seed. The MMD is a statistic of the micro-batch as a
+// whole (not a mean over rows), so RepNoise, alone of the methods, depends on how a batch is split into
+// micro-batches and ranks.
+class RepNoiseObjective : public ForgetRetainObjective {
+ public:
+  RepNoiseObjective(std::shared_ptr<StreamMix> forget, std::shared_ptr<StreamMix> retain, int window,
+                    const UnlearnConfig& cfg)
+      : ForgetRetainObjective(std::move(forget), std::move(retain), window), cfg_(cfg) {}
+  torch::Tensor loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) override;
+
+ private:
+  UnlearnConfig cfg_;
 };
 
 class SamObjective : public Objective {
