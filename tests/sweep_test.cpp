@@ -688,6 +688,38 @@ TEST(Sweep, LocalRunCollectsAndReports) {
   EXPECT_NE(md.find("Robustness per configuration"), std::string::npos) << md;
 }
 
+// Teachers of two methods: each model also gets its robustness against the first method's teacher, the
+// one reference on which a teacher attacked as it is and every student compare, and the report shows it.
+TEST(Sweep, TeachersOfTwoMethodsCompareOnOneReference) {
+  auto dir = test::temp_dir("sweep_common_reference");
+  auto spec = write_spec(dir, "methods = maxent,npo\nalphas = 1\nattack_lrs = 1e-3\ncontrols = none\nmetric = forget_ce");
+  int rc = 0;
+  auto out = sweep("run", spec, dir + "/out", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  std::map<std::string, ResultRow> by_model;
+  for (auto& r : read_results_csv(dir + "/out/results.csv")) by_model[r.model] = r;
+  ASSERT_TRUE(by_model.count("unlearn-maxent") && by_model.count("unlearn-npo") && by_model.count("oracle"));
+  const double reference = by_model["unlearn-maxent"].worst_forget_final, oracle = by_model["oracle"].worst_forget_final;
+  for (auto& [model, r] : by_model) {
+    SCOPED_TRACE(model);
+    ASSERT_TRUE(std::isfinite(r.robustness_common));
+    if (r.role == "oracle") {
+      EXPECT_EQ(r.robustness_common, 1.0);
+      continue;
+    }
+    EXPECT_NEAR(r.robustness_common, robustness_between(r.worst_forget_final, reference, oracle), 1e-12);
+    if (r.method == "maxent" || r.role == "base") {
+      EXPECT_NEAR(r.robustness_common, r.robustness, 1e-12);
+    }
+    EXPECT_NEAR(r.robustness_common_mean, r.robustness_common, 1e-12) << "one replicate: its own value";
+  }
+  EXPECT_EQ(by_model["unlearn-npo"].robustness, 0.0);  // against itself
+  ASSERT_EQ(test::run_command(std::string(UNDO_BINARY) + " report " + dir + "/out", &out), 0) << out;
+  const std::string report = read_file(dir + "/out/report/report.md");
+  EXPECT_NE(report.find("| robustness vs the maxent teacher |"), std::string::npos) << report;
+  EXPECT_NE(report.find("| unlearn | npo | - | - |"), std::string::npos) << report;
+}
+
 TEST(Sweep, AFailingJobIsReportedAndItsDependantsAreNotStarted) {
   auto dir = test::temp_dir("sweep_fail");
   // RMU steering a block the model does not have: the unlearning job fails at run time.

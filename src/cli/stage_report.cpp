@@ -237,6 +237,34 @@ void write_configuration_table(std::ostream& md, const std::vector<ModelSummary>
   }
 }
 
+// With teachers of more than one method: every configuration, teachers included, against one reference (the
+// first method's teacher), so that a teacher attacked as it is and a student compare with every other.
+void write_common_reference_table(std::ostream& md, const std::vector<ModelSummary>& models,
+                                  const Support& support) {
+  std::vector<std::string> methods;
+  for (auto& s : models)
+    if (s.first.role == "unlearn" && std::find(methods.begin(), methods.end(), s.first.method) == methods.end())
+      methods.push_back(s.first.method);
+  if (methods.size() < 2) return;
+  md << "\nEvery configuration against one reference, the " << md_text(methods.front())
+     << " teacher (0) and the oracle (1) of each replicate, so that the teachers of every method, attacked as "
+        "they are, and their students compare on one scale: mean, and the interval as above.\n\n"
+        "| role | method | alpha | beta | n | robustness vs the " << md_text(methods.front())
+     << " teacher | interval |\n|---|---|---|---|---|---|---|\n";
+  std::set<std::string> configs_seen;
+  for (auto& s : models) {
+    const Row& r = s.first;
+    if (r.role != "unlearn" && r.role != "student" && r.role != "control") continue;
+    if (!configs_seen.insert(configuration_of(r)).second) continue;
+    md << "| " << md_text(r.role) << " | " << (r.method.empty() ? "-" : md_text(r.method)) << " | "
+       << (r.alpha.empty() ? "-" : md_text(r.alpha)) << " | " << (r.beta.empty() ? "-" : md_text(r.beta)) << " | "
+       << (std::isfinite(r.robustness_seeds) ? std::to_string(int64_t(r.robustness_seeds)) : "") << " | "
+       << robustness_text(support, r, r.robustness_common_mean) << " | "
+       << interval_text(support, r.robustness_seeds, r.robustness_common_ci_lo, r.robustness_common_ci_hi, NAN, NAN)
+       << " |\n";
+  }
+}
+
 }  // namespace
 
 // `undo report DIR`: plots and a Markdown summary of a collected sweep.
@@ -268,6 +296,7 @@ int stage_report(int argc, const char* const* argv) {
   write_evaluation_notes(md, results, names);
   write_model_table(md, models, results, support, names);
   write_configuration_table(md, models, support);
+  write_common_reference_table(md, models, support);
   md << "\n![relearning curves](relearn_curves.svg)\n\n![compute vs robustness](compute_robustness.svg)\n";
   write_output_file(join_path(out, "report.md"), md.str());
   std::cout << md.str();

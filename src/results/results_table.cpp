@@ -63,7 +63,11 @@ const std::vector<Column<R>>& result_columns() {
       real("total_compute_consumed", &R::total_compute_consumed, false),
       real("forget_before_se", &R::forget_before_se, false), real("forget_final_val", &R::forget_final_val, false),
       text("selected_on", &R::selected_on, false), real("robustness_general", &R::robustness_general, false),
-      real("forget_before_general", &R::forget_before_general, false), text("replicate", &R::replicate, false)};
+      real("forget_before_general", &R::forget_before_general, false), text("replicate", &R::replicate, false),
+      real("robustness_common", &R::robustness_common, false),
+      real("robustness_common_mean", &R::robustness_common_mean, false),
+      real("robustness_common_ci_lo", &R::robustness_common_ci_lo, false),
+      real("robustness_common_ci_hi", &R::robustness_common_ci_hi, false)};
   return c;
 }
 

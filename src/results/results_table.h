@@ -37,6 +37,11 @@ struct ResultRow {
   // The same on the generalisation set (held-out operands), reported beside,
   // and the model's generalisation forget metric before the attack.
   double robustness_general = NAN, forget_before_general = NAN;
+  // Robustness against one reference for every model: the first method's teacher (and the oracle), so
+  // that teachers of different methods, attacked as they are, and their students compare on one scale.
+  // For the first method's models it equals `robustness`. Mean and 95% interval over replicates beside.
+  double robustness_common = NAN, robustness_common_mean = NAN, robustness_common_ci_lo = NAN,
+         robustness_common_ci_hi = NAN;
   std::string replicates_vary;  // what differs between the replicates ("student seed")
   // How much the evaluation scored.
   double eval_per_op_format = NAN, eval_windows = NAN;

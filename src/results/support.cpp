@@ -249,14 +249,18 @@ std::string general_robustness_text(const Support& s, const std::vector<ResultRo
   return format_cell(r.robustness_general, 2) + (mark.empty() ? "" : " (" + mark + ")");
 }
 
+std::string interval_text(const Support& s, double replicates, double lo, double hi, double min, double max) {
+  if (!s.attack_strong || !std::isfinite(replicates) || replicates < 2) return "-";
+  const std::string n = std::to_string(int64_t(replicates));
+  if (s.replicated && std::isfinite(lo))
+    return "[" + format_cell(lo, 2) + ", " + format_cell(hi, 2) + "] (95%, n = " + n + ")";
+  if (!std::isfinite(min)) return "- (n = " + n + ")";
+  return "range [" + format_cell(min, 2) + ", " + format_cell(max, 2) + "] (n = " + n + ")";
+}
+
 std::string interval_text(const Support& s, const ResultRow& r) {
-  if (!s.attack_strong || !std::isfinite(r.robustness_seeds) || r.robustness_seeds < 2) return "-";
-  const std::string n = std::to_string(int64_t(r.robustness_seeds));
-  if (s.replicated && std::isfinite(r.robustness_ci_lo))
-    return "[" + format_cell(r.robustness_ci_lo, 2) + ", " + format_cell(r.robustness_ci_hi, 2) + "] (95%, n = " + n +
-           ")";
-  if (!std::isfinite(r.robustness_min)) return "- (n = " + n + ")";
-  return "range [" + format_cell(r.robustness_min, 2) + ", " + format_cell(r.robustness_max, 2) + "] (n = " + n + ")";
+  return interval_text(s, r.robustness_seeds, r.robustness_ci_lo, r.robustness_ci_hi, r.robustness_min,
+                       r.robustness_max);
 }
 
 std::string support_summary(const Support& s) {

@@ -114,6 +114,8 @@ std::string general_robustness_text(const Support& s, const std::vector<ResultRo
 // A row's interval over its configuration's replicates: "[0.46, 0.50] (95%, n = 5)",
 // "range [0.46, 0.50] (n = 3)", or "-".
 std::string interval_text(const Support& s, const ResultRow& r);
+// The same for any figure's replicate count, 95% bounds and range (NaN: not known).
+std::string interval_text(const Support& s, double replicates, double lo, double hi, double min, double max);
 // The verdict as sentences, for the top of report.md and of the dashboard.
 std::string support_summary(const Support& s);
 

@@ -131,6 +131,7 @@ int collect_results(const Plan& plan) {
   // Per attacked model: its robustness, and the compute that made it.
   struct ModelFigures {
     double tokens = NAN, compute = NAN, teacher_tokens = NAN, robustness = NAN, robustness_general = NAN;
+    double robustness_common = NAN;  // against the first method's teacher, whatever the model's own
     double teacher_alone = NAN, teacher_amortised = NAN, teacher_consumed = NAN, unlearn = NAN;
   };
   std::map<std::string, ModelFigures> figures;
@@ -185,7 +186,11 @@ int collect_results(const Plan& plan) {
       f.robustness_general =
           robustness_between(worst_general[j.id], worst_general[unlearn->id], worst_general[own_oracle->id]);
     }
-    if (role == "oracle") f.robustness = 1, f.robustness_general = 1;
+    const Job* reference = find_role("unlearn", "", rep);
+    if (reference && own_oracle && worst_final.count(reference->id) && worst_final.count(own_oracle->id))
+      f.robustness_common =
+          robustness_between(worst_final[j.id], worst_final[reference->id], worst_final[own_oracle->id]);
+    if (role == "oracle") f.robustness = 1, f.robustness_general = 1, f.robustness_common = 1;
     figures[j.id] = f;
   }
   // Mean and 95% bootstrap interval of robustness over the replicates of each
@@ -196,16 +201,21 @@ int collect_results(const Plan& plan) {
     return role_of(j) + "|" + tag("method") + "|" + tag("alpha") + "|" + tag("beta") + "|" + tag("signal");
   };
   const bool by_replicate = plan.spec.replicates > 1;
-  std::map<std::string, std::map<std::string, std::vector<double>>> values_of;  // config -> replicate or seed -> values
-  for (auto& j : plan.jobs)
-    if (figures.count(j.id) && std::isfinite(figures[j.id].robustness))
-      values_of[config_of(j)][by_replicate ? replicate_of(j) : j.id].push_back(figures[j.id].robustness);
-  std::map<std::string, ReplicateFigures> interval_of;
-  for (auto& [c, groups] : values_of) {
-    std::vector<double> values;
-    for (auto& [g, v] : groups) values.push_back(std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()));
-    interval_of[c] = replicate_figures(values);
-  }
+  auto intervals_of = [&](double ModelFigures::*figure) {
+    std::map<std::string, std::map<std::string, std::vector<double>>> values_of;  // config -> replicate or seed -> values
+    for (auto& j : plan.jobs)
+      if (figures.count(j.id) && std::isfinite(figures[j.id].*figure))
+        values_of[config_of(j)][by_replicate ? replicate_of(j) : j.id].push_back(figures[j.id].*figure);
+    std::map<std::string, ReplicateFigures> interval_of;
+    for (auto& [c, groups] : values_of) {
+      std::vector<double> values;
+      for (auto& [g, v] : groups) values.push_back(std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()));
+      interval_of[c] = replicate_figures(values);
+    }
+    return interval_of;
+  };
+  const auto interval_of = intervals_of(&ModelFigures::robustness);
+  const auto common_interval_of = intervals_of(&ModelFigures::robustness_common);
 
   std::vector<ResultRow> rows;
   std::vector<CurveRow> curves;
@@ -232,6 +242,10 @@ int collect_results(const Plan& plan) {
     base.total_compute_consumed = f.compute + f.teacher_consumed + f.unlearn;
     base.worst_forget_final = worst_final[j.id], base.robustness = f.robustness;
     base.robustness_general = f.robustness_general;
+    base.robustness_common = f.robustness_common;
+    if (auto c = common_interval_of.find(config_of(j)); c != common_interval_of.end())
+      base.robustness_common_mean = c->second.ci.mean, base.robustness_common_ci_lo = c->second.ci.lo,
+      base.robustness_common_ci_hi = c->second.ci.hi;
     base.selected_on = selected_on(by_model[j.id], metric);
     base.robustness_mean = ci.mean, base.robustness_ci_lo = ci.lo, base.robustness_ci_hi = ci.hi;
     base.robustness_seeds = ci.n, base.eval_per_op_format = eval_per_op, base.eval_windows = double(eval_windows);
