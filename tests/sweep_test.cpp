@@ -229,6 +229,9 @@ TEST(Sweep, ASamTeacherRunsItsMethodInSamBesideThePlainOne) {
   auto out = sweep("plan", write_spec(dir, grid), dir + "/out", &rc);
   EXPECT_EQ(rc, 2) << out;
   EXPECT_NE(out.find("teacher 'maxent+sam' runs SAM but its unlearn.sam_rho is 0"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, grid, "[unlearn]\nsam_rho = 0.02\n"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2) << out;
+  EXPECT_NE(out.find("teachers 'maxent' and 'maxent+sam' would both run SAM"), std::string::npos) << out;
   out = sweep("plan", write_spec(dir, "methods = maxent+rho\nalphas = 1\nattack_lrs = 1e-3"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2) << out;
   EXPECT_NE(out.find("unknown method 'maxent+rho'"), std::string::npos) << out;

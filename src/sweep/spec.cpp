@@ -231,12 +231,20 @@ SweepSpec read_sweep_spec(const std::string& path) {
     for (auto& [k, v] : list) set_override(merged, k, v);
     spec.method_cfg[m] = parse_overridden(path + " [unlearn." + m + "]", spec.config, merged);
   }
+  // METHOD+sam runs SAM, and beside it the plain METHOD must not (they would be one teacher twice).
+  auto sam_rho_of = [&](const std::string& m) {
+    auto own = spec.method_cfg.find(m);
+    return (own != spec.method_cfg.end() ? own->second : spec.cfg).unlearn.sam_rho;
+  };
   for (auto& m : spec.methods) {
     if (!teacher_uses_sam(m)) continue;
-    auto own = spec.method_cfg.find(m);
-    const double rho = (own != spec.method_cfg.end() ? own->second : spec.cfg).unlearn.sam_rho;
-    UNDO_INPUT_CHECK(rho > 0, path, ": teacher '", m, "' runs SAM but its unlearn.sam_rho is 0: set sam_rho = R ",
-                     "(paper 0.01-0.05) in [unlearn.", m, "] or in [unlearn]");
+    UNDO_INPUT_CHECK(sam_rho_of(m) > 0, path, ": teacher '", m, "' runs SAM but its unlearn.sam_rho is 0: set ",
+                     "sam_rho = R (paper 0.01-0.05) in [unlearn.", m, "]");
+    const std::string plain = teacher_method(m);
+    UNDO_INPUT_CHECK(std::find(spec.methods.begin(), spec.methods.end(), plain) == spec.methods.end() ||
+                         sam_rho_of(plain) == 0,
+                     path, ": teachers '", plain, "' and '", m, "' would both run SAM (unlearn.sam_rho = ",
+                     sam_rho_of(plain), " for '", plain, "'): give the radius in [unlearn.", m, "] alone");
   }
   for (auto& m : spec.distill_methods)
     UNDO_INPUT_CHECK(std::find(spec.methods.begin(), spec.methods.end(), m) != spec.methods.end(), distill_where,
