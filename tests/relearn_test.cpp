@@ -458,3 +458,25 @@ TEST(Report, AResultsCellWithACommaIsRefusedWhenWritten) {
   r.replicates_vary = "unlearning, cache";
   EXPECT_THROW(results_csv({r}), RuntimeError);
 }
+
+// The figures docs/RESULTS.md shows are drawn by `undo report` from the CSVs committed beside them: drawn
+// again from those CSVs they come out byte for byte the same, so a figure cannot drift from its numbers.
+// (A change to the charts fails here until the figures are redrawn: `cp docs/results/S/{results,curves}.csv
+// /tmp/S/ && build/undo report /tmp/S && cp /tmp/S/report/*.svg /tmp/S/report/report.md docs/results/S/`.)
+TEST(Report, TheCommittedFiguresRegenerateFromTheirCsvs) {
+  for (const char* name : {"baselines-lang", "alpha-lang", "beta-lang", "simnpo-lang"}) {
+    SCOPED_TRACE(name);
+    const std::string committed = std::string(UNDO_SOURCE_DIR) + "/docs/results/" + name;
+    const std::string dir = test::temp_dir(name);
+    for (const char* csv : {"results.csv", "curves.csv"})
+      std::filesystem::copy_file(committed + "/" + csv, dir + "/" + csv);
+    std::string out;
+    ASSERT_EQ(test::run_command(std::string(UNDO_BINARY) + " report " + dir, &out), 0) << out;
+    for (const char* figure : {"relearn_curves.svg", "compute_robustness.svg"})
+      EXPECT_TRUE(read_file(dir + "/report/" + figure) == read_file(committed + "/" + figure)) << figure;
+    // Bands over the replicates and intervals as bars: the plots show the spread, not only the means.
+    const std::string curves = read_file(dir + "/report/relearn_curves.svg");
+    EXPECT_NE(curves.find("<polygon"), std::string::npos);
+    EXPECT_NE(curves.find("(mean of 5, band: their range)"), std::string::npos);
+  }
+}

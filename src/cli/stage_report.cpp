@@ -1,9 +1,11 @@
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <fstream>
 #include <iostream>
 #include <limits>
 #include <map>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -61,33 +63,58 @@ struct MetricNames {
   }
 };
 
-// The worst case over the relearning attack's LRs, one line per model.
+// A model's name without its replicate's suffix ("distill-maxent-a1-s1-r3" -> "distill-maxent-a1-s1").
+std::string without_replicate(const std::string& model) {
+  auto at = model.rfind("-r");
+  if (at == std::string::npos || at + 2 == model.size()) return model;
+  for (size_t i = at + 2; i < model.size(); ++i)
+    if (!std::isdigit(static_cast<unsigned char>(model[i]))) return model;
+  return model.substr(0, at);
+}
+
+// The worst case over the relearning attack's LRs, one line per model: the mean over its replicates, in a
+// band from their lowest to their highest.
 Chart relearn_chart(const std::vector<CurveRow>& curves, const MetricNames& names) {
   Chart chart{"Relearning attack (worst case over LRs)", "attack step", names.label, {}, {}};
   std::vector<std::string> order;
-  std::map<std::string, Series> by_model;
+  std::map<std::string, std::map<double, std::vector<double>>> values;  // model -> step -> one per replicate
+  std::map<std::string, std::set<std::string>> replicates;
   for (auto& r : curves) {
-    auto& s = by_model[r.model];
-    if (s.name.empty()) {
-      s.name = r.model;
-      order.push_back(s.name);
-    }
-    s.points.emplace_back(r.step, r.forget);
+    const std::string model = without_replicate(r.model);
+    if (!values.count(model)) order.push_back(model);
+    values[model][r.step].push_back(r.forget);
+    replicates[model].insert(r.model);
   }
-  for (auto& name : order) chart.series.push_back(by_model[name]);
+  for (auto& model : order) {
+    const size_t n = replicates[model].size();
+    Series s{n > 1 ? model + " (mean of " + std::to_string(n) + ", band: their range)" : model, {}, true, false, {}, {}};
+    for (auto& [step, v] : values[model]) {
+      s.points.emplace_back(step, std::accumulate(v.begin(), v.end(), 0.0) / double(v.size()));
+      if (n > 1) s.spread.emplace_back(*std::min_element(v.begin(), v.end()), *std::max_element(v.begin(), v.end()));
+    }
+    chart.series.push_back(std::move(s));
+  }
   return chart;
 }
 
-// Total compute against robustness: each student and control twice, with its
-// teacher's forward pass shared by the students of its cache and alone.
+// Total compute against robustness: each configuration of student and control
+// twice, with its teacher's forward pass shared by the students of its cache
+// and alone, at its mean over replicates, with its 95% interval as a bar.
 Chart tradeoff_chart(const std::vector<Row>& results, const Support& support) {
   std::string title = !support.attack_strong ? "Compute vs robustness (WITHHELD: attack too weak to judge)"
                       : !support.supported() ? "Compute vs robustness (MARKED: " + support.marks.front() + "; see report.md)"
                                              : "Compute vs robustness";
   Chart chart{title, "total compute (unlearn + teacher pass + distillation) / oracle pretraining", "robustness", {}, {}};
-  std::map<std::string, Series> students;  // per method and accounting
+  // One point per configuration and accounting: the mean compute of its models, its robustness mean and interval.
+  struct Point {
+    std::string series, label;
+    double compute_sum = 0, robustness = NAN, lo = NAN, hi = NAN;
+    int n = 0;
+  };
+  std::map<std::string, Point> points;  // series name + configuration -> point
+  std::map<std::string, std::string> series_names;  // sort key -> name (the controls after the methods)
   std::set<std::string> seen_models;
-  Series unlearn_pts{"unlearned teacher", {}, false, true, {}};
+  Series unlearn_pts{"unlearned teacher", {}, false, true, {}, {}};
   for (auto& r : results) {
     if (!seen_models.insert(r.model).second) continue;
     if (r.role == "student" || r.role == "control") {
@@ -100,19 +127,30 @@ Chart tradeoff_chart(const std::vector<Row>& results, const Support& support) {
                                                                        : "a=" + r.alpha;
       for (auto [compute, accounting] : {std::pair{r.total_compute_amortised, "teacher shared"},
                                          std::pair{r.total_compute_alone, "teacher alone"}}) {
-        auto& s = students[(r.role == "control" ? "~" : "") + who + accounting];  // the control after the methods
-        s.name = who + ", " + accounting;
-        s.line = false;
-        s.markers = true;
-        s.points.emplace_back(compute, r.robustness);
-        s.labels.push_back(label);
+        const std::string key = (r.role == "control" ? "~" : "") + who + accounting;
+        series_names[key] = who + ", " + accounting;
+        Point& p = points[key + "|" + configuration_of(r)];
+        p.series = key, p.label = label;
+        p.compute_sum += compute, ++p.n;
+        const bool has_mean = std::isfinite(r.robustness_mean);
+        p.robustness = has_mean ? r.robustness_mean : r.robustness;
+        p.lo = has_mean ? r.robustness_ci_lo : NAN, p.hi = has_mean ? r.robustness_ci_hi : NAN;
       }
     } else if (r.role == "unlearn") {
       unlearn_pts.points.emplace_back(r.compute_vs_oracle, 0.0);
       unlearn_pts.labels.push_back(r.method);
     }
   }
-  for (auto& [m, s] : students) chart.series.push_back(s);
+  for (auto& [key, name] : series_names) {
+    Series s{name, {}, false, true, {}, {}};
+    for (auto& [k, p] : points) {
+      if (p.series != key) continue;
+      s.points.emplace_back(p.compute_sum / p.n, p.robustness);
+      s.labels.push_back(p.label);
+      s.spread.emplace_back(p.lo, p.hi);
+    }
+    chart.series.push_back(std::move(s));
+  }
   if (!unlearn_pts.points.empty()) chart.series.push_back(unlearn_pts);
   chart.hlines = {{"oracle = 1", 1.0}, {"unlearn only = 0", 0.0}};
   return chart;

@@ -47,9 +47,13 @@ Frame make_frame(const Chart& c, int width, int height) {
   Frame f{width, height};
   double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
   for (auto& s : c.series)
-    for (auto& [x, y] : s.points) {
+    for (size_t k = 0; k < s.points.size(); ++k) {
+      auto [x, y] = s.points[k];
       if (!std::isfinite(x) || !std::isfinite(y)) continue;
       x0 = std::min(x0, x), x1 = std::max(x1, x), y0 = std::min(y0, y), y1 = std::max(y1, y);
+      if (k < s.spread.size())  // a band or error bar stays inside the frame
+        for (double e : {s.spread[k].first, s.spread[k].second})
+          if (std::isfinite(e)) y0 = std::min(y0, e), y1 = std::max(y1, e);
     }
   for (auto& h : c.hlines)
     if (std::isfinite(h.y)) y0 = std::min(y0, h.y), y1 = std::max(y1, h.y);
@@ -235,6 +239,24 @@ std::string render_svg(const Chart& c, int width, int height) {
   for (size_t i = 0; i < c.series.size(); ++i) {
     const auto& sr = c.series[i];
     auto col = hex(colour(i));
+    const bool has_spread = sr.spread.size() == sr.points.size();
+    auto spread_ok = [&](size_t k) {
+      return has_spread && finite(sr.points[k].first, sr.spread[k].first) && finite(sr.points[k].first, sr.spread[k].second);
+    };
+    if (has_spread && sr.line) {  // the band: along the upper edge, back along the lower
+      s << "<polygon fill=\"" << col << "\" fill-opacity=\"0.18\" stroke=\"none\" points=\"";
+      for (size_t k = 0; k < sr.points.size(); ++k)
+        if (spread_ok(k)) s << f.px(sr.points[k].first) << "," << f.py(sr.spread[k].second) << " ";
+      for (size_t k = sr.points.size(); k-- > 0;)
+        if (spread_ok(k)) s << f.px(sr.points[k].first) << "," << f.py(sr.spread[k].first) << " ";
+      s << "\"/>\n";
+    }
+    if (has_spread && !sr.line)  // error bars
+      for (size_t k = 0; k < sr.points.size(); ++k)
+        if (spread_ok(k))
+          s << "<line x1=\"" << f.px(sr.points[k].first) << "\" y1=\"" << f.py(sr.spread[k].first) << "\" x2=\""
+            << f.px(sr.points[k].first) << "\" y2=\"" << f.py(sr.spread[k].second) << "\" stroke=\"" << col
+            << "\" stroke-width=\"2\"/>\n";
     if (sr.line && sr.points.size() > 1) {
       s << "<polyline fill=\"none\" stroke=\"" << col << "\" stroke-width=\"2\" points=\"";
       for (auto& [x, y] : sr.points)
@@ -289,6 +311,19 @@ std::string render_png(const Chart& c, int width, int height) {
   for (size_t i = 0; i < c.series.size(); ++i) {
     const auto& sr = c.series[i];
     uint32_t col = colour(i);
+    if (sr.spread.size() == sr.points.size())  // the band's edges, or the error bars, thin
+      for (size_t k = 0; k < sr.points.size(); ++k) {
+        auto [x, y] = sr.points[k];
+        auto [lo, hi] = sr.spread[k];
+        if (!finite(x, lo) || !finite(x, hi)) continue;
+        if (!sr.line) {
+          cv.line(f.px(x), f.py(lo), f.px(x), f.py(hi), col, 1);
+        } else if (k > 0 && finite(sr.points[k - 1].first, sr.spread[k - 1].first)) {
+          const double px0 = f.px(sr.points[k - 1].first);
+          cv.line(px0, f.py(sr.spread[k - 1].first), f.px(x), f.py(lo), col, 1, 3);
+          cv.line(px0, f.py(sr.spread[k - 1].second), f.px(x), f.py(hi), col, 1, 3);
+        }
+      }
     if (sr.line)
       for (size_t k = 1; k < sr.points.size(); ++k)
         if (finite(sr.points[k - 1].first, sr.points[k - 1].second) && finite(sr.points[k].first, sr.points[k].second))

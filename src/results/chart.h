@@ -15,6 +15,9 @@ struct Series {
   bool line = true;      // join the points
   bool markers = false;  // draw a dot at each point
   std::vector<std::string> labels;  // optional text next to each point
+  // Optional [lo, hi] of y at each point (NaN: none there): a shaded band under
+  // a line, an error bar through a marker.
+  std::vector<std::pair<double, double>> spread;
 };
 
 struct HLine {
