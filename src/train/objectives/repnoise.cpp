@@ -21,30 +21,37 @@ torch::Tensor strided_rows(const torch::Tensor& x) {
   return stride > 1 ? x.slice(0, 0, n, stride) : x;
 }
 
-}  // namespace
-
-torch::Tensor mmd_squared(const torch::Tensor& x, const torch::Tensor& y, const std::vector<double>& bandwidths) {
-  UNDO_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(1) == y.size(1) && !bandwidths.empty(),
-             "mmd_squared: samples [N, d] and [M, d] and at least one bandwidth");
-  auto z = torch::cat({x, y}, 0);
-  auto d2 = torch::cdist(z, z).pow(2);
+// MMD^2 from the pooled samples' squared distances and the kernels' widths (a tensor: on a GPU the widths
+// stay on the device, so that no step waits for the host).
+torch::Tensor mmd_from_distances(const torch::Tensor& d2, int64_t n, const torch::Tensor& widths) {
   auto k = torch::zeros_like(d2);
-  for (double w : bandwidths) k = k + torch::exp(-d2 / w);
-  const int64_t n = x.size(0);
+  for (int64_t i = 0; i < widths.size(0); ++i) k = k + torch::exp(-d2 / widths[i]);
   return k.slice(0, 0, n).slice(1, 0, n).mean() + k.slice(0, n).slice(1, n).mean() -
          2 * k.slice(0, 0, n).slice(1, n).mean();
 }
 
+torch::Tensor pooled_distances(const torch::Tensor& x, const torch::Tensor& y) {
+  UNDO_CHECK(x.dim() == 2 && y.dim() == 2 && x.size(1) == y.size(1), "MMD: samples [N, d] and [M, d], got ",
+             x.sizes(), " and ", y.sizes());
+  auto z = torch::cat({x, y}, 0);
+  return torch::cdist(z, z).pow(2);
+}
+
+}  // namespace
+
+torch::Tensor mmd_squared(const torch::Tensor& x, const torch::Tensor& y, const std::vector<double>& bandwidths) {
+  UNDO_CHECK(!bandwidths.empty(), "mmd_squared: at least one bandwidth");
+  auto widths = torch::tensor(bandwidths, x.options().dtype(torch::kDouble)).to(x.scalar_type());
+  return mmd_from_distances(pooled_distances(x, y), x.size(0), widths);
+}
+
 torch::Tensor repnoise_mmd(const torch::Tensor& x, const torch::Tensor& y) {
-  double mean_d2;
-  {
-    torch::NoGradGuard no_grad;  // the bandwidths are a scale, not something to train
-    auto z = torch::cat({x, y}, 0);
-    const double m = double(z.size(0));
-    mean_d2 = torch::cdist(z, z).pow(2).sum().item<double>() / (m * m - m);
-  }
-  mean_d2 = std::max(mean_d2, 1e-12);
-  return mmd_squared(x, y, {mean_d2 / 4, mean_d2 / 2, mean_d2, mean_d2 * 2, mean_d2 * 4});
+  auto d2 = pooled_distances(x, y);
+  const double m = double(d2.size(0));
+  // The widths are a scale, not something to train: the mean over distinct pairs, detached.
+  auto mean_d2 = (d2.detach().sum() / (m * m - m)).clamp_min(1e-12);
+  auto widths = mean_d2 * torch::tensor({0.25, 0.5, 1.0, 2.0, 4.0}, d2.options().dtype(torch::kDouble)).to(d2.scalar_type());
+  return mmd_from_distances(d2, x.size(0), widths);
 }
 
 torch::Tensor RepNoiseObjective::loss(Transformer& model, const MicroBatch& mb, StepLogs* logs) {
