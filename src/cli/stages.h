@@ -1,6 +1,7 @@
 // One function per subcommand; each parses its config and calls the library.
 #pragma once
 #include <string>
+#include <vector>
 
 #include "core/config.h"
 #include "model/device.h"
@@ -8,6 +9,10 @@
 namespace undo {
 
 int stage_data(int argc, const char* const* argv);  // execs undo-data (no LibTorch there)
+// Runs undo-data (next to this executable) with `args` and waits: what a
+// stage that needs the tokenizer calls. InputError when it exits 2 (it has
+// said why on stderr), RuntimeError on any other failure.
+void run_data_tool(const std::vector<std::string>& args);
 int stage_pretrain(int argc, const char* const* argv);
 int stage_unlearn(int argc, const char* const* argv);
 int stage_distill(int argc, const char* const* argv);

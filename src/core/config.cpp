@@ -162,7 +162,9 @@ void describe_into(Config& c, Registry& r) {
       .add("data.forget_eval", &c.data.forget_eval, "streams whose validation CE is forget_ce", non_empty())
       .add("data.setting", &c.data.setting, "prepare: arith | lang", one_of({"arith", "lang"}))
       .add("data.sources", &c.data.sources, "prepare: unpacked packages from data/fetch")
-      .add("data.english_dirs", &c.data.english_dirs, "prepare: extra plain-text dirs (comma list)")
+      .add("data.english_dirs", &c.data.english_dirs,
+           "prepare: retained corpora of your own, comma list: DIR of .txt, FILE.jsonl, mcq:FILE.jsonl (docs/DATA.md)")
+      .add("data.jsonl_field", &c.data.jsonl_field, "prepare: the text field of .jsonl corpora", non_empty())
       .add("data.forget_language", &c.data.forget_language,
            "prepare (lang): the forget language's stream name (use it in the mixes)", non_empty())
       .add("data.forget_script", &c.data.forget_script,
@@ -171,7 +173,8 @@ void describe_into(Config& c, Registry& r) {
            "prepare (lang): share of a line's letters in forget_script for the line to be kept", in_range(0.0, 1.0))
       .add("data.forget_sources", &c.data.forget_sources,
            "prepare (lang): PACKAGE/PATH dirs under data.sources holding the forget language's text (comma list)")
-      .add("data.forget_dirs", &c.data.forget_dirs, "prepare (lang): extra plain-text forget-language dirs (comma list)")
+      .add("data.forget_dirs", &c.data.forget_dirs,
+           "prepare (lang): forget corpora of your own, as data.english_dirs (unfiltered by the script)")
       .add("data.tokenizer_vocab", &c.data.tokenizer_vocab, "prepare: sentencepiece vocab size",
            at_least(300))
       .add("data.tokenizer", &c.data.tokenizer,

@@ -75,7 +75,11 @@ struct DataConfig {
   // `undo data prepare` keys.
   std::string setting = "arith";  // arith | lang
   std::string sources = "data/raw/pkgs";  // unpacked packages from data/fetch
-  std::string english_dirs = "";   // comma list of extra plain-text dirs (tests use generated text)
+  // Retained and forgotten corpora of the user's (prepare/corpus_files.h): comma
+  // lists of .txt directories, .jsonl files (text in jsonl_field) and
+  // mcq:FILE.jsonl question files. Tests use generated text.
+  std::string english_dirs = "";
+  std::string jsonl_field = "text";
   // The language setting's forget language: its stream's name, the Unicode
   // ranges of its script (a line is kept when they hold forget_script_share of
   // its letters), where its text is (PACKAGE/PATH under data.sources, one

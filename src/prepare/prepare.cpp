@@ -27,6 +27,7 @@
 #include "data/shard.h"
 #include "data/stream.h"
 #include "data/vocabulary.h"
+#include "prepare/corpus_files.h"
 #include "prepare/text_extract.h"
 #include "prepare/spm_tokenizer.h"
 #include "prepare/text_tokenizer.h"
@@ -49,13 +50,6 @@ std::vector<std::string> files_under(const std::string& dir, const std::vector<s
   }
   std::sort(out.begin(), out.end());  // directory order is not deterministic
   return out;
-}
-
-void add_plain_dirs(const std::string& list, std::vector<Document>& docs) {
-  for (auto& dir : split_list(list)) {
-    UNDO_INPUT_CHECK(fs::is_directory(dir), "text directory '", dir, "' does not exist");
-    for (auto& f : files_under(dir, {".txt"})) docs.push_back({dir, read_file(f)});
-  }
 }
 
 // Keeps lines mostly in the forget language's script that are not also English
@@ -121,7 +115,7 @@ std::string fetched_inputs_json(const std::string& sources) {
 std::vector<std::string> input_paths(const DataConfig& d) {
   std::vector<std::string> paths = {d.sources, d.tokenizer};
   for (auto& list : {d.english_dirs, d.forget_dirs})
-    for (auto& dir : split_list(list)) paths.push_back(dir);
+    for (auto& entry : split_list(list)) paths.push_back(corpus_path(entry));
   return paths;
 }
 
@@ -165,7 +159,7 @@ std::vector<Document> collect_english(const DataConfig& cfg) {
     prose.push_back({"libreoffice-help-en-us", html_to_text(read_file(f))});
   dedupe(prose);  // navigation and help-page boilerplate
   docs.insert(docs.end(), prose.begin(), prose.end());
-  add_plain_dirs(cfg.english_dirs, docs);
+  add_corpora(cfg.english_dirs, cfg.jsonl_field, docs);
   return docs;
 }
 
@@ -192,7 +186,7 @@ std::vector<Document> collect_forget_language(const DataConfig& cfg, const std::
     }
   }
   dedupe(docs);
-  add_plain_dirs(cfg.forget_dirs, docs);
+  add_corpora(cfg.forget_dirs, cfg.jsonl_field, docs);
   cap_bytes(docs, cfg.max_text_bytes);
   return docs;
 }
@@ -209,6 +203,12 @@ bool prepare_data(const Config& cfg) {
   // A model's tokenizer (data.tokenizer) by its file's sha256, so that another
   // tokenizer at the same path prepares again (undo's own leaves earlier keys as they were).
   if (!d.tokenizer.empty()) key << '|' << sha256_file(find_tokenizer_file(d.tokenizer));
+  // The user's corpora by their files' content (corpus_files.h), and the JSONL
+  // text field where one is read: an edited corpus at the same path prepares
+  // again. (A preparation without them keeps the key it had.)
+  if (!d.english_dirs.empty() || !d.forget_dirs.empty())
+    key << "|corpora|" << d.jsonl_field << '|' << corpora_fingerprint(d.english_dirs) << '|'
+        << corpora_fingerprint(d.forget_dirs);
   std::string prep_key = sha256_hex(key.str().data(), key.str().size());
   std::string manifest_path = join_path(d.dir, "manifest.json");
   if (file_exists(manifest_path) && read_file(manifest_path).find(prep_key) != std::string::npos) {
