@@ -268,19 +268,21 @@ TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
   std::string out;
   ASSERT_EQ(test::run_undo("import --from-hf " + dir + "/model --run-dir " + dir + "/import --model.seq_len 32", &out),
             0) << out;
-  // The README's commands ("Use your own model"): the language setting, English from the test fixtures
-  // and Korean documents made from the multilingual text's Korean lines, tokenized by the model's tokenizer.
+  // The walk-through of docs/DATA.md ("Your own model, offline") and the README's commands ("Use your
+  // own model"): the language setting with no packages, English from the test fixtures' text directory
+  // and the Korean documents of a JSONL file (made from Korean lines), tokenized by the model's tokenizer.
   const std::string english = std::filesystem::path(test::tiny_data_dir()).parent_path().string() + "/english_txt";
-  make_dirs(dir + "/korean");
-  std::string korean;
+  std::string korean, korean_jsonl;
   for (auto& line : {"오늘은 날씨가 맑고 바람이 조금 붑니다.", "이 프로그램은 언어 모델에서 특정 능력을 지우는 방법을 연구합니다.",
                      "서울에서 부산까지 기차로 약 2시간 40분이 걸립니다!", "한국어 문장과 영어 단어가 섞인 줄도 있습니다."})
-    korean += std::string(line) + "\n";
-  for (int i = 0; i < 30; ++i) write_file_atomic(dir + "/korean/doc" + std::to_string(i) + ".txt", korean + korean);
+    korean += std::string(line) + "\\n";
+  for (int i = 0; i < 30; ++i) korean_jsonl += "{\"id\": " + std::to_string(i) + ", \"text\": \"" + korean + korean + "\"}\n";
+  write_file_atomic(dir + "/korean.jsonl", korean_jsonl);
   ASSERT_EQ(test::run_undo("data prepare --config " + std::string(UNDO_SOURCE_DIR) + "/configs/lang-en-ko.ini" +
                            " --data.tokenizer " + dir + "/model --data.dir " + dir + "/data --data.sources " + dir +
                            "/no_packages --data.forget_sources '' --data.english_dirs " + english +
-                           " --data.forget_dirs " + dir + "/korean --data.val_fraction 0.2", &out), 0) << out;
+                           " --data.forget_dirs " + dir + "/korean.jsonl --data.val_fraction 0.2", &out), 0) << out;
+  EXPECT_NE(read_file(dir + "/data/manifest.json").find("\"korean.train\": {\"documents\": "), std::string::npos);
   EXPECT_NE(read_file(dir + "/data/manifest.json").find("\"tokenizer\": \"tokenizer.json\""), std::string::npos);
   // configs/own-model.ini has no model keys: every stage takes the imported architecture. Tiny budgets here.
   const std::string common = " --config " + std::string(UNDO_SOURCE_DIR) + "/configs/own-model.ini --data.dir " + dir +
@@ -314,6 +316,13 @@ TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
   ASSERT_EQ(test::run_command(py + UNDO_SOURCE_DIR + "/tests/hf/hf_tokenizers.py encode " + dir + "/model " + text +
                               " " + dir + "/ids_model.jsonl 2>&1"), 0);
   EXPECT_EQ(read_file(dir + "/ids.jsonl"), read_file(dir + "/ids_model.jsonl"));
+  // And a benchmark of the user's, scored on the distilled model by the model's tokenizer.
+  write_file_atomic(dir + "/questions.jsonl",
+                    "{\"question\": \"서울에서 부산까지?\", \"choices\": [\"2시간 40분\", \"10분\"], \"answer\": 0}\n"
+                    "{\"question\": \"What is this?\", \"choices\": [\"a model\", \"a train\", \"weather\"], \"answer\": 0}\n");
+  ASSERT_EQ(test::run_undo("eval --model " + dir + "/distill/model.ckpt --data.dir " + dir + "/data --mcq " + dir +
+                           "/questions.jsonl", &out), 0) << out;
+  EXPECT_NE(out.find("\"questions\": 2, \"acc\": "), std::string::npos) << out;
 }
 
 }  // namespace

@@ -372,6 +372,10 @@ TEST(Sweep, SignalsPlanOneCachePerTeacherAndSignal) {
   out = sweep("plan", write_spec(dir, kSmallGrid + "\nmetric = accuracy"), dir + "/out", &rc);
   EXPECT_EQ(rc, 2);
   EXPECT_NE(out.find("metric 'accuracy'"), std::string::npos) << out;
+  out = sweep("plan", write_spec(dir, kSmallGrid + "\nmetric = forget_mcq_acc"), dir + "/out", &rc);
+  EXPECT_EQ(rc, 2);
+  EXPECT_NE(out.find("forget_mcq_acc scores the questions of data.forget_mcq, which names none"), std::string::npos)
+      << out;
 }
 
 // A run with a sampled and an online signal, robustness on forget CE: both
@@ -854,7 +858,21 @@ TEST(Sweep, ShippedSpecsPlan) {
   Plan lang_full = make_plan(read_sweep_spec("configs/lang-en-ko-full-attack-sweep.ini"), demo_out, UNDO_BINARY);
   Plan lang_small = make_plan(read_sweep_spec("configs/lang-en-ko-size64-sweep.ini"), demo_out, UNDO_BINARY);
   Plan lang_large = make_plan(read_sweep_spec("configs/lang-en-ko-size256-sweep.ini"), demo_out, UNDO_BINARY);
+  // Size against budget: five specs on one output, sharing the prepared data and nothing else.
+  std::vector<Plan> sizes;
+  for (auto s : {"d64", "d32-tokens", "d128-tokens", "d32-compute", "d128-compute"})
+    sizes.push_back(make_plan(read_sweep_spec(std::string("configs/size-") + s + "-sweep.ini"), demo_out, UNDO_BINARY));
+  Plan own = make_plan(read_sweep_spec("configs/own-corpora-sweep.ini"), demo_out, UNDO_BINARY);
   std::filesystem::current_path(cwd);
+  std::map<std::string, int> size_dirs;
+  for (auto& p : sizes) {
+    EXPECT_EQ(count_kind(p, "pretrain"), 2 * 5) << "base and oracle, 5 replicates";
+    EXPECT_EQ(count_kind(p, "distill"), 5);
+    for (auto& j : p.jobs) ++size_dirs[j.dir];
+  }
+  for (auto& [d, n] : size_dirs) EXPECT_EQ(n, d.find("/data-") != std::string::npos ? 5 : 1) << d;
+  EXPECT_EQ(own.spec.metric, "forget_mcq_acc");
+  EXPECT_EQ(count_kind(own, "distill"), 5 * (2 + 2));
   EXPECT_EQ(count_kind(protocol, "unlearn"), 3);
   EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3 + 3);  // the students, the distilled base and oracle
   EXPECT_EQ(count_kind(protocol, "relearn"), (2 + 3 + 9 + 3) * 5);

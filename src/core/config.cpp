@@ -175,6 +175,9 @@ void describe_into(Config& c, Registry& r) {
            "prepare (lang): PACKAGE/PATH dirs under data.sources holding the forget language's text (comma list)")
       .add("data.forget_dirs", &c.data.forget_dirs,
            "prepare (lang): forget corpora of your own, as data.english_dirs (unfiltered by the script)")
+      .add("data.forget_mcq", &c.data.forget_mcq,
+           "prepare: questions (JSONL: question, choices, answer) scored as forget_mcq_acc (relearn.metric)")
+      .add("data.retain_mcq", &c.data.retain_mcq, "prepare: questions scored as retain_mcq_acc")
       .add("data.tokenizer_vocab", &c.data.tokenizer_vocab, "prepare: sentencepiece vocab size",
            at_least(300))
       .add("data.tokenizer", &c.data.tokenizer,
@@ -299,7 +302,7 @@ void describe_into(Config& c, Registry& r) {
       .add("relearn.extend", &c.relearn.extend,
            "doublings of the largest LR while the worst case sits at it (0 = the grid as given)", in_range(0, 20))
       .add("relearn.metric", &c.relearn.metric, "forget metric the worst LR is judged on for the extension",
-           one_of({"auto", "forget_acc", "forget_answer_ce", "forget_ce"}));
+           one_of({"auto", "forget_acc", "forget_answer_ce", "forget_ce", "forget_mcq_acc"}));
 }
 
 

@@ -91,6 +91,10 @@ struct DataConfig {
       "libreoffice-help-ko/usr/share/libreoffice/help/ko,gnome-user-docs/usr/share/help/ko,"
       "installation-guide-amd64/usr/share/doc/installation-guide-amd64/ko,debian-faq-ko/usr/share/doc/debian/FAQ/ko";
   std::string forget_dirs = "";
+  // Multiple-choice question files (data/mcq.h) scored as forget_mcq_acc and
+  // retain_mcq_acc, half for validation, half for test; never also trained on.
+  std::string forget_mcq = "";
+  std::string retain_mcq = "";
   int tokenizer_vocab = 1024;
   // A model's own tokenizer (a Hugging Face model directory, a tokenizer.json
   // or a sentencepiece tokenizer.model); "" = train undo's sentencepiece on the corpus.

@@ -66,6 +66,10 @@ std::vector<McqQuestion> read_mcq_file(const std::string& path) {
   return out;
 }
 
+std::string mcq_tokens_path(const std::string& data_dir, const std::string& side, const std::string& split) {
+  return join_path(data_dir, "mcq_" + side + "." + split + ".jsonl");
+}
+
 std::string mcq_context(const McqQuestion& q) { return "Question: " + q.question + "\nAnswer:"; }
 std::string mcq_continuation(const McqQuestion& q, size_t choice) { return " " + q.choices.at(choice); }
 std::string mcq_rendered(const McqQuestion& q) { return mcq_context(q) + mcq_continuation(q, size_t(q.answer)); }

@@ -58,4 +58,11 @@ void write_mcq_tokens(const std::string& path, const std::vector<McqTokens>& que
 // [0, vocab_size) or a choice with no tokens.
 std::vector<McqTokens> read_mcq_tokens(const std::string& path, int vocab_size);
 
+// A sweep's question metrics (data.forget_mcq, data.retain_mcq): `undo data
+// prepare` splits each file's questions into validation (selection) and test
+// (reporting) halves and writes their tokens to
+// DATA/mcq_<side>.<split>.jsonl, side "forget" or "retain", split "val" or
+// "test"; the evaluator scores them as <side>_mcq_acc.
+std::string mcq_tokens_path(const std::string& data_dir, const std::string& side, const std::string& split);
+
 }  // namespace undo

@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "eval/mcq_scorer.h"
 #include "model/device.h"
 #include "model/precision.h"
 
@@ -191,6 +192,28 @@ Evaluator::Evaluator(const Config& cfg) : cfg_(cfg) {
     vocab_ = std::make_unique<Vocabulary>(join_path(cfg.data.dir, "vocab.bin"));
     problems_ = read_eval_prompts(join_path(cfg.data.dir, "eval_prompts.jsonl"), cfg.eval.arith_per_op, vocab_->size());
   }
+  for (auto [side, file] : {std::pair{"forget", &cfg.data.forget_mcq}, {"retain", &cfg.data.retain_mcq}}) {
+    if (file->empty()) continue;
+    for (const char* split : {"val", "test"}) {
+      const std::string path = mcq_tokens_path(cfg.data.dir, side, split);
+      UNDO_INPUT_CHECK(file_exists(path), "data.", side, "_mcq = '", *file, "': '", path,
+                       "' is missing (prepare the data again with it)");
+      questions_[{side, split}] = read_mcq_tokens(path, int(cfg.model.vocab_size));
+      check_mcq_fits(questions_[{side, split}], cfg.model.seq_len, "data." + std::string(side) + "_mcq = " + *file);
+    }
+  }
+}
+
+void Evaluator::score_questions(Transformer& model, const StopPoll& poll) {
+  const bool bf16 = cfg_.train.precision == "bf16";
+  for (auto& [where, questions] : questions_) {
+    auto& [side, split] = where;
+    McqScore s = score_mcq(questions, mcq_loglikelihoods(model, questions, bf16, poll));
+    const std::string name = (split == "val" ? "val_" : "") + side + "_mcq_acc";
+    last_[name] = s.acc;
+    last_[name + "_norm"] = s.acc_norm;
+    if (split == "test") last_["se_" + name] = s.acc_se, last_["se_" + name + "_norm"] = s.acc_norm_se;
+  }
 }
 
 void Evaluator::score_text(Transformer& model, const StopPoll& poll) {
@@ -273,9 +296,11 @@ JsonObject Evaluator::run(Transformer& model, const StopPoll& poll) {
   score_text(model, poll);
   if (vocab_)
     for (ProblemSet set : kScoredSets) score_problems(model, set, poll);
+  score_questions(model, poll);
   // Headline metrics first, then the details, in a stable order.
   const std::vector<std::string> headline = {"retain_ce",  "forget_ce",        "retain_acc",
-                                             "forget_acc", "retain_answer_ce", "forget_answer_ce"};
+                                             "forget_acc", "retain_answer_ce", "forget_answer_ce",
+                                             "retain_mcq_acc", "forget_mcq_acc"};
   JsonObject j;
   for (auto& key : headline)
     if (last_.count(key)) j.add(key, last_[key]);

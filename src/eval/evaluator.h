@@ -10,7 +10,10 @@
 // ("val_forget_acc"), which alone serve selection (the stopping rule, the
 // attack's worst LR); the test figures carry their standard error
 // ("se_forget_acc"). Arithmetic adds generalisation to held-out operands
-// ("forget_gen_acc"; data/arithmetic.h says what each set holds).
+// ("forget_gen_acc"; data/arithmetic.h says what each set holds). Question
+// files (data.forget_mcq, data.retain_mcq) add multiple-choice accuracy
+// ("forget_mcq_acc", "forget_mcq_acc_norm"; eval/mcq_scorer.h), validation
+// and test halves apart in the same way.
 #pragma once
 #include <torch/torch.h>
 
@@ -25,6 +28,7 @@
 #include "data/arithmetic.h"
 #include "data/shard.h"
 #include "data/eval_prompts.h"
+#include "data/mcq.h"
 #include "data/vocabulary.h"
 #include "model/transformer.h"
 
@@ -68,12 +72,14 @@ class Evaluator {
  private:
   void score_text(Transformer& model, const StopPoll& poll);
   void score_problems(Transformer& model, ProblemSet set, const StopPoll& poll);
+  void score_questions(Transformer& model, const StopPoll& poll);
 
   Config cfg_;
   std::map<std::string, std::unique_ptr<Shard>> test_shards_, val_shards_;
   std::vector<std::string> retain_, forget_;
   std::unique_ptr<Vocabulary> vocab_;
   std::map<ProblemSet, EvalPromptSet> problems_;
+  std::map<std::pair<std::string, std::string>, std::vector<McqTokens>> questions_;  // (side, split)
   std::map<std::string, double> last_;
 };
 

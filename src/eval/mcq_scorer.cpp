@@ -23,8 +23,8 @@ struct Row {
 
 Row row_of(const McqTokens& q, size_t question, size_t choice, int64_t window) {
   const auto& cont = q.choices[choice];
-  UNDO_INPUT_CHECK(int64_t(cont.size()) <= window, "question at line ", q.line, ": choice ", choice, " is ",
-                   cont.size(), " tokens, longer than the model's window of ", window);
+  UNDO_CHECK(int64_t(cont.size()) <= window, "question at line ", q.line, ": choice ", choice,
+             " is longer than the window (check_mcq_fits)");
   std::vector<int64_t> all(q.context.begin(), q.context.end());
   all.insert(all.end(), cont.begin(), cont.end());
   // The harness keeps the last max_length + 1 tokens: the window's inputs and one more target.
@@ -64,6 +64,14 @@ std::pair<double, double> mean_and_se(const std::vector<int>& hits) {
 }
 
 }  // namespace
+
+void check_mcq_fits(const std::vector<McqTokens>& questions, int64_t window, const std::string& file) {
+  for (auto& q : questions)
+    for (size_t c = 0; c < q.choices.size(); ++c)
+      UNDO_INPUT_CHECK(int64_t(q.choices[c].size()) <= window, file, ":", q.line, ": choice ", c, " is ",
+                       q.choices[c].size(), " tokens, longer than the model's window of ", window,
+                       " (model.seq_len): no model of that window can score it");
+}
 
 std::vector<std::vector<double>> mcq_loglikelihoods(Transformer& model, const std::vector<McqTokens>& questions,
                                                     bool bf16, const StopPoll& poll) {

@@ -7,6 +7,7 @@
 // character; ties go to the first, as numpy's argmax does. Standard errors are
 // the harness's: the sample standard deviation (n - 1) over sqrt(n).
 #pragma once
+#include <string>
 #include <vector>
 
 #include "core/stop_signal.h"
@@ -14,6 +15,11 @@
 #include "model/transformer.h"
 
 namespace undo {
+
+// Refuses (InputError naming `file` and the question's line) a choice longer
+// than `window` tokens, which no model of that window can score: what a stage
+// calls before any compute.
+void check_mcq_fits(const std::vector<McqTokens>& questions, int64_t window, const std::string& file);
 
 // log p(choice | context) of every choice of every question, in order.
 std::vector<std::vector<double>> mcq_loglikelihoods(Transformer& model, const std::vector<McqTokens>& questions,

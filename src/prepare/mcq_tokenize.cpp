@@ -1,9 +1,14 @@
 #include "prepare/mcq_tokenize.h"
 
+#include <filesystem>
+#include <iostream>
+
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/utf8.h"
 #include "data/prepared_check.h"
+#include "data/stream.h"
+#include "prepare/corpus_files.h"
 
 namespace undo {
 
@@ -27,6 +32,46 @@ std::vector<McqTokens> tokenize_mcq(const std::vector<McqQuestion>& questions, c
     out.push_back(std::move(t));
   }
   return out;
+}
+
+namespace {
+
+std::vector<std::pair<std::string, std::string>> mcq_metrics(const DataConfig& d) {
+  std::vector<std::pair<std::string, std::string>> out;
+  if (!d.forget_mcq.empty()) out.emplace_back("forget", d.forget_mcq);
+  if (!d.retain_mcq.empty()) out.emplace_back("retain", d.retain_mcq);
+  return out;
+}
+
+}  // namespace
+
+void check_mcq_metrics(const DataConfig& d) {
+  for (auto& [side, file] : mcq_metrics(d)) {
+    const auto questions = read_mcq_file(file);
+    UNDO_INPUT_CHECK(questions.size() >= 2, "data.", side, "_mcq = '", file,
+                     "' holds one question: validation and test need one each");
+    for (auto& list : {d.english_dirs, d.forget_dirs})
+      for (auto& entry : split_list(list))
+        UNDO_INPUT_CHECK(!std::filesystem::exists(corpus_path(entry)) ||
+                             !std::filesystem::equivalent(corpus_path(entry), file),
+                         "data.", side, "_mcq = '", file, "' is also the training corpus '", entry,
+                         "': its questions would be scored after training on their answers");
+  }
+}
+
+void write_mcq_metrics(const DataConfig& d, uint64_t seed, const TextTokenizer& tok, const std::string& out) {
+  for (auto& [side, file] : mcq_metrics(d)) {
+    auto tokens = tokenize_mcq(read_mcq_file(file), tok, file);
+    std::vector<McqTokens> val, test;
+    for (size_t i = 0; i < tokens.size(); ++i)
+      (splitmix64(seed ^ splitmix64(i + 0x6d6371)) & 1 ? test : val).push_back(tokens[i]);
+    if (val.empty()) val.push_back(test.back()), test.pop_back();
+    if (test.empty()) test.push_back(val.back()), val.pop_back();
+    write_mcq_tokens(mcq_tokens_path(out, side, "val"), val);
+    write_mcq_tokens(mcq_tokens_path(out, side, "test"), test);
+    std::cerr << "data: " << side << " questions (" << file << "): " << val.size() << " validation, " << test.size()
+              << " test\n";
+  }
 }
 
 void tokenize_mcq_file(const std::string& data_dir, const std::string& questions, const std::string& out) {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/config.h"
 #include "data/mcq.h"
 #include "prepare/text_tokenizer.h"
 
@@ -16,6 +17,14 @@ namespace undo {
 // InputError naming the file, line and choice where a choice adds no tokens.
 std::vector<McqTokens> tokenize_mcq(const std::vector<McqQuestion>& questions, const TextTokenizer& tok,
                                     const std::string& file);
+
+// The question metrics of a preparation (data.forget_mcq, data.retain_mcq;
+// data/mcq.h): checked before anything is written (each file reads, and none
+// is also a training corpus: an evaluation never scores what a model trained
+// on), then each split by `seed` into validation and test halves (at least
+// one question each) and written, tokenized, under `out`.
+void check_mcq_metrics(const DataConfig& d);
+void write_mcq_metrics(const DataConfig& d, uint64_t seed, const TextTokenizer& tok, const std::string& out);
 
 // `undo data mcq --data.dir DIR --questions FILE --out TOKENS`: FILE's tokens
 // by DIR's tokenizer, written to TOKENS (what `undo eval --mcq` runs).

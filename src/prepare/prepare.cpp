@@ -28,6 +28,7 @@
 #include "data/stream.h"
 #include "data/vocabulary.h"
 #include "prepare/corpus_files.h"
+#include "prepare/mcq_tokenize.h"
 #include "prepare/text_extract.h"
 #include "prepare/spm_tokenizer.h"
 #include "prepare/text_tokenizer.h"
@@ -113,7 +114,7 @@ std::string fetched_inputs_json(const std::string& sources) {
 
 // Every path a preparation reads: none of them may be inside its output.
 std::vector<std::string> input_paths(const DataConfig& d) {
-  std::vector<std::string> paths = {d.sources, d.tokenizer};
+  std::vector<std::string> paths = {d.sources, d.tokenizer, d.forget_mcq, d.retain_mcq};
   for (auto& list : {d.english_dirs, d.forget_dirs})
     for (auto& entry : split_list(list)) paths.push_back(corpus_path(entry));
   return paths;
@@ -209,6 +210,8 @@ bool prepare_data(const Config& cfg) {
   if (!d.english_dirs.empty() || !d.forget_dirs.empty())
     key << "|corpora|" << d.jsonl_field << '|' << corpora_fingerprint(d.english_dirs) << '|'
         << corpora_fingerprint(d.forget_dirs);
+  for (auto* questions : {&d.forget_mcq, &d.retain_mcq})
+    if (!questions->empty()) key << "|mcq|" << *questions << '|' << sha256_file(*questions);
   std::string prep_key = sha256_hex(key.str().data(), key.str().size());
   std::string manifest_path = join_path(d.dir, "manifest.json");
   if (file_exists(manifest_path) && read_file(manifest_path).find(prep_key) != std::string::npos) {
@@ -230,6 +233,7 @@ bool prepare_data(const Config& cfg) {
                      "': a stream name of lowercase letters, other than english");
     parse_code_point_ranges("data.forget_script", d.forget_script);
   }
+  check_mcq_metrics(d);
   // The preparation is made whole in a private directory and swapped in at the
   // end (core/owned_output.h): a cut run or a concurrent one never leaves half
   // of one, only an earlier preparation is replaced, and a user's files placed
@@ -335,6 +339,7 @@ bool prepare_data(const Config& cfg) {
   // table, and the evaluation prompts already tokenized.
   Vocabulary(tok.pieces(), tok.eos_id(), tok.strips_leading_space()).write(join_path(out, "vocab.bin"));
   if (d.setting == "arith") write_eval_prompts(join_path(out, "eval_prompts.jsonl"), tokenized_eval_sets(tok));
+  write_mcq_metrics(d, uint64_t(cfg.run.seed), tok, out);
 
   // 4. Token shards.
   JsonObject stream_json;

@@ -1,5 +1,7 @@
 #include "prepare/spm_tokenizer.h"
 
+#include <algorithm>
+
 #include <sentencepiece_processor.h>
 #include <sentencepiece_trainer.h>
 
@@ -86,6 +88,11 @@ void SpmTokenizer::train(const std::string& corpus_path, const std::string& mode
   sentencepiece::logging::SetMinLogLevel(1);  // warnings and errors only: the trainer's progress is pages long
   sentencepiece::SetRandomGeneratorSeed(unsigned(seed % 2147483647));  // sentence sampling and shuffling
   auto st = sentencepiece::SentencePieceTrainer::Train(args);
+  // A vocabulary too small for the corpus's characters is the user's setting, not a fault.
+  const std::string why = st.ok() ? "" : st.ToString();
+  UNDO_INPUT_CHECK(why.find("smaller than required_chars") == std::string::npos, "data.tokenizer_vocab = ",
+                   vocab_size, " is too small for the corpus's characters (sentencepiece: ",
+                   why.substr(std::min(why.size(), why.find("Vocabulary size"))), "): raise it");
   UNDO_CHECK(st.ok(), "tokenizer training failed: ", st.ToString());
 }
 

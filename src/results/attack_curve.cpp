@@ -51,7 +51,7 @@ std::string attack_metric(const std::vector<AttackPoint>& points) {
 }
 
 const std::vector<std::string>& forget_metrics() {
-  static const std::vector<std::string> m = {"forget_acc", "forget_answer_ce", "forget_ce"};
+  static const std::vector<std::string> m = {"forget_acc", "forget_answer_ce", "forget_ce", "forget_mcq_acc"};
   return m;
 }
 

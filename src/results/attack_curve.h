@@ -49,7 +49,7 @@ std::string generalisation_metric_of(const std::string& metric);
 // measured, else "forget_ce".
 std::string attack_metric(const std::vector<AttackPoint>& points);
 // The forget metrics robustness can be computed on.
-const std::vector<std::string>& forget_metrics();  // forget_acc, forget_answer_ce, forget_ce
+const std::vector<std::string>& forget_metrics();  // forget_acc, forget_answer_ce, forget_ce, forget_mcq_acc
 // Whether a higher value of `metric` means more was relearned (accuracies), or
 // a lower one (the cross-entropies).
 bool relearned_when_higher(const std::string& metric);

@@ -30,9 +30,9 @@ std::string joined(const std::vector<std::string>& parts, const std::string& sep
 void judge_attack(const SweepEvidence& e, const SupportThresholds& t, Support& s) {
   if (!e.has_oracle) {
     s.attack_note = "no oracle was attacked, so the attack's strength cannot be judged";
-  } else if (e.metric == "forget_acc") {
+  } else if (relearned_when_higher(e.metric)) {
     s.attack_strong = e.oracle_after - e.oracle_before >= t.min_oracle_gain_acc;
-    s.attack_note = "the oracle's forget accuracy went from " + num(e.oracle_before) + " to " + num(e.oracle_after) +
+    s.attack_note = "the oracle's " + e.metric + " went from " + num(e.oracle_before) + " to " + num(e.oracle_after) +
                     " under the worst attack (needed: +" + num(t.min_oracle_gain_acc) + ")";
   } else {
     double drop = e.oracle_before > 0 ? (e.oracle_before - e.oracle_after) / e.oracle_before : 0;
@@ -61,6 +61,9 @@ void judge_size(const SweepEvidence& e, const SupportThresholds& t, Support& s) 
          "n = " + std::to_string(e.replicates) + " replicate" + (e.replicates == 1 ? "" : "s") + " varying " +
              e.varied + (e.independent ? "" : " only") + " (needed: " + std::to_string(t.min_replicates) +
              " independent replicates, each reseeding the whole pipeline)");
+  // Question accuracy (forget_mcq_acc) has no size rule of its own: its test
+  // set is judged by its standard error against the base-oracle gap alone.
+  if (e.metric.find("_mcq_") != std::string::npos) return;
   const bool problems = e.metric.find("answer_ce") != std::string::npos || relearned_when_higher(e.metric);
   if (problems && e.eval_per_op_format < t.min_eval_per_op_format)
     fail(s, "small test set",

@@ -259,10 +259,12 @@ SweepSpec read_sweep_spec(const std::string& path) {
                                     (d.cache_samples ? "+s" + std::to_string(d.cache_samples) : "");
     spec.signals.push_back(parse_distill_signal(path, !spec.cache ? "online" : shape));
   }
-  UNDO_INPUT_CHECK(spec.metric == "auto" || spec.metric == "forget_ce" ||
-                       (spec.cfg.data.setting == "arith" && spec.cfg.eval.arith_per_op > 0),
-                   path, ": sweep.metric = ", spec.metric,
+  const bool arith_metric = spec.metric == "forget_acc" || spec.metric == "forget_answer_ce";
+  UNDO_INPUT_CHECK(!arith_metric || (spec.cfg.data.setting == "arith" && spec.cfg.eval.arith_per_op > 0), path,
+                   ": sweep.metric = ", spec.metric,
                    " scores arithmetic problems: it needs data.setting = arith and eval.arith_per_op > 0");
+  UNDO_INPUT_CHECK(spec.metric != "forget_mcq_acc" || !spec.cfg.data.forget_mcq.empty(), path,
+                   ": sweep.metric = forget_mcq_acc scores the questions of data.forget_mcq, which names none");
   const double jobs = planned_job_count(spec);
   UNDO_INPUT_CHECK(jobs <= kMaxPlannedJobs, path, ": the grid makes about ", int64_t(jobs), " jobs (methods x ",
                    "signals x seeds x alphas x betas x replicates, each attacked at every LR), more than the ",
