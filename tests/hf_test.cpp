@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/sha256.h"
 #include "formats/hf_config.h"
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
@@ -126,6 +127,12 @@ TEST(HfExport, TheDemoModelLoadsAsAGemmaWithItsTokenizer) {
   EXPECT_NE(out.find("holds files that undo did not write"), std::string::npos) << out;
   EXPECT_EQ(read_file(dir + "/mine/config.json"), "{\"mine\": true}");
   EXPECT_FALSE(file_exists(dir + "/mine/model.safetensors"));
+  // A model with no recorded tokenizer and no data to take one from is refused: an export without a tokenizer
+  // used to be written, and exit 0.
+  EXPECT_EQ(test::run_undo("export --format hf --model " + dir + "/model.ckpt --data.dir " + dir + "/absent --out " + dir +
+                           "/untokenized", &out), 2) << out;
+  EXPECT_NE(out.find("no tokenizer for"), std::string::npos) << out;
+  EXPECT_FALSE(file_exists(dir + "/untokenized"));
 }
 
 // What transformers would compute differently, or undo cannot, is refused by
@@ -268,6 +275,11 @@ TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
   std::string out;
   ASSERT_EQ(test::run_undo("import --from-hf " + dir + "/model --run-dir " + dir + "/import --model.seq_len 32", &out),
             0) << out;
+  // The import keeps the model's tokenizer beside the checkpoint, which records its hash and place.
+  EXPECT_EQ(read_file(dir + "/import/tokenizer/tokenizer.json"), read_file(dir + "/model/tokenizer.json"));
+  CheckpointMeta imported = read_checkpoint_meta(dir + "/import/model.ckpt");
+  EXPECT_EQ(imported.extra.at("tokenizer_sha256"), sha256_file(dir + "/model/tokenizer.json"));
+  EXPECT_EQ(imported.extra.at("tokenizer_dir"), std::filesystem::absolute(dir + "/import/tokenizer").string());
   // The walk-through of docs/DATA.md ("Your own model, offline") and the README's commands ("Use your
   // own model"): the language setting with no packages, English from the test fixtures' text directory
   // and the Korean documents of a JSONL file (made from Korean lines), tokenized by the model's tokenizer.
@@ -316,6 +328,13 @@ TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
   ASSERT_EQ(test::run_command(py + UNDO_SOURCE_DIR + "/tests/hf/hf_tokenizers.py encode " + dir + "/model " + text +
                               " " + dir + "/ids_model.jsonl 2>&1"), 0);
   EXPECT_EQ(read_file(dir + "/ids.jsonl"), read_file(dir + "/ids_model.jsonl"));
+  // Without --data.dir the export still ships the model's tokenizer: the distilled model's from the data its
+  // stage read, the imported model's from the files its import kept.
+  for (auto [model, exported] : {std::pair{"/distill/model.ckpt", "/exported-nodata"}, {"/import/model.ckpt", "/exported-import"}}) {
+    ASSERT_EQ(test::run_undo("export --format hf --model " + dir + model + " --data.dir " + dir + "/absent --out " + dir +
+                             exported, &out), 0) << out;
+    EXPECT_EQ(read_file(dir + exported + "/tokenizer.json"), read_file(dir + "/model/tokenizer.json")) << model;
+  }
   // And a benchmark of the user's, scored on the distilled model by the model's tokenizer.
   write_file_atomic(dir + "/questions.jsonl",
                     "{\"question\": \"서울에서 부산까지?\", \"choices\": [\"2시간 40분\", \"10분\"], \"answer\": 0}\n"

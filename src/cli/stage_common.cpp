@@ -1,3 +1,4 @@
+#include <filesystem>
 #include <iostream>
 
 #include "cli/stage_result.h"
@@ -31,8 +32,11 @@ void write_stage_result(const Config& cfg, const std::string& stage, Transformer
   meta.extra["tokens"] = std::to_string(r.tokens);
   // The tokenizer its ids mean text in: checked by every later stage that
   // reads this model with data (check_model_fits_data).
-  if (auto tokenizer = prepared_tokenizer_sha256(cfg.data.dir); !tokenizer.empty())
+  // And where that tokenizer is, so that an export without --data.dir still ships it.
+  if (auto tokenizer = prepared_tokenizer_sha256(cfg.data.dir); !tokenizer.empty()) {
     meta.extra["tokenizer_sha256"] = tokenizer;
+    meta.extra["data_dir"] = std::filesystem::absolute(cfg.data.dir).lexically_normal().string();
+  }
   save_checkpoint(is_writer() ? join_path(cfg.run.dir, "model.ckpt") : "", meta, model, nullptr);  // collective
   if (!is_writer()) return;
   // --resume of a finished run: nothing was trained or evaluated here, and the

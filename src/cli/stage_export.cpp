@@ -1,9 +1,10 @@
 // `undo export`: a checkpoint's weights for other programs. --format
 // safetensors writes them under undo's own names (for numpy and the
 // safetensors library); --format hf writes a Hugging Face model directory
-// (config.json, model.safetensors, generation_config.json, and the tokenizer
-// the model's data was prepared with) that transformers' AutoModelForCausalLM
-// and AutoTokenizer load.
+// (config.json, model.safetensors, generation_config.json, and the model's
+// tokenizer: from data.dir, or where the checkpoint says its data or its
+// import's tokenizer is) that transformers' AutoModelForCausalLM and
+// AutoTokenizer load.
 #include <filesystem>
 #include <iostream>
 
@@ -12,6 +13,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/owned_output.h"
+#include "core/sha256.h"
 #include "data/prepared_check.h"
 #include "data/vocabulary.h"
 #include "model/hf_checkpoint.h"
@@ -34,19 +36,44 @@ void write_undo_safetensors(Transformer& model, const CheckpointMeta& meta, cons
   write_safetensors(out, tensors, info);
 }
 
-// The tokenizer of the data directory the model was trained with (data.dir):
-// the file its manifest names and its end-of-text id; "" and -1 without one.
-// It must be the model's own (it used to ship whatever data.dir held).
-std::pair<std::string, int> prepared_tokenizer_of(const std::string& data_dir, const CheckpointMeta& meta,
-                                                  const std::string& model_path) {
-  if (!file_exists(join_path(data_dir, "manifest.json"))) {
-    std::cerr << "export: no prepared data at data.dir = '" << data_dir << "': the export has no tokenizer\n";
-    return {"", -1};
-  }
+// The tokenizer an export ships: its directory, its file's name there, and
+// its end-of-text id (-1 where unknown).
+struct TokenizerSource {
+  std::string dir, name;
+  int eos = -1;
+};
+
+TokenizerSource prepared_source(const std::string& data_dir, const CheckpointMeta& meta, const std::string& model_path) {
   check_prepared_data(data_dir);
   check_model_fits_data(meta, model_path, data_dir);
   const std::string file = prepared_tokenizer(data_dir);
-  return {file.substr(file.rfind('/') + 1), Vocabulary(join_path(data_dir, "vocab.bin")).eos_id()};
+  return {data_dir, file.substr(file.rfind('/') + 1), Vocabulary(join_path(data_dir, "vocab.bin")).eos_id()};
+}
+
+// Where the tokenizer comes from, first found: data.dir when it holds a
+// preparation; else the prepared directory the checkpoint's stage read (its
+// meta's data_dir); else the tokenizer files an import kept (tokenizer_dir).
+// Each must be the model's own (it used to ship whatever data.dir held); an
+// export with none is refused (it used to write no tokenizer and exit 0).
+TokenizerSource tokenizer_source(const std::string& data_dir, const CheckpointMeta& meta, const std::string& model_path) {
+  if (file_exists(join_path(data_dir, "manifest.json"))) return prepared_source(data_dir, meta, model_path);
+  auto recorded = [&](const char* key) {
+    auto it = meta.extra.find(key);
+    return it == meta.extra.end() ? std::string() : it->second;
+  };
+  if (auto dir = recorded("data_dir"); !dir.empty() && file_exists(join_path(dir, "manifest.json")))
+    return prepared_source(dir, meta, model_path);
+  if (auto dir = recorded("tokenizer_dir"); !dir.empty())
+    for (const char* name : {"tokenizer.model", "tokenizer.json"})
+      if (file_exists(join_path(dir, name))) {
+        UNDO_INPUT_CHECK(sha256_file(join_path(dir, name)) == recorded("tokenizer_sha256"), "'", model_path,
+                         "' was imported with the tokenizer of sha256 ", recorded("tokenizer_sha256"), ", but ",
+                         join_path(dir, name), " is another: give --data.dir with the model's data");
+        return {dir, name, -1};
+      }
+  UNDO_INPUT_FAIL("--format hf: no tokenizer for '", model_path, "': data.dir = '", data_dir,
+                  "' holds no prepared data and the checkpoint records none; give --data.dir (the data the model "
+                  "was trained with)");
 }
 
 // The tokenizer files copied beside an HF export: a model's own
@@ -90,14 +117,14 @@ int stage_export(int argc, const char* const* argv) {
     write_output_file(out, [&](const std::string& path) { write_undo_safetensors(model, meta, path); });
   } else {
     if (out.empty()) out = stem + "-hf";
-    auto [tokenizer, eos] = prepared_tokenizer_of(cfg.data.dir, meta, model_path);
-    check_output_is_not_an_input("--out", out, {model_path, tokenizer.empty() ? "" : join_path(cfg.data.dir, tokenizer)});
+    const TokenizerSource tokenizer = tokenizer_source(cfg.data.dir, meta, model_path);
+    check_output_is_not_an_input("--out", out, {model_path, join_path(tokenizer.dir, tokenizer.name)});
     OutputDirectory output("--out", out);
-    write_hf_model(model, output.staging(), dtype, -1, eos, -1);  // refuses what no family computes before writing
-    if (!tokenizer.empty()) copy_tokenizer(cfg.data.dir, tokenizer, output.staging());
+    write_hf_model(model, output.staging(), dtype, -1, tokenizer.eos, -1);  // refuses what no family computes before writing
+    copy_tokenizer(tokenizer.dir, tokenizer.name, output.staging());
     JsonObject provenance;
     provenance.add("checkpoint", model_path).add("stage", meta.stage).add("step", meta.step);
-    provenance.add("data_dir", tokenizer.empty() ? std::string() : cfg.data.dir);
+    provenance.add("tokenizer_from", tokenizer.dir);
     write_file_atomic(join_path(output.staging(), "undo-export.json"), provenance.str() + "\n");
     output.commit();
   }

@@ -1,6 +1,10 @@
 // `undo import --from-hf DIR`: a Hugging Face model directory (config.json and
 // safetensors) as an undo checkpoint, run.dir/model.ckpt, usable wherever a
-// base is: unlearn it, distil from it, attack it, export it again.
+// base is: unlearn it, distil from it, attack it, export it again. The
+// model's tokenizer files are kept beside it, in run.dir/tokenizer/, and the
+// checkpoint records the tokenizer's sha256 (every later stage checks its data
+// against it) and where the files are (an export without data ships them).
+#include <filesystem>
 #include <iostream>
 
 #include "cli/stages.h"
@@ -8,10 +12,41 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/owned_output.h"
+#include "core/sha256.h"
 #include "model/hf_checkpoint.h"
 #include "train/checkpoint.h"
 
 namespace undo {
+namespace {
+
+// The tokenizer files of a Hugging Face directory, the tokenizer itself first:
+// tokenizer.model where there is one (as `undo data prepare` prefers it:
+// prepare/text_tokenizer.h), else tokenizer.json; then the files that go with it.
+std::vector<std::string> tokenizer_files(const std::string& from) {
+  std::vector<std::string> files;
+  for (const char* name : {"tokenizer.model", "tokenizer.json"})
+    if (file_exists(join_path(from, name)) && files.empty()) files.push_back(name);
+  if (files.empty()) return files;
+  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
+    if (name != files[0] && file_exists(join_path(from, name))) files.push_back(name);
+  return files;
+}
+
+// Copies them into run.dir/tokenizer/ and records them in the checkpoint's meta.
+void keep_tokenizer(const std::string& from, const std::string& run_dir, CheckpointMeta& meta) {
+  const auto files = tokenizer_files(from);
+  if (files.empty()) {
+    std::cerr << "import: " << from << " has no tokenizer.model or tokenizer.json: none is kept\n";
+    return;
+  }
+  const std::string kept = join_path(run_dir, "tokenizer");
+  make_dirs(kept);
+  for (auto& name : files) write_output_file(join_path(kept, name), read_file(join_path(from, name)));
+  meta.extra["tokenizer_sha256"] = sha256_file(join_path(kept, files[0]));
+  meta.extra["tokenizer_dir"] = std::filesystem::absolute(kept).lexically_normal().string();
+}
+
+}  // namespace
 
 int stage_import(int argc, const char* const* argv) {
   Config cfg;
@@ -33,6 +68,7 @@ int stage_import(int argc, const char* const* argv) {
   meta.stage = "import";
   meta.extra["hf.model_type"] = hf_model_type(hf.family);
   meta.extra["hf.max_position_embeddings"] = std::to_string(hf.max_positions);
+  keep_tokenizer(from, cfg.run.dir, meta);
   write_output_file(out, [&](const std::string& path) { save_checkpoint(path, meta, model, nullptr); });
   JsonObject summary;
   summary.add("stage", "import").add("from_hf", from).add("model_type", hf_model_type(hf.family));
