@@ -1,8 +1,10 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 
 #include "core/config.h"
+#include "core/spelling.h"
 #include "core/error.h"
 #include "core/stage_settings.h"
 #include "test_util.h"
@@ -80,6 +82,25 @@ TEST(Config, PercentTokensInTheInputDoNotHangTheErrorMessage) {
 
 TEST(Config, UnknownKeyOnCommandLine) {
   EXPECT_NE(error_of({"--train.stepz", "3"}).find("train.stepz"), std::string::npos);
+}
+
+// Issue 28: an unknown key is answered with the known key it is nearest to,
+// on the command line and in a config file; a name near none gets no guess.
+TEST(Config, AnUnknownKeyGetsTheNearestKnownOne) {
+  auto err = error_of({"--train.stepz", "3"});
+  EXPECT_NE(err.find("(did you mean 'train.steps'?)"), std::string::npos) << err;
+  err = error_of({"--optim.lrr", "0.1"});
+  EXPECT_NE(err.find("did you mean 'optim.lr'?"), std::string::npos) << err;
+  err = error_of({"--trian.batch_size", "3"});
+  EXPECT_NE(err.find("did you mean 'train.batch_size'?"), std::string::npos) << err;
+  auto ini = write_ini("[model]\nd_modle = 32\n");
+  err = error_of({"--config", ini});
+  EXPECT_NE(err.find("did you mean 'model.d_model'?"), std::string::npos) << err;
+  err = error_of({"--completely.different", "1"});
+  EXPECT_EQ(err.find("did you mean"), std::string::npos) << err;
+  EXPECT_EQ(nearest_name("steps", {"train.steps", "relearn.seeds"}), "train.steps");
+  EXPECT_EQ(nearest_name("pretrian", {"pretrain", "relearn"}), "pretrain");
+  EXPECT_EQ(nearest_name("xyz", {"pretrain", "relearn"}), "");
 }
 
 TEST(Config, WrongType) {
@@ -181,4 +202,33 @@ TEST(StageSettings, ACommandLineKeyAStageWouldReplaceIsRefusedByName) {
   EXPECT_EQ(cfg.train.steps, 11);
   EXPECT_EQ(cfg.optim.lr, 4e-4);
   EXPECT_EQ(cfg.optim.warmup, 1);
+}
+
+// Issue 28: `undo STAGE --help` lists the stage's own keys first, then the
+// general keys it reads; the keys it does not read only under --help-all. An
+// unknown stage lists the stages, with the nearest one.
+TEST(Cli, HelpListsTheStagesOwnKeysFirstAndTheRestBehindHelpAll) {
+  std::string out;
+  ASSERT_EQ(test::run_undo("distill --help", &out), 0) << out;
+  const auto own = out.find("Keys of `undo distill` (distill.*)"), general = out.find("General keys `undo distill` reads");
+  ASSERT_NE(own, std::string::npos) << out;
+  ASSERT_NE(general, std::string::npos) << out;
+  EXPECT_LT(own, general);
+  EXPECT_GT(out.find("--distill.alpha"), own);
+  EXPECT_LT(out.find("--distill.alpha"), general);
+  EXPECT_GT(out.find("--model.d_model"), general);
+  EXPECT_EQ(out.find("--unlearn.method"), std::string::npos) << "another stage's key in the short help";
+  EXPECT_EQ(out.find("--optim.lr "), std::string::npos) << "a key distillation sets itself in the short help";
+  EXPECT_NE(out.find("--help-all` lists them"), std::string::npos) << out;
+  ASSERT_EQ(test::run_undo("distill --help-all", &out), 0) << out;
+  EXPECT_NE(out.find("--unlearn.method"), std::string::npos) << out;
+  EXPECT_NE(out.find("Keys `undo distill` does not read"), std::string::npos) << out;
+  EXPECT_EQ(test::run_undo("distil --help", &out), 2) << out;
+  EXPECT_NE(out.find("unknown stage 'distil' (did you mean 'distill'?)"), std::string::npos) << out;
+  EXPECT_NE(out.find("cache-logits"), std::string::npos) << "the stages are listed: " << out;
+  // A user error is one line with no source location.
+  EXPECT_EQ(test::run_undo("distill --distill.alpah 0.5 --teacher x", &out), 2) << out;
+  EXPECT_NE(out.find("did you mean 'distill.alpha'?"), std::string::npos) << out;
+  EXPECT_EQ(out.find(".cpp:"), std::string::npos) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
 }

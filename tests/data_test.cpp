@@ -32,6 +32,20 @@ TEST(Sha256, KnownVectors) {
   h.update(m.substr(0, 333));
   h.update(m.substr(333));
   EXPECT_EQ(h.hex(), sha256_hex(m.data(), m.size()));
+  // A million 'a's (FIPS 180-2, appendix B.3).
+  EXPECT_EQ(sha256_hex(std::string(1000000, 'a').data(), 1000000),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+// HMAC-SHA256 against RFC 4231's test cases 1, 2 and 6 (a key longer than a block).
+TEST(Sha256, HmacMatchesRfc4231) {
+  auto hex = [](const std::array<uint8_t, 32>& mac) { return to_hex(mac.data(), mac.size()); };
+  EXPECT_EQ(hex(hmac_sha256(std::string(20, '\x0b'), "Hi There")),
+            "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7");
+  EXPECT_EQ(hex(hmac_sha256("Jefe", "what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+  EXPECT_EQ(hex(hmac_sha256(std::string(131, '\xaa'), "Test Using Larger Than Block-Size Key - Hash Key First")),
+            "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54");
 }
 
 TEST(Arithmetic, OperandRangesAndExactness) {

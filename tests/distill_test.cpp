@@ -452,8 +452,8 @@ TEST(Cli, CachedDistillationMatchesOnlineAndOneTeacherPassServesManyStudents) {
   // The cached KL sums the 320 stored log-probabilities in another kernel than the online one: 12 steps.
   test::expect_curves_match(online, cached, test::fp32_reordered(320, 12, test::kTinyCeScale), "cached k = V");
   auto summary = read_file(dir + "/cached/summary.json");
-  EXPECT_NE(summary.find("\"cache_built\": \"1\""), std::string::npos) << summary;
-  EXPECT_NE(summary.find("\"teacher_forward_tokens\": \"3072\""), std::string::npos) << summary;  // 12 x 8 x 32
+  EXPECT_NE(summary.find("\"cache_built\": 1"), std::string::npos) << summary;
+  EXPECT_NE(summary.find("\"teacher_forward_tokens\": 3072"), std::string::npos) << summary;  // 12 x 8 x 32
   // A second student (another seed, noised) reuses the cache; --cache require insists on one.
   ASSERT_EQ(test::run_undo(common + steps + exact + " --distill.cache require --run.seed 7 --distill.init noised"
                                             " --distill.alpha 0.5 --run-dir " + dir + "/second",
@@ -461,7 +461,11 @@ TEST(Cli, CachedDistillationMatchesOnlineAndOneTeacherPassServesManyStudents) {
             0)
       << out;
   EXPECT_NE(out.find("reusing"), std::string::npos) << out;
-  EXPECT_NE(read_file(dir + "/second/summary.json").find("\"cache_built\": \"0\""), std::string::npos);
+  // Issue 28: a summary's numbers are JSON numbers, its names strings.
+  const std::string second = read_file(dir + "/second/summary.json");
+  EXPECT_NE(second.find("\"cache_built\": 0"), std::string::npos) << second;
+  EXPECT_NE(second.find("\"alpha\": 0.5,"), std::string::npos) << second;
+  EXPECT_NE(second.find("\"init\": \"noised\""), std::string::npos) << second;
   // More steps than the cache holds: require refuses, naming the file.
   EXPECT_EQ(test::run_undo(common + exact + " --distill.cache require --distill.steps 20 --run-dir " + dir + "/long",
                            &out),

@@ -15,6 +15,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json_value.h"
 #include "core/sha256.h"
 #include "formats/hf_config.h"
 #include "model/hf_checkpoint.h"
@@ -48,6 +49,28 @@ torch::Tensor logits_of(Transformer& model, const torch::Tensor& tokens) {
   return model->forward(tokens);
 }
 
+// An export's config.json against the one imported, field by field: each of
+// its fields, with its value and in its place, except dtype and torch_dtype,
+// which name the exported tensors' `dtype`; and generation_config.json whole.
+void expect_config_kept(const std::string& imported, const std::string& exported, const std::string& dtype) {
+  const JsonValue original = read_json_file(imported + "/config.json"), written = read_json_file(exported + "/config.json");
+  ASSERT_GE(written.object().size(), original.object().size());
+  for (size_t i = 0; i < original.object().size(); ++i) {
+    const auto& [key, value] = original.object()[i];
+    EXPECT_EQ(written.object()[i].first, key) << "config.json: field " << i;
+    if (key == "dtype" || key == "torch_dtype") EXPECT_EQ(written.object()[i].second.string(), dtype) << key;
+    else EXPECT_EQ(json_text(written.object()[i].second), json_text(value)) << "config.json: " << key;
+  }
+  for (size_t i = original.object().size(); i < written.object().size(); ++i)
+    EXPECT_EQ(written.object()[i].first, "dtype") << "config.json: a field the original lacks";
+  for (const char* key : {"bos_token_id", "eos_token_id", "max_position_embeddings"})
+    EXPECT_TRUE(original.find(key)) << "the test's model should have " << key;
+  if (file_exists(imported + "/generation_config.json")) {
+    EXPECT_EQ(json_text(read_json_file(exported + "/generation_config.json")),
+              json_text(read_json_file(imported + "/generation_config.json")));
+  }
+}
+
 class HfFamilies : public ::testing::TestWithParam<std::string> {};
 
 // transformers makes and runs the model; undo imports it and must agree.
@@ -71,13 +94,22 @@ TEST_P(HfFamilies, ImportGivesTransformersLogitsAndExportLoadsBack) {
   ASSERT_EQ(ours.sizes(), reference.sizes());
   test::expect_tensors_close(reference, ours, kAgainstTransformers, family + ": undo's logits against transformers'");
 
-  write_hf_model(model, exported, "float32", -1, -1, -1);
-  const std::string theirs_file = dir + "/theirs.safetensors";
-  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " logits " + exported + " " + made +
-                              "/tokens.safetensors " + theirs_file + " 2>&1"),
-            0);
-  auto theirs = read_safetensors(theirs_file).at("logits");
-  test::expect_tensors_close(ours, theirs, kAgainstTransformers, family + ": transformers on undo's export");
+  // Exported twice: with undo's own config.json, and with the imported one
+  // written back (what `undo export` does for an imported model).
+  const HfOrigin origin{json_text(read_json_file(made + "/config.json")),
+                        file_exists(made + "/generation_config.json")
+                            ? json_text(read_json_file(made + "/generation_config.json")) : ""};
+  EXPECT_FALSE(write_hf_model(model, exported, "float32", -1, -1, -1));
+  EXPECT_TRUE(write_hf_model(model, exported + "-kept", "float32", -1, -1, -1, origin));
+  for (const std::string& out : {exported, exported + "-kept"}) {
+    const std::string theirs_file = out + "/theirs.safetensors";
+    ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " logits " + out + " " + made +
+                                "/tokens.safetensors " + theirs_file + " 2>&1"),
+              0);
+    auto theirs = read_safetensors(theirs_file).at("logits");
+    test::expect_tensors_close(ours, theirs, kAgainstTransformers, family + ": transformers on " + out);
+  }
+  expect_config_kept(made, exported + "-kept", "float32");
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, HfFamilies, ::testing::Values("llama", "qwen2", "gemma", "gemma2"),
@@ -277,6 +309,8 @@ TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
             0) << out;
   // The import keeps the model's tokenizer beside the checkpoint, which records its hash and place.
   EXPECT_EQ(read_file(dir + "/import/tokenizer/tokenizer.json"), read_file(dir + "/model/tokenizer.json"));
+  // With the model's config.json, against whose special tokens data prepared from the copy is checked.
+  EXPECT_EQ(read_file(dir + "/import/tokenizer/config.json"), read_file(dir + "/model/config.json"));
   CheckpointMeta imported = read_checkpoint_meta(dir + "/import/model.ckpt");
   EXPECT_EQ(imported.extra.at("tokenizer_sha256"), sha256_file(dir + "/model/tokenizer.json"));
   EXPECT_EQ(imported.extra.at("tokenizer_dir"), std::filesystem::absolute(dir + "/import/tokenizer").string());
@@ -335,6 +369,16 @@ TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
                              exported, &out), 0) << out;
     EXPECT_EQ(read_file(dir + exported + "/tokenizer.json"), read_file(dir + "/model/tokenizer.json")) << model;
   }
+  // The model's own config.json comes back, changed only where the export changed it (the dtype): through
+  // unlearning and distillation into a student of its shape, and straight from the import.
+  for (auto exported : {"/exported", "/exported-nodata", "/exported-import"}) {
+    SCOPED_TRACE(exported);
+    expect_config_kept(dir + "/model", dir + exported, "float32");
+    EXPECT_NE(read_file(dir + exported + "/undo-export.json").find("\"config_from\": \"import\""), std::string::npos);
+  }
+  ASSERT_EQ(test::run_undo("export --format hf --dtype bfloat16 --model " + dir + "/import/model.ckpt --out " + dir +
+                           "/exported-bf16", &out), 0) << out;
+  expect_config_kept(dir + "/model", dir + "/exported-bf16", "bfloat16");
   // And a benchmark of the user's, scored on the distilled model by the model's tokenizer.
   write_file_atomic(dir + "/questions.jsonl",
                     "{\"question\": \"서울에서 부산까지?\", \"choices\": [\"2시간 40분\", \"10분\"], \"answer\": 0}\n"

@@ -392,7 +392,7 @@ TEST(Reliability, AnOutputReplacesOnlyWhatUndoWrote) {
   const std::string weights = read_file(ckpt);
   const std::string exp = "export --model " + ckpt + " --out ";
   std::string out;
-  for (const std::string same : {ckpt, dir + "/run/./model.ckpt", dir + "/run/../run/model.ckpt"}) {
+  for (const std::string& same : {ckpt, dir + "/run/./model.ckpt", dir + "/run/../run/model.ckpt"}) {
     EXPECT_EQ(test::run_undo(exp + same, &out), 2) << out;
     EXPECT_NE(out.find("is the input '" + ckpt + "'"), std::string::npos) << out;
   }
@@ -491,7 +491,7 @@ TEST(Reliability, EveryStageRefusesDataOfAnotherTokenizer) {
   EXPECT_EQ(read_checkpoint_meta(model).extra.at("tokenizer_sha256"),
             sha256_file(test::tiny_data_dir() + "/tokenizer.model"));
   const std::string common = " --config " + tiny_ini() + " --run.threads 1 --eval.arith_per_op 0 --data.dir ";
-  for (const std::string stage :
+  for (const std::string& stage :
        {"eval --model " + model, "export --format hf --out " + dir + "/hf --model " + model,
         "unlearn --unlearn.steps 1 --run-dir " + dir + "/u --base " + model,
         "distill --distill.steps 1 --run-dir " + dir + "/d --teacher " + model,

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <cstdlib>
@@ -136,6 +137,11 @@ int run_undo_mpi(int np, const std::string& args, std::string* output, const std
                     std::to_string(np) + " --oversubscribe --bind-to none " + UNDO_BINARY + " " + with_test_threads(args) +
                     " 2>&1";
   return run_command(cmd, output);
+}
+
+std::string without_wall_clock(const std::string& line) {
+  const auto cut = std::min(line.find(", \"tokens_per_s\""), line.find(", \"time\""));
+  return cut == std::string::npos ? line : line.substr(0, cut);
 }
 
 std::vector<double> losses_of(const std::string& metrics_path) {

@@ -28,5 +28,9 @@ int run_undo(const std::string& args, std::string* output = nullptr);
 int run_undo_mpi(int np, const std::string& args, std::string* output = nullptr, const std::string& env = "");
 // The "loss" of each line of a metrics.jsonl that has one.
 std::vector<double> losses_of(const std::string& metrics_path);
+// A metrics.jsonl line without the keys that hold wall-clock values
+// (tokens_per_s and time, which end every line that has them), for comparing
+// two runs' lines.
+std::string without_wall_clock(const std::string& line);
 
 }  // namespace undo::test

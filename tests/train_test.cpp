@@ -1,14 +1,24 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
+#include <set>
 #include <sstream>
 
+#include "core/code_version.h"
+#include "core/progress_line.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
+#include "train/metrics.h"
+#include "train/tensorboard_events.h"
+#include "core/json.h"
 #include "model/safetensors.h"
 #include "numerics.h"
 #include "test_util.h"
@@ -427,4 +437,135 @@ TEST(Cli, PretrainWritesMetricsConfigAndResumes) {
             0)
       << out;
   EXPECT_NE(read_file(dir + "/eval/eval.json").find("\"retain_acc\""), std::string::npos);
+  // Issue 28: each line says when it was written, and the run directory which code wrote it.
+  EXPECT_NE(metrics.find("\"time\": "), std::string::npos) << metrics;
+  const auto version = parse_flat_json(read_file(dir + "/version.json"));
+  EXPECT_EQ(version.at("commit"), kGitCommit);
+  EXPECT_EQ(version.at("dirty"), kGitDirty ? "true" : "false");
+  EXPECT_EQ(version.at("libtorch"), TORCH_VERSION);
+  ASSERT_EQ(test::run_undo("--version", &out), 0) << out;
+  EXPECT_NE(out.find("undo " + std::string(kGitCommit)), std::string::npos) << out;
+  EXPECT_NE(out.find("LibTorch " + std::string(TORCH_VERSION) + ", CUDA "), std::string::npos) << out;
+  // The commit is the source tree's, as git says (where this is a git checkout).
+  std::string head;
+  if (test::run_command("git -C " + std::string(UNDO_SOURCE_DIR) + " rev-parse HEAD 2>/dev/null", &head) == 0) {
+    EXPECT_EQ(std::string(kGitCommit) + "\n", head) << "rebuild after a commit: the build records the commit it was built at";
+  }
+}
+
+// Issue 28: every metrics.jsonl line carries its wall-clock time (Unix
+// seconds), which plotting tools read as the x axis of time.
+TEST(MetricsLog, EveryLineCarriesItsWallClockTime) {
+  auto dir = test::temp_dir("metrics_time");
+  const auto unix_now = [] {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  };
+  const double before = unix_now();
+  {
+    MetricsLog log(dir + "/metrics.jsonl", true);
+    JsonObject line;
+    line.add("step", 1).add("loss", 2.5);
+    log.write(line);
+    log.write(line);
+  }
+  const double after = unix_now();
+  auto lines = read_json_lines(dir + "/metrics.jsonl");
+  ASSERT_EQ(lines.size(), 2u);
+  for (auto& l : lines) {
+    EXPECT_EQ(l.at("loss"), "2.5");
+    const double t = std::stod(l.at("time"));
+    EXPECT_GE(t, std::floor(before * 1000) / 1000);
+    EXPECT_LE(t, after + 0.001);
+  }
+}
+
+// Issue 28: values held as text go into summaries as JSON numbers exactly
+// where JSON would read them as numbers.
+TEST(JsonObject, TextThatIsAJsonNumberIsWrittenAsANumber) {
+  for (const char* number : {"0", "0.5", "-3", "3072", "1e-05", "2.5E+10"}) EXPECT_TRUE(is_json_number(number)) << number;
+  for (const char* text : {"", "nan", "inf", "+1", "0x10", ".5", "1.", "01", "1 ", "noised", "/runs/7"})
+    EXPECT_FALSE(is_json_number(text)) << text;
+  JsonObject o;
+  o.add_text_or_number("alpha", "0.5").add_text_or_number("init", "noised").add_text_or_number("dir", "007");
+  EXPECT_EQ(o.str(), "{\"alpha\": 0.5, \"init\": \"noised\", \"dir\": \"007\"}");
+}
+
+// Issue 28: a training stage writes TensorBoard events beside metrics.jsonl,
+// and the tensorboard package's own reader finds in them every number of
+// every line, at its step (as a float32, TensorBoard's type).
+TEST(TensorBoard, TheEventsHoldEveryNumberOfMetricsJsonlReadByTheTensorboardPackage) {
+  if (test::run_command(std::string(UNDO_PYTHON) + " -c 'import tensorboard' 2>/dev/null") != 0)
+    GTEST_SKIP() << "tensorboard is missing from " << UNDO_PYTHON << ": skipped (launch/setup installs it; CI runs this test)";
+  auto dir = test::temp_dir("tensorboard");
+  std::string out;
+  ASSERT_EQ(test::run_undo("pretrain --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                               test::tiny_data_dir() + " --run-dir " + dir + "/run --train.steps 10 --train.eval_every 5",
+                           &out), 0) << out;
+  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + UNDO_SOURCE_DIR + "/tests/tensorboard/read_events.py " + dir +
+                                  "/run/tensorboard > " + dir + "/events.jsonl"), 0);
+  std::map<std::pair<std::string, int64_t>, double> events;
+  for (auto& e : read_json_lines(dir + "/events.jsonl"))
+    events[{e.at("tag"), std::stoll(e.at("step"))}] = std::stod(e.at("value"));
+  std::set<std::pair<std::string, int64_t>> numbers;  // a key two lines of a step hold (tokens) is one point
+  for (auto& line : read_json_lines(dir + "/run/metrics.jsonl")) {
+    const int64_t step = std::stoll(line.at("step"));
+    for (auto& [key, value] : line) {
+      if (key == "step" || key == "time" || !is_json_number(value)) continue;
+      numbers.insert({key, step});
+      auto it = events.find({key, step});
+      ASSERT_NE(it, events.end()) << key << " at step " << step;
+      EXPECT_EQ(it->second, double(float(std::stod(value)))) << key << " at step " << step;
+    }
+  }
+  EXPECT_EQ(events.size(), numbers.size());
+  for (const char* tag : {"loss", "lr", "grad_norm", "tokens_per_s", "retain_ce", "forget_ce"})
+    EXPECT_TRUE(events.count({tag, 10})) << tag;
+}
+
+// A TensorBoard directory that cannot be written is said once, and the run
+// and its metrics.jsonl go on.
+TEST(TensorBoard, AnUnwritableEventsDirectoryWarnsOnceAndTheRunGoesOn) {
+  auto dir = test::temp_dir("tensorboard_blocked");
+  make_dirs(dir + "/run");
+  write_file_atomic(dir + "/run/tensorboard", "a file where the directory would go\n");
+  std::string out;
+  ASSERT_EQ(test::run_undo("pretrain --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                               test::tiny_data_dir() + " --run-dir " + dir + "/run --train.steps 10 --train.eval_every 5",
+                           &out), 0) << out;
+  size_t warnings = 0;
+  for (size_t at = out.find("TensorBoard events are not written"); at != std::string::npos;
+       at = out.find("TensorBoard events are not written", at + 1))
+    ++warnings;
+  EXPECT_EQ(warnings, 1u) << out;
+  EXPECT_EQ(test::losses_of(dir + "/run/metrics.jsonl").size(), 2u);
+}
+
+// The record checksum on the format's published examples (RFC 3720, B.4).
+TEST(TensorBoard, Crc32cMatchesTheStandardsExamples) {
+  EXPECT_EQ(crc32c("123456789", 9), 0xE3069283u);
+  const std::string zeros(32, '\0'), ones(32, '\xff');
+  EXPECT_EQ(crc32c(zeros.data(), 32), 0x8A9136AAu);
+  EXPECT_EQ(crc32c(ones.data(), 32), 0x62A8AB43u);
+}
+
+// Issue 28: a long stage prints done/total, rate and time left, rate-limited
+// off a terminal; a short one prints nothing.
+TEST(ProgressLine, SaysDoneTotalRateAndTimeLeftAndNothingForAShortStage) {
+  testing::internal::CaptureStderr();
+  {
+    ProgressLine quiet("quick", 10, "items");  // ends within its 5 quiet seconds
+    for (int i = 0; i <= 10; ++i) quiet.update(i);
+  }
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  testing::internal::CaptureStderr();
+  {
+    ProgressLine line("long", 10, "items", true, /*quiet_s=*/0, /*interval_s=*/3600);
+    for (int i = 0; i <= 10; ++i) line.update(i);
+  }
+  const std::string out = testing::internal::GetCapturedStderr();
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 2) << out;  // the first line, then the last (rate-limited between)
+  EXPECT_EQ(out.rfind("long: 0/10 items, ", 0), 0u) << out;
+  EXPECT_NE(out.find("long: 10/10 items, "), std::string::npos) << out;
+  EXPECT_NE(out.find(" items/s, "), std::string::npos) << out;
+  EXPECT_NE(out.find("left\n"), std::string::npos) << out;
 }

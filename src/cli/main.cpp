@@ -4,9 +4,12 @@
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <string>
+#include <vector>
 
 #include "cli/stages.h"
 #include "core/error.h"
+#include "core/spelling.h"
 #include "core/stop_signal.h"
 #include "distributed/communicator.h"
 #include "distributed/launch.h"
@@ -34,7 +37,7 @@ const std::map<std::string, Command>& commands() {
       {"distill", {undo::stage_distill, "distill --teacher into a random (Unlearn-and-Distill) or noised (UNDO) student", true}},
       {"relearn", {undo::stage_relearn, "relearning attack on --model: finetune on forget data per LR, worst case per step", true}},
       {"sweep", {undo::stage_sweep, "sweep plan|run|status|collect --spec FILE --out DIR: the grid as a job graph, local or Slurm"}},
-      {"report", {undo::stage_report, "report DIR: relearning curves and compute-vs-robustness plots (SVG, PNG) + Markdown"}},
+      {"report", {undo::stage_report, "report DIR: relearning curves and compute-vs-robustness plots (SVG) + Markdown"}},
       {"eval", {undo::stage_eval, "evaluate a checkpoint (retain/forget CE, arithmetic accuracy)"}},
       {"export", {undo::stage_export, "export a checkpoint: --format hf (a Hugging Face model directory) | safetensors"}},
       {"import", {undo::stage_import, "import --from-hf DIR: a Hugging Face Llama/Qwen2/Gemma/Gemma-2 model as a checkpoint"}},
@@ -45,7 +48,7 @@ const std::map<std::string, Command>& commands() {
 void usage(std::ostream& os) {
   os << "usage: undo <stage> [--config FILE] [--section.key VALUE ...] [--run-dir DIR]\n\nstages:\n";
   for (auto& [name, c] : commands()) os << "  " << name << std::string(14 - name.size(), ' ') << c.help << "\n";
-  os << "\n`undo <stage> --help` lists every configuration key with its default.\n";
+  os << "\n`undo <stage> --help` lists every configuration key with its default; `undo --version` the code's.\n";
 }
 
 }  // namespace
@@ -55,9 +58,15 @@ int main(int argc, char** argv) {
     usage(argc < 2 ? std::cerr : std::cout);
     return argc < 2 ? 2 : 0;
   }
+  if (!std::strcmp(argv[1], "--version")) {
+    std::cout << undo::version_text();
+    return 0;
+  }
   auto it = commands().find(argv[1]);
   if (it == commands().end()) {
-    std::cerr << "undo: unknown stage '" << argv[1] << "'\n";
+    std::vector<std::string> names;
+    for (auto& [name, c] : commands()) names.push_back(name);
+    std::cerr << "undo: unknown stage '" << argv[1] << "'" << undo::did_you_mean(argv[1], names) << "\n";
     usage(std::cerr);
     return 2;
   }

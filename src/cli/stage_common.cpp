@@ -3,6 +3,7 @@
 
 #include "cli/stage_result.h"
 #include "cli/stages.h"
+#include "core/code_version.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
@@ -22,7 +23,8 @@ bool is_writer() {
 }
 
 void write_stage_result(const Config& cfg, const std::string& stage, Transformer& model, const TrainResult& r,
-                        double wall_s, const std::map<std::string, std::string>& extra) {
+                        double wall_s, const std::map<std::string, std::string>& extra,
+                        const CheckpointMeta* trained_from) {
   const std::string summary_path = join_path(cfg.run.dir, "summary.json");
   CheckpointMeta meta;
   meta.model = model->cfg;
@@ -30,6 +32,7 @@ void write_stage_result(const Config& cfg, const std::string& stage, Transformer
   meta.stage = stage;
   meta.extra = extra;
   meta.extra["tokens"] = std::to_string(r.tokens);
+  if (trained_from) carry_origin(*trained_from, meta);
   // The tokenizer its ids mean text in: checked by every later stage that
   // reads this model with data (check_model_fits_data).
   // And where that tokenizer is, so that an export without --data.dir still ships it.
@@ -47,12 +50,25 @@ void write_stage_result(const Config& cfg, const std::string& stage, Transformer
   }
   JsonObject summary, ev;
   summary.add("stage", stage);
-  for (auto& [k, v] : extra) summary.add(k, v);
+  for (auto& [k, v] : extra) summary.add_text_or_number(k, v);  // alpha 0.5, not "0.5"
   summary.add("steps", r.steps_done).add("tokens", r.tokens).add("wall_s", wall_s).add("params", model->num_params());
   for (auto& [k, v] : r.final_eval) ev.add(k, v);
   summary.add("eval", ev);
   write_file_atomic(summary_path, summary.str() + "\n");
   std::cout << summary.str() << "\n";
+}
+
+std::string version_text() {
+  const std::string cuda = cuda_runtime_version();
+  return "undo " + code_version_text() + "\nLibTorch " + libtorch_version() + ", CUDA " +
+         (cuda.empty() ? "none (this LibTorch is built for the CPU)" : cuda) + "\n";
+}
+
+std::string version_record() {
+  JsonObject v;
+  v.add("commit", kGitCommit).add("dirty", kGitDirty).add("libtorch", libtorch_version())
+      .add("cuda", cuda_runtime_version());
+  return v.str() + "\n";
 }
 
 void prepare_run(Config& cfg) {
@@ -74,7 +90,10 @@ void prepare_run(Config& cfg) {
                    cfg.run.device, " (use dist.backend = gloo or auto for ranks that compute on the CPU)");
   auto comm = init_distributed(cfg.dist);
   claim_run_dir(cfg);  // locked, and no other run's checkpoints: before anything is written there
-  if (!comm || comm->rank() == 0) write_file_atomic(join_path(cfg.run.dir, "config.ini"), to_ini(cfg));
+  if (!comm || comm->rank() == 0) {
+    write_file_atomic(join_path(cfg.run.dir, "config.ini"), to_ini(cfg));
+    write_file_atomic(join_path(cfg.run.dir, "version.json"), version_record());
+  }
   configure_threads(cfg.run, comm ? comm->local_world() : 1);
 }
 

@@ -103,7 +103,7 @@ int stage_distill(int argc, const char* const* argv) {
                                               {"teacher_logits", d.cache == "off" ? "online" : cache.path},
                                               {"cache_built", cache.built ? "1" : "0"}};
   if (metric != "none") extra["teacher_" + judged] = format_double(target.at(judged));
-  write_stage_result(cfg, stage, student, r, wall, extra);
+  write_stage_result(cfg, stage, student, r, wall, extra, &teacher_meta);
   return 0;
 }
 

@@ -30,7 +30,7 @@ JsonObject evaluate_mcq(Transformer& model, const Config& cfg, const std::string
   run_data_tool({"mcq", "--data.dir", cfg.data.dir, "--questions", questions, "--out", tokens_path});
   auto tokens = read_mcq_tokens(tokens_path, int(model->cfg.vocab_size));
   check_mcq_fits(tokens, model->cfg.seq_len, questions);
-  auto lls = mcq_loglikelihoods(model, tokens, cfg.train.precision == "bf16");
+  auto lls = mcq_loglikelihoods(model, tokens, cfg.train.precision == "bf16", {}, /*progress=*/true);
   McqScore s = score_mcq(tokens, lls);
   if (!details_path.empty()) {
     std::string lines;

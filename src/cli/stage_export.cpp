@@ -12,9 +12,11 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/json_value.h"
 #include "core/owned_output.h"
 #include "core/sha256.h"
 #include "data/prepared_check.h"
+#include "data/tokenizer_files.h"
 #include "data/vocabulary.h"
 #include "model/hf_checkpoint.h"
 #include "model/safetensors.h"
@@ -64,13 +66,12 @@ TokenizerSource tokenizer_source(const std::string& data_dir, const CheckpointMe
   if (auto dir = recorded("data_dir"); !dir.empty() && file_exists(join_path(dir, "manifest.json")))
     return prepared_source(dir, meta, model_path);
   if (auto dir = recorded("tokenizer_dir"); !dir.empty())
-    for (const char* name : {"tokenizer.model", "tokenizer.json"})
-      if (file_exists(join_path(dir, name))) {
-        UNDO_INPUT_CHECK(sha256_file(join_path(dir, name)) == recorded("tokenizer_sha256"), "'", model_path,
-                         "' was imported with the tokenizer of sha256 ", recorded("tokenizer_sha256"), ", but ",
-                         join_path(dir, name), " is another: give --data.dir with the model's data");
-        return {dir, name, -1};
-      }
+    if (auto name = tokenizer_file_in(dir); !name.empty()) {
+      UNDO_INPUT_CHECK(sha256_file(join_path(dir, name)) == recorded("tokenizer_sha256"), "'", model_path,
+                       "' was imported with the tokenizer of sha256 ", recorded("tokenizer_sha256"), ", but ",
+                       join_path(dir, name), " is another: give --data.dir with the model's data");
+      return {dir, name, -1};
+    }
   UNDO_INPUT_FAIL("--format hf: no tokenizer for '", model_path, "': data.dir = '", data_dir,
                   "' holds no prepared data and the checkpoint records none; give --data.dir (the data the model "
                   "was trained with)");
@@ -80,7 +81,7 @@ TokenizerSource tokenizer_source(const std::string& data_dir, const CheckpointMe
 // tokenizer.json (with its tokenizer_config.json), or a sentencepiece tokenizer.model.
 void copy_tokenizer(const std::string& data_dir, const std::string& name, const std::string& out) {
   write_file_atomic(join_path(out, name), read_file(join_path(data_dir, name)));
-  for (const char* extra : {"tokenizer_config.json", "special_tokens_map.json"})
+  for (const char* extra : kTokenizerCompanions)
     if (file_exists(join_path(data_dir, extra)))
       write_file_atomic(join_path(out, extra), read_file(join_path(data_dir, extra)));
   // undo's own sentencepiece tokenizer has no config of its own: transformers
@@ -92,15 +93,31 @@ void copy_tokenizer(const std::string& data_dir, const std::string& name, const 
                       "\"legacy\": false}\n");
 }
 
+// The config files the model was imported with, where it was (carried by
+// every stage since: carry_origin).
+HfOrigin origin_of(const CheckpointMeta& meta) {
+  HfOrigin origin;
+  if (auto it = meta.extra.find(HfOrigin::kConfigKey); it != meta.extra.end()) origin.config = it->second;
+  if (auto it = meta.extra.find(HfOrigin::kGenerationKey); it != meta.extra.end()) origin.generation = it->second;
+  return origin;
+}
+
+// An imported model's own dtype where undo writes it (float32, bfloat16), else float32.
+std::string default_dtype(const HfOrigin& origin) {
+  if (origin.config.empty()) return "float32";
+  const std::string own = hf_config_dtype(parse_json(origin.config, "the imported config.json"));
+  return own == "bfloat16" ? own : "float32";
+}
+
 }  // namespace
 
 int stage_export(int argc, const char* const* argv) {
   Config cfg;
-  std::string model_path, format = "safetensors", out, dtype = "float32";
+  std::string model_path, format = "safetensors", out, dtype;
   if (!parse_config(argc, argv, "export", cfg,
                     {{"model", "checkpoint to export", &model_path, true, true},
                      {"format", "safetensors (undo's names) | hf (a Hugging Face model directory)", &format, false},
-                     {"dtype", "hf: float32 | bfloat16", &dtype, false},
+                     {"dtype", "hf: float32 | bfloat16; default: an imported model's own, else float32", &dtype, false},
                      {"out", "output file (safetensors) or directory (hf); default: next to the checkpoint", &out,
                       false}}))
     return 0;
@@ -120,11 +137,17 @@ int stage_export(int argc, const char* const* argv) {
     const TokenizerSource tokenizer = tokenizer_source(cfg.data.dir, meta, model_path);
     check_output_is_not_an_input("--out", out, {model_path, join_path(tokenizer.dir, tokenizer.name)});
     OutputDirectory output("--out", out);
-    write_hf_model(model, output.staging(), dtype, -1, tokenizer.eos, -1);  // refuses what no family computes before writing
+    const HfOrigin origin = origin_of(meta);
+    if (dtype.empty()) dtype = default_dtype(origin);
+    // Refuses what no family computes before writing.
+    const bool kept = write_hf_model(model, output.staging(), dtype, -1, tokenizer.eos, -1, origin);
+    if (!origin.config.empty() && !kept)
+      std::cerr << "export: " << model_path << " is not the shape of the model it was trained from (a student of "
+                << "its own shape): undo writes its config.json\n";
     copy_tokenizer(tokenizer.dir, tokenizer.name, output.staging());
     JsonObject provenance;
     provenance.add("checkpoint", model_path).add("stage", meta.stage).add("step", meta.step);
-    provenance.add("tokenizer_from", tokenizer.dir);
+    provenance.add("tokenizer_from", tokenizer.dir).add("config_from", kept ? "import" : "undo");
     write_file_atomic(join_path(output.staging(), "undo-export.json"), provenance.str() + "\n");
     output.commit();
   }

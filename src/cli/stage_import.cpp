@@ -3,7 +3,9 @@
 // base is: unlearn it, distil from it, attack it, export it again. The
 // model's tokenizer files are kept beside it, in run.dir/tokenizer/, and the
 // checkpoint records the tokenizer's sha256 (every later stage checks its data
-// against it) and where the files are (an export without data ships them).
+// against it) and where the files are (an export without data ships them),
+// and the model's config.json and generation_config.json themselves (an export
+// writes them back).
 #include <filesystem>
 #include <iostream>
 
@@ -11,24 +13,25 @@
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/json_value.h"
 #include "core/owned_output.h"
 #include "core/sha256.h"
+#include "data/tokenizer_files.h"
 #include "model/hf_checkpoint.h"
 #include "train/checkpoint.h"
 
 namespace undo {
 namespace {
 
-// The tokenizer files of a Hugging Face directory, the tokenizer itself first:
-// tokenizer.model where there is one (as `undo data prepare` prefers it:
-// prepare/text_tokenizer.h), else tokenizer.json; then the files that go with it.
+// The tokenizer files of a Hugging Face directory, the one undo uses first
+// (data/tokenizer_files.h); then the others there and the files that go with them.
 std::vector<std::string> tokenizer_files(const std::string& from) {
-  std::vector<std::string> files;
-  for (const char* name : {"tokenizer.model", "tokenizer.json"})
-    if (file_exists(join_path(from, name)) && files.empty()) files.push_back(name);
-  if (files.empty()) return files;
-  for (const char* name : {"tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"})
-    if (name != files[0] && file_exists(join_path(from, name))) files.push_back(name);
+  const std::string used = tokenizer_file_in(from);
+  if (used.empty()) return {};
+  std::vector<std::string> files = {used};
+  for (auto names : {kTokenizerFiles, kTokenizerCompanions})
+    for (const char* name : names)
+      if (name != used && file_exists(join_path(from, name))) files.push_back(name);
   return files;
 }
 
@@ -42,6 +45,10 @@ void keep_tokenizer(const std::string& from, const std::string& run_dir, Checkpo
   const std::string kept = join_path(run_dir, "tokenizer");
   make_dirs(kept);
   for (auto& name : files) write_output_file(join_path(kept, name), read_file(join_path(from, name)));
+  // The model's config.json goes beside its tokenizer too, so that data
+  // prepared from the kept copy is checked against the model's special
+  // tokens as data prepared from the model directory is (prepare/text_tokenizer.h).
+  write_output_file(join_path(kept, "config.json"), read_file(join_path(from, "config.json")));
   meta.extra["tokenizer_sha256"] = sha256_file(join_path(kept, files[0]));
   meta.extra["tokenizer_dir"] = std::filesystem::absolute(kept).lexically_normal().string();
 }
@@ -68,7 +75,12 @@ int stage_import(int argc, const char* const* argv) {
   meta.stage = "import";
   meta.extra["hf.model_type"] = hf_model_type(hf.family);
   meta.extra["hf.max_position_embeddings"] = std::to_string(hf.max_positions);
+  // The model's own config files, which an export writes back (HfOrigin).
+  meta.extra[HfOrigin::kConfigKey] = json_text(read_json_file(join_path(from, "config.json")));
+  if (const std::string gen = join_path(from, "generation_config.json"); file_exists(gen))
+    meta.extra[HfOrigin::kGenerationKey] = json_text(read_json_file(gen));
   keep_tokenizer(from, cfg.run.dir, meta);
+  write_output_file(join_path(cfg.run.dir, "version.json"), version_record());
   write_output_file(out, [&](const std::string& path) { save_checkpoint(path, meta, model, nullptr); });
   JsonObject summary;
   summary.add("stage", "import").add("from_hf", from).add("model_type", hf_model_type(hf.family));

@@ -323,10 +323,8 @@ int stage_report(int argc, const char* const* argv) {
   // Robustness is printed bare only when the results can carry it (results/support.h).
   const Support support = judge_results(results);
   for (auto& [name, chart] : {std::pair{"relearn_curves", relearn_chart(curves, names)},
-                              {"compute_robustness", tradeoff_chart(results, support)}}) {
-    write_output_file(join_path(out, std::string(name) + ".svg"), render_svg(chart));
-    write_output_file(join_path(out, std::string(name) + ".png"), render_png(chart));
-  }
+                              {"compute_robustness", tradeoff_chart(results, support)}})
+    write_output_file(join_path(out, std::string(name) + ".svg"), render_svg(chart));  // SVG only: results/chart.h
   const auto models = model_summaries(results);
   std::ostringstream md;
   md << "# Sweep report: " << md_text(dir) << "\n\n" << md_text(support_summary(support)) << "\n\n";  // it names models
@@ -340,7 +338,7 @@ int stage_report(int argc, const char* const* argv) {
   std::cout << md.str();
   // The dashboard: the same results, sortable, with every job of the sweep (OUT/jobs.tsv) and the charts.
   write_dashboard(read_job_list(dir));
-  std::cerr << "report: " << out << "/{report.md, index.html, relearn_curves.svg/.png, compute_robustness.svg/.png}\n";
+  std::cerr << "report: " << out << "/{report.md, index.html, relearn_curves.svg, compute_robustness.svg}\n";
   return 0;
 }
 

@@ -25,7 +25,8 @@ const char* kUsage =
     "  plan      print the job graph and each job's estimated compute\n"
     "  run       run what is not done: --executor local (default; --jobs N at once, 0 = cores / (ranks x threads))\n"
     "            or --executor slurm (job arrays with afterok dependencies; --wait polls until they finish;\n"
-    "            --template FILE, default slurm/job-array.sbatch.in); then collects\n"
+    "            --template FILE, default slurm/job-array.sbatch.in); then collects. It keeps\n"
+    "            DIR/report/index.html (the dashboard) current while jobs run\n"
     "  status    done / running / queued / cut / failed (with its log's tail) / waiting / blocked, per job;\n"
     "            also writes DIR/report/index.html (the dashboard); --watch repeats every --every S seconds\n"
     "            (default 10) while jobs run or are queued\n"
@@ -108,8 +109,20 @@ int stage_sweep(int argc, const char* const* argv) {
   write_output_file(plan.out + "/plan.txt", plan_text(plan));
   std::cerr << planned_support(plan.spec);  // before the first job: what the figures will carry
   write_job_list(plan);
+  // The dashboard is kept current while jobs run, without a second command;
+  // one that cannot be written is said once, and the sweep goes on (its
+  // job directories and results.csv are the record).
+  bool dashboard_failed = false;
+  auto live_dashboard = [&] {
+    try {
+      write_dashboard(plan);
+    } catch (const std::exception& e) {
+      if (!dashboard_failed) std::cerr << "sweep: the dashboard is not kept current: " << e.what() << "\n";
+      dashboard_failed = true;
+    }
+  };
   if (executor == "local") {
-    int failed = run_local(plan, jobs);
+    int failed = run_local(plan, jobs, live_dashboard);
     collect_results(plan);
     std::cout << status_text(plan);
     write_dashboard(plan);
@@ -120,7 +133,7 @@ int stage_sweep(int argc, const char* const* argv) {
     std::cout << "submitted " << ids.size() << " array(s); `undo sweep status` follows them\n";
     return 0;
   }
-  bool finished = wait_slurm(ids, wait_timeout);
+  bool finished = wait_slurm(ids, wait_timeout, live_dashboard);
   collect_results(plan);
   std::cout << status_text(plan);
   write_dashboard(plan);

@@ -31,7 +31,7 @@ int stage_unlearn(int argc, const char* const* argv) {
   Trainer trainer(cfg, stage, model, *objective, &evaluator);
   TrainResult r = trainer.run();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  write_stage_result(cfg, stage, model, r, wall, {{"base", base_path}});
+  write_stage_result(cfg, stage, model, r, wall, {{"base", base_path}}, &base_file.meta());
   return 0;
 }
 

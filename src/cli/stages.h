@@ -27,10 +27,17 @@ int stage_import(int argc, const char* const* argv);  // a Hugging Face model as
 
 // Shared set-up of the training stages: resolves model.vocab_size from the
 // vocabulary in data.dir, joins the job's ranks (when launched on several),
-// creates run.dir, writes the resolved config.ini (rank 0), sets the thread
+// creates run.dir, writes the resolved config.ini and version.json (rank 0), sets the thread
 // count and selects the compute device (run.device); the stage then moves its
 // models there. Throws InputError before any compute on bad input.
 void prepare_run(Config& cfg);
+
+// What `undo --version` prints: the commit (and whether the tree had
+// changes), LibTorch's and the CUDA runtime's versions.
+std::string version_text();
+// The same as RUN_DIR/version.json ({"commit", "dirty", "libtorch", "cuda"}),
+// which every run directory holds (prepare_run and import write it).
+std::string version_record();
 
 // True on rank 0 or in a single-process run: the rank that writes files.
 bool is_writer();

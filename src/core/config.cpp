@@ -16,6 +16,8 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/spelling.h"
+#include "core/stage_settings.h"
 #include "core/unlearning_methods.h"
 
 namespace po = boost::program_options;
@@ -389,6 +391,17 @@ std::string boost_message(const po::error& e, bool input_has_percent) {
                                                                             : "cannot read";
   return std::string(kind) + " '" + printable(named->get_option_name()) + "' (the input holds a '%')";
 }
+
+// For an unknown key, the known one it is nearest to (core/spelling.h).
+std::string unknown_key_hint(const po::error& e, const po::options_description& known) {
+  auto* unknown = dynamic_cast<const po::unknown_option*>(&e);
+  if (!unknown) return "";
+  std::string typed = unknown->get_option_name();
+  typed.erase(0, typed.find_first_not_of('-'));
+  std::vector<std::string> names;
+  for (auto& o : known.options()) names.push_back(o->long_name());
+  return did_you_mean(typed, names);
+}
 }  // namespace
 
 std::string printable(const std::string& v) {
@@ -542,6 +555,45 @@ std::string to_ini(Config& cfg) {
   return os.str();
 }
 
+namespace {
+
+// The general keys `stage` sets itself (an unlearning budget replaces optim.lr):
+// it never reads them from the user.
+std::vector<std::string> keys_set_by(const std::string& stage) {
+  if (stage == "unlearn") return stage_owned_keys(TrainingStage::Unlearn);
+  if (stage == "distill") return stage_owned_keys(TrainingStage::Distill);
+  if (stage == "relearn") return stage_owned_keys(TrainingStage::Relearn);
+  return {};
+}
+
+// `undo STAGE --help`: the stage's own options and its section's keys first,
+// then the general keys it reads; `--help-all` adds the keys it does not read
+// (other stages' sections, and the general keys it sets itself).
+void print_stage_help(const std::string& stage, const po::options_description& general,
+                      const po::options_description& stage_desc, const po::options_description& keys, bool all) {
+  const std::string section = stage == "cache-logits" ? "distill" : stage;
+  po::options_description own("Keys of `undo " + stage + "` (" + section + ".*)");
+  po::options_description shared("General keys `undo " + stage + "` reads");
+  po::options_description others("Keys `undo " + stage + "` does not read (other stages', or set by this stage itself)");
+  const auto set_here = keys_set_by(stage);
+  for (auto& o : keys.options()) {
+    const std::string& name = o->long_name();
+    const bool reads = stage_reads_key(stage, name) && std::find(set_here.begin(), set_here.end(), name) == set_here.end();
+    (name.rfind(section + ".", 0) == 0 ? own : reads ? shared : others).add(o);
+  }
+  std::cout << "usage: undo " << stage << " [--config FILE] [--section.key VALUE ...] [--run-dir DIR]\n\n"
+            << general << "\n";
+  for (const po::options_description* group : {&stage_desc, static_cast<const po::options_description*>(&own),
+                                                 static_cast<const po::options_description*>(&shared)})
+    if (!group->options().empty()) std::cout << *group << "\n";
+  if (all && !others.options().empty()) std::cout << others << "\n";
+  if (!all && !others.options().empty())
+    std::cout << others.options().size() << " keys this stage does not read are left out: `undo " << stage
+              << " --help-all` lists them.\n";
+}
+
+}  // namespace
+
 bool parse_config(int argc, const char* const* argv, const std::string& stage, Config& cfg,
                   const std::vector<StageOption>& stage_options) {
   po::options_description keys("Configuration keys (INI [section] key = value, or --section.key VALUE)");
@@ -551,6 +603,7 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
   std::vector<std::string> config_files;
   general.add_options()("help,h", "print this help")(
       "config", po::value<std::vector<std::string>>(&config_files), "INI config file (later files override)")(
+      "help-all", "print this help with the keys only other stages read")(
       "run-dir", po::value<std::string>(), "alias of --run.dir")("resume", "alias of --run.resume true");
   po::options_description stage_desc("Options of `undo " + stage + "`");
   for (auto& o : stage_options)
@@ -579,21 +632,19 @@ bool parse_config(int argc, const char* const* argv, const std::string& stage, C
           if (!origin.count(o.string_key)) origin[o.string_key] = *it;
         po::store(parsed, vm);
       } catch (const po::error& e) {
-        throw InputError("config error in " + *it + ": " + boost_message(e, text.find('%') != std::string::npos));
+        throw InputError("config error in " + *it + ": " + boost_message(e, text.find('%') != std::string::npos) +
+                         unknown_key_hint(e, keys));
       }
     }
-    if (vm.count("help")) {
-      std::cout << "usage: undo " << stage << " [--config FILE] [--section.key VALUE ...] [--run-dir DIR]\n\n"
-                << general << "\n";
-      if (!stage_options.empty()) std::cout << stage_desc << "\n";
-      std::cout << keys << "\n";
+    if (vm.count("help") || vm.count("help-all")) {
+      print_stage_help(stage, general, stage_desc, keys, vm.count("help-all") > 0);
       return false;
     }
     po::notify(vm);
   } catch (const po::error& e) {
     bool percent = false;
     for (int i = 0; i < argc; ++i) percent = percent || std::strchr(argv[i], '%');
-    throw InputError(std::string("config error: ") + boost_message(e, percent));
+    throw InputError(std::string("config error: ") + boost_message(e, percent) + unknown_key_hint(e, all));
   }
   if (vm.count("run-dir")) cfg.run.dir = vm["run-dir"].as<std::string>(), origin["run.dir"] = "command line";
   if (vm.count("resume")) cfg.run.resume = true;

@@ -1,9 +1,12 @@
-// Errors and check macros. Every failing check names the file and line, so a
-// message from a rank on a cluster can be traced without a debugger.
+// Errors and check macros. Every failing internal check names the source
+// file and line, so a message from a rank on a cluster can be traced without
+// a debugger; a refusal of the user's input (InputError) is one line about
+// their key, file or value, with no source location, which would only be noise.
 #pragma once
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 namespace undo {
 
@@ -31,7 +34,7 @@ template <typename E, typename... Parts>
 [[noreturn]] void fail(const char* file, int line, const Parts&... parts) {
   std::ostringstream os;
   (os << ... << parts);
-  os << " [" << file << ":" << line << "]";
+  if constexpr (!std::is_same_v<E, InputError>) os << " [" << file << ":" << line << "]";
   throw E(os.str());
 }
 }  // namespace detail
@@ -47,7 +50,8 @@ template <typename E, typename... Parts>
                                                  __VA_ARGS__);                  \
   } while (0)
 
-// UNDO_INPUT_CHECK: same, but the fault is the user's input (exit code 2).
+// UNDO_INPUT_CHECK: same, but the fault is the user's input (exit code 2), and
+// the message names no source location.
 #define UNDO_INPUT_CHECK(cond, ...)                                               \
   do {                                                                            \
     if (!(cond)) ::undo::detail::fail<::undo::InputError>(__FILE__, __LINE__, __VA_ARGS__); \

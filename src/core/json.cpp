@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <fstream>
+#include <regex>
 #include <stdexcept>
 
 #include <cmath>
@@ -162,6 +163,15 @@ std::vector<std::map<std::string, std::string>> read_json_lines(const std::strin
     }
   }
   return out;
+}
+
+bool is_json_number(const std::string& text) {
+  static const std::regex number(R"(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?)");
+  return std::regex_match(text, number);
+}
+
+JsonObject& JsonObject::add_text_or_number(const std::string& key, const std::string& value) {
+  return is_json_number(value) ? add_raw(key, value) : add(key, value);
 }
 
 double json_number(const std::string& key, const std::string& text) {

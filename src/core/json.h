@@ -20,6 +20,9 @@ std::vector<std::map<std::string, std::string>> read_json_lines(const std::strin
 // e.g. a diverged run's loss) reads back as NaN, never as 0. Anything that is
 // not a whole number text throws InputError naming `key`.
 double json_number(const std::string& key, const std::string& text);
+// Whether `text` is a number as JSON spells one ("0.5", "-3", "1e-05"; not
+// "nan", "+1", "0x10" or ".5"): such values go into summaries as numbers.
+bool is_json_number(const std::string& text);
 
 class JsonObject {
  public:
@@ -31,10 +34,14 @@ class JsonObject {
   JsonObject& add(const std::string& key, uint64_t value) { return add(key, int64_t(value)); }
   JsonObject& add(const std::string& key, bool value);
   JsonObject& add_raw(const std::string& key, const std::string& json);
+  // A value held as text: a JSON number where it is one (is_json_number), else a string.
+  JsonObject& add_text_or_number(const std::string& key, const std::string& value);
   JsonObject& add(const std::string& key, const JsonObject& value) { return add_raw(key, value.str()); }
   JsonObject& merge(const JsonObject& other);  // appends other's fields
   std::string str() const;
   bool empty() const { return fields_.empty(); }
+  // Each field's key and its value as JSON text (strings quoted).
+  const std::vector<std::pair<std::string, std::string>>& fields() const { return fields_; }
 
  private:
   std::vector<std::pair<std::string, std::string>> fields_;

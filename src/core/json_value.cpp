@@ -7,6 +7,7 @@
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "core/utf8.h"
 
 namespace undo {
@@ -204,6 +205,11 @@ int64_t JsonValue::integer(int64_t lo, int64_t hi) const {
   return int64_t(x);
 }
 
+const std::string& JsonValue::number_text() const {
+  if (kind_ != Kind::number) wrong_kind("a number");
+  return string_;
+}
+
 const std::string& JsonValue::string() const {
   if (kind_ != Kind::string) wrong_kind("a string");
   return string_;
@@ -238,6 +244,30 @@ JsonValue parse_json(const std::string& text, const std::string& file) {
 JsonValue read_json_file(const std::string& path) {
   UNDO_INPUT_CHECK(file_exists(path), "'", path, "' does not exist");
   return parse_json(read_file(path), path);
+}
+
+}  // namespace undo
+
+namespace undo {
+
+std::string json_text(const JsonValue& v) {
+  switch (v.kind()) {
+    case JsonValue::Kind::null: return "null";
+    case JsonValue::Kind::boolean: return v.boolean() ? "true" : "false";
+    case JsonValue::Kind::number: return v.number_text();
+    case JsonValue::Kind::string: return json_escape(v.string());
+    case JsonValue::Kind::array: {
+      std::string out = "[";
+      for (auto& item : v.array()) out += (out.size() > 1 ? ", " : "") + json_text(item);
+      return out + "]";
+    }
+    case JsonValue::Kind::object: {
+      std::string out = "{";
+      for (auto& [key, item] : v.object()) out += (out.size() > 1 ? ", " : "") + json_escape(key) + ": " + json_text(item);
+      return out + "}";
+    }
+  }
+  return "null";
 }
 
 }  // namespace undo

@@ -28,6 +28,8 @@ class JsonValue {
   // The value as that kind; InputError naming the file and this value's path otherwise.
   bool boolean() const;
   double number() const;
+  // A number as the document spells it.
+  const std::string& number_text() const;
   // A whole number in [lo, hi].
   int64_t integer(int64_t lo, int64_t hi) const;
   const std::string& string() const;
@@ -61,5 +63,10 @@ class JsonValue {
 JsonValue parse_json(const std::string& text, const std::string& file);
 // Reads and parses the file at `path`.
 JsonValue read_json_file(const std::string& path);
+
+// `v` written back as one line of JSON: members in their order, numbers as
+// their file spelt them (5, 5.0 and 5e0 stay apart), strings re-escaped. What
+// an export writes back of an imported config.json.
+std::string json_text(const JsonValue& v);
 
 }  // namespace undo

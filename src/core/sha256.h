@@ -1,5 +1,6 @@
 // SHA-256 (FIPS 180-4), used for checkpoint/shard checksums and cache keys,
-// and HMAC-SHA256 for the rendezvous' proof of the job's secret.
+// and HMAC-SHA256 for the rendezvous' proof of the job's secret: OpenSSL's
+// (libcrypto), behind the interface every caller uses.
 #pragma once
 #include <array>
 #include <cstddef>
@@ -7,22 +8,24 @@
 #include <string>
 #include <string_view>
 
+struct evp_md_ctx_st;  // OpenSSL's EVP_MD_CTX
+
 namespace undo {
 
 class Sha256 {
  public:
   Sha256();
+  ~Sha256();
+  Sha256(Sha256&& other) noexcept;
+  Sha256(const Sha256&) = delete;
+  Sha256& operator=(const Sha256&) = delete;
   void update(const void* data, size_t n);
   void update(std::string_view s) { update(s.data(), s.size()); }
   std::array<uint8_t, 32> digest();  // finalises; the object is spent afterwards
   std::string hex();                 // finalises and returns lowercase hex
 
  private:
-  void block(const uint8_t* p);
-  uint32_t h_[8];
-  uint8_t buf_[64];
-  size_t buf_len_ = 0;
-  uint64_t total_ = 0;
+  evp_md_ctx_st* ctx_;
 };
 
 std::string sha256_hex(const void* data, size_t n);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 
+#include "core/progress_line.h"
 #include "core/error.h"
 #include "model/device.h"
 #include "model/precision.h"
@@ -74,7 +75,7 @@ void check_mcq_fits(const std::vector<McqTokens>& questions, int64_t window, con
 }
 
 std::vector<std::vector<double>> mcq_loglikelihoods(Transformer& model, const std::vector<McqTokens>& questions,
-                                                    bool bf16, const StopPoll& poll) {
+                                                    bool bf16, const StopPoll& poll, bool progress) {
   torch::NoGradGuard no_grad;
   model->eval();
   std::vector<Row> rows;
@@ -86,13 +87,18 @@ std::vector<std::vector<double>> mcq_loglikelihoods(Transformer& model, const st
   for (auto& r : rows) by_shape[{r.tokens.size(), r.scored}].push_back(&r);
   std::vector<std::vector<double>> out(questions.size());
   for (size_t q = 0; q < questions.size(); ++q) out[q].assign(questions[q].choices.size(), NAN);
+  ProgressLine line("eval: scoring", int64_t(rows.size()), "choices", progress);
+  int64_t scored = 0;
   for (auto& [shape, group] : by_shape)
     for (size_t at = 0; at < group.size(); at += kRowsPerBatch) {
       stop_point(poll);
+      line.update(scored);
       std::vector<const Row*> batch(group.begin() + long(at), group.begin() + long(std::min(group.size(), at + kRowsPerBatch)));
       auto ll = score_rows(model, batch, bf16);
       for (size_t i = 0; i < batch.size(); ++i) out[batch[i]->question][batch[i]->choice] = ll[i];
+      scored += int64_t(batch.size());
     }
+  line.update(scored);
   return out;
 }
 

@@ -21,9 +21,11 @@ namespace undo {
 // calls before any compute.
 void check_mcq_fits(const std::vector<McqTokens>& questions, int64_t window, const std::string& file);
 
-// log p(choice | context) of every choice of every question, in order.
+// log p(choice | context) of every choice of every question, in order. With
+// `progress`, a stage that takes longer than a few seconds prints a progress
+// line (`undo eval --mcq`; not the evaluations inside training).
 std::vector<std::vector<double>> mcq_loglikelihoods(Transformer& model, const std::vector<McqTokens>& questions,
-                                                    bool bf16, const StopPoll& poll = {});
+                                                    bool bf16, const StopPoll& poll = {}, bool progress = false);
 
 struct McqScore {
   int questions = 0;

@@ -16,6 +16,11 @@ constexpr size_t kHeader = 8 + 4 + 4 + 8 + 32;
 
 }  // namespace
 
+void carry_origin(const CheckpointMeta& from, CheckpointMeta& to) {
+  for (auto& [key, value] : from.extra)
+    if (key.rfind("hf.", 0) == 0) to.extra[key] = value;
+}
+
 std::string checkpoint_meta_text(const CheckpointMeta& m, const std::string& libtorch) {
   std::ostringstream os;
   const auto& c = m.model;

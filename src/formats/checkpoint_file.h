@@ -33,6 +33,13 @@ struct CheckpointMeta {
   std::map<std::string, std::string> extra;
 };
 
+// The meta keys that say where a model came from outside undo (an import's
+// "hf." keys: its config.json and generation_config.json, its model type): a
+// stage that trains from a model carries them into the model it writes, so
+// that an export of an unlearned or distilled import writes back the files it
+// came in with.
+void carry_origin(const CheckpointMeta& from, CheckpointMeta& to);
+
 // The meta as stored; `libtorch` is written when meta.libtorch is empty.
 std::string checkpoint_meta_text(const CheckpointMeta& meta, const std::string& libtorch);
 // Parses and range-checks the meta of the file `path` (named in every error).

@@ -291,4 +291,47 @@ std::string hf_config_json(const ModelConfig& m, HfFamily f, const std::string& 
   return c.str() + "\n";
 }
 
+namespace {
+
+// Every model key, as the config key table spells it: two models are the same
+// model when these agree.
+std::string model_keys_text(const ModelConfig& m) {
+  Config c;
+  c.model = m;
+  std::string text;
+  for (auto& k : describe(c))
+    if (k.name.rfind("model.", 0) == 0) text += k.name + "=" + k.value() + "\n";
+  return text;
+}
+
+}  // namespace
+
+std::string hf_config_dtype(const JsonValue& config) {
+  for (const char* key : {"dtype", "torch_dtype"})
+    if (auto* d = config.find(key); d && d->is_string()) return d->string();
+  return "";
+}
+
+std::string json_object_lines(const JsonValue& object, const std::map<std::string, std::string>& replaced) {
+  std::string out = "{";
+  auto member = [&](const std::string& key, const std::string& text) {
+    out += std::string(out.size() > 1 ? "," : "") + "\n  " + json_escape(key) + ": " + text;
+  };
+  for (auto& [key, value] : object.object()) {
+    auto r = replaced.find(key);
+    member(key, r == replaced.end() ? json_text(value) : r->second);
+  }
+  for (auto& [key, text] : replaced)
+    if (!object.find(key)) member(key, text);
+  return out + "\n}\n";
+}
+
+std::string hf_config_json_kept(const JsonValue& original, const ModelConfig& m, const std::string& dtype) {
+  const HfModelConfig imported = read_hf_config(original, m.seq_len);
+  if (imported.family != hf_family_for(m) || model_keys_text(imported.model) != model_keys_text(m)) return "";
+  std::map<std::string, std::string> replaced = {{"dtype", json_escape(dtype)}};
+  if (original.find("torch_dtype")) replaced["torch_dtype"] = json_escape(dtype);
+  return json_object_lines(original, replaced);
+}
+
 }  // namespace undo

@@ -7,6 +7,7 @@
 // refused by name rather than ignored: an import computes exactly what
 // transformers computes, or nothing.
 #pragma once
+#include <map>
 #include <string>
 
 #include "core/config.h"
@@ -44,5 +45,30 @@ HfFamily hf_family_for(const ModelConfig& m);
 // `dtype` is the stored tensors' ("float32", "bfloat16"); token ids < 0 are omitted.
 std::string hf_config_json(const ModelConfig& m, HfFamily family, const std::string& dtype, int bos_id, int eos_id,
                            int pad_id);
+
+// The Hugging Face files a model was imported with, as one-line JSON
+// (json_text), kept in its checkpoints' meta (HfOrigin::kConfigKey, ...) so
+// that an export writes them back.
+struct HfOrigin {
+  static constexpr const char* kConfigKey = "hf.config.json";
+  static constexpr const char* kGenerationKey = "hf.generation_config.json";
+  std::string config, generation;  // "" where absent
+};
+
+// The dtype an imported config.json names (dtype, else torch_dtype), "" when none.
+std::string hf_config_dtype(const JsonValue& config);
+
+// config.json written back from the one `m` was imported with: every field as
+// it was (bos_token_id, max_position_embeddings, rope settings, the
+// transformers version ...), in its order, except dtype and torch_dtype,
+// which say what the exported tensors are (`dtype`). "" when `original` does
+// not describe `m` (a student distilled into another shape): the caller
+// writes undo's own (hf_config_json). Torch-free, as the rest of this file.
+std::string hf_config_json_kept(const JsonValue& original, const ModelConfig& m, const std::string& dtype);
+
+// A JSON object with one member per line, as Hugging Face writes its files;
+// the members named in `replaced` take its values (JSON text), and those the
+// object lacks follow its own.
+std::string json_object_lines(const JsonValue& object, const std::map<std::string, std::string>& replaced = {});
 
 }  // namespace undo

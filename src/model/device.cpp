@@ -1,6 +1,8 @@
 #include "model/device.h"
 
+#include <ATen/detail/CUDAHooksInterface.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <torch/version.h>
 #include <torch/cuda.h>
 
 #include "core/error.h"
@@ -60,6 +62,15 @@ void allocate_storage(const at::Tensor& t) {
 
 int64_t storage_bytes(const at::Tensor& t) {
   return t.defined() ? int64_t(t.storage().unsafeGetStorageImpl()->nbytes()) : 0;
+}
+
+std::string libtorch_version() { return TORCH_VERSION; }
+
+std::string cuda_runtime_version() {
+  const auto& hooks = at::detail::getCUDAHooks();
+  if (!hooks.hasCUDART()) return "";
+  const long v = hooks.versionCUDART();  // 13000 for CUDA 13.0
+  return std::to_string(v / 1000) + "." + std::to_string(v % 1000 / 10);
 }
 
 }  // namespace undo

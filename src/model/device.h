@@ -23,6 +23,12 @@ at::Tensor to_compute_device(const at::Tensor& host);
 // Waits for the GPU's queued work (a no-op on the CPU): for timings only.
 void synchronize_compute_device();
 
+// The libraries this build computes with: "2.11.0" and the CUDA runtime's
+// version ("13.0"), or "" where this LibTorch has none. For `undo --version`
+// and each run directory's version.json.
+std::string libtorch_version();
+std::string cuda_runtime_version();
+
 // A tensor's memory taken away and given back under it, its shape, dtype,
 // device and every view of it staying (FSDP's way): for parameters whose
 // values live elsewhere (zero 3's shards) between the moments they are used.

@@ -1,10 +1,12 @@
 #include "model/hf_checkpoint.h"
 
+#include <filesystem>
 #include <set>
 
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
+#include "core/progress_line.h"
 #include "model/safetensors.h"
 
 namespace undo {
@@ -42,13 +44,27 @@ std::map<std::string, torch::Tensor> read_weights(const std::string& dir) {
     files.push_back("model.safetensors");
   }
   std::map<std::string, torch::Tensor> out;
+  // Sizes for the progress line only: a FIFO or device has none (0), and
+  // read_safetensors refuses it by name.
+  auto megabytes = [](const std::string& path) {
+    std::error_code ec;
+    const auto bytes = std::filesystem::is_regular_file(path, ec) ? std::filesystem::file_size(path, ec) : 0;
+    return ec ? int64_t(0) : int64_t(bytes >> 20);
+  };
+  int64_t total_mb = 0, done_mb = 0;
   for (auto& f : files) {
     const std::string path = join_path(dir, f);
     UNDO_INPUT_CHECK(file_exists(path), "'", path, "' is listed in model.safetensors.index.json but does not exist");
+    total_mb += megabytes(path);
+  }
+  ProgressLine progress("import: reading weights", total_mb, "MB");
+  for (auto& f : files) {
+    const std::string path = join_path(dir, f);
     for (auto& [name, t] : read_safetensors(path)) {
       UNDO_INPUT_CHECK(!out.count(name), "'", path, "': tensor ", name, " is in more than one shard");
       out[name] = t;
     }
+    progress.update(done_mb += megabytes(path));
   }
   return out;
 }
@@ -116,28 +132,43 @@ Transformer read_hf_model(const std::string& dir, int seq_len, HfModelConfig* co
   return model;
 }
 
-void write_hf_model(Transformer& model, const std::string& dir, const std::string& dtype, int bos_id, int eos_id,
-                    int pad_id) {
+bool write_hf_model(Transformer& model, const std::string& dir, const std::string& dtype, int bos_id, int eos_id,
+                    int pad_id, const HfOrigin& origin) {
   UNDO_INPUT_CHECK(dtype == "float32" || dtype == "bfloat16", "--dtype '", dtype, "' is not float32 or bfloat16");
   const ModelConfig& m = model->cfg;
   const HfFamily family = hf_family_for(m);
   auto params = model->named_parameters();
   std::vector<std::pair<std::string, torch::Tensor>> tensors;
-  for (auto& [hf_name, name] : hf_tensor_names(m, family)) {
+  const auto names = hf_tensor_names(m, family);
+  ProgressLine progress("export: converting tensors", int64_t(names.size()), "tensors");
+  for (auto& [hf_name, name] : names) {
+    progress.update(int64_t(tensors.size()));
     auto t = params[name].detach().to(torch::kCPU, torch::kFloat);
     if (is_norm_scale(name) && hf_stores_norm_scale(family)) t = t + 1;
     tensors.emplace_back(hf_name, t.to(dtype == "bfloat16" ? torch::kBFloat16 : torch::kFloat));
   }
-  const std::string config = hf_config_json(m, family, dtype, bos_id, eos_id, pad_id);  // may refuse: before writing
+  progress.update(int64_t(tensors.size()));
+  // Both files decided before anything is written (either may refuse).
+  std::string config =
+      origin.config.empty() ? "" : hf_config_json_kept(parse_json(origin.config, "the imported config.json"), m, dtype);
+  const bool kept = !config.empty();
+  if (!kept) config = hf_config_json(m, family, dtype, bos_id, eos_id, pad_id);
+  std::string generation;
+  if (kept && !origin.generation.empty()) {
+    generation = json_object_lines(parse_json(origin.generation, "the imported generation_config.json"));
+  } else {
+    JsonObject gen;
+    if (bos_id >= 0) gen.add("bos_token_id", bos_id);
+    if (eos_id >= 0) gen.add("eos_token_id", eos_id);
+    if (pad_id >= 0) gen.add("pad_token_id", pad_id);
+    gen.add("do_sample", false).add("max_new_tokens", 64);
+    generation = gen.str() + "\n";
+  }
   make_dirs(dir);
   write_safetensors(join_path(dir, "model.safetensors"), tensors, {{"format", "pt"}});
   write_file_atomic(join_path(dir, "config.json"), config);
-  JsonObject gen;
-  if (bos_id >= 0) gen.add("bos_token_id", bos_id);
-  if (eos_id >= 0) gen.add("eos_token_id", eos_id);
-  if (pad_id >= 0) gen.add("pad_token_id", pad_id);
-  gen.add("do_sample", false).add("max_new_tokens", 64);
-  write_file_atomic(join_path(dir, "generation_config.json"), gen.str() + "\n");
+  write_file_atomic(join_path(dir, "generation_config.json"), generation);
+  return kept;
 }
 
 }  // namespace undo

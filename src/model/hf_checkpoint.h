@@ -26,9 +26,12 @@ Transformer read_hf_model(const std::string& dir, int seq_len, HfModelConfig* co
 
 // Writes config.json, generation_config.json and model.safetensors (`dtype`:
 // float32 or bfloat16) for `model` into `dir` (created; files written
-// atomically). Token ids < 0 are left out. InputError when no family computes
-// what the model does.
-void write_hf_model(Transformer& model, const std::string& dir, const std::string& dtype, int bos_id, int eos_id,
-                    int pad_id);
+// atomically). Where `origin` holds the config.json the model was imported
+// with and it describes this model, both files are written back from the
+// originals (only the dtype changed: hf_config_json_kept), and true is
+// returned; else undo writes its own, with the token ids >= 0 given.
+// InputError when no family computes what the model does.
+bool write_hf_model(Transformer& model, const std::string& dir, const std::string& dtype, int bos_id, int eos_id,
+                    int pad_id, const HfOrigin& origin = {});
 
 }  // namespace undo

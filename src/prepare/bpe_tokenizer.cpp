@@ -1,118 +1,20 @@
 #include "prepare/bpe_tokenizer.h"
 
-#define PCRE2_CODE_UNIT_WIDTH 8
-#include <pcre2.h>
-#include <unicode/unorm2.h>
-#include <unicode/ustring.h>
-
 #include <algorithm>
+#include <cstdio>
 #include <limits>
+#include <queue>
+#include <tuple>
 #include <unordered_map>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/json_value.h"
 #include "core/utf8.h"
+#include "prepare/pre_tokenize.h"
 
 namespace undo {
 namespace {
-
-// GPT-2's byte-level alphabet: every byte as one printable code point.
-// Printable Latin-1 bytes stand for themselves; the others (controls, space,
-// ...) take code points from 256 on, in byte order.
-struct ByteAlphabet {
-  uint32_t to_cp[256];
-  std::unordered_map<uint32_t, uint8_t> to_byte;
-  ByteAlphabet() {
-    uint32_t next = 256;
-    for (int b = 0; b < 256; ++b) {
-      bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
-      to_cp[b] = printable ? uint32_t(b) : next++;
-      to_byte[to_cp[b]] = uint8_t(b);
-    }
-  }
-};
-const ByteAlphabet& alphabet() {
-  static const ByteAlphabet a;
-  return a;
-}
-
-std::string nfc(const std::string& s, const std::string& file) {
-  UErrorCode err = U_ZERO_ERROR;
-  const UNormalizer2* norm = unorm2_getNFCInstance(&err);
-  UNDO_CHECK(U_SUCCESS(err), "ICU's NFC normalizer is unavailable (", file, ")");
-  std::vector<UChar> in(s.size() + 1), out;
-  int32_t n = 0;
-  u_strFromUTF8(in.data(), int32_t(in.size()), &n, s.data(), int32_t(s.size()), &err);
-  UNDO_CHECK(U_SUCCESS(err), "NFC: text is not UTF-8");
-  out.resize(size_t(n) * 3 + 16);
-  int32_t m = unorm2_normalize(norm, in.data(), n, out.data(), int32_t(out.size()), &err);
-  UNDO_CHECK(U_SUCCESS(err), "NFC normalization failed");
-  std::string utf8(size_t(m) * 4 + 4, '\0');
-  int32_t bytes = 0;
-  u_strToUTF8(utf8.data(), int32_t(utf8.size()), &bytes, out.data(), m, &err);
-  UNDO_CHECK(U_SUCCESS(err), "NFC: cannot write UTF-8");
-  utf8.resize(size_t(bytes));
-  return utf8;
-}
-
-// A compiled regex whose matches split a piece (tokenizers' "Isolated"
-// behaviour: matches and the text between them are all pieces, in order).
-class Splitter {
- public:
-  Splitter(const std::string& pattern, const std::string& where) {
-    int err = 0;
-    PCRE2_SIZE at = 0;
-    code_ = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.c_str()), pattern.size(), PCRE2_UTF | PCRE2_UCP, &err,
-                          &at, nullptr);
-    if (!code_) {
-      PCRE2_UCHAR msg[256];
-      pcre2_get_error_message(err, msg, sizeof msg);
-      throw InputError(where + ": the regex does not compile at offset " + std::to_string(at) + ": " +
-                       reinterpret_cast<const char*>(msg));
-    }
-    pcre2_jit_compile(code_, PCRE2_JIT_COMPLETE);  // a speed-up where available; the same matches
-    data_ = pcre2_match_data_create_from_pattern(code_, nullptr);
-  }
-  ~Splitter() {
-    pcre2_match_data_free(data_);
-    pcre2_code_free(code_);
-  }
-  Splitter(const Splitter&) = delete;
-  Splitter& operator=(const Splitter&) = delete;
-
-  void split(const std::string& s, std::vector<std::string>& out) const {
-    size_t start = 0, last = 0;
-    while (start <= s.size()) {
-      int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(s.data()), s.size(), start, PCRE2_NO_UTF_CHECK, data_,
-                           nullptr);
-      if (rc < 0) break;
-      PCRE2_SIZE* ov = pcre2_get_ovector_pointer(data_);
-      size_t b = ov[0], e = ov[1];
-      if (e == b) {  // an empty match splits nothing: step over one character
-        start = e + 1;
-        while (start < s.size() && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) ++start;
-        continue;
-      }
-      if (b > last) out.push_back(s.substr(last, b - last));
-      out.push_back(s.substr(b, e - b));
-      last = start = e;
-    }
-    if (last < s.size()) out.push_back(s.substr(last));
-  }
-
- private:
-  pcre2_code* code_ = nullptr;
-  pcre2_match_data* data_ = nullptr;
-};
-
-// GPT-2's pre-tokenizer regex, which ByteLevel applies when use_regex is true.
-const char* kGpt2Pattern = R"('s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+)";
-
-struct Step {
-  std::unique_ptr<Splitter> split;  // null: no splitting in this step
-  bool prefix_space = false;        // ByteLevel's add_prefix_space
-};
 
 struct AddedToken {
   std::string content;
@@ -124,62 +26,19 @@ struct AddedToken {
 
 struct BpeTokenizer::Impl {
   std::string file;
-  std::unordered_map<std::string, int> vocab;  // byte-level text -> id
+  std::unique_ptr<PreTokenizer> pre;
+  std::unordered_map<std::string, int> vocab;  // text in the model's alphabet -> id
   std::unordered_map<std::string, int> ranks;  // "left\0right" -> merge rank
   std::vector<AddedToken> added;               // longest first
   bool starts_added[256] = {};                 // bytes an added token starts with
-  std::vector<Step> steps;
-  bool nfc = false, ignore_merges = false;
-  int unk = -1, eos = -1, size = 0;
+  bool ignore_merges = false, byte_fallback = false, fuse_unk = false;
+  int byte_ids[256] = {};                      // byte_fallback: the ids of <0x00> ... <0xFF>
+  int unk = -1, eos = -1, bos = -1, size = 0;
+  // Decoding (the decoder): what stands for a space in sentencepiece-style
+  // pieces ("" where none does), and whether the first one is dropped.
+  std::string space_symbol;
+  bool strip_leading_space = false;
   mutable std::unordered_map<std::string, std::vector<int>> cache;
-
-  void read_normalizer(const JsonValue* n) {
-    if (!n || n->is_null()) return;
-    const std::string& type = n->at("type").string();
-    if (type == "NFC") {
-      nfc = true;
-    } else if (type == "Sequence" && n->at("normalizers").array().empty()) {
-    } else {
-      throw InputError(n->at("type").where() + " = \"" + printable(type) +
-                       "\": undo's BPE tokenizer does only NFC or no normalizer");
-    }
-  }
-
-  void read_pre_tokenizer(const JsonValue& p) {
-    const std::string& type = p.at("type").string();
-    if (type == "Sequence") {
-      for (auto& q : p.at("pretokenizers").array()) read_pre_tokenizer(q);
-    } else if (type == "ByteLevel") {
-      Step s;
-      if (auto* prefix = p.find("add_prefix_space")) s.prefix_space = prefix->boolean();
-      auto* use_regex = p.find("use_regex");
-      if (!use_regex || use_regex->boolean()) s.split = std::make_unique<Splitter>(kGpt2Pattern, p.where());
-      steps.push_back(std::move(s));
-    } else if (type == "Split") {
-      const JsonValue& pattern = p.at("pattern");
-      std::string regex;
-      if (auto* r = pattern.find("Regex")) {
-        regex = r->string();
-      } else {
-        // A literal string: each character escaped.
-        for (char c : pattern.at("String").string()) {
-          if (!std::isalnum(static_cast<unsigned char>(c)) && static_cast<unsigned char>(c) < 0x80) regex += '\\';
-          regex += c;
-        }
-      }
-      UNDO_INPUT_CHECK(p.at("behavior").string() == "Isolated", p.at("behavior").where(), " = \"",
-                       printable(p.at("behavior").string()), "\": undo splits only with the Isolated behaviour");
-      UNDO_INPUT_CHECK(!p.find("invert") || !p.at("invert").boolean(), p.at("invert").where(),
-                       " = true: not supported");
-      steps.push_back({std::make_unique<Splitter>(regex, pattern.where()), false});
-    } else if (type == "Digits") {
-      bool single = p.find("individual_digits") && p.at("individual_digits").boolean();
-      steps.push_back({std::make_unique<Splitter>(single ? "\\p{N}" : "\\p{N}+", p.where()), false});
-    } else {
-      throw InputError(p.at("type").where() + " = \"" + printable(type) +
-                       "\": undo's BPE tokenizer does ByteLevel, Split, Digits and Sequence pre-tokenizers");
-    }
-  }
 
   void read_model(const JsonValue& m) {
     UNDO_INPUT_CHECK(m.at("type").string() == "BPE", m.at("type").where(), " = \"", printable(m.at("type").string()),
@@ -190,10 +49,10 @@ struct BpeTokenizer::Impl {
       UNDO_INPUT_CHECK(!v || v->is_null() || (v->is_string() && v->string().empty()), v ? v->where() : m.where(),
                        ": not supported by undo's BPE tokenizer");
     }
-    auto* fallback = m.find("byte_fallback");
-    UNDO_INPUT_CHECK(!fallback || !fallback->boolean(), fallback ? fallback->where() : m.where(),
-                     " = true: byte fallback belongs to sentencepiece-style BPE (give its tokenizer.model)");
-    if (auto* im = m.find("ignore_merges")) ignore_merges = im->boolean();
+    auto flag = [&](const char* key) { return m.find(key) && m.at(key).boolean(); };
+    ignore_merges = flag("ignore_merges");
+    byte_fallback = flag("byte_fallback");
+    fuse_unk = flag("fuse_unk");
     for (auto& [text, id] : m.at("vocab").object()) {
       int i = int(id.integer(0, std::numeric_limits<int>::max() - 1));
       vocab[text] = i;
@@ -217,6 +76,58 @@ struct BpeTokenizer::Impl {
       auto it = vocab.find(u->string());
       UNDO_INPUT_CHECK(it != vocab.end(), u->where(), " is not in the vocabulary");
       unk = it->second;
+    }
+    if (byte_fallback)
+      for (int b = 0; b < 256; ++b) {
+        char name[8];
+        std::snprintf(name, sizeof name, "<0x%02X>", b);
+        auto it = vocab.find(name);
+        UNDO_INPUT_CHECK(it != vocab.end(), m.at("byte_fallback").where(), " = true, but model.vocab has no ", name);
+        byte_ids[b] = it->second;
+      }
+  }
+
+  // The decoders undo's decoding table reproduces: byte-level, or
+  // sentencepiece-style (Replace "▁" by " ", ByteFallback, Fuse, Strip; or
+  // Metaspace). Another would decode differently: refused by key.
+  void read_decoder(const JsonValue& d) {
+    const std::string& type = d.at("type").string();
+    if (type == "Sequence") {
+      for (auto& e : d.at("decoders").array()) read_decoder(e);
+    } else if (type == "Replace") {
+      UNDO_INPUT_CHECK(d.at("pattern").find("String") && d.at("content").string() == " ", d.where(),
+                       ": undo decodes only a Replace of a literal String by \" \"");
+      space_symbol = d.at("pattern").at("String").string();
+    } else if (type == "Strip") {
+      UNDO_INPUT_CHECK(d.at("content").string() == " " && d.at("start").integer(0, 1) == 1 &&
+                           d.at("stop").integer(0, 0) == 0,
+                       d.where(), ": undo decodes only a Strip of one leading space");
+      strip_leading_space = true;
+    } else if (type == "Metaspace") {
+      space_symbol = d.at("replacement").string();
+      auto* scheme = d.find("prepend_scheme");
+      auto* prefix = d.find("add_prefix_space");
+      strip_leading_space = scheme ? scheme->string() != "never" : !prefix || prefix->boolean();
+    } else {
+      UNDO_INPUT_CHECK(type == "ByteLevel" || type == "ByteFallback" || type == "Fuse", d.at("type").where(), " = \"",
+                       printable(type), "\": undo's decoding table does ByteLevel, Replace, ByteFallback, Fuse, "
+                       "Strip, Metaspace and Sequence decoders");
+    }
+  }
+
+  // The token transformers puts before a text when it adds special tokens:
+  // the special token that a TemplateProcessing's single template starts with.
+  void read_post_processor(const JsonValue& p) {
+    const std::string& type = p.at("type").string();
+    if (type == "Sequence") {
+      for (auto& q : p.at("processors").array()) read_post_processor(q);
+    } else if (type == "TemplateProcessing") {
+      const auto& single = p.at("single").array();
+      if (single.empty() || !single[0].find("SpecialToken")) return;
+      const JsonValue& name = single[0].at("SpecialToken").at("id");
+      const auto& ids = p.at("special_tokens").at(name.string()).at("ids").array();
+      UNDO_INPUT_CHECK(ids.size() == 1, name.where(), ": a leading special token of one id is expected");
+      bos = int(ids[0].integer(0, std::numeric_limits<int>::max() - 1));
     }
   }
 
@@ -242,12 +153,16 @@ struct BpeTokenizer::Impl {
     }
     for (size_t id = 0; id < by_id.size(); ++id)
       UNDO_INPUT_CHECK(by_id[id], file, ": no token has the id ", id, " (the ids must be 0..", size - 1, ")");
-    for (int b = 0; b < 256; ++b) {
-      std::string symbol;
-      append_utf8(symbol, alphabet().to_cp[b]);
-      UNDO_INPUT_CHECK(vocab.count(symbol), file, ": model.vocab has no token for the byte 0x", std::hex, b,
-                       " ('", printable(symbol), "'): a byte-level BPE needs all 256");
-    }
+    if (pre->byte_level())
+      for (int b = 0; b < 256; ++b) {
+        std::string symbol;
+        append_utf8(symbol, byte_alphabet().to_cp[b]);
+        UNDO_INPUT_CHECK(vocab.count(symbol), file, ": model.vocab has no token for the byte 0x", std::hex, b,
+                         " ('", printable(symbol), "'): a byte-level BPE needs all 256");
+      }
+    else
+      UNDO_INPUT_CHECK(byte_fallback || unk >= 0, file, ": neither model.byte_fallback nor model.unk_token: a "
+                       "character outside the vocabulary would have no id");
     for (auto& [pair, rank] : ranks) {
       const std::string left = pair.substr(0, pair.find('\0')), right = pair.substr(pair.find('\0') + 1);
       UNDO_INPUT_CHECK(vocab.count(left) && vocab.count(right) && vocab.count(left + right), file, ": model.merges[",
@@ -256,66 +171,87 @@ struct BpeTokenizer::Impl {
     }
   }
 
-  // BPE on one pre-token, already in the byte-level alphabet.
+  // One symbol of a word: text that merges, or a fixed id (a byte of the
+  // fallback, the unknown token) that never does.
+  struct Symbol {
+    std::string text;
+    int id = -1;
+    int prev = -1, next = -1;
+    bool alive = true;
+  };
+
+  // A word's characters as symbols: each in the vocabulary as itself, else as
+  // its bytes' <0xXX> tokens (byte_fallback), else as the unknown token (one
+  // for a run of them with fuse_unk), as the tokenizers library makes them.
+  std::vector<Symbol> symbols_of(const std::string& word) const {
+    std::vector<Symbol> syms;
+    for (uint32_t cp : code_points(word)) {
+      std::string ch;
+      append_utf8(ch, cp);
+      if (vocab.count(ch)) {
+        syms.push_back({ch});
+      } else if (byte_fallback) {
+        for (unsigned char b : ch) syms.push_back({"", byte_ids[b]});
+      } else {
+        UNDO_CHECK(unk >= 0, file, ": the character '", printable(ch), "' has no id and the model no unk_token");
+        if (!(fuse_unk && !syms.empty() && syms.back().id == unk)) syms.push_back({"", unk});
+      }
+    }
+    for (size_t i = 0; i < syms.size(); ++i) {
+      syms[i].prev = int(i) - 1;
+      syms[i].next = i + 1 < syms.size() ? int(i) + 1 : -1;
+    }
+    return syms;
+  }
+
+  // The merge rank of the pair starting at symbol `l`, or -1.
+  int rank_at(const std::vector<Symbol>& syms, int l) const {
+    if (l < 0 || syms[size_t(l)].next < 0) return -1;
+    const Symbol &a = syms[size_t(l)], &b = syms[size_t(a.next)];
+    if (a.id >= 0 || b.id >= 0) return -1;
+    auto r = ranks.find(a.text + '\0' + b.text);
+    return r == ranks.end() ? -1 : r->second;
+  }
+
+  // BPE on one word: the pair of lowest rank merges first, the leftmost
+  // among equals, until no pair has a rank (a heap of pairs, so that a
+  // sentencepiece-style word, a whole line, takes n log n).
   std::vector<int> merge(const std::string& word) const {
     if (auto hit = cache.find(word); hit != cache.end()) return hit->second;
     std::vector<int> ids;
-    auto whole = vocab.find(word);
-    if (ignore_merges && whole != vocab.end()) {
+    if (auto whole = vocab.find(word); ignore_merges && whole != vocab.end()) {
       ids.push_back(whole->second);
     } else {
-      std::vector<std::string> parts;
-      for (uint32_t cp : code_points(word)) {
-        parts.emplace_back();
-        append_utf8(parts.back(), cp);
+      std::vector<Symbol> syms = symbols_of(word);
+      using Pair = std::tuple<int, int, int>;  // rank, left symbol, right symbol
+      std::priority_queue<Pair, std::vector<Pair>, std::greater<Pair>> heap;
+      auto push = [&](int l) {
+        if (int r = rank_at(syms, l); r >= 0) heap.emplace(r, l, syms[size_t(l)].next);
+      };
+      for (size_t i = 0; i < syms.size(); ++i) push(int(i));
+      while (!heap.empty()) {
+        auto [rank, l, r] = heap.top();
+        heap.pop();
+        // Stale: a side merged away since, or the pair's text changed.
+        if (!syms[size_t(l)].alive || syms[size_t(l)].next != r || rank_at(syms, l) != rank) continue;
+        Symbol &a = syms[size_t(l)], &b = syms[size_t(r)];
+        a.text += b.text;
+        a.next = b.next;
+        if (b.next >= 0) syms[size_t(b.next)].prev = l;
+        b.alive = false;
+        push(a.prev);
+        push(l);
       }
-      for (;;) {
-        int best = std::numeric_limits<int>::max();
-        size_t at = 0;
-        for (size_t i = 0; i + 1 < parts.size(); ++i) {
-          auto r = ranks.find(parts[i] + '\0' + parts[i + 1]);
-          if (r != ranks.end() && r->second < best) best = r->second, at = i;
-        }
-        if (best == std::numeric_limits<int>::max()) break;
-        // Every occurrence of the best pair, left to right.
-        const std::string left = parts[at], right = parts[at + 1];
-        std::vector<std::string> next;
-        for (size_t i = 0; i < parts.size(); ++i) {
-          if (i + 1 < parts.size() && parts[i] == left && parts[i + 1] == right) {
-            next.push_back(left + right);
-            ++i;
-          } else {
-            next.push_back(parts[i]);
-          }
-        }
-        parts.swap(next);
-      }
-      for (auto& p : parts) {
-        auto it = vocab.find(p);
-        UNDO_CHECK(it != vocab.end() || unk >= 0, file, ": the piece '", p, "' has no id and the model no unk_token");
-        ids.push_back(it != vocab.end() ? it->second : unk);
-      }
+      for (auto& s : syms)
+        if (s.alive) ids.push_back(s.id >= 0 ? s.id : vocab.at(s.text));
     }
-    if (cache.size() < (1u << 20)) cache.emplace(word, ids);
+    if (cache.size() < (1u << 20) && word.size() <= 256) cache.emplace(word, ids);
     return ids;
   }
 
-  void encode_plain(const std::string& raw, std::vector<int>& out) const {
-    std::vector<std::string> pieces = {nfc ? undo::nfc(raw, file) : raw};
-    for (auto& step : steps) {
-      std::vector<std::string> next;
-      for (auto& p : pieces) {
-        std::string q = step.prefix_space && (p.empty() || p[0] != ' ') ? " " + p : p;
-        if (step.split) step.split->split(q, next);
-        else next.push_back(std::move(q));
-      }
-      pieces.swap(next);
-    }
-    const auto& a = alphabet();
-    for (auto& p : pieces) {
-      std::string mapped;
-      for (unsigned char c : p) append_utf8(mapped, a.to_cp[c]);
-      auto ids = merge(mapped);
+  void encode_plain(const std::string& raw, bool at_start, std::vector<int>& out) const {
+    for (auto& word : pre->words(raw, at_start)) {
+      auto ids = merge(word);
       out.insert(out.end(), ids.begin(), ids.end());
     }
   }
@@ -327,8 +263,9 @@ BpeTokenizer::BpeTokenizer(const std::string& path, const std::string& eos_token
   t.file = path;
   JsonValue doc = read_json_file(path);
   t.read_model(doc.at("model"));
-  t.read_normalizer(doc.find("normalizer"));
-  if (auto* pre = doc.find("pre_tokenizer"); pre && !pre->is_null()) t.read_pre_tokenizer(*pre);
+  t.pre = std::make_unique<PreTokenizer>(doc.find("normalizer"), doc.find("pre_tokenizer"), path);
+  if (auto* d = doc.find("decoder"); d && !d->is_null()) t.read_decoder(*d);
+  if (auto* p = doc.find("post_processor"); p && !p->is_null()) t.read_post_processor(*p);
   if (auto* added = doc.find("added_tokens"))
     for (auto& a : added->array()) {
       AddedToken tok{a.at("content").string(), int(a.at("id").integer(0, std::numeric_limits<int>::max() - 1)),
@@ -374,31 +311,47 @@ std::vector<int> BpeTokenizer::encode(const std::string& text_in) const {
       ++i;
       continue;
     }
-    if (i > plain) t.encode_plain(text.substr(plain, i - plain), out);
+    if (i > plain) t.encode_plain(text.substr(plain, i - plain), plain == 0, out);
     out.push_back(hit->id);
     i += hit->content.size();
     plain = i;
   }
-  if (plain < text.size()) t.encode_plain(text.substr(plain), out);
+  if (plain < text.size()) t.encode_plain(text.substr(plain), plain == 0, out);
   return out;
 }
 
 int BpeTokenizer::vocab_size() const { return impl_->size; }
 int BpeTokenizer::eos_id() const { return impl_->eos; }
 
+int BpeTokenizer::bos_id() const { return impl_->bos; }
+bool BpeTokenizer::strips_leading_space() const { return impl_->strip_leading_space; }
+
+// The decoding table: a byte-level piece's symbols as their bytes; a
+// sentencepiece-style piece with its space symbol as a space, and a byte of
+// the fallback as that byte; special added tokens as nothing (transformers
+// decodes with skip_special_tokens).
 std::vector<VocabPiece> BpeTokenizer::pieces() const {
   const Impl& t = *impl_;
   std::vector<VocabPiece> out(size_t(t.size), VocabPiece{PieceKind::Unknown, ""});
-  const auto& a = alphabet();
+  const auto& a = byte_alphabet();
   for (auto& [text, id] : t.vocab) {
     std::string bytes;
-    for (uint32_t cp : code_points(text)) {
-      auto b = a.to_byte.find(cp);
-      if (b != a.to_byte.end()) bytes += char(b->second);
-      else append_utf8(bytes, cp);  // not of the byte alphabet: kept as written
+    if (t.pre->byte_level()) {
+      for (uint32_t cp : code_points(text)) {
+        auto b = a.to_byte.find(cp);
+        if (b != a.to_byte.end()) bytes += char(b->second);
+        else append_utf8(bytes, cp);  // not of the byte alphabet: kept as written
+      }
+    } else {
+      bytes = text;
+      if (!t.space_symbol.empty())
+        for (size_t at = 0; (at = bytes.find(t.space_symbol, at)) != std::string::npos; ++at)
+          bytes.replace(at, t.space_symbol.size(), " ");
     }
     out[size_t(id)] = {PieceKind::Text, bytes};
   }
+  if (t.byte_fallback)
+    for (int b = 0; b < 256; ++b) out[size_t(t.byte_ids[b])] = {PieceKind::Byte, std::string(1, char(b))};
   for (auto& added : t.added)
     out[size_t(added.id)] = added.special ? VocabPiece{PieceKind::Control, ""} : VocabPiece{PieceKind::Text, added.content};
   return out;

@@ -1,14 +1,14 @@
-// A model's own byte-level BPE tokenizer, read from Hugging Face's
-// tokenizer.json (the GPT-2 family: Llama 3, Qwen2, SmolLM), so that
-// `undo data prepare` tokenizes with an imported model's vocabulary. It does
-// what the `tokenizers` library does for these files, tested against it on
-// English and Korean text (tests/data_tool/bpe_tokenizer_test.cpp): added
-// tokens split out first, the normalizer (none or NFC), the pre-tokenizer
-// (ByteLevel, Split by regex, or a Sequence of them; regexes through PCRE2,
-// with Unicode properties), then BPE merges by rank on the byte-level
-// alphabet. Anything else in the file (another model type, a normalizer or
-// pre-tokenizer it does not do) is refused naming the file and key, rather
-// than tokenized differently. Like sentencepiece, it lives in undo-data only.
+// A model's own BPE tokenizer, read from Hugging Face's tokenizer.json, so
+// that `undo data prepare` tokenizes with an imported model's vocabulary: the
+// byte-level kind (GPT-2, Llama 3, Qwen2, SmolLM) and the sentencepiece-style
+// kind (Llama 2, Gemma: "▁" for a space, byte fallback, fused unknowns). It
+// does what the `tokenizers` library does for these files, tested against it
+// on a few hundred strings per kind (tests/data_tool/bpe_tokenizer_test.cpp):
+// added tokens split out first, the normalizer and pre-tokenizer
+// (prepare/pre_tokenize.h), then BPE merges by rank. Anything else in the file
+// (another model type, a step it does not do) is refused naming the file and
+// key, rather than tokenized differently. Like sentencepiece, it lives in
+// undo-data only.
 #pragma once
 #include <memory>
 #include <string>
@@ -29,7 +29,8 @@ class BpeTokenizer : public TextTokenizer {
   int vocab_size() const override;
   int eos_id() const override;
   std::vector<VocabPiece> pieces() const override;
-  bool strips_leading_space() const override { return false; }
+  bool strips_leading_space() const override;
+  int bos_id() const override;
   const char* file_name() const override { return "tokenizer.json"; }
 
  private:

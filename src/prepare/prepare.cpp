@@ -18,6 +18,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "core/progress_line.h"
 #include "core/json.h"
 #include "core/owned_output.h"
 #include "core/sha256.h"
@@ -26,6 +27,7 @@
 #include "data/prepared_check.h"
 #include "data/shard.h"
 #include "data/stream.h"
+#include "data/tokenizer_files.h"
 #include "data/vocabulary.h"
 #include "prepare/corpus_files.h"
 #include "prepare/mcq_tokenize.h"
@@ -327,7 +329,7 @@ bool prepare_data(const Config& cfg) {
     const std::string file = find_tokenizer_file(d.tokenizer);
     model_tok = open_text_tokenizer(file);
     fs::copy_file(file, join_path(out, model_tok->file_name()));
-    for (const char* extra : {"tokenizer_config.json", "special_tokens_map.json"}) {
+    for (const char* extra : kTokenizerCompanions) {
       auto beside = fs::path(file).parent_path() / extra;
       if (fs::exists(beside)) fs::copy_file(beside, join_path(out, extra));
     }
@@ -341,16 +343,24 @@ bool prepare_data(const Config& cfg) {
   if (d.setting == "arith") write_eval_prompts(join_path(out, "eval_prompts.jsonl"), tokenized_eval_sets(tok));
   write_mcq_metrics(d, uint64_t(cfg.run.seed), tok, out);
 
-  // 4. Token shards.
+  // 4. Token shards, with one progress line over every stream's documents.
   JsonObject stream_json;
+  int64_t all_docs = 0, docs_done = 0;
+  for (auto& [name, docs] : split_text) all_docs += int64_t(docs.size());
+  ProgressLine progress("data: tokenizing", all_docs, "documents");
   for (auto& [name, docs] : split_text) {
     std::vector<uint32_t> tokens;
     size_t bytes = 0;
     for (auto& t : docs) {
+      progress.update(docs_done++);
+      // Each document as transformers encodes it with its special tokens (a
+      // <bos> first, for Gemma and Llama 2), then the separator.
+      if (tok.bos_id() >= 0) tokens.push_back(uint32_t(tok.bos_id()));
       for (int id : tok.encode(t)) tokens.push_back(uint32_t(id));
       tokens.push_back(uint32_t(tok.eos_id()));
       bytes += t.size();
     }
+    progress.update(docs_done);
     write_shard(join_path(out, name + ".bin"), tokens, uint32_t(tok.vocab_size()));
     JsonObject s;
     s.add("documents", uint64_t(docs.size())).add("bytes", uint64_t(bytes)).add("tokens", uint64_t(tokens.size()));
@@ -371,6 +381,7 @@ bool prepare_data(const Config& cfg) {
       .add("vocab_sha256", sha256_file(join_path(out, "vocab.bin")))
       .add("vocab_size", tok.vocab_size())
       .add("eos_id", tok.eos_id())
+      .add("bos_id", tok.bos_id())
       .add_raw("inputs", fetched_inputs_json(d.sources))
       .add("english_dirs", d.english_dirs)
       .add("streams", stream_json);

@@ -19,11 +19,17 @@ namespace undo {
 
 struct SpmTokenizer::Impl {
   sentencepiece::SentencePieceProcessor sp;
+  int bos = -1;
 };
 
-SpmTokenizer::SpmTokenizer(const std::string& model_path) : impl_(std::make_unique<Impl>()) {
+SpmTokenizer::SpmTokenizer(const std::string& model_path, bool add_bos) : impl_(std::make_unique<Impl>()) {
   auto st = impl_->sp.Load(model_path);
   UNDO_INPUT_CHECK(st.ok(), "cannot load tokenizer '", model_path, "': ", st.ToString());
+  if (add_bos) {
+    impl_->bos = impl_->sp.bos_id();
+    UNDO_INPUT_CHECK(impl_->bos >= 0, model_path, ": tokenizer_config.json asks for add_bos_token, but the model "
+                     "has no <s>");
+  }
 }
 SpmTokenizer::~SpmTokenizer() = default;
 
@@ -43,6 +49,7 @@ std::string SpmTokenizer::decode(const std::vector<int>& ids) const {
 
 int SpmTokenizer::vocab_size() const { return impl_->sp.GetPieceSize(); }
 int SpmTokenizer::eos_id() const { return impl_->sp.eos_id(); }
+int SpmTokenizer::bos_id() const { return impl_->bos; }
 
 std::vector<VocabPiece> SpmTokenizer::pieces() const {
   static const std::string kSpace = "\xE2\x96\x81";  // U+2581, sentencepiece's visible space

@@ -16,12 +16,16 @@ namespace undo {
 
 class SpmTokenizer : public TextTokenizer {
  public:
-  explicit SpmTokenizer(const std::string& model_path);
+  // `add_bos`: documents start with the model's <s> (tokenizer_config.json's
+  // add_bos_token, as transformers' sentencepiece tokenizers default it for a
+  // model's tokenizer.model; undo's own adds none).
+  explicit SpmTokenizer(const std::string& model_path, bool add_bos = false);
   ~SpmTokenizer() override;
   std::vector<int> encode(const std::string& text) const override;
   std::string decode(const std::vector<int>& ids) const;  // sentencepiece's own decoder
   int vocab_size() const override;
   int eos_id() const override;  // separator between packed documents
+  int bos_id() const override;
 
   // The id -> bytes table that Vocabulary decodes with, without sentencepiece.
   std::vector<VocabPiece> pieces() const override;

@@ -20,6 +20,10 @@ class TextTokenizer {
   virtual int eos_id() const = 0;
   // The id -> bytes table that Vocabulary decodes with.
   virtual std::vector<VocabPiece> pieces() const = 0;
+  // The token transformers puts before a text when it adds special tokens
+  // (Gemma's and Llama 2's <bos>), which `undo data prepare` puts before each
+  // document as the model was trained; -1 where none is.
+  virtual int bos_id() const { return -1; }
   // Whether decoding drops the first piece's leading space (sentencepiece's dummy prefix).
   virtual bool strips_leading_space() const = 0;
   // The name its file takes in a prepared directory: tokenizer.model or tokenizer.json.
@@ -35,7 +39,9 @@ std::string find_tokenizer_file(const std::string& spec);
 
 // Opens `file`: sentencepiece for a .model, byte-level BPE for a .json, whose
 // end-of-text token comes from tokenizer_config.json (eos_token) or
-// config.json / generation_config.json (eos_token_id) beside it.
+// config.json / generation_config.json (eos_token_id) beside it. Where a
+// config.json is beside it, its eos_token_id, bos_token_id and vocab_size must
+// agree with the tokenizer (InputError naming config.json and the key).
 std::unique_ptr<TextTokenizer> open_text_tokenizer(const std::string& file);
 
 }  // namespace undo

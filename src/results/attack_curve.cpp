@@ -25,7 +25,7 @@ AttackPoint AttackPoint::from_json(const std::map<std::string, std::string>& lin
     else if (k == "seed") p.seed = parse_integer(k, v, 0);
     else if (k == "step") p.step = parse_integer(k, v, 0);
     else if (k == "worst_lr") p.worst_lr = parse_real(k, v, 0);
-    else if (k != "tokens") p.metrics[k] = json_number(k, v);
+    else if (k != "tokens" && k != "time") p.metrics[k] = json_number(k, v);  // when, not what was measured
   }
   return p;
 }

@@ -222,7 +222,7 @@ std::string dashboard_html(const Plan& plan) {
   if (active) os << "<meta http-equiv=\"refresh\" content=\"15\">\n";  // follows a running sweep
   os << "<title>undo sweep: " << xml_escape(plan.out) << "</title>\n<style>" << kStyle << "</style></head><body>\n"
      << "<h1>undo sweep: " << xml_escape(plan.out) << "</h1>\n<p>Written " << stamp
-     << (active ? "; jobs are running: the page reloads every 15 s (`undo sweep status --watch` rewrites it)" : "")
+     << (active ? "; jobs are running: the page reloads every 15 s (`undo sweep run` rewrites it, as does `undo sweep status --watch`)" : "")
      << ".</p>\n<p><a href=\"#jobs\">jobs</a> &middot; <a href=\"#results\">results</a> &middot; "
         "<a href=\"#charts\">charts</a></p>\n"
      << jobs << results_section(plan.out) << "<div id=\"charts\">" << charts_section(plan.out) << "</div>\n"

@@ -78,7 +78,7 @@ std::string sweep_progress(const Plan& plan, const std::map<pid_t, const Job*>& 
 
 }  // namespace
 
-int run_local(const Plan& plan, int slots) {
+int run_local(const Plan& plan, int slots, const std::function<void()>& on_change, double refresh_s) {
   if (slots <= 0) {
     int cores = int(std::thread::hardware_concurrency());
     slots = std::max(1, cores / (plan.spec.ranks * plan.spec.threads));
@@ -99,6 +99,12 @@ int run_local(const Plan& plan, int slots) {
   double tokens_done = 0;  // estimated tokens of the jobs this runner finished
   auto t0 = std::chrono::steady_clock::now();
   auto elapsed = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  double refreshed_at = -refresh_s;
+  auto refresh = [&] {
+    if (!on_change) return;
+    on_change();
+    refreshed_at = elapsed();
+  };
   for (;;) {
     // Launch what is ready: not done, every dependency done, not failed in this run.
     if (stop_signalled() && !stopping) {
@@ -128,7 +134,9 @@ int run_local(const Plan& plan, int slots) {
       running[pid] = &j;
       started.insert(j.id);
       std::fprintf(stderr, "sweep [%6.0fs] start  %s\n", elapsed(), (j.name + "-" + j.id).c_str());
+      refresh();
     }
+    if (elapsed() - refreshed_at >= refresh_s) refresh();
     for (auto it = elsewhere.begin(); it != elsewhere.end();)
       it = job_done(plan.job(*it)) ? elsewhere.erase(it) : std::next(it);
     if (running.empty() && (elsewhere.empty() || stopping)) break;
@@ -159,6 +167,7 @@ int run_local(const Plan& plan, int slots) {
       std::fprintf(stderr, "sweep [%6.0fs] FAILED %s (exit %d): %s\n", elapsed(), (j.name + "-" + j.id).c_str(), rc,
                    log_tail(j, 3).c_str());
     }
+    refresh();
   }
   if (stopping)
     throw Preempted("sweep: stopped by a signal; the running jobs kept their checkpoints (exit 75); "
@@ -258,9 +267,15 @@ std::vector<std::string> submit_slurm(const Plan& plan, const std::string& templ
   return ids;
 }
 
-bool wait_slurm(const std::vector<std::string>& array_ids, double timeout_s) {
+bool wait_slurm(const std::vector<std::string>& array_ids, double timeout_s, const std::function<void()>& on_change,
+                double refresh_s) {
   auto t0 = std::chrono::steady_clock::now();
+  auto refreshed = t0 - std::chrono::hours(1);
   for (;;) {
+    if (on_change && std::chrono::duration<double>(std::chrono::steady_clock::now() - refreshed).count() >= refresh_s) {
+      on_change();
+      refreshed = std::chrono::steady_clock::now();
+    }
     // Pending array tasks show as ID_[2-5%2], running ones as ID_3.
     std::istringstream out(run_capture("squeue -h -o %i"));
     bool any = false;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -20,8 +21,10 @@ int64_t step_of(const std::string& line) {
 }
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path, bool enabled, int64_t resume_step) : path_(path), enabled_(enabled) {
+MetricsLog::MetricsLog(const std::string& path, bool enabled, int64_t resume_step, const std::string& tensorboard_dir)
+    : path_(path), enabled_(enabled) {
   if (!enabled_) return;
+  if (!tensorboard_dir.empty()) events_ = std::make_unique<TensorBoardEvents>(tensorboard_dir, true);
   if (resume_step >= 0 && file_exists(path)) {
     std::istringstream in(read_file(path));
     std::string line, kept;
@@ -39,11 +42,29 @@ MetricsLog::MetricsLog(const std::string& path, bool enabled, int64_t resume_ste
 
 void MetricsLog::write(const JsonObject& line) {
   if (!enabled_) return;
+  // Each line ends with its wall-clock time (Unix seconds, to the
+  // millisecond), for plotting against time and for matching a line to a log.
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  char time[32];
+  std::snprintf(time, sizeof time, "%.3f", now);
+  JsonObject stamped = line;
+  stamped.add_raw("time", time);
   errno = 0;
-  out_ << line.str() << "\n";
+  out_ << stamped.str() << "\n";
   out_.flush();
   UNDO_CHECK(out_.good(), "writing ", path_, " failed (", errno ? std::strerror(errno) : "stream error",
              "): the run stops rather than go on without its log");
+  if (!events_) return;
+  int64_t step = 0;
+  for (auto& [key, value] : line.fields())
+    if (key == "step" && is_json_number(value)) step = std::atoll(value.c_str());
+  // A key that two lines of one step both hold (the tokens count of a step's
+  // training and evaluation lines) is one point, not two.
+  if (step != events_step_) events_step_ = step, events_tags_.clear();
+  for (auto& [key, value] : line.fields())
+    if (key != "step" && is_json_number(value) && events_tags_.insert(key).second)
+      events_->scalar(key, step, std::strtod(value.c_str(), nullptr), now);
+  events_->flush();
 }
 
 Progress::Progress(std::string label, int64_t total_steps, bool enabled, double interval_s)

@@ -2,9 +2,12 @@
 #pragma once
 #include <chrono>
 #include <fstream>
+#include <memory>
+#include <set>
 #include <string>
 
 #include "core/json.h"
+#include "train/tensorboard_events.h"
 
 namespace undo {
 
@@ -13,8 +16,11 @@ class MetricsLog {
   // `enabled` is false on every rank but 0. On resume, lines past
   // `resume_step` (written after the checkpoint we resume from) are dropped,
   // and so is a torn line (a run killed mid-write): only whole JSON objects stay.
-  MetricsLog(const std::string& path, bool enabled, int64_t resume_step = -1);
-  // Appends one line; a failed write (a full disk) throws naming the file, so
+  // Where `tensorboard_dir` is given, every number of every line goes there
+  // too, as a TensorBoard scalar tagged with its key at the line's step
+  // (train/tensorboard_events.h).
+  MetricsLog(const std::string& path, bool enabled, int64_t resume_step = -1, const std::string& tensorboard_dir = "");
+  // Appends one line, with its wall-clock time as "time"; a failed write (a full disk) throws naming the file, so
   // that a run never goes on without its log.
   void write(const JsonObject& line);
 
@@ -22,6 +28,9 @@ class MetricsLog {
   std::string path_;
   std::ofstream out_;
   bool enabled_;
+  std::unique_ptr<TensorBoardEvents> events_;
+  int64_t events_step_ = -1;
+  std::set<std::string> events_tags_;  // the tags written at events_step_
 };
 
 // A progress bar with tokens/s and ETA on a terminal; a plain line every

@@ -1,5 +1,7 @@
 #include "train/run_dir.h"
 
+#include <algorithm>
+#include <array>
 #include <filesystem>
 #include <memory>
 #include <sstream>
@@ -75,11 +77,13 @@ std::vector<std::string>& created_run_dirs() {
 
 // What claiming and preparing a run writes before any work: a directory that
 // holds nothing else was only started.
+constexpr std::array<const char*, 4> kStartUpFiles = {".lock", "config.ini", "inputs.json", "version.json"};
+
 bool only_start_up_files(const std::string& dir) {
   std::error_code ec;
   for (auto& e : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
-    if (name != ".lock" && name != "config.ini" && name != "inputs.json") return false;
+    if (std::find(kStartUpFiles.begin(), kStartUpFiles.end(), name) == kStartUpFiles.end()) return false;
   }
   return !ec;
 }
@@ -110,7 +114,7 @@ void remove_abandoned_run_dirs() {
   for (auto& dir : created_run_dirs()) {
     if (!only_start_up_files(dir)) continue;  // work was done there: it stays
     std::error_code ec;
-    for (const char* f : {"config.ini", "inputs.json", ".lock"}) std::filesystem::remove(join_path(dir, f), ec);
+    for (const char* f : kStartUpFiles) std::filesystem::remove(join_path(dir, f), ec);
     std::filesystem::remove(dir, ec);  // only when empty
   }
   created_run_dirs().clear();

@@ -39,7 +39,7 @@ void claim_run_dir(Config& cfg);
 
 // After a failed start (bad input, exit 2): removes each run directory this
 // process created that holds nothing but what claiming and preparing it wrote
-// (config.ini, inputs.json, .lock), so that a refused run leaves nothing behind.
+// (config.ini, inputs.json, version.json, .lock), so that a refused run leaves nothing behind.
 void remove_abandoned_run_dirs();
 
 }  // namespace undo

@@ -186,7 +186,8 @@ TrainResult Trainer::run() {
     torch::NoGradGuard no_grad;
     comm_->broadcast(model_->parameters(), 0);
   }
-  MetricsLog metrics(join_path(cfg_.run.dir, "metrics.jsonl"), is_root(), cfg_.run.resume ? start : -1);
+  MetricsLog metrics(join_path(cfg_.run.dir, "metrics.jsonl"), is_root(), cfg_.run.resume ? start : -1,
+                     join_path(cfg_.run.dir, "tensorboard"));
   install_stop_handlers();
   Progress progress(stage_, t.steps, is_root());
   const bool bf16 = t.precision == "bf16";

@@ -1,12 +1,17 @@
-// undo's byte-level BPE tokenizer against the tokenizers library: tokenizers
-// trains a tokenizer.json on English and Korean text (tests/hf/hf_tokenizers.py)
-// in two styles (Llama 3's: NFC, a split regex, ignore_merges; GPT-2's:
-// ByteLevel's own regex and a prefix space), and undo must give the ids that
-// transformers' AutoTokenizer gives, line by line and for the whole text, and
-// decode them (through vocab.bin's table) to what it decodes. Skipped, saying
-// so, where the Python packages are missing (CI installs them).
+// undo's BPE tokenizer against the tokenizers library: tokenizers trains a
+// tokenizer.json on English and Korean text (tests/hf/hf_tokenizers.py) in the
+// styles of each family (byte-level: Llama 3's NFC, split regex and
+// ignore_merges, GPT-2's own regex and prefix space; sentencepiece-style:
+// Llama 2's Prepend + Replace, the Metaspace form transformers now writes,
+// Gemma's Replace; byte fallback, <bos>), and undo must give the ids that it
+// gives on a few hundred strings (Unicode, whitespace runs, digits, the
+// special tokens' text, Korean), decode them (through vocab.bin's table) to
+// what it decodes, and put the <bos> first that it puts. Skipped, saying so,
+// where the Python packages are missing (CI installs them).
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
@@ -14,6 +19,7 @@
 #include "core/json.h"
 #include "core/json_value.h"
 #include "core/utf8.h"
+#include "data/shard.h"
 #include "data/vocabulary.h"
 #include "prepare/text_tokenizer.h"
 #include "test_util.h"
@@ -45,53 +51,118 @@ TEST_P(BpeStyles, IdsAndDecodingEqualTheTokenizersLibrary) {
   auto dir = test::temp_dir("bpe_" + style);
   ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " train " + style + " " + kText + " " + dir +
                               "/tok 2>&1"), 0);
-  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " encode " + dir + "/tok " + kText + " " +
-                              dir + "/ids.jsonl 2>&1"), 0);
+  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + kScript + " cases " + dir + "/tok " + kText + " " +
+                              dir + "/cases.jsonl 2>&1"), 0);
   const std::string file = find_tokenizer_file(dir + "/tok");
   EXPECT_EQ(file, dir + "/tok/tokenizer.json");
   auto tok = open_text_tokenizer(file);
-  EXPECT_EQ(tok->eos_id(), 1);  // <|end_of_text|>, as tokenizer_config.json names it
+  // The end-of-text token as tokenizer_config.json names it; the <bos> the
+  // family's post-processor puts first (the byte-level files here have none).
+  const bool spm_style = style == "llama2" || style == "llama2-metaspace" || style == "gemma";
+  EXPECT_EQ(tok->eos_id(), style == "gemma" ? 1 : spm_style ? 2 : 1);
+  EXPECT_EQ(tok->bos_id(), style == "gemma" ? 2 : spm_style ? 1 : -1);
   Vocabulary vocab(tok->pieces(), tok->eos_id(), tok->strips_leading_space());
-  const std::string text = read_file(kText);
-  auto inputs = lines_of(text);
-  inputs.push_back(text);
-  const std::string expected = read_file(dir + "/ids.jsonl");
-  auto want = lines_of(expected);
-  ASSERT_EQ(want.size(), inputs.size());
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    JsonValue w = parse_json(want[i], "ids.jsonl line " + std::to_string(i + 1));
-    std::vector<int> want_ids;
-    for (auto& id : w.at("ids").array()) want_ids.push_back(int(id.integer(0, 1 << 20)));
-    auto ids = tok->encode(inputs[i]);
-    EXPECT_EQ(ids, want_ids) << style << ": input " << i << ": '" << inputs[i] << "'";
-    EXPECT_EQ(vocab.decode(ids), w.at("text").string()) << style << ": input " << i;
+  const auto cases = lines_of(read_file(dir + "/cases.jsonl"));
+  ASSERT_GE(cases.size(), 300u);
+  int byte_fallbacks = 0;
+  for (size_t i = 0; i < cases.size(); ++i) {
+    JsonValue c = parse_json(cases[i], "cases.jsonl line " + std::to_string(i + 1));
+    const std::string& text = c.at("text").string();
+    std::vector<int> want;
+    for (auto& id : c.at("ids").array()) want.push_back(int(id.integer(0, 1 << 20)));
+    auto ids = tok->encode(text);
+    EXPECT_EQ(ids, want) << style << ": case " << i << ": '" << text << "'";
+    EXPECT_EQ(vocab.decode(ids), c.at("decoded").string()) << style << ": case " << i << ": '" << text << "'";
+    // With special tokens, transformers starts the text with <bos> where the family has one.
+    if (!c.at("first").is_null()) {
+      EXPECT_EQ(tok->bos_id() >= 0 ? tok->bos_id() : ids.at(0), c.at("first").integer(0, 1 << 20)) << style << ": case " << i;
+    }
+    for (int id : ids) byte_fallbacks += vocab.pieces().at(size_t(id)).kind == PieceKind::Byte;
+  }
+  // The sentencepiece-style cases reach the byte fallback (characters outside the vocabulary).
+  if (spm_style) {
+    EXPECT_GT(byte_fallbacks, 100) << style;
+  }
+
+  // Prepared with it, every document starts as transformers starts it (<bos>, where the family has one)
+  // and ends with the end-of-text token.
+  std::filesystem::create_directories(dir + "/en");
+  std::filesystem::create_directories(dir + "/ko");
+  const auto lines = lines_of(read_file(kText));
+  for (size_t i = 0; i < 40; ++i) {
+    write_file_atomic(dir + "/en/" + std::to_string(i) + ".txt", test::generated_english(6, i));
+    write_file_atomic(dir + "/ko/" + std::to_string(i) + ".txt", lines[i % lines.size()] + "\n" + lines[(i + 3) % lines.size()]);
+  }
+  std::string out;
+  ASSERT_EQ(test::run_command(std::string(UNDO_DATA_BINARY) + " prepare --data.dir " + dir + "/prepared --data.setting lang" +
+                                  " --data.sources " + dir + "/none --data.english_dirs " + dir + "/en --data.forget_dirs " +
+                                  dir + "/ko --data.tokenizer " + dir + "/tok 2>&1", &out), 0) << out;
+  EXPECT_NE(read_file(dir + "/prepared/manifest.json").find("\"bos_id\": " + std::to_string(tok->bos_id())),
+            std::string::npos);
+  Shard shard(dir + "/prepared/english.train.bin");
+  ASSERT_GT(shard.size(), 2u);
+  int documents = 0;
+  for (uint64_t i = 0; i < shard.size(); ++i) {
+    const bool starts = i == 0 || int(shard[i - 1]) == tok->eos_id();
+    if (starts) ++documents;
+    if (tok->bos_id() >= 0) {
+      EXPECT_EQ(int(shard[i]) == tok->bos_id(), starts) << style << ": token " << i;
+    }
+  }
+  EXPECT_EQ(int(shard[shard.size() - 1]), tok->eos_id());
+  EXPECT_GT(documents, 10);
+
+  // Beside a model's config.json, the tokenizer must start texts with the model's <bos>.
+  if (tok->bos_id() >= 0) {
+    write_file_atomic(dir + "/tok/config.json", "{\"bos_token_id\": " + std::to_string(tok->bos_id() + 1) + "}");
+    try {
+      open_text_tokenizer(file);
+      ADD_FAILURE() << style << ": a config.json with another bos_token_id was accepted";
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find("config.json: bos_token_id is " + std::to_string(tok->bos_id() + 1)),
+                std::string::npos) << e.what();
+    }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Styles, BpeStyles, ::testing::Values("llama3", "gpt2"),
-                         [](const auto& info) { return info.param; });
+INSTANTIATE_TEST_SUITE_P(Styles, BpeStyles, ::testing::Values("llama3", "gpt2", "llama2", "llama2-metaspace", "gemma"),
+                         [](const auto& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 // What is not a byte-level BPE tokenizer undo reproduces is refused by key.
 TEST(BpeTokenizer, UnsupportedFilesAreRefusedByKey) {
   auto dir = test::temp_dir("bpe_refused");
+  // Opening the directory's tokenizer is refused naming `file` and `key`.
+  auto expect_refused = [&](const std::string& file, const std::string& contents, const std::string& key) {
+    try {
+      open_text_tokenizer(find_tokenizer_file(dir));
+      ADD_FAILURE() << "accepted: " << contents;
+    } catch (const InputError& e) {
+      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(file), std::string::npos) << e.what();
+    }
+  };
   auto refused = [&](const std::string& json, const std::string& key) {
     write_file_atomic(dir + "/tokenizer.json", json);
     write_file_atomic(dir + "/tokenizer_config.json", R"({"eos_token": "</s>"})");
-    try {
-      open_text_tokenizer(find_tokenizer_file(dir));
-      ADD_FAILURE() << "accepted: " << json;
-    } catch (const InputError& e) {
-      EXPECT_NE(std::string(e.what()).find(key), std::string::npos) << e.what();
-      EXPECT_NE(std::string(e.what()).find("tokenizer.json"), std::string::npos) << e.what();
-    }
+    expect_refused("tokenizer.json", json, key);
   };
   const std::string vocab = R"("vocab": {"a": 0, "b": 1, "</s>": 2}, "merges": [])";
   refused(R"({"model": {"type": "Unigram", "vocab": []}})", "model.type");
-  refused(R"({"model": {"type": "BPE", "byte_fallback": true, )" + vocab + "}}", "model.byte_fallback");
+  // A sentencepiece-style file must have every byte's token for its fallback, or an unknown token.
+  refused(R"({"model": {"type": "BPE", "byte_fallback": true, )" + vocab + "}}", "model.byte_fallback = true, but model.vocab has no <0x00>");
+  refused(R"({"model": {"type": "BPE", )" + vocab + R"(}, "decoder": {"type": "WordPiece"}})", "decoder.type");
+  refused(R"({"model": {"type": "BPE", )" + vocab + R"(}, "normalizer": {"type": "Replace", "pattern": {"Regex": " "}, "content": "x"}})",
+          "normalizer.pattern");
+  refused(R"({"model": {"type": "BPE", )" + vocab + R"(}, "pre_tokenizer": {"type": "Metaspace", "replacement": "_", "prepend_scheme": "sometimes"}})",
+          "pre_tokenizer.prepend_scheme");
   refused(R"({"model": {"type": "BPE", "continuing_subword_prefix": "##", )" + vocab + "}}",
           "model.continuing_subword_prefix");
   refused(R"({"normalizer": {"type": "Lowercase"}, "model": {"type": "BPE", )" + vocab + "}}", "normalizer.type");
-  refused(R"({"pre_tokenizer": {"type": "Metaspace"}, "model": {"type": "BPE", )" + vocab + "}}",
+  refused(R"({"pre_tokenizer": {"type": "Whitespace"}, "model": {"type": "BPE", )" + vocab + "}}",
           "pre_tokenizer.type");
   refused(R"({"pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(["}, "behavior": "Isolated"},
              "model": {"type": "BPE", )" + vocab + "}}", "pre_tokenizer.pattern");
@@ -101,7 +172,8 @@ TEST(BpeTokenizer, UnsupportedFilesAreRefusedByKey) {
   // Issue 26, class 3: a tokenizer that is not internally consistent is
   // refused (a vocabulary of 1 trained to loss 0, an id of a million made a
   // vocabulary of a million, both with exit 0).
-  refused(R"({"model": {"type": "BPE", )" + vocab + "}}", "no token for the byte 0x0");
+  refused(R"({"pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", )" + vocab + "}}", "no token for the byte 0x0");
+  refused(R"({"model": {"type": "BPE", )" + vocab + "}}", "neither model.byte_fallback nor model.unk_token");
   std::string alphabet;  // GPT-2's byte-level alphabet, as ids 0..255
   for (int b = 0, next = 256; b < 256; ++b) {
     const bool printable = (b >= '!' && b <= '~') || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
@@ -111,7 +183,7 @@ TEST(BpeTokenizer, UnsupportedFilesAreRefusedByKey) {
                 "\": " + std::to_string(b);
   }
   auto bpe = [&](const std::string& extra_vocab, const std::string& merges, const std::string& added) {
-    return R"({"added_tokens": [)" + added + R"(], "model": {"type": "BPE", "vocab": {)" + alphabet + extra_vocab +
+    return R"({"added_tokens": [)" + added + R"(], "pre_tokenizer": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {)" + alphabet + extra_vocab +
            R"(}, "merges": [)" + merges + "]}}";
   };
   refused(bpe(R"(, "</s>": 256)", "", R"({"id": 1000000, "content": "<pad>"})"), "the ids run to 1000000");
@@ -123,6 +195,19 @@ TEST(BpeTokenizer, UnsupportedFilesAreRefusedByKey) {
   auto tok = open_text_tokenizer(find_tokenizer_file(dir));
   EXPECT_EQ(tok->vocab_size(), 258);
   EXPECT_EQ(tok->encode("ab"), std::vector<int>{257});
+  // Issue 27: a tokenizer that cannot reproduce the model's special tokens
+  // (config.json beside it) is refused by key; one that can is accepted.
+  auto config_refused = [&](const std::string& config, const std::string& key) {
+    write_file_atomic(dir + "/config.json", config);
+    expect_refused("config.json", config, key);
+  };
+  config_refused(R"({"eos_token_id": 5})", "eos_token_id is 5 but the tokenizer beside it ends a text with the id 256");
+  config_refused(R"({"eos_token_id": [3, 9]})", "eos_token_id is [3, 9]");
+  config_refused(R"({"eos_token_id": 256, "vocab_size": 200})", "vocab_size is 200 but the tokenizer beside it has 258");
+  config_refused(R"({"eos_token_id": "x"})", "eos_token_id");
+  write_file_atomic(dir + "/config.json", R"({"eos_token_id": [9, 256], "bos_token_id": 300, "vocab_size": 300})");
+  EXPECT_EQ(open_text_tokenizer(find_tokenizer_file(dir))->eos_id(), 256);  // this tokenizer adds no <bos>
+  std::remove((dir + "/config.json").c_str());
 }
 
 // Text taken apart by hand: invalid UTF-8 becomes U+FFFD as a lossy Rust

@@ -225,7 +225,9 @@ void expect_held_out(const std::string& data, const std::vector<std::string>& st
         EXPECT_EQ(trained_prompts.count(p.problem.prompt), 0u) << "evaluation problem trained on: " << p.problem.prompt;
         EXPECT_EQ(trained.count(p.problem.text()), 0u) << p.problem.text();
         EXPECT_EQ(is_held_out(op, p.problem.a, p.problem.b), set == ProblemSet::Generalisation) << p.problem.text();
-        if (set == ProblemSet::Test) EXPECT_EQ(val_problems.count({op, p.problem.a, p.problem.b}), 0u) << p.problem.text();
+        if (set == ProblemSet::Test) {
+          EXPECT_EQ(val_problems.count({op, p.problem.a, p.problem.b}), 0u) << p.problem.text();
+        }
         ++checked;
       }
   EXPECT_EQ(checked, size_t(3 * 4 * 2 * kEvalPromptsPerFormat));
