@@ -9,7 +9,9 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <tuple>
 
+#include "core/config.h"
 #include "core/fs.h"
 #include "results/results_table.h"
 #include "sweep/job_list.h"
@@ -38,7 +40,9 @@ Plan crafted_sweep(const std::string& out) {
     plan.jobs.push_back(j);
     return j.dir;
   };
-  write_file_atomic(add("a00000000001", "base", "pretrain", {}) + "/job.done", "");
+  const std::string base = add("a00000000001", "base", "pretrain", {});
+  write_file_atomic(base + "/job.done", "");
+  write_file_atomic(base + "/metrics.jsonl", "{\"step\": 10, \"loss\": 5.5}\n{\"step\": 20, \"loss\": 4.25}\n");
   auto running = add("a00000000002", "oracle", "pretrain", {});
   write_file_atomic(running + "/job.running", "pid " + std::to_string(::getpid()) + " host " + hostname() + "\n");
   write_file_atomic(running + "/config.ini", "[train]\nsteps = 100\nbatch_size = 8\n");
@@ -47,8 +51,14 @@ Plan crafted_sweep(const std::string& out) {
   write_file_atomic(failed + "/job.failed", "exit 3\n");
   write_file_atomic(failed + "/log", "step 1\nstep 2\nerror: rank 1 is gone (connection reset)\n");
   write_file_atomic(add("a00000000004", "distill-maxent-a1-s1", "distill", {"a00000000003"}) + "/.keep", "");
-  write_file_atomic(add("a00000000005", "relearn-base-lr0.001", "relearn", {"a00000000001"}) + "/job.submitted",
-                    "slurm 4242_0\n");
+  const std::string attack = add("a00000000005", "relearn-base-lr0.001", "relearn", {"a00000000001"});
+  write_file_atomic(attack + "/job.submitted", "slurm 4242_0\n");
+  std::string points;  // two LRs of an attack, the larger relearning more
+  for (auto [lr, step, ce] : {std::tuple{1e-3, 0, 9.0}, {1e-3, 50, 7.0}, {1e-3, 100, 6.0}, {1e-4, 0, 9.0},
+                              {1e-4, 50, 8.5}, {1e-4, 100, 8.0}})
+    points += "{\"lr\": " + format_double(lr) + ", \"seed\": 1, \"step\": " + std::to_string(step) +
+              ", \"forget_ce\": " + format_double(ce) + ", \"retain_ce\": 3.0}\n";
+  write_file_atomic(attack + "/attack.jsonl", points);
   write_file_atomic(add("a00000000006", "relearn-oracle-lr0.001", "relearn", {"a00000000002"}) + "/.keep", "");
   write_file_atomic(add("a00000000007", "cache-base", "cache", {"a00000000001"}) + "/job.running",
                     "pid 999999999 host " + hostname() + "\n");  // a process that is gone: cut
@@ -100,6 +110,16 @@ TEST(Dashboard, ChromiumShowsEveryJobAndTheResultsWithoutConsoleErrors) {
   EXPECT_NE(dom.find("href=\"../jobs/oracle-a00000000002/config.ini\""), std::string::npos);
   EXPECT_NE(dom.find("id=\"results\""), std::string::npos);
   EXPECT_NE(dom.find("<svg"), std::string::npos) << "the charts, inline";
+  // Issue 28: each stage's loss curve, and each attack's curves per LR with the worst case marked.
+  const auto training = dom.find("id=\"training\""), attacks = dom.find("id=\"attacks\"");
+  ASSERT_NE(training, std::string::npos);
+  ASSERT_NE(attacks, std::string::npos);
+  EXPECT_NE(dom.find("pretrain: training loss", training), std::string::npos);
+  EXPECT_LT(dom.find(">base<", training), attacks) << "the base's loss curve, named";
+  EXPECT_NE(dom.find(">LR 0.0001<", attacks), std::string::npos);
+  EXPECT_NE(dom.find(">worst (LR 0.001*)<", attacks), std::string::npos) << "the worst case, at the grid's edge";
+  EXPECT_TRUE(dom.find("<p class=\"verdict\">") != std::string::npos || dom.find("<p class=\"note\">") != std::string::npos)
+      << "the support rules' verdict on the results";
   // The sorting script ran: it marks every header it made clickable.
   EXPECT_NE(dom.find("<th class=\"sortable\">model</th>"), std::string::npos);
   // The screenshot, kept.

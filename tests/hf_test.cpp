@@ -314,7 +314,7 @@ TEST(HfPipeline, AnImportedModelIsUnlearnedDistilledAttackedAndExported) {
   CheckpointMeta imported = read_checkpoint_meta(dir + "/import/model.ckpt");
   EXPECT_EQ(imported.extra.at("tokenizer_sha256"), sha256_file(dir + "/model/tokenizer.json"));
   EXPECT_EQ(imported.extra.at("tokenizer_dir"), std::filesystem::absolute(dir + "/import/tokenizer").string());
-  // The walk-through of docs/DATA.md ("Your own model, offline") and the README's commands ("Use your
+  // The walk-through of docs/DATA.md ("Your own model, offline") and docs/USAGE.md's commands ("Use your
   // own model"): the language setting with no packages, English from the test fixtures' text directory
   // and the Korean documents of a JSONL file (made from Korean lines), tokenized by the model's tokenizer.
   const std::string english = std::filesystem::path(test::tiny_data_dir()).parent_path().string() + "/english_txt";

@@ -883,6 +883,7 @@ TEST(Sweep, ShippedSpecsPlan) {
   for (auto s : {"d64", "d32-tokens", "d128-tokens", "d32-compute", "d128-compute"})
     sizes.push_back(make_plan(read_sweep_spec(std::string("configs/size-") + s + "-sweep.ini"), demo_out, UNDO_BINARY));
   Plan own = make_plan(read_sweep_spec("configs/own-corpora-sweep.ini"), demo_out, UNDO_BINARY);
+  Plan quick = make_plan(read_sweep_spec("configs/quick-start-sweep.ini"), demo_out + "-quick", UNDO_BINARY);
   std::filesystem::current_path(cwd);
   std::map<std::string, int> size_dirs;
   for (auto& p : sizes) {
@@ -893,6 +894,10 @@ TEST(Sweep, ShippedSpecsPlan) {
   for (auto& [d, n] : size_dirs) EXPECT_EQ(n, d.find("/data-") != std::string::npos ? 5 : 1) << d;
   EXPECT_EQ(own.spec.metric, "forget_mcq_acc");
   EXPECT_EQ(count_kind(own, "distill"), 5 * (2 + 2));
+  // The README's quick start: one student and the distilled base, each of the 5 models attacked at 3 LRs.
+  EXPECT_EQ(count_kind(quick, "pretrain"), 2);
+  EXPECT_EQ(count_kind(quick, "distill"), 2);
+  EXPECT_EQ(count_kind(quick, "relearn"), 5 * 3);
   EXPECT_EQ(count_kind(protocol, "unlearn"), 3);
   EXPECT_EQ(count_kind(protocol, "distill"), 2 * 3 + 3 + 3);  // the students, the distilled base and oracle
   EXPECT_EQ(count_kind(protocol, "relearn"), (2 + 3 + 9 + 3) * 5);

@@ -569,3 +569,21 @@ TEST(ProgressLine, SaysDoneTotalRateAndTimeLeftAndNothingForAShortStage) {
   EXPECT_NE(out.find(" items/s, "), std::string::npos) << out;
   EXPECT_NE(out.find("left\n"), std::string::npos) << out;
 }
+
+// Issue 28: undo's own JSON is read by the one parser: \u escapes (surrogate
+// pairs included) decode, numbers keep their spelling, nested values come back
+// as JSON text, and what JsonObject writes reads back the same.
+TEST(JsonObject, UnicodeEscapesDecodeAndWhatIsWrittenReadsBack) {
+  auto v = parse_flat_json(R"({"name": "caf\u00e9 \ud83d\ude42", "n": 1e-05, "t": true, "x": null, "nested": {"a": [1, 2]}})");
+  EXPECT_EQ(v.at("name"), "caf\xC3\xA9 \xF0\x9F\x99\x82");
+  EXPECT_EQ(v.at("n"), "1e-05");
+  EXPECT_EQ(v.at("t"), "true");
+  EXPECT_EQ(v.at("x"), "null");
+  EXPECT_EQ(v.at("nested"), "{\"a\": [1, 2]}");
+  const std::string text = "tab\tquote\" back\\ bell\x07 \xED\x95\x9C";
+  JsonObject o;
+  o.add("s", text);
+  EXPECT_EQ(parse_flat_json(o.str()).at("s"), text);
+  EXPECT_THROW(parse_flat_json("{\"a\": 1"), std::exception);
+  EXPECT_THROW(parse_flat_json("[1]"), std::exception);
+}

@@ -10,6 +10,7 @@
 
 #include "core/config.h"
 #include "core/error.h"
+#include "core/json_value.h"
 
 namespace undo {
 
@@ -69,84 +70,22 @@ std::string JsonObject::str() const {
   return s + "}";
 }
 
-namespace {
-
-void skip_ws(const std::string& t, size_t& i) {
-  while (i < t.size() && std::isspace(static_cast<unsigned char>(t[i]))) ++i;
-}
-
-std::string parse_string(const std::string& t, size_t& i) {
-  if (i >= t.size() || t[i] != '"') throw std::runtime_error("JSON: expected a string at offset " + std::to_string(i));
-  std::string out;
-  for (++i; i < t.size() && t[i] != '"'; ++i) {
-    if (t[i] != '\\') { out += t[i]; continue; }
-    if (++i >= t.size()) break;
-    switch (t[i]) {
-      case 'n': out += '\n'; break;
-      case 't': out += '\t'; break;
-      case 'r': out += '\r'; break;
-      case 'u': out += '?'; i += 4; break;  // not produced by our writers for keys we read
-      default: out += t[i];
-    }
-  }
-  if (i >= t.size()) throw std::runtime_error("JSON: unterminated string");
-  ++i;
-  return out;
-}
-
-// A nested object or array, kept as text.
-std::string parse_raw(const std::string& t, size_t& i) {
-  size_t start = i;
-  int depth = 0;
-  bool in_string = false;
-  for (; i < t.size(); ++i) {
-    char c = t[i];
-    if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      ++depth;
-    } else if (c == '}' || c == ']') {
-      if (--depth == 0) return t.substr(start, ++i - start);
-    }
-  }
-  throw std::runtime_error("JSON: unterminated value");
-}
-
-}  // namespace
-
 std::map<std::string, std::string> parse_flat_json(const std::string& t) {
+  // The one JSON parser (core/json_value.h): escapes decoded (a \u escape
+  // used to become '?'), and a syntax error said with its offset.
+  const JsonValue v = parse_json(t, "JSON");
+  if (!v.is_object()) throw std::runtime_error("JSON: expected an object");
   std::map<std::string, std::string> out;
-  size_t i = 0;
-  skip_ws(t, i);
-  if (i >= t.size() || t[i] != '{') throw std::runtime_error("JSON: expected an object");
-  ++i;
-  skip_ws(t, i);
-  if (i < t.size() && t[i] == '}') return out;
-  while (i < t.size()) {
-    skip_ws(t, i);
-    std::string key = parse_string(t, i);
-    skip_ws(t, i);
-    if (i >= t.size() || t[i] != ':') throw std::runtime_error("JSON: expected ':' after \"" + key + "\"");
-    ++i;
-    skip_ws(t, i);
-    if (i < t.size() && t[i] == '"') {
-      out[key] = parse_string(t, i);
-    } else if (i < t.size() && (t[i] == '{' || t[i] == '[')) {
-      out[key] = parse_raw(t, i);
-    } else {
-      size_t start = i;
-      while (i < t.size() && t[i] != ',' && t[i] != '}' && !std::isspace(static_cast<unsigned char>(t[i]))) ++i;
-      out[key] = t.substr(start, i - start);
+  for (auto& [key, value] : v.object()) {
+    switch (value.kind()) {
+      case JsonValue::Kind::string: out[key] = value.string(); break;
+      case JsonValue::Kind::number: out[key] = value.number_text(); break;
+      case JsonValue::Kind::boolean: out[key] = value.boolean() ? "true" : "false"; break;
+      case JsonValue::Kind::null: out[key] = "null"; break;
+      default: out[key] = json_text(value);  // nested: kept as JSON text
     }
-    skip_ws(t, i);
-    if (i < t.size() && t[i] == ',') { ++i; continue; }
-    if (i < t.size() && t[i] == '}') return out;
-    throw std::runtime_error("JSON: expected ',' or '}' after \"" + key + "\"");
   }
-  throw std::runtime_error("JSON: unterminated object");
+  return out;
 }
 
 std::vector<std::map<std::string, std::string>> read_json_lines(const std::string& path, bool skip_unreadable) {

@@ -1,4 +1,5 @@
-// Minimal JSON output for metrics.jsonl and manifests: an ordered object builder.
+// undo's own JSON: an ordered object builder for metrics.jsonl, summaries and
+// manifests, and their flat reader (through the one parser, core/json_value.h).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -10,7 +11,9 @@ namespace undo {
 std::string json_escape(const std::string& s);
 
 // Parses one flat JSON object ({"k": 1.5, "s": "x", ...}; nested values are
-// kept as raw text) into key -> value text, strings unquoted. Throws on bad syntax.
+// kept as JSON text) into key -> value text, strings unquoted and unescaped,
+// numbers as spelt. The one JSON parser underneath (core/json_value.h). Throws
+// on bad syntax.
 std::map<std::string, std::string> parse_flat_json(const std::string& text);
 // Each line of a JSON-lines file, parsed (empty lines skipped); {} when the file is missing.
 // A line that does not parse throws naming file and line, or, with

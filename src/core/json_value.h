@@ -1,8 +1,10 @@
-// Whole JSON documents written by other programs: Hugging Face's config.json,
-// model.safetensors.index.json and tokenizer.json. undo's own files stay flat
-// and are read by core/json.h; these nest (rope_scaling, layer_types, a
-// tokenizer's vocabulary and merges) and use \u escapes, so they get a full
-// parser. Torch-free and fuzzed (fuzz/json_fuzz.cpp). Every error names the
+// The one JSON parser: whole documents written by other programs (Hugging
+// Face's config.json, model.safetensors.index.json, tokenizer.json: nested,
+// with \u escapes), and under core/json.h's flat reader undo's own files.
+// Kept rather than a library's because a number keeps its spelling (an
+// exported config.json writes back 1e-05 and 5.0 as they came, field for
+// field) and errors name the file and the path of the value; torch-free and
+// fuzzed (fuzz/json_fuzz.cpp). Every error names the
 // file and, for a value of the wrong kind, its path in the document
 // ("config.json: rope_scaling.factor is a string, expected a number").
 #pragma once

@@ -155,6 +155,79 @@ std::string results_section(const std::string& out) {
   return os.str();
 }
 
+// Each training stage's loss against its step, one chart per kind of stage
+// with a line per job, from the jobs' metrics.jsonl as they are now (a
+// running job's curve so far).
+std::string training_section(const Plan& plan) {
+  std::map<std::string, Chart> by_kind;
+  for (auto& j : plan.jobs) {
+    if (j.kind != "pretrain" && j.kind != "unlearn" && j.kind != "distill") continue;
+    Series s;
+    s.name = j.name;
+    for (auto& line : read_json_lines(j.dir + "/metrics.jsonl", /*skip_unreadable=*/true))
+      if (line.count("loss") && line.count("step"))
+        s.points.emplace_back(std::strtod(line.at("step").c_str(), nullptr), std::strtod(line.at("loss").c_str(), nullptr));
+    if (s.points.empty()) continue;
+    Chart& c = by_kind[j.kind];
+    c.title = j.kind + ": training loss", c.xlabel = "step", c.ylabel = "loss";
+    c.series.push_back(std::move(s));
+  }
+  if (by_kind.empty()) return "";
+  std::ostringstream os;
+  os << "<h2 id=\"training\">Training curves</h2>\n";
+  for (auto& [kind, chart] : by_kind) os << "<div class=\"chart\">" << render_svg(chart, 760, 360) << "</div>\n";
+  return os.str();
+}
+
+// Each attacked model's forget metric at every LR against the attack's step,
+// with the attacker's worst case over them drawn thick and named by the LR
+// that attains it after the whole attack (a star where that is the grid's
+// largest LR: the worst case may lie beyond it).
+std::string attacks_section(const Plan& plan) {
+  constexpr size_t kMaxCharts = 40;  // a page, not an archive: the rest are in their jobs' attack.jsonl
+  std::ostringstream charts;
+  size_t shown = 0, attacked = 0;
+  for (auto& j : plan.jobs) {
+    if (j.kind != "relearn" || !file_exists(j.dir + "/attack.jsonl")) continue;
+    std::vector<AttackPoint> points;
+    try {
+      points = read_attack_points(j.dir + "/attack.jsonl");
+    } catch (const std::exception&) {
+      continue;  // being written: the next refresh shows it
+    }
+    if (points.empty() || ++attacked > kMaxCharts) continue;
+    const std::string metric = attack_metric(points);
+    std::map<double, Series> per_lr;
+    for (auto& p : points) {
+      auto it = p.metrics.find(metric);
+      if (it == p.metrics.end()) continue;
+      Series& s = per_lr[p.lr];
+      s.name = "LR " + format_double(p.lr);
+      s.points.emplace_back(double(p.step), it->second);
+    }
+    Chart c;
+    c.title = j.name, c.xlabel = "attack step", c.ylabel = metric;
+    for (auto& [lr, s] : per_lr) c.series.push_back(std::move(s));
+    Series worst;
+    const GridEdge edge = grid_edge(points, metric);
+    worst.name = "worst (LR " + format_double(edge.worst_lr) + (edge.censored() ? "*)" : ")");
+    for (auto& p : worst_case(points, metric))
+      if (p.metrics.count(metric)) worst.points.emplace_back(double(p.step), p.metrics.at(metric));
+    worst.markers = true;
+    c.series.push_back(std::move(worst));
+    charts << "<div class=\"chart\">" << render_svg(c, 760, 360) << "</div>\n";
+    ++shown;
+  }
+  if (attacked == 0) return "";
+  std::ostringstream os;
+  os << "<h2 id=\"attacks\">Attacks</h2>\n<p>Each model's forget metric at every attack LR by step; the worst case "
+        "over LRs (the attacker's result) with markers, named by the LR that attains it after the whole attack; a * "
+        "marks the grid's largest LR, beyond which the true worst case may lie.";
+  if (attacked > shown) os << " The first " << shown << " of " << attacked << " attacked models are drawn.";
+  os << "</p>\n" << charts.str();
+  return os.str();
+}
+
 std::string charts_section(const std::string& out) {
   std::ostringstream os;
   for (auto [file, title] : {std::pair{"relearn_curves.svg", "Relearning curves"},
@@ -224,8 +297,10 @@ std::string dashboard_html(const Plan& plan) {
      << "<h1>undo sweep: " << xml_escape(plan.out) << "</h1>\n<p>Written " << stamp
      << (active ? "; jobs are running: the page reloads every 15 s (`undo sweep run` rewrites it, as does `undo sweep status --watch`)" : "")
      << ".</p>\n<p><a href=\"#jobs\">jobs</a> &middot; <a href=\"#results\">results</a> &middot; "
+        "<a href=\"#training\">training</a> &middot; <a href=\"#attacks\">attacks</a> &middot; "
         "<a href=\"#charts\">charts</a></p>\n"
-     << jobs << results_section(plan.out) << "<div id=\"charts\">" << charts_section(plan.out) << "</div>\n"
+     << jobs << results_section(plan.out) << training_section(plan) << attacks_section(plan) << "<div id=\"charts\">"
+     << charts_section(plan.out) << "</div>\n"
      << "<script>" << kScript
      << "</script>\n</body></html>\n";
   return os.str();
