@@ -1,11 +1,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 
 #include "core/config.h"
 #include "core/spelling.h"
 #include "core/error.h"
+#include "core/fs.h"
 #include "core/stage_settings.h"
 #include "test_util.h"
 
@@ -231,4 +233,22 @@ TEST(Cli, HelpListsTheStagesOwnKeysFirstAndTheRestBehindHelpAll) {
   EXPECT_NE(out.find("did you mean 'distill.alpha'?"), std::string::npos) << out;
   EXPECT_EQ(out.find(".cpp:"), std::string::npos) << out;
   EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << out;
+}
+
+// Issue 28: nothing is written in the current directory unless a path says
+// so. A stage given no run directory (no --run-dir, no [run] dir) is refused
+// by key and the directory it ran in stays empty (run.dir used to default to
+// runs/default there).
+TEST(Cli, AStageWithNoRunDirectoryIsRefusedAndWritesNothingWhereItRuns) {
+  auto dir = test::temp_dir("no_run_dir");
+  std::string ini = read_file(std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini");
+  ini.erase(ini.find("dir = runs/tiny\n"), std::string("dir = runs/tiny\n").size());
+  write_file_atomic(dir + "/no-run-dir.ini", ini);
+  make_dirs(dir + "/cwd");
+  std::string out;
+  EXPECT_EQ(test::run_command("cd " + dir + "/cwd && " + UNDO_BINARY + " pretrain --config " + dir +
+                                  "/no-run-dir.ini --data.dir " + test::tiny_data_dir() + " --train.steps 2 2>&1",
+                              &out), 2) << out;
+  EXPECT_NE(out.find("run.dir is not set: give --run-dir DIR"), std::string::npos) << out;
+  EXPECT_TRUE(std::filesystem::is_empty(dir + "/cwd")) << "something was written where it ran";
 }

@@ -71,7 +71,13 @@ std::string version_record() {
   return v.str() + "\n";
 }
 
+void require_run_dir(const Config& cfg) {
+  UNDO_INPUT_CHECK(!cfg.run.dir.empty(), "run.dir is not set: give --run-dir DIR, or [run] dir in the config "
+                   "(nothing is written in the current directory unless a path says so)");
+}
+
 void prepare_run(Config& cfg) {
+  require_run_dir(cfg);
   auto vocab_path = join_path(cfg.data.dir, "vocab.bin");
   // The tokenizer and decoding table must be the ones the data was prepared
   // with (shards verify themselves when opened).

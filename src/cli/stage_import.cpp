@@ -68,6 +68,7 @@ int stage_import(int argc, const char* const* argv) {
   Transformer model = read_hf_model(from, seq_len, &hf);
   // Everything is checked before the run directory is touched, and only an
   // earlier import is ever replaced there (core/owned_output.h).
+  require_run_dir(cfg);
   const std::string out = join_path(cfg.run.dir, "model.ckpt");
   check_output_is_not_an_input("run.dir", cfg.run.dir, {from});
   CheckpointMeta meta;

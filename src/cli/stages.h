@@ -39,6 +39,11 @@ std::string version_text();
 // which every run directory holds (prepare_run and import write it).
 std::string version_record();
 
+// Refuses (InputError, exit 2) a stage that writes a run directory when none
+// is given: no command line --run-dir and no [run] dir in its config. undo
+// writes nothing in the current directory unless a path says so.
+void require_run_dir(const Config& cfg);
+
 // True on rank 0 or in a single-process run: the rank that writes files.
 bool is_writer();
 

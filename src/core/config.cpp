@@ -111,7 +111,7 @@ std::function<std::string(const std::string&)> valid_mix(const char* key) {
 }
 
 void describe_into(Config& c, Registry& r) {
-  r.add("run.dir", &c.run.dir, "run directory (metrics, checkpoints, config.ini)", non_empty())
+  r.add("run.dir", &c.run.dir, "run directory (metrics, checkpoints, config.ini); no default: --run-dir DIR or [run] dir")
       .add("run.seed", &c.run.seed, "seed for init, data order and sampling")
       .add("run.threads", &c.run.threads, "intra-op threads per rank (0 = cores per rank)", in_range(0, 1024))
       .add("run.device", &c.run.device, "where models train: cpu | cuda (rank r takes GPU r % GPUs per node)",

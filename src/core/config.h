@@ -13,7 +13,9 @@
 namespace undo {
 
 struct RunConfig {
-  std::string dir = "runs/default";  // where metrics, checkpoints, config.ini go
+  // Where metrics, checkpoints and config.ini go. No default: undo writes
+  // nothing in the current directory unless a path says so (require_run_dir).
+  std::string dir;
   int64_t seed = 1234;
   int threads = 0;                   // 0 = cores per rank
   std::string device = "cpu";        // cpu | cuda (each rank takes GPU local_rank % visible GPUs)

@@ -162,6 +162,7 @@ bool Trainer::evaluate(int64_t done, MetricsLog& metrics, TrainResult& result) {
 TrainResult Trainer::run() {
   const auto& t = cfg_.train;
   const int rank = comm_ ? comm_->rank() : 0, world = comm_ ? comm_->world() : 1;
+  UNDO_CHECK(!cfg_.run.dir.empty(), stage_, ": no run.dir (a stage calls require_run_dir before training)");
   if (is_root()) make_dirs(cfg_.run.dir);
   int64_t start = 0;
   bool eval_pending = false, resumed_stopped = false;
