@@ -30,7 +30,7 @@ namespace {
 const std::string kScript = std::string(UNDO_SOURCE_DIR) + "/tests/hf/hf_models.py";
 
 bool have_transformers() {
-  return std::system((std::string(UNDO_PYTHON) + " -c 'import transformers, safetensors' 2>/dev/null").c_str()) == 0;
+  return test::python_has("transformers, safetensors");
 }
 
 #define SKIP_WITHOUT_TRANSFORMERS()                                                                          \
@@ -120,7 +120,7 @@ INSTANTIATE_TEST_SUITE_P(Families, HfFamilies, ::testing::Values("llama", "qwen2
 // AutoTokenizer reads to the ids undo-data gave the evaluation prompts.
 TEST(HfExport, TheDemoModelLoadsAsAGemmaWithItsTokenizer) {
   SKIP_WITHOUT_TRANSFORMERS();
-  if (std::system((std::string(UNDO_PYTHON) + " -c 'import sentencepiece, google.protobuf' 2>/dev/null").c_str()) != 0)
+  if (!test::python_has("sentencepiece, google.protobuf"))
     GTEST_SKIP() << "sentencepiece or protobuf is missing from " << UNDO_PYTHON
                  << " (transformers reads a tokenizer.model with them): skipped (launch/setup installs them)";
   auto dir = test::temp_dir("hf_demo");

@@ -108,7 +108,7 @@ std::string harness_questions() {
 
 TEST(HfMcq, UndoScoresQuestionsAsLmEvaluationHarnessDoes) {
   const std::string py = UNDO_PYTHON;
-  if (std::system((py + " -c 'import lm_eval, transformers, sentencepiece' 2>/dev/null").c_str()) != 0)
+  if (!test::python_has("lm_eval, transformers, sentencepiece"))
     GTEST_SKIP() << "lm-eval, transformers or sentencepiece is missing from " << py
                  << ": skipped (launch/setup installs them; CI runs this test)";
   auto dir = test::temp_dir("mcq_harness");

@@ -139,6 +139,10 @@ int run_undo_mpi(int np, const std::string& args, std::string* output, const std
   return run_command(cmd, output);
 }
 
+bool python_has(const std::string& modules) {
+  return run_command(std::string(UNDO_PYTHON) + " -c 'import " + modules + "' 2>/dev/null") == 0;
+}
+
 std::string without_wall_clock(const std::string& line) {
   const auto cut = std::min(line.find(", \"tokens_per_s\""), line.find(", \"time\""));
   return cut == std::string::npos ? line : line.substr(0, cut);

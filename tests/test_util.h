@@ -22,6 +22,9 @@ const std::string& tiny_data_dir();
 Config tiny_config(const std::string& run_dir);
 // Runs a shell command; returns its exit code, its standard output in `output`.
 int run_command(const std::string& cmd, std::string* output = nullptr);
+// Whether UNDO_PYTHON imports every module of `modules` ("tokenizers, transformers"):
+// what a test against a Python library checks before it runs, to skip saying so.
+bool python_has(const std::string& modules);
 // Runs the undo binary with `args`; returns its exit code, output in `output`.
 int run_undo(const std::string& args, std::string* output = nullptr);
 // The same under `mpirun -np N` (as root where needed, threads unbound).

@@ -362,7 +362,7 @@ TEST(Export, SafetensorsRoundTrip) {
   std::string header = read_file(dir + "/m.safetensors").substr(8, 200);
   EXPECT_NE(header.find("\"__metadata__\""), std::string::npos);
   // Python reads it with nothing but json and numpy (what the safetensors library does underneath).
-  if (std::system((std::string(UNDO_PYTHON) + " -c 'import numpy' 2>/dev/null").c_str()) != 0)
+  if (!test::python_has("numpy"))
     GTEST_SKIP() << "numpy is missing from " << UNDO_PYTHON << ": skipped (launch/setup installs it; CI runs it)";
   std::string py =
       "import json, struct, sys, numpy as np\n"
@@ -494,7 +494,7 @@ TEST(JsonObject, TextThatIsAJsonNumberIsWrittenAsANumber) {
 // and the tensorboard package's own reader finds in them every number of
 // every line, at its step (as a float32, TensorBoard's type).
 TEST(TensorBoard, TheEventsHoldEveryNumberOfMetricsJsonlReadByTheTensorboardPackage) {
-  if (test::run_command(std::string(UNDO_PYTHON) + " -c 'import tensorboard' 2>/dev/null") != 0)
+  if (!test::python_has("tensorboard"))
     GTEST_SKIP() << "tensorboard is missing from " << UNDO_PYTHON << ": skipped (launch/setup installs it; CI runs this test)";
   auto dir = test::temp_dir("tensorboard");
   std::string out;

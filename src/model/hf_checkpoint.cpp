@@ -51,20 +51,21 @@ std::map<std::string, torch::Tensor> read_weights(const std::string& dir) {
     const auto bytes = std::filesystem::is_regular_file(path, ec) ? std::filesystem::file_size(path, ec) : 0;
     return ec ? int64_t(0) : int64_t(bytes >> 20);
   };
+  std::vector<int64_t> sizes_mb;
   int64_t total_mb = 0, done_mb = 0;
   for (auto& f : files) {
     const std::string path = join_path(dir, f);
     UNDO_INPUT_CHECK(file_exists(path), "'", path, "' is listed in model.safetensors.index.json but does not exist");
-    total_mb += megabytes(path);
+    total_mb += sizes_mb.emplace_back(megabytes(path));
   }
   ProgressLine progress("import: reading weights", total_mb, "MB");
-  for (auto& f : files) {
-    const std::string path = join_path(dir, f);
+  for (size_t i = 0; i < files.size(); ++i) {
+    const std::string path = join_path(dir, files[i]);
     for (auto& [name, t] : read_safetensors(path)) {
       UNDO_INPUT_CHECK(!out.count(name), "'", path, "': tensor ", name, " is in more than one shard");
       out[name] = t;
     }
-    progress.update(done_mb += megabytes(path));
+    progress.update(done_mb += sizes_mb[i]);
   }
   return out;
 }
