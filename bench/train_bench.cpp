@@ -1,6 +1,9 @@
 // Training throughput of undo's real Trainer on a fixed random batch (so that
 // data loading is excluded, as in bench/reference.py). Prints one JSON line.
-//   build/undo_bench --model.d_model 256 --model.n_layers 4 ... (any config key)
+//   build/undo_bench [--profile] --model.d_model 256 --model.n_layers 4 ... (any config key)
+// It also measures the matrix-product rate at the model's shapes (its share
+// of which the model's GFLOP/s is); --profile adds where a step's time goes
+// (bench/step_profile.h), printed after the JSON line.
 // --run.device cuda runs the model, the batch and the optimizer on the GPU, and
 // the clock starts and stops only after the GPU's queued work is done.
 #include <sys/resource.h>
@@ -15,6 +18,7 @@
 #include "model/device.h"
 #include "train/stage_models.h"
 #include "train/trainer.h"
+#include "step_profile.h"
 
 using namespace undo;
 
@@ -58,6 +62,13 @@ int main(int argc, char** argv) {
     cfg.run.threads = 2;
     cfg.run.dir = "/tmp/undo_bench";
     cfg.run.seed = 0;
+    // --profile is the benchmark's own; the rest are config keys.
+    const bool profiling = argc > 1 && std::string(argv[1]) == "--profile";
+    if (profiling) {  // drop it: argv[1] takes the program's name
+      argv[1] = argv[0];
+      --argc;
+      ++argv;
+    }
     if (!parse_config(argc, argv, "bench", cfg)) return 0;
     const int warmup = 3;
     select_compute_device(cfg.run.device, detect_launch().local_rank);
@@ -70,23 +81,21 @@ int main(int argc, char** argv) {
     Trainer trainer(cfg, "bench", model, objective, nullptr);
     std::chrono::steady_clock::time_point t0;
     int64_t state_bytes = 0;
-    // UNDO_PROFILE=trace.json records the timed steps as a Chrome trace.
-    std::unique_ptr<torch::autograd::profiler::RecordProfile> profile;
+    bench::StepProfile profile;
     trainer.stop_after = [&](int64_t step) {
       if (step == warmup) {
         synchronize_compute_device();
         t0 = std::chrono::steady_clock::now();
-        if (const char* path = std::getenv("UNDO_PROFILE"))
-          profile = std::make_unique<torch::autograd::profiler::RecordProfile>(path);
+        if (profiling) profile.start();
       }
       if (step == cfg.train.steps - 1) state_bytes = trainer.state_bytes();  // gradients and moments exist by now
       return step == cfg.train.steps - 1;  // before the final checkpoint
     };
     trainer.run();
     synchronize_compute_device();
-    profile.reset();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     int steps = cfg.train.steps - 1 - warmup;
+    if (profiling) profile.stop(steps);
     double tokens = double(steps) * world * cfg.train.batch_size * cfg.train.accum * cfg.model.seq_len;
     // Training = forward + backward = 3x the forward's matmul FLOPs.
     double gflops = 3 * model->forward_flops_per_token() * tokens / secs / 1e9;
@@ -96,8 +105,16 @@ int main(int argc, char** argv) {
         .add("model_gflops", gflops).add("params", model->num_params()).add("precision", cfg.train.precision)
         .add("threads", at::get_num_threads()).add("device", cfg.run.device).add("torch", TORCH_VERSION)
         .add("zero", cfg.dist.zero).add("state_bytes_per_rank", state_bytes)
-        .add("max_rss_bytes", max_rss_bytes());
-    if (!comm || comm->rank() == 0) std::cout << j.str() << std::endl;
+        .add("max_rss_bytes", max_rss_bytes()).add("fused_loss", cfg.train.fused_loss ? 1 : 0);
+    if (cfg.run.device == "cpu") {
+      const double gemm = bench::measured_gemm_gflops(cfg.model, int64_t(cfg.train.batch_size) * cfg.model.seq_len,
+                                                      cfg.train.precision);
+      j.add("gemm_gflops", gemm).add("share_of_gemm_rate", gflops / gemm);
+    }
+    if (!comm || comm->rank() == 0) {
+      std::cout << j.str() << std::endl;
+      if (profiling) profile.print(std::cout);
+    }
     shutdown_distributed();
     return 0;
   } catch (const std::exception& e) {

@@ -136,6 +136,32 @@ TEST(Distill, StudentEqualToTeacherHasZeroLossAndTheTeacherGetsNoGradient) {
   EXPECT_TRUE(student->embed->weight.grad().defined());
 }
 
+TEST(Distill, TheOnlineTeachersChunkedKlEqualsTheKlOnWholeLogits) {
+  Transformer teacher = test::trained_tiny_model(), student = test::trained_tiny_model();
+  apply_undo_noise(student, 0.5, 0.1, 1);
+  DistillObjective obj(tiny_stream(), teacher);
+  auto kl_and_grads = [&](bool chunked) {
+    student->zero_grad();
+    student->head_loss = {chunked, 9};
+    auto kl = obj.loss(student, MicroBatch{3, 0, 0, 4}, nullptr);
+    kl.backward();
+    std::vector<torch::Tensor> grads;
+    for (auto& p : student->parameters()) grads.push_back(p.grad().clone());
+    return std::make_pair(kl.item<double>(), grads);
+  };
+  auto [whole, whole_grads] = kl_and_grads(false);
+  auto [chunked, chunked_grads] = kl_and_grads(true);
+  // The teacher's logits made chunk by chunk from its hidden state are its forward's, row for row;
+  // the KL sums 128 positions of 320 classes, and the gradients sum over the positions through the tiny
+  // model's blocks, in chunks of 9.
+  test::expect_value_near(whole, chunked, test::fp32_reordered(test::kTinyLongestSum + 320, 1, test::kTinyCeScale),
+                          "KL");
+  for (size_t i = 0; i < whole_grads.size(); ++i)
+    test::expect_tensors_close(whole_grads[i], chunked_grads[i],
+                               test::fp32_reordered(test::kTinyLongestSum + 320, 3, whole_grads[i].abs().max().item<double>()),
+                               "gradient " + std::to_string(i));
+}
+
 TEST(Distill, StreamRowsDependOnTheGlobalRowOnly) {
   auto stream = tiny_stream(8);
   // Step 1, rows 4..7 (rank 1 of 2) are sequences 12..15, as one process reading them directly.

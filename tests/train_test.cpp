@@ -410,6 +410,24 @@ TEST(Cli, CudaDeviceWithoutAGpuIsRefusedBeforeAnyFileIsWritten) {
   EXPECT_FALSE(std::filesystem::exists(dir));
 }
 
+TEST(Cli, TheFusedLossKeyChoosesThePathAndBothPretrainAlike) {
+  std::string base = "pretrain --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                     test::tiny_data_dir() + " --train.steps 8 --train.log_every 1 --train.eval_every 0";
+  const std::string chunked = test::temp_dir("chunked"), whole = test::temp_dir("whole");
+  std::string out;
+  ASSERT_EQ(test::run_undo(base + " --train.loss_chunk 50 --run-dir " + chunked, &out), 0) << out;
+  ASSERT_EQ(test::run_undo(base + " --train.fused_loss false --run-dir " + whole, &out), 0) << out;
+  auto a = test::losses_of(whole + "/metrics.jsonl"), b = test::losses_of(chunked + "/metrics.jsonl");
+  ASSERT_EQ(a.size(), 8u);
+  ASSERT_EQ(b.size(), a.size());
+  // The same model and data, the head's loss in chunks of 50 positions or on whole logits: the gradient's
+  // sums over the 256 tokens and the 320 classes in another order, for 8 steps.
+  test::expect_curves_match(a, b, test::fp32_reordered(test::kTinyLongestSum + 320, 8), "chunked against whole");
+  // A value the key refuses, by name.
+  EXPECT_EQ(test::run_undo(base + " --train.loss_chunk -1 --run-dir " + test::temp_dir("bad"), &out), 2);
+  EXPECT_NE(out.find("train.loss_chunk"), std::string::npos) << out;
+}
+
 TEST(Cli, PretrainWritesMetricsConfigAndResumes) {
   auto dir = test::temp_dir("cli");
   std::string ini = std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini";

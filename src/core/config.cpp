@@ -208,7 +208,13 @@ void describe_into(Config& c, Registry& r) {
       .add("train.log_every", &c.train.log_every, "steps between training metric lines", at_least(1))
       .add("train.eval_every", &c.train.eval_every, "steps between evaluations (0 = end only)", at_least(0))
       .add("train.ckpt_every", &c.train.ckpt_every, "steps between checkpoints (0 = end only)", at_least(0))
-      .add("train.keep_ckpts", &c.train.keep_ckpts, "checkpoints kept besides the final one", at_least(1));
+      .add("train.keep_ckpts", &c.train.keep_ckpts, "checkpoints kept besides the final one", at_least(1))
+      .add("train.fused_loss", &c.train.fused_loss,
+           "CE and distillation KL from the output head chunk by chunk, never holding the whole logits "
+           "(false: the reference path on whole logits; same results to rounding)")
+      .add("train.loss_chunk", &c.train.loss_chunk,
+           "positions per chunk of train.fused_loss (0: as many as 32 MiB of fp32 logits hold, at least 512)",
+           at_least<int64_t>(0));
   r.add("eval.batches", &c.eval.batches, "evaluation batches per stream, on validation and on test", at_least(1))
       .add("eval.arith_per_op", &c.eval.arith_per_op,
            "arithmetic problems per operation and format in each scored set (validation, test, "

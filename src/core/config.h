@@ -128,6 +128,8 @@ struct TrainConfig {
   int eval_every = 50;   // 0 = only at the end
   int ckpt_every = 50;   // 0 = only at the end
   int keep_ckpts = 2;
+  bool fused_loss = true;  // CE and KL from the output head chunk by chunk, never the whole logits (model/head_loss.h)
+  int64_t loss_chunk = 0;  // positions per chunk of fused_loss (0: model/head_loss.h's default_chunk_rows)
 };
 
 struct EvalConfig {

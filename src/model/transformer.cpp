@@ -2,6 +2,8 @@
 
 #include "model/device.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 
 #include "core/error.h"
@@ -12,7 +14,11 @@ RMSNormImpl::RMSNormImpl(int dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::zeros({dim}));
 }
 
+// The scopes that bench/run --profile sorts operators by (their backward follows them there).
+#define UNDO_PROFILE_SCOPE(name) RECORD_FUNCTION(name, c10::ArrayRef<const c10::IValue>{})
+
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
+  UNDO_PROFILE_SCOPE("undo::norm");
   auto xf = x.to(torch::kFloat);
   auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return (y * (1 + weight)).to(x.scalar_type());
@@ -25,6 +31,7 @@ torch::nn::Linear linear(int in, int out, bool bias = false) {
 
 // Rotates pairs (x[..., :h/2], x[..., h/2:]) by the position's angles.
 torch::Tensor apply_rope(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  UNDO_PROFILE_SCOPE("undo::rotary");
   auto half = x.size(-1) / 2;
   auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
   return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
@@ -78,10 +85,14 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   // path). On CPUs the same arithmetic spelled out is faster at our sizes
   // (LibTorch 2.11, 2 cores, bf16, T 128: 17% more tokens/s than its fused CPU
   // kernel; docs/PERFORMANCE.md), so CPUs take the matrix products.
-  auto out = x.is_cuda() && softcap == 0 && window == 0
-                 ? torch::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                       /*is_causal=*/true, scale)
-                 : masked_softmax_attention(q, k, v, scale, softcap, window);
+  torch::Tensor out;
+  {
+    UNDO_PROFILE_SCOPE("undo::attention");
+    out = x.is_cuda() && softcap == 0 && window == 0
+              ? torch::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
+                                                    /*is_causal=*/true, scale)
+              : masked_softmax_attention(q, k, v, scale, softcap, window);
+  }
   return wo(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
 }
 
@@ -174,18 +185,23 @@ torch::Tensor TransformerImpl::block(size_t i, const torch::Tensor& x) {
   return through(*b, [b, cos, sin](const torch::Tensor& h) { return b->forward(h, cos, sin); }, x);
 }
 
-torch::Tensor TransformerImpl::output_logits(const torch::Tensor& x) {
-  auto normed = through(*final_norm, [this](const torch::Tensor& h) { return final_norm(h); }, x);
-  auto cap = [this](torch::Tensor logits) {
-    logits = logits.to(torch::kFloat);
-    return cfg.softcap > 0 ? torch::tanh(logits / cfg.softcap) * cfg.softcap : logits;
-  };
-  if (lm_head) return through(*lm_head, [this, cap](const torch::Tensor& h) { return cap(lm_head(h)); }, normed);
-  return through(*embed, [this, cap](const torch::Tensor& h) { return cap(torch::matmul(h, embed->weight.t())); },
-                 normed);
+torch::nn::Module& TransformerImpl::head_unit() {
+  if (lm_head) return *lm_head;
+  return *embed;
 }
 
-torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden) {
+torch::Tensor TransformerImpl::head_parameter() { return lm_head ? lm_head->weight : embed->weight; }
+
+torch::Tensor TransformerImpl::final_normed(const torch::Tensor& x) {
+  return through(*final_norm, [this](const torch::Tensor& h) { return final_norm(h); }, x);
+}
+
+torch::Tensor TransformerImpl::output_logits(const torch::Tensor& x) {
+  return through(head_unit(), [this](const torch::Tensor& h) { return head_logits(h, head_parameter(), cfg.softcap); },
+                 final_normed(x));
+}
+
+torch::Tensor TransformerImpl::residual(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden) {
   UNDO_CHECK(tokens.size(1) <= cfg.seq_len, "sequence of ", tokens.size(1), " tokens exceeds model.seq_len ",
              cfg.seq_len);
   auto x = embed_tokens(tokens);
@@ -193,7 +209,41 @@ torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, std::vector<
     x = block(i, x);
     if (hidden) hidden->push_back(x);
   }
-  return output_logits(x);
+  return x;
+}
+
+torch::Tensor TransformerImpl::forward(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden) {
+  return output_logits(residual(tokens, hidden));
+}
+
+torch::Tensor TransformerImpl::head_input(const torch::Tensor& tokens) {
+  return final_normed(residual(tokens, nullptr));
+}
+
+torch::Tensor TransformerImpl::forward_loss(const torch::Tensor& tokens, std::shared_ptr<const PositionLoss> loss) {
+  if (!head_loss.chunked) {
+    auto logits = forward(tokens);
+    UNDO_PROFILE_SCOPE("undo::loss");
+    return whole_logits_loss(logits, loss);
+  }
+  const int64_t chunk = head_loss.chunk;
+  // Inside the head's runner call, so that a sharded head is present while its chunks run and
+  // its gradient goes back to the shards as any unit's does.
+  return through(
+      head_unit(),
+      [this, loss, chunk](const torch::Tensor& h) {
+        UNDO_PROFILE_SCOPE("undo::loss");
+        return chunked_head_loss(h, head_parameter(), cfg.softcap, loss, chunk);
+      },
+      head_input(tokens));
+}
+
+torch::Tensor TransformerImpl::frozen_head_weight() {
+  torch::NoGradGuard no_grad;
+  if (!runner) return head_parameter().detach();
+  // The runner brings the head in for the call; the copy outlives its release.
+  auto none = torch::empty({0}, rope_cos.options());
+  return through(head_unit(), [this](const torch::Tensor&) { return head_parameter().detach().clone(); }, none);
 }
 
 torch::Tensor TransformerImpl::hidden_after(const torch::Tensor& tokens, int layer) {

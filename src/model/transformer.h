@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "core/config.h"
+#include "model/head_loss.h"
 #include "model/unit_runner.h"
 
 namespace undo {
@@ -62,6 +63,15 @@ struct BlockImpl : torch::nn::Module {
 };
 TORCH_MODULE(Block);
 
+// How forward_loss computes a loss from the output head: chunk by chunk from
+// the final hidden state (model/head_loss.h), or, as the reference path, on
+// forward's logits made whole. Not part of the model (it changes no result
+// beyond rounding): a run sets it from train.fused_loss and train.loss_chunk.
+struct HeadLossOptions {
+  bool chunked = true;
+  int64_t chunk = 0;  // rows per chunk; 0: default_chunk_rows (model/head_loss.h)
+};
+
 struct TransformerImpl : torch::nn::Module {
   // storage = false: every parameter has its shape but no memory (model/
   // device.h's free_storage), each part's freed as soon as it is built, so a
@@ -76,6 +86,15 @@ struct TransformerImpl : torch::nn::Module {
   // The final norm and the output projection applied to a residual stream [B, T, d]: the logits of
   // forward for the last block's, the "logit lens" for an earlier one's (RepNoise).
   torch::Tensor logits_from_residual(const torch::Tensor& residual) { return output_logits(residual); }
+  // tokens [B, T] -> the mean over every position of `loss` on the logits,
+  // as head_loss says: the logits never whole when chunked.
+  torch::Tensor forward_loss(const torch::Tensor& tokens, std::shared_ptr<const PositionLoss> loss);
+  // What the output head reads: the final norm of the last block's residual stream [B, T, d].
+  torch::Tensor head_input(const torch::Tensor& tokens);
+  // The output projection's weight [V, d] whole and without gradient, for a
+  // frozen model's logits made chunk by chunk outside its forward (an online
+  // teacher's): the parameter itself, or a copy gathered by the runner.
+  torch::Tensor frozen_head_weight();
   // Normal(0, 0.02) matrices, output projections scaled by 1/sqrt(2 n_layers), norm scales 0.
   void init_weights(uint64_t seed);
   int64_t num_params();
@@ -92,12 +111,18 @@ struct TransformerImpl : torch::nn::Module {
   RMSNorm final_norm{nullptr};
   torch::nn::Linear lm_head{nullptr};  // untied models only
   torch::Tensor rope_cos, rope_sin;  // [seq_len, head_dim/2], buffers, not parameters
+  HeadLossOptions head_loss;
 
  private:
   // The pieces of forward, each through the runner.
   torch::Tensor embed_tokens(const torch::Tensor& tokens);
   torch::Tensor block(size_t i, const torch::Tensor& x);
   torch::Tensor output_logits(const torch::Tensor& x);
+  torch::Tensor final_normed(const torch::Tensor& x);
+  torch::Tensor residual(const torch::Tensor& tokens, std::vector<torch::Tensor>* hidden);
+  // The output projection: its module (the embedding when tied) and weight [V, d].
+  torch::nn::Module& head_unit();
+  torch::Tensor head_parameter();
   torch::Tensor through(torch::nn::Module& unit, const std::function<torch::Tensor(const torch::Tensor&)>& fn,
                         const torch::Tensor& x);
 };

@@ -2,6 +2,8 @@
 
 #include "train/checkpoint.h"
 
+#include <ATen/record_function.h>
+
 #include <cmath>
 
 #include "core/error.h"
@@ -40,6 +42,7 @@ void AdamW::zero_grad() {
 }
 
 void AdamW::step(double lr) {
+  RECORD_FUNCTION("undo::optimizer", c10::ArrayRef<const c10::IValue>{});  // a scope of bench/run --profile
   torch::NoGradGuard no_grad;
   ++step_;
   if (cfg_.fused) {

@@ -1,14 +1,28 @@
-// Cross-entropy over the vocabulary as one autograd node. The stock
-// log_softmax + nll_loss pair spends more time than the matrix products at our
-// sizes (a log-softmax pass, a zero-filled gradient buffer and a scatter);
-// here the forward is one log-sum-exp and the backward one softmax written
-// in place, minus one at each target.
+// Cross-entropy over the vocabulary as a PositionLoss (model/head_loss.h), so
+// that the chunked head and the whole-logits reference compute it alike. The
+// stock log_softmax + nll_loss pair spends more time than the matrix products
+// at our sizes (a log-softmax pass, a zero-filled gradient buffer and a
+// scatter); here the loss is one log-sum-exp and its gradient one softmax
+// written in place, minus one at each target.
 #pragma once
 #include <torch/torch.h>
 
+#include "model/head_loss.h"
+
 namespace undo {
 
-// logits [N, V] (any float dtype, computed in fp32), targets [N] -> mean loss.
+// Targets [N] (int64), one per row of the flattened positions.
+class CrossEntropyRows : public PositionLoss {
+ public:
+  explicit CrossEntropyRows(torch::Tensor targets) : targets_(targets.reshape({-1})) {}
+  torch::Tensor sum(int64_t begin, const torch::Tensor& x, torch::Tensor* grad) const override;
+
+ private:
+  torch::Tensor targets_;
+};
+
+// logits [N, V] (any float dtype, computed in fp32), targets [N] -> mean loss,
+// on logits that exist whole (the reference path, and evaluation's).
 torch::Tensor fused_cross_entropy(const torch::Tensor& logits, const torch::Tensor& targets);
 
 }  // namespace undo

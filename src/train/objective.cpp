@@ -22,9 +22,7 @@ torch::Tensor window_tensor(const StreamMix& mix, const MicroBatch& mb, int wind
 
 torch::Tensor next_token_ce(Transformer& model, const torch::Tensor& windows) {
   auto T = windows.size(1) - 1;
-  auto logits = model->forward(windows.narrow(1, 0, T));
-  auto targets = windows.narrow(1, 1, T);
-  return fused_cross_entropy(logits.reshape({-1, logits.size(-1)}), targets.reshape({-1}));
+  return model->forward_loss(windows.narrow(1, 0, T), std::make_shared<CrossEntropyRows>(windows.narrow(1, 1, T)));
 }
 
 torch::Tensor CrossEntropyObjective::loss(Transformer& model, const MicroBatch& mb,

@@ -18,6 +18,13 @@ std::pair<Transformer, std::shared_ptr<Zero3>> laid_out(const ModelConfig& cfg, 
   return {model, zero3};
 }
 
+// A stage's model computes its losses as the run's train.* keys say.
+Transformer with_run_losses(const Config& cfg, Transformer model) {
+  model->head_loss.chunked = cfg.train.fused_loss;
+  model->head_loss.chunk = cfg.train.loss_chunk;
+  return model;
+}
+
 }  // namespace
 
 Transformer load_sharded(const CheckpointReader& in, std::shared_ptr<Communicator> comm, torch::Device device,
@@ -59,19 +66,19 @@ Transformer load_model_for_run(const Config& cfg, const CheckpointReader& in, bo
   Transformer model = cfg.dist.zero == 3 ? load_sharded(in, distributed(), compute_device(), frozen) : load_model(in);
   if (frozen) model->eval();
   model->to(compute_device());  // the buffers (and a whole model's parameters)
-  return model;
+  return with_run_losses(cfg, model);
 }
 
 Transformer initialised_model_for_run(const Config& cfg) {
   if (cfg.dist.zero == 3) {
     Transformer model = initialised_sharded(cfg.model, distributed(), compute_device(), uint64_t(cfg.run.seed));
     model->to(compute_device());
-    return model;
+    return with_run_losses(cfg, model);
   }
   Transformer model(cfg.model);
   model->init_weights(uint64_t(cfg.run.seed));  // on CPU: the init is the same on every device
   model->to(compute_device());
-  return model;
+  return with_run_losses(cfg, model);
 }
 
 Transformer noised_model_for_run(const Config& cfg, const CheckpointReader& teacher) {
@@ -84,7 +91,7 @@ Transformer noised_model_for_run(const Config& cfg, const CheckpointReader& teac
     apply_undo_noise(model, d.alpha, d.beta, uint64_t(cfg.run.seed));  // on CPU: the same noise on every device
   }
   model->to(compute_device());
-  return model;
+  return with_run_losses(cfg, model);
 }
 
 }  // namespace undo

@@ -21,6 +21,10 @@ torch::Tensor forward_kl(const torch::Tensor& teacher_logits, const torch::Tenso
 // without samples; with them, the estimate of the full KL whose gradient is
 // unbiased (each draw weighs 1/s of the mass it was drawn from). Averaged over positions.
 torch::Tensor cached_forward_kl(const TeacherTargets& teacher, const torch::Tensor& student_logits);
+// The same losses for Transformer::forward_loss (model/head_loss.h): the
+// full KL to teacher logits [.., V] that exist whole, and the cached one.
+std::shared_ptr<const PositionLoss> full_kl_loss(const torch::Tensor& teacher_logits);
+std::shared_ptr<const PositionLoss> cached_kl_loss(const TeacherTargets& teacher);
 
 // The distillation stream: its windows are numbered (StreamMix::sequence), the
 // row r of step s's global batch being sequence offset + s * global_batch + r,
