@@ -540,6 +540,38 @@ TEST(TensorBoard, TheEventsHoldEveryNumberOfMetricsJsonlReadByTheTensorboardPack
     EXPECT_TRUE(events.count({tag, 10})) << tag;
 }
 
+// A run killed after its checkpoint at step 5 had logged step 10, then
+// resumed from 5: TensorBoard shows each step once, the resumed run's value,
+// as metrics.jsonl keeps it (the resumed file's START event drops the rest).
+TEST(TensorBoard, AResumedRunHasOnePointPerStep) {
+  if (!test::python_has("tensorboard"))
+    GTEST_SKIP() << "tensorboard is missing from " << UNDO_PYTHON << ": skipped (launch/setup installs it; CI runs this test)";
+  auto dir = test::temp_dir("tensorboard_resumed");
+  std::string out;
+  ASSERT_EQ(test::run_undo("pretrain --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
+                               test::tiny_data_dir() + " --run-dir " + dir + "/run --train.steps 10 --train.eval_every 5" +
+                               " --train.ckpt_every 5 --train.log_every 1",
+                           &out), 0) << out;
+  std::filesystem::remove(dir + "/run/ckpt/step_00000010.ckpt");  // as if killed before it was written
+  ASSERT_EQ(test::run_undo("pretrain --config " + dir + "/run/config.ini --resume", &out), 0) << out;
+  ASSERT_NE(out.find("at step 5"), std::string::npos) << out;
+  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + UNDO_SOURCE_DIR + "/tests/tensorboard/read_events.py " + dir +
+                                  "/run/tensorboard > " + dir + "/events.jsonl"), 0);
+  std::map<std::pair<std::string, int64_t>, std::vector<double>> points;
+  for (auto& e : read_json_lines(dir + "/events.jsonl"))
+    points[{e.at("tag"), std::stoll(e.at("step"))}].push_back(std::stod(e.at("value")));
+  std::map<int64_t, double> losses;
+  for (auto& line : read_json_lines(dir + "/run/metrics.jsonl"))
+    if (line.count("loss")) losses[std::stoll(line.at("step"))] = std::stod(line.at("loss"));
+  ASSERT_EQ(losses.size(), 10u);
+  for (auto& [step, loss] : losses) {
+    auto& values = points[{"loss", step}];
+    ASSERT_EQ(values.size(), 1u) << "loss at step " << step;
+    EXPECT_EQ(values[0], double(float(loss))) << "loss at step " << step;
+  }
+  for (auto& [point, values] : points) EXPECT_EQ(values.size(), 1u) << point.first << " at step " << point.second;
+}
+
 // A TensorBoard directory that cannot be written is said once, and the run
 // and its metrics.jsonl go on.
 TEST(TensorBoard, AnUnwritableEventsDirectoryWarnsOnceAndTheRunGoesOn) {

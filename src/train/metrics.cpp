@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <cstdio>
@@ -24,7 +25,8 @@ int64_t step_of(const std::string& line) {
 MetricsLog::MetricsLog(const std::string& path, bool enabled, int64_t resume_step, const std::string& tensorboard_dir)
     : path_(path), enabled_(enabled) {
   if (!enabled_) return;
-  if (!tensorboard_dir.empty()) events_ = std::make_unique<TensorBoardEvents>(tensorboard_dir, true);
+  if (!tensorboard_dir.empty())
+    events_ = std::make_unique<TensorBoardEvents>(tensorboard_dir, true, resume_step >= 0 ? resume_step + 1 : 0);
   if (resume_step >= 0 && file_exists(path)) {
     std::istringstream in(read_file(path));
     std::string line, kept;

@@ -18,7 +18,8 @@ class MetricsLog {
   // and so is a torn line (a run killed mid-write): only whole JSON objects stay.
   // Where `tensorboard_dir` is given, every number of every line goes there
   // too, as a TensorBoard scalar tagged with its key at the line's step
-  // (train/tensorboard_events.h).
+  // (train/tensorboard_events.h), and a resumed run's points past
+  // `resume_step` in earlier event files are dropped for TensorBoard alike.
   MetricsLog(const std::string& path, bool enabled, int64_t resume_step = -1, const std::string& tensorboard_dir = "");
   // Appends one line, with its wall-clock time as "time"; a failed write (a full disk) throws naming the file, so
   // that a run never goes on without its log.

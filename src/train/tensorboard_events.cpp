@@ -30,7 +30,8 @@ void bytes_field(std::string& out, int field, const std::string& bytes) {
   out += bytes;
 }
 
-// Event { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5; }
+// Event { double wall_time = 1; int64 step = 2; string file_version = 3; Summary summary = 5;
+//         SessionLog session_log = 7; }   SessionLog { Status status = 1; }  (START = 1)
 std::string event(double wall_time, int64_t step) {
   std::string e;
   key(e, 1, 1);
@@ -66,7 +67,7 @@ uint32_t crc32c(const void* data, size_t size) {
   return crc ^ 0xFFFFFFFFu;
 }
 
-TensorBoardEvents::TensorBoardEvents(const std::string& dir, bool enabled) {
+TensorBoardEvents::TensorBoardEvents(const std::string& dir, bool enabled, int64_t start_step) {
   if (!enabled) return;
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -82,6 +83,11 @@ TensorBoardEvents::TensorBoardEvents(const std::string& dir, bool enabled) {
   std::string first = event(unix_now(), 0);
   bytes_field(first, 3, "brain.Event:2");
   record(first);
+  std::string start = event(unix_now(), start_step), session_log;
+  key(session_log, 1, 0);
+  varint(session_log, 1);
+  bytes_field(start, 7, session_log);
+  record(start);
   flush();
 }
 
