@@ -15,9 +15,11 @@
 // of a partial sum, where LibTorch's CPU kernels have no bf16 product with an
 // fp32 output (aten::mm.dtype is CUDA-only in 2.11).
 //
-// Chunks run over positions only: one position's logits (1 MB at 256k in
-// fp32) are far smaller than what a step holds anyway, so chunking the
-// vocabulary too would cost a second pass over it for no memory a run needs.
+// Chunks run over positions only. The default (default_chunk_rows) keeps
+// 512 rows at large vocabularies for speed; train.loss_chunk goes as low as
+// memory requires, down to one position (1 MB of logits at 256k in fp32), so
+// chunking the vocabulary too would cost a second pass over it (for the
+// log-sum-exp) for no memory a run needs.
 //
 // The loss itself is a PositionLoss: the loss of any set of rows given their
 // logits. The same object serves the reference path (whole_logits_loss, on
