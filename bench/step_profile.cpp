@@ -14,7 +14,6 @@ namespace {
 
 namespace prof = torch::autograd::profiler;
 using Clock = std::chrono::steady_clock;
-Clock::time_point g_started;
 
 struct Event {
   std::string name;
@@ -97,11 +96,11 @@ void StepProfile::start() {
   const torch::profiler::impl::ProfilerConfig config(torch::profiler::impl::ProfilerState::KINETO);
   prof::prepareProfiler(config, cpu);
   prof::enableProfiler(config, cpu);
-  g_started = Clock::now();
+  started_ = Clock::now();
 }
 
 void StepProfile::stop(int steps) {
-  const double wall_ms = std::chrono::duration<double, std::milli>(Clock::now() - g_started).count();
+  const double wall_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
   auto result = prof::disableProfiler();
   const auto ev = nested_events(result->events());
   const auto scope = scopes_of(ev);

@@ -16,6 +16,7 @@
 #pragma once
 #include <torch/torch.h>
 
+#include <chrono>
 #include <map>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@ class StepProfile {
   std::map<std::string, double> bucket_ms_;           // per step
   std::vector<std::pair<double, std::string>> top_;  // ms per step, operator
   double step_ms_ = 0;
+  std::chrono::steady_clock::time_point started_;
 };
 
 // The matrix-product rate (GFLOP/s) at the model's shapes for `rows` rows

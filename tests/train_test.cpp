@@ -508,6 +508,21 @@ TEST(JsonObject, TextThatIsAJsonNumberIsWrittenAsANumber) {
   EXPECT_EQ(o.str(), "{\"alpha\": 0.5, \"init\": \"noised\", \"dir\": \"007\"}");
 }
 
+// Every scalar of a run's TensorBoard events as the tensorboard package's own
+// reader (tests/tensorboard/read_events.py) gives them: by (tag, step), each
+// point's value in the reader's order.
+namespace {
+std::map<std::pair<std::string, int64_t>, std::vector<double>> tensorboard_points(const std::string& run_dir) {
+  const std::string listing = run_dir + "/tensorboard-points.jsonl";
+  EXPECT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + UNDO_SOURCE_DIR + "/tests/tensorboard/read_events.py " +
+                              run_dir + "/tensorboard > " + listing),
+            0);
+  std::map<std::pair<std::string, int64_t>, std::vector<double>> points;
+  for (auto& e : read_json_lines(listing)) points[{e.at("tag"), std::stoll(e.at("step"))}].push_back(std::stod(e.at("value")));
+  return points;
+}
+}  // namespace
+
 // Issue 28: a training stage writes TensorBoard events beside metrics.jsonl,
 // and the tensorboard package's own reader finds in them every number of
 // every line, at its step (as a float32, TensorBoard's type).
@@ -519,11 +534,7 @@ TEST(TensorBoard, TheEventsHoldEveryNumberOfMetricsJsonlReadByTheTensorboardPack
   ASSERT_EQ(test::run_undo("pretrain --config " + std::string(UNDO_SOURCE_DIR) + "/configs/tiny.ini --data.dir " +
                                test::tiny_data_dir() + " --run-dir " + dir + "/run --train.steps 10 --train.eval_every 5",
                            &out), 0) << out;
-  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + UNDO_SOURCE_DIR + "/tests/tensorboard/read_events.py " + dir +
-                                  "/run/tensorboard > " + dir + "/events.jsonl"), 0);
-  std::map<std::pair<std::string, int64_t>, double> events;
-  for (auto& e : read_json_lines(dir + "/events.jsonl"))
-    events[{e.at("tag"), std::stoll(e.at("step"))}] = std::stod(e.at("value"));
+  const auto events = tensorboard_points(dir + "/run");
   std::set<std::pair<std::string, int64_t>> numbers;  // a key two lines of a step hold (tokens) is one point
   for (auto& line : read_json_lines(dir + "/run/metrics.jsonl")) {
     const int64_t step = std::stoll(line.at("step"));
@@ -532,7 +543,7 @@ TEST(TensorBoard, TheEventsHoldEveryNumberOfMetricsJsonlReadByTheTensorboardPack
       numbers.insert({key, step});
       auto it = events.find({key, step});
       ASSERT_NE(it, events.end()) << key << " at step " << step;
-      EXPECT_EQ(it->second, double(float(std::stod(value)))) << key << " at step " << step;
+      EXPECT_EQ(it->second.back(), double(float(std::stod(value)))) << key << " at step " << step;
     }
   }
   EXPECT_EQ(events.size(), numbers.size());
@@ -555,11 +566,7 @@ TEST(TensorBoard, AResumedRunHasOnePointPerStep) {
   std::filesystem::remove(dir + "/run/ckpt/step_00000010.ckpt");  // as if killed before it was written
   ASSERT_EQ(test::run_undo("pretrain --config " + dir + "/run/config.ini --resume", &out), 0) << out;
   ASSERT_NE(out.find("at step 5"), std::string::npos) << out;
-  ASSERT_EQ(test::run_command(std::string(UNDO_PYTHON) + " " + UNDO_SOURCE_DIR + "/tests/tensorboard/read_events.py " + dir +
-                                  "/run/tensorboard > " + dir + "/events.jsonl"), 0);
-  std::map<std::pair<std::string, int64_t>, std::vector<double>> points;
-  for (auto& e : read_json_lines(dir + "/events.jsonl"))
-    points[{e.at("tag"), std::stoll(e.at("step"))}].push_back(std::stod(e.at("value")));
+  auto points = tensorboard_points(dir + "/run");
   std::map<int64_t, double> losses;
   for (auto& line : read_json_lines(dir + "/run/metrics.jsonl"))
     if (line.count("loss")) losses[std::stoll(line.at("step"))] = std::stod(line.at("loss"));
