@@ -200,6 +200,28 @@ TEST(Evaluator, ANaNWindowMakesTheStreamCeNaN) {
   EXPECT_TRUE(std::isnan(evaluator.last().at("ce_muldiv")));
 }
 
+// Issue 28: `undo eval` of text and arithmetic prints one progress line, in
+// parts (each stream's test and validation windows, each operation's problems
+// in every scored set), whose last count is the whole; the evaluations inside
+// training print none.
+TEST(Evaluator, AProgressLineCountsEveryPartOnlyWhenAsked) {
+  Config cfg = test::tiny_config(test::temp_dir("eval_progress"));
+  torch::manual_seed(1);
+  Transformer model(cfg.model);
+  Evaluator evaluator(cfg);
+  testing::internal::CaptureStderr();
+  evaluator.run(model);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "");
+  evaluator.show_progress(/*quiet_s=*/0);
+  testing::internal::CaptureStderr();
+  const auto scores = evaluator.run(model).str();
+  const std::string err = testing::internal::GetCapturedStderr();
+  // Three streams (english, addsub, muldiv) twice (test, validation), and four operations in three problem sets.
+  EXPECT_NE(err.find("eval: scoring: 18/18 parts, "), std::string::npos) << err;
+  EXPECT_NE(err.find("eval: scoring: 1/18 parts, "), std::string::npos) << err;
+  EXPECT_NE(scores.find("forget_acc"), std::string::npos) << scores;
+}
+
 // Answer CE: -log p(answer | separator, prompt), by one teacher-forced pass per
 // batch of equal shapes, equals the sum over the answer's tokens scored alone.
 TEST(Evaluator, AnswerNllIsTheTeacherForcedLogLikelihoodOfTheAnswer) {

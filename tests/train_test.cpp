@@ -643,4 +643,13 @@ TEST(JsonObject, UnicodeEscapesDecodeAndWhatIsWrittenReadsBack) {
   EXPECT_EQ(parse_flat_json(o.str()).at("s"), text);
   EXPECT_THROW(parse_flat_json("{\"a\": 1"), std::exception);
   EXPECT_THROW(parse_flat_json("[1]"), std::exception);
+  // \b and \f escaped, and a byte that is not UTF-8 written as U+FFFD: every line written reads back.
+  JsonObject odd;
+  odd.add("s", std::string("\b\f cut \xED\x95"));
+  EXPECT_EQ(odd.str(), "{\"s\": \"\\b\\f cut \xEF\xBF\xBD\"}");
+  EXPECT_EQ(parse_flat_json(odd.str()).at("s"), "\b\f cut \xEF\xBF\xBD");
+  // Numbers as JSON spells them, by the library's grammar, and nothing around them.
+  for (const char* number : {"0.5", "-3", "1e-05", "0", "12345678901234567890123"}) EXPECT_TRUE(is_json_number(number)) << number;
+  for (const char* other : {"nan", "+1", "0x10", ".5", "01", "1.", " 1", "1 ", "1 2", "", "-", "true"})
+    EXPECT_FALSE(is_json_number(other)) << other;
 }

@@ -77,6 +77,7 @@ int stage_eval(int argc, const char* const* argv) {
   } else {
     UNDO_INPUT_CHECK(mcq_details.empty(), "--mcq-details needs --mcq");
     Evaluator evaluator(cfg);
+    evaluator.show_progress();
     result.merge(evaluator.run(model));
   }
   // The result goes to stdout; to RUN_DIR/eval.json only where the command

@@ -2,11 +2,12 @@
 
 #include <cctype>
 #include <fstream>
-#include <regex>
 #include <stdexcept>
 
 #include <cmath>
 #include <cstdio>
+
+#include <nlohmann/json.hpp>
 
 #include "core/config.h"
 #include "core/error.h"
@@ -15,25 +16,9 @@
 namespace undo {
 
 std::string json_escape(const std::string& s) {
-  std::string out = "\"";
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += char(c);
-        }
-    }
-  }
-  return out + "\"";
+  // nlohmann-json's escaping. A byte that is not UTF-8 is written as U+FFFD,
+  // so that every line undo writes is JSON its reader (the library's) takes back.
+  return nlohmann::json(s).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 JsonObject& JsonObject::add(const std::string& key, const std::string& value) {
@@ -105,8 +90,11 @@ std::vector<std::map<std::string, std::string>> read_json_lines(const std::strin
 }
 
 bool is_json_number(const std::string& text) {
-  static const std::regex number(R"(-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?)");
-  return std::regex_match(text, number);
+  // The library's grammar, on the text alone: it would skip white space around a number, which is not one here.
+  if (text.empty() || !(text[0] == '-' || std::isdigit(static_cast<unsigned char>(text[0]))) ||
+      !std::isdigit(static_cast<unsigned char>(text.back())))
+    return false;
+  return nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false).is_number();
 }
 
 JsonObject& JsonObject::add_text_or_number(const std::string& key, const std::string& value) {

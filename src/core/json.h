@@ -1,5 +1,8 @@
 // undo's own JSON: an ordered object builder for metrics.jsonl, summaries and
 // manifests, and their flat reader (through the one parser, core/json_value.h).
+// Strings are escaped by nlohmann-json; a number is written as the config
+// writes it (format_double: the shortest text that reads back the same value),
+// so that a summary and the run's config spell one value alike.
 #pragma once
 #include <cstdint>
 #include <map>

@@ -2,179 +2,115 @@
 
 #include <cmath>
 #include <cstdlib>
-#include <limits>
+
+#include <nlohmann/json.hpp>
 
 #include "core/config.h"
 #include "core/error.h"
 #include "core/fs.h"
 #include "core/json.h"
-#include "core/utf8.h"
 
 namespace undo {
 
-class JsonParser {
+// Builds the tree from nlohmann-json's SAX events: the library does the
+// grammar, the escapes (surrogate pairs) and UTF-8 validation; this keeps, per
+// value, its file and path (for messages) and a number's text as spelt (the
+// library hands a float's text over; an integer's spelling is its value's).
+class JsonTreeBuilder final : public nlohmann::json_sax<nlohmann::json> {
  public:
-  JsonParser(const std::string& text, std::shared_ptr<const std::string> file) : t_(text), file_(std::move(file)) {}
+  explicit JsonTreeBuilder(std::shared_ptr<const std::string> file) : file_(std::move(file)) {}
 
-  JsonValue document() {
-    JsonValue v = value("", 0);
-    skip_ws();
-    if (i_ != t_.size()) fail("text after the document");
-    return v;
+  JsonValue document() { return std::move(root_); }
+
+  bool null() override { return add(make(JsonValue::Kind::null)); }
+  bool boolean(bool val) override {
+    JsonValue v = make(JsonValue::Kind::boolean);
+    v.boolean_ = val;
+    return add(std::move(v));
+  }
+  bool number_integer(number_integer_t val) override { return number(double(val), std::to_string(val)); }
+  bool number_unsigned(number_unsigned_t val) override { return number(double(val), std::to_string(val)); }
+  bool number_float(number_float_t value, const string_t& text) override {
+    // The library's own value (it refuses a number past double's range as a syntax error).
+    return number(value, text);
+  }
+  bool string(string_t& val) override {
+    JsonValue v = make(JsonValue::Kind::string);
+    v.string_ = std::move(val);
+    return add(std::move(v));
+  }
+  bool binary(binary_t&) override { return false; }  // not in JSON text
+  bool start_object(std::size_t) override { return open(JsonValue::Kind::object); }
+  bool key(string_t& val) override {
+    key_.back() = std::move(val);
+    return true;
+  }
+  bool end_object() override { return close(); }
+  bool start_array(std::size_t) override { return open(JsonValue::Kind::array); }
+  bool end_array() override { return close(); }
+  bool parse_error(std::size_t position, const std::string&, const nlohmann::detail::exception& e) override {
+    // The library's message without its "[json.exception.parse_error.101] "
+    // tag, the bytes it quotes made printable. A syntax error's says "parse
+    // error at line L, column C: ..."; others (a number past double's range)
+    // say no place, so the byte offset is given.
+    std::string what = e.what();
+    if (auto tag_end = what.find("] "); what.rfind("[json.exception.", 0) == 0 && tag_end != std::string::npos)
+      what = what.substr(tag_end + 2);
+    what = what.rfind("parse error ", 0) == 0 ? what.substr(12) : "at byte " + std::to_string(position) + ": " + what;
+    throw InputError(*file_ + ": not valid JSON " + printable(what));
   }
 
  private:
-  static constexpr int kMaxDepth = 512;
+  static constexpr size_t kMaxDepth = 512;  // a tree this deep is no file undo reads; its destructor recurses
 
-  [[noreturn]] void fail(const std::string& what) const {
-    throw InputError(*file_ + ": not valid JSON at byte " + std::to_string(i_) + ": " + what);
-  }
-
-  void skip_ws() {
-    while (i_ < t_.size() && (t_[i_] == ' ' || t_[i_] == '\n' || t_[i_] == '\r' || t_[i_] == '\t')) ++i_;
-  }
-
-  bool literal(const char* word) {
-    size_t n = std::char_traits<char>::length(word);
-    if (t_.compare(i_, n, word) != 0) return false;
-    i_ += n;
-    return true;
-  }
-
-  JsonValue value(const std::string& path, int depth) {
-    if (depth > kMaxDepth) fail("nested deeper than " + std::to_string(kMaxDepth));
-    skip_ws();
-    if (i_ >= t_.size()) fail("a value was expected");
+  JsonValue make(JsonValue::Kind kind) const {
     JsonValue v;
+    v.kind_ = kind;
     v.file_ = file_;
-    v.path_ = path;
-    char c = t_[i_];
-    if (c == '{') {
-      v.kind_ = JsonValue::Kind::object;
-      ++i_;
-      skip_ws();
-      if (i_ < t_.size() && t_[i_] == '}') return ++i_, v;
-      for (;;) {
-        skip_ws();
-        std::string key = string();
-        skip_ws();
-        if (i_ >= t_.size() || t_[i_] != ':') fail("':' expected after \"" + printable(key) + "\"");
-        ++i_;
-        v.fields_.emplace_back(key, value(path.empty() ? key : path + "." + key, depth + 1));
-        skip_ws();
-        if (i_ < t_.size() && t_[i_] == ',') { ++i_; continue; }
-        if (i_ < t_.size() && t_[i_] == '}') return ++i_, v;
-        fail("',' or '}' expected");
-      }
+    if (!open_.empty()) {
+      const JsonValue& parent = open_.back();
+      if (parent.kind_ == JsonValue::Kind::object)
+        v.path_ = parent.path_.empty() ? key_.back() : parent.path_ + "." + key_.back();
+      else
+        v.path_ = parent.path_ + "[" + std::to_string(parent.items_.size()) + "]";
     }
-    if (c == '[') {
-      v.kind_ = JsonValue::Kind::array;
-      ++i_;
-      skip_ws();
-      if (i_ < t_.size() && t_[i_] == ']') return ++i_, v;
-      for (;;) {
-        v.items_.push_back(value(path + "[" + std::to_string(v.items_.size()) + "]", depth + 1));
-        skip_ws();
-        if (i_ < t_.size() && t_[i_] == ',') { ++i_; continue; }
-        if (i_ < t_.size() && t_[i_] == ']') return ++i_, v;
-        fail("',' or ']' expected");
-      }
-    }
-    if (c == '"') {
-      v.kind_ = JsonValue::Kind::string;
-      v.string_ = string();
-      return v;
-    }
-    if (literal("true")) return v.kind_ = JsonValue::Kind::boolean, v.boolean_ = true, v;
-    if (literal("false")) return v.kind_ = JsonValue::Kind::boolean, v;
-    if (literal("null")) return v;
-    if (c == '-' || (c >= '0' && c <= '9')) return number(std::move(v));
-    fail("a value was expected");
-  }
-
-  JsonValue number(JsonValue v) {
-    // The grammar's own shape: -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
-    size_t start = i_;
-    auto digits = [&] {
-      size_t from = i_;
-      while (i_ < t_.size() && t_[i_] >= '0' && t_[i_] <= '9') ++i_;
-      return i_ > from;
-    };
-    if (t_[i_] == '-') ++i_;
-    if (i_ < t_.size() && t_[i_] == '0') ++i_;
-    else if (!digits()) fail("a digit expected");
-    if (i_ < t_.size() && t_[i_] == '.') {
-      ++i_;
-      if (!digits()) fail("a digit expected after '.'");
-    }
-    if (i_ < t_.size() && (t_[i_] == 'e' || t_[i_] == 'E')) {
-      ++i_;
-      if (i_ < t_.size() && (t_[i_] == '+' || t_[i_] == '-')) ++i_;
-      if (!digits()) fail("a digit expected in the exponent");
-    }
-    v.kind_ = JsonValue::Kind::number;
-    v.string_ = t_.substr(start, i_ - start);
-    v.number_ = std::strtod(v.string_.c_str(), nullptr);
     return v;
   }
-
-  unsigned hex4() {
-    if (i_ + 4 > t_.size()) fail("a \\u escape is cut short");
-    unsigned u = 0;
-    for (int k = 0; k < 4; ++k) {
-      char h = t_[i_++];
-      u <<= 4;
-      if (h >= '0' && h <= '9') u |= unsigned(h - '0');
-      else if (h >= 'a' && h <= 'f') u |= unsigned(h - 'a' + 10);
-      else if (h >= 'A' && h <= 'F') u |= unsigned(h - 'A' + 10);
-      else fail("a \\u escape holds a non-hex digit");
+  bool number(double value, std::string text) {
+    JsonValue v = make(JsonValue::Kind::number);
+    v.number_ = value;
+    v.string_ = std::move(text);
+    return add(std::move(v));
+  }
+  bool add(JsonValue v) {
+    if (open_.empty()) {
+      root_ = std::move(v);
+    } else if (open_.back().kind_ == JsonValue::Kind::object) {
+      open_.back().fields_.emplace_back(key_.back(), std::move(v));
+    } else {
+      open_.back().items_.push_back(std::move(v));
     }
-    return u;
+    return true;
+  }
+  bool open(JsonValue::Kind kind) {
+    if (open_.size() >= kMaxDepth)
+      throw InputError(*file_ + ": not valid JSON: nested deeper than " + std::to_string(kMaxDepth));
+    JsonValue v = make(kind);
+    open_.push_back(std::move(v));
+    key_.emplace_back();
+    return true;
+  }
+  bool close() {
+    JsonValue v = std::move(open_.back());
+    open_.pop_back();
+    key_.pop_back();
+    return add(std::move(v));
   }
 
-  std::string string() {
-    if (i_ >= t_.size() || t_[i_] != '"') fail("a string expected");
-    std::string out;
-    ++i_;
-    for (;;) {
-      if (i_ >= t_.size()) fail("unterminated string");
-      char c = t_[i_++];
-      if (c == '"') return out;
-      if (static_cast<unsigned char>(c) < 0x20) fail("a control character inside a string");
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (i_ >= t_.size()) fail("unterminated string");
-      switch (char e = t_[i_++]) {
-        case '"': case '\\': case '/': out += e; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          uint32_t cp = hex4();
-          if (cp >= 0xD800 && cp < 0xDC00) {  // a high surrogate: its low half must follow
-            if (i_ + 2 > t_.size() || t_[i_] != '\\' || t_[i_ + 1] != 'u') fail("a lone high surrogate");
-            i_ += 2;
-            uint32_t lo = hex4();
-            if (lo < 0xDC00 || lo >= 0xE000) fail("a high surrogate without its low half");
-            cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-          } else if (cp >= 0xDC00 && cp < 0xE000) {
-            fail("a lone low surrogate");
-          }
-          append_utf8(out, cp);
-          break;
-        }
-        default: fail("an unknown escape");
-      }
-    }
-  }
-
-  const std::string& t_;
   std::shared_ptr<const std::string> file_;
-  size_t i_ = 0;
+  std::vector<JsonValue> open_;  // the arrays and objects being read, outermost first
+  std::vector<std::string> key_;  // for each, the key of the member being read (objects)
+  JsonValue root_;
 };
 
 std::string JsonValue::where() const {
@@ -238,7 +174,9 @@ const JsonValue& JsonValue::at(const std::string& key) const {
 }
 
 JsonValue parse_json(const std::string& text, const std::string& file) {
-  return JsonParser(text, std::make_shared<const std::string>(file)).document();
+  JsonTreeBuilder builder(std::make_shared<const std::string>(file));
+  nlohmann::json::sax_parse(text, &builder);  // a syntax error throws from parse_error
+  return builder.document();
 }
 
 JsonValue read_json_file(const std::string& path) {

@@ -1,12 +1,14 @@
-// The one JSON parser: whole documents written by other programs (Hugging
+// The one JSON reader: whole documents written by other programs (Hugging
 // Face's config.json, model.safetensors.index.json, tokenizer.json: nested,
 // with \u escapes), and under core/json.h's flat reader undo's own files.
-// Kept rather than a library's because a number keeps its spelling (an
-// exported config.json writes back 1e-05 and 5.0 as they came, field for
-// field) and errors name the file and the path of the value; torch-free and
-// fuzzed (fuzz/json_fuzz.cpp). Every error names the
-// file and, for a value of the wrong kind, its path in the document
-// ("config.json: rope_scaling.factor is a string, expected a number").
+// nlohmann-json (Debian's nlohmann-json3-dev) parses: the grammar, escapes,
+// surrogate pairs and UTF-8 checks are the library's. This file keeps the
+// tree it builds from the library's SAX events, for two things the library's
+// own tree does not do: a number keeps its spelling (an exported config.json
+// writes back 1e-05 and 5.0 as they came, field for field), and every value
+// knows its file and path, so that an error names them ("config.json:
+// rope_scaling.factor is a string, expected a number"). Fuzzed
+// (fuzz/json_fuzz.cpp).
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -48,7 +50,7 @@ class JsonValue {
   const std::string& path() const { return path_; }
 
  private:
-  friend class JsonParser;
+  friend class JsonTreeBuilder;
   [[noreturn]] void wrong_kind(const char* expected) const;
   Kind kind_ = Kind::null;
   bool boolean_ = false;

@@ -209,6 +209,7 @@ void Evaluator::score_questions(Transformer& model, const StopPoll& poll) {
   for (auto& [where, questions] : questions_) {
     auto& [side, split] = where;
     McqScore s = score_mcq(questions, mcq_loglikelihoods(model, questions, bf16, poll));
+    part_done();
     const std::string name = (split == "val" ? "val_" : "") + side + "_mcq_acc";
     last_[name] = s.acc;
     last_[name + "_norm"] = s.acc_norm;
@@ -222,8 +223,10 @@ void Evaluator::score_text(Transformer& model, const StopPoll& poll) {
   for (auto [test, shards] : {std::pair{true, &test_shards_}, {false, &val_shards_}}) {
     const std::string prefix = test ? "" : "val_";
     std::map<std::string, std::vector<double>> ces;
-    for (auto& [name, shard] : *shards)
+    for (auto& [name, shard] : *shards) {
       ces[name] = window_ces(model, *shard, cfg_.model.seq_len, n_windows, cfg_.train.batch_size, bf16, poll);
+      part_done();
+    }
     for (auto [figure, names] : {std::pair{"retain_ce", &retain_}, {"forget_ce", &forget_}}) {
       StratifiedMean m;
       for (auto& n : *names) m.add_stratum(ces[n]);
@@ -253,6 +256,7 @@ void Evaluator::score_problems(Transformer& model, ProblemSet set, const StopPol
       correct[op][f].push_back(answer_correct(gen[i], ps[i].problem.answer) ? 1.0 : 0.0);
       nll[op][f].push_back(answer[i]);
     }
+    part_done();
   }
   // Names: the test set's as they are ("forget_acc"), validation's prefixed
   // ("val_forget_acc"), generalisation's with "gen" ("forget_gen_acc").
@@ -284,6 +288,18 @@ void Evaluator::score_problems(Transformer& model, ProblemSet set, const StopPol
     }
 }
 
+int64_t Evaluator::parts() const {
+  int64_t n = int64_t(test_shards_.size() + val_shards_.size() + questions_.size());
+  if (vocab_)
+    for (ProblemSet set : kScoredSets) n += int64_t(problems_.at(set).size());
+  return n;
+}
+
+void Evaluator::part_done() {
+  ++parts_done_;
+  if (progress_) progress_->update(parts_done_);
+}
+
 JsonObject Evaluator::run(Transformer& model, const StopPoll& poll) {
   // The model goes back to its mode however this ends (a stop throws).
   struct ModeGuard {
@@ -293,6 +309,13 @@ JsonObject Evaluator::run(Transformer& model, const StopPoll& poll) {
   } mode{model, model->is_training()};
   model->eval();
   last_.clear();
+  ProgressLine line("eval: scoring", parts(), "parts", progress_quiet_s_ >= 0, std::max(progress_quiet_s_, 0.0));
+  progress_ = &line;
+  struct Forget {  // the line ends with this run, a stop's throw included
+    ProgressLine*& line;
+    ~Forget() { line = nullptr; }
+  } forget{progress_};
+  parts_done_ = 0;
   score_text(model, poll);
   if (vocab_)
     for (ProblemSet set : kScoredSets) score_problems(model, set, poll);

@@ -24,6 +24,7 @@
 
 #include "core/config.h"
 #include "core/json.h"
+#include "core/progress_line.h"
 #include "core/stop_signal.h"
 #include "data/arithmetic.h"
 #include "data/shard.h"
@@ -68,11 +69,18 @@ class Evaluator {
   // A stop (see core/stop_signal.h) throws StopRequested between batches.
   JsonObject run(Transformer& model, const StopPoll& poll = {});
   std::map<std::string, double> last() const { return last_; }
+  // From now on a run that lasts longer than `quiet_s` prints a progress line
+  // (core/progress_line.h) in parts: one stream's windows, one operation's
+  // problems, one question file. `undo eval` asks for it; the evaluations
+  // inside training do not (their stage's own line goes on).
+  void show_progress(double quiet_s = 5) { progress_quiet_s_ = quiet_s; }
 
  private:
   void score_text(Transformer& model, const StopPoll& poll);
   void score_problems(Transformer& model, ProblemSet set, const StopPoll& poll);
   void score_questions(Transformer& model, const StopPoll& poll);
+  int64_t parts() const;
+  void part_done();
 
   Config cfg_;
   std::map<std::string, std::unique_ptr<Shard>> test_shards_, val_shards_;
@@ -81,6 +89,9 @@ class Evaluator {
   std::map<ProblemSet, EvalPromptSet> problems_;
   std::map<std::pair<std::string, std::string>, std::vector<McqTokens>> questions_;  // (side, split)
   std::map<std::string, double> last_;
+  double progress_quiet_s_ = -1;  // negative: no progress line
+  ProgressLine* progress_ = nullptr;  // during a run that shows one
+  int64_t parts_done_ = 0;
 };
 
 }  // namespace undo

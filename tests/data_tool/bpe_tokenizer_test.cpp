@@ -248,9 +248,17 @@ TEST(JsonValue, EscapesSurrogatesAndErrorsNameFileAndPath) {
   EXPECT_EQ(error_of([&] { v.at("a").array()[4].integer(0, 100); }),
             "f.json: a[4] = 2.5: expected a whole number in [0, 100]");
   EXPECT_EQ(error_of([&] { v.at("z"); }), "f.json: the document lacks the key \"z\"");
-  EXPECT_NE(error_of([] { parse_json(R"({"a": "\ud83d"})", "g.json"); }).find("g.json: not valid JSON at byte"),
+  EXPECT_NE(error_of([] { parse_json(R"({"a": "\ud83d"})", "g.json"); }).find("g.json: not valid JSON at line 1, column 14: syntax error"),
             std::string::npos);
   EXPECT_NE(error_of([] { parse_json(std::string(600, '['), "deep.json"); }).find("nested deeper than 512"),
             std::string::npos);
-  EXPECT_NE(error_of([] { parse_json("{} x", "t.json"); }).find("text after the document"), std::string::npos);
+  EXPECT_NE(error_of([] { parse_json("{} x", "t.json"); }).find("t.json: not valid JSON at line 1, column 4: syntax error"),
+            std::string::npos);
+  EXPECT_NE(error_of([] { parse_json("{} x", "t.json"); }).find("expected end of input"), std::string::npos);
+  // Bytes that are not UTF-8 inside a string: refused, naming the file (the library checks them).
+  EXPECT_NE(error_of([] { parse_json("[\"a\xFF\"]", "u.json"); }).find("u.json: not valid JSON at line 1, column 4: syntax error"),
+            std::string::npos);
+  // Past double's range: refused as it is read, naming the file and the number.
+  EXPECT_EQ(error_of([] { parse_json(R"({"x": 1e400})", "r.json"); }),
+            "r.json: not valid JSON at byte 11: number overflow parsing '1e400'");
 }
