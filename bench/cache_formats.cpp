@@ -126,8 +126,9 @@ int main(int argc, char** argv) {
     UNDO_INPUT_CHECK(!teacher_path.empty() && !student_path.empty(), "--teacher and --student are needed");
     CheckpointReader teacher_file(teacher_path), student_file(student_path);
     cfg.model = teacher_file.meta().model;
-    Transformer teacher = load_model_for_run(cfg, teacher_file, true);
-    Transformer student = load_model_for_run(cfg, student_file, /*frozen=*/false);
+    auto parallel = make_parallelism(cfg);
+    Transformer teacher = load_model_for_run(cfg, *parallel, teacher_file, true);
+    Transformer student = load_model_for_run(cfg, *parallel, student_file, /*frozen=*/false);
     teacher->eval(), student->eval();
     const int64_t W = parse_integer("--windows", windows_text, 1, 1 << 16);
     const int replicates = int(parse_integer("--replicates", replicates_text, 1, 1000));

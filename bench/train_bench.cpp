@@ -76,9 +76,10 @@ int main(int argc, char** argv) {
     const int world = comm ? comm->world() : 1;
     configure_threads(cfg.run, comm ? comm->local_world() : 1);
     // As a stage makes it: under dist.zero = 3 sharded as it is made, never whole.
-    Transformer model = initialised_model_for_run(cfg);
+    auto parallel = make_parallelism(cfg);
+    Transformer model = initialised_model_for_run(cfg, *parallel);
     FixedBatchObjective objective(cfg.model.vocab_size, cfg.train.batch_size, cfg.model.seq_len);
-    Trainer trainer(cfg, "bench", model, objective, nullptr);
+    Trainer trainer(cfg, "bench", model, objective, nullptr, parallel);
     std::chrono::steady_clock::time_point t0;
     int64_t state_bytes = 0;
     bench::StepProfile profile;

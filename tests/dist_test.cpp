@@ -5,9 +5,11 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <sstream>
 
 #include "cache/logit_cache.h"
 #include "core/fs.h"
+#include "core/json.h"
 #include "numerics.h"
 #include "train/checkpoint.h"
 #include "test_util.h"
@@ -215,6 +217,51 @@ TEST(Distributed, ZeroThreeCheckpointsResumeAtAnyWorldSizeAndZeroLevel) {
                               std::filesystem::path(dir).filename().string());
 }
 
+// Issue 29: hybrid sharding (dist.shard_group 2) at 4 ranks in 2 groups of 2:
+// the curve of full sharding over the 4 and of replication, each rank holding
+// half the training state that a replicated rank holds (full sharding: a
+// quarter), as the stage's summary measures it; a checkpoint of full sharding
+// resumes under hybrid sharding (resharded: checkpoints are consolidated);
+// what cannot be grouped is refused by key.
+TEST(Distributed, HybridShardingFollowsFullShardingAndReplicationAtFourRanks) {
+  std::string out;
+  const std::string constant = " --optim.schedule constant --train.ckpt_every 4 --train.batch_size 3";
+  auto replicated = test::temp_dir("hsdp_z0"), full = test::temp_dir("hsdp_z3"), hybrid = test::temp_dir("hsdp_g2"),
+       resumed = test::temp_dir("hsdp_resumed");
+  ASSERT_EQ(test::run_undo_mpi(4, common_args(replicated, 8) + constant, &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(4, common_args(full, 8) + constant + " --dist.zero 3", &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(4, common_args(hybrid, 8) + constant + " --dist.zero 3 --dist.shard_group 2", &out), 0)
+      << out;
+  ASSERT_EQ(test::run_undo_mpi(4, common_args(resumed, 4) + constant + " --dist.zero 3", &out), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(4, common_args(resumed, 8) + constant + " --dist.zero 3 --dist.shard_group 2 --resume",
+                               &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("resuming"), std::string::npos) << out;
+  const auto reference = test::losses_of(replicated + "/metrics.jsonl");
+  ASSERT_EQ(reference.size(), 8u);
+  for (auto& dir : {full, hybrid, resumed})
+    test::expect_curves_match(reference, test::losses_of(dir + "/metrics.jsonl"),
+                              test::fp32_reordered(test::kTinyLongestSum, 8), std::filesystem::path(dir).filename().string());
+  auto state = [](const std::string& dir) {
+    return json_number("state_bytes_per_rank", parse_flat_json(read_file(dir + "/summary.json")).at("state_bytes_per_rank"));
+  };
+  const double whole = state(replicated);
+  EXPECT_NEAR(state(hybrid) / whole, 0.5, 0.005) << "a group of 2 holds half of the state per rank";
+  EXPECT_NEAR(state(full) / whole, 0.25, 0.005) << "4 ranks hold a quarter each";
+  std::printf("training state per rank against replication, 4 ranks: hybrid (2 groups of 2) %.4f, full sharding %.4f\n",
+              state(hybrid) / whole, state(full) / whole);
+
+  // 3 does not divide 4; and only zero 3 shards.
+  auto bad = test::temp_dir("hsdp_bad");
+  EXPECT_EQ(test::run_undo_mpi(4, common_args(bad + "/three", 2) + " --dist.zero 3 --dist.shard_group 3", &out), 2)
+      << out;
+  EXPECT_NE(out.find("dist.shard_group = 3 does not divide the job's 4 ranks"), std::string::npos) << out;
+  EXPECT_FALSE(std::filesystem::exists(bad + "/three/model.ckpt"));
+  EXPECT_EQ(test::run_undo(common_args(bad + "/zero1", 2) + " --dist.zero 1 --dist.shard_group 2", &out), 2) << out;
+  EXPECT_NE(out.find("dist.shard_group = 2 needs dist.zero = 3"), std::string::npos) << out;
+}
+
 // What zero 3 cannot shard is refused by key, before any checkpoint: more
 // ranks than a unit has parameters, a zero level that does not exist.
 TEST(Distributed, ZeroThreeRefusesWhatItCannotShard) {
@@ -278,6 +325,30 @@ TEST(Distributed, ZeroThreeRunsSamOnTheShards) {
 
 // Rank 1 stops answering before step 5: rank 0 must give up within dist.timeout_s
 // (plus the diagnosis), name rank 1, exit non-zero, and leave step 4's checkpoint intact.
+// A NaN loss on one rank skips that step on every rank (the check reads the
+// loss averaged over ranks and the global gradient norm), so a zero-3 run at
+// 2 ranks with a NaN on rank 1 alone is the run with a NaN on both: the same
+// lines, bit for bit, and one skipped step in its summary.
+TEST(Distributed, ANonFiniteLossOnOneRankSkipsTheStepOnEveryRank) {
+  std::string out;
+  auto one = test::temp_dir("nan-rank1"), both = test::temp_dir("nan-both");
+  const std::string args = " --train.batch_size 4 --dist.zero 3 --train.ckpt_every 0";
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(one, 6) + args, &out, "UNDO_FAULT_NAN=2:1:1"), 0) << out;
+  ASSERT_EQ(test::run_undo_mpi(2, common_args(both, 6) + args, &out, "UNDO_FAULT_NAN=2:1"), 0) << out;
+  auto lines = [](const std::string& dir) {
+    std::string text;
+    std::istringstream in(read_file(dir + "/metrics.jsonl"));
+    for (std::string line; std::getline(in, line);) text += test::without_wall_clock(line) + "\n";
+    return text;
+  };
+  EXPECT_EQ(lines(one), lines(both));
+  const auto losses = test::losses_of(one + "/metrics.jsonl");
+  ASSERT_EQ(losses.size(), 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(std::isfinite(losses[i]), i != 2) << "step " << i;
+  EXPECT_NE(read_file(one + "/summary.json").find("\"skipped_steps\": 1"), std::string::npos)
+      << read_file(one + "/summary.json");
+}
+
 TEST(Distributed, LostRankIsNamedAndEveryoneExits) {
   std::string out;
   auto dir = test::temp_dir("lost");

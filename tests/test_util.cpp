@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
@@ -154,7 +155,9 @@ std::vector<double> losses_of(const std::string& metrics_path) {
   std::string line;
   while (std::getline(in, line)) {
     auto p = line.find("\"loss\": ");
-    if (p != std::string::npos) out.push_back(std::stod(line.substr(p + 8)));
+    if (p == std::string::npos) continue;
+    // A skipped step's loss is not finite: JSON null (train/nonfinite_steps.h).
+    out.push_back(line.compare(p + 8, 4, "null") == 0 ? std::nan("") : std::stod(line.substr(p + 8)));
   }
   return out;
 }

@@ -148,8 +148,9 @@ TEST(Unlearning, EveryListedMethodIsBuiltAndUnlearns) {
     cfg.optim.min_lr = cfg.optim.lr;
     cfg.train.ckpt_every = 0;
     cfg.data.oracle_mix = "english:1";
-    auto obj = make_unlearning_objective(cfg, m);
-    Trainer(cfg, std::string("unlearn-") + method.name, m, *obj, nullptr).run();
+    auto parallel = make_parallelism(cfg);
+    auto obj = make_unlearning_objective(cfg, m, *parallel);
+    Trainer(cfg, std::string("unlearn-") + method.name, m, *obj, nullptr, parallel).run();
     double forget1 = stream_ce(m, "muldiv"), retain1 = stream_ce(m, "english");
     // RMU moves activations, which at two blocks barely move the CE in 20 steps: its own test checks them
     // (Unlearning.RmuSteersForgetActivationsTowardsCU).

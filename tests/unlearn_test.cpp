@@ -166,8 +166,9 @@ TEST(Unlearning, MaxEntRaisesForgetCeTowardsUniformKeepsRetain) {
   cfg.optim.min_lr = 1e-3;
   cfg.train.ckpt_every = 0;
   cfg.data.oracle_mix = "english:1";
-  auto obj = make_unlearning_objective(cfg, m);
-  Trainer(cfg, "unlearn-maxent", m, *obj, nullptr).run();
+  auto parallel = make_parallelism(cfg);
+  auto obj = make_unlearning_objective(cfg, m, *parallel);
+  Trainer(cfg, "unlearn-maxent", m, *obj, nullptr, parallel).run();
   double forget1 = stream_ce(m, "muldiv"), retain1 = stream_ce(m, "english");
   EXPECT_GT(forget1 - forget0, 1.0) << forget0 << " -> " << forget1;
   EXPECT_LT(std::abs(uniform - forget1), 0.6 * std::abs(uniform - forget0));
@@ -185,7 +186,8 @@ TEST(Unlearning, RmuSteersForgetActivationsTowardsCU) {
   cfg.optim.schedule = "constant";
   cfg.optim.min_lr = 3e-3;
   cfg.train.ckpt_every = 0;
-  auto obj = make_unlearning_objective(cfg, m);
+  auto parallel = make_parallelism(cfg);
+  auto obj = make_unlearning_objective(cfg, m, *parallel);
   auto* rmu = dynamic_cast<RmuObjective*>(obj.get());
   ASSERT_NE(rmu, nullptr);
   auto forget = test::tiny_mix(cfg.data.forget_mix);
@@ -196,7 +198,7 @@ TEST(Unlearning, RmuSteersForgetActivationsTowardsCU) {
   };
   double before = distance();
   auto embed_before = m->embed->weight.clone();
-  Trainer(cfg, "unlearn-rmu", m, *obj, nullptr).run();
+  Trainer(cfg, "unlearn-rmu", m, *obj, nullptr, parallel).run();
   EXPECT_LT(distance(), 0.5 * before);
   EXPECT_TRUE(torch::equal(m->embed->weight, embed_before));  // only down-projections move
 }
@@ -205,6 +207,10 @@ TEST(Unlearning, SamTakesTheGradientAtPerturbedWeightsAndRestoresThem) {
   Transformer m = tiny_model(4);
   auto forget = test::tiny_mix("muldiv:1"), retain = test::tiny_mix("english:1");
   SamObjective sam(std::make_unique<GradDiffObjective>(forget, retain, 32, 1.0), 0.05);
+  // Bound to a run's layout, as a Trainer binds it: SAM moves what its optimizer steps.
+  const Config cfg = test::tiny_config(test::temp_dir("sam"));
+  auto training = make_parallelism(cfg)->train(m, sam.trainable(m), cfg.optim, "unlearn-graddiff-sam");
+  sam.bind(*training);
   auto before = m->embed->weight.clone();
   MicroBatch mb{42, 0, 0, 4};
   auto loss = sam.loss(m, mb, nullptr);

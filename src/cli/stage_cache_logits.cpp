@@ -41,7 +41,7 @@ int stage_cache_logits(int argc, const char* const* argv) {
   prepare_run(cfg);
   // dist.zero = 3: the teacher is sharded as it is read (each rank reads its
   // slices of the file) and runs forward gathered unit by unit: never whole.
-  Transformer teacher = load_model_for_run(cfg, teacher_file, /*frozen=*/true);
+  Transformer teacher = load_model_for_run(cfg, *make_parallelism(cfg), teacher_file, /*frozen=*/true);
   UNDO_INPUT_CHECK(cfg.model.vocab_size == meta.model.vocab_size, "the teacher's vocabulary (", meta.model.vocab_size,
                    ") does not match the tokenizer of data.dir");
   uint64_t rows = uint64_t((tokens + cfg.model.seq_len - 1) / cfg.model.seq_len);

@@ -52,6 +52,8 @@ void write_stage_result(const Config& cfg, const std::string& stage, Transformer
   summary.add("stage", stage);
   for (auto& [k, v] : extra) summary.add_text_or_number(k, v);  // alpha 0.5, not "0.5"
   summary.add("steps", r.steps_done).add("tokens", r.tokens).add("wall_s", wall_s).add("params", model->num_params());
+  summary.add("skipped_steps", r.skipped_steps);  // non-finite loss or gradient: not applied
+  if (r.state_bytes > 0) summary.add("state_bytes_per_rank", r.state_bytes);  // rank 0's: parameters, shards, gradients, moments
   for (auto& [k, v] : r.final_eval) ev.add(k, v);
   summary.add("eval", ev);
   write_file_atomic(summary_path, summary.str() + "\n");

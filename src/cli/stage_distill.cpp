@@ -40,11 +40,13 @@ int stage_distill(int argc, const char* const* argv) {
   apply_stage_settings(cfg, TrainingStage::Distill);  // the distill.* budget and schedule
   cfg.inputs["teacher"] = teacher_path;  // in the run's identity: --resume refuses another one
   prepare_run(cfg);
-  // dist.zero = 3: the frozen teacher is sharded as it is read (each rank
-  // reads its slices of the file) and runs forward gathered unit by unit.
-  Transformer teacher = load_model_for_run(cfg, teacher_file, /*frozen=*/true);
-  // The student: sharded as it is made under dist.zero = 3, as the teacher.
-  Transformer student = d.init == "noised" ? noised_model_for_run(cfg, teacher_file) : initialised_model_for_run(cfg);
+  // The run's layout lays out both models: under dist.zero = 3 the frozen
+  // teacher is sharded as it is read (each rank reads its slices of the
+  // file) and runs forward gathered unit by unit, and the student is sharded as it is made.
+  auto parallel = make_parallelism(cfg);
+  Transformer teacher = load_model_for_run(cfg, *parallel, teacher_file, /*frozen=*/true);
+  Transformer student = d.init == "noised" ? noised_model_for_run(cfg, *parallel, teacher_file)
+                                           : initialised_model_for_run(cfg, *parallel);
   // Distillation data: the base pretraining mix, unlabelled, as a numbered stream.
   auto comm = distributed();
   DistillStream stream{std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.base_mix", cfg.data.base_mix),
@@ -80,7 +82,7 @@ int stage_distill(int argc, const char* const* argv) {
 
   std::string stage = "distill-" + d.init;
   auto t0 = std::chrono::steady_clock::now();
-  Trainer trainer(cfg, stage, student, *objective, &evaluator);
+  Trainer trainer(cfg, stage, student, *objective, &evaluator, parallel);
   trainer.stopping_rule = [&](int64_t step) {
     return metric != "none" && step % d.check_every == 0 && recovered(evaluator.last());
   };

@@ -18,10 +18,11 @@ int stage_pretrain(int argc, const char* const* argv) {
   auto mix = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data." + cfg.pretrain.target + "_mix", mix_text),
                                          "train", cfg.model.seq_len);
   Evaluator evaluator(cfg);
-  Transformer model = initialised_model_for_run(cfg);  // sharded as made under dist.zero = 3
+  auto parallel = make_parallelism(cfg);  // the run's layout, for its model and its training
+  Transformer model = initialised_model_for_run(cfg, *parallel);
   CrossEntropyObjective objective(mix, cfg.model.seq_len);
   auto t0 = std::chrono::steady_clock::now();
-  Trainer trainer(cfg, "pretrain-" + cfg.pretrain.target, model, objective, &evaluator);
+  Trainer trainer(cfg, "pretrain-" + cfg.pretrain.target, model, objective, &evaluator, parallel);
   TrainResult r = trainer.run();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 

@@ -42,16 +42,17 @@ std::string attack_dir_name(double lr, int64_t seed, const Config& cfg) {
 
 // One attack at `lr` (seed `seed`) from `model_file`, or its curve when an
 // earlier run finished it; its points.
-std::vector<AttackPoint> attack_at(const Config& cfg, double lr, int64_t seed, const CheckpointReader& model_file,
-                                   Evaluator& evaluator, const std::map<std::string, double>& before) {
+std::vector<AttackPoint> attack_at(const Config& cfg, const std::shared_ptr<Parallelism>& parallel, double lr,
+                                   int64_t seed, const CheckpointReader& model_file, Evaluator& evaluator,
+                                   const std::map<std::string, double>& before) {
   Config c = cfg;
   c.run.seed = seed;
   c.run.dir = join_path(cfg.run.dir, "attacks/" + attack_dir_name(lr, c.run.seed, cfg));
   c.run.resume = true;  // a cut attack continues from its checkpoint
   auto curve_path = join_path(c.run.dir, "curve.jsonl");
   if (!file_exists(curve_path)) {
-    Transformer model = load_model_for_run(c, model_file, /*frozen=*/false);  // sharded as read under dist.zero = 3
-    run_attack(c, lr, model, evaluator);
+    Transformer model = load_model_for_run(c, *parallel, model_file, /*frozen=*/false);
+    run_attack(c, parallel, lr, model, evaluator);
     if (is_writer()) write_file_atomic(curve_path, attack_curve_jsonl(c, lr, before));
   } else if (is_writer()) {
     std::cerr << "relearn: " << c.run.dir << " done, skipping\n";
@@ -168,10 +169,11 @@ int stage_relearn(int argc, const char* const* argv) {
   Evaluator evaluator(cfg);
   auto t0 = std::chrono::steady_clock::now();
 
-  // Step 0 of every attack: the model as given.
+  // Step 0 of every attack: the model as given. Every model of this run is laid out by one layout.
+  auto parallel = make_parallelism(cfg);
   std::map<std::string, double> before;
   {
-    Transformer model = load_model_for_run(cfg, model_file, /*frozen=*/true);
+    Transformer model = load_model_for_run(cfg, *parallel, model_file, /*frozen=*/true);
     evaluator.run(model);
     before = evaluator.last();
   }
@@ -179,7 +181,7 @@ int stage_relearn(int argc, const char* const* argv) {
   auto attack = [&](double lr) {
     std::vector<AttackPoint> out;
     for (double seed : attack_seeds) {
-      auto p = attack_at(cfg, lr, int64_t(seed), model_file, evaluator, before);
+      auto p = attack_at(cfg, parallel, lr, int64_t(seed), model_file, evaluator, before);
       out.insert(out.end(), p.begin(), p.end());
     }
     return out;

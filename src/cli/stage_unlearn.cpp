@@ -23,12 +23,13 @@ int stage_unlearn(int argc, const char* const* argv) {
   apply_stage_settings(cfg, TrainingStage::Unlearn);  // the spec's optimiser, the unlearn.* budget
   cfg.inputs["base"] = base_path;  // in the run's identity: --resume refuses another one
   prepare_run(cfg);
-  Transformer model = load_model_for_run(cfg, base_file, /*frozen=*/false);  // sharded as read under dist.zero = 3
-  auto objective = make_unlearning_objective(cfg, model);
+  auto parallel = make_parallelism(cfg);  // the run's layout, for its models and its training
+  Transformer model = load_model_for_run(cfg, *parallel, base_file, /*frozen=*/false);
+  auto objective = make_unlearning_objective(cfg, model, *parallel);
   Evaluator evaluator(cfg);
   std::string stage = "unlearn-" + cfg.unlearn.method + (cfg.unlearn.sam_rho > 0 ? "-sam" : "");
   auto t0 = std::chrono::steady_clock::now();
-  Trainer trainer(cfg, stage, model, *objective, &evaluator);
+  Trainer trainer(cfg, stage, model, *objective, &evaluator, parallel);
   TrainResult r = trainer.run();
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   write_stage_result(cfg, stage, model, r, wall, {{"base", base_path}}, &base_file.meta());

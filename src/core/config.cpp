@@ -209,6 +209,10 @@ void describe_into(Config& c, Registry& r) {
       .add("train.eval_every", &c.train.eval_every, "steps between evaluations (0 = end only)", at_least(0))
       .add("train.ckpt_every", &c.train.ckpt_every, "steps between checkpoints (0 = end only)", at_least(0))
       .add("train.keep_ckpts", &c.train.keep_ckpts, "checkpoints kept besides the final one", at_least(1))
+      .add("train.max_skipped_steps", &c.train.max_skipped_steps,
+           "consecutive steps with a non-finite loss or gradient skipped (not applied) before the run stops (0: "
+           "stop at the first)",
+           in_range(0, 1 << 20))
       .add("train.fused_loss", &c.train.fused_loss,
            "CE and distillation KL from the output head chunk by chunk, never holding the whole logits "
            "(false: the reference path on whole logits; same results to rounding)")
@@ -230,6 +234,10 @@ void describe_into(Config& c, Registry& r) {
       .add("dist.recompute", &c.dist.recompute,
            "zero 3: keep only each unit's input and recompute its forward in backward (less activation memory, "
            "one more forward per step)")
+      .add("dist.shard_group", &c.dist.shard_group,
+           "zero 3: shard each unit within groups of this many consecutive ranks and replicate across the groups "
+           "(hybrid sharding: gathers inside a group, one all-reduce across; 0 = one group of all ranks)",
+           at_least(0))
       .add("dist.timeout_s", &c.dist.timeout_s, "seconds a collective may wait before a rank counts as lost",
            in_range(0.5, 86400.0))
       .add("dist.store", &c.dist.store, "rendezvous: tcp | file", one_of({"tcp", "file"}))
@@ -373,6 +381,9 @@ void validate_all(const std::vector<ConfigKey>& keys, const std::map<std::string
   if (cfg.dist.recompute && cfg.dist.zero != 3)
     throw InputError("config error: dist.recompute = 1 needs dist.zero = 3 (only zero 3 recomputes; dist.zero is " +
                      std::to_string(cfg.dist.zero) + ")");
+  if (cfg.dist.shard_group > 0 && cfg.dist.zero != 3)
+    throw InputError("config error: dist.shard_group = " + std::to_string(cfg.dist.shard_group) +
+                     " needs dist.zero = 3 (only zero 3 shards; dist.zero is " + std::to_string(cfg.dist.zero) + ")");
   if (cfg.optim.min_lr > cfg.optim.lr)
     throw InputError("config error: optim.min_lr = " + format_double(cfg.optim.min_lr) +
                      " exceeds optim.lr = " + format_double(cfg.optim.lr));

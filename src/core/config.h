@@ -128,6 +128,7 @@ struct TrainConfig {
   int eval_every = 50;   // 0 = only at the end
   int ckpt_every = 50;   // 0 = only at the end
   int keep_ckpts = 2;
+  int max_skipped_steps = 5;  // consecutive non-finite steps skipped before the run stops (train/nonfinite_steps.h)
   bool fused_loss = true;  // CE and KL from the output head chunk by chunk, never the whole logits (model/head_loss.h)
   int64_t loss_chunk = 0;  // positions per chunk of fused_loss (0: model/head_loss.h's default_chunk_rows)
 };
@@ -143,6 +144,7 @@ struct DistConfig {
   double bucket_mb = 25;         // gradient all-reduce bucket size
   int zero = 0;                  // ZeRO stage: 1 = optimizer state sharded across ranks, 3 = all state (distributed/zero3.h)
   bool recompute = false;        // zero 3: keep each unit's input only and recompute its forward in backward
+  int shard_group = 0;           // zero 3: shard within groups of this many ranks, replicate across them (HSDP); 0 = all
   double timeout_s = 300;        // a collective that waits longer means a rank is lost
   std::string store = "tcp";     // tcp (rank 0 serves, address sent over MPI or MASTER_ADDR) | file
   std::string store_path = "";   // file store: a path on a filesystem all ranks share

@@ -72,7 +72,8 @@ void Communicator::Pending::wait() {
   }
 }
 
-Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch) : cfg_(cfg), launch_(launch) {
+Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch)
+    : cfg_(cfg), launch_(launch), rank_(launch.rank), world_(launch.world) {
   const ms timeout(int64_t(cfg.timeout_s * 1000));
   bool use_mpi = cfg.store == "tcp" && (launch.launcher == "mpi" || launch.launcher == "slurm");
   if (use_mpi) {
@@ -132,27 +133,54 @@ Communicator::Communicator(const DistConfig& cfg, const LaunchInfo& launch) : cf
   }
   if (backend_ == "nccl") {
 #ifdef UNDO_WITH_NCCL
-    auto opts = c10d::ProcessGroupNCCL::Options::create();
-    opts->timeout = timeout;
     UNDO_INPUT_CHECK(torch::cuda::device_count() > 0, "dist.backend = nccl, but no GPU is visible to rank ", launch.rank);
     device_ = c10::Device(c10::kCUDA, c10::DeviceIndex(launch.local_rank % int(torch::cuda::device_count())));
-    pg_ = c10::make_intrusive<c10d::ProcessGroupNCCL>(store, launch.rank, launch.world, opts);
 #else
     throw InputError("dist.backend = nccl: this build's LibTorch has no CUDA (see docs/ARCHITECTURE.md)");
 #endif
-  } else {
-    auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    // Where this rank's Gloo connections listen: the interface GLOO_SOCKET_IFNAME
-    // names (PyTorch's variable: a host on several networks, or a network
-    // namespace), else loopback for a one-host job, else the hostname's address.
-    const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
-    opts->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
-                            : launch.local_world == launch.world
-                                ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
-                                : c10d::ProcessGroupGloo::createDefaultDevice());
-    pg_ = c10::make_intrusive<c10d::ProcessGroupGloo>(store, launch.rank, launch.world, opts);
   }
+  pg_ = make_backend(store, launch.rank, launch.world);
   if (cfg.store == "tcp") heartbeat_ = std::thread([this] { heartbeat_loop(); });
+}
+
+c10::intrusive_ptr<c10d::Backend> Communicator::make_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                            int size) const {
+  const ms timeout(int64_t(cfg_.timeout_s * 1000));
+  if (backend_ == "nccl") {
+#ifdef UNDO_WITH_NCCL
+    auto opts = c10d::ProcessGroupNCCL::Options::create();
+    opts->timeout = timeout;
+    return c10::make_intrusive<c10d::ProcessGroupNCCL>(store, rank, size, opts);
+#endif
+  }
+  auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
+  // Where this rank's Gloo connections listen: the interface GLOO_SOCKET_IFNAME
+  // names (PyTorch's variable: a host on several networks, or a network
+  // namespace), else loopback for a one-host job, else the hostname's address.
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+  opts->devices.push_back(ifname && *ifname ? c10d::ProcessGroupGloo::createDeviceForInterface(ifname)
+                          : launch_.local_world == launch_.world
+                              ? c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")
+                              : c10d::ProcessGroupGloo::createDefaultDevice());
+  return c10::make_intrusive<c10d::ProcessGroupGloo>(store, rank, size, opts);
+}
+
+Communicator::Communicator(std::shared_ptr<Communicator> job, const std::vector<int>& ranks, const std::string& name)
+    : cfg_(job->cfg_), launch_(job->launch_), rank_(-1), world_(int(ranks.size())), name_(name), backend_(job->backend_),
+      device_(job->device_), store_(job->store_), job_(std::move(job)) {
+  for (size_t i = 0; i < ranks.size(); ++i)
+    if (ranks[i] == job_->rank()) rank_ = int(i);
+  UNDO_CHECK(rank_ >= 0, "rank ", job_->rank(), " is not in the group ", name);
+  pg_ = make_backend(c10::make_intrusive<c10d::PrefixStore>("undo/group/" + name, store_), rank_, world_);
+}
+
+std::shared_ptr<Communicator> Communicator::subgroup(const std::vector<int>& ranks, const std::string& name) {
+  UNDO_CHECK(!job_, "a group of a group (", name_, ")");
+  // Numbered: a later group of the same ranks (the next stage's layout in
+  // this process) never meets an earlier one's keys. Every rank makes its
+  // groups in the same order, so the numbers agree.
+  const std::string unique = name + "." + std::to_string(groups_made_++);
+  return std::shared_ptr<Communicator>(new Communicator(shared_from_this(), ranks, unique));
 }
 
 Communicator::~Communicator() {
@@ -201,6 +229,7 @@ std::string Communicator::diagnose() {
 }
 
 void Communicator::lost(const std::string& what, const std::string& error) {
+  if (job_) job_->lost(what + " (in the rank group " + name_ + ")", error);  // the job's heartbeats say who
   // A stopped rank 0 still accepts connections to its store (the kernel does)
   // but never answers: the diagnosis gets a deadline of its own.
   auto result = std::make_shared<std::promise<std::string>>();

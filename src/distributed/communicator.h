@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/config.h"
 #include "distributed/launch.h"
@@ -28,7 +29,7 @@
 
 namespace undo {
 
-class Communicator {
+class Communicator : public std::enable_shared_from_this<Communicator> {
  public:
   // A pending collective; wait() turns a failure into the lost-rank report.
   class Pending {
@@ -52,8 +53,9 @@ class Communicator {
   Communicator(const Communicator&) = delete;
   Communicator& operator=(const Communicator&) = delete;
 
-  int rank() const { return launch_.rank; }
-  int world() const { return launch_.world; }
+  // This rank and the ranks' count: the job's, or within a group (subgroup).
+  int rank() const { return rank_; }
+  int world() const { return world_; }
   int local_rank() const { return launch_.local_rank; }
   int local_world() const { return launch_.local_world; }
   const std::string& backend() const { return backend_; }
@@ -79,7 +81,18 @@ class Communicator {
   // Prints "rank R: <what> failed: <error>; <who is lost>" and exits with code 3.
   [[noreturn]] void lost(const std::string& what, const std::string& error);
 
+  // Collective over the job's ranks `ranks` (in order, this rank among them;
+  // each of them calls it with the same list and name): a communicator of
+  // those ranks alone, whose rank() and world() count within them (hybrid
+  // sharding's shard and replica groups). `name` keeps its rendezvous keys
+  // apart from other groups' and names it in errors; a lost rank is
+  // diagnosed by the job's heartbeats. Called on the job's communicator.
+  std::shared_ptr<Communicator> subgroup(const std::vector<int>& ranks, const std::string& name);
+
  private:
+  Communicator(std::shared_ptr<Communicator> job, const std::vector<int>& ranks, const std::string& name);
+  c10::intrusive_ptr<c10d::Backend> make_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                 int size) const;
   std::string diagnose();
   // Launches a collective from `in` into `out` (flat; on the backend's device while it runs).
   Pending flat_async(torch::Tensor out, torch::Tensor in, const std::string& what,
@@ -88,6 +101,8 @@ class Communicator {
 
   DistConfig cfg_;
   LaunchInfo launch_;
+  int rank_, world_;
+  std::string name_ = "job";
   std::string backend_;
   c10::Device device_{c10::kCPU};
   bool mpi_initialised_ = false;
@@ -100,6 +115,8 @@ class Communicator {
   c10::intrusive_ptr<c10d::Backend> pg_;
   std::atomic<bool> stop_{false};
   std::thread heartbeat_;
+  std::shared_ptr<Communicator> job_;  // a group's: the job's communicator, which diagnoses a lost rank
+  int groups_made_ = 0;                // the job's: subgroups made so far
 };
 
 // The job's communicator: created by init_distributed when the launcher says

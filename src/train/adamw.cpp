@@ -41,10 +41,13 @@ void AdamW::zero_grad() {
     if (p.grad().defined()) p.mutable_grad().zero_();
 }
 
-void AdamW::step(double lr) {
+int64_t AdamW::steps() const { return skipped_.defined() ? step_ - int64_t(skipped_.item<float>()) : step_; }
+
+void AdamW::step(double lr, const torch::Tensor& skip) {
   RECORD_FUNCTION("undo::optimizer", c10::ArrayRef<const c10::IValue>{});  // a scope of bench/run --profile
   torch::NoGradGuard no_grad;
   ++step_;
+  if (skip.defined()) skipped_ = skipped_.defined() ? skipped_ + skip : skip.clone();
   if (cfg_.fused) {
     std::vector<torch::Tensor> p, g, m, v, steps;
     for (size_t i = 0; i < params_.size(); ++i) {
@@ -53,12 +56,18 @@ void AdamW::step(double lr) {
       m.push_back(exp_avg_[i]), v.push_back(exp_avg_sq_[i]), steps.push_back(step_count_[i]);
     }
     if (!p.empty()) {
-      torch::_foreach_add_(steps, 1);  // the kernel reads the step count it is given
+      // The kernel reads the step count it is given, and returns at once when
+      // found_inf is 1 (as torch.optim.AdamW's fused path under a GradScaler).
+      if (skip.defined())
+        torch::_foreach_add_(steps, 1 - skip);
+      else
+        torch::_foreach_add_(steps, 1);
       at::_fused_adamw_(p, g, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, cfg_.beta1, cfg_.beta2, cfg_.weight_decay,
-                        cfg_.eps, /*amsgrad=*/false, /*maximize=*/false);
+                        cfg_.eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt,
+                        skip.defined() ? std::optional<torch::Tensor>(skip) : std::nullopt);
     }
-  } else {
-    per_tensor_step(lr);
+  } else if (!skip.defined() || skip.item<float>() == 0) {
+    per_tensor_step(lr, steps());
   }
   if (zero_) {
     // Every parameter's new value comes from its owner.
@@ -66,9 +75,9 @@ void AdamW::step(double lr) {
   }
 }
 
-void AdamW::per_tensor_step(double lr) {
-  const double bc1 = 1 - std::pow(cfg_.beta1, double(step_));
-  const double bc2 = 1 - std::pow(cfg_.beta2, double(step_));
+void AdamW::per_tensor_step(double lr, int64_t step) {
+  const double bc1 = 1 - std::pow(cfg_.beta1, double(step));
+  const double bc2 = 1 - std::pow(cfg_.beta2, double(step));
   for (size_t i = 0; i < params_.size(); ++i) {
     auto& p = params_[i].second;
     if (!exp_avg_[i].defined() || !p.grad().defined()) continue;
@@ -88,7 +97,7 @@ void AdamW::plan(std::vector<TensorEntry>& entries) const {
 }
 
 void AdamW::save(CheckpointWriter& out) {
-  out.put("optimizer.step", torch::tensor(step_));
+  out.put("optimizer.step", torch::tensor(steps()));
   for (auto [moments, prefix] : {std::make_pair(&exp_avg_, "optimizer.exp_avg."),
                                  std::make_pair(&exp_avg_sq_, "optimizer.exp_avg_sq.")})
     for (size_t i = 0; i < params_.size(); ++i) {
@@ -104,6 +113,7 @@ void AdamW::save(CheckpointWriter& out) {
 void AdamW::load(const CheckpointReader& in) {
   torch::NoGradGuard no_grad;
   step_ = in.read("optimizer.step").item<int64_t>();
+  skipped_ = torch::Tensor();
   for (size_t i = 0; i < params_.size(); ++i) {
     if (!exp_avg_[i].defined()) continue;  // another rank owns it
     const auto& [name, p] = params_[i];
@@ -119,6 +129,7 @@ void AdamW::set_state(int64_t step, const std::vector<torch::Tensor>& exp_avg,
              exp_avg.size(), " parameters, expected ", params_.size());
   torch::NoGradGuard no_grad;
   step_ = step;
+  skipped_ = torch::Tensor();
   for (size_t i = 0; i < params_.size(); ++i)
     if (exp_avg_[i].defined())
       exp_avg_[i].copy_(exp_avg[i]), exp_avg_sq_[i].copy_(exp_avg_sq[i]), step_count_[i].fill_(double(step));

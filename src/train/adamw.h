@@ -26,8 +26,12 @@ class AdamW : public OptimizerState {
         std::shared_ptr<Communicator> comm, bool zero);
 
   void zero_grad();
-  void step(double lr);
-  int64_t steps() const { return step_; }
+  // `skip` (optional): a float scalar on the device, 1 to leave this step out
+  // (train/nonfinite_steps.h): weights, moments and step count stay as they
+  // were, decided on the device by the fused kernel, with no host read (the
+  // per-tensor ops of optim.fused = false read it).
+  void step(double lr, const torch::Tensor& skip = {});
+  int64_t steps() const;  // steps applied (a host read of the skipped count)
   int owner(size_t i) const { return owner_[i]; }
   const std::vector<std::pair<std::string, torch::Tensor>>& params() const { return params_; }
 
@@ -46,7 +50,7 @@ class AdamW : public OptimizerState {
   void set_state(int64_t step, const std::vector<torch::Tensor>& exp_avg, const std::vector<torch::Tensor>& exp_avg_sq);
 
  private:
-  void per_tensor_step(double lr);  // optim.fused = false: the formula as separate ops
+  void per_tensor_step(double lr, int64_t step);  // optim.fused = false: the formula as separate ops
 
   std::vector<std::pair<std::string, torch::Tensor>> params_;
   std::vector<torch::Tensor> exp_avg_, exp_avg_sq_;  // undefined where this rank is not the owner
@@ -55,7 +59,8 @@ class AdamW : public OptimizerState {
   OptimConfig cfg_;
   std::shared_ptr<Communicator> comm_;
   bool zero_;
-  int64_t step_ = 0;
+  int64_t step_ = 0;        // calls of step()
+  torch::Tensor skipped_;   // of them, those skipped (a float scalar on the device; undefined until one is asked for)
 };
 
 }  // namespace undo

@@ -12,6 +12,8 @@
 
 namespace undo {
 
+class ParallelTraining;  // train/parallelism.h
+
 // Rows [begin, end) of the global batch of optimizer step `step`.
 struct MicroBatch {
   uint64_t seed;
@@ -41,6 +43,9 @@ class Objective {
   virtual int64_t tokens_per_row() const = 0;
   // Called after each micro-batch's backward, before gradients are reduced (SAM restores weights here).
   virtual void after_backward(Transformer& model) {}
+  // The training run's layout, before its first step: what the optimizer
+  // steps and how its gradients are spread (SAM moves those tensors).
+  virtual void bind(ParallelTraining& training) {}
 };
 
 // Inputs and next-token targets from a [B, T+1] window tensor.

@@ -28,11 +28,12 @@ void check_attack_batch(const Config& cfg) {
                    " windows of ", cfg.model.seq_len, " tokens in ", cfg.data.forget_mix, ")");
 }
 
-void run_attack(const Config& base, double lr, Transformer& model, Evaluator& evaluator) {
+void run_attack(const Config& base, std::shared_ptr<Parallelism> parallel, double lr, Transformer& model,
+                Evaluator& evaluator) {
   Config cfg = base;
   apply_stage_settings(cfg, TrainingStage::Relearn, lr);  // relearn.* budget, the spec's attack optimiser
   CrossEntropyObjective attack(attack_stream(cfg), cfg.model.seq_len);
-  Trainer(cfg, "relearn", model, attack, &evaluator).run();
+  Trainer(cfg, "relearn", model, attack, &evaluator, std::move(parallel)).run();
 }
 
 std::string attack_curve_jsonl(const Config& cfg, double lr, const std::map<std::string, double>& before) {

@@ -11,6 +11,7 @@
 #include "data/stream.h"
 #include "eval/evaluator.h"
 #include "model/transformer.h"
+#include "train/parallelism.h"
 
 namespace undo {
 
@@ -22,7 +23,9 @@ void check_attack_batch(const Config& cfg);
 // Finetunes `model` on the forget stream with constant LR `lr` for cfg.relearn.steps
 // (one warmup step, weight decay 0, clip 1.0), evaluating every cfg.relearn.eval_every
 // steps into cfg.run.dir/metrics.jsonl; resumes from cfg.run.dir's checkpoint.
-void run_attack(const Config& cfg, double lr, Transformer& model, Evaluator& evaluator);
+// `parallel`: the run's layout, which made `model`.
+void run_attack(const Config& cfg, std::shared_ptr<Parallelism> parallel, double lr, Transformer& model,
+                Evaluator& evaluator);
 // The curve of a finished attack: `before` at step 0, then the evaluation lines of its metrics.jsonl.
 std::string attack_curve_jsonl(const Config& cfg, double lr, const std::map<std::string, double>& before);
 

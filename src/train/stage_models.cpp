@@ -61,37 +61,18 @@ Transformer noised_sharded(const CheckpointReader& in, std::shared_ptr<Communica
   return model;
 }
 
-Transformer load_model_for_run(const Config& cfg, const CheckpointReader& in, bool frozen) {
+Transformer load_model_for_run(const Config& cfg, Parallelism& parallel, const CheckpointReader& in, bool frozen) {
   check_model_fits_data(in.meta(), in.path(), cfg.data.dir);
-  Transformer model = cfg.dist.zero == 3 ? load_sharded(in, distributed(), compute_device(), frozen) : load_model(in);
-  if (frozen) model->eval();
-  model->to(compute_device());  // the buffers (and a whole model's parameters)
-  return with_run_losses(cfg, model);
+  return with_run_losses(cfg, parallel.loaded_model(in, frozen));
 }
 
-Transformer initialised_model_for_run(const Config& cfg) {
-  if (cfg.dist.zero == 3) {
-    Transformer model = initialised_sharded(cfg.model, distributed(), compute_device(), uint64_t(cfg.run.seed));
-    model->to(compute_device());
-    return with_run_losses(cfg, model);
-  }
-  Transformer model(cfg.model);
-  model->init_weights(uint64_t(cfg.run.seed));  // on CPU: the init is the same on every device
-  model->to(compute_device());
-  return with_run_losses(cfg, model);
+Transformer initialised_model_for_run(const Config& cfg, Parallelism& parallel) {
+  return with_run_losses(cfg, parallel.initialised_model(cfg.model, uint64_t(cfg.run.seed)));
 }
 
-Transformer noised_model_for_run(const Config& cfg, const CheckpointReader& teacher) {
+Transformer noised_model_for_run(const Config& cfg, Parallelism& parallel, const CheckpointReader& teacher) {
   const auto& d = cfg.distill;
-  Transformer model{nullptr};
-  if (cfg.dist.zero == 3) {
-    model = noised_sharded(teacher, distributed(), compute_device(), d.alpha, d.beta, uint64_t(cfg.run.seed));
-  } else {
-    model = load_model(teacher);
-    apply_undo_noise(model, d.alpha, d.beta, uint64_t(cfg.run.seed));  // on CPU: the same noise on every device
-  }
-  model->to(compute_device());
-  return with_run_losses(cfg, model);
+  return with_run_losses(cfg, parallel.noised_model(teacher, d.alpha, d.beta, uint64_t(cfg.run.seed)));
 }
 
 }  // namespace undo

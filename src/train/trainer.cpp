@@ -6,7 +6,6 @@
 #include <csignal>
 #include <iostream>
 #include <limits>
-#include <set>
 #include <thread>
 
 #include "core/error.h"
@@ -16,6 +15,7 @@
 #include "model/device.h"
 #include "model/precision.h"
 #include "train/metrics.h"
+#include "train/nonfinite_steps.h"
 #include "train/run_dir.h"
 #include "train/schedule.h"
 
@@ -49,73 +49,59 @@ void maybe_inject_fault(int rank, int64_t step) {
   if (std::sscanf(spec, "%d:%lld", &r, &s) == 2 && r == rank && s == step) std::raise(SIGSTOP);
 }
 
-// torch::nn::utils::clip_grad_norm_ returns the norm as a double, which waits
-// for the GPU; this returns it as a tensor and scales the gradients on the device.
-// `sharded_over`: the gradients are this rank's shards, and the norm is global.
-torch::Tensor clip_grad_norm(const std::vector<torch::Tensor>& params, double max_norm,
-                             Communicator* sharded_over) {
+// Test-only: UNDO_FAULT_NAN="FIRST:COUNT[:RANK]" makes the loss NaN on COUNT
+// steps from step FIRST (0-based), on every rank or on RANK alone.
+bool nan_injected(int rank, int64_t step) {
+  const char* spec = std::getenv("UNDO_FAULT_NAN");  // read each step: a test sets it in-process
+  if (!spec) return false;
+  long long first = -1, count = 0;
+  int r = -1;
+  if (std::sscanf(spec, "%lld:%lld:%d", &first, &count, &r) < 2) return false;
+  return step >= first && step < first + count && (r < 0 || r == rank);
+}
+
+// The global gradient norm as a device tensor (torch::nn::utils::clip_grad_norm_
+// returns a double, which waits for the GPU). `sharded_over`: the gradients
+// are this rank's parts, and the norm is summed over them.
+torch::Tensor gradient_norm(const std::vector<torch::Tensor>& params, Communicator* sharded_over) {
   std::vector<torch::Tensor> grads;
   for (auto& p : params)
     if (p.grad().defined()) grads.push_back(p.grad());
-  if (grads.empty()) return torch::zeros({}, torch::kDouble);
-  auto total = torch::stack(torch::_foreach_norm(grads)).to(torch::kDouble).norm();
+  auto total = grads.empty() ? torch::zeros({}, torch::kDouble)
+                             : torch::stack(torch::_foreach_norm(grads)).to(torch::kDouble).norm();
   if (sharded_over) {
     auto squares = (total * total).reshape({1});
     sharded_over->allreduce_sum(squares, "all-reduce of the gradient norm");
     total = squares.sqrt().reshape({});
   }
-  auto coef = (max_norm / (total + 1e-6)).clamp_max(1.0);
-  torch::_foreach_mul_(grads, coef.to(grads[0].scalar_type()));
   return total;
+}
+
+// Scales the gradients on the device so that their global norm is at most max_norm.
+void clip_gradients(const std::vector<torch::Tensor>& params, const torch::Tensor& norm, double max_norm) {
+  std::vector<torch::Tensor> grads;
+  for (auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  if (grads.empty()) return;
+  auto coef = (max_norm / (norm + 1e-6)).clamp_max(1.0);
+  torch::_foreach_mul_(grads, coef.to(grads[0].scalar_type()));
 }
 
 }  // namespace
 
-Trainer::Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator)
+Trainer::Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator,
+                 std::shared_ptr<Parallelism> parallel)
     : cfg_(cfg), stage_(std::move(stage)), model_(std::move(model)), objective_(objective), evaluator_(evaluator),
-      comm_(distributed()) {
-  auto named = objective_.trainable(model_);
-  if (cfg_.dist.zero == 3) shard_for_zero3(named);
-  for (auto& [name, p] : named) trainable_.push_back(p);
-  optimizer_ = std::make_unique<AdamW>(named, cfg_.optim, comm_, cfg_.dist.zero == 1);
-  if (zero3_) zero3_state_ = std::make_unique<Zero3AdamWState>(*optimizer_, *zero3_);
-  else if (comm_) reducer_ = std::make_unique<GradReducer>(trainable_, comm_, cfg_.dist.bucket_mb);
-}
-
-void Trainer::shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>& named) {
-  // An objective that trains part of the model (RMU: one matrix a block): the
-  // rest is frozen, and its part of a shard has gradient 0. AdamW leaves such
-  // an element as it is only without weight decay (which the stages that
-  // train part of the model have).
-  std::set<const void*> trained;
-  for (auto& [name, p] : named) trained.insert(p.unsafeGetTensorImpl());
-  const auto all = model_->parameters();
-  UNDO_INPUT_CHECK(trained.size() == all.size() || cfg_.optim.weight_decay == 0, "dist.zero = 3: the ", stage_,
-                   " stage trains ", trained.size(), " of the model's ", all.size(),
-                   " parameter tensors, and weight decay (optim.weight_decay = ", cfg_.optim.weight_decay,
-                   ") would move the frozen rest of its shards; use dist.zero 0 or 1");
-  if (auto sharded = std::dynamic_pointer_cast<Zero3>(model_->runner)) {
-    // Sharded as the stage made it (stage_models.h): told what trains.
-    zero3_ = sharded;
-    zero3_->train_only(trained, cfg_.dist.recompute);
-  } else {
-    for (auto& p : all)
-      if (!trained.count(p.unsafeGetTensorImpl())) p.requires_grad_(false);
-    zero3_ = std::make_shared<Zero3>(model_, comm_, /*trained=*/true, cfg_.dist.recompute);  // cut from rank 0's weights
-  }
-  model_->runner = zero3_;
-  named = zero3_->shards();
+      comm_(distributed()), parallel_(parallel ? std::move(parallel) : make_parallelism(cfg)) {
+  training_ = parallel_->train(model_, objective_.trainable(model_), cfg_.optim, stage_);
+  for (auto& [name, t] : training_->stepped()) stepped_.push_back(t);
+  objective_.bind(*training_);
 }
 
 int64_t Trainer::state_bytes() const {
-  auto bytes = [](const torch::Tensor& t) { return t.defined() ? int64_t(t.numel() * t.element_size()) : 0; };
   int64_t n = 0;
-  for (auto& p : model_->parameters()) n += bytes(p);
-  for (auto& t : trainable_) n += (zero3_ ? bytes(t) : 0) + bytes(t.grad());  // zero 3 trains shards, not the model
-  if (optimizer_)  // null after a zero-3 run's end
-    for (auto* moments : {&optimizer_->exp_avg(), &optimizer_->exp_avg_sq()})
-      for (auto& m : *moments) n += bytes(m);
-  return n;
+  for (auto& p : model_->parameters()) n += p.defined() ? int64_t(p.numel() * p.element_size()) : 0;
+  return n + (training_ ? training_->state_bytes() : 0);
 }
 
 void Trainer::checkpoint(int64_t step, bool eval_pending, bool rule_stopped) {
@@ -127,7 +113,7 @@ void Trainer::checkpoint(int64_t step, bool eval_pending, bool rule_stopped) {
   if (rule_stopped) meta.extra["rule_stopped"] = "1";
   stamp_identity(meta, identity());
   // Collective under ZeRO-1 and 3 (zero 3 gathers one unit at a time for rank 0 to write).
-  save_checkpoint(is_root() ? step_checkpoint_path(cfg_.run.dir, step) : "", meta, model_, optimizer_state());
+  save_checkpoint(is_root() ? step_checkpoint_path(cfg_.run.dir, step) : "", meta, model_, &training_->optimizer_state());
   if (is_root()) prune_checkpoints(cfg_.run.dir, cfg_.train.keep_ckpts);
 }
 
@@ -172,7 +158,7 @@ TrainResult Trainer::run() {
       // directory; an attack's own directory is checked here).
       auto diff = identity_mismatch(read_checkpoint_meta(*path), identity());
       UNDO_INPUT_CHECK(diff.empty(), "--resume: checkpoint '", *path, "' belongs to another run: ", diff);
-      auto meta = load_checkpoint(*path, model_, optimizer_state());  // zero 3: each rank reads its shards
+      auto meta = load_checkpoint(*path, model_, &training_->optimizer_state());  // zero 3: each rank reads its shards
       start = meta.step;
       eval_pending = meta.extra.count("eval_pending") > 0;
       resumed_stopped = meta.extra.count("rule_stopped") > 0;
@@ -181,12 +167,8 @@ TrainResult Trainer::run() {
       std::cerr << stage_ << ": --resume given but no valid checkpoint in " << cfg_.run.dir << ", starting fresh\n";
     }
   }
-  // Every rank starts from rank 0's weights, whatever it initialised or loaded
-  // (zero 3 cut its shards from them already).
-  if (comm_ && !zero3_) {
-    torch::NoGradGuard no_grad;
-    comm_->broadcast(model_->parameters(), 0);
-  }
+  // Every rank starts from rank 0's weights, whatever it initialised or loaded.
+  training_->start_from_rank0();
   MetricsLog metrics(join_path(cfg_.run.dir, "metrics.jsonl"), is_root(), cfg_.run.resume ? start : -1,
                      join_path(cfg_.run.dir, "tensorboard"));
   install_stop_handlers();
@@ -224,19 +206,24 @@ TrainResult Trainer::run() {
   // for the next sync step.
   const bool vote_between_micro_batches = sync_every_step && t.accum > 1;
   std::vector<torch::Tensor> step_losses;  // read once, at the end
+  NonFiniteSteps nonfinite(stage_, t.max_skipped_steps);
+  // Steps skipped before this process: those its optimizer did not apply.
+  const int64_t skipped_before = std::max<int64_t>(0, start - training_->optimizer().steps());
+  result.skipped_steps = skipped_before;
   auto window_clock = std::chrono::steady_clock::now();
   int64_t window_tokens = 0;
   for (int64_t step = start; !rule_stopped && step < t.steps; ++step) {
     maybe_inject_fault(rank, step);
     double lr = learning_rate(cfg_.optim, step, t.steps);
-    optimizer_->zero_grad();
+    AdamW& optimizer = training_->optimizer();
+    optimizer.zero_grad();
     torch::Tensor loss_sum;
     StepLogs extra;
     for (int micro = 0; micro < t.accum; ++micro) {
       if (micro > 0 && vote_between_micro_batches && stop_vote(comm_.get())) {
         // The step is dropped (nothing was reduced or stepped yet); the data
         // of a step is a function of its number, so a resume redoes it exactly.
-        optimizer_->zero_grad();
+        optimizer.zero_grad();
         checkpoint(step);
         throw stopped(step, "inside step " + std::to_string(step + 1) + " (micro-batch " +
                                 std::to_string(micro + 1) + " of " + std::to_string(t.accum) + ")");
@@ -249,13 +236,14 @@ TrainResult Trainer::run() {
         AutocastGuard autocast(bf16, computing_on_cuda());
         loss = objective_.loss(model_, mb, &extra);
       }
-      if (reducer_) reducer_->arm(micro == t.accum - 1);
+      if (nan_injected(rank, step)) loss = loss * std::numeric_limits<double>::quiet_NaN();
+      training_->before_backward(micro == t.accum - 1);
       (loss / t.accum).backward();
       objective_.after_backward(model_);
       auto l = loss.detach().to(torch::kDouble) / t.accum;
       loss_sum = loss_sum.defined() ? loss_sum + l : l;
     }
-    if (reducer_) reducer_->finish();
+    training_->gradients_ready();
     int64_t done = step + 1;
     bool last = done == t.steps;
     bool eval_now = evaluator_ && ((t.eval_every > 0 && done % t.eval_every == 0) || last);
@@ -273,11 +261,13 @@ TrainResult Trainer::run() {
       packed.div_(world);
     }
     step_losses.push_back(packed[0]);
-    torch::Tensor grad_norm_t;
-    if (cfg_.optim.grad_clip > 0)
-      grad_norm_t = clip_grad_norm(trainable_, cfg_.optim.grad_clip, zero3_ ? comm_.get() : nullptr);
-    if (zero3_) zero3_->drop_prefetch();  // never a gather of the shards from before this step
-    optimizer_->step(lr);
+    // The global norm (every rank's the same), for clipping, the log and the
+    // non-finite check: a step whose loss or gradient is not finite is skipped.
+    const torch::Tensor grad_norm_t = gradient_norm(stepped_, training_->gradient_parts_over());
+    if (cfg_.optim.grad_clip > 0) clip_gradients(stepped_, grad_norm_t, cfg_.optim.grad_clip);
+    const torch::Tensor skip = nonfinite.flag(packed[0], grad_norm_t);
+    training_->weights_changed();
+    optimizer.step(lr, skip);
 
     result.tokens += tokens_per_step;
     window_tokens += tokens_per_step;
@@ -289,16 +279,16 @@ TrainResult Trainer::run() {
       stop_requested = h[1];
       int64_t i = 2;
       for (auto& [k, v] : extra) v = host[i++];
-      UNDO_CHECK(std::isfinite(step_loss), stage_, ": loss is ", step_loss, " at step ", step);
+      result.skipped_steps = skipped_before + nonfinite.check(done);
     }
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - window_clock).count();
     double tps = secs > 0 ? double(window_tokens) / secs : 0;
     if (sync) progress.update(done, step_loss, tps);
     if (done % t.log_every == 0 || last) {
-      double grad_norm = grad_norm_t.defined() ? grad_norm_t.item<double>() : 0.0;
       JsonObject line;
       line.add("step", done).add("tokens", result.tokens).add("loss", step_loss).add("lr", lr)
-          .add("grad_norm", grad_norm).add("tokens_per_s", tps);
+          .add("grad_norm", grad_norm_t.item<double>()).add("tokens_per_s", tps)
+          .add("skipped_steps", result.skipped_steps);
       for (auto& [k, v] : extra) line.add(k, v.item<double>() / t.accum);
       metrics.write(line);
       window_clock = std::chrono::steady_clock::now();
@@ -323,15 +313,11 @@ TrainResult Trainer::run() {
     if (stop_after && stop_after(done)) break;
   }
   progress.finish();
-  if (zero3_) {
-    // The stage goes on with the model still sharded (it saves it unit by
-    // unit, and evaluates it as in training). The optimizer is done (the last
-    // checkpoint holds its state): its moments and the shards' gradients go.
-    zero3_state_.reset();
-    optimizer_.reset();
-    for (auto& t : trainable_) t.mutable_grad() = torch::Tensor();
-    trainable_.clear();
-  }
+  if (result.steps_done > start) result.state_bytes = state_bytes();
+  // The optimizer is done (the last checkpoint holds its state); the model
+  // stays as the layout keeps it, for the stage to save and evaluate.
+  training_->end();
+  stepped_.clear();
   if (!step_losses.empty()) {
     auto all = torch::stack(step_losses).to(torch::kCPU);
     result.losses.assign(all.data_ptr<double>(), all.data_ptr<double>() + all.numel());

@@ -1,9 +1,9 @@
 // The one training loop every stage uses (pretrain, unlearn, distill,
 // relearn): AdamW, warmup + cosine/constant LR, gradient clipping and
 // accumulation, bf16 autocast over fp32 master weights, data parallelism over
-// the job's ranks (replicated, ZeRO-1 or ZeRO-3: dist.zero), periodic
-// evaluation, atomic checkpoints and exact resume.
-// Stages differ by the Objective.
+// the job's ranks through the run's layout (train/parallelism.h: replicated,
+// ZeRO-1 or ZeRO-3, which it never asks about), periodic evaluation, atomic
+// checkpoints and exact resume. Stages differ by the Objective.
 #pragma once
 #include <torch/torch.h>
 
@@ -13,15 +13,13 @@
 
 #include "core/config.h"
 #include "distributed/communicator.h"
-#include "distributed/grad_reducer.h"
-#include "distributed/zero3.h"
 #include "eval/evaluator.h"
 #include "train/checkpoint.h"
 #include "model/transformer.h"
 #include "train/adamw.h"
 #include "train/metrics.h"
 #include "train/objective.h"
-#include "train/zero3_state.h"
+#include "train/parallelism.h"
 
 namespace undo {
 
@@ -33,13 +31,20 @@ struct TrainResult {
   // The step at which stopping_rule ended the run (in this process or, as
   // its checkpoint records, in the run it resumed); -1 when it did not.
   int64_t rule_stopped_at = -1;
+  // Bytes of training state this rank held at its last step (Trainer::state_bytes); 0 when no step ran here.
+  int64_t state_bytes = 0;
+  // Steps skipped for a non-finite loss or gradient (train/nonfinite_steps.h), resumed runs' included.
+  int64_t skipped_steps = 0;
 };
 
 class Trainer {
  public:
   // `stage` names the checkpoints' stage; `evaluator` may be null. The
   // communicator is the job's (distributed()), null for one process.
-  Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator);
+  // `parallel`: the run's layout, which made `model` (null: the one dist.*
+  // asks for, for a model made whole).
+  Trainer(const Config& cfg, std::string stage, Transformer model, Objective& objective, Evaluator* evaluator,
+          std::shared_ptr<Parallelism> parallel = nullptr);
   TrainResult run();  // once per Trainer (a zero-3 run frees its optimizer at the end)
   // A stopping rule (distillation's retain recovery), asked after each
   // optimizer step and its evaluation: true means the run is complete there.
@@ -50,7 +55,7 @@ class Trainer {
   // nothing (tests and benchmarks stop a run midway with it).
   std::function<bool(int64_t step)> stop_after;
   // Bytes of training state this rank holds now: the model's own weight
-  // tensors (empty under zero 3), zero 3's shards, gradients and AdamW moments.
+  // tensors (empty under zero 3), the layout's (shards, gradients, AdamW moments).
   // Activations are not included. For benchmarks, from stop_after.
   int64_t state_bytes() const;
 
@@ -73,17 +78,9 @@ class Trainer {
   Objective& objective_;
   Evaluator* evaluator_;
   std::shared_ptr<Communicator> comm_;
-  std::vector<torch::Tensor> trainable_;
-  std::unique_ptr<AdamW> optimizer_;
-  std::unique_ptr<GradReducer> reducer_;      // data parallel at zero 0 and 1
-  std::shared_ptr<Zero3> zero3_;              // zero 3: the model's parameters live in its shards
-  std::unique_ptr<Zero3AdamWState> zero3_state_;
-  OptimizerState* optimizer_state() {
-    return zero3_state_ ? static_cast<OptimizerState*>(zero3_state_.get()) : optimizer_.get();
-  }
-  // dist.zero = 3: checks that zero 3 can train what the objective trains
-  // (`named`, which becomes the shards), freezes the rest, and shards the model.
-  void shard_for_zero3(std::vector<std::pair<std::string, torch::Tensor>>& named);
+  std::shared_ptr<Parallelism> parallel_;
+  std::unique_ptr<ParallelTraining> training_;  // this run's, its optimizer freed by run()'s end
+  std::vector<torch::Tensor> stepped_;          // training_->stepped()'s tensors, for clipping
 };
 
 // Sets the intra-op thread count (run.threads, or the cores this rank owns)

@@ -1,30 +1,15 @@
 #include "core/error.h"
 #include "core/unlearning_methods.h"
-#include "distributed/communicator.h"
-#include "distributed/zero3.h"
 #include "train/checkpoint.h"
 #include "train/objectives/unlearning.h"
+#include "train/parallelism.h"
 
 namespace undo {
 
-namespace {
-
-// A frozen copy of the model before unlearning: RMU's retain target, NPO's
-// reference. dist.zero = 3 shards it too (each rank copies only its slices,
-// and each forward gathers it unit by unit).
-Transformer frozen_copy(const Config& cfg, Transformer& model) {
-  if (cfg.dist.zero == 3) return frozen_sharded_copy(model, distributed());
-  Transformer frozen(model->cfg);
-  frozen->to(model->parameters()[0].device());
-  torch::NoGradGuard no_grad;
-  auto src = model->named_parameters();
-  for (auto& p : frozen->named_parameters()) p.value().copy_(src[p.key()]);
-  return frozen;
-}
-
-}  // namespace
-
-std::unique_ptr<Objective> make_unlearning_objective(const Config& cfg, Transformer& model) {
+// RMU's retain target and NPO's reference are frozen copies of the model
+// before unlearning, laid out as the run lays out the model (under dist.zero =
+// 3 each rank copies only its slices, and each forward gathers unit by unit).
+std::unique_ptr<Objective> make_unlearning_objective(const Config& cfg, Transformer& model, Parallelism& parallel) {
   const int T = cfg.model.seq_len;
   auto forget = std::make_shared<StreamMix>(cfg.data.dir, parse_mix("data.forget_mix", cfg.data.forget_mix), "train", T);
   // The retain data of unlearning is the oracle's mix: everything but the forget domain.
@@ -36,9 +21,9 @@ std::unique_ptr<Objective> make_unlearning_objective(const Config& cfg, Transfor
   } else if (u.method == "maxent") {
     obj = std::make_unique<MaxEntObjective>(forget, retain, T, u.retain_coef);
   } else if (u.method == "rmu") {
-    obj = std::make_unique<RmuObjective>(forget, retain, T, u, frozen_copy(cfg, model), uint64_t(cfg.run.seed));
+    obj = std::make_unique<RmuObjective>(forget, retain, T, u, parallel.frozen_copy(model), uint64_t(cfg.run.seed));
   } else if (u.method == "npo") {
-    obj = std::make_unique<NpoObjective>(forget, retain, T, u, frozen_copy(cfg, model));
+    obj = std::make_unique<NpoObjective>(forget, retain, T, u, parallel.frozen_copy(model));
   } else if (u.method == "simnpo") {
     obj = std::make_unique<SimNpoObjective>(forget, retain, T, u);
   } else if (u.method == "repnoise") {

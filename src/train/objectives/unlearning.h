@@ -17,7 +17,7 @@
 
 namespace undo {
 
-class Zero3;  // distributed/zero3.h
+class Parallelism;  // train/parallelism.h
 
 // Forget windows use the micro-batch's seed, retain windows a derived one.
 uint64_t retain_seed(uint64_t seed);
@@ -144,15 +144,20 @@ class SamObjective : public Objective {
     return inner_->trainable(model);
   }
   int64_t tokens_per_row() const override { return inner_->tokens_per_row(); }
+  void bind(ParallelTraining& training) override {
+    training_ = &training;
+    inner_->bind(training);
+  }
 
  private:
   std::unique_ptr<Objective> inner_;
   double rho_;
   std::vector<torch::Tensor> params_, offsets_;
-  std::shared_ptr<Zero3> zero3_;  // the model's, under dist.zero = 3: SAM moves its shards
+  ParallelTraining* training_ = nullptr;  // the run's: SAM moves what its optimizer steps (shards under dist.zero = 3)
 };
 
-// Builds the configured method (wrapped in SAM when unlearn.sam_rho > 0).
-std::unique_ptr<Objective> make_unlearning_objective(const Config& cfg, Transformer& model);
+// Builds the configured method (wrapped in SAM when unlearn.sam_rho > 0);
+// `parallel`, the run's layout, lays out the frozen copy that RMU and NPO keep.
+std::unique_ptr<Objective> make_unlearning_objective(const Config& cfg, Transformer& model, Parallelism& parallel);
 
 }  // namespace undo
