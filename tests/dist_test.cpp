@@ -5,7 +5,6 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <sstream>
 
 #include "cache/logit_cache.h"
 #include "core/fs.h"
@@ -335,13 +334,7 @@ TEST(Distributed, ANonFiniteLossOnOneRankSkipsTheStepOnEveryRank) {
   const std::string args = " --train.batch_size 4 --dist.zero 3 --train.ckpt_every 0";
   ASSERT_EQ(test::run_undo_mpi(2, common_args(one, 6) + args, &out, "UNDO_FAULT_NAN=2:1:1"), 0) << out;
   ASSERT_EQ(test::run_undo_mpi(2, common_args(both, 6) + args, &out, "UNDO_FAULT_NAN=2:1"), 0) << out;
-  auto lines = [](const std::string& dir) {
-    std::string text;
-    std::istringstream in(read_file(dir + "/metrics.jsonl"));
-    for (std::string line; std::getline(in, line);) text += test::without_wall_clock(line) + "\n";
-    return text;
-  };
-  EXPECT_EQ(lines(one), lines(both));
+  EXPECT_EQ(test::lines_without_wall_clock(one + "/metrics.jsonl"), test::lines_without_wall_clock(both + "/metrics.jsonl"));
   const auto losses = test::losses_of(one + "/metrics.jsonl");
   ASSERT_EQ(losses.size(), 6u);
   for (size_t i = 0; i < 6; ++i) EXPECT_EQ(std::isfinite(losses[i]), i != 2) << "step " << i;

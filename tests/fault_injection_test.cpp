@@ -140,14 +140,6 @@ std::string losses_text(const std::string& metrics) {
   return s;
 }
 
-// The lines of a JSON-lines file with the keys that hold wall time removed.
-std::string without_timing(const std::string& path) {
-  std::ifstream in(path);
-  std::string out;
-  for (std::string line; std::getline(in, line);) out += test::without_wall_clock(line) + "\n";
-  return out;
-}
-
 }  // namespace
 
 TEST(FaultInjection, PretrainKilledAtRandomEndsAsAnUninterruptedRun) {
@@ -159,7 +151,7 @@ TEST(FaultInjection, PretrainKilledAtRandomEndsAsAnUninterruptedRun) {
     };
   };
   expect_same_after_kills("kill_pretrain", cmd(false), cmd(true),
-                          [](const std::string& d) { return without_timing(d + "/metrics.jsonl"); }, 11);
+                          [](const std::string& d) { return test::lines_without_wall_clock(d + "/metrics.jsonl"); }, 11);
 }
 
 TEST(FaultInjection, CacheBuildKilledAtRandomEndsWithTheSameBits) {

@@ -149,6 +149,13 @@ std::string without_wall_clock(const std::string& line) {
   return cut == std::string::npos ? line : line.substr(0, cut);
 }
 
+std::string lines_without_wall_clock(const std::string& path) {
+  std::ifstream in(path);
+  std::string out;
+  for (std::string line; std::getline(in, line);) out += without_wall_clock(line) + "\n";
+  return out;
+}
+
 std::vector<double> losses_of(const std::string& metrics_path) {
   std::vector<double> out;
   std::ifstream in(metrics_path);

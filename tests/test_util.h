@@ -35,5 +35,7 @@ std::vector<double> losses_of(const std::string& metrics_path);
 // (tokens_per_s and time, which end every line that has them), for comparing
 // two runs' lines.
 std::string without_wall_clock(const std::string& line);
+// Every line of a JSON-lines file through without_wall_clock, joined by newlines.
+std::string lines_without_wall_clock(const std::string& path);
 
 }  // namespace undo::test

@@ -60,13 +60,18 @@ bool nan_injected(int rank, int64_t step) {
   return step >= first && step < first + count && (r < 0 || r == rank);
 }
 
+std::vector<torch::Tensor> defined_gradients(const std::vector<torch::Tensor>& params) {
+  std::vector<torch::Tensor> grads;
+  for (auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  return grads;
+}
+
 // The global gradient norm as a device tensor (torch::nn::utils::clip_grad_norm_
 // returns a double, which waits for the GPU). `sharded_over`: the gradients
 // are this rank's parts, and the norm is summed over them.
 torch::Tensor gradient_norm(const std::vector<torch::Tensor>& params, Communicator* sharded_over) {
-  std::vector<torch::Tensor> grads;
-  for (auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
+  const auto grads = defined_gradients(params);
   auto total = grads.empty() ? torch::zeros({}, torch::kDouble)
                              : torch::stack(torch::_foreach_norm(grads)).to(torch::kDouble).norm();
   if (sharded_over) {
@@ -79,9 +84,7 @@ torch::Tensor gradient_norm(const std::vector<torch::Tensor>& params, Communicat
 
 // Scales the gradients on the device so that their global norm is at most max_norm.
 void clip_gradients(const std::vector<torch::Tensor>& params, const torch::Tensor& norm, double max_norm) {
-  std::vector<torch::Tensor> grads;
-  for (auto& p : params)
-    if (p.grad().defined()) grads.push_back(p.grad());
+  auto grads = defined_gradients(params);
   if (grads.empty()) return;
   auto coef = (max_norm / (norm + 1e-6)).clamp_max(1.0);
   torch::_foreach_mul_(grads, coef.to(grads[0].scalar_type()));
