@@ -11,8 +11,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string bytes = undo::fuzz::text(data, size);
   try {
     auto frame = undo::check_checkpoint_frame(data, size, "fuzz.ckpt");
+    // A version-3 index that passed lies within the file, and so does the payload it covers.
+    if (frame.payload < data || frame.payload_bytes > size || frame.payload + frame.payload_bytes != data + size)
+      __builtin_trap();
+    undo::PayloadBlocks blocks(frame, "fuzz.ckpt");
+    try {
+      blocks.verify(0, frame.payload_bytes);
+    } catch (const undo::CorruptBlock&) {
+    }
     undo::parse_checkpoint_meta(std::string(frame.meta), "fuzz.ckpt");
-    if (frame.version == undo::kCheckpointTensorTable)
+    if (frame.version != undo::kCheckpointTorchArchive)
       undo::parse_tensor_table(frame.payload, frame.payload_bytes, "fuzz.ckpt");
   } catch (const std::exception&) {
   }

@@ -4,12 +4,14 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <filesystem>
 
 #include "cache/logit_cache.h"
 #include "core/fs.h"
 #include "core/json.h"
 #include "numerics.h"
+#include "formats/tensor_table.h"
 #include "train/checkpoint.h"
 #include "test_util.h"
 
@@ -205,6 +207,17 @@ TEST(Distributed, ZeroThreeCheckpointsResumeAtAnyWorldSizeAndZeroLevel) {
             0)
       << out;
   EXPECT_NE(out.find("resuming"), std::string::npos) << out;
+  // Issue 29: each of the 3 ranks verified (and read) its own third of the
+  // file, not the whole: "each rank verified A-B% of the file's N bytes".
+  auto at = out.find("each rank verified ");
+  ASSERT_NE(at, std::string::npos) << out;
+  double least = 0, most = 0;
+  ASSERT_EQ(std::sscanf(out.c_str() + at, "each rank verified %lf-%lf%%", &least, &most), 2) << out.substr(at, 80);
+  // Above a third by the head (header, meta, index, table: read by all) and
+  // the blocks that straddle two ranks' shards; a block is 1/65536 of a large
+  // file, but 4 KiB here, 1/300 of this one.
+  EXPECT_GT(least, 100.0 / 3 - 5) << out.substr(at, 80);
+  EXPECT_LT(most, 45) << out.substr(at, 80);
   ASSERT_EQ(test::run_undo(common_args(to1, 12) + constant + " --train.batch_size 12 --resume", &out), 0) << out;
   ASSERT_EQ(test::run_undo(common_args(back, 6) + constant + " --train.batch_size 12 --dist.zero 3", &out), 0) << out;
   ASSERT_EQ(test::run_undo_mpi(2, common_args(back, 12) + constant + " --train.batch_size 6 --dist.zero 1 --resume",
@@ -214,6 +227,42 @@ TEST(Distributed, ZeroThreeCheckpointsResumeAtAnyWorldSizeAndZeroLevel) {
   for (auto& dir : {to3, to1, back})
     test::expect_curves_match(reference, test::losses_of(dir + "/metrics.jsonl"), test::fp32_reordered(test::kTinyLongestSum, 12),
                               std::filesystem::path(dir).filename().string());
+}
+
+// Issue 29: a corrupted block of the newest checkpoint, in a slice that one
+// rank of three reads, is found by that rank alone (named with the tensor);
+// every rank then resumes from the older checkpoint together, and the curve
+// is the uninterrupted run's, bit for bit.
+TEST(Distributed, ACorruptedSliceOnOneRankSendsEveryRankToTheOlderCheckpoint) {
+  std::string out;
+  auto dir = test::temp_dir("z3corrupt");
+  const std::string args = " --train.batch_size 4 --dist.zero 3 --train.ckpt_every 4 --train.keep_ckpts 2";
+  ASSERT_EQ(test::run_undo_mpi(3, common_args(dir, 8) + args, &out), 0) << out;
+  const auto reference = test::lines_without_wall_clock(dir + "/metrics.jsonl");
+  // A byte a sixth of the way into the largest model tensor of the newest
+  // checkpoint, flipped: in one rank's shard (or, in a block that straddles
+  // two shards, two ranks'), past the blocks that hold the table.
+  const std::string newest = step_checkpoint_path(dir, 8);
+  std::string bytes = read_file(newest);
+  auto [meta, payload] = unframe_checkpoint(bytes, newest);
+  auto table = parse_tensor_table(reinterpret_cast<const uint8_t*>(payload.data()), payload.size(), newest);
+  const TensorEntry* largest = nullptr;
+  for (auto& e : table.entries)
+    if (e.name.rfind("model.", 0) == 0 && (!largest || e.bytes > largest->bytes)) largest = &e;
+  ASSERT_NE(largest, nullptr);
+  bytes[bytes.size() - payload.size() + table.data_at + largest->offset + largest->bytes / 6] ^= 0x40;
+  write_file_atomic(newest, bytes);
+  ASSERT_EQ(test::run_undo_mpi(3, common_args(dir, 8) + args + " --resume", &out), 0) << out;
+  const std::string says =
+      " skips a corrupted checkpoint: checkpoint '" + newest + "' is corrupted in tensor " + largest->name;
+  size_t found = 0;
+  for (auto at = out.find(says); at != std::string::npos; at = out.find(says, at + 1)) ++found;
+  EXPECT_GE(found, 1u) << out;
+  EXPECT_LT(found, 3u) << "only the ranks that read that slice verify it: " << out;
+  EXPECT_NE(out.find("resume: rank "), std::string::npos) << out;
+  EXPECT_EQ(out.find("skipping invalid checkpoint"), std::string::npos) << "its head is intact: " << out;
+  EXPECT_NE(out.find("resuming from " + step_checkpoint_path(dir, 4) + " at step 4"), std::string::npos) << out;
+  EXPECT_EQ(test::lines_without_wall_clock(dir + "/metrics.jsonl"), reference);
 }
 
 // Issue 29: hybrid sharding (dist.shard_group 2) at 4 ranks in 2 groups of 2:

@@ -194,8 +194,12 @@ TEST(Checkpoint, CorruptedOrTruncatedIsRefused) {
     try {
       load_model(dir + "/" + name);
       FAIL() << name << " was loaded";
-    } catch (const RuntimeError& e) {
+    } catch (const std::exception& e) {
       EXPECT_NE(std::string(e.what()).find(name), std::string::npos) << e.what();
+      // A flipped byte is found in the block that holds it, named by its tensor.
+      if (std::string(name) == "flipped.ckpt") {
+        EXPECT_NE(std::string(e.what()).find("is corrupted in tensor model."), std::string::npos) << e.what();
+      }
     }
   }
   // A model of another shape is refused with the shapes named.
@@ -269,12 +273,108 @@ TEST(Checkpoint, VersionOneFilesOfEarlierReleasesStillLoad) {
     EXPECT_TRUE(torch::equal(adamw.exp_avg()[i], torch::full_like(named[i].second, 0.25))) << named[i].first;
     EXPECT_TRUE(torch::equal(adamw.exp_avg_sq()[i], torch::full_like(named[i].second, 0.5))) << named[i].first;
   }
-  // Saved again, it is a version-2 file with the same tensors.
-  save_checkpoint(dir + "/v2.ckpt", meta, again, &adamw);
+  // Saved again, it is a version-3 file with the same tensors.
+  save_checkpoint(dir + "/v3.ckpt", meta, again, &adamw);
+  EXPECT_EQ(read_file(dir + "/v3.ckpt").substr(8, 4), std::string("\x03\0\0\0", 4));
+  CheckpointReader v3(dir + "/v3.ckpt");
+  EXPECT_EQ(v3.read("optimizer.step").item<int64_t>(), 7);
+  EXPECT_TRUE(torch::equal(v3.read("model.embed.weight"), model->named_parameters()["embed.weight"]));
+}
+
+// Files of format version 2 (a tensor table under one checksum for the whole
+// file), as the releases before per-block checksums wrote them, still load:
+// weights, optimizer state and step; verified whole when opened.
+TEST(Checkpoint, VersionTwoFilesStillLoad) {
+  auto [model, meta] = tiny_model_and_meta();
+  auto dir = test::temp_dir("ck2");
+  std::vector<std::pair<std::string, torch::Tensor>> named;
+  for (auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+  AdamW adamw(named, OptimConfig{}, nullptr, false);
+  for (auto& [name, p] : named) p.mutable_grad() = torch::full_like(p, 0.01);
+  adamw.step(1e-3);
+  meta.step = 5;
+  save_checkpoint(dir + "/v3.ckpt", meta, model, &adamw);
+  // The same meta and payload under version 2's container.
+  auto [meta_text, payload] = unframe_checkpoint(read_file(dir + "/v3.ckpt"), "v3");
+  write_file_atomic(dir + "/v2.ckpt", frame_checkpoint(meta_text, payload, kCheckpointTensorTable));
   EXPECT_EQ(read_file(dir + "/v2.ckpt").substr(8, 4), std::string("\x02\0\0\0", 4));
+  Transformer again = fresh(test::tiny_config(test::temp_dir("run")), 9);
+  std::vector<std::pair<std::string, torch::Tensor>> again_named;
+  for (auto& p : again->named_parameters()) again_named.emplace_back(p.key(), p.value());
+  AdamW loaded(again_named, OptimConfig{}, nullptr, false);
   CheckpointReader v2(dir + "/v2.ckpt");
-  EXPECT_EQ(v2.read("optimizer.step").item<int64_t>(), 7);
-  EXPECT_TRUE(torch::equal(v2.read("model.embed.weight"), model->named_parameters()["embed.weight"]));
+  EXPECT_EQ(v2.bytes_verified(), v2.file_bytes());  // the one checksum covers the file
+  EXPECT_EQ(load_checkpoint(v2, again, &loaded).step, 5);
+  expect_same_weights(model, again);
+  EXPECT_EQ(loaded.steps(), 1);
+  for (size_t i = 0; i < named.size(); ++i) {
+    EXPECT_TRUE(torch::equal(loaded.exp_avg()[i], adamw.exp_avg()[i])) << named[i].first;
+    EXPECT_TRUE(torch::equal(loaded.exp_avg_sq()[i], adamw.exp_avg_sq()[i])) << named[i].first;
+  }
+  // A flipped payload byte fails version 2's one checksum on opening.
+  std::string bytes = read_file(dir + "/v2.ckpt");
+  bytes[bytes.size() - 200] ^= 0x01;
+  write_file_atomic(dir + "/v2-bad.ckpt", bytes);
+  EXPECT_NE(test::error_of([&] { CheckpointReader bad(dir + "/v2-bad.ckpt"); }).find("fails its checksum"),
+            std::string::npos);
+}
+
+// Version 3 verifies each block the first time it is read and no other: a
+// slice's read checks the blocks under it, a second read checks nothing, and
+// a corrupted block is found only by the read that touches it, naming the
+// tensor and the bytes.
+TEST(Checkpoint, EachBlockIsVerifiedWhenFirstRead) {
+  auto dir = test::temp_dir("ck3");
+  CheckpointMeta meta;
+  meta.model = test::tiny_config(dir).model;
+  std::vector<TensorEntry> plan;
+  add_tensor_entry(plan, "a", torch::kFloat, {4096});  // 16 KiB: four 4-KiB blocks
+  add_tensor_entry(plan, "b", torch::kFloat, {4096});
+  auto a = torch::arange(4096, torch::kFloat), b = -a;
+  {
+    CheckpointWriter out(dir + "/t.ckpt", meta, plan);
+    out.put("a", a);
+    out.put("b", b);
+    out.commit();
+  }
+  EXPECT_EQ(checkpoint_block_bytes(40000), 4096u);
+  EXPECT_EQ(checkpoint_block_bytes(uint64_t(12) << 30), uint64_t(256) << 10);
+  CheckpointReader in(dir + "/t.ckpt");
+  const uint64_t head = in.bytes_verified();  // header, meta, index and the table's block
+  EXPECT_LT(head, in.file_bytes() / 4);
+  auto part = torch::empty({1024});
+  in.read_into("b", {4096}, 1024, part);  // one block's worth of b, within at most two blocks
+  EXPECT_TRUE(torch::equal(part, b.narrow(0, 1024, 1024)));
+  const uint64_t after = in.bytes_verified();
+  EXPECT_GT(after, head);
+  EXPECT_LE(after - head, 2u * 4096);
+  in.read_into("b", {4096}, 1024, part);
+  EXPECT_EQ(in.bytes_verified(), after);  // verified once
+  EXPECT_TRUE(torch::equal(in.read("a"), a));
+  EXPECT_TRUE(torch::equal(in.read("b"), b));
+  EXPECT_EQ(in.bytes_verified(), in.file_bytes());
+  // A flipped byte in the last element of b: a, and the start of b, still read.
+  std::string bytes = read_file(dir + "/t.ckpt");
+  bytes[bytes.size() - 1] ^= 0x01;
+  write_file_atomic(dir + "/bad.ckpt", bytes);
+  CheckpointReader bad(dir + "/bad.ckpt");
+  EXPECT_TRUE(torch::equal(bad.read("a"), a));
+  bad.read_into("b", {4096}, 0, part);
+  auto e = test::error_of([&] { bad.read("b"); });
+  EXPECT_NE(e.find("checkpoint '" + dir + "/bad.ckpt' is corrupted in tensor b (elements [0, 4096)"),
+            std::string::npos)
+      << e;
+  EXPECT_NE(e.find("fail their checksum"), std::string::npos) << e;
+  // Its head is intact: only a read of the block finds it.
+  EXPECT_EQ(read_checkpoint_meta(dir + "/bad.ckpt").stage, meta.stage);
+  // The index itself is under the header's digest.
+  bytes = read_file(dir + "/t.ckpt");
+  uint32_t meta_bytes;
+  std::memcpy(&meta_bytes, bytes.data() + 12, 4);
+  bytes[56 + meta_bytes + 20] ^= 0x01;  // a digest of the index
+  write_file_atomic(dir + "/bad-index.ckpt", bytes);
+  EXPECT_NE(test::error_of([&] { CheckpointReader x(dir + "/bad-index.ckpt"); }).find("fails its checksum"),
+            std::string::npos);
 }
 
 // The version-2 writer: tensors in the planned order only, a slice of any one

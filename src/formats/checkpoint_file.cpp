@@ -108,6 +108,11 @@ CheckpointMeta parse_checkpoint_meta(const std::string& text, const std::string&
 }
 
 namespace {
+
+constexpr uint64_t kIndexHead = 16;  // u64 block_bytes, u64 block_count
+
+uint64_t align64(uint64_t n) { return (n + 63) / 64 * 64; }
+
 std::string header_of(uint32_t version, uint64_t meta_bytes, uint64_t payload_bytes, const std::array<uint8_t, 32>& digest) {
   std::string header(kHeader, '\0');
   std::memcpy(&header[0], kMagic, 8);
@@ -118,68 +123,186 @@ std::string header_of(uint32_t version, uint64_t meta_bytes, uint64_t payload_by
   std::memcpy(&header[24], digest.data(), 32);
   return header;
 }
+
+std::array<uint8_t, 32> head_digest(std::string_view meta, std::string_view index) {
+  Sha256 h;
+  h.update(meta);
+  h.update(index);
+  return h.digest();
+}
+
+// Version 3's index, after the meta: its sizes checked against the file's
+// (none may wrap around), the payload placed after it.
+void check_block_index(CheckpointFrame& f, const uint8_t* index, uint64_t rest, const std::string& path) {
+  UNDO_CHECK(rest >= kIndexHead, "checkpoint '", path, "' is truncated: no room for its block index");
+  std::memcpy(&f.block_bytes, index, 8);
+  std::memcpy(&f.block_count, index + 8, 8);
+  UNDO_CHECK(f.block_bytes > 0 && f.block_count <= (rest - kIndexHead) / 32, "checkpoint '", path,
+             "' is truncated or corrupted: its index claims ", f.block_count, " blocks of ", f.block_bytes, " bytes");
+  const uint64_t index_bytes = align64(kIndexHead + 32 * f.block_count);
+  UNDO_CHECK(index_bytes <= rest && f.payload_bytes == rest - index_bytes, "checkpoint '", path,
+             "' is truncated: header and index say ", f.payload_bytes, " payload bytes after ", index_bytes,
+             " of index, the file has ", rest, " after the meta");
+  const uint64_t blocks = f.payload_bytes / f.block_bytes + (f.payload_bytes % f.block_bytes != 0);
+  UNDO_CHECK(blocks == f.block_count, "checkpoint '", path, "': its index has ", f.block_count, " blocks of ",
+             f.block_bytes, " bytes for a payload of ", f.payload_bytes);
+  f.block_digests = index + kIndexHead;
+  f.payload = index + index_bytes;
+}
+
 }  // namespace
 
+uint64_t checkpoint_block_bytes(uint64_t payload_bytes) {
+  uint64_t block = 4096;
+  while (block < (uint64_t(64) << 20) && block * 65536 < payload_bytes) block *= 2;
+  return block;
+}
+
+BlockHasher::BlockHasher(uint64_t block_bytes, uint64_t payload_bytes)
+    : block_bytes_(block_bytes), payload_bytes_(payload_bytes) {
+  block_.emplace();
+}
+
+void BlockHasher::update(const void* data, size_t n) {
+  auto* p = static_cast<const uint8_t*>(data);
+  while (n > 0) {
+    const size_t take = size_t(std::min<uint64_t>(n, block_bytes_ - in_block_));
+    block_->update(p, take);
+    p += take, n -= take, in_block_ += take, seen_ += take;
+    if (in_block_ == block_bytes_ || seen_ == payload_bytes_) {
+      auto d = block_->digest();
+      digests_.append(reinterpret_cast<const char*>(d.data()), d.size());
+      block_.emplace();
+      in_block_ = 0;
+    }
+  }
+}
+
+uint64_t BlockHasher::index_bytes() const {
+  const uint64_t blocks = payload_bytes_ / block_bytes_ + (payload_bytes_ % block_bytes_ != 0);
+  return align64(kIndexHead + 32 * blocks);
+}
+
+std::string BlockHasher::index() {
+  UNDO_CHECK(seen_ == payload_bytes_, "block index of ", seen_, " of ", payload_bytes_, " payload bytes");
+  const uint64_t count = digests_.size() / 32;
+  std::string out(kIndexHead, '\0');
+  std::memcpy(&out[0], &block_bytes_, 8);
+  std::memcpy(&out[8], &count, 8);
+  out += digests_;
+  out.resize(size_t(index_bytes()), '\0');
+  return out;
+}
+
 std::string frame_checkpoint(const std::string& meta_text, const std::string& payload, uint32_t version) {
-  Sha256 h;
-  h.update(meta_text);
-  h.update(payload);
-  return header_of(version, meta_text.size(), payload.size(), h.digest()) + meta_text + payload;
+  if (version != kCheckpointBlockChecked) {
+    Sha256 h;
+    h.update(meta_text);
+    h.update(payload);
+    return header_of(version, meta_text.size(), payload.size(), h.digest()) + meta_text + payload;
+  }
+  BlockHasher blocks(checkpoint_block_bytes(payload.size()), payload.size());
+  blocks.update(payload.data(), payload.size());
+  const std::string index = blocks.index();
+  return header_of(version, meta_text.size(), payload.size(), head_digest(meta_text, index)) + meta_text + index +
+         payload;
 }
 
 CheckpointFrame check_checkpoint_frame(const uint8_t* file, size_t size, const std::string& path) {
   UNDO_CHECK(size >= kHeader, "checkpoint '", path, "' is truncated (", size, " bytes)");
   UNDO_CHECK(std::memcmp(file, kMagic, 8) == 0, "'", path, "' is not an undo checkpoint (bad magic)");
   CheckpointFrame f;
+  f.file_bytes = size;
   uint32_t meta_bytes;
   std::memcpy(&f.version, file + 8, 4);
   std::memcpy(&meta_bytes, file + 12, 4);
   std::memcpy(&f.payload_bytes, file + 16, 8);
-  UNDO_CHECK(f.version == kCheckpointTorchArchive || f.version == kCheckpointTensorTable, "checkpoint '", path,
-             "' has format version ", f.version, ", expected ", kCheckpointTorchArchive, " or ",
-             kCheckpointTensorTable);
+  UNDO_CHECK(f.version >= kCheckpointTorchArchive && f.version <= kCheckpointBlockChecked, "checkpoint '", path,
+             "' has format version ", f.version, ", expected ", kCheckpointTorchArchive, " to ",
+             kCheckpointBlockChecked);
   // Compared without adding first: a crafted payload size must not wrap the sum around.
   const uint64_t body = size - kHeader;
-  UNDO_CHECK(meta_bytes <= body && f.payload_bytes == body - meta_bytes, "checkpoint '", path, "' is truncated: ",
-             size, " bytes, header says ", meta_bytes, " + ", f.payload_bytes, " after the header");
-  auto digest = sha256_hex(file + kHeader, body);
-  UNDO_CHECK(digest == to_hex(file + 24, 32), "checkpoint '", path, "' fails its checksum: the file is corrupted");
+  UNDO_CHECK(meta_bytes <= body, "checkpoint '", path, "' is truncated: ", size, " bytes, header says ", meta_bytes,
+             " of meta after the header");
   f.meta = std::string_view(reinterpret_cast<const char*>(file) + kHeader, meta_bytes);
-  f.payload = file + kHeader + meta_bytes;
+  const uint8_t* after_meta = file + kHeader + meta_bytes;
+  std::string digest;
+  if (f.version == kCheckpointBlockChecked) {
+    check_block_index(f, after_meta, body - meta_bytes, path);
+    digest = sha256_hex(file + kHeader, uint64_t(f.payload - file) - kHeader);  // meta and index
+  } else {
+    UNDO_CHECK(f.payload_bytes == body - meta_bytes, "checkpoint '", path, "' is truncated: ", size,
+               " bytes, header says ", meta_bytes, " + ", f.payload_bytes, " after the header");
+    f.payload = after_meta;
+    digest = sha256_hex(file + kHeader, body);
+  }
+  UNDO_CHECK(digest == to_hex(file + 24, 32), "checkpoint '", path, "' fails its checksum: the file is corrupted");
   return f;
 }
 
 std::pair<std::string, std::string> unframe_checkpoint(const std::string& file, const std::string& path) {
   auto f = check_checkpoint_frame(reinterpret_cast<const uint8_t*>(file.data()), file.size(), path);
+  PayloadBlocks(f, path).verify(0, f.payload_bytes);
   return {std::string(f.meta), std::string(reinterpret_cast<const char*>(f.payload), size_t(f.payload_bytes))};
 }
 
+PayloadBlocks::PayloadBlocks(const CheckpointFrame& frame, std::string path)
+    : frame_(frame), path_(std::move(path)), done_(size_t(frame.block_count), false) {
+  // What check_checkpoint_frame verified: all of a version 1 or 2 file; the head of a version 3 one.
+  verified_ = frame.version == kCheckpointBlockChecked ? frame.file_bytes - frame.payload_bytes : frame.file_bytes;
+}
+
+void PayloadBlocks::verify(uint64_t at, uint64_t n) {
+  if (frame_.version != kCheckpointBlockChecked || n == 0) return;
+  UNDO_CHECK(at <= frame_.payload_bytes && n <= frame_.payload_bytes - at, "checkpoint '", path_, "': bytes [", at,
+             ", ", at + n, ") of a ", frame_.payload_bytes, "-byte payload");
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (uint64_t b = at / frame_.block_bytes; b <= (at + n - 1) / frame_.block_bytes; ++b) {
+    if (done_[size_t(b)]) continue;
+    const uint64_t first = b * frame_.block_bytes, len = std::min(frame_.block_bytes, frame_.payload_bytes - first);
+    if (sha256_hex(frame_.payload + first, len) != to_hex(frame_.block_digests + 32 * b, 32))
+      throw CorruptBlock("checkpoint '" + path_ + "' is corrupted: payload bytes [" + std::to_string(first) + ", " +
+                             std::to_string(first + len) + ") fail their checksum",
+                         first, first + len);
+    done_[size_t(b)] = true;
+    verified_ += len;
+  }
+}
+
+uint64_t PayloadBlocks::bytes_verified() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return verified_;
+}
 CheckpointFileWriter::CheckpointFileWriter(const std::string& path, const std::string& meta_text,
                                            uint64_t payload_bytes)
-    : path_(path), out_(path), payload_bytes_(payload_bytes) {
+    : path_(path), out_(path), meta_(meta_text), blocks_(checkpoint_block_bytes(payload_bytes), payload_bytes),
+      payload_bytes_(payload_bytes) {
   // The meta padded with blank lines (which its parser skips) so that the
-  // payload, and with it every tensor of a table, starts 64-byte aligned.
-  std::string meta = meta_text;
-  meta.resize((kHeader + meta.size() + 63) / 64 * 64 - kHeader, '\n');
-  UNDO_CHECK(meta.size() <= std::numeric_limits<uint32_t>::max(), "checkpoint meta of ", meta.size(), " bytes");
-  meta_bytes_ = meta.size();
-  out_.write(header_of(kCheckpointTensorTable, meta_bytes_, payload_bytes_, {}).data(), kHeader);  // its digest comes last
-  out_.write(meta.data(), meta.size());
-  hash_.update(meta);
+  // index, and after it (a multiple of 64 bytes long) the payload and every
+  // tensor of a table, start 64-byte aligned.
+  meta_.resize(size_t(align64(kHeader + meta_.size()) - kHeader), '\n');
+  UNDO_CHECK(meta_.size() <= std::numeric_limits<uint32_t>::max(), "checkpoint meta of ", meta_.size(), " bytes");
+  // The header's digest and the index are written last, over these zeros.
+  out_.write(header_of(kCheckpointBlockChecked, meta_.size(), payload_bytes_, {}).data(), kHeader);
+  out_.write(meta_.data(), meta_.size());
+  const std::string zeros(size_t(blocks_.index_bytes()), '\0');
+  out_.write(zeros.data(), zeros.size());
 }
 
 void CheckpointFileWriter::write(const void* data, size_t n) {
   UNDO_CHECK(n <= payload_bytes_ - written_, "checkpoint '", path_, "': ", written_ + n,
              " payload bytes written, ", payload_bytes_, " announced");
   out_.write(data, n);
-  hash_.update(data, n);
+  blocks_.update(data, n);
   written_ += n;
 }
 
 void CheckpointFileWriter::commit() {
   UNDO_CHECK(written_ == payload_bytes_, "checkpoint '", path_, "': ", written_, " payload bytes written, ",
              payload_bytes_, " announced");
-  auto header = header_of(kCheckpointTensorTable, meta_bytes_, payload_bytes_, hash_.digest());
+  const std::string index = blocks_.index();
+  out_.write_at(kHeader + meta_.size(), index.data(), index.size());
+  auto header = header_of(kCheckpointBlockChecked, meta_.size(), payload_bytes_, head_digest(meta_, index));
   out_.write_at(0, header.data(), header.size());
   out_.commit();
 }

@@ -1,5 +1,6 @@
 #include "train/checkpoint.h"
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -113,12 +114,25 @@ struct CheckpointReader::Legacy {
   }
 };
 
+namespace {
+// A table's payload head (its length, then the table), verified before it is parsed.
+TensorTable verified_tensor_table(const CheckpointFrame& frame, PayloadBlocks& blocks, const std::string& path) {
+  blocks.verify(0, std::min<uint64_t>(8, frame.payload_bytes));
+  uint64_t table_bytes = 0;
+  if (frame.payload_bytes >= 8) std::memcpy(&table_bytes, frame.payload, 8);
+  if (frame.payload_bytes > 8) blocks.verify(8, std::min(table_bytes, frame.payload_bytes - 8));
+  return parse_tensor_table(frame.payload, frame.payload_bytes, path);
+}
+}  // namespace
+
 CheckpointReader::CheckpointReader(const std::string& path) : path_(path) {
   file_ = std::make_unique<MappedFile>(path);
+  file_bytes_ = file_->size();
   auto frame = check_checkpoint_frame(file_->data(), file_->size(), path);
   meta_ = parse_checkpoint_meta(std::string(frame.meta), path);
-  if (frame.version == kCheckpointTensorTable) {
-    table_ = parse_tensor_table(frame.payload, frame.payload_bytes, path);
+  if (frame.version != kCheckpointTorchArchive) {
+    blocks_ = std::make_unique<PayloadBlocks>(frame, path);
+    table_ = verified_tensor_table(frame, *blocks_, path);
     data_ = frame.payload + table_.data_at;
     return;
   }
@@ -156,6 +170,19 @@ const TensorEntry& CheckpointReader::entry(const std::string& name) const {
   return *e;
 }
 
+const uint8_t* CheckpointReader::verified(const TensorEntry& e, uint64_t first, uint64_t count) const {
+  const uint64_t width = tensor_dtype_size(e.dtype);
+  try {
+    blocks_->verify(table_.data_at + e.offset + first * width, count * width);
+  } catch (const CorruptBlock& c) {
+    throw CorruptBlock("checkpoint '" + path_ + "' is corrupted in tensor " + e.name + " (elements [" +
+                           std::to_string(first) + ", " + std::to_string(first + count) + "): payload bytes [" +
+                           std::to_string(c.first) + ", " + std::to_string(c.end) + ") fail their checksum)",
+                       c.first, c.end);
+  }
+  return data_ + e.offset + first * width;
+}
+
 torch::Tensor CheckpointReader::read(const std::string& name) const {
   if (legacy_) {
     const torch::Tensor* t = legacy_->find(name, path_);
@@ -164,29 +191,33 @@ torch::Tensor CheckpointReader::read(const std::string& name) const {
   }
   const TensorEntry& e = entry(name);
   // Read-only memory seen as a tensor only long enough to be copied.
-  return torch::from_blob(const_cast<uint8_t*>(data_ + e.offset), e.shape, dtype_of(e.dtype)).clone();
+  const uint8_t* bytes = verified(e, 0, e.numel());
+  return torch::from_blob(const_cast<uint8_t*>(bytes), e.shape, dtype_of(e.dtype)).clone();
 }
 
 void CheckpointReader::read_into(const std::string& name, const std::vector<int64_t>& shape, int64_t start,
                                  const torch::Tensor& dst) const {
-  torch::Tensor flat;
-  std::vector<int64_t> stored;
+  torch::Tensor part;
+  auto check = [&](const std::vector<int64_t>& stored, int64_t numel) {
+    UNDO_INPUT_CHECK(stored == shape, "checkpoint '", path_, "': tensor ", name, " has shape ", shape_text(stored),
+                     ", expected ", shape_text(shape));
+    UNDO_CHECK(start >= 0 && start + dst.numel() <= numel, "checkpoint '", path_, "': elements [", start, ", ",
+               start + dst.numel(), ") of ", name, ", which has ", numel);
+  };
   if (legacy_) {
     const torch::Tensor* t = legacy_->find(name, path_);
     UNDO_INPUT_CHECK(t, "checkpoint '", path_, "' lacks tensor ", name);
-    stored = t->sizes().vec();
-    flat = t->reshape({-1});
+    check(t->sizes().vec(), t->numel());
+    part = t->reshape({-1}).narrow(0, start, dst.numel());
   } else {
     const TensorEntry& e = entry(name);
-    stored = e.shape;
-    flat = torch::from_blob(const_cast<uint8_t*>(data_ + e.offset), {int64_t(e.numel())}, dtype_of(e.dtype));
+    check(e.shape, int64_t(e.numel()));
+    // Only the slice is verified and read.
+    const uint8_t* bytes = verified(e, uint64_t(start), uint64_t(dst.numel()));
+    part = torch::from_blob(const_cast<uint8_t*>(bytes), {dst.numel()}, dtype_of(e.dtype));
   }
-  UNDO_INPUT_CHECK(stored == shape, "checkpoint '", path_, "': tensor ", name, " has shape ", shape_text(stored),
-                   ", expected ", shape_text(shape));
-  UNDO_CHECK(start >= 0 && start + dst.numel() <= flat.numel(), "checkpoint '", path_, "': elements [", start, ", ",
-             start + dst.numel(), ") of ", name, ", which has ", flat.numel());
   torch::NoGradGuard no_grad;
-  dst.copy_(flat.narrow(0, start, dst.numel()).view(dst.sizes()));
+  dst.copy_(part.view(dst.sizes()));
 }
 
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
@@ -217,7 +248,10 @@ CheckpointMeta read_checkpoint_meta(const std::string& path) {
   MappedFile file(path);
   auto frame = check_checkpoint_frame(file.data(), file.size(), path);
   CheckpointMeta meta = parse_checkpoint_meta(std::string(frame.meta), path);
-  if (frame.version == kCheckpointTensorTable) parse_tensor_table(frame.payload, frame.payload_bytes, path);
+  if (frame.version != kCheckpointTorchArchive) {
+    PayloadBlocks blocks(frame, path);
+    verified_tensor_table(frame, blocks, path);
+  }
   return meta;
 }
 
@@ -248,10 +282,13 @@ void load_weights(const CheckpointReader& in, Transformer& model) {
 }
 
 CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, OptimizerState* optimizer) {
-  CheckpointReader in(path);
+  return load_checkpoint(CheckpointReader(path), model, optimizer);
+}
+
+CheckpointMeta load_checkpoint(const CheckpointReader& in, Transformer& model, OptimizerState* optimizer) {
   load_weights(in, model);
   if (optimizer) {
-    UNDO_INPUT_CHECK(in.has("optimizer.step"), "checkpoint '", path, "' holds no optimizer state to resume");
+    UNDO_INPUT_CHECK(in.has("optimizer.step"), "checkpoint '", in.path(), "' holds no optimizer state to resume");
     optimizer->load(in);
   }
   if (in.has("rng.torch_cpu")) {
@@ -280,7 +317,7 @@ std::string step_checkpoint_path(const std::string& run_dir, int64_t step) {
 }
 
 namespace {
-std::vector<std::string> step_checkpoints(const std::string& run_dir) {
+std::vector<std::string> step_checkpoints(const std::string& run_dir) {  // oldest first
   std::vector<std::string> out;
   auto dir = join_path(run_dir, "ckpt");
   if (!fs::is_directory(dir)) return out;
@@ -293,16 +330,29 @@ std::vector<std::string> step_checkpoints(const std::string& run_dir) {
 }
 }  // namespace
 
-std::optional<std::string> latest_valid_checkpoint(const std::string& run_dir) {
+std::vector<std::string> step_checkpoints_newest_first(const std::string& run_dir) {
   auto all = step_checkpoints(run_dir);
-  for (auto it = all.rbegin(); it != all.rend(); ++it) {
-    try {
-      read_checkpoint_meta(*it);
-      return *it;
-    } catch (const std::exception& e) {
-      std::cerr << "resume: skipping invalid checkpoint: " << e.what() << "\n";
-    }
+  std::reverse(all.begin(), all.end());
+  return all;
+}
+
+std::unique_ptr<CheckpointReader> open_checkpoint_or_skip(const std::string& path) {
+  try {
+    return std::make_unique<CheckpointReader>(path);
+  } catch (const std::exception& e) {
+    std::cerr << "resume: skipping invalid checkpoint: " << e.what() << "\n";
+    return nullptr;
   }
+}
+
+std::unique_ptr<CheckpointReader> open_latest_checkpoint(const std::string& run_dir) {
+  for (auto& path : step_checkpoints_newest_first(run_dir))
+    if (auto in = open_checkpoint_or_skip(path)) return in;
+  return nullptr;
+}
+
+std::optional<std::string> latest_valid_checkpoint(const std::string& run_dir) {
+  if (auto in = open_latest_checkpoint(run_dir)) return in->path();
   return std::nullopt;
 }
 

@@ -9,9 +9,13 @@
 // the parameters: model/unit_runner.h) is saved one gathered unit at a time
 // and loaded by each rank reading its own slices of the mapped file. The
 // file is the same whatever the zero level and world size that wrote it.
-// Files of format version 1 (one torch archive) are still read, whole; the
-// meta names the LibTorch that wrote such an archive, and one that this
-// LibTorch cannot read is refused with both versions and the file named.
+// Each block of the payload has its own checksum (format version 3), so a
+// reader verifies the bytes it reads, once, and no others: resuming at zero 3
+// on N ranks, each rank reads and verifies about 1/N of the file.
+// Files of format version 2 (one checksum for the file, verified whole on
+// opening) and version 1 (one torch archive) are still read; the meta names
+// the LibTorch that wrote such an archive, and one that this LibTorch cannot
+// read is refused with both versions and the file named.
 #pragma once
 #include <torch/torch.h>
 
@@ -50,10 +54,13 @@ class CheckpointWriter {
   uint64_t written_ = 0;  // data bytes so far
 };
 
-// A verified checkpoint file, mapped: tensors are read whole or in slices.
+// A checkpoint file, mapped: tensors are read whole or in slices, and each
+// block of the file is verified the first time it is read (a block that fails
+// throws CorruptBlock naming the file and the tensor). Open a file once and
+// hand the reader along: a second reader verifies the same bytes again.
 class CheckpointReader {
  public:
-  explicit CheckpointReader(const std::string& path);  // checks the container, checksum and table
+  explicit CheckpointReader(const std::string& path);  // checks the container, meta, index and table
   ~CheckpointReader();
   const CheckpointMeta& meta() const { return meta_; }
   const std::string& path() const { return path_; }
@@ -65,15 +72,23 @@ class CheckpointReader {
   // `shape`. Throws InputError naming the file and tensor.
   void read_into(const std::string& name, const std::vector<int64_t>& shape, int64_t start,
                  const torch::Tensor& dst) const;
+  // The file's bytes verified so far, of file_bytes() (all of them, from the
+  // start, for versions 1 and 2).
+  uint64_t bytes_verified() const { return blocks_ ? blocks_->bytes_verified() : file_bytes_; }
+  uint64_t file_bytes() const { return file_bytes_; }
 
  private:
   struct Legacy;  // a version-1 file's torch archive
   const TensorEntry& entry(const std::string& name) const;
+  // The bytes of `e` from element `first`, `count` elements, verified.
+  const uint8_t* verified(const TensorEntry& e, uint64_t first, uint64_t count) const;
   std::string path_;
   CheckpointMeta meta_;
   std::unique_ptr<MappedFile> file_;
   TensorTable table_;
   const uint8_t* data_ = nullptr;  // the first tensor's bytes
+  std::unique_ptr<PayloadBlocks> blocks_;  // versions 2 and 3
+  uint64_t file_bytes_ = 0;
   std::unique_ptr<Legacy> legacy_;
 };
 
@@ -83,12 +98,14 @@ class CheckpointReader {
 void save_checkpoint(const std::string& path, const CheckpointMeta& meta, Transformer& model,
                      OptimizerState* optimizer);
 
-// Reads only the header and meta (verifying the whole file's checksum).
+// The meta, after checking the file's head (header, meta, index and tensor
+// table; version 2: the whole file's checksum). Tensor bytes are not read.
 CheckpointMeta read_checkpoint_meta(const std::string& path);
 
 // Loads weights into `model` (whose config must match; sharded, each rank
 // reads its part) and, when given, the optimizer state; restores the RNG.
-// Throws on a corrupted or foreign file.
+// Throws on a foreign file, and CorruptBlock where what it reads is corrupted.
+CheckpointMeta load_checkpoint(const CheckpointReader& in, Transformer& model, OptimizerState* optimizer);
 CheckpointMeta load_checkpoint(const std::string& path, Transformer& model, OptimizerState* optimizer);
 
 // The weights of a verified file into `model` (whose config must match):
@@ -100,8 +117,14 @@ Transformer load_model(const std::string& path, CheckpointMeta* meta = nullptr);
 Transformer load_model(const CheckpointReader& in);  // a file already open and verified
 
 
-// DIR/ckpt/step_XXXXXXXX.ckpt: the newest one that verifies, if any.
-std::optional<std::string> latest_valid_checkpoint(const std::string& run_dir);
+// DIR/ckpt/step_XXXXXXXX.ckpt, newest first.
+std::vector<std::string> step_checkpoints_newest_first(const std::string& run_dir);
+// `path` opened, or null after saying on stderr why it is skipped (a resume
+// goes on to an older checkpoint).
+std::unique_ptr<CheckpointReader> open_checkpoint_or_skip(const std::string& path);
+// The newest step checkpoint whose head verifies, opened; null if none.
+std::unique_ptr<CheckpointReader> open_latest_checkpoint(const std::string& run_dir);
+std::optional<std::string> latest_valid_checkpoint(const std::string& run_dir);  // its path
 std::string step_checkpoint_path(const std::string& run_dir, int64_t step);
 // Keeps the `keep` newest step checkpoints.
 void prune_checkpoints(const std::string& run_dir, int keep);

@@ -101,10 +101,12 @@ void check_run_dir(Config& cfg, int world) {
                      "): --resume continues that run; a new run needs a new run.dir (nothing was changed)");
     return;
   }
-  auto latest = latest_valid_checkpoint(cfg.run.dir);
+  // Only the newest checkpoint's head is read here (its tensors' bytes are
+  // verified once, when the Trainer loads them).
+  auto latest = open_latest_checkpoint(cfg.run.dir);
   if (!latest) return;
-  auto diff = identity_mismatch(read_checkpoint_meta(*latest), run_identity(cfg, world));
-  UNDO_INPUT_CHECK(diff.empty(), "--resume: checkpoint '", *latest, "' belongs to another run: ", diff,
+  auto diff = identity_mismatch(latest->meta(), run_identity(cfg, world));
+  UNDO_INPUT_CHECK(diff.empty(), "--resume: checkpoint '", latest->path(), "' belongs to another run: ", diff,
                    " (nothing was changed; resume with that run's settings, or start in a new run.dir)");
 }
 

@@ -66,6 +66,10 @@ class Trainer {
   // Evaluates at `done` into the log and `result`; false when a stop signal
   // interrupted it (then nothing was written).
   bool evaluate(int64_t done, MetricsLog& metrics, TrainResult& result);
+  // --resume: loads the newest checkpoint that every rank reads intact into
+  // the model and the optimizer, and returns its meta (none: a fresh start).
+  std::optional<CheckpointMeta> resume();
+  std::string verified_share(const CheckpointReader& in);
   // This run's identity (train/run_dir.h) with the stage: stamped on every
   // checkpoint, compared on resume.
   const std::map<std::string, std::string>& identity();
