@@ -14,6 +14,7 @@
 
 #include "core/error.h"
 #include "core/fs.h"
+#include "distributed/launch.h"
 #include "distributed/rendezvous.h"
 #include "sweep/plan.h"
 #include "test_util.h"
@@ -206,4 +207,23 @@ TEST(Rendezvous, TheEnvironmentLauncherAdmitsOnlyTheJobsRanks) {
   auto log = read_file(rank0_log);
   EXPECT_NE(log.find("rendezvous: refused a connection from 127.0.0.1:"), std::string::npos) << log;
   EXPECT_EQ(test::losses_of(dir + "/run/metrics.jsonl").size(), 2u) << log;  // steps 5 and 6
+}
+
+// Slurm's tasks-per-node list, as srun sets SLURM_STEP_TASKS_PER_NODE: a job
+// of 2 nodes with a task on each is 2 hosts, whether or not --ntasks-per-node
+// was given (before, without it, undo took the job for one host and served the
+// rendezvous on loopback, where the second node's rank waited forever).
+TEST(Launch, SlurmTasksPerNodeListsAreRead) {
+  EXPECT_EQ(slurm_tasks_on_node("1(x2)", 0), 1);
+  EXPECT_EQ(slurm_tasks_on_node("1(x2)", 1), 1);
+  EXPECT_EQ(slurm_tasks_on_node("4", 0), 4);
+  EXPECT_EQ(slurm_tasks_on_node("2(x3),1", 2), 2);
+  EXPECT_EQ(slurm_tasks_on_node("2(x3),1", 3), 1);
+  EXPECT_EQ(slurm_tasks_on_node("3,1(x2),5", 3), 5);
+  for (std::string bad : {"", "x", "2(x", "2(x3", "2(3)", "2;1", "-1"})
+    EXPECT_NE(test::error_of([&] { slurm_tasks_on_node(bad, 0); }).find("SLURM_STEP_TASKS_PER_NODE='" + bad + "'"),
+              std::string::npos)
+        << bad;
+  EXPECT_NE(test::error_of([&] { slurm_tasks_on_node("1(x2)", 2); }).find("lists 2 node(s), and this is node 2"),
+            std::string::npos);
 }

@@ -30,6 +30,7 @@
 #include "sweep/plan.h"
 #include "sweep/rank_memory.h"
 #include "sweep/state.h"
+#include "sweep_wait.h"
 #include "test_util.h"
 
 using namespace undo;
@@ -840,16 +841,11 @@ TEST(Slurm, SignalledJobCheckpointsRequeuesAndResumes) {
   ASSERT_NE(at, std::string::npos) << running;
   std::string task = running.substr(at + 7, running.find('\n') - at - 7);
   ASSERT_EQ(std::system(("scancel --batch --signal=USR1 " + task).c_str()), 0);
-  // Up to 5 minutes for the whole sweep: until every job has finished (tasks of one array end in any order).
-  for (int i = 0; i < 3000; ++i) {
-    bool settled = true;
-    for (auto& j : plan.jobs) {
-      auto state = job_status(plan, j).state;
-      settled = settled && (state == JobState::Done || state == JobState::Failed || state == JobState::Blocked);
-    }
-    if (settled) break;
+  for (int i = 0; i < 600 && read_file(base.dir + "/log").find("checkpointed, requeueing") == std::string::npos; ++i)
     usleep(100000);
-  }
+  test::start_requeued_now("", task);
+  // Up to 5 minutes for the whole sweep: until every job has finished (tasks of one array end in any order).
+  test::wait_for_sweep_to_settle(plan, 300);
   auto log = read_file(base.dir + "/log");
   EXPECT_NE(log.find("stop signal received"), std::string::npos) << log;
   EXPECT_NE(log.find("; checkpointed at step"), std::string::npos) << log;

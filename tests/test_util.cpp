@@ -1,6 +1,7 @@
 #include "test_util.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -74,6 +75,18 @@ int run_command(const std::string& cmd, std::string* output) {
   int status = ::pclose(p);
   if (output) *output = out;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+void start_requeued_now(const std::string& client, const std::string& task) {
+  std::string out;
+  for (int i = 0; i < 600; ++i) {
+    run_command(client + "squeue -h -j " + task + " -o %T 2>&1", &out);
+    if (out.find("PENDING") != std::string::npos) break;
+    ::usleep(100000);
+  }
+  EXPECT_NE(out.find("PENDING"), std::string::npos) << "task " << task << " was not requeued: " << out;
+  ::sleep(2);
+  EXPECT_EQ(run_command(client + "scontrol update JobId=" + task + " StartTime=now 2>&1", &out), 0) << out;
 }
 
 const std::string& tiny_data_dir() {

@@ -22,6 +22,13 @@ const std::string& tiny_data_dir();
 Config tiny_config(const std::string& run_dir);
 // Runs a shell command; returns its exit code, its standard output in `output`.
 int run_command(const std::string& cmd, std::string* output = nullptr);
+// Slurm holds a requeued task about two minutes before it may start again
+// (its BeginTime); the Slurm tests release it at once, as an administrator
+// may: once `task` (ARRAY_TASK) is pending again and 2 s after (slurmd
+// refuses a launch within the second its last run was killed in). Slurm
+// commands run as `client` + " squeue ..." (client: "" or a wrapper that runs
+// them on the cluster's login host). Fails the test when it never requeues.
+void start_requeued_now(const std::string& client, const std::string& task);
 // Whether UNDO_PYTHON imports every module of `modules` ("tokenizers, transformers"):
 // what a test against a Python library checks before it runs, to skip saying so.
 bool python_has(const std::string& modules);

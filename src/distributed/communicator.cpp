@@ -1,5 +1,7 @@
 #include "distributed/communicator.h"
 
+#include <arpa/inet.h>
+#include <ifaddrs.h>
 #include <mpi.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -35,12 +37,33 @@ std::shared_ptr<Communicator>& global_comm() {
 
 std::string heartbeat_key(int rank) { return "undo/alive/" + std::to_string(rank); }
 
+// The IPv4 address of the network interface `name`; throws naming it when it has none.
+std::string interface_address(const std::string& name) {
+  ifaddrs* all = nullptr;
+  UNDO_CHECK(::getifaddrs(&all) == 0, "cannot list this host's network interfaces");
+  std::string found;
+  for (ifaddrs* i = all; i && found.empty(); i = i->ifa_next)
+    if (i->ifa_addr && i->ifa_addr->sa_family == AF_INET && name == i->ifa_name) {
+      char text[INET_ADDRSTRLEN] = {0};
+      ::inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof text);
+      found = text;
+    }
+  ::freeifaddrs(all);
+  UNDO_INPUT_CHECK(!found.empty(), "GLOO_SOCKET_IFNAME = '", name, "': rank 0 has no network interface of that name "
+                   "with an IPv4 address (set dist.addr to the address of rank 0 that the others reach)");
+  return found;
+}
+
 // The host rank 0 serves the rendezvous on: loopback when every rank is on
-// its host, else dist.addr, else its hostname, which must not resolve to a
-// loopback address (Debian maps the hostname to 127.0.1.1).
+// its host, else dist.addr, else the address of the interface that
+// GLOO_SOCKET_IFNAME names (the network the ranks' own connections use: on a
+// cluster whose hosts share a hostname's resolution, or have several
+// networks), else its hostname, which must not resolve to a loopback address
+// (Debian maps the hostname to 127.0.1.1).
 std::string rendezvous_host(const DistConfig& cfg, const LaunchInfo& launch) {
   if (launch.local_world == launch.world) return "127.0.0.1";
   if (!cfg.addr.empty()) return cfg.addr;
+  if (const char* ifname = std::getenv("GLOO_SOCKET_IFNAME"); ifname && *ifname) return interface_address(ifname);
   char host[256] = {0};
   ::gethostname(host, sizeof host - 1);
   addrinfo hints{}, *found = nullptr;

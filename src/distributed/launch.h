@@ -12,4 +12,9 @@ struct LaunchInfo {
 
 LaunchInfo detect_launch();
 
+// The tasks on node `node` (counted from 0) of Slurm's tasks-per-node list
+// ("2(x3),1": nodes 0-2 run 2 tasks, node 3 one). Throws InputError naming
+// the variable on a list it cannot read or that has no such node.
+int slurm_tasks_on_node(const std::string& spec, int node);
+
 }  // namespace undo

@@ -178,6 +178,7 @@ SweepSpec read_sweep_spec(const std::string& path) {
       {"slurm.nodes", [&](auto& w, auto& v) { spec.slurm.nodes = to_int(w, v, 1); }},
       {"slurm.max_parallel", [&](auto& w, auto& v) { spec.slurm.max_parallel = to_int(w, v, 1); }},
       {"slurm.signal_s", [&](auto& w, auto& v) { spec.slurm.signal_s = to_int(w, v, 0); }},
+      {"slurm.lost_rank_requeues", [&](auto& w, auto& v) { spec.slurm.lost_rank_requeues = to_int(w, v, 0); }},
       {"slurm.extra", [&](auto&, auto& v) { spec.slurm.extra = v; }},
   };
   std::map<std::string, std::string> given_at;  // key -> where, so that a key given twice is refused

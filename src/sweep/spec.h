@@ -31,7 +31,8 @@
 //   [unlearn.rmu]
 //   lr = 1e-3                           ; RMU's teacher alone (any unlearn key but method)
 //   [slurm]
-//   partition = ...                     ; account, time, nodes, max_parallel (%N), signal_s, extra
+//   partition = ...                     ; account, time, nodes, max_parallel (%N), signal_s, extra,
+//                                       ; lost_rank_requeues
 #pragma once
 #include <map>
 #include <string>
@@ -48,6 +49,9 @@ struct SlurmSettings {
   int nodes = 1;
   int max_parallel = 8;  // array throttle %N
   int signal_s = 120;    // SIGUSR1 this long before the time limit: checkpoint and requeue
+  // A task whose ranks lost one (exit 3: a node went away mid-step) requeues
+  // and resumes from its last checkpoint, at most this many times.
+  int lost_rank_requeues = 3;
   std::string extra;     // more #SBATCH lines, ';'-separated (e.g. "--gres=gpu:1;--mem=32G")
 };
 
