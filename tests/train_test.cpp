@@ -439,6 +439,28 @@ TEST(Checkpoint, ResumeSkipsACorruptedLatestCheckpoint) {
   EXPECT_EQ(*found, step_checkpoint_path(cfg.run.dir, 4));
 }
 
+// A load that fails partway (a corrupted block in the only checkpoint) has
+// already written part of the file into the model: --resume refuses to start
+// afresh from that, naming the run's checkpoints, instead of training a model
+// that is neither the checkpoint nor a fresh initialisation.
+TEST(Checkpoint, ResumeRefusesAFreshStartAfterAPartLoad) {
+  Config cfg = test::tiny_config(test::temp_dir("run"));
+  cfg.train.steps = 4;
+  cfg.train.ckpt_every = 4;
+  train(cfg, fresh(cfg, 3));
+  const auto only = step_checkpoint_path(cfg.run.dir, 4);
+  std::string bytes = read_file(only);
+  bytes[bytes.size() - 200] ^= 0x01;  // in the payload's last blocks: its head still verifies
+  write_file_atomic(only, bytes);
+  ASSERT_EQ(latest_valid_checkpoint(cfg.run.dir), only);
+  cfg.run.resume = true;
+  cfg.train.steps = 8;
+  auto e = test::error_of([&] { train(cfg, fresh(cfg, 3)); });
+  EXPECT_NE(e.find("reads intact on every rank"), std::string::npos) << e;
+  EXPECT_NE(e.find("nothing was trained"), std::string::npos) << e;
+  EXPECT_FALSE(std::filesystem::exists(step_checkpoint_path(cfg.run.dir, 8)));
+}
+
 TEST(Export, SafetensorsRoundTrip) {
   Config cfg = test::tiny_config(test::temp_dir("run"));
   Transformer model = fresh(cfg, 4);
