@@ -226,4 +226,6 @@ TEST(Launch, SlurmTasksPerNodeListsAreRead) {
         << bad;
   EXPECT_NE(test::error_of([&] { slurm_tasks_on_node("1(x2)", 2); }).find("lists 2 node(s), and this is node 2"),
             std::string::npos);
+  // Node counts whose sum would wrap an int.
+  EXPECT_EQ(slurm_tasks_on_node("1(x2147483647),2(x2147483647)", 2147483647), 2);
 }

@@ -1,5 +1,6 @@
 #include "distributed/launch.h"
 
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 
@@ -22,7 +23,7 @@ int slurm_tasks_on_node(const std::string& spec, int node) {
   // "2(x3),1": a count, optionally repeated "(xN)" times, comma-separated.
   auto bad = [&] { return InputError("SLURM_STEP_TASKS_PER_NODE='" + spec + "' is not Slurm's tasks-per-node list"); };
   size_t at = 0;
-  int first = 0;  // the first node the next entry covers
+  int64_t first = 0;  // the first node the next entry covers (64 bits: "(x2147483647)" twice must not wrap)
   while (at < spec.size()) {
     size_t used = 0;
     int count = 0, times = 1;
