@@ -107,7 +107,7 @@ TEST(CraftedFiles, CheckpointSizesThatWrapAreRefused) {
   EXPECT_EQ(unframe_checkpoint(frame_checkpoint("m", "p"), "ok").second, "p");
 }
 
-// A version-2 payload's tensor table, one field at a time: every size is
+// A version-2 or 3 payload's tensor table, one field at a time: every size is
 // checked against the payload before any tensor is read, products of
 // dimensions included (one that wraps around 2^64 must not pass as small).
 TEST(CraftedFiles, TensorTableFieldsAreCheckedOneByOne) {

@@ -377,7 +377,7 @@ TEST(Checkpoint, EachBlockIsVerifiedWhenFirstRead) {
             std::string::npos);
 }
 
-// The version-2 writer: tensors in the planned order only, a slice of any one
+// The writer: tensors in the planned order only, a slice of any one
 // read back without the rest, and a file abandoned half-written never appears.
 TEST(Checkpoint, TheTensorTableStreamsInOrderAndReadsSlices) {
   auto dir = test::temp_dir("table");

@@ -1,4 +1,4 @@
-// The payload of a version-2 checkpoint: a table that names each tensor, its
+// The payload of a version-2 or 3 checkpoint: a table that names each tensor, its
 // dtype and shape and where its bytes lie, then the tensors' raw bytes
 // (little-endian, row-major, each starting on a 64-byte boundary).
 //
