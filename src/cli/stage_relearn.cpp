@@ -11,6 +11,7 @@
 #include "core/fs.h"
 #include "core/json.h"
 #include "core/stage_settings.h"
+#include "results/grid_extension.h"
 #include "train/checkpoint.h"
 #include "train/relearn.h"
 #include "train/stage_models.h"
@@ -59,37 +60,6 @@ std::vector<AttackPoint> attack_at(const Config& cfg, const std::shared_ptr<Para
   }
   if (auto comm = distributed()) comm->barrier();
   return read_attack_points(curve_path);
-}
-
-// The grid's extension: while the worst case after the whole attack sits at
-// the largest LR attacked (`grid`'s and this run's), attack at twice it, at
-// most relearn.extend times, and stop where the model breaks. Its points are
-// added to `points` (this run's); what happened goes into `summary`.
-void extend_grid(const Config& cfg, const std::vector<AttackPoint>& grid, std::vector<AttackPoint>& points,
-                 const std::function<std::vector<AttackPoint>(double)>& attack, JsonObject& summary) {
-  std::vector<AttackPoint> all = grid;
-  all.insert(all.end(), points.begin(), points.end());
-  const std::string metric = cfg.relearn.metric == "auto" ? attack_metric(all) : cfg.relearn.metric;
-  std::string outcome = "interior";
-  int doublings = 0;
-  for (;; ++doublings) {
-    const GridEdge edge = grid_edge(all, metric);
-    if (!edge.censored()) break;
-    if (doublings == cfg.relearn.extend) {
-      outcome = "limit";  // the report marks the figure "censored at grid edge"
-      break;
-    }
-    auto more = attack(2 * edge.largest_lr);
-    all.insert(all.end(), more.begin(), more.end());
-    points.insert(points.end(), more.begin(), more.end());
-    const std::string broke = attack_divergence(more, cfg.model.vocab_size);
-    if (!broke.empty()) {
-      outcome = "diverged at LR " + format_double(2 * edge.largest_lr) + ": " + broke;
-      if (is_writer()) std::cerr << "relearn: the grid's extension stops: " << outcome << "\n";
-      break;
-    }
-  }
-  summary.add("grid_extension", outcome).add("grid_doublings", doublings);
 }
 
 // The grid another run attacked already (a sweep's per-LR jobs): their points.
@@ -193,7 +163,11 @@ int stage_relearn(int argc, const char* const* argv) {
       points.insert(points.end(), p.begin(), p.end());
     }
   JsonObject summary;
-  extend_grid(cfg, grid, points, attack, summary);
+  const GridExtension ext = extend_grid({cfg.relearn.metric == "auto" ? "" : cfg.relearn.metric, cfg.relearn.extend,
+                                         cfg.model.vocab_size},
+                                        grid, points, attack);
+  if (ext.diverged() && is_writer()) std::cerr << "relearn: the grid's extension stops: " << ext.outcome << "\n";
+  ext.add_to(summary);
   if (!is_writer()) return 0;
   double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   summary.add("model", model_path).add("model_stage", meta.stage).add("wall_s", wall);

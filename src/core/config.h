@@ -219,7 +219,7 @@ struct RelearnConfig {
   int accum = 1;
   double forget_share = 0.01;  // the paper's attack sees about 1% of them
   // Where the worst case sits at the largest LR, the grid is extended by
-  // doubling that LR, at most `extend` times (or until the model breaks).
+  // doubling that LR, at most `extend` times (or until an attack diverges: results/grid_extension.h).
   int extend = 4;
   std::string metric = "auto";  // the forget metric the worst case is judged on (auto: accuracy where measured)
 };

@@ -134,16 +134,11 @@ GridEdge grid_edge(const std::vector<AttackPoint>& points, const std::string& me
   return e;
 }
 
-std::string attack_divergence(const std::vector<AttackPoint>& lr_points, int64_t vocab) {
+std::string attack_divergence(const std::vector<AttackPoint>& lr_points) {
   if (lr_points.empty()) return "";
   const AttackPoint& last = lr_points.back();
   for (auto& [name, v] : last.metrics)
     if (!std::isfinite(v)) return name + " is " + std::to_string(v) + " at step " + std::to_string(last.step);
-  auto retain = last.metrics.find("retain_ce");
-  const double uniform = std::log(double(vocab));
-  if (retain != last.metrics.end() && retain->second > uniform)
-    return "retain CE " + std::to_string(retain->second) + " at step " + std::to_string(last.step) +
-           " is worse than a uniform guess (" + std::to_string(uniform) + ")";
   return "";
 }
 

@@ -65,9 +65,10 @@ struct GridEdge {
   bool censored() const { return worst_lr >= largest_lr; }
 };
 GridEdge grid_edge(const std::vector<AttackPoint>& points, const std::string& metric);
-// Why the attack at one LR broke the model ("" if it did not): a metric that is
-// not a number, or a retain CE worse than a uniform guess over `vocab` tokens.
-std::string attack_divergence(const std::vector<AttackPoint>& lr_points, int64_t vocab);
+// Why the attack at one LR diverged ("" if it did not): a metric of its last
+// evaluation that is not a number. (A retain CE worse than uniform is not
+// divergence: results/grid_extension.h says why.)
+std::string attack_divergence(const std::vector<AttackPoint>& lr_points);
 
 // The worst-case point at `step` or the last one before it.
 const AttackPoint& worst_at_or_before(const std::vector<AttackPoint>& worst, int64_t step);

@@ -149,8 +149,10 @@ std::vector<std::string> censored_models(const std::vector<ResultRow>& results, 
     p.lr = r.attack_lr;
     p.step = std::isfinite(r.attack_steps) ? int64_t(r.attack_steps) : 0;
     p.metrics[metric] = r.forget_final;
-    // The extension chose on validation where it was measured, and so does this rule.
-    if (std::isfinite(r.forget_final_val)) p.metrics[validation_metric_of(metric)] = r.forget_final_val;
+    // The extension chose on validation where it was measured, and so does this rule. A diverged
+    // attack's row (NaN on both) keeps its NaN there, so that it does not make the model's choice "test".
+    if (std::isfinite(r.forget_final_val) || !std::isfinite(r.forget_final))
+      p.metrics[validation_metric_of(metric)] = r.forget_final_val;
     finals[r.model].push_back(p);
   }
   std::vector<std::string> out;
