@@ -134,7 +134,7 @@ void StepProfile::print(std::ostream& out) const {
     out << "  " << std::left << std::setw(44) << name << std::right << std::setw(9) << ms << " ms\n";
 }
 
-double measured_gemm_gflops(const ModelConfig& m, int64_t rows, const std::string& precision) {
+double measured_gemm_gflops(const ModelConfig& m, int64_t rows, const std::string& precision, bool fused_blocks) {
   const auto dtype = precision == "bf16" ? torch::kBFloat16 : torch::kFloat;
   const int64_t d = m.d_model, q = int64_t(m.n_heads) * m.head_size(), kv = int64_t(m.kv_heads()) * m.head_size();
   const int64_t T = m.seq_len, batch = std::max<int64_t>(1, rows / T) * m.n_heads, hd = m.head_size();
@@ -143,10 +143,14 @@ double measured_gemm_gflops(const ModelConfig& m, int64_t rows, const std::strin
     double count;  // how many of it a forward runs
   };
   const double L = m.n_layers;
-  const std::vector<Product> products = {
-      {{rows, d}, {d, q}, 2 * L},       {{rows, d}, {d, kv}, 2 * L},        {{rows, m.d_ff}, {m.d_ff, d}, L},
-      {{rows, d}, {d, m.d_ff}, 2 * L},  {{batch, T, hd}, {batch, hd, T}, L}, {{batch, T, T}, {batch, T, hd}, L},
-      {{rows, d}, {d, m.vocab_size}, 1}};
+  // Fused blocks (model/block_kernels.h) make q, k and v one product, and gate and up another.
+  std::vector<Product> products = {{{rows, m.d_ff}, {m.d_ff, d}, L},       {{rows, q}, {q, d}, L},
+                                   {{batch, T, hd}, {batch, hd, T}, L}, {{batch, T, T}, {batch, T, hd}, L},
+                                   {{rows, d}, {d, m.vocab_size}, 1}};
+  if (fused_blocks)
+    products.insert(products.end(), {{{rows, d}, {d, q + 2 * kv}, L}, {{rows, d}, {d, 2 * m.d_ff}, L}});
+  else
+    products.insert(products.end(), {{{rows, d}, {d, q}, L}, {{rows, d}, {d, kv}, 2 * L}, {{rows, d}, {d, m.d_ff}, 2 * L}});
   double flops = 0, seconds = 0;
   for (const auto& p : products) {
     auto a = torch::randn(p.a).to(dtype), b = torch::randn(p.b).to(dtype);

@@ -44,7 +44,8 @@ class StepProfile {
 // The matrix-product rate (GFLOP/s) at the model's shapes for `rows` rows
 // (batch x window), in the precision's dtype: each projection's product, the
 // MLP's, the attention's and the head's, forward only, best of a few runs,
-// weighted by their FLOPs.
-double measured_gemm_gflops(const ModelConfig& model, int64_t rows, const std::string& precision);
+// weighted by their FLOPs; with `fused_blocks`, the products train.fused_blocks
+// makes (q, k and v as one, gate and up as one).
+double measured_gemm_gflops(const ModelConfig& model, int64_t rows, const std::string& precision, bool fused_blocks);
 
 }  // namespace undo::bench

@@ -106,10 +106,11 @@ int main(int argc, char** argv) {
         .add("model_gflops", gflops).add("params", model->num_params()).add("precision", cfg.train.precision)
         .add("threads", at::get_num_threads()).add("device", cfg.run.device).add("torch", TORCH_VERSION)
         .add("zero", cfg.dist.zero).add("state_bytes_per_rank", state_bytes)
-        .add("max_rss_bytes", max_rss_bytes()).add("fused_loss", cfg.train.fused_loss ? 1 : 0);
+        .add("max_rss_bytes", max_rss_bytes()).add("fused_loss", cfg.train.fused_loss ? 1 : 0)
+        .add("fused_blocks", cfg.train.fused_blocks ? 1 : 0);
     if (cfg.run.device == "cpu") {
       const double gemm = bench::measured_gemm_gflops(cfg.model, int64_t(cfg.train.batch_size) * cfg.model.seq_len,
-                                                      cfg.train.precision);
+                                                      cfg.train.precision, cfg.train.fused_blocks);
       j.add("gemm_gflops", gemm).add("share_of_gemm_rate", gflops / gemm);
     }
     if (!comm || comm->rank() == 0) {

@@ -1,8 +1,9 @@
 #include "model/transformer.h"
 
+#include "model/block_kernels.h"
 #include "model/device.h"
+#include "model/profile_scope.h"
 
-#include <ATen/record_function.h>
 
 #include <cmath>
 
@@ -14,11 +15,10 @@ RMSNormImpl::RMSNormImpl(int dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::zeros({dim}));
 }
 
-// The scopes that bench/run --profile sorts operators by (their backward follows them there).
-#define UNDO_PROFILE_SCOPE(name) RECORD_FUNCTION(name, c10::ArrayRef<const c10::IValue>{})
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   UNDO_PROFILE_SCOPE("undo::norm");
+  if (fused) return rms_norm(x, weight, eps);
   auto xf = x.to(torch::kFloat);
   auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return (y * (1 + weight)).to(x.scalar_type());
@@ -73,9 +73,18 @@ AttentionImpl::AttentionImpl(const ModelConfig& cfg, int layer)
 torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
   auto B = x.size(0), T = x.size(1);
   auto shape = [&](torch::Tensor t, int heads) { return t.view({B, T, heads, head_dim}).transpose(1, 2); };
-  auto q = apply_rope(shape(wq(x), n_heads), cos, sin);
-  auto k = apply_rope(shape(wk(x), n_kv_heads), cos, sin);
-  auto v = shape(wv(x), n_kv_heads);
+  torch::Tensor q, k, v;
+  if (fused) {
+    auto qkv = project_together(x, {wq, wk, wv});
+    UNDO_PROFILE_SCOPE("undo::rotary");
+    q = rotary(shape(qkv[0], n_heads), cos, sin, scale);
+    k = rotary(shape(qkv[1], n_kv_heads), cos, sin);
+    v = shape(qkv[2], n_kv_heads);
+  } else {
+    q = apply_rope(shape(wq(x), n_heads), cos, sin);
+    k = apply_rope(shape(wk(x), n_kv_heads), cos, sin);
+    v = shape(wv(x), n_kv_heads);
+  }
   if (n_kv_heads != n_heads) {  // grouped-query: key/value head j serves query heads j*g .. j*g+g-1
     k = k.repeat_interleave(n_heads / n_kv_heads, 1);
     v = v.repeat_interleave(n_heads / n_kv_heads, 1);
@@ -88,10 +97,11 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
   torch::Tensor out;
   {
     UNDO_PROFILE_SCOPE("undo::attention");
-    out = x.is_cuda() && softcap == 0 && window == 0
-              ? torch::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0,
-                                                    /*is_causal=*/true, scale)
-              : masked_softmax_attention(q, k, v, scale, softcap, window);
+    if (x.is_cuda() && softcap == 0 && window == 0)
+      out = torch::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, /*dropout_p=*/0.0, /*is_causal=*/true,
+                                                fused ? 1.0 : scale);  // fused: q carries the scale
+    else
+      out = fused ? causal_attention(q, k, v, softcap, window) : masked_softmax_attention(q, k, v, scale, softcap, window);
   }
   return wo(out.transpose(1, 2).reshape({B, T, n_heads * head_dim}));
 }
@@ -115,9 +125,15 @@ MlpImpl::MlpImpl(int d_model, int d_ff, const std::string& activation_) : activa
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  auto g = gate(x);
+  torch::Tensor g, u;
+  if (fused) {
+    auto gu = project_together(x, {gate, up});
+    g = gu[0], u = gu[1];
+  } else {
+    g = gate(x), u = up(x);
+  }
   g = activation == "silu" ? torch::silu(g) : torch::gelu(g, activation == "gelu_tanh" ? "tanh" : "none");
-  return down(g * up(x));
+  return down(g * u);
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg, int layer) {
@@ -163,6 +179,16 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, bool storage) : cfg(c) {
   auto angles = torch::outer(torch::arange(cfg.seq_len, torch::kDouble), rope_inv_freq(cfg, cfg.head_size()));
   rope_cos = register_buffer("rope_cos", angles.cos().to(torch::kFloat));
   rope_sin = register_buffer("rope_sin", angles.sin().to(torch::kFloat));
+}
+
+void TransformerImpl::set_fused_blocks(bool on) {
+  for (auto& layer : *layers) {
+    auto b = layer->as<Block>();
+    b->attn->fused = on;
+    b->mlp->fused = on;
+  }
+  for (auto& m : modules())
+    if (auto norm = std::dynamic_pointer_cast<RMSNormImpl>(m)) norm->fused = on;
 }
 
 torch::Tensor TransformerImpl::through(torch::nn::Module& unit,

@@ -23,6 +23,7 @@ struct RMSNormImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
   double eps;
+  bool fused = true;  // one autograd node (model/block_kernels.h; train.fused_blocks)
 };
 TORCH_MODULE(RMSNorm);
 
@@ -33,6 +34,7 @@ struct AttentionImpl : torch::nn::Module {
   int n_heads, n_kv_heads, head_dim;
   double scale, softcap;
   int window;  // 0: this layer attends to every earlier position
+  bool fused = true;  // model/block_kernels.h, or the written-out reference path (train.fused_blocks)
 };
 TORCH_MODULE(Attention);
 
@@ -50,6 +52,7 @@ struct MlpImpl : torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x);
   torch::nn::Linear gate{nullptr}, up{nullptr}, down{nullptr};
   std::string activation;  // gelu | gelu_tanh | silu
+  bool fused = true;  // gate and up as one product (model/block_kernels.h; train.fused_blocks)
 };
 TORCH_MODULE(Mlp);
 
@@ -112,6 +115,9 @@ struct TransformerImpl : torch::nn::Module {
   torch::nn::Linear lm_head{nullptr};  // untied models only
   torch::Tensor rope_cos, rope_sin;  // [seq_len, head_dim/2], buffers, not parameters
   HeadLossOptions head_loss;
+  // Every block's fused kernels (model/block_kernels.h) on or off, the
+  // written-out reference path beside them. Not part of the model, like head_loss.
+  void set_fused_blocks(bool on);
 
  private:
   // The pieces of forward, each through the runner.

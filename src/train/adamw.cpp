@@ -2,7 +2,7 @@
 
 #include "train/checkpoint.h"
 
-#include <ATen/record_function.h>
+#include "model/profile_scope.h"
 
 #include <cmath>
 
@@ -44,7 +44,7 @@ void AdamW::zero_grad() {
 int64_t AdamW::steps() const { return skipped_.defined() ? step_ - int64_t(skipped_.item<float>()) : step_; }
 
 void AdamW::step(double lr, const torch::Tensor& skip) {
-  RECORD_FUNCTION("undo::optimizer", c10::ArrayRef<const c10::IValue>{});  // a scope of bench/run --profile
+  UNDO_PROFILE_SCOPE("undo::optimizer");
   torch::NoGradGuard no_grad;
   ++step_;
   if (skip.defined()) skipped_ = skipped_.defined() ? skipped_ + skip : skip.clone();

@@ -18,10 +18,11 @@ std::pair<Transformer, std::shared_ptr<Zero3>> laid_out(const ModelConfig& cfg, 
   return {model, zero3};
 }
 
-// A stage's model computes its losses as the run's train.* keys say.
-Transformer with_run_losses(const Config& cfg, Transformer model) {
+// A stage's model computes its losses and blocks as the run's train.* keys say.
+Transformer with_run_kernels(const Config& cfg, Transformer model) {
   model->head_loss.chunked = cfg.train.fused_loss;
   model->head_loss.chunk = cfg.train.loss_chunk;
+  model->set_fused_blocks(cfg.train.fused_blocks);
   return model;
 }
 
@@ -63,16 +64,16 @@ Transformer noised_sharded(const CheckpointReader& in, std::shared_ptr<Communica
 
 Transformer load_model_for_run(const Config& cfg, Parallelism& parallel, const CheckpointReader& in, bool frozen) {
   check_model_fits_data(in.meta(), in.path(), cfg.data.dir);
-  return with_run_losses(cfg, parallel.loaded_model(in, frozen));
+  return with_run_kernels(cfg, parallel.loaded_model(in, frozen));
 }
 
 Transformer initialised_model_for_run(const Config& cfg, Parallelism& parallel) {
-  return with_run_losses(cfg, parallel.initialised_model(cfg.model, uint64_t(cfg.run.seed)));
+  return with_run_kernels(cfg, parallel.initialised_model(cfg.model, uint64_t(cfg.run.seed)));
 }
 
 Transformer noised_model_for_run(const Config& cfg, Parallelism& parallel, const CheckpointReader& teacher) {
   const auto& d = cfg.distill;
-  return with_run_losses(cfg, parallel.noised_model(teacher, d.alpha, d.beta, uint64_t(cfg.run.seed)));
+  return with_run_kernels(cfg, parallel.noised_model(teacher, d.alpha, d.beta, uint64_t(cfg.run.seed)));
 }
 
 }  // namespace undo

@@ -1,0 +1,205 @@
+// The fused pieces of a block (model/block_kernels.h) against the written-out
+// reference path (train.fused_blocks = false): the same outputs and the same
+// gradients, alone and through whole models of each kind the fusions touch
+// (grouped-query heads, q/k/v biases, SiLU and GELU gates), in fp32 and under
+// bf16 autocast.
+#include <gtest/gtest.h>
+
+#include "model/block_kernels.h"
+#include "model/precision.h"
+#include "model/transformer.h"
+#include "numerics.h"
+
+using namespace undo;
+
+namespace {
+
+// The written-out rotary (model/transformer.cpp's reference path).
+torch::Tensor rotary_written_out(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  auto half = x.size(-1) / 2;
+  auto x1 = x.narrow(-1, 0, half), x2 = x.narrow(-1, half, half);
+  return torch::cat({x1 * cos - x2 * sin, x1 * sin + x2 * cos}, -1);
+}
+
+ModelConfig small_model(int kv_heads, bool qkv_bias, const std::string& activation) {
+  ModelConfig m;
+  m.vocab_size = 97, m.d_model = 32, m.n_layers = 2, m.n_heads = 4, m.n_kv_heads = kv_heads, m.d_ff = 48;
+  m.seq_len = 16, m.qkv_bias = qkv_bias, m.activation = activation;
+  return m;
+}
+
+struct Pass {
+  torch::Tensor loss;
+  std::map<std::string, torch::Tensor> grads;
+};
+
+// A weighted sum of the logits (weights fixed), and every parameter's gradient.
+Pass run(Transformer& model, const torch::Tensor& tokens, const torch::Tensor& weights, bool fused) {
+  model->set_fused_blocks(fused);
+  model->zero_grad();
+  auto loss = (model->forward(tokens).to(torch::kFloat) * weights).sum();
+  loss.backward();
+  Pass p{loss.detach(), {}};
+  for (auto& item : model->named_parameters()) p.grads[item.key()] = item.value().grad().clone();
+  return p;
+}
+
+}  // namespace
+
+TEST(BlockKernels, RotaryEqualsTheWrittenOutFormForwardAndBackward) {
+  torch::manual_seed(3);
+  auto angles = torch::rand({16, 8}) * 6;
+  auto cos = angles.cos(), sin = angles.sin();
+  // [B, H, T, hd] as the attention makes it: a transposed view of [B, T, H, hd].
+  auto x0 = torch::randn({2, 16, 3, 16}).transpose(1, 2);
+  auto g = torch::randn({2, 3, 16, 16});
+  for (auto type : {torch::kFloat, torch::kBFloat16}) {
+    for (double scale : {1.0, 0.25}) {
+      const std::string what = std::string(c10::toString(type)) + ", scale " + std::to_string(scale);
+      auto a = x0.to(type).detach().requires_grad_(true), b = x0.to(type).detach().requires_grad_(true);
+      auto ref = rotary_written_out(a, cos, sin) * scale, got = rotary(b, cos, sin, scale);
+      EXPECT_EQ(got.scalar_type(), type) << what;
+      EXPECT_TRUE(got.is_contiguous()) << what;
+      (ref * g).sum().backward();
+      (got.to(torch::kFloat) * g).sum().backward();
+      EXPECT_EQ(b.grad().scalar_type(), type) << what;
+      // In fp32, two products and a sum per output on both sides, the fused side's second product
+      // and sum one multiply-add: an ulp or two. In bf16 the written-out form computes in fp32
+      // (x promoted to cos's type) and its gradient rounds each product's share to bf16 before
+      // adding them; the fused one rounds after each of its two kernels: two roundings apart.
+      const auto tol = type == torch::kFloat ? test::fp32_reordered(2, 1, 1) : test::bf16_rounded(2, 1);
+      test::expect_tensors_close(ref, got.to(torch::kFloat), tol, what + ": rotary output");
+      test::expect_tensors_close(a.grad().to(torch::kFloat), b.grad().to(torch::kFloat), tol, what + ": gradient");
+    }
+  }
+}
+
+// Attention with the softmax in the scores' type against the written-out
+// form's fp32 softmax, with the soft-cap and the sliding window, forward and backward.
+TEST(BlockKernels, AttentionWithItsSoftmaxInTheScoresTypeEqualsTheWrittenOutForm) {
+  torch::manual_seed(8);
+  auto q0 = torch::randn({2, 3, 16, 8}), k0 = torch::randn({2, 3, 16, 8}), v0 = torch::randn({2, 3, 16, 8});
+  auto g = torch::randn({2, 3, 16, 8});
+  const double scale = 1.0 / std::sqrt(8.0);
+  for (bool bf16 : {false, true})
+    for (auto [softcap, window] : std::vector<std::pair<double, int>>{{0, 0}, {5, 0}, {0, 4}}) {
+      const std::string what = std::string(bf16 ? "bf16" : "fp32") + ", softcap " + std::to_string(softcap) +
+                               ", window " + std::to_string(window);
+      auto type = bf16 ? torch::kBFloat16 : torch::kFloat;
+      std::vector<torch::Tensor> ref_in, got_in;
+      for (auto& t : {q0, k0, v0}) {
+        ref_in.push_back(t.to(type).clone().requires_grad_(true));
+        got_in.push_back(t.to(type).clone().requires_grad_(true));
+      }
+      auto ref = masked_softmax_attention(ref_in[0], ref_in[1], ref_in[2], scale, softcap, window);
+      auto got = causal_attention((got_in[0] * scale).to(type), got_in[1], got_in[2], softcap, window);
+      (ref.to(torch::kFloat) * g).sum().backward();
+      (got.to(torch::kFloat) * g).sum().backward();
+      // Both sides round the same bf16 products; the softmax's output is rounded to bf16 once on
+      // both, after fp32 sums in another order; the scaled q is rounded once more on the fused side.
+      const auto tol = bf16 ? test::bf16_rounded(3, 1) : test::fp32_reordered(16, 2, 1);
+      test::expect_tensors_close(ref.to(torch::kFloat), got.to(torch::kFloat), tol, what + ": output");
+      for (int i = 0; i < 3; ++i)
+        test::expect_tensors_close(ref_in[size_t(i)].grad().to(torch::kFloat), got_in[size_t(i)].grad().to(torch::kFloat),
+                                   tol, what + ": d input " + std::to_string(i));
+    }
+}
+
+TEST(BlockKernels, RmsNormEqualsTheWrittenOutFormForwardAndBackward) {
+  torch::manual_seed(12);
+  auto w = (torch::randn({24}) * 0.3).requires_grad_(true), w2 = w.detach().clone().requires_grad_(true);
+  auto g = torch::randn({3, 7, 24});
+  for (auto type : {torch::kFloat, torch::kBFloat16}) {
+    const std::string what = c10::toString(type);
+    auto x0 = torch::randn({3, 7, 24}) * 3;
+    auto a = x0.to(type).requires_grad_(true), b = x0.to(type).requires_grad_(true);
+    auto af = a.to(torch::kFloat);
+    auto ref = (af * torch::rsqrt(af.pow(2).mean(-1, true) + 1e-6) * (1 + w)).to(type);
+    auto got = rms_norm(b, w2, 1e-6);
+    EXPECT_EQ(got.scalar_type(), type) << what;
+    (ref.to(torch::kFloat) * g).sum().backward();
+    (got.to(torch::kFloat) * g).sum().backward();
+    // fp32 on both sides: sums of 24 terms per row (and 21 rows for dw) in another order. In bf16
+    // both round the output and dx once from fp32.
+    const auto tol = type == torch::kFloat ? test::fp32_reordered(24, 2, 1) : test::bf16_rounded(1, 1);
+    test::expect_tensors_close(ref.to(torch::kFloat), got.to(torch::kFloat), tol, what + ": output");
+    test::expect_tensors_close(a.grad().to(torch::kFloat), b.grad().to(torch::kFloat), tol, what + ": d x");
+    test::expect_tensors_close(w.grad(), w2.grad(), test::fp32_reordered(21, 2, w.grad().abs().max().item<double>()),
+                               what + ": d weight");
+    w.mutable_grad() = torch::Tensor(), w2.mutable_grad() = torch::Tensor();
+  }
+}
+
+TEST(BlockKernels, ProjectionsTogetherEqualEachAloneWithTheirGradients) {
+  torch::manual_seed(4);
+  for (bool bias : {false, true}) {
+    std::vector<torch::nn::Linear> ps;
+    for (int out : {8, 4, 4}) ps.push_back(torch::nn::Linear(torch::nn::LinearOptions(16, out).bias(bias)));
+    auto x = torch::randn({3, 5, 16}, torch::requires_grad());
+    auto together = project_together(x, ps);
+    ASSERT_EQ(together.size(), 3u);
+    torch::Tensor ref_loss = torch::zeros({}), got_loss = torch::zeros({});
+    std::vector<torch::Tensor> gs;
+    for (size_t i = 0; i < ps.size(); ++i) {
+      gs.push_back(torch::randn(together[i].sizes()));
+      got_loss = got_loss + (together[i] * gs[i]).sum();
+    }
+    got_loss.backward();
+    std::vector<torch::Tensor> got_dw, got_db;
+    for (auto& p : ps) {
+      got_dw.push_back(p->weight.grad().clone());
+      if (bias) got_db.push_back(p->bias.grad().clone());
+      p->zero_grad();
+    }
+    auto got_dx = x.grad().clone();
+    x.mutable_grad() = torch::Tensor();
+    for (size_t i = 0; i < ps.size(); ++i) {
+      auto alone = ps[i]->forward(x);
+      test::expect_tensors_close(alone, together[i], test::fp32_reordered(16, 1, 1), "projection " + std::to_string(i));
+      ref_loss = ref_loss + (alone * gs[i]).sum();
+    }
+    ref_loss.backward();
+    for (size_t i = 0; i < ps.size(); ++i) {
+      test::expect_tensors_close(ps[i]->weight.grad(), got_dw[i], test::fp32_reordered(15, 1, 1), "d weight");
+      if (bias) test::expect_tensors_close(ps[i]->bias.grad(), got_db[i], test::fp32_reordered(15, 1, 1), "d bias");
+    }
+    test::expect_tensors_close(x.grad(), got_dx, test::fp32_reordered(16, 1, 1), "d input");
+  }
+  std::vector<torch::nn::Linear> mixed = {torch::nn::Linear(torch::nn::LinearOptions(4, 4).bias(true)),
+                                          torch::nn::Linear(torch::nn::LinearOptions(4, 4).bias(false))};
+  EXPECT_THROW(project_together(torch::randn({2, 4}), mixed), std::exception);
+}
+
+// Through whole models: the logits' weighted sum and every parameter's gradient.
+TEST(BlockKernels, FusedBlocksEqualTheReferencePathThroughTheModel) {
+  struct Kind {
+    int kv_heads;
+    bool qkv_bias;
+    std::string activation;
+  };
+  for (auto [kv, bias, act] : {Kind{4, false, "gelu_tanh"}, Kind{2, true, "silu"}, Kind{1, false, "gelu"}}) {
+    const std::string kind = "kv " + std::to_string(kv) + (bias ? " bias " : " ") + act;
+    torch::manual_seed(9);
+    Transformer model(small_model(kv, bias, act));
+    model->init_weights(21);
+    auto tokens = torch::randint(97, {3, 16}, torch::kLong);
+    auto weights = torch::randn({3, 16, 97});
+    for (bool bf16 : {false, true}) {
+      AutocastGuard autocast(bf16, /*cuda=*/false);
+      Pass ref = run(model, tokens, weights, false), got = run(model, tokens, weights, true);
+      const std::string what = kind + (bf16 ? ", bf16" : ", fp32");
+      // The loss sums 3 x 16 x 97 terms; each passes 2 blocks of products of at most 48 terms. In bf16
+      // the sides' products round alike but may land on the other bf16 neighbour where the kernels sum
+      // in another order (one product over the concatenated weights against three), and that moves the
+      // next layer's inputs: a few bf16 units at the depth of the model.
+      const int depth = 2 * model->cfg.n_layers + 2;
+      auto tol = [&](double scale) {
+        return bf16 ? test::bf16_rounded(depth, scale) : test::fp32_reordered(3 * 16 * 97, depth, scale);
+      };
+      test::expect_value_near(ref.loss.item<double>(), got.loss.item<double>(), tol(weights.abs().sum().item<double>() * 0.05),
+                              what + ": loss");
+      for (auto& [name, g] : ref.grads)
+        test::expect_tensors_close(g, got.grads.at(name), tol(g.abs().max().item<double>()), what + ": d " + name);
+    }
+  }
+}
