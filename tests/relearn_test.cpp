@@ -466,7 +466,8 @@ TEST(Report, AResultsCellWithACommaIsRefusedWhenWritten) {
 // (A change to the charts fails here until the figures are redrawn: `cp docs/results/S/{results,curves}.csv
 // /tmp/S/ && build/undo report /tmp/S && cp /tmp/S/report/*.svg /tmp/S/report/report.md docs/results/S/`.)
 TEST(Report, TheCommittedFiguresRegenerateFromTheirCsvs) {
-  for (const char* name : {"baselines-lang", "alpha-lang", "beta-lang", "simnpo-lang", "attack500-lang", "size-d32-tokens",
+  for (const char* name : {"baselines-lang", "alpha-lang", "beta-lang", "simnpo-lang", "attack500-lang", "attack500-lang-s16",
+                           "size-d32-tokens",
                            "size-d64", "size-d128-tokens", "size-d32-compute", "size-d128-compute"}) {
     SCOPED_TRACE(name);
     const std::string committed = std::string(UNDO_SOURCE_DIR) + "/docs/results/" + name;

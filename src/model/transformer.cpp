@@ -4,7 +4,6 @@
 #include "model/device.h"
 #include "model/profile_scope.h"
 
-
 #include <cmath>
 
 #include "core/error.h"
@@ -14,7 +13,6 @@ namespace undo {
 RMSNormImpl::RMSNormImpl(int dim, double eps_) : eps(eps_) {
   weight = register_parameter("weight", torch::zeros({dim}));
 }
-
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   UNDO_PROFILE_SCOPE("undo::norm");

@@ -41,8 +41,9 @@ TORCH_MODULE(Attention);
 // Causal attention of q [B, H, T, hd] over k, v [B, H, T, hd] written out:
 // scores scaled by `scale` (0: 1/sqrt(hd)), soft-capped (softcap > 0), masked to the causal
 // window (window > 0: a query reaches back `window` positions, itself
-// included), softmax in fp32. The CPU path, and the GPU path where
-// scaled_dot_product_attention has no soft-cap; tested equal to it.
+// included), softmax in fp32. The written-out reference path (train.fused_blocks
+// false; model/block_kernels.h's causal_attention is the fused one), on CPUs
+// and on GPUs where scaled_dot_product_attention has no soft-cap; tested equal to it.
 torch::Tensor masked_softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                        double scale = 0, double softcap = 0, int window = 0);
 
