@@ -130,7 +130,7 @@ struct TrainConfig {
   int keep_ckpts = 2;
   int max_skipped_steps = 5;  // consecutive non-finite steps skipped before the run stops (train/nonfinite_steps.h)
   bool fused_loss = true;  // CE and KL from the output head chunk by chunk, never the whole logits (model/head_loss.h)
-  bool fused_blocks = true;  // fused projections and rotary (model/block_kernels.h)
+  bool fused_blocks = true;  // fused projections, rotary, RMSNorm and CPU softmax (model/block_kernels.h)
   int64_t loss_chunk = 0;  // positions per chunk of fused_loss (0: model/head_loss.h's default_chunk_rows)
 };
 
