@@ -5,6 +5,9 @@
 // bf16 autocast.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <tuple>
+
 #include "model/block_kernels.h"
 #include "model/precision.h"
 #include "model/transformer.h"
@@ -53,24 +56,47 @@ TEST(BlockKernels, RotaryEqualsTheWrittenOutFormForwardAndBackward) {
   // [B, H, T, hd] as the attention makes it: a transposed view of [B, T, H, hd].
   auto x0 = torch::randn({2, 16, 3, 16}).transpose(1, 2);
   auto g = torch::randn({2, 3, 16, 16});
-  for (auto type : {torch::kFloat, torch::kBFloat16}) {
-    for (double scale : {1.0, 0.25}) {
-      const std::string what = std::string(c10::toString(type)) + ", scale " + std::to_string(scale);
-      auto a = x0.to(type).detach().requires_grad_(true), b = x0.to(type).detach().requires_grad_(true);
-      auto ref = rotary_written_out(a, cos, sin) * scale, got = rotary(b, cos, sin, scale);
-      EXPECT_EQ(got.scalar_type(), type) << what;
-      EXPECT_TRUE(got.is_contiguous()) << what;
-      (ref * g).sum().backward();
-      (got.to(torch::kFloat) * g).sum().backward();
-      EXPECT_EQ(b.grad().scalar_type(), type) << what;
-      // In fp32, two products and a sum per output on both sides, the fused side's second product
-      // and sum one multiply-add: an ulp or two. In bf16 the written-out form computes in fp32
-      // (x promoted to cos's type) and its gradient rounds each product's share to bf16 before
-      // adding them; the fused one rounds after each of its two kernels: two roundings apart.
-      const auto tol = type == torch::kFloat ? test::fp32_reordered(2, 1, 1) : test::bf16_rounded(2, 1);
-      test::expect_tensors_close(ref, got.to(torch::kFloat), tol, what + ": rotary output");
-      test::expect_tensors_close(a.grad().to(torch::kFloat), b.grad().to(torch::kFloat), tol, what + ": gradient");
-    }
+  for (double scale : {1.0, 0.25}) {
+    const std::string what = "scale " + std::to_string(scale);
+    auto a = x0.clone().requires_grad_(true), b = x0.clone().requires_grad_(true);
+    auto ref = rotary_written_out(a, cos * scale, sin * scale), got = rotary(b, cos, sin, scale);
+    EXPECT_TRUE(got.is_contiguous()) << what;
+    (ref * g).sum().backward();
+    (got * g).sum().backward();
+    // Two products and a sum per output on both sides, the fused side's second product and sum one
+    // multiply-add: an ulp or two.
+    test::expect_tensors_close(ref, got, test::fp32_reordered(2, 1, 1), what + ": rotary output");
+    test::expect_tensors_close(a.grad(), b.grad(), test::fp32_reordered(2, 1, 1), what + ": gradient");
+  }
+}
+
+// In bf16 the fused rotary rounds where its header says: the tables, each
+// kernel's output. Checked against that arithmetic written out in fp32 with
+// the same roundings: every value equal, but where an fp32 multiply-add and a
+// product then a sum land on two sides of a bf16 rounding boundary (one unit).
+TEST(BlockKernels, TheBf16RotaryRoundsItsTablesAndEachKernelsOutput) {
+  torch::manual_seed(13);
+  auto angles = torch::rand({16, 8}) * 6;
+  auto x = torch::randn({2, 16, 3, 16}).transpose(1, 2).to(torch::kBFloat16).requires_grad_(true);
+  auto g = torch::randn({2, 3, 16, 16}).to(torch::kBFloat16);
+  const double scale = 0.25;
+  auto bf = [](const torch::Tensor& t) { return t.to(torch::kBFloat16).to(torch::kFloat); };
+  auto c = bf(angles.cos() * scale), s = bf(angles.sin() * scale);
+  // out1 = round(round(x1 c) - x2 s), out2 = round(round(x2 c) + x1 s); backward: the opposite angle.
+  auto rotate = [&](const torch::Tensor& v, double sign) {
+    auto v1 = v.to(torch::kFloat).narrow(-1, 0, 8), v2 = v.to(torch::kFloat).narrow(-1, 8, 8);
+    return torch::cat({bf(bf(v1 * c) - sign * v2 * s), bf(bf(v2 * c) + sign * v1 * s)}, -1);
+  };
+  auto got = rotary(x, angles.cos(), angles.sin(), scale);
+  ASSERT_EQ(got.scalar_type(), torch::kBFloat16);
+  got.backward(g);
+  for (auto [what, want, have] : {std::tuple{"output", rotate(x.detach(), 1), got.detach().to(torch::kFloat)},
+                                  std::tuple{"gradient", rotate(g, -1), x.grad().to(torch::kFloat)}}) {
+    auto differ = want.ne(have);
+    EXPECT_LE(differ.sum().item<int64_t>(), want.numel() / 100) << what << ": more than 1% of the values differ";
+    // One bf16 unit of the larger of the two: 2^-7 of its binade's bottom, at most 2^-7 of the value.
+    auto unit = torch::maximum(want.abs(), have.abs()) * std::ldexp(1.0, -7);
+    EXPECT_TRUE((want - have).abs().le(unit).all().item<bool>()) << what << ": a value more than a unit apart";
   }
 }
 
@@ -95,13 +121,24 @@ TEST(BlockKernels, AttentionWithItsSoftmaxInTheScoresTypeEqualsTheWrittenOutForm
       auto got = causal_attention((got_in[0] * scale).to(type), got_in[1], got_in[2], softcap, window);
       (ref.to(torch::kFloat) * g).sum().backward();
       (got.to(torch::kFloat) * g).sum().backward();
-      // Both sides round the same bf16 products; the softmax's output is rounded to bf16 once on
-      // both, after fp32 sums in another order; the scaled q is rounded once more on the fused side.
-      const auto tol = bf16 ? test::bf16_rounded(3, 1) : test::fp32_reordered(16, 2, 1);
-      test::expect_tensors_close(ref.to(torch::kFloat), got.to(torch::kFloat), tol, what + ": output");
-      for (int i = 0; i < 3; ++i)
-        test::expect_tensors_close(ref_in[size_t(i)].grad().to(torch::kFloat), got_in[size_t(i)].grad().to(torch::kFloat),
-                                   tol, what + ": d input " + std::to_string(i));
+      // fp32: another order of the 16 keys' sums and a softmax on the way (Model.FusedAttentionEqualsMaskedSoftmax).
+      // bf16, as that test derives it: the scores s are rounded to bf16, which moves each exp(s) by
+      // |s| u and their sum by up to max|s| u, then the weights and the output: 2 + 2 max|s| units of
+      // the values averaged, max|v|; the fused side's scaled q is rounded once more, which moves each
+      // score by |s| u again: 3 + 3 max|s|. The gradients retrace those products backward: twice that,
+      // at the largest gradient's scale.
+      const double max_score = (torch::matmul(q0, k0.transpose(-2, -1)) * scale).abs().max().item<double>();
+      const int depth = 3 + 3 * int(std::ceil(max_score));
+      auto tol = [&](double scale_of, int stages) {
+        return bf16 ? test::bf16_rounded(stages, scale_of) : test::fp32_reordered(16, 2, 1);
+      };
+      test::expect_tensors_close(ref.to(torch::kFloat), got.to(torch::kFloat), tol(v0.abs().max().item<double>(), depth),
+                                 what + ": output");
+      for (int i = 0; i < 3; ++i) {
+        auto ref_grad = ref_in[size_t(i)].grad().to(torch::kFloat);
+        test::expect_tensors_close(ref_grad, got_in[size_t(i)].grad().to(torch::kFloat),
+                                   tol(ref_grad.abs().max().item<double>(), 2 * depth), what + ": d input " + std::to_string(i));
+      }
     }
 }
 
@@ -188,11 +225,14 @@ TEST(BlockKernels, FusedBlocksEqualTheReferencePathThroughTheModel) {
       AutocastGuard autocast(bf16, /*cuda=*/false);
       Pass ref = run(model, tokens, weights, false), got = run(model, tokens, weights, true);
       const std::string what = kind + (bf16 ? ", bf16" : ", fp32");
-      // The loss sums 3 x 16 x 97 terms; each passes 2 blocks of products of at most 48 terms. In bf16
-      // the sides' products round alike but may land on the other bf16 neighbour where the kernels sum
-      // in another order (one product over the concatenated weights against three), and that moves the
-      // next layer's inputs: a few bf16 units at the depth of the model.
-      const int depth = 2 * model->cfg.n_layers + 2;
+      // fp32: the loss sums 3 x 16 x 97 terms, each through 2 blocks of reordered sums. bf16: each
+      // value the forward rounds to bf16 on its way may land on the other bf16 neighbour on the two
+      // sides (other sums, other rounding points: the fused rotary's tables and outputs, the softmax
+      // in bf16), and moves what follows by a unit: per block, the normed input's cast, the q/k/v
+      // product, the rotary's 2, the scores, the softmax, the attention's output, its projection, the
+      // MLP's normed input, gate and up, the activation, the gated product and the down product: 13;
+      // the head's product and the logits' cast: 2 more. A gradient retraces them backward: twice that.
+      const int depth = bf16 ? 2 * (13 * model->cfg.n_layers + 2) : 2 * model->cfg.n_layers + 2;
       auto tol = [&](double scale) {
         return bf16 ? test::bf16_rounded(depth, scale) : test::fp32_reordered(3 * 16 * 97, depth, scale);
       };
