@@ -24,23 +24,23 @@ int slurm_tasks_on_node(const std::string& spec, int node) {
   auto bad = [&] { return InputError("SLURM_STEP_TASKS_PER_NODE='" + spec + "' is not Slurm's tasks-per-node list"); };
   size_t at = 0;
   int64_t first = 0;  // the first node the next entry covers (64 bits: "(x2147483647)" twice must not wrap)
-  while (at < spec.size()) {
+  auto read_int = [&] {  // the number at `at`, moving past it
     size_t used = 0;
-    int count = 0, times = 1;
+    int v = 0;
     try {
-      count = std::stoi(spec.substr(at), &used);
+      v = std::stoi(spec.substr(at), &used);
     } catch (const std::exception&) {
       throw bad();
     }
     at += used;
+    return v;
+  };
+  while (at < spec.size()) {
+    const int count = read_int();
+    int times = 1;
     if (spec.compare(at, 2, "(x") == 0) {
       at += 2;
-      try {
-        times = std::stoi(spec.substr(at), &used);
-      } catch (const std::exception&) {
-        throw bad();
-      }
-      at += used;
+      times = read_int();
       if (spec.compare(at, 1, ")") != 0) throw bad();
       ++at;
     }

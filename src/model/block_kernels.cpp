@@ -68,10 +68,10 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
     auto rstd = at::rsqrt(at::linalg_vector_norm(xf, 2, {-1}, /*keepdim=*/true).square_().div_(d).add_(eps));
     auto xhat = xf * rstd;
     ctx->save_for_backward({xhat, rstd, weight});
-    ctx->saved_data["x_type"] = int64_t(x.scalar_type());
     return (xhat * (1 + weight)).to(x.scalar_type());
   }
   // With s = 1 + w and gs = g s: dx = rstd (gs - xhat mean(gs xhat)), dw = sum over rows of g xhat.
+  // The output, and so its gradient, has x's type: dx is returned in it.
   static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
                                                torch::autograd::tensor_list grads) {
     UNDO_PROFILE_SCOPE("undo::norm");
@@ -82,7 +82,7 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
     auto mean_dot = (gs * xhat).mean(-1, /*keepdim=*/true);
     auto dx = gs.addcmul_(xhat, mean_dot, -1).mul_(rstd);
     auto dw = (g * xhat).flatten(0, -2).sum(0);
-    return {dx.to(c10::ScalarType(ctx->saved_data["x_type"].toInt())), dw.to(weight.scalar_type()), torch::Tensor()};
+    return {dx.to(grads[0].scalar_type()), dw.to(weight.scalar_type()), torch::Tensor()};
   }
 };
 
@@ -100,15 +100,18 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
   return Rotary::apply(x, table(cos), table(sin));
 }
 
+torch::Tensor hidden_keys(int64_t T, int window, torch::Device device) {
+  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(device)).triu(1);
+  if (window > 0) mask = mask.logical_or(torch::ones_like(mask).tril(-window));  // i - window < j <= i
+  return mask;
+}
+
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                double softcap, int window) {
-  const int64_t T = q.size(-2);
   auto scores = torch::matmul(q, k.transpose(-2, -1));
   if (softcap > 0) scores = torch::tanh(scores / softcap) * softcap;
-  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
-  if (window > 0) mask = mask.logical_or(torch::ones_like(mask).tril(-window));  // i - window < j <= i
   // In place: the product's backward needs q and k, not its output.
-  scores.masked_fill_(mask, -std::numeric_limits<float>::infinity());
+  scores.masked_fill_(hidden_keys(q.size(-2), window, q.device()), -std::numeric_limits<float>::infinity());
   // ATen's softmax of bf16 sums in fp32 and rounds its output once, as the
   // written-out form's fp32 softmax cast back to bf16 does.
   return torch::matmul(torch::softmax(scores, -1), v);

@@ -38,6 +38,10 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
 // fp32 and returned in x's type, as model/transformer.h's RMSNorm.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
+// The keys a query may not see, [T, T] (true: hidden): the later ones, and
+// with window > 0 those `window` or more positions back. Both attention paths use it.
+torch::Tensor hidden_keys(int64_t T, int window, torch::Device device);
+
 // Causal attention of q [B, H, T, hd] (already scaled) over k, v, as
 // model/transformer.h's masked_softmax_attention computes it, with the
 // softmax in the scores' own type (bf16 under autocast: ATen sums it in fp32)

@@ -106,13 +106,9 @@ torch::Tensor AttentionImpl::forward(const torch::Tensor& x, const torch::Tensor
 
 torch::Tensor masked_softmax_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                        double scale, double softcap, int window) {
-  auto T = q.size(-2);
   auto scores = torch::matmul(q, k.transpose(-2, -1)) * (scale > 0 ? scale : 1.0 / std::sqrt(double(q.size(-1))));
   if (softcap > 0) scores = torch::tanh(scores / softcap) * softcap;
-  auto mask = torch::ones({T, T}, torch::TensorOptions().dtype(torch::kBool).device(q.device())).triu(1);
-  // Query i sees keys j with i - window < j <= i.
-  if (window > 0) mask = mask.logical_or(torch::ones_like(mask).tril(-window));
-  scores = scores.masked_fill(mask, -std::numeric_limits<float>::infinity());
+  scores = scores.masked_fill(hidden_keys(q.size(-2), window, q.device()), -std::numeric_limits<float>::infinity());
   return torch::matmul(torch::softmax(scores.to(torch::kFloat), -1).to(v.scalar_type()), v);
 }
 
@@ -180,13 +176,11 @@ TransformerImpl::TransformerImpl(const ModelConfig& c, bool storage) : cfg(c) {
 }
 
 void TransformerImpl::set_fused_blocks(bool on) {
-  for (auto& layer : *layers) {
-    auto b = layer->as<Block>();
-    b->attn->fused = on;
-    b->mlp->fused = on;
-  }
-  for (auto& m : modules())
+  for (auto& m : modules()) {
     if (auto norm = std::dynamic_pointer_cast<RMSNormImpl>(m)) norm->fused = on;
+    if (auto attn = std::dynamic_pointer_cast<AttentionImpl>(m)) attn->fused = on;
+    if (auto mlp = std::dynamic_pointer_cast<MlpImpl>(m)) mlp->fused = on;
+  }
 }
 
 torch::Tensor TransformerImpl::through(torch::nn::Module& unit,
