@@ -81,6 +81,7 @@ std::string bucket_of(const std::string& op, const std::string& scope) {
   static const std::map<std::string, std::string> named = {{"undo::norm", "norms (RMSNorm)"},
                                                            {"undo::rotary", "rotary"},
                                                            {"undo::attention", "attention (softmax, mask)"},
+                                                           {"undo::activation", "gated activation (GeGLU)"},
                                                            {"undo::loss", "loss (outside its GEMMs)"},
                                                            {"undo::optimizer", "optimizer (AdamW)"}};
   if (gemm.count(op)) return "GEMM";
@@ -117,7 +118,7 @@ void StepProfile::stop(int steps) {
   bucket_ms_["outside any operator"] = std::max(0.0, step_ms_ - recorded_ms);
   for (auto& [name, ms] : by_op) top_.emplace_back(ms, name);
   std::sort(top_.rbegin(), top_.rend());
-  if (top_.size() > 12) top_.resize(12);
+  if (top_.size() > 30) top_.resize(30);
 }
 
 void StepProfile::print(std::ostream& out) const {

@@ -5,11 +5,11 @@
 //  - GEMM: the matrix products (mm, bmm, addmm, baddbmm), wherever they run;
 //  - allocator: empty, empty_strided, resize_;
 //  - else the scope the model marks it with (undo::norm, undo::rotary,
-//    undo::attention, undo::loss, undo::optimizer), a backward operator
+//    undo::attention, undo::activation, undo::loss, undo::optimizer), a backward operator
 //    following its forward operator's scope (linked by autograd's sequence
 //    number, as PyTorch's profiler links them);
 //  - elementwise and other: everything else (residual adds, casts, the
-//    embedding, the activation, autograd's and the dispatcher's own time).
+//    embedding, autograd's and the dispatcher's own time).
 // Beside it, the bf16 (or fp32) matrix-product rate this machine reaches at
 // the model's own shapes, measured in the same run, so that the model's
 // GFLOP/s reads as a share of what its products could do.

@@ -217,9 +217,10 @@ void describe_into(Config& c, Registry& r) {
            "CE and distillation KL from the output head chunk by chunk, never holding the whole logits "
            "(false: the reference path on whole logits; same results to rounding)")
       .add("train.fused_blocks", &c.train.fused_blocks,
-           "each block's q/k/v and gate/up projections as one product each, rotary and RMSNorm as one autograd "
-           "node each, on CPUs the softmax in the scores' type (model/block_kernels.h; false: the written-out "
-           "reference path; same results to rounding)")
+           "each block's q/k/v and gate/up projections as one product each; the gated activation, rotary, the "
+           "causal softmax and RMSNorm as one autograd node each, on CPUs each one vectorised loop "
+           "(model/block_kernels.h, model/vector_loops.h; false: the written-out reference path; same results "
+           "to rounding)")
       .add("train.loss_chunk", &c.train.loss_chunk,
            "positions per chunk of train.fused_loss (0: as many as 32 MiB of fp32 logits hold, at least 512)",
            at_least<int64_t>(0));

@@ -1,27 +1,34 @@
 #include "model/block_kernels.h"
 
+#include <ATen/autocast_mode.h>
+
 #include <limits>
 
 #include "core/error.h"
 #include "model/profile_scope.h"
+#include "model/row_loops.h"
 
 namespace undo {
 
-std::vector<torch::Tensor> project_together(const torch::Tensor& x,
-                                            const std::vector<torch::nn::Linear>& projections) {
+torch::Tensor project_concatenated(const torch::Tensor& x, const std::vector<torch::nn::Linear>& projections) {
   std::vector<torch::Tensor> weights, biases;
-  std::vector<int64_t> widths;
   for (auto& p : projections) {
     weights.push_back(p->weight);
-    widths.push_back(p->weight.size(0));
     if (p->bias.defined()) biases.push_back(p->bias);
   }
   UNDO_CHECK(biases.empty() || biases.size() == projections.size(),
-             "project_together: either every projection has a bias or none has");
+             "project_concatenated: either every projection has a bias or none has");
   // The concatenation's backward hands each weight a slice of one gradient;
   // split's hands the product one gradient made whole in a single copy.
   auto bias = biases.empty() ? torch::Tensor() : torch::cat(biases);
-  return torch::nn::functional::linear(x, torch::cat(weights), bias).split_with_sizes(widths, -1);
+  return torch::nn::functional::linear(x, torch::cat(weights), bias);
+}
+
+std::vector<torch::Tensor> project_together(const torch::Tensor& x,
+                                            const std::vector<torch::nn::Linear>& projections) {
+  std::vector<int64_t> widths;
+  for (auto& p : projections) widths.push_back(p->weight.size(0));
+  return project_concatenated(x, projections).split_with_sizes(widths, -1);
 }
 
 namespace {
@@ -40,6 +47,37 @@ torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const tor
   o2.addcmul_(x1, sin, sign);  // x2 cos + sign x1 sin
   return out;
 }
+
+// out = x rotated (sign 1) or rotated back (sign -1) by one loop over its rows
+// (model/vector_loops.h): x [B, H, T, hd] with its last dimension contiguous
+// (q and k are views of the projection's output), tables [T, hd/2] in x's type.
+torch::Tensor rotate_rows(const torch::Tensor& x_in, const torch::Tensor& cos, const torch::Tensor& sin, float sign) {
+  auto x = x_in.stride(-1) == 1 ? x_in : x_in.contiguous();
+  const int64_t B = x.size(0), H = x.size(1), T = x.size(2), hd = x.size(3);
+  auto out = torch::empty({B, H, T, hd}, x.options().memory_format(at::MemoryFormat::Contiguous));
+  const int64_t strides[3] = {x.stride(0), x.stride(1), x.stride(2)};
+  const auto dt = loop_dtype(x);
+  parallel_rows(B * H * T, 2 * hd, [&](int64_t begin, int64_t end) {
+    loops::rotary_rows(dt, x.data_ptr(), H, T, strides, cos.data_ptr(), sin.data_ptr(), hd, sign, begin, end,
+                       out.data_ptr());
+  });
+  return out;
+}
+
+// The same as one loop each way where it runs on this CPU.
+struct RotaryRows : torch::autograd::Function<RotaryRows> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
+                               const torch::Tensor& cos, const torch::Tensor& sin) {
+    ctx->save_for_backward({cos, sin});
+    return rotate_rows(x, cos, sin, 1);
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    UNDO_PROFILE_SCOPE("undo::rotary");
+    auto saved = ctx->get_saved_variables();
+    return {rotate_rows(grads[0].to(saved[0].scalar_type()), saved[0], saved[1], -1), torch::Tensor(), torch::Tensor()};
+  }
+};
 
 struct Rotary : torch::autograd::Function<Rotary> {
   static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x,
@@ -86,9 +124,61 @@ struct RmsNorm : torch::autograd::Function<RmsNorm> {
   }
 };
 
+// RMSNorm as two loops over rows (model/vector_loops.h): the forward reads x
+// once for its norm and once for the output; the backward recomputes the
+// normalised rows from x (saved anyway: it is the block's input) and its
+// per-row rstd instead of keeping them, and sums dw by blocks of rows whose
+// partial sums ATen adds up (so that the sum does not depend on the threads).
+struct RmsNormRows : torch::autograd::Function<RmsNormRows> {
+  static constexpr int64_t kRowsPerPartialSum = 64;
+
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& x_in,
+                               const torch::Tensor& weight, double eps, c10::ScalarType out_type) {
+    auto x = x_in.contiguous();
+    const int64_t d = x.size(-1), rows = x.numel() / d;
+    auto out = torch::empty(x.sizes(), x.options().dtype(out_type));
+    auto rstd = torch::empty({rows}, x.options().dtype(torch::kFloat));
+    parallel_rows(rows, 2 * d, [&](int64_t begin, int64_t end) {
+      loops::rms_norm_rows(loop_dtype(x), loop_dtype(out), x.data_ptr(), weight.data_ptr<float>(), eps, d, begin, end,
+                           rstd.data_ptr<float>(), out.data_ptr());
+    });
+    ctx->save_for_backward({x, weight, rstd});
+    ctx->saved_data["out_type"] = static_cast<int64_t>(out_type);
+    return out;
+  }
+
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    UNDO_PROFILE_SCOPE("undo::norm");
+    auto saved = ctx->get_saved_variables();
+    const auto &x = saved[0], &weight = saved[1], &rstd = saved[2];
+    auto g = grads[0].to(static_cast<c10::ScalarType>(ctx->saved_data["out_type"].toInt())).contiguous();
+    const int64_t d = x.size(-1), rows = x.numel() / d;
+    const int64_t blocks = (rows + kRowsPerPartialSum - 1) / kRowsPerPartialSum;
+    auto dx = torch::empty_like(x);
+    auto partial = torch::zeros({blocks, d}, x.options().dtype(torch::kFloat));
+    parallel_rows(blocks, 3 * d * kRowsPerPartialSum, [&](int64_t first, int64_t last) {
+      for (int64_t b = first; b < last; ++b)
+        loops::rms_norm_grad_rows(loop_dtype(x), loop_dtype(g), x.data_ptr(), weight.data_ptr<float>(),
+                                  rstd.data_ptr<float>(), g.data_ptr(), d, b * kRowsPerPartialSum,
+                                  std::min(rows, (b + 1) * kRowsPerPartialSum), dx.data_ptr(),
+                                  partial.data_ptr<float>() + b * d);
+    });
+    return {dx, partial.sum(0), torch::Tensor(), torch::Tensor()};
+  }
+};
+
 }  // namespace
 
-torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps) {
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps, bool for_product) {
+  if (row_loops_take({x}) && weight.scalar_type() == torch::kFloat && weight.is_contiguous() &&
+      weight.numel() == x.size(-1)) {
+    auto out_type = x.scalar_type();
+    if (for_product && at::autocast::is_autocast_enabled(at::kCPU) &&
+        at::autocast::get_autocast_dtype(at::kCPU) == torch::kBFloat16)
+      out_type = torch::kBFloat16;
+    return RmsNormRows::apply(x, weight, eps, out_type);
+  }
   return RmsNorm::apply(x, weight, eps);
 }
 
@@ -97,6 +187,11 @@ torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const tor
   // The tables in x's type ([T, hd/2]: far smaller than x), so that no kernel
   // casts x to fp32 and back around mixed operands.
   auto table = [&](const torch::Tensor& t) { return (scale == 1 ? t : t * scale).to(x.scalar_type()); };
+  if (row_loops_take({x}) && x.dim() == 4 && cos.numel() == x.size(2) * (x.size(3) / 2) && x.size(3) % 2 == 0) {
+    auto c = table(cos).reshape({x.size(2), x.size(3) / 2}).contiguous();
+    auto s = table(sin).reshape({x.size(2), x.size(3) / 2}).contiguous();
+    return RotaryRows::apply(x, c, s);
+  }
   return Rotary::apply(x, table(cos), table(sin));
 }
 
@@ -106,15 +201,113 @@ torch::Tensor hidden_keys(int64_t T, int window, torch::Device device) {
   return mask;
 }
 
+namespace {
+
+// Attention's softmax with its causal mask inside the loop: the hidden keys
+// are never read and come out 0 (model/vector_loops.h).
+struct CausalSoftmaxRows : torch::autograd::Function<CausalSoftmaxRows> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& scores_in, int64_t window) {
+    auto scores = scores_in.contiguous();
+    const int64_t T = scores.size(-1), rows = scores.numel() / T;
+    auto p = torch::empty_like(scores);
+    const auto dt = loop_dtype(scores);
+    parallel_rows(rows, T, [&](int64_t begin, int64_t end) {
+      loops::causal_softmax_rows(dt, scores.data_ptr(), T, int(window), begin, end, p.data_ptr());
+    });
+    ctx->save_for_backward({p});
+    ctx->saved_data["window"] = window;
+    return p;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    UNDO_PROFILE_SCOPE("undo::attention");
+    auto p = ctx->get_saved_variables()[0];
+    auto dp = grads[0].to(p.scalar_type()).contiguous();
+    const int64_t T = p.size(-1), rows = p.numel() / T;
+    const int window = int(ctx->saved_data["window"].toInt());
+    auto ds = torch::empty_like(p);
+    const auto dt = loop_dtype(p);
+    parallel_rows(rows, 2 * T, [&](int64_t begin, int64_t end) {
+      loops::causal_softmax_grad_rows(dt, p.data_ptr(), dp.data_ptr(), T, window, begin, end, ds.data_ptr());
+    });
+    return {ds, torch::Tensor()};
+  }
+};
+
+loops::Activation loop_activation(const std::string& activation) {
+  if (activation == "silu") return loops::Activation::silu;
+  if (activation == "gelu_tanh") return loops::Activation::gelu_tanh;
+  UNDO_CHECK(activation == "gelu", "unknown MLP activation '", activation, "'");
+  return loops::Activation::gelu_erf;
+}
+
+// act(gate) * up from the gate and up product [..., 2F] in one loop, and its
+// gradient as that product's whole gradient in another: no activation, no
+// product and no concatenation of the two halves' gradients in memory.
+struct GatedActivationRows : torch::autograd::Function<GatedActivationRows> {
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, const torch::Tensor& gu_in,
+                               const std::string& activation) {
+    auto gu = gu_in.contiguous();
+    const int64_t F = gu.size(-1) / 2, rows = gu.numel() / (2 * F);
+    auto sizes = gu.sizes().vec();
+    sizes.back() = F;
+    auto out = torch::empty(sizes, gu.options());
+    const auto dt = loop_dtype(gu);
+    const auto act = loop_activation(activation);
+    parallel_rows(rows, 8 * F, [&](int64_t begin, int64_t end) {
+      loops::gated_activation_rows(dt, act, gu.data_ptr(), F, begin, end, out.data_ptr());
+    });
+    ctx->save_for_backward({gu});
+    ctx->saved_data["activation"] = activation;
+    return out;
+  }
+  static torch::autograd::tensor_list backward(torch::autograd::AutogradContext* ctx,
+                                               torch::autograd::tensor_list grads) {
+    UNDO_PROFILE_SCOPE("undo::activation");
+    auto gu = ctx->get_saved_variables()[0];
+    auto dout = grads[0].to(gu.scalar_type()).contiguous();
+    const int64_t F = gu.size(-1) / 2, rows = gu.numel() / (2 * F);
+    auto dgu = torch::empty_like(gu);
+    const auto dt = loop_dtype(gu);
+    const auto act = loop_activation(ctx->saved_data["activation"].toStringRef());
+    parallel_rows(rows, 16 * F, [&](int64_t begin, int64_t end) {
+      loops::gated_activation_grad_rows(dt, act, gu.data_ptr(), dout.data_ptr(), F, begin, end, dgu.data_ptr());
+    });
+    return {dgu, torch::Tensor()};
+  }
+};
+
+}  // namespace
+
+torch::Tensor causal_softmax(const torch::Tensor& scores, int window) {
+  if (row_loops_take({scores}) && scores.size(-2) == scores.size(-1)) return CausalSoftmaxRows::apply(scores, window);
+  // In place: the scores' product's backward needs q and k, not its output.
+  auto masked = scores.masked_fill_(hidden_keys(scores.size(-2), window, scores.device()),
+                                    -std::numeric_limits<float>::infinity());
+  // ATen's softmax of bf16 sums in fp32 and rounds its output once, as the
+  // written-out form's fp32 softmax cast back to bf16 does.
+  return torch::softmax(masked, -1);
+}
+
 torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v,
                                double softcap, int window) {
   auto scores = torch::matmul(q, k.transpose(-2, -1));
   if (softcap > 0) scores = torch::tanh(scores / softcap) * softcap;
-  // In place: the product's backward needs q and k, not its output.
-  scores.masked_fill_(hidden_keys(q.size(-2), window, q.device()), -std::numeric_limits<float>::infinity());
-  // ATen's softmax of bf16 sums in fp32 and rounds its output once, as the
-  // written-out form's fp32 softmax cast back to bf16 does.
-  return torch::matmul(torch::softmax(scores, -1), v);
+  return torch::matmul(causal_softmax(scores, window), v);
+}
+
+torch::Tensor activation(const torch::Tensor& g, const std::string& name) {
+  if (name == "silu") return torch::silu(g);
+  UNDO_CHECK(name == "gelu" || name == "gelu_tanh", "unknown MLP activation '", name, "'");
+  return torch::gelu(g, name == "gelu_tanh" ? "tanh" : "none");
+}
+
+torch::Tensor gated_activation(const torch::Tensor& gu, const std::string& name) {
+  UNDO_PROFILE_SCOPE("undo::activation");
+  UNDO_CHECK(gu.size(-1) % 2 == 0, "gated_activation: the gate and up product has an odd width ", gu.size(-1));
+  if (row_loops_take({gu})) return GatedActivationRows::apply(gu, name);
+  auto halves = gu.chunk(2, -1);
+  return activation(halves[0], name) * halves[1];
 }
 
 }  // namespace undo

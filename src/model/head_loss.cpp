@@ -64,14 +64,9 @@ struct ChunkedHeadLoss : torch::autograd::Function<ChunkedHeadLoss> {
     for (int64_t begin = 0; begin < rows; begin += chunk) {
       const int64_t n = std::min(chunk, rows - begin);
       auto hc = hs.narrow(0, begin, n);
-      auto x = capped(torch::matmul(hc, w.t()).to(torch::kFloat), softcap);
-      torch::Tensor dx;
-      total.add_(loss->sum(begin, x, grad ? &dx : nullptr));
+      torch::Tensor dz;
+      total.add_(loss->sum_of_products(begin, torch::matmul(hc, w.t()), softcap, grad ? &dz : nullptr));
       if (!grad) continue;
-      if (softcap > 0) dx.mul_(1 - (x / softcap).square());  // d/dz of softcap * tanh(z / softcap)
-      x = torch::Tensor();  // not needed any more: the chunk holds two [n, V] buffers at most
-      auto dz = dx.to(dtype);
-      dx = torch::Tensor();
       dh.narrow(0, begin, n).copy_(torch::matmul(dz, w));
       dw.add_(torch::matmul(dz.t(), hc));
     }
@@ -117,6 +112,18 @@ struct WholeLogitsLoss : torch::autograd::Function<WholeLogitsLoss> {
 };
 
 }  // namespace
+
+torch::Tensor PositionLoss::sum_of_products(int64_t begin, const torch::Tensor& z, double softcap,
+                                            torch::Tensor* grad) const {
+  auto x = capped(z.to(torch::kFloat), softcap);
+  torch::Tensor dx;
+  auto total = sum(begin, x, grad ? &dx : nullptr);
+  if (!grad) return total;
+  if (softcap > 0) dx.mul_(1 - (x / softcap).square());  // d/dz of softcap * tanh(z / softcap)
+  x = torch::Tensor();  // not needed any more: a chunk holds two [n, V] buffers at most
+  *grad = dx.to(z.scalar_type());
+  return total;
+}
 
 torch::Tensor head_logits(const torch::Tensor& h, const torch::Tensor& weight, double softcap) {
   return capped(torch::matmul(h, weight.t()).to(torch::kFloat), softcap);

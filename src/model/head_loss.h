@@ -41,6 +41,15 @@ class PositionLoss {
   // `grad` is not null, d(sum)/dx [n, V] in fp32 written there. `x` is not
   // modified.
   virtual torch::Tensor sum(int64_t begin, const torch::Tensor& x, torch::Tensor* grad) const = 0;
+
+  // The same from the logits as the head's product makes them: z [n, V] in
+  // the product's type (bf16 under autocast), before the soft-cap; the
+  // gradient, when `grad` is not null, is d(sum)/dz in z's type. This
+  // default casts z to fp32, caps it, calls sum() and casts its gradient
+  // back; a loss overrides it where one pass over z does all of that
+  // (CrossEntropyRows, train/fused_ce.h).
+  virtual torch::Tensor sum_of_products(int64_t begin, const torch::Tensor& z, double softcap,
+                                        torch::Tensor* grad) const;
 };
 
 // The head's logits as forward makes them: softcap(h W^T) in fp32, the

@@ -1,5 +1,6 @@
 // The scopes that `bench/run --profile` sorts operators by (bench/step_profile.h):
-// undo::norm, undo::rotary, undo::attention, undo::loss, undo::optimizer. An
+// undo::norm, undo::rotary, undo::attention, undo::activation, undo::loss,
+// undo::optimizer. An
 // operator inside one counts there; a backward operator follows its forward
 // operator's scope, and a custom autograd node's backward opens its own.
 #pragma once

@@ -10,13 +10,13 @@
 
 namespace undo {
 
-RMSNormImpl::RMSNormImpl(int dim, double eps_) : eps(eps_) {
+RMSNormImpl::RMSNormImpl(int dim, double eps_, bool feeds_product_) : eps(eps_), feeds_product(feeds_product_) {
   weight = register_parameter("weight", torch::zeros({dim}));
 }
 
 torch::Tensor RMSNormImpl::forward(const torch::Tensor& x) {
   UNDO_PROFILE_SCOPE("undo::norm");
-  if (fused) return rms_norm(x, weight, eps);
+  if (fused) return rms_norm(x, weight, eps, feeds_product);
   auto xf = x.to(torch::kFloat);
   auto y = xf * torch::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);
   return (y * (1 + weight)).to(x.scalar_type());
@@ -119,21 +119,14 @@ MlpImpl::MlpImpl(int d_model, int d_ff, const std::string& activation_) : activa
 }
 
 torch::Tensor MlpImpl::forward(const torch::Tensor& x) {
-  torch::Tensor g, u;
-  if (fused) {
-    auto gu = project_together(x, {gate, up});
-    g = gu[0], u = gu[1];
-  } else {
-    g = gate(x), u = up(x);
-  }
-  g = activation == "silu" ? torch::silu(g) : torch::gelu(g, activation == "gelu_tanh" ? "tanh" : "none");
-  return down(g * u);
+  if (fused) return down(gated_activation(project_concatenated(x, {gate, up}), activation));
+  return down(undo::activation(gate(x), activation) * up(x));
 }
 
 BlockImpl::BlockImpl(const ModelConfig& cfg, int layer) {
-  attn_norm = register_module("attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  attn_norm = register_module("attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps, /*feeds_product=*/true));
   attn = register_module("attn", Attention(cfg, layer));
-  mlp_norm = register_module("mlp_norm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  mlp_norm = register_module("mlp_norm", RMSNorm(cfg.d_model, cfg.norm_eps, /*feeds_product=*/true));
   mlp = register_module("mlp", Mlp(cfg.d_model, cfg.d_ff, cfg.activation));
   if (cfg.post_norms) {
     post_attn_norm = register_module("post_attn_norm", RMSNorm(cfg.d_model, cfg.norm_eps));

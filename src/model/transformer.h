@@ -18,11 +18,15 @@ namespace undo {
 
 // RMSNorm with Gemma's (1 + w) scale: w starts at 0, so the UNDO noise rule
 // (vectors shrink by 1-alpha) pulls the scale towards 1, not towards 0.
+// `feeds_product`: its output is only ever a matrix product's input (a
+// block's pre-norms), so that under autocast the fused norm may return it in
+// the product's type, which is what autocast would cast it to.
 struct RMSNormImpl : torch::nn::Module {
-  RMSNormImpl(int dim, double eps);
+  RMSNormImpl(int dim, double eps, bool feeds_product = false);
   torch::Tensor forward(const torch::Tensor& x);
   torch::Tensor weight;
   double eps;
+  bool feeds_product;
   bool fused = true;  // one autograd node (model/block_kernels.h; train.fused_blocks)
 };
 TORCH_MODULE(RMSNorm);

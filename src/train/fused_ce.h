@@ -16,6 +16,11 @@ class CrossEntropyRows : public PositionLoss {
  public:
   explicit CrossEntropyRows(torch::Tensor targets) : targets_(targets.reshape({-1})) {}
   torch::Tensor sum(int64_t begin, const torch::Tensor& x, torch::Tensor* grad) const override;
+  // On CPUs without a soft-cap, one loop over each row of z in its own type
+  // (model/vector_loops.h): its log-sum-exp, its loss and its gradient
+  // softmax - onehot written in z's type, with no fp32 copy of the logits.
+  torch::Tensor sum_of_products(int64_t begin, const torch::Tensor& z, double softcap,
+                                torch::Tensor* grad) const override;
 
  private:
   torch::Tensor targets_;
