@@ -44,7 +44,9 @@ torch::Tensor gated_activation(const torch::Tensor& gu, const std::string& name)
 // The result is contiguous and of x's type: under autocast, bf16 with the
 // tables rounded to bf16 (as a bf16 model's rotary is in transformers), where
 // the written-out form returns fp32 that the next product casts to bf16 (two
-// casts of q and k saved per layer, forward and backward).
+// casts of q and k saved per layer, forward and backward). On a CPU each
+// output is rounded once (one loop); elsewhere after each of its two ATen
+// kernels.
 torch::Tensor rotary(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, double scale = 1);
 
 // RMSNorm with Gemma's (1 + w) scale over x's last dimension, computed in
@@ -60,6 +62,7 @@ torch::Tensor hidden_keys(int64_t T, int window, torch::Device device);
 // The softmax over the last dimension of scores [..., T, T] with the keys
 // hidden_keys hides given no weight, in the scores' own type (bf16 under
 // autocast: summed in fp32 and rounded once, as ATen's softmax of bf16 is).
+// Off the CPU it masks `scores` in place (attention's own temporary).
 torch::Tensor causal_softmax(const torch::Tensor& scores, int window = 0);
 
 // Causal attention of q [B, H, T, hd] (already scaled) over k, v, as

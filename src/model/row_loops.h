@@ -17,9 +17,9 @@ namespace undo {
 // Whether the loops run on these tensors: on the CPU, in fp32 or bf16, all of
 // one type. (They copy a non-contiguous input to a contiguous one first.)
 inline bool row_loops_take(std::initializer_list<torch::Tensor> tensors) {
-  const auto type = tensors.begin()->scalar_type();
   for (const auto& t : tensors)
-    if (!t.defined() || !t.device().is_cpu() || t.scalar_type() != type) return false;
+    if (!t.defined() || !t.device().is_cpu() || t.scalar_type() != tensors.begin()->scalar_type()) return false;
+  const auto type = tensors.begin()->scalar_type();
   return type == torch::kFloat || type == torch::kBFloat16;
 }
 
