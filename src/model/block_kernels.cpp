@@ -33,6 +33,14 @@ std::vector<torch::Tensor> project_together(const torch::Tensor& x,
 
 namespace {
 
+// model.activation's name as the one list both paths read.
+loops::Activation loop_activation(const std::string& activation) {
+  if (activation == "silu") return loops::Activation::silu;
+  if (activation == "gelu_tanh") return loops::Activation::gelu_tanh;
+  UNDO_CHECK(activation == "gelu", "unknown MLP activation '", activation, "'");
+  return loops::Activation::gelu_erf;
+}
+
 // out = x rotated by +angle (sign 1) or -angle (sign -1): four kernels writing
 // straight into out's halves.
 torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin, double sign,
@@ -234,13 +242,6 @@ struct CausalSoftmaxRows : torch::autograd::Function<CausalSoftmaxRows> {
   }
 };
 
-loops::Activation loop_activation(const std::string& activation) {
-  if (activation == "silu") return loops::Activation::silu;
-  if (activation == "gelu_tanh") return loops::Activation::gelu_tanh;
-  UNDO_CHECK(activation == "gelu", "unknown MLP activation '", activation, "'");
-  return loops::Activation::gelu_erf;
-}
-
 // act(gate) * up from the gate and up product [..., 2F] in one loop, and its
 // gradient as that product's whole gradient in another: no activation, no
 // product and no concatenation of the two halves' gradients in memory.
@@ -297,9 +298,14 @@ torch::Tensor causal_attention(const torch::Tensor& q, const torch::Tensor& k, c
 }
 
 torch::Tensor activation(const torch::Tensor& g, const std::string& name) {
-  if (name == "silu") return torch::silu(g);
-  UNDO_CHECK(name == "gelu" || name == "gelu_tanh", "unknown MLP activation '", name, "'");
-  return torch::gelu(g, name == "gelu_tanh" ? "tanh" : "none");
+  switch (loop_activation(name)) {
+    case loops::Activation::silu:
+      return torch::silu(g);
+    case loops::Activation::gelu_tanh:
+      return torch::gelu(g, "tanh");
+    default:
+      return torch::gelu(g, "none");
+  }
 }
 
 torch::Tensor gated_activation(const torch::Tensor& gu, const std::string& name) {
